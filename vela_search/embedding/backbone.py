@@ -1,0 +1,252 @@
+"""Loading the Qwen2-Audio backbone: Hub id or local directory, device, dtype, 4/8-bit, LoRA adapter.
+
+Version-specific transformers/peft calls live here and in :mod:`vela_search.embedding.attention`, nowhere
+else, so a transformers upgrade has one place to look.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from vela_search.embedding.tiny import TINY_MODEL_ID, TINY_RECIPE_VERSION, ensure_tiny_checkpoint
+from vela_search.errors import ModelLoadError
+
+DEFAULT_MODEL = "Qwen/Qwen2-Audio-7B-Instruct"
+Quantization = Literal["4bit", "8bit"]
+DTYPES = ("auto", "bf16", "fp16", "fp32")
+
+# LoRA goes on the language model's projections only; naming bare module names would also hit the
+# audio tower, which the method keeps frozen.
+LLM_LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+
+
+@dataclass
+class Backbone:
+    """A loaded backbone and what identifies it."""
+
+    model: Any  # Qwen2AudioForConditionalGeneration (LoRA layers injected in place when an adapter is set)
+    processor: Any  # Qwen2AudioProcessor
+    model_ref: str  # "tiny@recipe-N", "<hub id>@<revision>", or a local directory
+    weights_digest: str
+    adapter_path: Path | None
+    adapter_digest: str | None
+    quantization: str | None
+    device: Any  # torch.device
+    dtype: Any  # torch.dtype
+    is_tiny: bool
+
+    @property
+    def core(self) -> Any:
+        """The ``Qwen2AudioModel`` (audio tower, projector, language model; no 156k-vocab lm_head)."""
+        return self.model.model
+
+    @property
+    def language_model(self) -> Any:
+        return self.core.language_model
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.text_config.hidden_size)
+
+    @property
+    def max_positions(self) -> int:
+        return int(self.model.config.text_config.max_position_embeddings)
+
+
+def resolve_device(device: str = "auto") -> Any:
+    """``auto`` -> the first CUDA device if there is one, else the CPU; ``cpu``/``cuda``/``cuda:N`` as given."""
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError(f"device {device!r} requested but CUDA is not available on this machine")
+    if resolved.type not in ("cpu", "cuda"):
+        raise ModelLoadError(f"unsupported device {device!r}; use auto, cpu, cuda or cuda:N")
+    return resolved
+
+
+def resolve_dtype(dtype: str, device: Any) -> Any:
+    """``auto`` -> bf16 on CUDA, fp32 on the CPU (CPU bf16 matmuls are slow and less exact)."""
+    import torch
+
+    table = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in table:
+        raise ModelLoadError(f"unsupported dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+    return table[dtype]
+
+
+def weights_digest(directory: Path) -> str:
+    """A digest of a local checkpoint's weights.
+
+    Sharded checkpoints are identified by their index file (tensor -> shard map) plus shard sizes; a single
+    small weights file is hashed whole; a single large one by its safetensors header and size.
+    """
+    h = hashlib.sha256()
+    indexes = sorted(directory.glob("*.safetensors.index.json")) + sorted(directory.glob("*.bin.index.json"))
+    if indexes:
+        for index in indexes:
+            h.update(index.read_bytes())
+            for shard in sorted(set(json.loads(index.read_text())["weight_map"].values())):
+                h.update(f"{shard}:{(directory / shard).stat().st_size}".encode())
+        return h.hexdigest()
+    files = sorted(directory.glob("*.safetensors")) or sorted(directory.glob("*.bin"))
+    if not files:
+        raise ModelLoadError(f"no weights (*.safetensors or *.bin) in {directory}")
+    for f in files:
+        size = f.stat().st_size
+        h.update(f"{f.name}:{size}".encode())
+        with f.open("rb") as fh:
+            h.update(fh.read() if size <= 64 << 20 else fh.read(8 + int.from_bytes(fh.read(8), "little")))
+    return h.hexdigest()
+
+
+def adapter_digest(directory: Path) -> str:
+    """sha256 over a peft adapter's config and weights."""
+    h = hashlib.sha256()
+    for name in ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"):
+        path = directory / name
+        if path.exists():
+            h.update(name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
+def _quantization_config(quantize: str | None, compute_dtype: Any) -> Any:
+    if quantize is None:
+        return None
+    from transformers import BitsAndBytesConfig
+
+    # The audio tower and projector stay in full precision: the method freezes them and they are small.
+    skip = ["audio_tower", "multi_modal_projector", "lm_head"]
+    if quantize == "4bit":
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute_dtype,
+            llm_int8_skip_modules=skip,
+        )
+    if quantize == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+    raise ModelLoadError(f"unsupported quantization {quantize!r}; use 4bit, 8bit or none")
+
+
+def load_backbone(
+    model: str | os.PathLike[str] = DEFAULT_MODEL,
+    *,
+    revision: str | None = None,
+    adapter: str | os.PathLike[str] | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    quantize: str | None = None,
+    trainable_adapter: bool = False,
+) -> Backbone:
+    """Load model and processor from a Hub id, a local directory, or ``tiny``.
+
+    Args:
+        model: ``Qwen/Qwen2-Audio-7B-Instruct`` (default), a local checkpoint directory, or ``tiny``.
+        revision: Hub revision (branch, tag or commit) for a Hub id.
+        adapter: A peft LoRA adapter directory to apply to the language model.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        dtype: ``auto`` (bf16 on CUDA, fp32 on CPU), ``bf16``, ``fp16`` or ``fp32``.
+        quantize: ``4bit`` (NF4) or ``8bit`` (bitsandbytes) for the language model, or None.
+        trainable_adapter: Load the adapter with trainable LoRA weights (for resuming training).
+
+    Raises:
+        ModelLoadError: The model or adapter cannot be found or loaded (the message says what to do).
+    """
+    import torch
+    from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
+
+    from vela_search.embedding.attention import register_attention
+
+    model_str = str(model)
+    is_tiny = model_str == TINY_MODEL_ID
+    local = Path(model_str).expanduser()
+    if is_tiny:
+        source: str | Path = ensure_tiny_checkpoint()
+    elif local.is_dir():
+        source = local.resolve()
+    elif local.suffix or model_str.startswith((".", "/", "~")) or model_str.count("/") != 1:
+        raise ModelLoadError(f"model {model_str!r} is neither a local checkpoint directory nor a Hub id (org/name)")
+    else:
+        source = model_str
+
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    quant_config = _quantization_config(quantize, torch_dtype)
+    attn_name = register_attention()
+    kwargs: dict[str, Any] = {"dtype": torch_dtype}
+    if revision and not isinstance(source, Path):
+        kwargs["revision"] = revision
+    if quant_config is not None:
+        kwargs["quantization_config"] = quant_config
+        kwargs["device_map"] = {"": torch_device}
+    try:
+        processor = AutoProcessor.from_pretrained(source, **({"revision": revision} if "revision" in kwargs else {}))
+        net = Qwen2AudioForConditionalGeneration.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as exc:
+        hint = (
+            "download it first (needs internet once: `hf download Qwen/Qwen2-Audio-7B-Instruct`, ~16 GB) "
+            "or pass a local directory; `--model tiny` runs offline"
+            if not isinstance(source, Path)
+            else "check that the directory holds config.json, weights and processor files"
+        )
+        raise ModelLoadError(f"could not load model {model_str!r}: {exc}. {hint}") from exc
+    if quant_config is None:
+        net = net.to(torch_device)
+    net.eval()
+    # Only the language model uses the prefix-aware attention; the audio tower keeps its own.
+    net.model.language_model.config._attn_implementation = attn_name
+    processor.tokenizer.padding_side = "right"
+
+    if isinstance(source, Path):
+        ref = f"tiny@recipe-{TINY_RECIPE_VERSION}" if is_tiny else str(source)
+        digest = weights_digest(source)
+    else:
+        commit = getattr(net.config, "_commit_hash", None) or revision or "main"
+        ref, digest = f"{source}@{commit}", commit
+
+    adapter_path, adapter_sha = None, None
+    if adapter is not None:
+        adapter_path = Path(adapter).expanduser().resolve()
+        net = _apply_adapter(net, adapter_path, trainable=trainable_adapter)
+        adapter_sha = adapter_digest(adapter_path)
+
+    return Backbone(
+        model=net,
+        processor=processor,
+        model_ref=ref,
+        weights_digest=digest,
+        adapter_path=adapter_path,
+        adapter_digest=adapter_sha,
+        quantization=quantize,
+        device=torch_device,
+        dtype=torch_dtype,
+        is_tiny=is_tiny,
+    )
+
+
+def _apply_adapter(net: Any, path: Path, *, trainable: bool) -> Any:
+    """Inject a peft LoRA adapter into ``net`` in place and return the underlying model."""
+    if not (path / "adapter_config.json").is_file():
+        raise ModelLoadError(f"{path} is not a peft adapter directory (no adapter_config.json)")
+    from peft import PeftModel
+
+    try:
+        wrapped = PeftModel.from_pretrained(net, str(path), is_trainable=trainable)
+    except Exception as exc:  # peft raises a variety of types for mismatched adapters
+        raise ModelLoadError(f"could not load adapter {path}: {exc}") from exc
+    # peft swaps the target Linear layers for LoRA layers inside `net` itself; keep using `net` directly so
+    # the rest of the code sees one model class with or without an adapter.
+    inner = wrapped.base_model.model
+    inner._vela_peft_wrapper = wrapped
+    return inner

@@ -1,0 +1,507 @@
+"""The Vela embedder: one model, one prompt family, one space for audio and every kind of text.
+
+Each input is rendered as a chat turn behind the in-context demonstrations, and its embedding is the
+final-layer hidden state of the last prompt token, L2-normalised. The demonstrations form a prefix that is
+identical for every input: it is run once, its keys/values are kept (:class:`PrefixKV`), and every batch
+attends to them in place (see :mod:`vela_search.embedding.attention`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vela_search.embedding import prompts
+from vela_search.embedding.attention import PrefixKV
+from vela_search.embedding.audio_encoder import encode_audio
+from vela_search.embedding.backbone import DEFAULT_MODEL, Backbone, load_backbone
+from vela_search.embedding.demos import DemoSet
+from vela_search.embedding.fingerprint import Fingerprint
+from vela_search.embedding.tiny import TINY_NOTICE
+from vela_search.errors import DemoFileError, ModelLoadError, TokenBudgetError, VelaError
+
+# Suffix tokens per batch (padded length x items). The prefix is shared and not counted.
+DEFAULT_BATCH_TOKENS = 8192
+DEFAULT_MAX_BATCH_ITEMS = 32
+# What the Whisper-style encoder reads at most; longer clips must be cut into windows by the caller.
+MAX_CLIP_SECONDS = 30.0
+SAMPLE_RATE = 16_000
+# The training record an adapter directory carries, read back so that `--adapter DIR` needs no other flags.
+ADAPTER_RECORD = "vela_training.json"
+
+_BODY = "\x00VELA_BODY\x00"
+
+
+@dataclass(frozen=True)
+class EmbedItem:
+    """One input: an audio clip (16 kHz mono) or a text in one of the text modes."""
+
+    mode: str
+    text: str | None = None
+    instruction: str | None = None
+    wave: np.ndarray | None = None
+
+    @property
+    def is_audio(self) -> bool:
+        return self.mode == "audio"
+
+
+def plan_batches(lengths: Sequence[int], batch_tokens: int, max_items: int) -> list[list[int]]:
+    """Group item indices into batches of similar length.
+
+    Items are sorted longest first so that right-padding is small; a batch grows while its padded size
+    (longest item x items) stays within ``batch_tokens`` and it holds at most ``max_items`` items. An item
+    longer than ``batch_tokens`` gets a batch of its own.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for index in order:
+        longest = lengths[current[0]] if current else lengths[index]
+        if current and (longest * (len(current) + 1) > batch_tokens or len(current) >= max_items):
+            batches.append(current)
+            current = []
+        current.append(index)
+    if current:
+        batches.append(current)
+    return batches
+
+
+class VelaEmbedder:
+    """Embeds audio clips and texts into one unit-norm vector space.
+
+    Example:
+        >>> emb = VelaEmbedder.from_pretrained("tiny", demos="none")
+        >>> emb.embed_text(["dog barking then a car passes"]).shape
+        (1, 64)
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        demos: DemoSet,
+        *,
+        batch_tokens: int = DEFAULT_BATCH_TOKENS,
+        max_batch_items: int = DEFAULT_MAX_BATCH_ITEMS,
+        demos_spec: str = "default",
+    ) -> None:
+        if batch_tokens < 1 or max_batch_items < 1:
+            raise ValueError("batch_tokens and max_batch_items must be positive")
+        self.backbone = backbone
+        self.demos = demos
+        self.demos_spec = demos_spec
+        self.batch_tokens = batch_tokens
+        self.max_batch_items = max_batch_items
+        self.prefix_computations = 0
+        # Set by the trainer: a 4-bit model must never run under no_grad before it trains (bitsandbytes).
+        self.avoid_no_grad = False
+        self._prefix: PrefixKV | None = None
+        self._prefix_ids: torch.Tensor | None = None
+        self._prefix_features: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._prefix_text, self._suffix_templates = self._render_templates()
+
+    # ----------------------------------------------------------------------------------------- loading
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str | os.PathLike[str] | None = None,
+        *,
+        adapter: str | os.PathLike[str] | None = None,
+        demos: str | os.PathLike[str] | DemoSet | None = None,
+        device: str = "auto",
+        dtype: str = "auto",
+        quantize: str | None = None,
+        revision: str | None = None,
+        batch_tokens: int = DEFAULT_BATCH_TOKENS,
+        max_batch_items: int = DEFAULT_MAX_BATCH_ITEMS,
+        trainable_adapter: bool = False,
+    ) -> VelaEmbedder:
+        """Load the backbone (and adapter) and prepare the prompts and demonstrations.
+
+        Args:
+            model: Hub id, local directory or ``tiny``. Defaults to the adapter's base model when the adapter
+                records one, else ``Qwen/Qwen2-Audio-7B-Instruct``.
+            adapter: A LoRA adapter directory (peft format), e.g. the output of ``vela-search train``.
+            demos: ``default`` (the shipped text-only set), ``none``, a JSONL path or a DemoSet. Defaults to
+                what the adapter was trained with, else ``default``.
+            device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+            dtype: ``auto``, ``bf16``, ``fp16`` or ``fp32``.
+            quantize: ``4bit``, ``8bit`` or None.
+            revision: Hub revision for a Hub id.
+            batch_tokens: Suffix tokens per batch (memory knob).
+            max_batch_items: Items per batch at most.
+            trainable_adapter: Keep the adapter's LoRA weights trainable.
+        """
+        record = read_adapter_record(adapter) if adapter is not None else {}
+        if record.get("prompt_version") not in (None, prompts.PROMPT_VERSION):
+            raise ModelLoadError(
+                f"adapter {adapter} was trained with prompt version {record['prompt_version']!r} but this "
+                f"vela-search uses {prompts.PROMPT_VERSION!r}; retrain the adapter"
+            )
+        model = model if model is not None else record.get("base_model", DEFAULT_MODEL)
+        if demos is None:
+            demos = record.get("demos", "default")
+        demo_set = DemoSet.load(demos)
+        backbone = load_backbone(
+            model,
+            revision=revision,
+            adapter=adapter,
+            device=device,
+            dtype=dtype,
+            quantize=quantize,
+            trainable_adapter=trainable_adapter,
+        )
+        spec = demos if isinstance(demos, str) else getattr(demos, "source", str(demos))
+        return cls(
+            backbone, demo_set, batch_tokens=batch_tokens, max_batch_items=max_batch_items, demos_spec=str(spec)
+        )
+
+    # ------------------------------------------------------------------------------------- identity
+    @property
+    def dim(self) -> int:
+        return self.backbone.hidden_size
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.backbone.is_tiny
+
+    @property
+    def notice(self) -> str | None:
+        """A warning to show beside any result, or None (set for the tiny random model)."""
+        return TINY_NOTICE if self.is_tiny else None
+
+    @property
+    def fingerprint(self) -> Fingerprint:
+        return Fingerprint(
+            model=self.backbone.model_ref,
+            weights=self.backbone.weights_digest,
+            adapter=self.backbone.adapter_digest,
+            prompt_version=prompts.PROMPT_VERSION,
+            demos=self.demos.digest if len(self.demos) else "none",
+            dim=self.dim,
+            quantization=self.backbone.quantization,
+        )
+
+    @property
+    def max_positions(self) -> int:
+        return self.backbone.max_positions
+
+    @property
+    def prefix_length(self) -> int:
+        """Tokens in the shared prefix (system turn and demonstrations)."""
+        return int(self._prefix_input()[0].shape[1])
+
+    @property
+    def prefix_nbytes(self) -> int:
+        """Bytes held by the cached prefix keys/values (0 before the first embedding)."""
+        return self._prefix.nbytes if self._prefix is not None else 0
+
+    # ------------------------------------------------------------------------------------ public API
+    def embed_audio(self, clips: Sequence[np.ndarray | str | os.PathLike[str]]) -> np.ndarray:
+        """Embed audio clips (16 kHz mono arrays or file paths, each at most 30 s).
+
+        Returns:
+            ``(n, dim)`` float32, unit-norm rows.
+        """
+        from vela_search.audio import load_waveform
+
+        return self.embed_items([EmbedItem("audio", wave=load_waveform(c)) for c in clips])
+
+    def embed_text(
+        self, texts: Sequence[str], mode: str = "caption", *, instruction: str | None = None
+    ) -> np.ndarray:
+        """Embed texts as captions (default), long passages (``long``) or requests (``instruction``).
+
+        Returns:
+            ``(n, dim)`` float32, unit-norm rows.
+        """
+        prompts.check_mode(mode)
+        if mode == "audio":
+            raise ValueError("use embed_audio for audio")
+        return self.embed_items([EmbedItem(mode, text=t, instruction=instruction) for t in texts])
+
+    def embed_items(self, items: Sequence[EmbedItem]) -> np.ndarray:
+        """Embed mixed items in token-sized batches; rows come back in input order."""
+        if not items:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = self.encode(items, grad=False)
+        return vectors.float().cpu().numpy()
+
+    def token_count(self, item: EmbedItem) -> int:
+        """Tokens the item occupies behind the prefix (what the budget check counts)."""
+        return self._item_lengths([item])[0]
+
+    def check_budget(self, items: Sequence[EmbedItem]) -> None:
+        """Raise :class:`TokenBudgetError` if any item does not fit behind the prefix."""
+        for item, length in zip(items, self._item_lengths(items), strict=True):
+            self._check_fits(item, length)
+
+    # ------------------------------------------------------------------------------- the fast path
+    def encode(self, items: Sequence[EmbedItem], *, grad: bool = False) -> torch.Tensor:
+        """Embed items as a ``(n, dim)`` tensor on the model's device (graph kept when ``grad``)."""
+        for item in items:
+            self._validate(item)
+        lengths = self._item_lengths(items)
+        for item, length in zip(items, lengths, strict=True):
+            self._check_fits(item, length)
+        prefix = self._prefix_kv()
+        out: list[torch.Tensor | None] = [None] * len(items)
+        audio_idx = [i for i, it in enumerate(items) if it.is_audio]
+        text_idx = [i for i, it in enumerate(items) if not it.is_audio]
+        for group in (audio_idx, text_idx):
+            for batch in plan_batches([lengths[i] for i in group], self.batch_tokens, self.max_batch_items):
+                members = [group[b] for b in batch]
+                with self._grad_context(grad):
+                    vectors = self._forward_batch([items[i] for i in members], prefix)
+                for row, index in enumerate(members):
+                    out[index] = vectors[row]
+        return torch.stack(out)  # type: ignore[arg-type]
+
+    def refresh_prefix(self) -> None:
+        """Recompute the prefix keys/values (after the weights changed, e.g. during training)."""
+        self._prefix = None
+
+    def _forward_batch(self, items: Sequence[EmbedItem], prefix: PrefixKV) -> torch.Tensor:
+        bb = self.backbone
+        suffixes = [self._suffix_text(item) for item in items]
+        if items[0].is_audio:
+            enc = bb.processor(
+                text=suffixes,
+                audio=[item.wave for item in items],
+                sampling_rate=SAMPLE_RATE,
+                return_tensors="pt",
+                padding=True,
+            )
+            features = (enc["input_features"], enc["feature_attention_mask"].sum(-1))
+        else:
+            enc = bb.processor.tokenizer(suffixes, return_tensors="pt", padding=True)
+            features = None
+        input_ids = enc["input_ids"].to(bb.device)
+        mask = enc["attention_mask"].to(bb.device)
+        embeds = self._input_embeddings(input_ids, features)
+        positions = prefix.length + torch.arange(input_ids.shape[1], device=bb.device)
+        hidden = bb.language_model(
+            inputs_embeds=embeds,
+            position_ids=positions.unsqueeze(0).expand(input_ids.shape[0], -1),
+            use_cache=False,
+            vela_prefix=prefix,
+        ).last_hidden_state
+        last = mask.sum(dim=1) - 1
+        pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last].float()
+        return torch.nn.functional.normalize(pooled, dim=-1)
+
+    def _input_embeddings(
+        self, input_ids: torch.Tensor, features: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> torch.Tensor:
+        """Token embeddings with each clip's audio-token run replaced by its encoded audio."""
+        core = self.backbone.core
+        embeds = core.get_input_embeddings()(input_ids)
+        if features is None:
+            return embeds
+        audio = encode_audio(core.audio_tower, core.multi_modal_projector, features[0], features[1])
+        audio_mask = (input_ids == self.backbone.model.config.audio_token_index).unsqueeze(-1)
+        flat = torch.cat(audio).to(embeds.dtype)
+        if int(audio_mask.sum()) != flat.shape[0]:
+            raise RuntimeError(f"audio tokens ({int(audio_mask.sum())}) != audio features ({flat.shape[0]})")
+        return embeds.masked_scatter(audio_mask, flat)
+
+    # ----------------------------------------------------------------------------------- the prefix
+    def _prefix_input(self) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        if self._prefix_ids is None:
+            waves = [self._demo_wave(d.audio) for d in self.demos.demos if d.audio is not None]
+            processor = self.backbone.processor
+            if waves:
+                enc = processor(
+                    text=[self._prefix_text], audio=waves, sampling_rate=SAMPLE_RATE, return_tensors="pt"
+                )
+                self._prefix_features = (enc["input_features"], enc["feature_attention_mask"].sum(-1))
+            else:
+                enc = processor.tokenizer([self._prefix_text], return_tensors="pt")
+            self._prefix_ids = enc["input_ids"]
+        return self._prefix_ids, self._prefix_features
+
+    def _prefix_kv(self) -> PrefixKV:
+        if self._prefix is not None:
+            return self._prefix
+        bb = self.backbone
+        ids, features = self._prefix_input()
+        if ids.shape[1] >= self.max_positions:
+            raise TokenBudgetError(
+                f"the demonstrations alone take {ids.shape[1]} tokens, the model's limit is "
+                f"{self.max_positions} positions; use fewer or shorter demos (--demos FILE or --demos none)"
+            )
+        capture = PrefixKV()
+        with self._grad_context(False):
+            ids = ids.to(bb.device)
+            bb.language_model(
+                inputs_embeds=self._input_embeddings(ids, features),
+                position_ids=torch.arange(ids.shape[1], device=bb.device).unsqueeze(0),
+                use_cache=False,
+                vela_capture=capture,
+            )
+        self._prefix = capture
+        self.prefix_computations += 1
+        return capture
+
+    def _demo_wave(self, path: Path) -> np.ndarray:
+        from vela_search.audio import load_waveform
+
+        wave = load_waveform(path)
+        if len(wave) > MAX_CLIP_SECONDS * SAMPLE_RATE:
+            raise DemoFileError(f"audio demo {path} is {len(wave) / SAMPLE_RATE:.1f} s; demos must be at most 30 s")
+        return wave
+
+    # ---------------------------------------------------------------------------------- rendering
+    def _conversation(self) -> list[dict[str, Any]]:
+        turns: list[dict[str, Any]] = []
+        for demo in self.demos.demos:
+            mode = "audio" if demo.is_audio else "caption"
+            turns.append({"role": "user", "content": prompts.user_content(mode, text=demo.text)})
+            turns.append({"role": "assistant", "content": demo.word})
+        return turns
+
+    def _render_templates(self) -> tuple[str, dict[str, str]]:
+        """Render the shared prefix and, per mode, the item's suffix with a body placeholder.
+
+        The prefix is everything up to the start of the item's turn; the chat template itself decides the
+        exact text (system turn, ``Audio N:`` numbering), so the prompts stay those of the model.
+        """
+        processor = self.backbone.processor
+        demos = self._conversation()
+
+        def render(content: list[dict[str, Any]]) -> str:
+            conversation = [*demos, {"role": "user", "content": content}]
+            return processor.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+
+        full = {mode: render(self._placeholder_content(mode)) for mode in prompts.MODES}
+        common = os.path.commonprefix(list(full.values()))
+        turn_start = common.rfind("<|im_start|>")
+        if turn_start < 0:
+            raise ModelLoadError("the model's chat template does not use <|im_start|> turns; it is not Qwen2-Audio")
+        prefix = common[:turn_start]
+        return prefix, {mode: text[len(prefix) :] for mode, text in full.items()}
+
+    @staticmethod
+    def _placeholder_content(mode: str) -> list[dict[str, Any]]:
+        if mode == "audio":
+            return prompts.user_content("audio")
+        return [{"type": "text", "text": f"{_BODY}\n{prompts.INSTRUCTIONS[mode]}"}]
+
+    def _suffix_text(self, item: EmbedItem) -> str:
+        template = self._suffix_templates[item.mode]
+        if item.is_audio:
+            return template
+        body = prompts.user_content(item.mode, text=item.text, instruction=item.instruction)[0]["text"]
+        body = body[: -len(prompts.INSTRUCTIONS[item.mode]) - 1]
+        return template.replace(_BODY, body)
+
+    def full_prompt(self, item: EmbedItem) -> str:
+        """The whole rendered prompt (prefix + item) as one string, as a plain forward would see it."""
+        return self._prefix_text + self._suffix_text(item)
+
+    # ---------------------------------------------------------------------------------- checks
+    def _validate(self, item: EmbedItem) -> None:
+        prompts.check_mode(item.mode)
+        if item.is_audio:
+            if item.wave is None:
+                raise ValueError("an audio item needs a waveform")
+            if len(item.wave) > MAX_CLIP_SECONDS * SAMPLE_RATE + 1:
+                raise VelaError(
+                    f"a clip of {len(item.wave) / SAMPLE_RATE:.1f} s is longer than the 30 s the audio encoder "
+                    "reads; cut it into windows (vela_search.audio.plan_windows) first"
+                )
+        elif item.text is None or not item.text.strip():
+            raise VelaError("cannot embed an empty text")
+
+    def _item_lengths(self, items: Sequence[EmbedItem]) -> list[int]:
+        tokenizer = self.backbone.processor.tokenizer
+        lengths = [0] * len(items)
+        text_idx = [i for i, it in enumerate(items) if not it.is_audio]
+        if text_idx:
+            encoded = tokenizer([self._suffix_text(items[i]) for i in text_idx])["input_ids"]
+            for i, ids in zip(text_idx, encoded, strict=True):
+                lengths[i] = len(ids)
+        audio_idx = [i for i, it in enumerate(items) if it.is_audio]
+        if audio_idx:
+            base = len(tokenizer(self._suffix_templates["audio"])["input_ids"]) - 1
+            for i in audio_idx:
+                lengths[i] = base + audio_token_count(len(items[i].wave))  # type: ignore[arg-type]
+        return lengths
+
+    def _check_fits(self, item: EmbedItem, length: int) -> None:
+        prefix = self.prefix_length
+        if prefix + length > self.max_positions:
+            fix = (
+                "use a shorter clip window (--window)"
+                if item.is_audio
+                else "shorten the text"
+            )
+            raise TokenBudgetError(
+                f"input does not fit the model: prefix {prefix} tokens + item {length} tokens = "
+                f"{prefix + length} > limit {self.max_positions} positions; {fix}, or use fewer demos "
+                "(--demos FILE with fewer lines, or --demos none)"
+            )
+
+    @contextlib.contextmanager
+    def _grad_context(self, grad: bool) -> Iterator[None]:
+        if grad or self.avoid_no_grad:
+            with torch.enable_grad():
+                yield
+        else:
+            with torch.no_grad():
+                yield
+
+    # --------------------------------------------------------------------------- the naive baseline
+    def embed_naive(self, items: Sequence[EmbedItem]) -> np.ndarray:
+        """The plain Vela loop: demos + item re-run in one full forward per item, stock audio encoder.
+
+        This is what the shared prefix replaces; it is kept as the reference for parity checks and as the
+        baseline of ``vela-search bench speed``.
+        """
+        bb = self.backbone
+        rows = []
+        demo_waves = [self._demo_wave(d.audio) for d in self.demos.demos if d.audio is not None]
+        for item in items:
+            self._validate(item)
+            waves = demo_waves + ([item.wave] if item.is_audio else [])
+            text = [self.full_prompt(item)]
+            with torch.no_grad():
+                if waves:
+                    enc = bb.processor(text=text, audio=waves, sampling_rate=SAMPLE_RATE, return_tensors="pt")
+                    extra = {
+                        "input_features": enc["input_features"].to(bb.device, bb.dtype),
+                        "feature_attention_mask": enc["feature_attention_mask"].to(bb.device),
+                    }
+                else:
+                    enc = bb.processor.tokenizer(text, return_tensors="pt")
+                    extra = {}
+                hidden = bb.core(
+                    input_ids=enc["input_ids"].to(bb.device), use_cache=False, **extra
+                ).last_hidden_state
+            rows.append(torch.nn.functional.normalize(hidden[0, -1].float(), dim=-1).cpu().numpy())
+        return np.stack(rows) if rows else np.zeros((0, self.dim), dtype=np.float32)
+
+
+def audio_token_count(n_samples: int) -> int:
+    """Audio tokens Qwen2-Audio spends on a clip of ``n_samples`` at 16 kHz (25 per second)."""
+    frames = max(1, min(n_samples, int(MAX_CLIP_SECONDS * SAMPLE_RATE)) // 160)
+    return ((frames - 1) // 2 + 1 - 2) // 2 + 1
+
+
+def read_adapter_record(adapter: str | os.PathLike[str]) -> dict[str, Any]:
+    """The training record saved beside an adapter (empty when there is none)."""
+    path = Path(adapter) / ADAPTER_RECORD
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelLoadError(f"{path} is not valid JSON: {exc}") from exc

@@ -1,0 +1,67 @@
+"""File names of the on-disk index (see docs/format.md)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+FORMAT_NAME = "vela-search-index"
+FORMAT_VERSION = 1
+
+MANIFEST = "manifest.json"
+STAGING_MANIFEST = "manifest.staging.json"
+LOCK_FILE = "writer.lock"
+SHARD_DIR = "shards"
+TMP_PREFIX = ".tmp-"
+
+# Files the store owns and may garbage-collect; anything else in the directory is left alone.
+_OWNED = (
+    re.compile(r"^files-\d+\.parquet$"),
+    re.compile(r"^deleted-\d+\.parquet$"),
+    re.compile(r"^trained-\d+\.faiss$"),
+    re.compile(r"^shards/\d+\.(faiss|parquet)$"),
+)
+_SHARD_NUMBER = re.compile(r"^(\d+)\.(faiss|parquet)$")
+
+
+def shard_files(number: int) -> tuple[str, str]:
+    """Relative paths of shard `number`'s FAISS index and Parquet metadata."""
+    stem = f"{SHARD_DIR}/{number:06d}"
+    return f"{stem}.faiss", f"{stem}.parquet"
+
+
+def files_table(generation: int) -> str:
+    """Relative path of the files table written by `generation`."""
+    return f"files-{generation}.parquet"
+
+
+def deleted_table(generation: int) -> str:
+    """Relative path of the tombstone table written by `generation`."""
+    return f"deleted-{generation}.parquet"
+
+
+def trained_index(generation: int) -> str:
+    """Relative path of the empty, trained FAISS index written by `generation`."""
+    return f"trained-{generation}.faiss"
+
+
+def is_owned(relpath: str) -> bool:
+    """Whether `relpath` (POSIX, relative to the root) is a data file the store manages."""
+    return any(p.match(relpath) for p in _OWNED)
+
+
+def is_temporary(name: str) -> bool:
+    """Whether a file name is a temporary file of an unfinished write."""
+    return name.startswith(TMP_PREFIX)
+
+
+def highest_shard_number(root: Path) -> int:
+    """Highest shard number present in `root/shards` (referenced or not), or -1."""
+    best = -1
+    shard_dir = root / SHARD_DIR
+    if shard_dir.is_dir():
+        for entry in shard_dir.iterdir():
+            m = _SHARD_NUMBER.match(entry.name)
+            if m:
+                best = max(best, int(m.group(1)))
+    return best

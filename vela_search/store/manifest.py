@@ -1,0 +1,150 @@
+"""The manifest: the one file that defines a generation of the index."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import FingerprintMismatchError, IndexFormatError
+from . import fsio
+from .layout import FORMAT_NAME, FORMAT_VERSION
+
+METRIC = "inner_product"
+
+_REQUIRED = (
+    "format", "format_version", "generation", "fingerprint", "dim", "metric", "factory",
+    "next_id", "next_shard", "num_vectors", "shards", "files", "deleted", "trained",
+)
+
+
+def normalize_fingerprint(fingerprint: dict) -> dict:
+    """Return `fingerprint` as it reads back from JSON, so comparisons ignore tuple/list and key order.
+
+    Raises:
+        ValueError: the fingerprint is not a JSON-able dict.
+    """
+    if not isinstance(fingerprint, dict):
+        raise ValueError(f"fingerprint must be a dict, not {type(fingerprint).__name__}")
+    try:
+        return json.loads(json.dumps(fingerprint, sort_keys=True))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"fingerprint is not JSON-serialisable: {e}") from e
+
+
+def new_manifest(*, fingerprint: dict, dim: int, factory: str, staged: bool = False) -> dict:
+    """An empty generation-0 manifest."""
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "generation": 0,
+        "staged": staged,
+        "committed_at": None,
+        "fingerprint": normalize_fingerprint(fingerprint),
+        "dim": int(dim),
+        "metric": METRIC,
+        "factory": factory,
+        "trained": None,
+        "next_id": 0,
+        "next_shard": 0,
+        "num_vectors": 0,
+        "num_deleted": 0,
+        "shards": [],
+        "files": None,
+        "deleted": None,
+        "retained": [],
+    }
+
+
+def read(path: Path) -> dict | None:
+    """Read and validate a manifest; None when the file does not exist.
+
+    Raises:
+        IndexFormatError: the file is not a manifest this version can read.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise IndexFormatError(f"cannot read {path}: {e}") from e
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise IndexFormatError(f"{path} is not valid JSON ({e}); the index is damaged") from e
+    if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
+        raise IndexFormatError(f"{path} is not a vela-search index manifest")
+    version = data.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise IndexFormatError(
+            f"{path} has format version {version!r}; this vela-search reads versions up to "
+            f"{FORMAT_VERSION}: upgrade vela-search"
+        )
+    missing = [k for k in _REQUIRED if k not in data]
+    if missing:
+        raise IndexFormatError(f"{path} lacks the keys {', '.join(missing)}; the index is damaged")
+    return data
+
+
+def write(path: Path, data: dict) -> None:
+    """Atomically replace the manifest at `path` (the commit point of a generation)."""
+    data = dict(data, committed_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    fsio.write_json(path, data)
+
+
+def references(data: dict | None) -> set[str]:
+    """Relative paths of every data file a manifest names (its snapshot)."""
+    if data is None:
+        return set()
+    refs = {p for p in (data.get("files"), data.get("deleted"), data.get("trained")) if p}
+    for shard in data["shards"]:
+        refs.add(shard["index"])
+        refs.add(shard["meta"])
+    return refs
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(_flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= 48 else text[:45] + "..."
+
+
+def fingerprint_differences(stored: dict, given: dict) -> list[str]:
+    """Human-readable differences between two fingerprints, one per differing (dotted) key."""
+    a, b = _flatten(stored), _flatten(normalize_fingerprint(given))
+    diffs = []
+    for key in sorted(a.keys() | b.keys()):
+        if key not in b:
+            diffs.append(f"{key} (index: {_short(a[key])}, now: absent)")
+        elif key not in a:
+            diffs.append(f"{key} (index: absent, now: {_short(b[key])})")
+        elif a[key] != b[key]:
+            diffs.append(f"{key} (index: {_short(a[key])}, now: {_short(b[key])})")
+    return diffs
+
+
+def check_fingerprint(root: Path, stored: dict, given: dict) -> None:
+    """Refuse to mix vectors of two embedders in one generation.
+
+    Raises:
+        FingerprintMismatchError: naming the differing keys and how to rebuild.
+    """
+    diffs = fingerprint_differences(stored, given)
+    if diffs:
+        raise FingerprintMismatchError(
+            f"index {root} was built with a different embedder; differing keys: {'; '.join(diffs)}. "
+            "Vectors of two embedders cannot share an index. Re-embed the collection with "
+            "`vela-search index PATH --rebuild` (same --index); the current index keeps answering "
+            "queries until the rebuild completes."
+        )
