@@ -42,9 +42,20 @@ DEFAULT_COUNTS = (330, 180, 90)
 
 @dataclass(frozen=True)
 class Action:
-    """One thing a source does: (3rd person singular, -ing form) variants with the same meaning."""
+    """One thing a source does, as (3rd person, -ing form) wordings.
+
+    With `synonyms`, every wording entails every other. Otherwise the first wording is the plainest and
+    the others add detail ("whirs" / "whirs loudly"), so only the first is entailed by all of them.
+    """
 
     forms: tuple[tuple[str, str], ...]
+    synonyms: bool = False
+
+    def entailed_forms(self, used: tuple[str, str]) -> list[tuple[str, str]]:
+        """Wordings that a sentence using `used` entails, preferring other wordings than `used`."""
+        if self.synonyms:
+            return [f for f in self.forms if f != used] or [used]
+        return [self.forms[0]]
 
 
 @dataclass(frozen=True)
@@ -64,10 +75,15 @@ def _a(*forms: tuple[str, str]) -> Action:
     return Action(forms=tuple(forms))
 
 
+def _s(*forms: tuple[str, str]) -> Action:
+    return Action(forms=tuple(forms), synonyms=True)
+
+
+# fmt: off
 SOURCES: tuple[Source, ...] = (
     # animals
     Source("dog", "animals", ("a dog", "a small dog", "a big dog"), (
-        _a(("barks loudly", "barking loudly"), ("lets out loud barks", "letting out loud barks")),
+        _s(("barks loudly", "barking loudly"), ("lets out loud barks", "letting out loud barks")),
         _a(("growls", "growling"), ("growls in a low voice", "growling in a low voice")),
         _a(("whines", "whining"), ("whines quietly", "whining quietly")),
     )),
@@ -95,33 +111,33 @@ SOURCES: tuple[Source, ...] = (
     ), plural=True, small=False),
     # vehicles
     Source("car", "vehicles", ("a car", "a small car", "an old car"), (
-        _a(("drives past", "driving past"), ("drives by", "driving by")),
-        _a(("honks its horn", "honking its horn"), ("sounds its horn", "sounding its horn")),
-        _a(("starts its engine", "starting its engine"), ("starts up its engine", "starting up its engine")),
+        _s(("drives past", "driving past"), ("drives by", "driving by")),
+        _s(("honks its horn", "honking its horn"), ("sounds its horn", "sounding its horn")),
+        _s(("starts its engine", "starting its engine"), ("starts up its engine", "starting up its engine")),
     ), small=False),
     Source("train", "vehicles", ("a train", "a freight train", "a passenger train"), (
         _a(("rumbles along the tracks", "rumbling along the tracks"),
            ("rolls along the tracks", "rolling along the tracks")),
-        _a(("blows its whistle", "blowing its whistle"), ("sounds its whistle", "sounding its whistle")),
+        _s(("blows its whistle", "blowing its whistle"), ("sounds its whistle", "sounding its whistle")),
     ), small=False),
     Source("motorcycle", "vehicles", ("a motorcycle", "a loud motorcycle"), (
         _a(("revs its engine", "revving its engine"), ("revs its engine hard", "revving its engine hard")),
-        _a(("speeds past", "speeding past"), ("speeds by", "speeding by")),
+        _s(("speeds past", "speeding past"), ("speeds by", "speeding by")),
     ), small=False),
     Source("airplane", "vehicles", ("an airplane", "a jet airplane", "a large airplane"), (
-        _a(("flies overhead", "flying overhead"), ("passes overhead", "passing overhead")),
+        _s(("flies overhead", "flying overhead"), ("passes overhead", "passing overhead")),
     ), small=False),
     Source("truck", "vehicles", ("a truck", "a heavy truck", "a delivery truck"), (
-        _a(("reverses slowly", "reversing slowly"), ("backs up slowly", "backing up slowly")),
+        _s(("reverses slowly", "reversing slowly"), ("backs up slowly", "backing up slowly")),
         _a(("idles", "idling"), ("idles noisily", "idling noisily")),
     ), small=False),
     Source("helicopter", "vehicles", ("a helicopter", "a police helicopter"), (
-        _a(("hovers overhead", "hovering overhead"), ("hovers above", "hovering above")),
+        _s(("hovers overhead", "hovering overhead"), ("hovers above", "hovering above")),
     ), small=False),
     # weather
     Source("rain", "weather", ("rain", "heavy rain", "steady rain"), (
         _a(("falls on a roof", "falling on a roof"), ("pours onto a roof", "pouring onto a roof")),
-        _a(("patters on a window", "pattering on a window"), ("taps on a window", "tapping on a window")),
+        _s(("patters on a window", "pattering on a window"), ("taps on a window", "tapping on a window")),
     ), small=False),
     Source("thunder", "weather", ("thunder", "loud thunder"), (
         _a(("rumbles", "rumbling"), ("rumbles deeply", "rumbling deeply")),
@@ -133,18 +149,19 @@ SOURCES: tuple[Source, ...] = (
            ("blows through the trees", "blowing through the trees")),
     ), small=False),
     Source("hail", "weather", ("hail", "heavy hail"), (
-        _a(("clatters on a roof", "clattering on a roof"), ("rattles on a roof", "rattling on a roof")),
+        _s(("clatters on a roof", "clattering on a roof"), ("rattles on a roof", "rattling on a roof")),
     ), small=False),
     # water
     Source("stream", "water", ("a stream", "a small stream", "a mountain stream"), (
-        _a(("flows over rocks", "flowing over rocks"), ("runs over rocks", "running over rocks")),
+        _s(("flows over rocks", "flowing over rocks"), ("runs over rocks", "running over rocks")),
         _a(("babbles", "babbling"), ("babbles gently", "babbling gently")),
     ), small=False),
     Source("waves", "water", ("waves", "ocean waves", "large waves"), (
-        _a(("crash on the shore", "crashing on the shore"), ("break on the shore", "breaking on the shore")),
+        _s(("crash on the shore", "crashing on the shore"), ("break on the shore", "breaking on the shore")),
     ), plural=True, small=False),
     Source("faucet", "water", ("a faucet", "a kitchen faucet"), (
-        _a(("runs into a sink", "running into a sink"), ("pours water into a sink", "pouring water into a sink")),
+        _s(("runs into a sink", "running into a sink"),
+           ("pours water into a sink", "pouring water into a sink")),
         _a(("drips slowly", "dripping slowly"), ("drips steadily", "dripping steadily")),
     )),
     Source("waterfall", "water", ("a waterfall", "a large waterfall"), (
@@ -155,14 +172,14 @@ SOURCES: tuple[Source, ...] = (
     )),
     # voices
     Source("man", "voices", ("a man", "an adult man", "an older man"), (
-        _a(("speaks calmly", "speaking calmly"), ("talks calmly", "talking calmly")),
+        _s(("speaks calmly", "speaking calmly"), ("talks calmly", "talking calmly")),
         _a(("coughs", "coughing"), ("coughs several times", "coughing several times")),
         _a(("shouts", "shouting"), ("shouts angrily", "shouting angrily")),
     )),
     Source("woman", "voices", ("a woman", "a young woman", "an older woman"), (
         _a(("laughs", "laughing"), ("laughs out loud", "laughing out loud")),
         _a(("whispers", "whispering"), ("whispers softly", "whispering softly")),
-        _a(("sings softly", "singing softly"), ("sings quietly", "singing quietly")),
+        _s(("sings softly", "singing softly"), ("sings quietly", "singing quietly")),
     )),
     Source("baby", "voices", ("a baby", "a small baby", "an infant baby"), (
         _a(("cries", "crying"), ("cries loudly", "crying loudly")),
@@ -174,15 +191,17 @@ SOURCES: tuple[Source, ...] = (
     ), small=False),
     # music
     Source("piano", "music", ("a piano", "an old piano", "a grand piano"), (
-        _a(("plays a gentle melody", "playing a gentle melody"), ("plays a soft melody", "playing a soft melody")),
+        _s(("plays a gentle melody", "playing a gentle melody"),
+           ("plays a soft melody", "playing a soft melody")),
     )),
     Source("guitarist", "music", ("a guitarist", "a street guitarist"), (
-        _a(("strums a guitar", "strumming a guitar"), ("strums an acoustic guitar", "strumming an acoustic guitar")),
+        _a(("strums a guitar", "strumming a guitar"),
+           ("strums an acoustic guitar", "strumming an acoustic guitar")),
         _a(("tunes a guitar", "tuning a guitar"), ("tunes the strings of a guitar",
                                                    "tuning the strings of a guitar")),
     )),
     Source("drummer", "music", ("a drummer", "a young drummer"), (
-        _a(("plays a fast beat on the drums", "playing a fast beat on the drums"),
+        _s(("plays a fast beat on the drums", "playing a fast beat on the drums"),
            ("beats the drums quickly", "beating the drums quickly")),
     )),
     Source("violin", "music", ("a violin", "a solo violin"), (
@@ -195,17 +214,18 @@ SOURCES: tuple[Source, ...] = (
     # tools
     Source("drill", "tools", ("a drill", "a power drill", "an electric drill"), (
         _a(("whirs", "whirring"), ("whirs loudly", "whirring loudly")),
-        _a(("bores into wood", "boring into wood"), ("drills into wood", "drilling into wood")),
+        _s(("bores into wood", "boring into wood"), ("drills into wood", "drilling into wood")),
     )),
     Source("worker", "tools", ("a worker", "a carpenter"), (
-        _a(("hammers nails", "hammering nails"), ("hammers nails into a board", "hammering nails into a board")),
-        _a(("saws a plank", "sawing a plank"), ("saws through a plank", "sawing through a plank")),
+        _a(("hammers nails", "hammering nails"),
+           ("hammers nails into a board", "hammering nails into a board")),
+        _s(("saws a plank", "sawing a plank"), ("saws through a plank", "sawing through a plank")),
     )),
     Source("chainsaw", "tools", ("a chainsaw", "a loud chainsaw"), (
         _a(("cuts through a log", "cutting through a log"), ("cuts into a log", "cutting into a log")),
     ), small=False),
     Source("mower", "tools", ("a lawn mower", "an old lawn mower"), (
-        _a(("runs across a lawn", "running across a lawn"), ("moves across a lawn", "moving across a lawn")),
+        _s(("runs across a lawn", "running across a lawn"), ("moves across a lawn", "moving across a lawn")),
     ), small=False),
     Source("jackhammer", "tools", ("a jackhammer", "a noisy jackhammer"), (
         _a(("pounds the pavement", "pounding the pavement"), ("breaks up the pavement",
@@ -233,7 +253,7 @@ SOURCES: tuple[Source, ...] = (
     # household
     Source("door", "household", ("a door", "a wooden door", "an old door"), (
         _a(("creaks open", "creaking open"), ("slowly creaks open", "slowly creaking open")),
-        _a(("slams shut", "slamming shut"), ("bangs shut", "banging shut")),
+        _s(("slams shut", "slamming shut"), ("bangs shut", "banging shut")),
     )),
     Source("vacuum", "household", ("a vacuum cleaner", "an upright vacuum cleaner"), (
         _a(("hums", "humming"), ("hums steadily", "humming steadily")),
@@ -244,16 +264,18 @@ SOURCES: tuple[Source, ...] = (
     )),
     Source("kettle", "household", ("a kettle", "an electric kettle"), (
         _a(("whistles", "whistling"), ("whistles shrilly", "whistling shrilly")),
-        _a(("boils", "boiling"), ("comes to a boil", "coming to a boil")),
+        _s(("boils", "boiling"), ("comes to a boil", "coming to a boil")),
     )),
     Source("phone", "household", ("a phone", "a mobile phone", "a telephone"), (
         _a(("rings", "ringing"), ("rings several times", "ringing several times")),
-        _a(("vibrates on a table", "vibrating on a table"), ("buzzes on a table", "buzzing on a table")),
+        _s(("vibrates on a table", "vibrating on a table"), ("buzzes on a table", "buzzing on a table")),
     )),
     Source("clock", "household", ("a clock", "a wall clock", "an old clock"), (
         _a(("ticks", "ticking"), ("ticks steadily", "ticking steadily")),
     )),
 )
+
+# fmt: on
 
 # Settings: (phrase, paraphrase). The empty setting lets sentences go without one.
 SETTINGS: tuple[tuple[str, str], ...] = (
@@ -320,6 +342,7 @@ SUBJECTS: tuple[tuple[str, bool, tuple[str, ...]], ...] = (
 
 # Activities by place: (base form, -ing form) variants with the same meaning. A hard negative takes
 # another activity of the same place, as in NLI contradictions that keep the subject and the scene.
+# fmt: off
 SCENES: dict[str, tuple[tuple[str, ...], tuple[tuple[tuple[str, str], ...], ...]]] = {
     "home": (
         ("at home", "in the house", "in a small apartment", "in the living room"),
@@ -354,7 +377,8 @@ SCENES: dict[str, tuple[tuple[str, ...], tuple[tuple[tuple[str, str], ...], ...]
     "beach": (
         ("at the beach", "by the sea", "on the shore", "near the water"),
         (
-            (("swim in the sea", "swimming in the sea"), ("swim in the cold sea", "swimming in the cold sea")),
+            (("swim in the sea", "swimming in the sea"),
+             ("swim in the cold sea", "swimming in the cold sea")),
             (("build a sandcastle", "building a sandcastle"), ("make a sandcastle", "making a sandcastle")),
             (("fly a kite", "flying a kite"), ("fly a colorful kite", "flying a colorful kite")),
             (("collect shells", "collecting shells"), ("gather shells", "gathering shells")),
@@ -369,7 +393,8 @@ SCENES: dict[str, tuple[tuple[str, ...], tuple[tuple[tuple[str, str], ...], ...]
         (
             (("hammer nails into a board", "hammering nails into a board"),
              ("drive nails into a board", "driving nails into a board")),
-            (("cut wood with a saw", "cutting wood with a saw"), ("saw a piece of wood", "sawing a piece of wood")),
+            (("cut wood with a saw", "cutting wood with a saw"),
+             ("saw a piece of wood", "sawing a piece of wood")),
             (("drill a hole in the wall", "drilling a hole in the wall"),
              ("make a hole in the wall with a drill", "making a hole in the wall with a drill")),
             (("paint a wooden chair", "painting a wooden chair"), ("put paint on a wooden chair",
@@ -379,6 +404,23 @@ SCENES: dict[str, tuple[tuple[str, ...], tuple[tuple[tuple[str, str], ...], ...]
         ),
     ),
 }
+
+# fmt: on
+
+# Activities whose later wordings add detail to the first (as `Action.synonyms=False`); the others'
+# wordings are synonyms.
+ELABORATED_ACTIVITIES = frozenset(
+    {
+        "read a book",
+        "play the piano",
+        "fold laundry",
+        "jog along a path",
+        "play the guitar",
+        "feed the pigeons",
+        "swim in the sea",
+        "fly a kite",
+    }
+)
 
 # Scene frames. {S}/{s}: subject; {be}: is/are; {ing}: -ing form; {v}: verb agreeing with the subject;
 # {loc}: place; {Loc}: capitalised place.
@@ -496,8 +538,11 @@ def sound_triplet(rng: random.Random) -> tuple[str, str, str]:
 
     # Positive: another frame without the background clause, the plainest or the same noun, another
     # wording of the action, the setting paraphrased, kept or dropped.
+    # Frames that add a clause ("while ...", "and then ...") would add information: not for positives.
     pos_frames = [
-        (f, need) for i, (f, need) in enumerate(FRAMES) if i != frame_index and "{bg}" not in f
+        (f, need)
+        for i, (f, need) in enumerate(FRAMES)
+        if i != frame_index and "{bg}" not in f and "and then" not in f
     ]
     pos_frame, pos_needs = rng.choice(pos_frames)
     r = rng.random()
@@ -507,7 +552,7 @@ def sound_triplet(rng: random.Random) -> tuple[str, str, str]:
     if pos_needs and not pos_setting:
         pos_frame = "{N} {v}{set}."
     pos_noun = rng.choice((source.nouns[0], noun))
-    pos_form = rng.choice([f for f in action.forms if f != anchor_form] or list(action.forms))
+    pos_form = rng.choice(action.entailed_forms(anchor_form))
     positive = pos_frame.format(**_sound_fields(source, pos_noun, pos_form, pos_setting, bg))
 
     neg_noun = noun if other is source else rng.choice(other.nouns)
@@ -543,10 +588,13 @@ def scene_triplet(rng: random.Random) -> tuple[str, str, str]:
 
     pos_frame = rng.choice([f for f in SCENE_POSITIVE_FRAMES if f != frame])
     if pos_frame.startswith("Someone") and plural:
+        # "Someone" carries its own (singular) subject; a plural subject needs a plural one.
         pos_frame = "Some people are {ing} {loc}."
     pos_subject = rng.choice((subject, *generals))
-    pos_form = rng.choice([f for f in activity if f != form] or list(activity))
-    # "Some people"/"someone" frames carry their own subject and number.
+    if activity[0][0] in ELABORATED_ACTIVITIES:
+        pos_form = activity[0]
+    else:
+        pos_form = rng.choice([f for f in activity if f != form] or list(activity))
     positive = pos_frame.format(**fields(pos_subject, pos_form, place))
 
     negative = frame.format(**fields(subject, rng.choice(other_activity), place))
@@ -572,16 +620,18 @@ def sequence_triplet(rng: random.Random) -> tuple[str, str, str]:
     anchor = render(anchor_frame, a, b)
     positive = render(pos_frame, a, b)
     # The negative keeps one event and the frame, and swaps the other event for a different sound.
-    if rng.random() < 0.5:
-        swap = rng.choice([s for s in SOURCES if s.category not in (first.category, second.category)])
+    swap_first = rng.random() < 0.5
+    swap = rng.choice([s for s in SOURCES if s.category not in (first.category, second.category)])
+    if swap_first:
         negative = render(anchor_frame, event(swap), b)
     else:
-        swap = rng.choice([s for s in SOURCES if s.category not in (first.category, second.category)])
         negative = render(anchor_frame, a, event(swap))
     return anchor, positive, negative
 
 
-def generate(seed: int = DEFAULT_SEED, counts: tuple[int, int, int] = DEFAULT_COUNTS) -> list[tuple[str, str, str]]:
+def generate(
+    seed: int = DEFAULT_SEED, counts: tuple[int, int, int] = DEFAULT_COUNTS
+) -> list[tuple[str, str, str]]:
     """Generate the triplets: `counts` rows of each family, unique anchors, in a shuffled order.
 
     Args:
@@ -626,7 +676,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output CSV path")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    parser.add_argument("--check", action="store_true", help="fail if the file differs from the generated text")
+    parser.add_argument(
+        "--check", action="store_true", help="fail if the file differs from the generated text"
+    )
     args = parser.parse_args(argv)
 
     text = render_csv(generate(args.seed))

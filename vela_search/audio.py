@@ -10,6 +10,7 @@ This module knows nothing about models or indexes.
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import re
@@ -53,8 +54,13 @@ AUDIO_EXTENSIONS: frozenset[str] = frozenset(
 # Containers libsndfile cannot open at all; without ffmpeg the error says so instead of "not audio".
 _FFMPEG_ONLY_EXTENSIONS: frozenset[str] = frozenset({".m4a", ".aac", ".webm", ".wma"})
 
-# Native frames read per block. At 48 kHz x 8 channels this is a 2 MB float32 block.
+# Native frames read per block: about a second of audio (at 48 kHz x 8 channels a 1.5 MB float32 block),
+# small enough that streaming memory is dominated by the window, large enough that Python overhead is not.
 _BLOCK_FRAMES = 65_536
+
+
+def _block_frames(samplerate: int) -> int:
+    return max(4096, min(_BLOCK_FRAMES, samplerate))
 
 # Extra 16 kHz samples decoded on each side of a requested span so that the resampler's filter has settled
 # by the span's edges (50 ms already gives ~1e-7 agreement with a whole-file resample; 100 ms is a margin).
@@ -128,6 +134,12 @@ def _precheck(path: Path) -> bytes:
         raise _error(path, f"cannot read file ({exc.strerror or exc})") from None
 
 
+def _libsndfile_reason(exc: sf.LibsndfileError) -> str:
+    reason = exc.error_string.strip()
+    reason = reason.removeprefix("Error :").strip().rstrip(".")
+    return reason or f"libsndfile error {exc.code}"
+
+
 def _header_problem(extra_info: str) -> str | None:
     """Truncation that libsndfile notices in the header but tolerates (it silently shortens the file)."""
     for match in _SHOULD_BE.finditer(extra_info):
@@ -191,22 +203,23 @@ class _SoundFileSource(_Source):
 
     def blocks(self, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
         f, path, sr = self._f, self.path, self.samplerate
-        buf = np.empty((_BLOCK_FRAMES, self.channels), dtype=np.float32)
+        block = _block_frames(sr)
+        buf = np.empty((block, self.channels), dtype=np.float32)
         pos = 0
         try:
             if start > 0:
                 if self._exact_seek:
-                    f.seek(min(start, self.declared_frames))
-                    pos = start
+                    pos = min(start, self.declared_frames)
+                    f.seek(pos)
                 else:
                     while pos < start:
-                        got = len(f.read(min(_BLOCK_FRAMES, start - pos), dtype="float32", always_2d=True,
-                                         out=buf[: min(_BLOCK_FRAMES, start - pos)]))
+                        want = min(block, start - pos)
+                        got = len(f.read(want, dtype="float32", always_2d=True, out=buf[:want]))
                         if got == 0:
                             break
                         pos += got
             while stop is None or pos < stop:
-                want = _BLOCK_FRAMES if stop is None else min(_BLOCK_FRAMES, stop - pos)
+                want = block if stop is None else min(block, stop - pos)
                 data = f.read(want, dtype="float32", always_2d=True, out=buf[:want])
                 if len(data) == 0:
                     break
@@ -218,7 +231,7 @@ class _SoundFileSource(_Source):
         except sf.LibsndfileError as exc:
             raise _error(
                 path,
-                f"decoder error at {pos / sr:.2f} s ({exc.error_string.strip().rstrip('.')}); "
+                f"decoder error at {pos / sr:.2f} s ({_libsndfile_reason(exc)}); "
                 "the file is probably truncated or corrupt",
             ) from None
         if stop is None and self._check_length and start <= self.declared_frames and pos < self.declared_frames:
@@ -234,9 +247,10 @@ class _SoundFileSource(_Source):
 class _FfmpegSource(_Source):
     """Decode through ``ffmpeg`` into a float32 WAV stream at 16 kHz (ffmpeg resamples, we downmix)."""
 
-    def __init__(self, path: Path, ffmpeg: str) -> None:
+    def __init__(self, path: Path, ffmpeg: str, failure: str) -> None:
         self.path = path
         self._ffmpeg = ffmpeg
+        self._failure = failure  # message template for a file ffmpeg cannot open either
         self.samplerate = SAMPLE_RATE
         self.declared_frames = None
         self._procs: list[subprocess.Popen[bytes]] = []
@@ -261,7 +275,7 @@ class _FfmpegSource(_Source):
                 channels = self._read_wav_header(proc.stdout)
                 frame_bytes = 4 * channels
                 while True:
-                    raw = proc.stdout.read(_BLOCK_FRAMES * frame_bytes) if channels else b""
+                    raw = proc.stdout.read(_block_frames(SAMPLE_RATE) * frame_bytes) if channels else b""
                     usable = len(raw) - len(raw) % frame_bytes if channels else 0
                     if usable == 0:
                         break
@@ -278,8 +292,14 @@ class _FfmpegSource(_Source):
             if rc != 0:
                 err.seek(0)
                 message = err.read().decode("utf-8", "replace").strip().splitlines()
-                detail = message[-1] if message else f"exit status {rc}"
-                raise _error(self.path, f"ffmpeg could not decode it ({detail})")
+                detail = message[-1].strip() if message else f"exit status {rc}"
+                if pos == start:
+                    raise _error(self.path, self._failure.format(detail=detail))
+                raise _error(
+                    self.path,
+                    f"ffmpeg failed at {pos / SAMPLE_RATE:.2f} s ({detail}); "
+                    "the file is probably truncated or corrupt",
+                )
 
     def _read_wav_header(self, stream) -> int:  # noqa: ANN001 - a binary file object
         """Parse ffmpeg's streamed WAV header up to the data chunk; returns the channel count (0: no audio)."""
@@ -323,7 +343,7 @@ def _open_source(path: str | Path) -> _Source:
     try:
         handle = sf.SoundFile(str(path))
     except sf.LibsndfileError as exc:
-        sf_reason = exc.error_string.strip().rstrip(".") or "unknown error"
+        sf_reason = _libsndfile_reason(exc)
     except (OSError, RuntimeError) as exc:
         sf_reason = str(exc)
     else:
@@ -337,19 +357,24 @@ def _open_source(path: str | Path) -> _Source:
         return _SoundFileSource(path, handle)
 
     suffix = path.suffix.lower()
+    if _looks_like_text(head):
+        # Never audio, whatever the extension; no need to ask ffmpeg.
+        raise _error(path, "not an audio file (it contains text)")
+    if suffix in _FFMPEG_ONLY_EXTENSIONS:
+        failure = "ffmpeg could not decode it ({detail})"
+        no_ffmpeg = (
+            f"'{suffix}' files need ffmpeg, which is not installed (install it, e.g. `apt-get install ffmpeg`)"
+        )
+    else:
+        # Classified the same with or without ffmpeg so that messages do not depend on the machine.
+        known = sf_reason.startswith(("Format not recognised", "File contains data in an unknown format"))
+        base = "not a recognised audio format" if known else "corrupt or truncated header"
+        failure = f"{base} (libsndfile: {sf_reason}; ffmpeg: {{detail}})"
+        no_ffmpeg = f"{base} (libsndfile: {sf_reason})"
     ffmpeg = _ffmpeg_path()
     if ffmpeg is not None:
-        return _FfmpegSource(path, ffmpeg)
-    if suffix in _FFMPEG_ONLY_EXTENSIONS:
-        raise _error(
-            path,
-            f"'{suffix}' files need ffmpeg, which is not installed (install it, e.g. `apt-get install ffmpeg`)",
-        )
-    if _looks_like_text(head):
-        raise _error(path, "not an audio file (it contains text)")
-    if sf_reason.startswith(("Format not recognised", "File contains data in an unknown format")):
-        raise _error(path, f"not a recognised audio format (libsndfile: {sf_reason})")
-    raise _error(path, f"corrupt or truncated header (libsndfile: {sf_reason})")
+        return _FfmpegSource(path, ffmpeg, failure)
+    raise _error(path, no_ffmpeg)
 
 
 def _resampled(blocks: Iterator[np.ndarray], samplerate: int) -> Iterator[np.ndarray]:
@@ -447,7 +472,10 @@ def decode_audio(path: str | Path, *, start_s: float | None = None, end_s: float
             if src.declared_frames is not None and native_stop >= src.declared_frames:
                 native_stop = None  # read to the end so the file-end handling matches a whole-file decode
         pieces = list(_resampled(src.blocks(native_start, native_stop), sr))
-    wave = np.concatenate(pieces) if len(pieces) != 1 else pieces[0]
+    if not pieces:
+        wave = np.zeros(0, dtype=np.float32)
+    else:
+        wave = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
     lo = i0 - m0
     hi = len(wave) if i1 is None else min(len(wave), i1 - m0)
     if lo >= hi:
@@ -593,7 +621,8 @@ class _Buffer:
         if self._hi + n > len(self._data):
             kept = self._hi - self._lo
             if kept + n > len(self._data):
-                grown = np.empty(max(2 * (kept + n), 1 << 16), dtype=np.float32)
+                # 1.5x growth: amortised appends without doubling the bounded working set.
+                grown = np.empty(max((kept + n) * 3 // 2, 1 << 16), dtype=np.float32)
                 grown[:kept] = self._data[self._lo : self._hi]
                 self._data = grown
             else:
@@ -708,7 +737,7 @@ def discover_audio_files(roots: Sequence[str | Path]) -> DiscoveryResult:
 def _os_reason(exc: OSError) -> str:
     if isinstance(exc, PermissionError):
         return "permission denied"
-    if exc.errno == getattr(__import__("errno"), "ELOOP", -1):
+    if exc.errno == errno.ELOOP:
         return "symbolic link loop"
     return exc.strerror or str(exc)
 

@@ -43,7 +43,7 @@ def write_csv(path: Path, rows: list[Triplet]) -> Path:
 def test_csv_reads_rows_with_quoted_commas_and_newlines(tmp_path: Path) -> None:
     f = write(
         tmp_path / "t.csv",
-        'sent0,sent1,hard_neg\n'
+        "sent0,sent1,hard_neg\n"
         '"In the distance, a dog barks.",A dog barks far away.,"In the distance, a car honks."\n'
         '"He said ""hi"", then left.","A man, greeting, leaves.","A man\nstays."\n'
         "plain,also plain,not plain\n",
@@ -80,7 +80,11 @@ def test_tsv_uses_tabs(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("header", "missing"),
-    [("sent0,sent1", "hard_neg"), ("anchor,positive,negative", "sent0, sent1, hard_neg"), ("sent1,hard_neg", "sent0")],
+    [
+        ("sent0,sent1", "hard_neg"),
+        ("anchor,positive,negative", "sent0, sent1, hard_neg"),
+        ("sent1,hard_neg", "sent0"),
+    ],
 )
 def test_csv_missing_column_is_an_error_naming_it(tmp_path: Path, header: str, missing: str) -> None:
     f = write(tmp_path / "t.csv", f"{header}\na,b,c\n")
@@ -213,7 +217,9 @@ def test_split_reports_digest_source_and_skips(tmp_path: Path) -> None:
     assert "skipped 2" in data.summary()
 
 
-@pytest.mark.parametrize(("n", "fraction", "expected"), [(2, 0.01, 1), (3, 0.5, 2), (10, 0.05, 1), (1, 0.5, 0)])
+@pytest.mark.parametrize(
+    ("n", "fraction", "expected"), [(2, 0.01, 1), (3, 0.5, 2), (10, 0.05, 1), (1, 0.5, 0)]
+)
 def test_split_holds_out_at_least_one_and_keeps_one_for_training(
     tmp_path: Path, n: int, fraction: float, expected: int
 ) -> None:
@@ -241,6 +247,13 @@ def test_split_keeps_rows_sharing_an_anchor_together(tmp_path: Path) -> None:
     data = load_triplet_data(write_csv(tmp_path / "t.csv", rows), eval_fraction=0.1, seed=1)
     assert 30 <= len(data.eval) <= 32
     assert not {t.anchor for t in data.train} & {t.anchor for t in data.eval}
+
+
+def test_split_does_not_let_a_large_group_swamp_the_held_out_set(tmp_path: Path) -> None:
+    rows = [Triplet("big", f"p{i}", f"n{i}") for i in range(50)] + make_rows(50)
+    data = load_triplet_data(write_csv(tmp_path / "t.csv", rows), eval_fraction=0.05, seed=0)
+    assert 5 <= len(data.eval) <= 10
+    assert all(t.anchor != "big" for t in data.eval)
 
 
 def test_split_falls_back_to_rows_when_one_anchor_dominates(tmp_path: Path) -> None:

@@ -232,7 +232,8 @@ def load_audiocaps(data_dir: str | Path, split: str = "test") -> RetrievalDatase
     if missing_cols:
         raise DatasetError(
             f"{csv_path} is not an AudioCaps captions file: expected columns audiocap_id, youtube_id, "
-            f"start_time, caption; missing {', '.join(missing_cols)} (found: {', '.join(header) or 'no header'})."
+            f"start_time, caption; missing {', '.join(missing_cols)} "
+            f"(found: {', '.join(header) or 'no header'})."
         )
     has_start = "start_time" in header
 
@@ -289,7 +290,11 @@ def audiocaps_audio_stems(youtube_id: str, start_times: Iterable[str] = ()) -> l
         except ValueError:
             continue
         end = start + _AUDIOCAPS_SEGMENT_S
-        plain = [f"{_fmt_seconds(start)}", f"{_fmt_seconds(start)}_{_fmt_seconds(end)}", f"{start:.3f}_{end:.3f}"]
+        plain = [
+            f"{_fmt_seconds(start)}",
+            f"{_fmt_seconds(start)}_{_fmt_seconds(end)}",
+            f"{start:.3f}_{end:.3f}",
+        ]
         if raw != _fmt_seconds(start):
             plain.insert(1, raw)  # the CSV's own spelling, e.g. "30.0"
         for suffix in plain:

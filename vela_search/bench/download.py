@@ -65,13 +65,16 @@ class RemoteFile:
 
 
 def _zenodo(name: str, md5: str, *, extract: bool = False) -> RemoteFile:
-    return RemoteFile(f"https://zenodo.org/records/4783391/files/{name}?download=1", name, md5, extract=extract)
+    return RemoteFile(
+        f"https://zenodo.org/records/4783391/files/{name}?download=1", name, md5, extract=extract
+    )
 
 
 def _audiocaps(split: str) -> RemoteFile:
-    # The repository publishes no checksums and the CSVs have been revised in place, so none is pinned:
-    # the file is checked by parsing its header instead.
-    return RemoteFile(f"https://raw.githubusercontent.com/cdjkim/audiocaps/master/dataset/{split}.csv", f"{split}.csv")
+    # The repository publishes no checksums, so none is pinned: the file is checked by parsing its header.
+    return RemoteFile(
+        f"https://raw.githubusercontent.com/cdjkim/audiocaps/master/dataset/{split}.csv", f"{split}.csv"
+    )
 
 
 # MD5 sums of Clotho v2.1 as listed for Zenodo record 4783391 by the Labbeti/aac-datasets loader
@@ -141,8 +144,9 @@ def download_dataset(
     data_dir = Path(data_dir).expanduser()
     data_dir.mkdir(parents=True, exist_ok=True)
     for remote in REMOTE_FILES[key][split]:
-        path = download_file(remote.url, data_dir / remote.filename, md5=remote.md5, size=remote.size,
-                             progress=progress)
+        path = download_file(
+            remote.url, data_dir / remote.filename, md5=remote.md5, size=remote.size, progress=progress
+        )
         if remote.extract:
             extract_7z(path, data_dir)
         if key == "audiocaps":
@@ -206,8 +210,9 @@ def download_file(
         if not resumed:
             break
         logger.warning("%s: %s after resuming; downloading it again from the start", dest.name, problem)
-    raise DatasetError(f"download of {url} failed verification: {problem}. The bad file was removed; "
-                       "run the download again.")
+    raise DatasetError(
+        f"download of {url} failed verification: {problem}. The bad file was removed; run the download again."
+    )
 
 
 def extract_7z(archive: str | Path, dest_dir: str | Path) -> None:

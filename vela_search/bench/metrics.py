@@ -119,7 +119,9 @@ def _validate(similarity: np.ndarray, caption_to_audio: np.ndarray) -> tuple[np.
     if not np.issubdtype(c2a.dtype, np.integer):
         raise ValueError(f"caption_to_audio must hold integers, got dtype {c2a.dtype}")
     if c2a.min() < 0 or c2a.max() >= sim.shape[1]:
-        raise ValueError(f"caption_to_audio values must lie in [0, {sim.shape[1]}), got {c2a.min()}..{c2a.max()}")
+        raise ValueError(
+            f"caption_to_audio values must lie in [0, {sim.shape[1]}), got {c2a.min()}..{c2a.max()}"
+        )
     return sim, c2a.astype(np.int64, copy=False)
 
 

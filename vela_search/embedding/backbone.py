@@ -125,7 +125,8 @@ def _quantization_config(quantize: str | None, compute_dtype: Any) -> Any:
     from transformers import BitsAndBytesConfig
 
     # The audio tower and projector stay in full precision: the method freezes them and they are small.
-    skip = ["audio_tower", "multi_modal_projector", "lm_head"]
+    # Full module paths: transformers 5.2x matches patterns from the start of the name, older 5.x by substring.
+    skip = ["model.audio_tower", "model.multi_modal_projector", "lm_head"]
     if quantize == "4bit":
         return BitsAndBytesConfig(
             load_in_4bit=True,
@@ -200,7 +201,8 @@ def load_backbone(
             if not isinstance(source, Path)
             else "check that the directory holds config.json, weights and processor files"
         )
-        raise ModelLoadError(f"could not load model {model_str!r}: {exc}. {hint}") from exc
+        reason = " ".join(str(exc).split()).rstrip(".")
+        raise ModelLoadError(f"could not load model {model_str!r}: {reason}. {hint}") from exc
     if quant_config is None:
         net = net.to(torch_device)
     net.eval()

@@ -205,6 +205,8 @@ def _split(triplets: list[Triplet], fraction: float, seed: int, max_eval: int | 
     target = max(1, round(n * fraction))
     limit = n - 1 if max_eval is None else min(n - 1, max_eval)
     target = min(target, limit)
+    # Groups are whole, so the held-out set may overshoot the target, but by at most a factor of two.
+    upper = min(limit, 2 * target)
 
     groups: dict[str, list[int]] = {}
     for i, t in enumerate(triplets):
@@ -220,10 +222,10 @@ def _split(triplets: list[Triplet], fraction: float, seed: int, max_eval: int | 
         if len(chosen) >= target:
             break
         rows = groups[anchor]
-        if len(chosen) + len(rows) <= limit:
+        if len(chosen) + len(rows) <= upper:
             chosen.update(rows)
     if not chosen:
-        # Every anchor group is larger than the limit: hold out single rows instead.
+        # Every anchor group is too large: hold out single rows instead.
         by_hash = sorted(range(n), key=lambda i: hashlib.sha256(salt + i.to_bytes(8, "little")).digest())
         chosen = set(by_hash[:target])
     return chosen
@@ -280,7 +282,9 @@ def _read_csv(path: Path, text: str, delimiter: str, reasons: Counter[str]) -> I
             if triplet is not None:
                 yield triplet
     except csv.Error as exc:
-        raise TrainingDataError(f"training data {path}, line {reader.line_num}: unreadable CSV ({exc})") from exc
+        raise TrainingDataError(
+            f"training data {path}, line {reader.line_num}: unreadable CSV ({exc})"
+        ) from exc
 
 
 def _read_json(path: Path, text: str, reasons: Counter[str]) -> Iterator[Triplet]:

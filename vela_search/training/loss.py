@@ -120,4 +120,6 @@ def _check_pair(anchor: torch.Tensor, other: torch.Tensor, name: str) -> None:
     if anchor.shape[0] == 0:
         raise ValueError("empty batch: need at least one anchor")
     if other.shape != anchor.shape:
-        raise ValueError(f"{name} must have the anchors' shape {tuple(anchor.shape)}, got {tuple(other.shape)}")
+        raise ValueError(
+            f"{name} must have the anchors' shape {tuple(anchor.shape)}, got {tuple(other.shape)}"
+        )

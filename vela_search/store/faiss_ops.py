@@ -1,0 +1,219 @@
+"""FAISS behind a lazy import: building, training, (de)serialising and masked search of one index."""
+
+from __future__ import annotations
+
+import threading
+from typing import IO, Any
+
+import numpy as np
+
+from ..errors import StoreError
+
+# IVF probes this many lists (at most nlist) by default; FAISS's own default of 1 loses most neighbours.
+DEFAULT_NPROBE = 16
+# Training uses at most this many vectors per centroid (FAISS subsamples beyond 256 anyway).
+_TRAIN_POINTS_PER_CENTROID = 256
+
+_faiss: Any = None
+_gpu_lock = threading.Lock()
+_gpu_resources: Any = None
+
+
+class IndexTrainingError(StoreError):
+    """A FAISS index factory needs training and there are too few vectors, or training failed."""
+
+
+def faiss() -> Any:
+    """The faiss module, imported on first use so that importing the store stays cheap."""
+    global _faiss
+    if _faiss is None:
+        import faiss as module
+
+        _faiss = module
+    return _faiss
+
+
+def _message(error: Exception) -> str:
+    # FAISS errors carry a C++ location prefix; keep the human part.
+    text = str(error)
+    return text.split("Error: ", 1)[-1].strip() if "Error: " in text else text.strip()
+
+
+def build(factory: str, dim: int) -> Any:
+    """A new, empty inner-product index from a FAISS index-factory string.
+
+    Raises:
+        StoreError: the factory string is invalid for this dimension.
+    """
+    f = faiss()
+    try:
+        return f.index_factory(int(dim), factory, f.METRIC_INNER_PRODUCT)
+    except RuntimeError as e:
+        raise StoreError(f"invalid FAISS index factory {factory!r} for dim {dim}: {_message(e)}") from e
+
+
+def _ivf(index: Any) -> Any | None:
+    f = faiss()
+    try:
+        return f.downcast_index(f.extract_index_ivf(index))
+    except RuntimeError:
+        return None
+
+
+def training_vectors_needed(index: Any) -> int:
+    """How many vectors training `index` needs (0 when it needs no training)."""
+    if index.is_trained:
+        return 0
+    need = 1
+    ivf = _ivf(index)
+    if ivf is not None:
+        need = max(need, int(ivf.nlist))
+    concrete = ivf if ivf is not None else faiss().downcast_index(index)
+    pq = getattr(concrete, "pq", None)
+    if pq is not None:
+        need = max(need, int(pq.ksub))
+    return need
+
+
+def train(index: Any, vectors: np.ndarray, factory: str) -> None:
+    """Train `index` on `vectors` (a deterministic subsample when there are many).
+
+    Raises:
+        IndexTrainingError: too few vectors (the message says how many are needed) or training failed.
+    """
+    need = training_vectors_needed(index)
+    n = len(vectors)
+    if n < need:
+        raise IndexTrainingError(
+            f"FAISS index factory {factory!r} must be trained on at least {need} vectors, but only {n} "
+            f"are available; add more data before the first commit, choose a smaller factory "
+            f"(fewer IVF lists or PQ bits), or use the default exact 'SQfp16'"
+        )
+    cap = max(need, 1) * _TRAIN_POINTS_PER_CENTROID
+    if n > cap:
+        pick = np.sort(np.random.default_rng(0).choice(n, size=cap, replace=False))
+        vectors = vectors[pick]
+    try:
+        index.train(np.ascontiguousarray(vectors, dtype=np.float32))
+    except RuntimeError as e:
+        raise IndexTrainingError(
+            f"training FAISS index factory {factory!r} on {len(vectors)} vectors failed: {_message(e)}"
+        ) from e
+
+
+def clone(index: Any) -> Any:
+    """A deep copy of `index` (used to start a shard from the trained, empty index)."""
+    return faiss().clone_index(index)
+
+
+def write(index: Any, out: IO[bytes]) -> None:
+    """Serialise `index` into a binary file object."""
+    faiss().write_index(index, faiss().PyCallbackIOWriter(out.write))
+
+
+def read(source: IO[bytes]) -> Any:
+    """Deserialise an index from a binary file object positioned at its start."""
+    f = faiss()
+    index = f.read_index(f.PyCallbackIOReader(source.read))
+    ivf = _ivf(index)
+    if ivf is not None:
+        ivf.nprobe = min(int(ivf.nlist), DEFAULT_NPROBE)
+    return index
+
+
+def reconstruct_all(index: Any) -> np.ndarray:
+    """Decode every stored vector (exact for SQfp16 up to fp16 rounding; approximate for PQ)."""
+    n, d = int(index.ntotal), int(index.d)
+    if n == 0:
+        return np.empty((0, d), dtype=np.float32)
+    ivf = _ivf(index)
+    if ivf is not None:
+        ivf.make_direct_map()
+    try:
+        return index.reconstruct_n(0, n)
+    except RuntimeError as e:
+        raise StoreError(f"this index type cannot return its stored vectors: {_message(e)}") from e
+
+
+def _search_params(index: Any, k: int, selector: Any) -> Any:
+    # IVF and HNSW indexes accept only their own parameter classes, which also carry nprobe/efSearch.
+    f = faiss()
+    concrete = f.downcast_index(index)
+    if isinstance(concrete, f.IndexIVF):
+        return f.SearchParametersIVF(sel=selector, nprobe=int(concrete.nprobe))
+    if isinstance(concrete, f.IndexHNSW):
+        return f.SearchParametersHNSW(sel=selector, efSearch=max(int(concrete.hnsw.efSearch), k))
+    return f.SearchParameters(sel=selector)
+
+
+def search(
+    index: Any, queries: np.ndarray, k: int, allowed: np.ndarray | None, fallback: Any = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k of `queries` over the rows of `index` where `allowed` is True.
+
+    Excluded rows are removed before top-k, with an IDSelectorBitmap; an index type that rejects
+    selectors is searched instead for k + (number of excluded rows) candidates, which for an exact
+    index always contains the k best allowed rows.
+
+    Args:
+        index: the index to search (possibly a GPU copy).
+        queries: (q, d) float32.
+        k: how many results per query.
+        allowed: boolean mask over the index's rows, or None for all rows.
+        fallback: a CPU copy used when `index` cannot take a selector (defaults to `index`).
+
+    Returns:
+        (scores, positions), each (q, min(k, ntotal)); missing results have position -1.
+    """
+    f = faiss()
+    n = int(index.ntotal)
+    k = min(k, n)
+    if allowed is None:
+        if isinstance(f.downcast_index(index), f.IndexHNSW):
+            # HNSW returns at most efSearch results; widen it for large k.
+            return index.search(queries, k, params=_search_params(index, k, None))
+        return index.search(queries, k)
+    bitmap = np.packbits(allowed, bitorder="little")
+    selector = f.IDSelectorBitmap(n, f.swig_ptr(bitmap))
+    try:
+        return index.search(queries, k, params=_search_params(index, k, selector))
+    except RuntimeError:
+        pass
+    target = fallback if fallback is not None else index
+    wide = min(n, k + int(n - np.count_nonzero(allowed)))
+    scores, positions = target.search(queries, wide)
+    ok = positions >= 0
+    ok &= allowed[np.where(ok, positions, 0)]
+    order = np.argsort(~ok, axis=1, kind="stable")[:, :k]
+    scores = np.take_along_axis(scores, order, axis=1)
+    positions = np.take_along_axis(positions, order, axis=1)
+    keep = np.take_along_axis(ok, order, axis=1)
+    positions[~keep] = -1
+    scores[~keep] = -np.inf
+    return scores, positions
+
+
+def to_gpu(index: Any) -> Any:
+    """A GPU copy of `index` when FAISS has GPU support, else `index` itself.
+
+    GPUs have no flat scalar-quantizer index, so an SQfp16 shard becomes a flat index stored in fp16:
+    the same exact search over the same fp16 values. Types FAISS cannot move stay on the CPU.
+    """
+    global _gpu_resources
+    f = faiss()
+    if not hasattr(f, "StandardGpuResources") or f.get_num_gpus() == 0:
+        return index
+    try:
+        with _gpu_lock:
+            if _gpu_resources is None:
+                _gpu_resources = f.StandardGpuResources()
+        options = f.GpuClonerOptions()
+        options.useFloat16 = True
+        source = index
+        concrete = f.downcast_index(index)
+        if isinstance(concrete, f.IndexScalarQuantizer) and concrete.sq.qtype == f.ScalarQuantizer.QT_fp16:
+            source = f.IndexFlatIP(index.d)
+            source.add(reconstruct_all(index))
+        return f.index_cpu_to_gpu(_gpu_resources, 0, source, options)
+    except (RuntimeError, AttributeError):
+        return index

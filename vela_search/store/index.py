@@ -1,0 +1,357 @@
+"""AudioIndex: a read-only snapshot of one generation of the on-disk index."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..errors import EmptyIndexError, IndexFormatError, IndexNotFoundError, StoreError
+from . import faiss_ops, layout, manifest
+from .lock import WriterLock
+from .shards import ShardReader, compile_glob
+from .tables import FILES_SCHEMA, empty_files, read_ids
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from .writer import IndexWriter
+
+# How many times open() re-reads the manifest when a commit removes files between reading it and
+# opening the files it names.
+_OPEN_ATTEMPTS = 50
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """One search result.
+
+    Attributes:
+        id: global segment id.
+        score: inner product of query and stored vector (cosine for unit vectors).
+        row: the segment's metadata row (its `id` plus the columns given to `IndexWriter.add`).
+    """
+
+    id: int
+    score: float
+    row: dict
+
+
+class AudioIndex:
+    """A consistent, read-only snapshot of an index: one manifest and only the files it names.
+
+    Later commits do not change an open snapshot (its files are held open); reopen to see them.
+    Use `AudioIndex.open`, `create` or `open_or_create` rather than the constructor.
+    """
+
+    def __init__(self, root: Path, data: dict) -> None:
+        self.root = Path(root)
+        self.manifest = data
+        self._lock = threading.Lock()
+        self._shards: list[ShardReader] = []
+        self._files_file: pa.NativeFile | None = None
+        self._deleted_file: pa.NativeFile | None = None
+        try:
+            for entry in data["shards"]:
+                self._shards.append(ShardReader(self.root, entry, int(data["dim"])))
+            if data["files"]:
+                self._files_file = pa.OSFile(str(self.root / data["files"]))
+            if data["deleted"]:
+                self._deleted_file = pa.OSFile(str(self.root / data["deleted"]))
+        except BaseException:
+            self.close()
+            raise
+        self._files: pa.Table | None = None
+        self._deleted: np.ndarray | None = None
+        self._deleted_masks: dict[int, np.ndarray | None] = {}
+        self._locator: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    # ----- opening -----
+
+    @classmethod
+    def exists(cls, root: str | Path) -> bool:
+        """Whether an index (a committed manifest) exists at `root`."""
+        return (Path(root) / layout.MANIFEST).is_file()
+
+    @classmethod
+    def open(cls, root: str | Path) -> AudioIndex:
+        """Open the current generation of the index at `root`.
+
+        Raises:
+            IndexNotFoundError: no index there.
+            IndexFormatError: the manifest or a file it names is unreadable.
+        """
+        root = Path(root)
+        for _ in range(_OPEN_ATTEMPTS):
+            data = manifest.read(root / layout.MANIFEST)
+            if data is None:
+                raise IndexNotFoundError(
+                    f"no index at {root} (no {layout.MANIFEST}); build one with `vela-search index PATH`"
+                )
+            try:
+                return cls(root, data)
+            except FileNotFoundError as e:
+                # A commit between reading the manifest and opening its files may have collected
+                # them; a newer manifest then exists and is the snapshot to use.
+                again = manifest.read(root / layout.MANIFEST)
+                if again is not None and again["generation"] != data["generation"]:
+                    continue
+                raise IndexFormatError(
+                    f"index {root} is damaged: {e.filename} named by {layout.MANIFEST} is missing"
+                ) from e
+        raise StoreError(f"index {root} changed {_OPEN_ATTEMPTS} times while being opened; retry")
+
+    @classmethod
+    def create(cls, root: str | Path, *, fingerprint: dict, dim: int, factory: str = "SQfp16") -> AudioIndex:
+        """Create an empty index (generation 0) at `root`.
+
+        Args:
+            root: the index directory (created if missing).
+            fingerprint: JSON-able description of the embedder whose vectors the index holds.
+            dim: vector dimension.
+            factory: FAISS index-factory string; the default "SQfp16" is exact search on fp16 vectors.
+
+        Raises:
+            StoreError: an index already exists there, or the factory string is invalid.
+        """
+        root = Path(root)
+        if not isinstance(dim, (int, np.integer)) or dim < 1:
+            raise ValueError(f"dim must be a positive integer, not {dim!r}")
+        faiss_ops.build(factory, dim)  # fail now, not at the first commit
+        data = manifest.new_manifest(fingerprint=fingerprint, dim=int(dim), factory=factory)
+        (root / layout.SHARD_DIR).mkdir(parents=True, exist_ok=True)
+        with WriterLock(root):
+            if cls.exists(root):
+                raise StoreError(f"an index already exists at {root}")
+            manifest.write(root / layout.MANIFEST, data)
+        return cls.open(root)
+
+    @classmethod
+    def open_or_create(
+        cls, root: str | Path, *, fingerprint: dict, dim: int, factory: str = "SQfp16"
+    ) -> AudioIndex:
+        """Open the index at `root`, creating it first if there is none (fingerprint is checked by writers)."""
+        if not cls.exists(root):
+            with contextlib.suppress(StoreError):
+                return cls.create(root, fingerprint=fingerprint, dim=dim, factory=factory)
+        return cls.open(root)
+
+    def writer(self, *, fingerprint: dict, staged: bool = False, **options: Any) -> IndexWriter:
+        """Open the index's single writer (see `IndexWriter`); it re-reads the latest manifest.
+
+        Raises:
+            IndexLockedError: another writer is active.
+            FingerprintMismatchError: `fingerprint` differs from the index's and `staged` is False.
+        """
+        from .writer import IndexWriter
+
+        return IndexWriter(self.root, fingerprint=fingerprint, staged=staged, **options)
+
+    def close(self) -> None:
+        """Close the snapshot's open files."""
+        for shard in self._shards:
+            shard.close()
+        for f in (self._files_file, self._deleted_file):
+            if f is not None:
+                f.close()
+
+    def __enter__(self) -> AudioIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"AudioIndex({str(self.root)!r}, generation={self.generation}, vectors={self.num_vectors}, "
+            f"shards={self.num_shards}, factory={self.factory!r})"
+        )
+
+    # ----- manifest facts -----
+
+    @property
+    def generation(self) -> int:
+        """Generation number of this snapshot."""
+        return int(self.manifest["generation"])
+
+    @property
+    def fingerprint(self) -> dict:
+        """Fingerprint of the embedder that produced the vectors."""
+        return self.manifest["fingerprint"]
+
+    @property
+    def dim(self) -> int:
+        """Vector dimension."""
+        return int(self.manifest["dim"])
+
+    @property
+    def factory(self) -> str:
+        """FAISS index-factory string of the shards."""
+        return self.manifest["factory"]
+
+    @property
+    def num_vectors(self) -> int:
+        """Live (searchable, not deleted) vectors."""
+        return int(self.manifest["num_vectors"])
+
+    @property
+    def num_shards(self) -> int:
+        """Number of shards."""
+        return len(self._shards)
+
+    @property
+    def staging(self) -> dict | None:
+        """The manifest of an unfinished staged rebuild, read now, or None."""
+        return manifest.read(self.root / layout.STAGING_MANIFEST)
+
+    # ----- tables -----
+
+    def files(self) -> pa.Table:
+        """The files table (FILES_SCHEMA), one row per source file."""
+        with self._lock:
+            if self._files is None:
+                if self._files_file is None:
+                    self._files = empty_files()
+                else:
+                    self._files = pq.ParquetFile(self._files_file).read().cast(FILES_SCHEMA)
+            return self._files
+
+    def deleted_ids(self) -> np.ndarray:
+        """Sorted ids of deleted (tombstoned) segments."""
+        with self._lock:
+            if self._deleted is None:
+                self._deleted = read_ids(self._deleted_file)
+            return self._deleted
+
+    def _deleted_mask(self, i: int) -> np.ndarray | None:
+        if i not in self._deleted_masks:
+            deleted = self.deleted_ids()
+            shard = self._shards[i]
+            # Only tombstones inside the shard's id range can hit it.
+            lo = np.searchsorted(deleted, shard.entry["min_id"], side="left")
+            hi = np.searchsorted(deleted, shard.entry["max_id"], side="right")
+            mask = np.isin(shard.ids, deleted[lo:hi]) if hi > lo else None
+            self._deleted_masks[i] = mask if mask is not None and mask.any() else None
+        return self._deleted_masks[i]
+
+    def _locate(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with self._lock:
+            if self._locator is None:
+                all_ids = np.concatenate([s.ids for s in self._shards] or [np.empty(0, np.int64)])
+                shard_of = np.repeat(np.arange(len(self._shards)), [s.count for s in self._shards])
+                row_of = np.concatenate([np.arange(s.count) for s in self._shards] or [np.empty(0, np.int64)])
+                order = np.argsort(all_ids, kind="stable")
+                self._locator = (all_ids[order], shard_of[order], row_of[order])
+            sorted_ids, shard_of, row_of = self._locator
+        at = np.searchsorted(sorted_ids, ids)
+        at_c = np.minimum(at, max(len(sorted_ids) - 1, 0))
+        found = (at < len(sorted_ids)) & (sorted_ids[at_c] == ids) if len(sorted_ids) else np.zeros(len(ids), bool)
+        if not found.all():
+            missing = ids[~found][:10].tolist()
+            raise KeyError(f"no segments with ids {missing} in generation {self.generation}")
+        return shard_of[at_c], row_of[at_c]
+
+    def segment_rows(self, ids: Iterable[int]) -> list[dict]:
+        """Metadata rows of the given global segment ids, in the same order.
+
+        Only the Parquet row groups holding them are read.
+
+        Raises:
+            KeyError: an id is not in this generation.
+        """
+        ids = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64)
+        if ids.size == 0:
+            return []
+        shard_of, row_of = self._locate(ids)
+        out: list[dict | None] = [None] * len(ids)
+        for s in np.unique(shard_of).tolist():
+            which = np.flatnonzero(shard_of == s)
+            positions, inverse = np.unique(row_of[which], return_inverse=True)
+            rows = self._shards[s].rows(positions)
+            for w, r in zip(which.tolist(), inverse.tolist(), strict=True):
+                out[w] = dict(rows[r])
+        return out  # type: ignore[return-value]
+
+    def all_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """Ids and decoded vectors of every live segment, in id order of the shards.
+
+        Returns:
+            (ids int64 (n,), vectors float32 (n, dim)).
+        """
+        ids, vectors = [np.empty(0, np.int64)], [np.empty((0, self.dim), np.float32)]
+        for i, shard in enumerate(self._shards):
+            mask = self._deleted_mask(i)
+            keep = slice(None) if mask is None else ~mask
+            ids.append(shard.ids[keep])
+            vectors.append(shard.vectors()[keep])
+        return np.concatenate(ids), np.ascontiguousarray(np.concatenate(vectors), dtype=np.float32)
+
+    # ----- search -----
+
+    def search(self, queries: np.ndarray, k: int, *, path_glob: str | None = None) -> list[list[SearchHit]]:
+        """Global top-k of each query over all shards, best first.
+
+        Deleted segments and, with `path_glob`, segments whose `path` (or any of `paths`) does not
+        match the fnmatch-style pattern are excluded before top-k, so each query gets up to k hits.
+
+        Args:
+            queries: (q, dim) float32 (a single (dim,) vector is taken as one query).
+            k: hits per query (at least 1).
+            path_glob: optional pattern such as "*/birds/*.flac".
+
+        Raises:
+            EmptyIndexError: the index holds no live vectors.
+            ValueError: bad query shape or k.
+        """
+        q = np.asarray(queries, dtype=np.float32)
+        if q.ndim == 1:
+            q = q[None, :]
+        if q.ndim != 2 or q.shape[1] != self.dim:
+            raise ValueError(f"queries must have shape (n, {self.dim}), not {np.shape(queries)}")
+        if int(k) < 1:
+            raise ValueError(f"k must be at least 1, not {k}")
+        if self.num_vectors == 0:
+            raise EmptyIndexError(f"index {self.root} holds no vectors; add audio with `vela-search index PATH`")
+        q = np.ascontiguousarray(q)
+        k = int(k)
+        pattern = compile_glob(path_glob) if path_glob else None
+        scores, ids = [], []
+        for i, shard in enumerate(self._shards):
+            deleted = self._deleted_mask(i)
+            allowed = None if deleted is None else ~deleted
+            if pattern is not None:
+                match = shard.path_mask(pattern)
+                allowed = match if allowed is None else allowed & match
+            if allowed is not None:
+                if not allowed.any():
+                    continue
+                if allowed.all():
+                    allowed = None
+            s, d = shard.search(q, k, allowed)
+            scores.append(s)
+            ids.append(d)
+        if not scores:
+            return [[] for _ in range(len(q))]
+        all_scores = np.hstack(scores).astype(np.float32)
+        all_ids = np.hstack(ids)
+        all_scores[all_ids < 0] = -np.inf
+        # Best score first; equal scores by ascending id, so results do not depend on shard layout.
+        order = np.lexsort((all_ids, -all_scores), axis=-1)[:, :k]
+        top_ids = np.take_along_axis(all_ids, order, axis=1)
+        top_scores = np.take_along_axis(all_scores, order, axis=1)
+        wanted = np.unique(top_ids[top_ids >= 0])
+        rows = dict(zip(wanted.tolist(), self.segment_rows(wanted), strict=True))
+        return [
+            [
+                SearchHit(id=int(i), score=float(s), row=dict(rows[int(i)]))
+                for i, s in zip(row_ids, row_scores, strict=True)
+                if i >= 0
+            ]
+            for row_ids, row_scores in zip(top_ids.tolist(), top_scores.tolist(), strict=True)
+        ]

@@ -1,0 +1,179 @@
+"""Shards: immutable pairs of a FAISS index and a Parquet table of one metadata row per vector."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ..errors import IndexFormatError
+from . import faiss_ops, fsio, layout
+from .tables import ID_COLUMN, ROW_GROUP_SIZE
+
+
+def write_shard(root: Path, number: int, index: Any, metadata: pa.Table) -> dict:
+    """Write shard `number` (index and metadata, each atomically) and return its manifest entry.
+
+    Row i of `metadata` describes vector i of `index`; its `id` column holds the global ids.
+    """
+    index_rel, meta_rel = layout.shard_files(number)
+    with fsio.atomic_file(root / index_rel) as f:
+        faiss_ops.write(index, f)
+    with fsio.atomic_file(root / meta_rel) as f:
+        pq.write_table(metadata, f, row_group_size=ROW_GROUP_SIZE, compression="zstd")
+    ids = metadata[ID_COLUMN]
+    return {
+        "number": number,
+        "index": index_rel,
+        "meta": meta_rel,
+        "count": metadata.num_rows,
+        "min_id": int(pc.min(ids).as_py()),
+        "max_id": int(pc.max(ids).as_py()),
+    }
+
+
+def _glob_mask(values: pa.Array, pattern: re.Pattern[str]) -> np.ndarray:
+    # Match each distinct path once: a file has many segments, so paths repeat a lot.
+    encoded = pc.dictionary_encode(values)
+    if isinstance(encoded, pa.ChunkedArray):
+        encoded = encoded.combine_chunks()
+    hits = np.array([p is not None and bool(pattern.match(p)) for p in encoded.dictionary.to_pylist()])
+    hits = np.append(hits, False)  # slot for null entries
+    indices = encoded.indices.fill_null(len(hits) - 1).to_numpy(zero_copy_only=False)
+    return hits[indices]
+
+
+def compile_glob(glob: str) -> re.Pattern[str]:
+    """An fnmatch-style pattern (`*`, `?`, `[...]`; `*` also matches `/`) as a compiled regex."""
+    return re.compile(fnmatch.translate(glob))
+
+
+class ShardReader:
+    """Read access to one shard of a snapshot.
+
+    Both files are opened when the reader is made and kept open, so the snapshot stays readable even
+    after a later commit garbage-collects the files; their content is loaded on first use.
+    """
+
+    def __init__(self, root: Path, entry: dict, dim: int) -> None:
+        self.entry = entry
+        self.count = int(entry["count"])
+        self._dim = dim
+        self._index_path = root / entry["index"]
+        self._index_file = open(self._index_path, "rb")  # noqa: SIM115 - lives as long as the reader
+        try:
+            self._meta_file = pa.OSFile(str(root / entry["meta"]))
+        except BaseException:
+            self._index_file.close()
+            raise
+        self._lock = threading.RLock()
+        self._parquet: pq.ParquetFile | None = None
+        self._ids: np.ndarray | None = None
+        self._index: Any = None
+        self._search_index: Any = None
+        self._paths: tuple[pa.Array | None, pa.ListArray | None] | None = None
+
+    def close(self) -> None:
+        """Release the open files and loaded data."""
+        self._index_file.close()
+        self._meta_file.close()
+        self._index = self._search_index = self._parquet = None
+
+    @property
+    def parquet(self) -> pq.ParquetFile:
+        """The metadata Parquet file."""
+        with self._lock:
+            if self._parquet is None:
+                self._parquet = pq.ParquetFile(self._meta_file)
+                if self._parquet.metadata.num_rows != self.count:
+                    raise IndexFormatError(
+                        f"{self.entry['meta']} has {self._parquet.metadata.num_rows} rows, "
+                        f"the manifest says {self.count}; the index is damaged"
+                    )
+            return self._parquet
+
+    @property
+    def ids(self) -> np.ndarray:
+        """Global ids of the shard's rows, in row order."""
+        with self._lock:
+            if self._ids is None:
+                column = self.parquet.read(columns=[ID_COLUMN])[ID_COLUMN]
+                self._ids = column.to_numpy().astype(np.int64, copy=False)
+            return self._ids
+
+    def index(self) -> Any:
+        """The shard's FAISS index on the CPU."""
+        with self._lock:
+            if self._index is None:
+                self._index_file.seek(0)
+                index = faiss_ops.read(self._index_file)
+                if int(index.ntotal) != self.count or int(index.d) != self._dim:
+                    raise IndexFormatError(
+                        f"{self.entry['index']} holds {index.ntotal} vectors of dim {index.d}, the "
+                        f"manifest says {self.count} of dim {self._dim}; the index is damaged"
+                    )
+                self._index = index
+            return self._index
+
+    def search_index(self) -> Any:
+        """The index searches use: a GPU copy, made once, where FAISS has GPUs, else the CPU index."""
+        with self._lock:
+            if self._search_index is None:
+                self._search_index = faiss_ops.to_gpu(self.index())
+            return self._search_index
+
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k over the allowed rows: (scores, global ids), id -1 where there are fewer results."""
+        index = self.search_index()
+        scores, positions = faiss_ops.search(index, queries, k, allowed, fallback=self.index())
+        ids = np.where(positions >= 0, self.ids[np.maximum(positions, 0)], -1)
+        return scores, ids
+
+    def vectors(self) -> np.ndarray:
+        """All stored vectors, decoded, in row order."""
+        return faiss_ops.reconstruct_all(self.index())
+
+    def metadata(self) -> pa.Table:
+        """The whole metadata table."""
+        return self.parquet.read()
+
+    def path_mask(self, pattern: re.Pattern[str]) -> np.ndarray:
+        """Rows whose `path` (or any entry of a `paths` list) matches `pattern`."""
+        with self._lock:
+            if self._paths is None:
+                names = set(self.parquet.schema_arrow.names)
+                wanted = [c for c in ("path", "paths") if c in names]
+                table = self.parquet.read(columns=wanted) if wanted else None
+                path = table["path"].combine_chunks() if "path" in wanted else None
+                paths = table["paths"].combine_chunks() if "paths" in wanted else None
+                self._paths = (path, paths)
+            path, paths = self._paths
+        mask = np.zeros(self.count, dtype=bool)
+        if path is not None:
+            mask |= _glob_mask(path, pattern)
+        if paths is not None and pa.types.is_list(paths.type) and len(paths.values):
+            parents = pc.list_parent_indices(paths).to_numpy()
+            mask[parents[_glob_mask(pc.list_flatten(paths), pattern)]] = True
+        return mask
+
+    def rows(self, positions: np.ndarray) -> list[dict]:
+        """Metadata rows at sorted, unique `positions`, reading only the row groups that hold them."""
+        parquet = self.parquet
+        sizes = [parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)]
+        ends = np.cumsum(sizes)
+        groups = np.searchsorted(ends, positions, side="right")
+        wanted = np.unique(groups)
+        table = parquet.read_row_groups(wanted.tolist())
+        # Offset of each wanted group inside the concatenated table.
+        starts = ends - np.asarray(sizes)
+        local_base = np.cumsum(np.concatenate([[0], np.asarray(sizes)[wanted][:-1]]))
+        base = dict(zip(wanted.tolist(), local_base.tolist(), strict=True))
+        local = [base[g] + int(p - starts[g]) for g, p in zip(groups.tolist(), positions.tolist(), strict=True)]
+        return table.take(pa.array(local, type=pa.int64())).to_pylist()

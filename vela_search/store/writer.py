@@ -1,0 +1,482 @@
+"""IndexWriter: the single writer of an index; buffers changes and commits them as new generations."""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from ..errors import IndexNotFoundError, StoreError
+from . import cleanup, faiss_ops, fsio, layout, manifest
+from .lock import WriterLock
+from .shards import ShardReader, write_shard
+from .tables import (
+    concat_metadata,
+    drop_files,
+    empty_files,
+    metadata_table,
+    read_files,
+    read_ids,
+    to_files_table,
+    unify_schemas,
+    upsert_files,
+    write_ids,
+    write_parquet,
+)
+
+DEFAULT_MAX_SHARD_SIZE = 100_000
+
+
+class IndexWriter:
+    """The one writer of an index, holding its lock until `close()` (or the end of a `with` block).
+
+    Changes (`add`, `delete`, `put_files`, `remove_files`) are buffered and become visible to readers
+    only at `commit()`, atomically, as a new generation. Leaving a `with` block does not commit.
+
+    A staged writer (`staged=True`) builds a separate generation in `manifest.staging.json`, for
+    re-embedding a collection with a new embedder: readers keep using the current generation until
+    `promote()`. Reopening a staged writer with the same fingerprint resumes the staged generation;
+    with another fingerprint it starts a fresh one.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        fingerprint: dict,
+        staged: bool = False,
+        dim: int | None = None,
+        factory: str | None = None,
+        max_shard_size: int = DEFAULT_MAX_SHARD_SIZE,
+    ) -> None:
+        """Open the writer of the index at `root`.
+
+        Args:
+            root: index directory.
+            fingerprint: the embedder's fingerprint; must equal the index's unless `staged`.
+            staged: build a new generation beside the current one (see class docs).
+            dim: dimension of a fresh staged generation (default: the fingerprint's int `dim` key, else
+                the current index's).
+            factory: FAISS factory of a fresh staged generation (default: the current index's).
+            max_shard_size: a commit splits its vectors into shards of at most this many.
+
+        Raises:
+            IndexNotFoundError: no index at `root`.
+            IndexLockedError: another writer is active.
+            FingerprintMismatchError: a non-staged writer with another embedder's fingerprint.
+        """
+        self.root = Path(root)
+        if max_shard_size < 1:
+            raise ValueError(f"max_shard_size must be at least 1, not {max_shard_size}")
+        self.max_shard_size = int(max_shard_size)
+        if not (self.root / layout.MANIFEST).is_file():
+            raise IndexNotFoundError(f"no index at {self.root} (no {layout.MANIFEST})")
+        self._lock = WriterLock(self.root)
+        self._lock.acquire()
+        try:
+            self._load(manifest.normalize_fingerprint(fingerprint), staged, dim, factory)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _load(self, fingerprint: dict, staged: bool, dim: int | None, factory: str | None) -> None:
+        main = manifest.read(self.root / layout.MANIFEST)
+        if main is None:
+            raise IndexNotFoundError(f"no index at {self.root} (no {layout.MANIFEST})")
+        staging = manifest.read(self.root / layout.STAGING_MANIFEST)
+        self.staged = staged
+        self.resumed = False
+        self._dirty = False
+        if not staged:
+            manifest.check_fingerprint(self.root, main["fingerprint"], fingerprint)
+            for name, value in (("dim", dim), ("factory", factory)):
+                if value is not None and value != main[name]:
+                    raise StoreError(
+                        f"index {self.root} has {name} {main[name]!r}, not {value!r}; changing it needs "
+                        "a rebuild (`vela-search index PATH --rebuild`)"
+                    )
+            base = main
+        else:
+            if dim is None:
+                dim = fingerprint["dim"] if isinstance(fingerprint.get("dim"), int) else main["dim"]
+            factory = factory or main["factory"]
+            if (
+                staging is not None
+                and staging["fingerprint"] == fingerprint
+                and staging["dim"] == dim
+                and staging["factory"] == factory
+            ):
+                base, self.resumed = staging, True
+            else:
+                faiss_ops.build(factory, dim)
+                base = manifest.new_manifest(fingerprint=fingerprint, dim=dim, factory=factory, staged=True)
+                self._dirty = True  # even an empty staged generation gets written at commit
+        self._base = base
+        others = [m for m in (main, staging, base) if m is not None]
+        self._next_id = max(int(m["next_id"]) for m in others)
+        self._next_shard = max(
+            max(int(m["next_shard"]) for m in others), layout.highest_shard_number(self.root) + 1
+        )
+        self._vectors: list[np.ndarray] = []
+        self._tables: list[pa.Table] = []
+        self._pending_ids: list[np.ndarray] = []
+        self._schema: pa.Schema | None = None
+        self._files: pa.Table | None = None
+        self._files_dirty = False
+        self._deleted: np.ndarray | None = None
+        self._deleted_dirty = False
+        self._ids_cache: dict[str, np.ndarray] = {}
+        self._template: tuple[str, Any] | None = None
+
+    # ----- state -----
+
+    @property
+    def generation(self) -> int:
+        """Generation of the last commit this writer builds on."""
+        return int(self._base["generation"])
+
+    @property
+    def fingerprint(self) -> dict:
+        """Fingerprint of the generation being written."""
+        return self._base["fingerprint"]
+
+    @property
+    def dim(self) -> int:
+        """Vector dimension."""
+        return int(self._base["dim"])
+
+    @property
+    def factory(self) -> str:
+        """FAISS index-factory string."""
+        return self._base["factory"]
+
+    @property
+    def manifest(self) -> dict:
+        """The last committed manifest of the generation being written."""
+        return self._base
+
+    @property
+    def num_pending(self) -> int:
+        """Vectors added and not yet committed."""
+        return sum(len(v) for v in self._vectors)
+
+    @property
+    def training_vectors_needed(self) -> int:
+        """Vectors the next commit must carry to train the FAISS factory (0 when none are needed)."""
+        if self._base["trained"]:
+            return 0
+        return faiss_ops.training_vectors_needed(faiss_ops.build(self.factory, self.dim))
+
+    def _check_open(self) -> None:
+        if not self._lock.held:
+            raise StoreError(f"the writer of index {self.root} is closed")
+
+    def files(self) -> pa.Table:
+        """The files table including uncommitted changes."""
+        if self._files is None:
+            name = self._base["files"]
+            self._files = read_files(self.root / name if name else None)
+        return self._files
+
+    def deleted_ids(self) -> np.ndarray:
+        """Sorted tombstoned ids including uncommitted deletions."""
+        if self._deleted is None:
+            name = self._base["deleted"]
+            self._deleted = read_ids(self.root / name if name else None)
+        return self._deleted
+
+    def _shard_ids(self, entry: dict) -> np.ndarray:
+        # Shard files are immutable, so their path is a safe cache key.
+        ids = self._ids_cache.get(entry["meta"])
+        if ids is None:
+            ids = read_ids(self.root / entry["meta"])
+            self._ids_cache[entry["meta"]] = ids
+        return ids
+
+    # ----- changes -----
+
+    def add(self, vectors: np.ndarray, rows: list[Mapping[str, Any]]) -> np.ndarray:
+        """Buffer vectors with one metadata row each and assign their global ids.
+
+        Args:
+            vectors: (n, dim) float32, normally unit-norm (scores are inner products).
+            rows: n dicts of JSON-able values (str, float, int, bool, None, lists); the column `id`
+                is reserved.
+
+        Returns:
+            The new ids (int64), increasing, never reused within the index.
+
+        Raises:
+            ValueError: wrong shape, non-finite values, or rows that cannot form columns.
+        """
+        self._check_open()
+        v = np.asarray(vectors, dtype=np.float32)
+        rows = list(rows)
+        if v.ndim != 2 or v.shape[1] != self.dim:
+            raise ValueError(f"vectors must have shape (n, {self.dim}), not {np.shape(vectors)}")
+        if len(rows) != len(v):
+            raise ValueError(f"{len(v)} vectors but {len(rows)} metadata rows")
+        if len(v) == 0:
+            return np.empty(0, dtype=np.int64)
+        if not np.isfinite(v).all():
+            raise ValueError("vectors contain NaN or infinity")
+        ids = np.arange(self._next_id, self._next_id + len(v), dtype=np.int64)
+        table = metadata_table(rows, ids)
+        schema = table.schema if self._schema is None else unify_schemas([self._schema, table.schema])
+        self._schema = schema
+        self._vectors.append(np.ascontiguousarray(v).copy())
+        self._tables.append(table)
+        self._pending_ids.append(ids)
+        self._next_id += len(v)
+        self._dirty = True
+        return ids.copy()
+
+    def delete(self, ids: Iterable[int]) -> None:
+        """Tombstone segments by id; searches skip them. Unknown or already deleted ids are ignored."""
+        self._check_open()
+        ids = np.unique(np.fromiter((int(i) for i in ids), dtype=np.int64))
+        if ids.size == 0:
+            return
+        committed = np.concatenate(
+            [self._shard_ids(e) for e in self._base["shards"]] + self._pending_ids + [np.empty(0, np.int64)]
+        )
+        ids = ids[np.isin(ids, committed)]
+        new = np.setdiff1d(ids, self.deleted_ids(), assume_unique=True)
+        if new.size:
+            self._deleted = np.union1d(self.deleted_ids(), new)
+            self._deleted_dirty = self._dirty = True
+
+    def put_files(self, table_or_rows: pa.Table | Iterable[Mapping[str, Any]]) -> None:
+        """Insert or replace files rows (FILES_SCHEMA columns; missing optional ones are null) by path."""
+        self._check_open()
+        new = to_files_table(table_or_rows)
+        if new.num_rows:
+            self._files = upsert_files(self.files(), new)
+            self._files_dirty = self._dirty = True
+
+    def remove_files(self, paths: Iterable[str]) -> None:
+        """Remove files rows by path (their segments are deleted separately, with `delete`)."""
+        self._check_open()
+        before = self.files()
+        after = drop_files(before, paths)
+        if after.num_rows != before.num_rows:
+            self._files = after
+            self._files_dirty = self._dirty = True
+
+    # ----- commits -----
+
+    def _next_generation(self) -> int:
+        gens = [self.generation]
+        for name in (layout.MANIFEST, layout.STAGING_MANIFEST):
+            m = manifest.read(self.root / name)
+            if m is not None:
+                gens.append(int(m["generation"]))
+        # Unique across the main and staged lineages, so generation-suffixed names never collide.
+        return max(gens) + 1
+
+    def _trained_template(self, new: dict, vectors: np.ndarray | None, generation: int) -> Any | None:
+        """The trained, empty index shards start from; trains and writes it on first need."""
+        name = new["trained"]
+        if name:
+            if self._template is None or self._template[0] != name:
+                with open(self.root / name, "rb") as f:
+                    self._template = (name, faiss_ops.read(f))
+            return self._template[1]
+        index = faiss_ops.build(self.factory, self.dim)
+        if index.is_trained:
+            return None
+        faiss_ops.train(index, vectors if vectors is not None else np.empty((0, self.dim), np.float32), self.factory)
+        name = layout.trained_index(generation)
+        with fsio.atomic_file(self.root / name) as f:
+            faiss_ops.write(index, f)
+        new["trained"] = name
+        self._template = (name, index)
+        return index
+
+    def _write_shards(self, new: dict, vectors: np.ndarray, metadata: pa.Table, generation: int, size: int) -> list[dict]:
+        template = self._trained_template(new, vectors, generation)
+        ids = metadata["id"].to_numpy().astype(np.int64, copy=False)
+        entries = []
+        for start in range(0, len(vectors), size):
+            stop = min(start + size, len(vectors))
+            index = faiss_ops.clone(template) if template is not None else faiss_ops.build(self.factory, self.dim)
+            index.add(vectors[start:stop])
+            entry = write_shard(self.root, self._next_shard, index, metadata.slice(start, stop - start))
+            self._next_shard += 1
+            self._ids_cache[entry["meta"]] = ids[start:stop]
+            entries.append(entry)
+        return entries
+
+    def _publish(self, new: dict, generation: int, deleted: np.ndarray) -> int:
+        """Write the changed tables, then the manifest (the commit point), then collect garbage."""
+        if self._files_dirty:
+            files = self.files()
+            new["files"] = None
+            if files.num_rows:
+                new["files"] = layout.files_table(generation)
+                write_parquet(self.root / new["files"], files.sort_by("path"))
+        if self._deleted_dirty:
+            new["deleted"] = None
+            if deleted.size:
+                new["deleted"] = layout.deleted_table(generation)
+                write_ids(self.root / new["deleted"], deleted)
+        # Every file the manifest names must be durable before the manifest is.
+        fsio.fsync_dir(self.root / layout.SHARD_DIR)
+        fsio.fsync_dir(self.root)
+        new.update(
+            generation=generation,
+            staged=self.staged,
+            next_id=self._next_id,
+            next_shard=self._next_shard,
+            num_deleted=int(deleted.size),
+            num_vectors=sum(int(s["count"]) for s in new["shards"]) - int(deleted.size),
+        )
+        if self.staged:
+            new["retained"] = []
+            manifest.write(self.root / layout.STAGING_MANIFEST, new)
+        else:
+            previous = manifest.read(self.root / layout.MANIFEST)
+            new["retained"] = sorted(manifest.references(previous) - manifest.references(new))
+            manifest.write(self.root / layout.MANIFEST, new)
+        self._base = new
+        self._files_dirty = self._deleted_dirty = self._dirty = False
+        cleanup.collect(self.root)
+        return generation
+
+    def commit(self) -> int:
+        """Make all buffered changes visible as a new generation (a no-op when nothing changed).
+
+        Buffered vectors become one new shard, or several of at most `max_shard_size`. With a FAISS
+        factory that needs training, the first commit trains it on its vectors.
+
+        Returns:
+            The generation now current for this writer.
+
+        Raises:
+            IndexTrainingError: the factory needs more vectors to train (nothing is lost: add more
+                and commit again).
+        """
+        self._check_open()
+        if not self._dirty:
+            return self.generation
+        generation = self._next_generation()
+        new = copy.deepcopy(self._base)
+        if self._vectors:
+            vectors = np.concatenate(self._vectors)
+            metadata = concat_metadata(self._tables)
+            new["shards"] = new["shards"] + self._write_shards(
+                new, vectors, metadata, generation, self.max_shard_size
+            )
+        self._publish(new, generation, self.deleted_ids())
+        self._vectors, self._tables, self._pending_ids, self._schema = [], [], [], None
+        return generation
+
+    def compact(self, *, target_shard_size: int = 100_000) -> int:
+        """Merge runs of small shards into shards of up to `target_shard_size` live vectors.
+
+        Merged shards also drop their deleted rows (and those tombstones). Pending changes are
+        committed first. Search results are unchanged.
+
+        Returns:
+            The generation now current for this writer.
+        """
+        self._check_open()
+        if target_shard_size < 1:
+            raise ValueError(f"target_shard_size must be at least 1, not {target_shard_size}")
+        self.commit()
+        deleted = self.deleted_ids()
+        groups: list[list[tuple[dict, np.ndarray]]] = []
+        size = target_shard_size + 1
+        for entry in self._base["shards"]:
+            dead = np.isin(self._shard_ids(entry), deleted)
+            live = int(entry["count"]) - int(dead.sum())
+            if not groups or size + live > target_shard_size:
+                groups.append([])
+                size = 0
+            groups[-1].append((entry, dead))
+            size += live
+        if all(len(g) == 1 and not g[0][1].any() for g in groups):
+            return self.generation
+        generation = self._next_generation()
+        new = copy.deepcopy(self._base)
+        shards, purged = [], [np.empty(0, np.int64)]
+        for group in groups:
+            if len(group) == 1 and not group[0][1].any():
+                shards.append(group[0][0])
+                continue
+            vectors, tables = [], []
+            for entry, dead in group:
+                reader = ShardReader(self.root, entry, self.dim)
+                try:
+                    vectors.append(reader.vectors()[~dead])
+                    tables.append(reader.metadata().filter(pa.array(~dead)))
+                finally:
+                    reader.close()
+                purged.append(self._shard_ids(entry)[dead])
+            merged = np.ascontiguousarray(np.concatenate(vectors), dtype=np.float32)
+            if len(merged):
+                metadata = concat_metadata(tables)
+                shards.extend(self._write_shards(new, merged, metadata, generation, max(len(merged), 1)))
+        new["shards"] = shards
+        remaining = np.setdiff1d(deleted, np.concatenate(purged))
+        if remaining.size != deleted.size:
+            self._deleted = remaining
+            self._deleted_dirty = True
+        return self._publish(new, generation, remaining)
+
+    def promote(self) -> int:
+        """Commit the staged generation and make it the current one, atomically.
+
+        Readers that open the index afterwards see the staged generation; readers already open keep
+        their snapshot. The writer then continues as an ordinary writer of the promoted generation.
+
+        Returns:
+            The generation number of the promoted generation.
+
+        Raises:
+            StoreError: the writer is not staged.
+        """
+        self._check_open()
+        if not self.staged:
+            raise StoreError("promote() applies only to a staged writer (writer(..., staged=True))")
+        self.commit()
+        previous = manifest.read(self.root / layout.MANIFEST)
+        generation = self._next_generation()
+        promoted = copy.deepcopy(self._base)
+        promoted.update(
+            generation=generation,
+            staged=False,
+            retained=sorted(manifest.references(previous) - manifest.references(promoted)),
+        )
+        # Rewrite the staging manifest as the final one, then swap it in with one rename: a crash
+        # before the rename leaves a valid staged generation, after it the promoted one.
+        manifest.write(self.root / layout.STAGING_MANIFEST, promoted)
+        os.replace(self.root / layout.STAGING_MANIFEST, self.root / layout.MANIFEST)
+        fsio.fsync_dir(self.root)
+        self._base = promoted
+        self.staged = False
+        cleanup.collect(self.root)
+        return generation
+
+    # ----- lifetime -----
+
+    def close(self) -> None:
+        """Release the lock, discarding uncommitted changes."""
+        self._vectors, self._tables, self._pending_ids = [], [], []
+        self._lock.release()
+
+    def __enter__(self) -> IndexWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        lock = getattr(self, "_lock", None)
+        if lock is not None:
+            lock.release()
