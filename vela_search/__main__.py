@@ -1,0 +1,6 @@
+"""``python -m vela_search`` runs the command line."""
+
+from vela_search.cli import main
+
+if __name__ == "__main__":
+    main()
