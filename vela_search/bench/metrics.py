@@ -152,8 +152,9 @@ def _a2t_ranks_and_ap(sim: np.ndarray, c2a: np.ndarray) -> tuple[np.ndarray, np.
         other = c2a[None, :] != clips[:, None]
         nonrel_ge[start : start + step] = ((cols >= true[start : start + step, None]) & other).sum(axis=1)
 
-    # Order each clip's captions best first; fewer non-relevant ahead means a higher score, and equal
-    # scores give equal counts, so sorting by the count is sorting by score (ties are interchangeable).
+    # Order each clip's captions best first. A smaller count implies a higher score, and captions with
+    # equal counts have no non-relevant caption between them, so swapping them leaves every position
+    # (and therefore R@k and AP) unchanged: sorting by the count is enough.
     order = np.lexsort((nonrel_ge, c2a))
     clip_sorted = c2a[order]
     counts = np.bincount(c2a, minlength=n_audio)

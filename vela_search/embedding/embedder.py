@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,19 @@ class EmbedItem:
     @property
     def is_audio(self) -> bool:
         return self.mode == "audio"
+
+
+@dataclass
+class _PreparedBatch:
+    """One batch's model inputs, built on the host."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    features: tuple[torch.Tensor, torch.Tensor] | None  # (log-mel features, valid frames per clip)
+
+    def pinned(self) -> _PreparedBatch:
+        features = None if self.features is None else (self.features[0].pin_memory(), self.features[1])
+        return _PreparedBatch(self.input_ids.pin_memory(), self.attention_mask.pin_memory(), features)
 
 
 def plan_batches(lengths: Sequence[int], batch_tokens: int, max_items: int) -> list[list[int]]:
@@ -246,7 +260,11 @@ class VelaEmbedder:
 
     # ------------------------------------------------------------------------------- the fast path
     def encode(self, items: Sequence[EmbedItem], *, grad: bool = False) -> torch.Tensor:
-        """Embed items as a ``(n, dim)`` tensor on the model's device (graph kept when ``grad``)."""
+        """Embed items as a ``(n, dim)`` tensor on the model's device (graph kept when ``grad``).
+
+        Host work for the next batch (tokenising, log-mel features, pinned copies) runs in a background
+        thread while the current batch is on the model.
+        """
         for item in items:
             self._validate(item)
         lengths = self._item_lengths(items)
@@ -256,11 +274,19 @@ class VelaEmbedder:
         out: list[torch.Tensor | None] = [None] * len(items)
         audio_idx = [i for i, it in enumerate(items) if it.is_audio]
         text_idx = [i for i, it in enumerate(items) if not it.is_audio]
-        for group in (audio_idx, text_idx):
-            for batch in plan_batches([lengths[i] for i in group], self.batch_tokens, self.max_batch_items):
-                members = [group[b] for b in batch]
+        plan = [
+            [group[b] for b in batch]
+            for group in (audio_idx, text_idx)
+            for batch in plan_batches([lengths[i] for i in group], self.batch_tokens, self.max_batch_items)
+        ]
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vela-prepare") as pool:
+            pending = pool.submit(self._prepare_batch, [items[i] for i in plan[0]]) if plan else None
+            for number, members in enumerate(plan):
+                batch = pending.result()  # type: ignore[union-attr]
+                if number + 1 < len(plan):
+                    pending = pool.submit(self._prepare_batch, [items[i] for i in plan[number + 1]])
                 with self._grad_context(grad):
-                    vectors = self._forward_batch([items[i] for i in members], prefix)
+                    vectors = self._forward_prepared(batch, prefix)
                 for row, index in enumerate(members):
                     out[index] = vectors[row]
         return torch.stack(out)  # type: ignore[arg-type]
@@ -269,11 +295,13 @@ class VelaEmbedder:
         """Recompute the prefix keys/values (after the weights changed, e.g. during training)."""
         self._prefix = None
 
-    def _forward_batch(self, items: Sequence[EmbedItem], prefix: PrefixKV) -> torch.Tensor:
-        bb = self.backbone
+    def _prepare_batch(self, items: Sequence[EmbedItem]) -> _PreparedBatch:
+        """Host-side work for one batch: prompts, tokens, log-mel features (pinned when on CUDA)."""
+        processor = self.backbone.processor
         suffixes = [self._suffix_text(item) for item in items]
+        features = None
         if items[0].is_audio:
-            enc = bb.processor(
+            enc = processor(
                 text=suffixes,
                 audio=[item.wave for item in items],
                 sampling_rate=SAMPLE_RATE,
@@ -282,13 +310,20 @@ class VelaEmbedder:
             )
             features = (enc["input_features"], enc["feature_attention_mask"].sum(-1))
         else:
-            enc = bb.processor.tokenizer(suffixes, return_tensors="pt", padding=True)
-            features = None
-        input_ids = enc["input_ids"].to(bb.device)
-        mask = enc["attention_mask"].to(bb.device)
+            enc = processor.tokenizer(suffixes, return_tensors="pt", padding=True)
+        batch = _PreparedBatch(enc["input_ids"], enc["attention_mask"], features)
+        return batch.pinned() if self.backbone.device.type == "cuda" else batch
+
+    def _forward_prepared(self, batch: _PreparedBatch, prefix: PrefixKV) -> torch.Tensor:
+        device = self.backbone.device
+        input_ids = batch.input_ids.to(device, non_blocking=True)
+        mask = batch.attention_mask.to(device, non_blocking=True)
+        features = None
+        if batch.features is not None:
+            features = (batch.features[0].to(device, non_blocking=True), batch.features[1].to(device))
         embeds = self._input_embeddings(input_ids, features)
-        positions = prefix.length + torch.arange(input_ids.shape[1], device=bb.device)
-        hidden = bb.language_model(
+        positions = prefix.length + torch.arange(input_ids.shape[1], device=device)
+        hidden = self.backbone.language_model(
             inputs_embeds=embeds,
             position_ids=positions.unsqueeze(0).expand(input_ids.shape[0], -1),
             use_cache=False,

@@ -1,0 +1,23 @@
+"""Fixtures of the store tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vela_search.store import AudioIndex
+
+from .helpers import DIM, FP
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """Directory of a new index."""
+    return tmp_path / "idx"
+
+
+@pytest.fixture
+def index(root: Path) -> AudioIndex:
+    """An empty index with the test fingerprint."""
+    return AudioIndex.create(root, fingerprint=FP, dim=DIM)
