@@ -18,10 +18,14 @@ import numpy as np
 import soundfile as sf
 
 SEED = 20_261_126
-README = "Synthetic sound-alike clips (no recordings), generated deterministically by scripts/make_samples.py.\n"
+README = (
+    "Synthetic sound-alike clips (not recordings) generated deterministically by scripts/make_samples.py.\n"
+)
 
 
-def _shaped_noise(n: int, sr: int, rng: np.random.Generator, gain: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+def _shaped_noise(
+    n: int, sr: int, rng: np.random.Generator, gain: Callable[[np.ndarray], np.ndarray]
+) -> np.ndarray:
     """White noise filtered in the frequency domain by ``gain(freqs_hz)``, normalised to unit peak."""
     spectrum = np.fft.rfft(rng.standard_normal(n))
     spectrum *= gain(np.fft.rfftfreq(n, 1 / sr))
@@ -169,7 +173,8 @@ def make_samples(out_dir: Path) -> list[Path]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "data" / "samples")
+    default_out = Path(__file__).resolve().parent.parent / "data" / "samples"
+    parser.add_argument("--out", type=Path, default=default_out, help="output folder (default: %(default)s)")
     args = parser.parse_args()
     for path in make_samples(args.out):
         print(f"{path}  {path.stat().st_size / 1024:.0f} KiB")

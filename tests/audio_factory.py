@@ -1,6 +1,7 @@
 """Generated audio for tests: tones, noise, files in every format soundfile writes, broken files, fake ffmpeg.
 
-Import from tests as ``from audio_factory import tone, write_audio, ...`` (pytest puts ``tests/`` on the path).
+Import from tests as ``from audio_factory import tone, write_audio, ...`` (pytest puts ``tests/`` on
+``sys.path`` because the folder is not a package).
 Everything here is deterministic and needs only numpy and soundfile.
 """
 
@@ -47,7 +48,9 @@ def tone(
     return wave[:, 0].copy() if channels == 1 else wave
 
 
-def noise(seconds: float, sr: int = 16000, seed: int = 0, amplitude: float = 0.1, channels: int = 1) -> np.ndarray:
+def noise(
+    seconds: float, sr: int = 16000, seed: int = 0, amplitude: float = 0.1, channels: int = 1
+) -> np.ndarray:
     """Gaussian noise, float32, clipped to [-1, 1], shape (n,) or (n, channels)."""
     rng = np.random.default_rng(seed)
     n = round(seconds * sr)

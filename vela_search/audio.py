@@ -19,7 +19,7 @@ import stat
 import struct
 import subprocess
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +61,7 @@ _BLOCK_FRAMES = 65_536
 
 def _block_frames(samplerate: int) -> int:
     return max(4096, min(_BLOCK_FRAMES, samplerate))
+
 
 # Extra 16 kHz samples decoded on each side of a requested span so that the resampler's filter has settled
 # by the span's edges (50 ms already gives ~1e-7 agreement with a whole-file resample; 100 ms is a margin).
@@ -187,6 +188,28 @@ def _check_finite(path: Path, block: np.ndarray, first_frame: int, samplerate: i
         )
 
 
+def _frame_reader(handle: sf.SoundFile) -> Callable[[np.ndarray], int]:
+    """A function filling a C-contiguous float32 (frames, channels) array from the file; returns frames read.
+
+    ``SoundFile.read`` and ``buffer_read_into`` re-seek to the current position after every call, and
+    libsndfile's MP3 decoder does not survive that: the samples after each block boundary come out
+    corrupted. Calling ``sf_readf_float`` directly keeps the decoder's state intact (and saves a seek per
+    block for every format). Falls back to the public API if soundfile's internals ever change.
+    """
+    snd, ffi, raw = getattr(sf, "_snd", None), getattr(sf, "_ffi", None), getattr(handle, "_file", None)
+    if snd is None or ffi is None or raw is None:
+        return lambda out: handle.buffer_read_into(out, "float32")
+
+    def read(out: np.ndarray) -> int:
+        frames = snd.sf_readf_float(raw, ffi.from_buffer("float[]", out), out.shape[0])
+        code = snd.sf_error(raw)
+        if code:
+            raise sf.LibsndfileError(code)
+        return int(frames)
+
+    return read
+
+
 class _SoundFileSource(_Source):
     def __init__(self, path: Path, handle: sf.SoundFile) -> None:
         self.path = path
@@ -194,6 +217,7 @@ class _SoundFileSource(_Source):
         self.samplerate = int(handle.samplerate)
         self.channels = int(handle.channels)
         self.declared_frames = int(handle.frames)
+        self._read = _frame_reader(handle)
         # libsndfile's MP3 seek is only approximate (mpg123 fuzzy seek, off by many ms), so MP3 spans are
         # reached by decoding and discarding from the start instead.
         self._exact_seek = handle.seekable() and handle.format != "MP3"
@@ -213,16 +237,16 @@ class _SoundFileSource(_Source):
                     f.seek(pos)
                 else:
                     while pos < start:
-                        want = min(block, start - pos)
-                        got = len(f.read(want, dtype="float32", always_2d=True, out=buf[:want]))
+                        got = self._read(buf[: min(block, start - pos)])
                         if got == 0:
                             break
                         pos += got
             while stop is None or pos < stop:
                 want = block if stop is None else min(block, stop - pos)
-                data = f.read(want, dtype="float32", always_2d=True, out=buf[:want])
-                if len(data) == 0:
+                got = self._read(buf[:want])
+                if got == 0:
                     break
+                data = buf[:got]
                 _check_finite(path, data, pos, sr)
                 # A fresh array per block: consumers keep blocks while this buffer is reused.
                 mono = data[:, 0].copy() if self.channels == 1 else data.mean(axis=1, dtype=np.float32)
@@ -234,7 +258,8 @@ class _SoundFileSource(_Source):
                 f"decoder error at {pos / sr:.2f} s ({_libsndfile_reason(exc)}); "
                 "the file is probably truncated or corrupt",
             ) from None
-        if stop is None and self._check_length and start <= self.declared_frames and pos < self.declared_frames:
+        declared = self.declared_frames
+        if stop is None and self._check_length and start <= declared and pos < declared:
             raise _error(
                 path,
                 f"file is truncated: decoded {pos} of the {self.declared_frames} frames its header declares",
@@ -250,7 +275,8 @@ class _FfmpegSource(_Source):
     def __init__(self, path: Path, ffmpeg: str, failure: str) -> None:
         self.path = path
         self._ffmpeg = ffmpeg
-        self._failure = failure  # message template for a file ffmpeg cannot open either
+        # Message for a file ffmpeg cannot open either; "{detail}" is replaced by ffmpeg's own reason.
+        self._failure = failure
         self.samplerate = SAMPLE_RATE
         self.declared_frames = None
         self._procs: list[subprocess.Popen[bytes]] = []
@@ -294,7 +320,7 @@ class _FfmpegSource(_Source):
                 message = err.read().decode("utf-8", "replace").strip().splitlines()
                 detail = message[-1].strip() if message else f"exit status {rc}"
                 if pos == start:
-                    raise _error(self.path, self._failure.format(detail=detail))
+                    raise _error(self.path, self._failure.replace("{detail}", detail))
                 raise _error(
                     self.path,
                     f"ffmpeg failed at {pos / SAMPLE_RATE:.2f} s ({detail}); "
@@ -302,7 +328,7 @@ class _FfmpegSource(_Source):
                 )
 
     def _read_wav_header(self, stream) -> int:  # noqa: ANN001 - a binary file object
-        """Parse ffmpeg's streamed WAV header up to the data chunk; returns the channel count (0: no audio)."""
+        """Parse ffmpeg's streamed WAV header up to the data chunk; returns the channel count (0: none)."""
 
         def take(n: int) -> bytes:
             data = stream.read(n)
@@ -363,13 +389,14 @@ def _open_source(path: str | Path) -> _Source:
     if suffix in _FFMPEG_ONLY_EXTENSIONS:
         failure = "ffmpeg could not decode it ({detail})"
         no_ffmpeg = (
-            f"'{suffix}' files need ffmpeg, which is not installed (install it, e.g. `apt-get install ffmpeg`)"
+            f"'{suffix}' files need ffmpeg, which is not installed "
+            "(install it, e.g. `apt-get install ffmpeg`)"
         )
     else:
         # Classified the same with or without ffmpeg so that messages do not depend on the machine.
         known = sf_reason.startswith(("Format not recognised", "File contains data in an unknown format"))
         base = "not a recognised audio format" if known else "corrupt or truncated header"
-        failure = f"{base} (libsndfile: {sf_reason}; ffmpeg: {{detail}})"
+        failure = f"{base} (libsndfile: {sf_reason}; ffmpeg: " + "{detail})"
         no_ffmpeg = f"{base} (libsndfile: {sf_reason})"
     ffmpeg = _ffmpeg_path()
     if ffmpeg is not None:
@@ -378,7 +405,7 @@ def _open_source(path: str | Path) -> _Source:
 
 
 def _resampled(blocks: Iterator[np.ndarray], samplerate: int) -> Iterator[np.ndarray]:
-    """Turn native-rate mono blocks into a 16 kHz stream (identical to resampling the whole signal at once)."""
+    """Turn native-rate mono blocks into a 16 kHz stream, identical to resampling the whole signal at once."""
     if samplerate == SAMPLE_RATE:
         yield from blocks
         return
@@ -472,6 +499,7 @@ def decode_audio(path: str | Path, *, start_s: float | None = None, end_s: float
             if src.declared_frames is not None and native_stop >= src.declared_frames:
                 native_stop = None  # read to the end so the file-end handling matches a whole-file decode
         pieces = list(_resampled(src.blocks(native_start, native_stop), sr))
+        declared = src.declared_frames
     if not pieces:
         wave = np.zeros(0, dtype=np.float32)
     else:
@@ -481,9 +509,9 @@ def decode_audio(path: str | Path, *, start_s: float | None = None, end_s: float
     if lo >= hi:
         if start_s is None or i0 == 0:
             raise _error(path, "contains no audio samples")
-        raise _error(path, f"no audio in the span {i0 / SAMPLE_RATE:.3f}-"
-                     f"{'end' if i1 is None else f'{i1 / SAMPLE_RATE:.3f}'} s "
-                     f"(the audio is {(m0 + len(wave)) / SAMPLE_RATE:.3f} s long)")
+        span = f"{i0 / SAMPLE_RATE:.3f}-{'end' if i1 is None else f'{i1 / SAMPLE_RATE:.3f}'} s"
+        length = "" if declared is None else f" (the audio is {declared / sr:.3f} s long)"
+        raise _error(path, f"no audio in the span {span}{length}")
     return validate_waveform(wave[lo:hi] if (lo, hi) != (0, len(wave)) else wave, str(path))
 
 

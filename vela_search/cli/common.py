@@ -81,7 +81,7 @@ def load_embedder(
     quiet: bool = False,
 ) -> VelaEmbedder:
     """Load the embedder with a status spinner and show the tiny-model notice where it applies."""
-    from vela_search.embedding.embedder import DEFAULT_BATCH_TOKENS, VelaEmbedder
+    from vela_search.embedding.embedder import VelaEmbedder
 
     status_console = err_console
     label = model or "the adapter's base model"
@@ -93,7 +93,7 @@ def load_embedder(
             device=device,
             dtype=dtype,
             quantize=None if quantize in (None, "none") else quantize,
-            batch_tokens=batch_tokens or DEFAULT_BATCH_TOKENS,
+            batch_tokens=batch_tokens,
         )
     if embedder.notice and not quiet:
         err_console.print(f"[yellow]note:[/] {embedder.notice}")

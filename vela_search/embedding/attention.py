@@ -112,51 +112,72 @@ def _attend_rows(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Unmasked attention of query rows ``(h, n, d)`` over ``(h, p, d)``; returns fp32 output and LSE."""
-    if q.is_cuda:
-        fused = _flash_with_lse(q, k, v, scale)
-        if fused is not None:
-            return fused
-    rows = q.shape[1]
-    chunk = max(1, _MAX_SCORE_ELEMENTS // max(1, q.shape[0] * k.shape[1]))
-    outs, lses = [], []
-    kf, vf = k.float(), v.float()
-    for start in range(0, rows, chunk):
-        scores = torch.matmul(q[:, start : start + chunk].float(), kf.transpose(-1, -2)) * scale
-        lse = torch.logsumexp(scores, dim=-1)
-        outs.append(torch.matmul(torch.exp(scores - lse.unsqueeze(-1)), vf))
-        lses.append(lse)
-    return torch.cat(outs, dim=1), torch.cat(lses, dim=1)
+    out, lse = _attend(q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0), scale, causal=False)
+    return out[0], lse[0]
 
 
 def _attend_causal(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Causal attention of a batch over its own tokens ``(b, h, s, d)``; fp32 output and LSE."""
-    seq = q.shape[2]
-    causal = torch.ones(seq, seq, dtype=torch.bool, device=q.device).triu(1)
-    per_item = max(1, q.shape[1] * seq * seq)
-    chunk = max(1, _MAX_SCORE_ELEMENTS // per_item)
-    outs, lses = [], []
-    for start in range(0, q.shape[0], chunk):
-        sl = slice(start, start + chunk)
-        scores = torch.matmul(q[sl].float(), k[sl].float().transpose(-1, -2)) * scale
-        scores = scores.masked_fill(causal, float("-inf"))
-        lse = torch.logsumexp(scores, dim=-1)
-        outs.append(torch.matmul(torch.exp(scores - lse.unsqueeze(-1)), v[sl].float()))
-        lses.append(lse)
-    return torch.cat(outs), torch.cat(lses)
+    return _attend(q, k, v, scale, causal=True)
 
 
-def _flash_with_lse(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float
+def _attend(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, *, causal: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention that also returns the log-sum-exp, ``(b, h, n, d)`` over ``(b, h, p, d)``.
+
+    Without autograd it uses PyTorch's fused kernels, which return the LSE. Their backward ignores the
+    LSE's gradient, which the merge needs, so with autograd (training behind demos) it uses the exact
+    chunked formula instead.
+    """
+    needs_grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
+    if not needs_grad:
+        fused = _fused_with_lse(q, k, v, scale, causal)
+        if fused is not None:
+            return fused
+    return _exact_with_lse(q, k, v, scale, causal)
+
+
+def _fused_with_lse(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, causal: bool
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The fused CUDA kernel that also returns the log-sum-exp, or None where it does not apply."""
-    if q.dtype not in (torch.float16, torch.bfloat16):
-        return None
+    """A fused kernel's output and LSE, or None where none applies (the caller falls back)."""
     try:
-        out, lse = torch.ops.aten._scaled_dot_product_flash_attention(
-            q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0), 0.0, False, False, scale=scale
-        )[:2]
-    except (RuntimeError, NotImplementedError):
+        if q.device.type == "cpu":
+            out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+                q, k, v, 0.0, causal, scale=scale
+            )[:2]
+        elif q.dtype in (torch.float16, torch.bfloat16):
+            out, lse = torch.ops.aten._scaled_dot_product_flash_attention(
+                q, k, v, 0.0, causal, False, scale=scale
+            )[:2]
+        else:
+            out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(
+                q, k, v, None, True, 0.0, causal, scale=scale
+            )[:2]
+            lse = lse[..., : q.shape[2]]  # the kernel pads the LSE's length
+    except (RuntimeError, NotImplementedError, AttributeError):
         return None
-    return out[0].float(), lse[0].float()
+    return out.float(), lse.float()
+
+
+def _exact_with_lse(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, causal: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention by the formula, in fp32, chunked over query rows to bound the score matrix."""
+    rows, keys = q.shape[2], k.shape[2]
+    chunk = max(1, _MAX_SCORE_ELEMENTS // max(1, q.shape[0] * q.shape[1] * keys))
+    kf, vf = k.float(), v.float()
+    outs, lses = [], []
+    for start in range(0, rows, chunk):
+        scores = torch.matmul(q[:, :, start : start + chunk].float(), kf.transpose(-1, -2)) * scale
+        if causal:
+            # Query row r (absolute) sees keys 0..r of the same sequence (q and k share positions).
+            row_ids = torch.arange(start, min(start + chunk, rows), device=q.device)[:, None]
+            scores = scores.masked_fill(torch.arange(keys, device=q.device)[None, :] > row_ids, float("-inf"))
+        lse = torch.logsumexp(scores, dim=-1)
+        outs.append(torch.matmul(torch.exp(scores - lse.unsqueeze(-1)), vf))
+        lses.append(lse)
+    return torch.cat(outs, dim=2), torch.cat(lses, dim=2)

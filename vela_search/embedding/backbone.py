@@ -171,8 +171,14 @@ def load_backbone(
 
     model_str = str(model)
     is_tiny = model_str == TINY_MODEL_ID
+    # `shape:<name>`: random weights in a real model's shapes, built on the device (vela_search.bench.shapes).
+    is_shape = model_str.startswith("shape:")
     local = Path(model_str).expanduser()
-    if is_tiny:
+    if is_shape:
+        if quantize is not None:
+            raise ModelLoadError(f"{model_str} is built in full precision; quantization applies to checkpoints")
+        source = model_str
+    elif is_tiny:
         source: str | Path = ensure_tiny_checkpoint()
     elif local.is_dir():
         source = local.resolve()
@@ -192,8 +198,13 @@ def load_backbone(
         kwargs["quantization_config"] = quant_config
         kwargs["device_map"] = {"": torch_device}
     try:
-        processor = AutoProcessor.from_pretrained(source, **({"revision": revision} if "revision" in kwargs else {}))
-        net = Qwen2AudioForConditionalGeneration.from_pretrained(source, **kwargs)
+        if is_shape:
+            from vela_search.bench.shapes import build_shape_model
+
+            net, processor = build_shape_model(model_str, torch_device, torch_dtype)
+        else:
+            processor = AutoProcessor.from_pretrained(source, **({"revision": revision} if "revision" in kwargs else {}))
+            net = Qwen2AudioForConditionalGeneration.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as exc:
         hint = (
             "download it first (needs internet once: `hf download Qwen/Qwen2-Audio-7B-Instruct`, ~16 GB) "
@@ -210,7 +221,9 @@ def load_backbone(
     net.model.language_model.config._attn_implementation = attn_name
     processor.tokenizer.padding_side = "right"
 
-    if isinstance(source, Path):
+    if is_shape:
+        ref, digest = model_str, "random"
+    elif isinstance(source, Path):
         ref = f"tiny@recipe-{TINY_RECIPE_VERSION}" if is_tiny else str(source)
         digest = weights_digest(source)
     else:

@@ -103,16 +103,16 @@ class VelaEmbedder:
         backbone: Backbone,
         demos: DemoSet,
         *,
-        batch_tokens: int = DEFAULT_BATCH_TOKENS,
+        batch_tokens: int | None = None,
         max_batch_items: int = DEFAULT_MAX_BATCH_ITEMS,
         demos_spec: str = "default",
     ) -> None:
-        if batch_tokens < 1 or max_batch_items < 1:
+        if (batch_tokens is not None and batch_tokens < 1) or max_batch_items < 1:
             raise ValueError("batch_tokens and max_batch_items must be positive")
         self.backbone = backbone
         self.demos = demos
         self.demos_spec = demos_spec
-        self.batch_tokens = batch_tokens
+        self.batch_tokens = batch_tokens if batch_tokens is not None else auto_batch_tokens(backbone)
         self.max_batch_items = max_batch_items
         self.prefix_computations = 0
         # Set by the trainer: a 4-bit model must never run under no_grad before it trains (bitsandbytes).
@@ -134,7 +134,7 @@ class VelaEmbedder:
         dtype: str = "auto",
         quantize: str | None = None,
         revision: str | None = None,
-        batch_tokens: int = DEFAULT_BATCH_TOKENS,
+        batch_tokens: int | None = None,
         max_batch_items: int = DEFAULT_MAX_BATCH_ITEMS,
         trainable_adapter: bool = False,
     ) -> VelaEmbedder:
@@ -150,7 +150,8 @@ class VelaEmbedder:
             dtype: ``auto``, ``bf16``, ``fp16`` or ``fp32``.
             quantize: ``4bit``, ``8bit`` or None.
             revision: Hub revision for a Hub id.
-            batch_tokens: Suffix tokens per batch (memory knob).
+            batch_tokens: Suffix tokens per batch (memory knob); None sizes it from free GPU memory on
+                CUDA (:func:`auto_batch_tokens`) and uses :data:`DEFAULT_BATCH_TOKENS` on the CPU.
             max_batch_items: Items per batch at most.
             trainable_adapter: Keep the adapter's LoRA weights trainable.
         """
@@ -523,6 +524,22 @@ class VelaEmbedder:
                 ).last_hidden_state
             rows.append(torch.nn.functional.normalize(hidden[0, -1].float(), dim=-1).cpu().numpy())
         return np.stack(rows) if rows else np.zeros((0, self.dim), dtype=np.float32)
+
+
+def auto_batch_tokens(backbone: Backbone, *, memory_fraction: float = 0.5) -> int:
+    """Suffix tokens per batch that fit in a share of the GPU's free memory (the default on the CPU).
+
+    Per token and layer, a forward holds the hidden state, q/k/v/o, the MLP's two intermediate
+    activations and fp32 attention outputs; only one layer's activations are alive at a time without a
+    graph, so the estimate is per layer plus the residual stream. It is deliberately conservative.
+    """
+    if backbone.device.type != "cuda":
+        return DEFAULT_BATCH_TOKENS
+    config = backbone.model.config.text_config
+    element = torch.finfo(backbone.dtype).bits // 8
+    per_token = element * (6 * config.hidden_size + 3 * config.intermediate_size) + 8 * config.hidden_size
+    free, _total = torch.cuda.mem_get_info(backbone.device)
+    return int(min(1 << 17, max(1024, free * memory_fraction // per_token)))
 
 
 def audio_token_count(n_samples: int) -> int:
