@@ -39,11 +39,26 @@ def test_create_open_round_trip(index: AudioIndex, root):
     assert index.fingerprint == FP and index.dim == DIM and index.factory == "SQfp16"
     assert index.manifest["format_version"] == FORMAT_VERSION
     v = unit(5)
-    rows = [{"path": f"/x/{i}.wav", "start_s": i * 5.0, "end_s": i * 5.0 + 10, "tags": ["a", "b"]} for i in range(5)]
+    rows = [
+        {"path": f"/x/{i}.wav", "start_s": i * 5.0, "end_s": i * 5.0 + 10, "tags": ["a", "b"]}
+        for i in range(5)
+    ]
     with index.writer(fingerprint=FP) as w:
         ids = w.add(v, rows)
-        w.put_files([{"path": "/x/0.wav", "size": 10, "mtime_ns": 5, "sha256": "ab", "duration_s": 1.5,
-                      "status": "indexed", "segments": 1, "root": "/x"}])
+        w.put_files(
+            [
+                {
+                    "path": "/x/0.wav",
+                    "size": 10,
+                    "mtime_ns": 5,
+                    "sha256": "ab",
+                    "duration_s": 1.5,
+                    "status": "indexed",
+                    "segments": 1,
+                    "root": "/x",
+                }
+            ]
+        )
         assert w.commit() == 1
     assert ids.tolist() == [0, 1, 2, 3, 4]
     r = AudioIndex.open(root)
@@ -70,13 +85,17 @@ def test_open_missing_and_create_twice(tmp_path, index, root):
     assert again.generation == 0
     fresh = AudioIndex.open_or_create(tmp_path / "fresh", fingerprint=FP, dim=8)
     assert fresh.dim == 8
+    with pytest.raises(StoreError, match="invalid FAISS index factory"):
+        AudioIndex.open_or_create(tmp_path / "bad", fingerprint=FP, dim=8, factory="IVF4,PQ3")
 
 
 def test_bad_factory_and_bad_manifest(tmp_path, root, index):
     with pytest.raises(StoreError, match="invalid FAISS index factory 'nonsense'"):
         AudioIndex.create(tmp_path / "bad", fingerprint=FP, dim=DIM, factory="nonsense")
     manifest = root / "manifest.json"
-    manifest.write_text(manifest.read_text().replace(f'"format_version": {FORMAT_VERSION}', '"format_version": 99'))
+    manifest.write_text(
+        manifest.read_text().replace(f'"format_version": {FORMAT_VERSION}', '"format_version": 99')
+    )
     with pytest.raises(IndexFormatError, match="format version 99"):
         AudioIndex.open(root)
     manifest.write_text("{not json")
@@ -151,7 +170,12 @@ def test_k_larger_than_index(index, root):
 
 def test_files_table_upsert_and_remove(index, root):
     with index.writer(fingerprint=FP) as w:
-        w.put_files([{"path": "/a.wav", "status": "indexed", "size": 1}, {"path": "/b.wav", "status": "failed", "error": "truncated"}])
+        w.put_files(
+            [
+                {"path": "/a.wav", "status": "indexed", "size": 1},
+                {"path": "/b.wav", "status": "failed", "error": "truncated"},
+            ]
+        )
         w.put_files(pa.table({"path": ["/a.wav"], "status": ["duplicate"]}))
         assert w.files().num_rows == 2
         w.remove_files(["/b.wav"])
@@ -186,3 +210,29 @@ def test_segment_rows_reads_across_row_groups(index, root, monkeypatch):
     assert r._shards[0].parquet.num_row_groups == 8
     want = [49, 0, 13, 14, 6, 7, 13]
     assert r.segment_rows(want) == [dict(rows[i], id=i) for i in want]
+
+
+def test_open_retries_when_a_commit_collects_the_files_it_just_read_about(index, root, monkeypatch):
+    from vela_search.store import index as index_module
+
+    stale = None
+    with index.writer(fingerprint=FP) as w:
+        for c in range(3):
+            w.add(unit(3, seed=c), rows_for(0, 3))
+            w.put_files([{"path": f"/{c}.wav", "status": "indexed"}])
+            w.commit()
+            if c == 0:
+                stale = AudioIndex.open(root).manifest
+    real_read = index_module.manifest.read
+    calls = []
+
+    def read_stale_first(path):
+        calls.append(path)
+        return stale if len(calls) == 1 else real_read(path)
+
+    monkeypatch.setattr(index_module.manifest, "read", read_stale_first)
+    assert AudioIndex.open(root).generation == 3
+    monkeypatch.setattr(index_module.manifest, "read", real_read)
+    (root / AudioIndex.open(root).manifest["files"]).unlink()
+    with pytest.raises(IndexFormatError, match="is damaged: .*files-3.parquet"):
+        AudioIndex.open(root)

@@ -8,7 +8,7 @@ import numpy as np
 
 from vela_search.store import AudioIndex
 
-from .helpers import unit, run_python
+from .helpers import run_python, unit
 
 COMMIT_LOOP = """
     import sys

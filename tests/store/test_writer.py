@@ -232,7 +232,7 @@ def test_compact_keeps_results_identical(index, root):
     before = AudioIndex.open(root)
     queries = unit(6, seed=21)
     expected = _hits(before, queries, k=20)
-    filtered = _hits_glob = [[h.id for h in hits] for hits in before.search(queries, 20, path_glob="*/[12].wav")]
+    filtered = [[h.id for h in hits] for hits in before.search(queries, 20, path_glob="*/[12].wav")]
     with index.writer(fingerprint=FP) as w:
         gen = w.compact(target_shard_size=60)
         assert gen == before.generation + 1
@@ -268,5 +268,7 @@ def test_non_staged_writer_refuses_other_factory(index):
 
 def test_no_temporary_files_after_commits(index, root):
     _fill(index, 3)
-    assert not [p for p in list(root.iterdir()) + list((root / "shards").iterdir()) if p.name.startswith(".tmp")]
+    assert not [
+        p for p in list(root.iterdir()) + list((root / "shards").iterdir()) if p.name.startswith(".tmp")
+    ]
     assert os.path.exists(root / "writer.lock")

@@ -21,7 +21,15 @@ from typing import Any
 
 from vela_search.errors import ModelLoadError
 
-__all__ = ["SHAPES", "SHAPE_NOTICE", "SHAPE_PREFIX", "ModelShape", "build_shape_model", "get_shape", "is_shape_model"]
+__all__ = [
+    "SHAPES",
+    "SHAPE_NOTICE",
+    "SHAPE_PREFIX",
+    "ModelShape",
+    "build_shape_model",
+    "get_shape",
+    "is_shape_model",
+]
 
 SHAPE_PREFIX = "shape:"
 SHAPE_NOTICE = "random weights in real shapes: timings are meaningful, vectors and retrieval scores are not"
@@ -107,7 +115,7 @@ def shape_config(shape: ModelShape, tokenizer: Any) -> Any:
     from transformers import Qwen2AudioConfig
 
     if len(tokenizer) > shape.vocab_size:
-        raise ModelLoadError(f"the tokenizer has {len(tokenizer)} tokens, more than the shape's {shape.vocab_size}")
+        raise ModelLoadError(f"the tokenizer's {len(tokenizer)} tokens exceed the shape's {shape.vocab_size}")
     return Qwen2AudioConfig(
         audio_config={
             "model_type": "qwen2_audio_encoder",

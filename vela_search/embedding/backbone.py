@@ -176,7 +176,7 @@ def load_backbone(
     local = Path(model_str).expanduser()
     if is_shape:
         if quantize is not None:
-            raise ModelLoadError(f"{model_str} is built in full precision; quantization applies to checkpoints")
+            raise ModelLoadError(f"{model_str} is built in full precision; --quantize needs a checkpoint")
         source = model_str
     elif is_tiny:
         source: str | Path = ensure_tiny_checkpoint()
@@ -203,7 +203,8 @@ def load_backbone(
 
             net, processor = build_shape_model(model_str, torch_device, torch_dtype)
         else:
-            processor = AutoProcessor.from_pretrained(source, **({"revision": revision} if "revision" in kwargs else {}))
+            revision_kw = {"revision": revision} if "revision" in kwargs else {}
+            processor = AutoProcessor.from_pretrained(source, **revision_kw)
             net = Qwen2AudioForConditionalGeneration.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as exc:
         hint = (

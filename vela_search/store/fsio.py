@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
+
+import pyarrow as pa
 
 from .layout import TMP_PREFIX
 
@@ -61,3 +64,11 @@ def remove_quietly(path: Path) -> None:
     """Delete a file, ignoring one that is already gone or cannot be removed now."""
     with contextlib.suppress(OSError):
         os.unlink(path)
+
+
+def open_native(path: Path) -> pa.NativeFile:
+    """Open `path` as an Arrow file held open for later reads (a FileNotFoundError names the path)."""
+    try:
+        return pa.OSFile(str(path))
+    except FileNotFoundError as e:
+        raise FileNotFoundError(errno.ENOENT, "No such file", str(path)) from e

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import EmptyIndexError, IndexFormatError, IndexNotFoundError, StoreError
-from . import faiss_ops, layout, manifest
+from . import faiss_ops, fsio, layout, manifest
 from .lock import WriterLock
 from .shards import ShardReader, compile_glob
 from .tables import FILES_SCHEMA, empty_files, read_ids
@@ -61,9 +60,9 @@ class AudioIndex:
             for entry in data["shards"]:
                 self._shards.append(ShardReader(self.root, entry, int(data["dim"])))
             if data["files"]:
-                self._files_file = pa.OSFile(str(self.root / data["files"]))
+                self._files_file = fsio.open_native(self.root / data["files"])
             if data["deleted"]:
-                self._deleted_file = pa.OSFile(str(self.root / data["deleted"]))
+                self._deleted_file = fsio.open_native(self.root / data["deleted"])
         except BaseException:
             self.close()
             raise
@@ -136,10 +135,13 @@ class AudioIndex:
     def open_or_create(
         cls, root: str | Path, *, fingerprint: dict, dim: int, factory: str = "SQfp16"
     ) -> AudioIndex:
-        """Open the index at `root`, creating it first if there is none (fingerprint is checked by writers)."""
+        """Open the index at `root`, creating it first if there is none (writers check the fingerprint)."""
         if not cls.exists(root):
-            with contextlib.suppress(StoreError):
+            try:
                 return cls.create(root, fingerprint=fingerprint, dim=dim, factory=factory)
+            except StoreError:
+                if not cls.exists(root):  # a real failure, not a concurrent creation
+                    raise
         return cls.open(root)
 
     def writer(self, *, fingerprint: dict, staged: bool = False, **options: Any) -> IndexWriter:
@@ -251,7 +253,11 @@ class AudioIndex:
             sorted_ids, shard_of, row_of = self._locator
         at = np.searchsorted(sorted_ids, ids)
         at_c = np.minimum(at, max(len(sorted_ids) - 1, 0))
-        found = (at < len(sorted_ids)) & (sorted_ids[at_c] == ids) if len(sorted_ids) else np.zeros(len(ids), bool)
+        found = (
+            (at < len(sorted_ids)) & (sorted_ids[at_c] == ids)
+            if len(sorted_ids)
+            else np.zeros(len(ids), bool)
+        )
         if not found.all():
             missing = ids[~found][:10].tolist()
             raise KeyError(f"no segments with ids {missing} in generation {self.generation}")
@@ -260,7 +266,8 @@ class AudioIndex:
     def segment_rows(self, ids: Iterable[int]) -> list[dict]:
         """Metadata rows of the given global segment ids, in the same order.
 
-        Only the Parquet row groups holding them are read.
+        Only the Parquet row groups holding them are read. Deleted ids still resolve while their
+        shard keeps the row (until compaction).
 
         Raises:
             KeyError: an id is not in this generation.
@@ -317,7 +324,9 @@ class AudioIndex:
         if int(k) < 1:
             raise ValueError(f"k must be at least 1, not {k}")
         if self.num_vectors == 0:
-            raise EmptyIndexError(f"index {self.root} holds no vectors; add audio with `vela-search index PATH`")
+            raise EmptyIndexError(
+                f"index {self.root} holds no vectors; add audio with `vela-search index PATH`"
+            )
         q = np.ascontiguousarray(q)
         k = int(k)
         pattern = compile_glob(path_glob) if path_glob else None

@@ -14,8 +14,20 @@ from .layout import FORMAT_NAME, FORMAT_VERSION
 METRIC = "inner_product"
 
 _REQUIRED = (
-    "format", "format_version", "generation", "fingerprint", "dim", "metric", "factory",
-    "next_id", "next_shard", "num_vectors", "shards", "files", "deleted", "trained",
+    "format",
+    "format_version",
+    "generation",
+    "fingerprint",
+    "dim",
+    "metric",
+    "factory",
+    "next_id",
+    "next_shard",
+    "num_vectors",
+    "shards",
+    "files",
+    "deleted",
+    "trained",
 )
 
 

@@ -69,7 +69,7 @@ class ShardReader:
         self._index_path = root / entry["index"]
         self._index_file = open(self._index_path, "rb")  # noqa: SIM115 - lives as long as the reader
         try:
-            self._meta_file = pa.OSFile(str(root / entry["meta"]))
+            self._meta_file = fsio.open_native(root / entry["meta"])
         except BaseException:
             self._index_file.close()
             raise
@@ -129,10 +129,18 @@ class ShardReader:
                 self._search_index = faiss_ops.to_gpu(self.index())
             return self._search_index
 
-    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k over the allowed rows: (scores, global ids), id -1 where there are fewer results."""
         index = self.search_index()
-        scores, positions = faiss_ops.search(index, queries, k, allowed, fallback=self.index())
+        try:
+            scores, positions = faiss_ops.search(index, queries, k, allowed, fallback=self.index())
+        except RuntimeError:
+            if index is self.index():
+                raise
+            # GPU indexes have limits the CPU one lacks (e.g. k <= 2048).
+            scores, positions = faiss_ops.search(self.index(), queries, k, allowed)
         ids = np.where(positions >= 0, self.ids[np.maximum(positions, 0)], -1)
         return scores, ids
 
@@ -175,5 +183,7 @@ class ShardReader:
         starts = ends - np.asarray(sizes)
         local_base = np.cumsum(np.concatenate([[0], np.asarray(sizes)[wanted][:-1]]))
         base = dict(zip(wanted.tolist(), local_base.tolist(), strict=True))
-        local = [base[g] + int(p - starts[g]) for g, p in zip(groups.tolist(), positions.tolist(), strict=True)]
+        local = [
+            base[g] + int(p - starts[g]) for g, p in zip(groups.tolist(), positions.tolist(), strict=True)
+        ]
         return table.take(pa.array(local, type=pa.int64())).to_pylist()

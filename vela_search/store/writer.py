@@ -18,7 +18,6 @@ from .shards import ShardReader, write_shard
 from .tables import (
     concat_metadata,
     drop_files,
-    empty_files,
     metadata_table,
     read_files,
     read_ids,
@@ -124,12 +123,14 @@ class IndexWriter:
         )
         self._vectors: list[np.ndarray] = []
         self._tables: list[pa.Table] = []
-        self._pending_ids: list[np.ndarray] = []
         self._schema: pa.Schema | None = None
         self._files: pa.Table | None = None
         self._files_dirty = False
         self._deleted: np.ndarray | None = None
+        self._deleted_new: list[np.ndarray] = []
         self._deleted_dirty = False
+        self._committed: np.ndarray | None = None
+        self._pending_start = self._next_id
         self._ids_cache: dict[str, np.ndarray] = {}
         self._template: tuple[str, Any] | None = None
 
@@ -188,6 +189,10 @@ class IndexWriter:
         if self._deleted is None:
             name = self._base["deleted"]
             self._deleted = read_ids(self.root / name if name else None)
+        if self._deleted_new:
+            # Merged lazily: indexing calls delete() once per changed file.
+            self._deleted = np.union1d(self._deleted, np.concatenate(self._deleted_new))
+            self._deleted_new = []
         return self._deleted
 
     def _shard_ids(self, entry: dict) -> np.ndarray:
@@ -231,7 +236,6 @@ class IndexWriter:
         self._schema = schema
         self._vectors.append(np.ascontiguousarray(v).copy())
         self._tables.append(table)
-        self._pending_ids.append(ids)
         self._next_id += len(v)
         self._dirty = True
         return ids.copy()
@@ -239,17 +243,23 @@ class IndexWriter:
     def delete(self, ids: Iterable[int]) -> None:
         """Tombstone segments by id; searches skip them. Unknown or already deleted ids are ignored."""
         self._check_open()
-        ids = np.unique(np.fromiter((int(i) for i in ids), dtype=np.int64))
+        ids = np.unique(np.asarray(ids if isinstance(ids, np.ndarray) else list(ids), dtype=np.int64))
         if ids.size == 0:
             return
-        committed = np.concatenate(
-            [self._shard_ids(e) for e in self._base["shards"]] + self._pending_ids + [np.empty(0, np.int64)]
-        )
-        ids = ids[np.isin(ids, committed)]
-        new = np.setdiff1d(ids, self.deleted_ids(), assume_unique=True)
-        if new.size:
-            self._deleted = np.union1d(self.deleted_ids(), new)
+        committed = self._committed_ids()
+        at = np.minimum(np.searchsorted(committed, ids), max(len(committed) - 1, 0))
+        known = committed[at] == ids if len(committed) else np.zeros(len(ids), dtype=bool)
+        # Pending ids are exactly the range issued since the last commit.
+        known |= (ids >= self._pending_start) & (ids < self._next_id)
+        if known.any():
+            self._deleted_new.append(ids[known])
             self._deleted_dirty = self._dirty = True
+
+    def _committed_ids(self) -> np.ndarray:
+        if self._committed is None:
+            parts = [self._shard_ids(e) for e in self._base["shards"]]
+            self._committed = np.sort(np.concatenate(parts + [np.empty(0, np.int64)]))
+        return self._committed
 
     def put_files(self, table_or_rows: pa.Table | Iterable[Mapping[str, Any]]) -> None:
         """Insert or replace files rows (FILES_SCHEMA columns; missing optional ones are null) by path."""
@@ -279,7 +289,7 @@ class IndexWriter:
         # Unique across the main and staged lineages, so generation-suffixed names never collide.
         return max(gens) + 1
 
-    def _trained_template(self, new: dict, vectors: np.ndarray | None, generation: int) -> Any | None:
+    def _trained_template(self, new: dict, vectors: np.ndarray, generation: int) -> Any | None:
         """The trained, empty index shards start from; trains and writes it on first need."""
         name = new["trained"]
         if name:
@@ -290,7 +300,7 @@ class IndexWriter:
         index = faiss_ops.build(self.factory, self.dim)
         if index.is_trained:
             return None
-        faiss_ops.train(index, vectors if vectors is not None else np.empty((0, self.dim), np.float32), self.factory)
+        faiss_ops.train(index, vectors, self.factory)
         name = layout.trained_index(generation)
         with fsio.atomic_file(self.root / name) as f:
             faiss_ops.write(index, f)
@@ -298,13 +308,17 @@ class IndexWriter:
         self._template = (name, index)
         return index
 
-    def _write_shards(self, new: dict, vectors: np.ndarray, metadata: pa.Table, generation: int, size: int) -> list[dict]:
+    def _write_shards(
+        self, new: dict, vectors: np.ndarray, metadata: pa.Table, generation: int, size: int
+    ) -> list[dict]:
         template = self._trained_template(new, vectors, generation)
         ids = metadata["id"].to_numpy().astype(np.int64, copy=False)
         entries = []
         for start in range(0, len(vectors), size):
             stop = min(start + size, len(vectors))
-            index = faiss_ops.clone(template) if template is not None else faiss_ops.build(self.factory, self.dim)
+            index = (
+                faiss_ops.clone(template) if template is not None else faiss_ops.build(self.factory, self.dim)
+            )
             index.add(vectors[start:stop])
             entry = write_shard(self.root, self._next_shard, index, metadata.slice(start, stop - start))
             self._next_shard += 1
@@ -315,11 +329,11 @@ class IndexWriter:
     def _publish(self, new: dict, generation: int, deleted: np.ndarray) -> int:
         """Write the changed tables, then the manifest (the commit point), then collect garbage."""
         if self._files_dirty:
-            files = self.files()
+            files = self._files = self.files().sort_by("path")
             new["files"] = None
             if files.num_rows:
                 new["files"] = layout.files_table(generation)
-                write_parquet(self.root / new["files"], files.sort_by("path"))
+                write_parquet(self.root / new["files"], files)
         if self._deleted_dirty:
             new["deleted"] = None
             if deleted.size:
@@ -343,7 +357,10 @@ class IndexWriter:
             previous = manifest.read(self.root / layout.MANIFEST)
             new["retained"] = sorted(manifest.references(previous) - manifest.references(new))
             manifest.write(self.root / layout.MANIFEST, new)
+        if new["shards"] != self._base["shards"]:
+            self._committed = None
         self._base = new
+        self._pending_start = self._next_id
         self._files_dirty = self._deleted_dirty = self._dirty = False
         cleanup.collect(self.root)
         return generation
@@ -373,7 +390,7 @@ class IndexWriter:
                 new, vectors, metadata, generation, self.max_shard_size
             )
         self._publish(new, generation, self.deleted_ids())
-        self._vectors, self._tables, self._pending_ids, self._schema = [], [], [], None
+        self._vectors, self._tables, self._schema = [], [], None
         return generation
 
     def compact(self, *, target_shard_size: int = 100_000) -> int:
@@ -467,7 +484,7 @@ class IndexWriter:
 
     def close(self) -> None:
         """Release the lock, discarding uncommitted changes."""
-        self._vectors, self._tables, self._pending_ids = [], [], []
+        self._vectors, self._tables = [], []
         self._lock.release()
 
     def __enter__(self) -> IndexWriter:

@@ -1,0 +1,558 @@
+"""Speed benchmark: embedder throughput against the naive Vela loop, FLOP rate, and search latency.
+
+One run loads the model once and, for each demo setting and clip length, measures:
+
+- **clips/s** of the embedder's fast path (``embed_items``: shared demo prefix, length-aware audio encoder,
+  token-sized batches) on synthetic audio generated in memory, end to end (feature extraction included);
+- the **naive loop** (``embed_naive``: demos + item re-run in one full forward per item, stock encoder) on a
+  subset of the same clips, the **ratio** fast/naive, and a **parity check** that both give the same vectors
+  (max abs difference; at fp32 it must stay below :data:`PARITY_TOLERANCE_FP32`);
+- the **FLOPs per clip** of the fast path (see :func:`item_flops`) and, on a GPU whose peak is known
+  (:data:`PEAK_BF16_TFLOPS`), the fraction of the chip's dense bf16 matrix rate it reaches;
+- **text-query latency** (one caption at a time, as a search does), batched text throughput, and the naive
+  loop for a few queries.
+
+Then **search latency** over N synthetic unit vectors: an exact top-k with torch (one matmul + topk, fp16 on
+a GPU) and, where faiss is installed, the store's FAISS search (``SQfp16``, exact) on the CPU.
+
+Nothing on this path imports faiss, librosa or soundfile unless it is installed and needed, so the benchmark
+runs on a bare GPU image (torch + transformers). The paper-size demo prefix (``--demos paper``) uses
+synthetic audio demos written with the stdlib ``wave`` module and handed to the embedder from memory.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vela_search.bench.flops import encoder_flops, item_flops, peak_tflops_for
+from vela_search.bench.synthetic import (
+    in_memory_embedder_class,
+    paper_embedder,
+    synthetic_clip,
+    synthetic_queries,
+)
+from vela_search.errors import TokenBudgetError, VelaError
+
+__all__ = ["PARITY_TOLERANCE_FP32", "SpeedConfig", "SpeedReport", "measure_search", "run_speed_benchmark"]
+
+SAMPLE_RATE = 16_000
+# Fast path vs naive loop at fp32 (CPU): the shared prefix and the length-aware encoder are exact rewrites,
+# so only float reassociation separates them.
+PARITY_TOLERANCE_FP32 = 1e-4
+
+
+@dataclass
+class SpeedConfig:
+    """What ``run_speed_benchmark`` measures, and on what.
+
+    Attributes:
+        model: ``tiny``, ``shape:qwen2-audio-7b`` (random weights in the real shapes), a Hub id or a
+            directory.
+        adapter: Optional LoRA adapter directory.
+        demos: Demo settings to measure, each ``default``, ``none``, ``paper`` (synthetic paper-size prefix:
+            35 audio demos x 5 s + 65 text demos) or a JSONL file.
+        clip_seconds: Clip lengths to measure (each at most 30 s).
+        clips: Synthetic clips per measurement of the fast path.
+        naive_clips: Clips run through the naive loop (a subset of the same clips; 0 skips it).
+        queries: Text queries for the latency measurement.
+        naive_queries: Queries run through the naive loop (0 skips it).
+        search_vectors: Synthetic vectors for the search latency (0 skips it).
+        search_k: Top-k of the search.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        dtype: ``auto``, ``bf16``, ``fp16`` or ``fp32``.
+        quantize: ``4bit``, ``8bit`` or None.
+        batch_tokens: Suffix tokens per batch (None: the embedder's default for the device).
+        peak_tflops: The chip's dense matrix peak in TFLOP/s, overriding :data:`PEAK_BF16_TFLOPS`.
+        seed: Seed of the synthetic audio, queries and vectors.
+    """
+
+    model: str = "tiny"
+    adapter: str | None = None
+    demos: tuple[str, ...] = ("default",)
+    clip_seconds: tuple[float, ...] = (10.0,)
+    clips: int = 32
+    naive_clips: int = 4
+    queries: int = 32
+    naive_queries: int = 3
+    search_vectors: int = 100_000
+    search_k: int = 10
+    device: str = "auto"
+    dtype: str = "auto"
+    quantize: str | None = None
+    batch_tokens: int | None = None
+    peak_tflops: float | None = None
+    seed: int = 0
+
+    def validate(self) -> None:
+        """Raise :class:`VelaError` naming the first invalid setting."""
+        if not self.demos:
+            raise VelaError("give at least one --demos setting")
+        if not self.clip_seconds:
+            raise VelaError("give at least one --clip-seconds value")
+        for seconds in self.clip_seconds:
+            if not 0 < seconds <= 30:
+                raise VelaError(f"--clip-seconds must lie in (0, 30] (the encoder reads 30 s), got {seconds}")
+        for name in ("clips", "queries"):
+            if getattr(self, name) < 1:
+                raise VelaError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("naive_clips", "naive_queries", "search_vectors"):
+            if getattr(self, name) < 0:
+                raise VelaError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if self.search_k < 1:
+            raise VelaError(f"--search-k must be at least 1, got {self.search_k}")
+        if self.peak_tflops is not None and self.peak_tflops <= 0:
+            raise VelaError(f"--peak-tflops must be positive, got {self.peak_tflops}")
+
+
+@dataclass
+class ClipRun:
+    """Audio throughput for one clip length behind one demo prefix."""
+
+    clip_seconds: float
+    clips: int
+    item_tokens: int
+    clips_per_s: float | None = None
+    ms_per_clip: float | None = None
+    warmup_s: float | None = None
+    naive_clips: int = 0
+    naive_clips_per_s: float | None = None
+    speedup_vs_naive: float | None = None
+    parity_max_abs_diff: float | None = None
+    parity_min_cosine: float | None = None
+    flops_per_clip: float | None = None
+    flops_breakdown: dict[str, float] = field(default_factory=dict)
+    naive_flops_per_clip: float | None = None
+    achieved_tflops: float | None = None
+    fraction_of_peak: float | None = None
+    skipped: str | None = None
+
+
+@dataclass
+class TextRun:
+    """Text-query latency behind one demo prefix."""
+
+    queries: int
+    latency_ms_median: float
+    latency_ms_p90: float
+    queries_per_s: float
+    batch_texts_per_s: float
+    naive_queries: int = 0
+    naive_latency_ms_median: float | None = None
+    speedup_vs_naive: float | None = None
+    parity_max_abs_diff: float | None = None
+
+
+@dataclass
+class DemoRun:
+    """Everything measured behind one demo setting."""
+
+    demos: str
+    n_demos: int
+    n_audio_demos: int
+    prefix_tokens: int
+    fingerprint: dict[str, Any]
+    audio: list[ClipRun]
+    text: TextRun | None
+    parity_tolerance: float | None
+    parity_ok: bool | None
+
+
+@dataclass
+class SearchRun:
+    """Exact top-k latency over synthetic vectors."""
+
+    vectors: int
+    dim: int
+    k: int
+    torch_device: str
+    torch_dtype: str
+    torch_latency_ms_median: float
+    torch_latency_ms_p90: float
+    faiss_latency_ms_median: float | None = None
+    faiss_latency_ms_p90: float | None = None
+    faiss_note: str | None = None
+
+
+@dataclass
+class SpeedReport:
+    """The result of :func:`run_speed_benchmark` (``to_dict()`` for JSON)."""
+
+    model: str
+    device: str
+    device_name: str
+    dtype: str
+    quantize: str | None
+    peak_tflops: float | None
+    peak_source: str | None
+    runs: list[DemoRun]
+    search: SearchRun | None
+    wall_s: float
+    date: str
+    versions: dict[str, str]
+    notice: str | None
+    config: dict[str, Any]
+
+    @property
+    def parity_ok(self) -> bool | None:
+        """False if an fp32 parity check failed, True if all checked ones passed, None if none was checked."""
+        checked = [r.parity_ok for r in self.runs if r.parity_ok is not None]
+        return all(checked) if checked else None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["parity_ok"] = self.parity_ok
+        return out
+
+
+ProgressCallback = Callable[[str], None]
+
+
+# -------------------------------------------------------------------------------------------- FLOPs
+# ------------------------------------------------------------------------------------------- timing
+def _sync(device: Any) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn: Callable[[], Any], device: Any) -> tuple[Any, float]:
+    _sync(device)
+    start = time.perf_counter()
+    result = fn()
+    _sync(device)
+    return result, time.perf_counter() - start
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
+
+
+def _device_name(device: Any) -> str:
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
+    except OSError:
+        pass
+    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+
+
+def _dtype_name(dtype: Any) -> str:
+    import torch
+
+    return {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}.get(dtype, str(dtype))
+
+
+# ------------------------------------------------------------------------------------------ the runs
+def run_speed_benchmark(config: SpeedConfig, *, progress: ProgressCallback | None = None) -> SpeedReport:
+    """Load the model once and measure every demo setting, clip length, text queries and search.
+
+    Args:
+        config: What to measure.
+        progress: Called with a short description before each step.
+
+    Returns:
+        The report; ``report.parity_ok`` is False when the fast path's vectors left the fp32 tolerance.
+
+    Raises:
+        VelaError: Invalid settings, or the model cannot be loaded (``ModelLoadError``).
+    """
+    import torch
+
+    from vela_search.bench.shapes import SHAPE_NOTICE, is_shape_model
+    from vela_search.embedding.demos import DemoSet
+
+    config.validate()
+    say = progress or (lambda _msg: None)
+    started = time.perf_counter()
+    cls = in_memory_embedder_class()
+    say(f"loading {config.model}")
+    base = cls.from_pretrained(
+        config.model,
+        adapter=config.adapter,
+        demos="none",
+        device=config.device,
+        dtype=config.dtype,
+        quantize=config.quantize,
+        batch_tokens=config.batch_tokens,
+    )
+    backbone = base.backbone
+    device = backbone.device
+    device_name = _device_name(device)
+    dtype = _dtype_name(backbone.dtype)
+    peak, peak_source = None, None
+    if config.peak_tflops is not None:
+        peak, peak_source = config.peak_tflops, "--peak-tflops"
+    elif device.type == "cuda" and dtype in ("bf16", "fp16"):
+        peak, peak_source = peak_tflops_for(device_name)
+
+    runs: list[DemoRun] = []
+    with tempfile.TemporaryDirectory(prefix="vela-speed-") as scratch:
+        for spec in config.demos:
+            if spec == "paper":
+                directory = Path(scratch) / "paper-demos"
+                emb = paper_embedder(
+                    cls, backbone, directory, seed=config.seed, batch_tokens=config.batch_tokens
+                )
+            elif spec == "none":
+                emb = base
+            else:
+                emb = cls(backbone, DemoSet.load(spec), batch_tokens=config.batch_tokens, demos_spec=spec)
+            runs.append(_measure_demos(emb, spec, config, peak, say))
+            del emb
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+
+    search = None
+    if config.search_vectors:
+        say(f"search over {config.search_vectors:,} vectors")
+        search = measure_search(
+            config.search_vectors, backbone.hidden_size, config.search_k, device=device, seed=config.seed
+        )
+
+    import transformers
+
+    notice = base.notice or (SHAPE_NOTICE if is_shape_model(config.model) else None)
+    return SpeedReport(
+        model=backbone.model_ref,
+        device=str(device),
+        device_name=device_name,
+        dtype=dtype,
+        quantize=backbone.quantization,
+        peak_tflops=peak,
+        peak_source=peak_source,
+        runs=runs,
+        search=search,
+        wall_s=time.perf_counter() - started,
+        date=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        versions={
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "python": platform.python_version(),
+        },
+        notice=notice,
+        config=asdict(config),
+    )
+
+
+def _measure_demos(
+    emb: Any, spec: str, config: SpeedConfig, peak: float | None, say: ProgressCallback
+) -> DemoRun:
+    import torch
+
+    from vela_search.embedding.embedder import EmbedItem
+
+    device = emb.backbone.device
+    tolerance = PARITY_TOLERANCE_FP32 if emb.backbone.dtype == torch.float32 else None
+    say(f"demos {spec}: computing the prefix")
+    prefix_tokens = emb.prefix_length
+    diffs: list[float] = []
+
+    audio_runs = []
+    for seconds in config.clip_seconds:
+        say(f"demos {spec}: {seconds:g} s clips")
+        clips = [synthetic_clip(seconds, seed=config.seed + i) for i in range(config.clips)]
+        items = [EmbedItem("audio", wave=w) for w in clips]
+        run = _measure_clips(emb, items, seconds, prefix_tokens, config, peak)
+        if run.parity_max_abs_diff is not None:
+            diffs.append(run.parity_max_abs_diff)
+        audio_runs.append(run)
+
+    say(f"demos {spec}: text queries")
+    text = _measure_text(emb, config)
+    if text.parity_max_abs_diff is not None:
+        diffs.append(text.parity_max_abs_diff)
+    _sync(device)
+    return DemoRun(
+        demos=spec,
+        n_demos=len(emb.demos),
+        n_audio_demos=emb.demos.n_audio,
+        prefix_tokens=prefix_tokens,
+        fingerprint=emb.fingerprint.to_dict(),
+        audio=audio_runs,
+        text=text,
+        parity_tolerance=tolerance,
+        parity_ok=None if tolerance is None or not diffs else max(diffs) < tolerance,
+    )
+
+
+def _measure_clips(
+    emb: Any, items: list[Any], seconds: float, prefix_tokens: int, config: SpeedConfig, peak: float | None
+) -> ClipRun:
+    device = emb.backbone.device
+    item_tokens = emb.token_count(items[0])
+    run = ClipRun(clip_seconds=seconds, clips=len(items), item_tokens=item_tokens)
+    try:
+        emb.check_budget(items[:1])
+    except TokenBudgetError as exc:
+        run.skipped = str(exc)
+        return run
+    # Warm-up: computes the demo prefix on first use, and lets kernels and the allocator settle.
+    _, run.warmup_s = _timed(lambda: emb.embed_items(items[: min(len(items), emb.max_batch_items)]), device)
+    vectors, elapsed = _timed(lambda: emb.embed_items(items), device)
+    run.clips_per_s = len(items) / elapsed
+    run.ms_per_clip = 1000 * elapsed / len(items)
+
+    cfg = emb.backbone.model.config
+    samples = len(items[0].wave)
+    flops = item_flops(cfg, prefix_tokens=prefix_tokens, item_tokens=item_tokens, audio_samples=samples)
+    run.flops_per_clip = flops["total"]
+    run.flops_breakdown = flops
+    run.achieved_tflops = flops["total"] * run.clips_per_s / 1e12
+    if peak:
+        run.fraction_of_peak = run.achieved_tflops / peak
+    # The naive loop runs demos and item as one sequence, every audio through the stock 30 s window.
+    full = prefix_tokens + item_tokens
+    naive = item_flops(cfg, prefix_tokens=0, item_tokens=full, audio_samples=samples, stock_encoder=True)
+    demo_encoder = encoder_flops(cfg.audio_config, cfg.text_config.hidden_size, 0, stock=True)
+    run.naive_flops_per_clip = naive["total"] + demo_encoder * emb.demos.n_audio
+
+    n_naive = min(config.naive_clips, len(items))
+    if n_naive:
+        emb.embed_naive(items[:1])  # warm-up of the full-sequence shapes
+        naive_vectors, naive_elapsed = _timed(lambda: emb.embed_naive(items[:n_naive]), device)
+        run.naive_clips = n_naive
+        run.naive_clips_per_s = n_naive / naive_elapsed
+        run.speedup_vs_naive = run.clips_per_s / run.naive_clips_per_s
+        run.parity_max_abs_diff = float(np.abs(vectors[:n_naive] - naive_vectors).max())
+        run.parity_min_cosine = float(np.min(np.sum(vectors[:n_naive] * naive_vectors, axis=1)))
+    return run
+
+
+def _measure_text(emb: Any, config: SpeedConfig) -> TextRun:
+    from vela_search.embedding.embedder import EmbedItem
+
+    device = emb.backbone.device
+    queries = synthetic_queries(config.queries, seed=config.seed)
+    for q in queries[:2]:
+        emb.embed_text([q])
+    latencies = []
+    singles = []
+    for q in queries:
+        vector, elapsed = _timed(lambda q=q: emb.embed_text([q]), device)
+        latencies.append(1000 * elapsed)
+        singles.append(vector[0])
+    _, batch_elapsed = _timed(lambda: emb.embed_text(queries), device)
+    run = TextRun(
+        queries=len(queries),
+        latency_ms_median=statistics.median(latencies),
+        latency_ms_p90=_percentile(latencies, 90),
+        queries_per_s=1000 * len(latencies) / sum(latencies),
+        batch_texts_per_s=len(queries) / batch_elapsed,
+    )
+    n_naive = min(config.naive_queries, len(queries))
+    if n_naive:
+        items = [EmbedItem("caption", text=q) for q in queries[:n_naive]]
+        emb.embed_naive(items[:1])
+        naive_ms, naive_rows = [], []
+        for item in items:
+            row, elapsed = _timed(lambda item=item: emb.embed_naive([item]), device)
+            naive_ms.append(1000 * elapsed)
+            naive_rows.append(row[0])
+        run.naive_queries = n_naive
+        run.naive_latency_ms_median = statistics.median(naive_ms)
+        run.speedup_vs_naive = run.naive_latency_ms_median / run.latency_ms_median
+        run.parity_max_abs_diff = float(np.abs(np.stack(singles[:n_naive]) - np.stack(naive_rows)).max())
+    return run
+
+
+def measure_search(
+    n_vectors: int, dim: int, k: int, *, device: Any, seed: int = 0, queries: int = 20
+) -> SearchRun:
+    """Single-query exact top-k latency over ``n_vectors`` random unit vectors.
+
+    torch: the vectors as one fp16 matrix on a GPU (fp32 on the CPU), one matmul and ``topk`` per query,
+    indices copied back to the host. faiss (only where it is importable): the store's exact ``SQfp16`` index
+    on the CPU, searched through :func:`vela_search.store.faiss_ops.search`.
+
+    Raises:
+        VelaError: The vectors would take more than half of the host's memory (CPU runs).
+    """
+    import torch
+
+    k = min(k, n_vectors)
+    on_gpu = device.type == "cuda"
+    dtype = torch.float16 if on_gpu else torch.float32
+    need = n_vectors * dim * (2 if on_gpu else 4)
+    if not on_gpu:
+        _check_host_memory(need, f"{n_vectors:,} x {dim} search vectors")
+    generator = torch.Generator(device=device).manual_seed(seed)
+    matrix = torch.empty(n_vectors, dim, dtype=dtype, device=device)
+    step = max(1, (1 << 26) // dim)
+    for start in range(0, n_vectors, step):
+        block = torch.randn(min(step, n_vectors - start), dim, generator=generator, device=device)
+        matrix[start : start + len(block)] = torch.nn.functional.normalize(block, dim=1).to(dtype)
+    probes = torch.randn(queries, dim, generator=generator, device=device)
+    probes = torch.nn.functional.normalize(probes, dim=1)
+
+    def search_one(q: Any) -> np.ndarray:
+        return torch.topk(matrix @ q.to(dtype), k).indices.cpu().numpy()
+
+    for q in probes[:3]:
+        search_one(q)
+    latencies = [1000 * _timed(lambda q=q: search_one(q), device)[1] for q in probes]
+    run = SearchRun(
+        vectors=n_vectors,
+        dim=dim,
+        k=k,
+        torch_device=str(device),
+        torch_dtype=_dtype_name(dtype),
+        torch_latency_ms_median=statistics.median(latencies),
+        torch_latency_ms_p90=_percentile(latencies, 90),
+    )
+    if importlib.util.find_spec("faiss") is None:
+        run.faiss_note = "faiss is not installed here; only the torch search was timed"
+        return run
+    _check_host_memory(n_vectors * dim * 6, f"the FAISS copy of {n_vectors:,} x {dim} vectors")
+    host = np.ascontiguousarray(matrix.float().cpu().numpy())
+    host_probes = np.ascontiguousarray(probes.float().cpu().numpy())
+    median, p90, note = _faiss_latency(host, host_probes, k)
+    run.faiss_latency_ms_median, run.faiss_latency_ms_p90, run.faiss_note = median, p90, note
+    return run
+
+
+def _faiss_latency(vectors: np.ndarray, probes: np.ndarray, k: int) -> tuple[float, float, str]:
+    """Median and p90 single-query latency (ms) of the store's exact FAISS index on the CPU."""
+    from vela_search.store import faiss_ops
+
+    index = faiss_ops.build("SQfp16", vectors.shape[1])
+    index.add(vectors)
+    for q in probes[:3]:
+        faiss_ops.search(index, q[None], k, None)
+    latencies = []
+    for q in probes:
+        start = time.perf_counter()
+        faiss_ops.search(index, q[None], k, None)
+        latencies.append(1000 * (time.perf_counter() - start))
+    threads = faiss_ops.faiss().omp_get_max_threads()
+    note = f"FAISS SQfp16 (exact) on the CPU, {threads} threads"
+    return statistics.median(latencies), _percentile(latencies, 90), note
+
+
+def _check_host_memory(nbytes: int, what: str) -> None:
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    if nbytes > total // 2:
+        raise VelaError(
+            f"{what} need {nbytes / 2**30:.1f} GiB, more than half of this machine's "
+            f"{total / 2**30:.1f} GiB; use fewer --search-vectors"
+        )

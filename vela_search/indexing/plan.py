@@ -1,0 +1,359 @@
+"""Planning an incremental run: which files to embed, skip, record as duplicates, fail or forget.
+
+Content, not paths, is what the index stores: the segments of a content digest (sha256) belong to exactly
+one ``indexed`` row of the files table (the *owner*, whose path the segments carry); every other path with
+that content gets a ``duplicate`` row. The plan compares the files on disk with the files table of the
+generation being written and decides, per file:
+
+- unchanged (same size and mtime, or the same digest after a touch): skipped;
+- new or changed content: embedded (it becomes the owner) unless an owner of that content already exists,
+  in which case it is a duplicate; among new files, the first in path order owns the content;
+- vanished (under a given root and gone from disk): its row is removed (``prune``);
+- a file whose old content it owned changes, vanishes or fails: that content's segments are tombstoned,
+  and a remaining duplicate of it is re-embedded as its new owner.
+
+Segments whose ``(path, content_sha256)`` matches no ``indexed`` row (left by an interrupted or older
+writer) are tombstoned too, so the index always equals what an uninterrupted run would have built.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat as stat_mod
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from vela_search.audio import audio_duration, discover_audio_files, plan_windows
+from vela_search.errors import AudioDecodeError
+
+if TYPE_CHECKING:
+    from vela_search.store import IndexWriter
+
+INDEXED, DUPLICATE, FAILED = "indexed", "duplicate", "failed"
+_HASH_BLOCK = 1 << 20
+
+
+@dataclass
+class FileState:
+    """A file found on disk, as the run sees it."""
+
+    path: str
+    root: str
+    size: int | None = None
+    mtime_ns: int | None = None
+    sha256: str | None = None
+    header_duration_s: float | None = None
+    error: str | None = None
+
+    def row(self, status: str, *, error: str | None = None, duration_s: float | None = None,
+            segments: int = 0) -> dict[str, Any]:
+        """This file as a files-table row."""
+        return {
+            "path": self.path,
+            "size": self.size,
+            "mtime_ns": self.mtime_ns,
+            "sha256": self.sha256,
+            "duration_s": duration_s,
+            "status": status,
+            "error": error,
+            "segments": segments,
+            "root": self.root,
+        }
+
+
+@dataclass
+class EmbedJob:
+    """A file whose content is embedded in this run.
+
+    Attributes:
+        file: the file (it becomes the owner of its content).
+        planned_segments: segments expected from its header duration (for progress only).
+        duplicates: files with the same content, recorded once this job lands (duplicate or failed).
+        replaces: ids of this path's old segments, tombstoned when this job lands.
+    """
+
+    file: FileState
+    planned_segments: int
+    duplicates: list[FileState] = field(default_factory=list)
+    replaces: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+
+
+@dataclass
+class RunPlan:
+    """Everything a run will do, decided before any audio is decoded."""
+
+    files_seen: int = 0
+    skipped: int = 0
+    jobs: list[EmbedJob] = field(default_factory=list)
+    put_rows: list[dict[str, Any]] = field(default_factory=list)
+    remove_paths: list[str] = field(default_factory=list)
+    delete_ids: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    duplicates: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    problems: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def planned_segments(self) -> int:
+        return sum(job.planned_segments for job in self.jobs)
+
+
+def failure_reason(error: BaseException, path: str) -> str:
+    """The reason part of an error about ``path`` (its "cannot decode audio file '<path>': " prefix dropped)."""
+    text = str(error)
+    prefix = f"cannot decode audio file '{path}': "
+    if text.startswith(prefix):
+        return text[len(prefix):]
+    if isinstance(error, AudioDecodeError):
+        return text
+    return f"{type(error).__name__}: {text}"
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file's bytes (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(_HASH_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _root_of(path: str, roots: Sequence[str]) -> str:
+    """The most specific given root holding ``path`` (a file given directly: its directory)."""
+    best = None
+    for root in roots:
+        if path == root or path.startswith(root.rstrip(os.sep) + os.sep):
+            if best is None or len(root) > len(best):
+                best = root
+    if best is None or best == path:
+        return os.path.dirname(path)
+    return best
+
+
+def _under_roots(path: str, roots: Sequence[str]) -> bool:
+    return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+
+
+def _vanished(path: str) -> bool:
+    """Gone from disk. A file that merely cannot be stat-ed now (permissions) is not."""
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def _probe(state: FileState, window_s: float, hop_s: float) -> FileState:
+    """Digest the file and read its duration from the header (a failure is recorded, not raised)."""
+    try:
+        state.sha256 = sha256_file(state.path)
+    except OSError as exc:
+        reason = "permission denied" if isinstance(exc, PermissionError) else (exc.strerror or str(exc))
+        state.error = f"cannot read file ({reason})"
+        return state
+    try:
+        state.header_duration_s = audio_duration(state.path)
+    except (AudioDecodeError, ValueError, OSError):
+        pass  # decoding reports the reason
+    return state
+
+
+def planned_segments(duration_s: float | None, window_s: float, hop_s: float) -> int:
+    """Segments a file of the given header duration is expected to give (1 when unknown)."""
+    if duration_s is None or duration_s <= 0:
+        return 1
+    return len(plan_windows(duration_s, window_s, hop_s))
+
+
+def segment_groups(writer: IndexWriter) -> dict[tuple[str, str], np.ndarray]:
+    """Live segment ids of the writer's generation, grouped by ``(path, content_sha256)``.
+
+    Segments without those columns (added by other code through the store API) are left out.
+    """
+    deleted = writer.deleted_ids()
+    tables = []
+    for entry in writer.manifest["shards"]:
+        meta = Path(writer.root) / entry["meta"]
+        names = set(pq.read_schema(meta).names)
+        if not {"path", "content_sha256"} <= names:
+            continue
+        tables.append(pq.read_table(meta, columns=["id", "path", "content_sha256"]))
+    if not tables:
+        return {}
+    table = pa.concat_tables(tables)
+    if len(deleted):
+        keep = ~np.isin(table["id"].to_numpy(), deleted)
+        table = table.filter(pa.array(keep))
+    table = table.filter(pa.compute.and_(pa.compute.is_valid(table["path"]),
+                                         pa.compute.is_valid(table["content_sha256"])))
+    grouped = table.group_by(["path", "content_sha256"]).aggregate([("id", "list")])
+    return {
+        (p, s): np.asarray(ids, dtype=np.int64)
+        for p, s, ids in zip(grouped["path"].to_pylist(), grouped["content_sha256"].to_pylist(),
+                             grouped["id_list"].to_pylist(), strict=True)
+    }
+
+
+def recorded_roots(files: pa.Table) -> list[str]:
+    """Distinct roots recorded in a files table, sorted."""
+    if files.num_rows == 0:
+        return []
+    return sorted({r for r in files["root"].to_pylist() if r})
+
+
+def plan_run(
+    writer: IndexWriter,
+    paths: Sequence[str | os.PathLike[str]],
+    *,
+    window_s: float,
+    hop_s: float,
+    prune: bool,
+    hash_workers: int = 4,
+    on_progress: Callable[[str, int, int, str | None], None] | None = None,
+) -> RunPlan:
+    """Compare the files under ``paths`` with the writer's files table and decide what the run does.
+
+    Args:
+        writer: the open writer (its files table and shards describe the current state).
+        paths: files and directories to index.
+        window_s: window length for files longer than 30 s (for planned segment counts).
+        hop_s: hop between windows.
+        prune: remove rows of files under ``paths`` that are gone from disk.
+        hash_workers: threads digesting files.
+        on_progress: called as ``(phase, done, total, path)`` while scanning and hashing.
+    """
+    report = on_progress or (lambda *a: None)
+    roots = [os.path.abspath(p) for p in paths]
+    found = discover_audio_files(roots)
+    plan = RunPlan(files_seen=len(found.files), problems=[(str(p), r) for p, r in found.problems])
+
+    rows: dict[str, dict[str, Any]] = {r["path"]: r for r in writer.files().to_pylist()}
+    groups = segment_groups(writer)
+
+    # 1. stat: unchanged files are settled without reading them.
+    states: list[FileState] = []
+    candidates: list[FileState] = []
+    for done, path in enumerate(found.files, start=1):
+        key = str(path)
+        state = FileState(path=key, root=_root_of(key, roots))
+        try:
+            st = os.stat(key)
+            state.size, state.mtime_ns = int(st.st_size), int(st.st_mtime_ns)
+            if not stat_mod.S_ISREG(st.st_mode):
+                state.error = "not a regular file"
+        except OSError as exc:
+            state.error = f"cannot access file ({exc.strerror or exc})"
+        states.append(state)
+        row = rows.get(key)
+        if (
+            state.error is None
+            and row is not None
+            and row["status"] in (INDEXED, DUPLICATE)
+            and row["size"] == state.size
+            and row["mtime_ns"] == state.mtime_ns
+        ):
+            state.sha256 = row["sha256"]
+        elif state.error is None:
+            candidates.append(state)
+        if done % 256 == 0 or done == len(found.files):
+            report("scan", done, len(found.files), key)
+
+    # 2. digest new and changed files (and read their header durations) in parallel.
+    if candidates:
+        with ThreadPoolExecutor(max_workers=max(1, hash_workers), thread_name_prefix="vela-hash") as pool:
+            for done, state in enumerate(pool.map(lambda s: _probe(s, window_s, hop_s), candidates), start=1):
+                report("hash", done, len(candidates), state.path)
+
+    # 3. decide.
+    current = {s.path for s in states}
+    stable_owner: dict[str, str] = {}  # sha -> path of an indexed row that stays as it is
+    new_rows: dict[str, dict[str, Any]] = {}
+    delete: list[np.ndarray] = []
+    changed_owner: dict[str, np.ndarray] = {}  # path -> ids of the old content it owned
+
+    def old_segments(path: str) -> np.ndarray:
+        row = rows.get(path)
+        if row is None or row["status"] != INDEXED:
+            return np.empty(0, np.int64)
+        return groups.get((path, row["sha256"]), np.empty(0, np.int64))
+
+    for path, row in rows.items():
+        if path in current:
+            continue
+        if prune and _under_roots(path, roots) and _vanished(path):
+            plan.remove_paths.append(path)
+            delete.append(old_segments(path))
+        elif row["status"] == INDEXED:
+            stable_owner.setdefault(row["sha256"], path)
+
+    placements: list[FileState] = []
+    for state in states:
+        row = rows.get(state.path)
+        if state.error is not None:
+            plan.failures.append((state.path, state.error))
+            new_rows[state.path] = state.row(FAILED, error=state.error)
+            delete.append(old_segments(state.path))
+            continue
+        same = row is not None and row["status"] in (INDEXED, DUPLICATE) and row["sha256"] == state.sha256
+        if same:
+            plan.skipped += 1
+            if (row["size"], row["mtime_ns"]) != (state.size, state.mtime_ns):
+                new_rows[state.path] = {**row, "size": state.size, "mtime_ns": state.mtime_ns}
+            if row["status"] == INDEXED:
+                stable_owner.setdefault(row["sha256"], state.path)
+            else:
+                placements.append(state)  # a duplicate: its owner may be gone
+        else:
+            placements.append(state)
+            changed_owner[state.path] = old_segments(state.path)
+
+    jobs_by_sha: dict[str, EmbedJob] = {}
+    for state in placements:  # in path order: the first new path with a content owns it
+        sha = state.sha256
+        assert sha is not None
+        row = rows.get(state.path)
+        was_duplicate = row is not None and row["status"] == DUPLICATE and row["sha256"] == sha
+        if sha in stable_owner:
+            if was_duplicate:
+                continue  # still a duplicate of a live owner: nothing changes
+            plan.duplicates += 1
+            new_rows[state.path] = state.row(DUPLICATE)
+            delete.append(changed_owner.pop(state.path, np.empty(0, np.int64)))
+        elif sha in jobs_by_sha:
+            jobs_by_sha[sha].duplicates.append(state)
+            delete.append(changed_owner.pop(state.path, np.empty(0, np.int64)))
+            if was_duplicate:
+                plan.skipped -= 1  # recorded again once its new owner lands
+        else:
+            if was_duplicate:
+                plan.skipped -= 1  # its owner is gone: it is re-embedded as the new owner
+            job = EmbedJob(
+                file=state,
+                planned_segments=planned_segments(state.header_duration_s, window_s, hop_s),
+                replaces=changed_owner.pop(state.path, np.empty(0, np.int64)),
+            )
+            jobs_by_sha[sha] = job
+            plan.jobs.append(job)
+
+    # Segments no indexed row accounts for: left by an interrupted writer (or one of an older version).
+    owned = {(p, r["sha256"]) for p, r in rows.items() if r["status"] == INDEXED}
+    for key, ids in groups.items():
+        if key not in owned:
+            delete.append(ids)
+    plan.put_rows = list(new_rows.values())
+    plan.delete_ids = _concat(delete)
+    return plan
+
+
+def _concat(parts: Iterable[np.ndarray]) -> np.ndarray:
+    parts = [p for p in parts if len(p)]
+    return np.unique(np.concatenate(parts)) if parts else np.empty(0, np.int64)
