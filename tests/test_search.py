@@ -40,7 +40,9 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def build_index(root: Path, index_dir: Path, embedder, files: list[Path], duplicates: dict[Path, Path]) -> None:
+def build_index(
+    root: Path, index_dir: Path, embedder, files: list[Path], duplicates: dict[Path, Path]
+) -> None:
     """Index `files` as `vela-search index` lays them out; `duplicates` maps a copy to its original."""
     fp = embedder.fingerprint.to_dict()
     index = AudioIndex.open_or_create(index_dir, fingerprint=fp, dim=embedder.dim)
@@ -139,7 +141,7 @@ def as_tuples(hits: list[Hit]) -> list[tuple[str, float, float]]:
     ("mode", "query", "instruction"),
     [
         ("caption", "dog barking then a car passes", None),
-        ("long", "A long walk: first rain on a roof, then thunder, then a dog barks while traffic passes. " * 8, None),
+        ("long", "First rain on a roof, then thunder, then a dog barks while traffic passes. " * 8, None),
         ("instruction", "a kettle whistling", "find recordings with the same sound source as:"),
     ],
 )
@@ -285,7 +287,8 @@ def test_path_glob_on_a_duplicate_path_shows_that_path(searcher, collection, mon
         found = original(queries, k)
         for hits in found:
             for hit in hits:
-                hit.row["paths"] = [hit.row["path"], str(files["copy"])] if hit.row["path"] == str(files["a220"]) else [hit.row["path"]]
+                copies = [str(files["copy"])] if hit.row["path"] == str(files["a220"]) else []
+                hit.row["paths"] = [hit.row["path"], *copies]
         return found
 
     monkeypatch.setattr(searcher.index, "search", with_paths)
@@ -441,8 +444,14 @@ def test_open_loads_the_embedder_the_index_records(none_demos_index, collection)
         assert hits[0].path == str(files["b1320"]) and hits[0].score >= 0.999
 
 
-def test_open_with_other_demos_is_refused(none_demos_index):
-    with pytest.raises(FingerprintMismatchError, match="demos"):
+def test_open_with_other_demos_is_refused_before_loading_the_model(none_demos_index, monkeypatch):
+    from vela_search.embedding.embedder import VelaEmbedder
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("a demo mismatch is known before the model loads")
+
+    monkeypatch.setattr(VelaEmbedder, "from_pretrained", no_loading)
+    with pytest.raises(FingerprintMismatchError, match=r"demos \(index: none, query: "):
         Searcher.open(none_demos_index, demos="default", device="cpu")
 
 
@@ -454,6 +463,26 @@ def test_embedder_spec_from_the_fingerprint(none_demos_index, index_dir):
     # The module index was built with an in-memory demo set that no file records.
     with AudioIndex.open(index_dir) as index, pytest.raises(ModelLoadError, match="--demos FILE"):
         embedder_spec(index)
+
+
+def test_embedder_spec_reads_what_indexing_recorded(tmp_path, tiny_embedder):
+    from vela_search.indexing.spec import EmbedderSpec, record_spec
+
+    demo_file = tmp_path / "demos.jsonl"
+    demo_file.write_text('{"text": "a dog barks", "word": "dog"}\n')
+    adapter_dir = tmp_path / "adapter"
+    adapter_dir.mkdir()
+    fp = dict(tiny_embedder.fingerprint.to_dict(), demos="d" * 64, adapter="a" * 64)
+    with AudioIndex.create(tmp_path / "idx", fingerprint=fp, dim=tiny_embedder.dim) as index:
+        with pytest.raises(ModelLoadError, match="--adapter DIR"):
+            embedder_spec(index)
+        record_spec(index.root, fp, EmbedderSpec(model="tiny", adapter=str(adapter_dir), demos=str(demo_file)))
+        spec = embedder_spec(index)
+        assert (spec.model, spec.adapter, spec.demos) == ("tiny", str(adapter_dir), str(demo_file))
+        assert embedder_spec(index, demos="none").demos == "none"
+        demo_file.unlink()
+        with pytest.raises(ModelLoadError, match="--demos FILE"):
+            embedder_spec(index)
 
 
 def test_model_refs_map_back_to_load_arguments(tmp_path):

@@ -21,6 +21,7 @@ from vela_search.errors import EmptyIndexError, FingerprintMismatchError, ModelL
 
 if TYPE_CHECKING:
     from vela_search.embedding.embedder import EmbedItem, VelaEmbedder
+    from vela_search.indexing.spec import EmbedderSpec
     from vela_search.store import AudioIndex, SearchHit
 
 __all__ = [
@@ -29,7 +30,6 @@ __all__ = [
     "MAX_AUDIO_QUERY_S",
     "MAX_K",
     "TEXT_MODES",
-    "EmbedderSpec",
     "Hit",
     "Searcher",
     "check_compatible",
@@ -150,7 +150,7 @@ def check_k(k: int) -> int:
         QueryError: otherwise, naming the bounds.
     """
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= int(k) <= MAX_K:
-        raise QueryError(f"k must be an integer from 1 to {MAX_K}, got {k!r}")
+        raise QueryError(f"k (-k) must be an integer from 1 to {MAX_K}, got {k!r}")
     return int(k)
 
 
@@ -192,17 +192,6 @@ def check_text_query(query: str, mode: str = "caption", instruction: str | None 
 # ------------------------------------------------------------------------------ which embedder to load
 
 
-@dataclass(frozen=True)
-class EmbedderSpec:
-    """Arguments of :meth:`VelaEmbedder.from_pretrained` that reproduce an index's embedder."""
-
-    model: str | None
-    revision: str | None = None
-    adapter: str | None = None
-    demos: str | None = None
-    quantize: str | None = None
-
-
 def embedder_spec(
     index: AudioIndex,
     *,
@@ -212,41 +201,46 @@ def embedder_spec(
 ) -> EmbedderSpec:
     """Work out how to load the embedder an index was built with; given arguments override it.
 
-    The index's fingerprint names the model (a Hub id with its commit, a local directory, or the tiny
-    model), the quantization, and digests of the adapter and the demos. The shipped default demo set and
-    "none" are recognised by digest; an adapter or a custom demo file is read from what the index
-    recorded at indexing time, or must be given.
+    ``vela-search index`` records how it loaded the embedder (``embedder.json``, see
+    :mod:`vela_search.indexing.spec`). Without that record the fingerprint still names the model (a Hub id
+    with its commit, a local directory, or the tiny model) and the quantization, and the shipped default
+    demo set and "none" are recognised by digest; an adapter or a custom demo file must then be given.
 
     Raises:
         ModelLoadError: the index needs an adapter or demo file it does not record, and none was given.
     """
+    from vela_search.indexing.spec import EmbedderSpec, recorded_spec
+
     fp = dict(index.fingerprint)
-    recorded = _recorded_sources(index)
+    recorded = recorded_spec(index.root, fp)
     revision = None
     if model is None:
-        model, revision = recorded.get("model"), recorded.get("revision")
+        if recorded is not None:
+            model, revision = recorded.model, recorded.revision
+        else:
+            model, revision = _model_from_ref(str(fp.get("model") or ""))
         if model is None:
-            model, revision = _model_from_ref(str(fp.get("model", "")))
+            raise ModelLoadError(f"index {index.root} does not record its model; pass --model")
     if adapter is None and fp.get("adapter"):
-        adapter = recorded.get("adapter")
+        adapter = recorded.adapter if recorded is not None else None
         if adapter is None or not Path(adapter).is_dir():
             where = f" (recorded as {adapter}, which no longer exists)" if adapter else ""
             raise ModelLoadError(
-                f"index {index.root} was built with a LoRA adapter (digest {str(fp['adapter'])[:12]}…){where}; "
-                "pass the same adapter directory with --adapter DIR"
+                f"index {index.root} was built with a LoRA adapter (digest {str(fp['adapter'])[:12]}…)"
+                f"{where}; pass the same adapter directory with --adapter DIR"
             )
     if demos is None:
         demos = _demos_from_digest(fp.get("demos"))
         if demos is None:
-            demos = recorded.get("demos")
+            demos = recorded.demos if recorded is not None else None
             if demos is None or not Path(demos).is_file():
-                where = f" (recorded as {demos}, which no longer exists)" if demos else ""
+                where = f" (recorded as {demos!r}, which is not a file)" if demos else ""
                 raise ModelLoadError(
                     f"index {index.root} was built with a custom demo set (digest "
                     f"{str(fp.get('demos'))[:12]}…){where}; pass the same file with --demos FILE"
                 )
     return EmbedderSpec(
-        model=model,
+        model=str(model),
         revision=revision,
         adapter=None if adapter is None else str(adapter),
         demos=str(demos),
@@ -272,6 +266,7 @@ def load_index_embedder(
     from vela_search.embedding.embedder import VelaEmbedder
 
     spec = embedder_spec(index, model=model, adapter=adapter, demos=demos)
+    _precheck(index, spec)
     return VelaEmbedder.from_pretrained(
         spec.model,
         adapter=spec.adapter,
@@ -284,13 +279,21 @@ def load_index_embedder(
     )
 
 
-def _recorded_sources(index: AudioIndex) -> dict[str, Any]:
-    """Where the indexing run loaded its embedder from (model, revision, adapter, demos), if recorded."""
-    for key in ("embedder", "embedder_spec"):
-        value = index.manifest.get(key)
-        if isinstance(value, dict):
-            return value
-    return {}
+def _precheck(index: AudioIndex, spec: EmbedderSpec) -> None:
+    """Compare the demos and adapter digests before the (slow) model load; the rest is checked after."""
+    from vela_search.embedding.backbone import adapter_digest
+    from vela_search.embedding.demos import DemoSet
+
+    fp = index.fingerprint
+    demo_set = DemoSet.load(spec.demos)
+    diffs = {"demos": demo_set.digest if len(demo_set) else "none"}
+    if spec.adapter is not None and Path(spec.adapter).expanduser().is_dir():
+        diffs["adapter"] = adapter_digest(Path(spec.adapter).expanduser().resolve())
+    elif spec.adapter is None:
+        diffs["adapter"] = None
+    differing = {name: value for name, value in diffs.items() if name in fp and fp[name] != value}
+    if differing:
+        raise _mismatch_error(index, differing)
 
 
 def _model_from_ref(ref: str) -> tuple[str | None, str | None]:
@@ -654,23 +657,27 @@ def check_compatible(index: AudioIndex, embedder: VelaEmbedder) -> None:
     """
     from vela_search.store.manifest import normalize_fingerprint
 
-    stored = normalize_fingerprint(dict(index.fingerprint))
     mine = normalize_fingerprint(embedder.fingerprint.to_dict())
-    diffs = [
+    differing = {name: value for name, value in mine.items() if index.fingerprint.get(name) != value}
+    if not differing and int(index.dim) != int(embedder.dim):
+        differing["dim"] = embedder.dim
+    if differing:
+        raise _mismatch_error(index, differing)
+
+
+def _mismatch_error(index: AudioIndex, differing: dict[str, Any]) -> FingerprintMismatchError:
+    stored = index.fingerprint
+    diffs = "; ".join(
         f"{_FIELD_LABELS.get(name, name)} (index: {_short(stored.get(name))}, query: {_short(value)})"
-        for name, value in mine.items()
-        if stored.get(name) != value
-    ]
-    if not diffs and int(index.dim) != int(embedder.dim):
-        diffs.append(f"dimension (index: {index.dim}, query: {embedder.dim})")
-    if diffs:
-        raise FingerprintMismatchError(
-            f"index {index.root} was built with a different embedder than the one loaded for this query: "
-            f"{'; '.join(diffs)}. Its scores would be meaningless. Query with the index's own embedder "
-            "(leave out --model/--adapter/--demos to load the one the index records, or pass the values "
-            "used for `vela-search index`), or re-embed the collection with the new one: "
-            "`vela-search index PATH --rebuild` with the new --model/--adapter/--demos."
-        )
+        for name, value in differing.items()
+    )
+    return FingerprintMismatchError(
+        f"index {index.root} was built with a different embedder than the one loaded for this query: "
+        f"{diffs}. Its scores would be meaningless. Query with the index's own embedder (leave out "
+        "--model/--adapter/--demos to load the one the index records, or pass the values used for "
+        "`vela-search index`), or re-embed the collection with the new one: `vela-search index PATH "
+        "--rebuild` with the new --model/--adapter/--demos."
+    )
 
 
 def check_not_empty(index: AudioIndex) -> None:

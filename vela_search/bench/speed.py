@@ -74,7 +74,10 @@ class SpeedConfig:
         dtype: ``auto``, ``bf16``, ``fp16`` or ``fp32``.
         quantize: ``4bit``, ``8bit`` or None.
         batch_tokens: Suffix tokens per batch (None: the embedder's default for the device).
-        peak_tflops: The chip's dense matrix peak in TFLOP/s, overriding :data:`PEAK_BF16_TFLOPS`.
+        peak_tflops: The chip's dense matrix peak in TFLOP/s, overriding
+            :data:`~vela_search.bench.flops.PEAK_BF16_TFLOPS`.
+        threads: CPU threads for torch (None: torch's default). On a shared machine fewer threads than
+            cores avoids OpenMP oversubscription, which can slow small CPU forwards by 10-30x.
         seed: Seed of the synthetic audio, queries and vectors.
     """
 
@@ -93,6 +96,7 @@ class SpeedConfig:
     quantize: str | None = None
     batch_tokens: int | None = None
     peak_tflops: float | None = None
+    threads: int | None = None
     seed: int = 0
 
     def validate(self) -> None:
@@ -114,6 +118,8 @@ class SpeedConfig:
             raise VelaError(f"--search-k must be at least 1, got {self.search_k}")
         if self.peak_tflops is not None and self.peak_tflops <= 0:
             raise VelaError(f"--peak-tflops must be positive, got {self.peak_tflops}")
+        if self.threads is not None and self.threads < 1:
+            raise VelaError(f"--threads must be at least 1, got {self.threads}")
 
 
 @dataclass
@@ -192,6 +198,7 @@ class SpeedReport:
     model: str
     device: str
     device_name: str
+    threads: int
     dtype: str
     quantize: str | None
     peak_tflops: float | None
@@ -281,6 +288,8 @@ def run_speed_benchmark(config: SpeedConfig, *, progress: ProgressCallback | Non
 
     config.validate()
     say = progress or (lambda _msg: None)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
     started = time.perf_counter()
     cls = in_memory_embedder_class()
     say(f"loading {config.model}")
@@ -334,6 +343,7 @@ def run_speed_benchmark(config: SpeedConfig, *, progress: ProgressCallback | Non
         model=backbone.model_ref,
         device=str(device),
         device_name=device_name,
+        threads=torch.get_num_threads(),
         dtype=dtype,
         quantize=backbone.quantization,
         peak_tflops=peak,

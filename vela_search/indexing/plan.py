@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from vela_search.audio import audio_duration, discover_audio_files, plan_windows
@@ -92,6 +93,7 @@ class RunPlan:
 
     files_seen: int = 0
     skipped: int = 0
+    existing: dict[str, dict[str, Any]] = field(default_factory=dict)
     jobs: list[EmbedJob] = field(default_factory=list)
     put_rows: list[dict[str, Any]] = field(default_factory=list)
     remove_paths: list[str] = field(default_factory=list)
@@ -99,6 +101,11 @@ class RunPlan:
     duplicates: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
     problems: list[tuple[str, str]] = field(default_factory=list)
+
+    def unchanged_row(self, row: dict[str, Any]) -> bool:
+        """Whether ``row`` equals the files row already stored for its path (no need to write it)."""
+        old = self.existing.get(row["path"])
+        return old is not None and all(old.get(k) == v for k, v in row.items())
 
     @property
     def planned_segments(self) -> int:
@@ -152,7 +159,7 @@ def _vanished(path: str) -> bool:
     return False
 
 
-def _probe(state: FileState, window_s: float, hop_s: float) -> FileState:
+def _probe(state: FileState) -> FileState:
     """Digest the file and read its duration from the header (a failure is recorded, not raised)."""
     try:
         state.sha256 = sha256_file(state.path)
@@ -193,8 +200,7 @@ def segment_groups(writer: IndexWriter) -> dict[tuple[str, str], np.ndarray]:
     if len(deleted):
         keep = ~np.isin(table["id"].to_numpy(), deleted)
         table = table.filter(pa.array(keep))
-    table = table.filter(pa.compute.and_(pa.compute.is_valid(table["path"]),
-                                         pa.compute.is_valid(table["content_sha256"])))
+    table = table.filter(pc.and_(pc.is_valid(table["path"]), pc.is_valid(table["content_sha256"])))
     grouped = table.group_by(["path", "content_sha256"]).aggregate([("id", "list")])
     return {
         (p, s): np.asarray(ids, dtype=np.int64)
@@ -270,7 +276,7 @@ def plan_run(
     # 2. digest new and changed files (and read their header durations) in parallel.
     if candidates:
         with ThreadPoolExecutor(max_workers=max(1, hash_workers), thread_name_prefix="vela-hash") as pool:
-            for done, state in enumerate(pool.map(lambda s: _probe(s, window_s, hop_s), candidates), start=1):
+            for done, state in enumerate(pool.map(_probe, candidates), start=1):
                 report("hash", done, len(candidates), state.path)
 
     # 3. decide.
@@ -326,19 +332,24 @@ def plan_run(
             if was_duplicate:
                 continue  # still a duplicate of a live owner: nothing changes
             plan.duplicates += 1
-            new_rows[state.path] = state.row(DUPLICATE)
+            owner_row = rows.get(stable_owner[sha]) or {}
+            new_rows[state.path] = state.row(DUPLICATE, duration_s=owner_row.get("duration_s"))
             delete.append(changed_owner.pop(state.path, np.empty(0, np.int64)))
         elif sha in jobs_by_sha:
-            jobs_by_sha[sha].duplicates.append(state)
-            delete.append(changed_owner.pop(state.path, np.empty(0, np.int64)))
+            job = jobs_by_sha[sha]
+            job.duplicates.append(state)
+            job.replaces = _concat([job.replaces, changed_owner.pop(state.path, np.empty(0, np.int64))])
             if was_duplicate:
                 plan.skipped -= 1  # recorded again once its new owner lands
         else:
             if was_duplicate:
                 plan.skipped -= 1  # its owner is gone: it is re-embedded as the new owner
+            duration = state.header_duration_s
+            if duration is None and was_duplicate:
+                duration = row["duration_s"]
             job = EmbedJob(
                 file=state,
-                planned_segments=planned_segments(state.header_duration_s, window_s, hop_s),
+                planned_segments=planned_segments(duration, window_s, hop_s),
                 replaces=changed_owner.pop(state.path, np.empty(0, np.int64)),
             )
             jobs_by_sha[sha] = job
@@ -349,7 +360,8 @@ def plan_run(
     for key, ids in groups.items():
         if key not in owned:
             delete.append(ids)
-    plan.put_rows = list(new_rows.values())
+    plan.existing = rows
+    plan.put_rows = [row for row in new_rows.values() if not plan.unchanged_row(row)]
     plan.delete_ids = _concat(delete)
     return plan
 

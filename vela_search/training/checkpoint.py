@@ -116,6 +116,7 @@ def save_checkpoint(
     staging = Path(tempfile.mkdtemp(prefix=f".step-{step}-", dir=root))
     try:
         peft_model.save_pretrained(str(staging))
+        (staging / "README.md").unlink(missing_ok=True)  # peft's generic model card
         torch.save(optimizer.state_dict(), staging / "optimizer.pt")
         torch.save(scheduler.state_dict(), staging / "scheduler.pt")
         torch.save(rng_state(), staging / "rng.pt")

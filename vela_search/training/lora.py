@@ -12,11 +12,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from vela_search.embedding.backbone import LLM_LORA_TARGETS
 
 if TYPE_CHECKING:
+    import torch
+
     from vela_search.embedding.embedder import VelaEmbedder
 
 # Marker peft puts in the names of the LoRA weights it adds.
@@ -96,6 +96,8 @@ def attach_lora(
 
 def _upcast_language_model(language_model: torch.nn.Module) -> None:
     """fp16/bf16 parameters of the language model that are not quantized -> fp32 (peft's k-bit recipe)."""
+    import torch
+
     for param in language_model.parameters():
         if param.dtype in (torch.float16, torch.bfloat16) and type(param).__name__ != "Params4bit":
             param.data = param.data.to(torch.float32)

@@ -1,0 +1,88 @@
+"""``vela-search bench``: the commands end to end on synthetic datasets and the tiny model (CPU)."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+import vela_search.cli.bench_cmd  # noqa: F401  (registers `bench` on the app)
+from tests.bench.dataset_factory import make_audiocaps, make_clotho, youtube_id
+from vela_search.cli.app import app
+from vela_search.errors import DatasetError, VelaError
+
+METRIC_KEYS = {
+    f"{d}_{m}"
+    for d in ("t2a", "a2t")
+    for m in ("R@1", "R@5", "R@10", "mAP@10", "median_rank", "mean_rank")
+}
+TINY = ["--model", "tiny", "--device", "cpu", "--demos", "none"]
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(app, ["bench", *args])
+
+
+def test_clotho_command_prints_the_table_and_writes_the_report(tmp_path, tiny_model_dir):
+    data = make_clotho(tmp_path / "clotho", 3, seconds=0.5)
+    out = tmp_path / "reports" / "clotho.json"
+    result = invoke("clotho", "--data-dir", str(data), *TINY, "--json", str(out))
+    assert result.exit_code == 0, result.output
+    assert "R@1" in result.output and "17.9" in result.output  # the paper's Clotho R@1 beside ours
+    assert "tiny random model" in result.output
+
+    report = json.loads(out.read_text())
+    assert (report["dataset"], report["split"]) == ("clotho", "evaluation")
+    assert (report["n_clips"], report["n_captions"], report["n_missing"]) == (3, 15, 0)
+    assert set(report["metrics"]) == METRIC_KEYS
+    assert all(0 <= report["metrics"][f"t2a_R@{k}"] <= 100 for k in (1, 5, 10))
+    assert report["fingerprint"]["model"].startswith("tiny@") and report["fingerprint"]["demos"] == "none"
+    assert report["clips_per_s"] > 0 and report["wall_s"] > 0 and report["device"] == "cpu"
+
+
+def test_audiocaps_command_counts_missing_clips_and_limits(tmp_path, tiny_model_dir):
+    data = make_audiocaps(tmp_path / "audiocaps", 4, n_missing=1, seconds=0.5)
+    result = invoke("audiocaps", "--data-dir", str(data), *TINY, "--json", "-")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert (report["n_clips"], report["n_captions"], report["n_missing"]) == (3, 15, 1)
+    assert report["missing"] == [youtube_id(3)]
+    assert report["paper"] == {"t2a_R@1": 18.1}
+
+    limited = invoke("audiocaps", "--data-dir", str(data), *TINY, "--limit", "2", "--json", "-")
+    assert limited.exit_code == 0, limited.output
+    assert (json.loads(limited.stdout)["n_clips"], json.loads(limited.stdout)["n_captions"]) == (2, 10)
+
+
+def test_missing_dataset_is_a_clear_error(tmp_path):
+    result = invoke("clotho", "--data-dir", str(tmp_path / "nowhere"), *TINY)
+    assert isinstance(result.exception, DatasetError)
+    assert "clotho_captions_evaluation.csv" in str(result.exception)
+
+
+def test_speed_command_checks_parity_and_writes_the_report(tmp_path, tiny_model_dir):
+    out = tmp_path / "speed.json"
+    result = invoke(
+        "speed", "--model", "tiny", "--device", "cpu", "--demos", "none", "--clip-seconds", "1",
+        "--clips", "3", "--naive-clips", "2", "--queries", "3", "--naive-queries", "1",
+        "--search-vectors", "300", "--json", str(out),
+    )
+    assert result.exit_code == 0, result.output
+    assert "parity with the naive loop" in result.output and "ok" in result.output
+    report = json.loads(out.read_text())
+    assert report["parity_ok"] is True and report["model"].startswith("tiny@")
+    (run,) = report["runs"]
+    (clip,) = run["audio"]
+    for key in ("clips_per_s", "naive_clips_per_s", "speedup_vs_naive", "parity_max_abs_diff", "flops_per_clip"):
+        assert clip[key] is not None, key
+    assert clip["parity_max_abs_diff"] < 1e-4
+    assert run["text"]["latency_ms_median"] > 0
+    assert report["search"]["vectors"] == 300
+
+
+def test_speed_command_refuses_bad_settings_before_loading():
+    result = invoke("speed", "--model", "no/such-model", "--device", "cpu", "--clip-seconds", "45")
+    assert isinstance(result.exception, VelaError) and "clip-seconds" in str(result.exception)
+
+    result = invoke("speed", "--model", "no/such-model", "--device", "cpu", "--clips", "0")
+    assert result.exit_code == 2 and "Invalid value" in result.output

@@ -1,0 +1,205 @@
+"""`vela-search index`, `info` and `compact`: in process through Typer's runner, and as real processes
+killed mid-run (crash safety, resume, concurrent writers, interrupted rebuilds)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+
+import pytest
+from audio_factory import write_broken_files
+from typer.testing import CliRunner
+
+from vela_search.cli.app import _register_commands, app
+from vela_search.cli.common import run_app
+from vela_search.errors import IndexLockedError
+from vela_search.indexing import index_info, index_paths
+from vela_search.store import AudioIndex
+
+from indexing.helpers import (
+    cli_command,
+    cli_env,
+    file_states,
+    generation,
+    live_segments,
+    small_collection,
+    wait_for,
+)
+
+_register_commands()
+runner = CliRunner()
+TINY = ["--model", "tiny", "--demos", "none", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def emb(tiny_model_dir):
+    """The embedder that ``--model tiny --demos none`` loads (same fingerprint)."""
+    from vela_search.embedding.embedder import VelaEmbedder
+
+    return VelaEmbedder.from_pretrained("tiny", demos="none", device="cpu")
+
+
+def invoke(*args: str):  # noqa: ANN201
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:  # noqa: ANN001
+    """Run the command line as `vela-search` does (a user error becomes one line and exit status 1)."""
+    code = run_app(app, [str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, " ".join(captured.err.split())
+
+
+# ------------------------------------------------------------------------------------------ in process
+
+
+def test_index_json_strict_rerun_info_and_compact(tmp_path, tiny_model_dir):
+    audio = tmp_path / "audio"
+    small_collection(audio, 3)
+    broken = write_broken_files(audio / "broken")
+    idx = tmp_path / "idx"
+
+    result = invoke("index", audio, "--index", idx, *TINY, "--commit-every", "1", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["files_indexed"] == 3 and report["segments_added"] == 3
+    assert report["shards"] == 3  # one commit per segment, too few shards to merge automatically
+    assert {f["path"] for f in report["failures"]} == {str(p) for p in broken.values()}
+    assert "tiny random model" in report["notice"]
+    assert report["embedder_spec"]["model"] == "tiny"
+
+    # Rerun without model flags: the index's recorded embedder is used; --strict fails on broken files.
+    result = invoke("index", audio, "--index", idx, "--device", "cpu", "--strict")
+    assert result.exit_code == 1
+    assert "skipped (unchanged)" in result.stdout and "failed files" in result.stdout
+    assert "zero_byte.wav" in result.stdout and "(--strict)" in result.output
+    assert invoke("index", audio / "clip000.wav", "--index", idx, "--device", "cpu", "--strict").exit_code == 0
+
+    info = json.loads(invoke("info", "--index", idx, "--json").stdout)
+    assert info["files"] == {"total": 3 + len(broken), "indexed": 3, "duplicate": 0, "failed": len(broken)}
+    assert info["embedder"]["model"] == "tiny" and info["embedder"]["demos"] == "none"
+    assert info["vectors"] == 3 and len(info["shards"]) == 3 and info["roots"] == [str(audio)]
+    human = invoke("info", "--index", idx)
+    assert human.exit_code == 0 and "format version" in human.stdout and "SQfp16" in human.stdout
+
+    compacted = json.loads(invoke("compact", "--index", idx, "--json").stdout)
+    assert compacted["shards_before"] == 3 and compacted["shards_after"] == 1 and compacted["changed"]
+    assert index_info(idx)["vectors"] == 3
+    assert "nothing to merge" in invoke("compact", "--index", idx).stdout
+
+
+def test_default_index_location_and_clear_errors(tmp_path, tiny_model_dir, monkeypatch, capsys):
+    monkeypatch.setenv("VELA_INDEX_DIR", str(tmp_path / "home"))
+    small_collection(tmp_path / "audio", 1)
+    result = invoke("index", tmp_path / "audio", *TINY)
+    assert result.exit_code == 0, result.output
+    assert AudioIndex.exists(tmp_path / "home" / "default")
+
+    # Another embedder for the same index: refused before anything is embedded, naming the fix.
+    code, _, err = run_cli(capsys, "index", tmp_path / "audio", "--model", "tiny", "--demos", "default",
+                           "--device", "cpu")
+    assert code == 1 and "error: index" in err and "different embedder" in err and "--rebuild" in err
+
+    code, _, err = run_cli(capsys, "index", "--index", tmp_path / "nowhere", *TINY)
+    assert code == 1 and "give audio files or folders" in err
+    code, _, err = run_cli(capsys, "index", tmp_path / "audio", "--index", tmp_path / "x", *TINY, "--window", "40")
+    assert code == 1 and "--window" in err and not (tmp_path / "x").exists()
+
+
+# ------------------------------------------------------------------------------------ real processes
+
+
+def test_kill_9_mid_run_then_rerun_equals_an_uninterrupted_run(tmp_path, emb, capsys):
+    audio = tmp_path / "audio"
+    small_collection(audio, 48)
+    idx = tmp_path / "idx"
+    log = open(tmp_path / "log.txt", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        cli_command("index", str(audio), "--index", str(idx), *TINY, "--commit-every", "4"),
+        stdout=log, stderr=subprocess.STDOUT, env=cli_env(),
+    )
+    try:
+        wait_for(lambda: generation(idx) >= 2, 180, "two commits", proc)
+        # A second writer is refused while the first runs, by the library and by the CLI.
+        with pytest.raises(IndexLockedError, match=f"is being written by process {proc.pid}"):
+            index_paths([audio], idx, emb)
+        code, _, err = run_cli(capsys, "index", audio, "--index", idx, *TINY)
+        assert code == 1 and f"is being written by process {proc.pid}" in err
+        assert proc.poll() is None, "the run ended before it could be killed; make it longer"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+    assert proc.returncode == -signal.SIGKILL
+
+    # The killed run left a consistent index: whole files only, each with its row.
+    partial = live_segments(idx)
+    indexed = [p for p, status, _ in file_states(idx) if status == "indexed"]
+    assert 0 < len(partial) < 48
+    assert sorted(s[0] for s in partial) == sorted(indexed)
+
+    resumed = index_paths([audio], idx, emb, commit_every=4)
+    assert resumed.files_skipped == len(indexed) and resumed.files_indexed == 48 - len(indexed)
+    index_paths([audio], tmp_path / "clean", emb)
+    segments = live_segments(idx)
+    assert len(set(segments)) == len(segments) == 48
+    assert segments == live_segments(tmp_path / "clean")
+    assert file_states(idx) == file_states(tmp_path / "clean")
+
+
+def test_rebuild_killed_half_way_keeps_the_old_generation_and_resumes(tmp_path, emb):
+    from vela_search.embedding.embedder import VelaEmbedder
+
+    audio = tmp_path / "audio"
+    files = small_collection(audio, 32)
+    idx = tmp_path / "idx"
+    index_paths([audio], idx, emb)
+    before = live_segments(idx)
+    old_fingerprint = AudioIndex.open(idx).fingerprint
+    demos = tmp_path / "demos.jsonl"
+    demos.write_text(
+        json.dumps({"text": "A kettle whistles on the stove", "word": "kettle"}) + "\n"
+        + json.dumps({"text": "Heavy rain falls on a tin roof", "word": "rain"}) + "\n",
+        encoding="utf-8",
+    )
+
+    log = open(tmp_path / "log.txt", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(  # no PATH: the rebuild covers the roots the index records
+        cli_command("index", "--index", str(idx), "--rebuild", "--demos", str(demos), "--device", "cpu",
+                    "--commit-every", "4"),
+        stdout=log, stderr=subprocess.STDOUT, env=cli_env(),
+    )
+    try:
+        wait_for(lambda: generation(idx, "manifest.staging.json") >= 0 and
+                 len(AudioIndex.open(idx).staging["shards"]) >= 2, 180, "two staged commits", proc)
+        assert proc.poll() is None, "the rebuild ended before it could be killed; make it longer"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+    # The old generation is intact and answers queries with the old embedder.
+    with AudioIndex.open(idx) as index:
+        assert index.fingerprint == old_fingerprint and index.staging is not None
+        hit = index.search(emb.embed_audio([files[5]]), k=1)[0][0]
+        assert hit.row["path"] == str(files[5]) and hit.score == pytest.approx(1.0, abs=2e-3)
+    assert live_segments(idx) == before
+    assert index_info(idx)["staged_rebuild"]["embedder"]["demos"] == str(demos)
+
+    # Rerunning the rebuild resumes the staged work and then replaces the old generation.
+    new = VelaEmbedder.from_pretrained("tiny", demos=str(demos), device="cpu")
+    report = index_paths([], idx, new, rebuild=True)
+    assert report.rebuilt and report.files_skipped > 0
+    assert report.files_skipped + report.files_indexed == 32
+    with AudioIndex.open(idx) as index:
+        assert index.fingerprint == new.fingerprint.to_dict() != old_fingerprint
+        assert index.staging is None
+    assert live_segments(idx) == before

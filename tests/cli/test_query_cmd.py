@@ -1,0 +1,295 @@
+"""`vela-search query` end to end, on an index built by `vela-search index` with the tiny model."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from audio_factory import tone, write_audio
+from typer.testing import CliRunner
+
+from vela_search.cli.app import _register_commands, app
+from vela_search.cli.common import run_app
+from vela_search.errors import QueryError
+
+SR = 16_000
+REPO = Path(__file__).resolve().parents[2]
+INSTRUCTION = "find recordings with the same sound source as:"
+
+_register_commands()
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory, tiny_model_dir):
+    """Three short tones, a 40 s file of four 10 s tones, and a copy of one short tone, indexed."""
+    base = tmp_path_factory.mktemp("query-cli")
+    audio = base / "audio"
+    for sub in ("a", "b", "copy"):
+        (audio / sub).mkdir(parents=True)
+    write_audio(audio / "a" / "t220.wav", tone(3, freq=220), SR)
+    write_audio(audio / "a" / "t660.wav", tone(2, freq=660), SR)
+    write_audio(audio / "b" / "t1320.wav", tone(4, freq=1320), SR)
+    write_audio(audio / "long.wav", np.concatenate([tone(10, freq=f) for f in (220, 440, 880, 1760)]), SR)
+    shutil.copyfile(audio / "a" / "t220.wav", audio / "copy" / "t220.wav")
+    index = base / "idx"
+    args = ["index", str(audio), "--index", str(index), "--model", "tiny", "--demos", "none"]
+    result = runner.invoke(app, [*args, "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    return audio, index
+
+
+def query(index: Path, *args: str) -> Any:
+    """Run `vela-search query` in process through Typer's runner."""
+    return runner.invoke(app, ["query", *args, "--index", str(index), "--device", "cpu"])
+
+
+def query_json(index: Path, *args: str) -> list[dict]:
+    result = query(index, *args, "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def table_rows(stdout: str) -> list[list[str]]:
+    """Cells of the body rows of the rich table."""
+    rows = []
+    for line in stdout.splitlines():
+        cells = [c.strip() for c in line.split("│")[1:-1]]
+        if len(cells) == 5 and cells[0].isdigit():
+            rows.append(cells)
+    return rows
+
+
+def fmt(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes:02d}:{secs:02d}"
+
+
+# --------------------------------------------------------------------------------------------- the modes
+
+
+MODES = {
+    "caption": ["dog barking then a car passes"],
+    "long": ["--long", "First rain on a roof, then thunder, then a dog barks while traffic passes. " * 20],
+    "instruction": ["--instruction", INSTRUCTION, "a kettle whistling"],
+    "audio": ["--audio", "{audio}/b/t1320.wav"],
+}
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_each_mode_table_and_json_agree(collection, mode):
+    audio, index = collection
+    args = [a.replace("{audio}", str(audio)) for a in MODES[mode]]
+    table = query(index, *args)
+    assert table.exit_code == 0, table.output
+    hits = query_json(index, *args)
+    assert len(hits) == 4  # four distinct contents; the copy is listed with its original
+    assert [h["rank"] for h in hits] == [1, 2, 3, 4]
+    assert all(a["score"] >= b["score"] for a, b in zip(hits, hits[1:], strict=False))
+    assert len({h["path"] for h in hits}) == 4
+    expected = [
+        [str(h["rank"]), f"{h['score']:.4f}", h["display_path"], f"{fmt(h['start_s'])}–{fmt(h['end_s'])}",
+         fmt(h["duration_s"])]
+        for h in hits
+    ]
+    rows = table_rows(table.stdout)
+    for row, want in zip(rows, expected, strict=True):
+        assert row[0] == want[0] and row[1] == want[1] and row[3:] == want[3:]
+        assert row[2].startswith(want[2])  # the file cell may add "(+1 copy)"
+    for h in hits:
+        assert h["notice"] == "tiny random model: results carry no meaning"
+        assert h["root"] == str(audio)
+        assert Path(h["path"]).relative_to(audio).as_posix() == h["display_path"]
+
+
+def start(args: list[str], env: dict[str, str]) -> subprocess.Popen:
+    """Start `python -m vela_search ARGS` (all of them run at once: each spends seconds importing)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "vela_search", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_each_mode_in_a_real_subprocess(collection):
+    audio, index = collection
+    path = str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    env = dict(os.environ, COLUMNS="120", PYTHONPATH=path)
+    procs = {}
+    for mode, args in MODES.items():
+        args = [a.replace("{audio}", str(audio)) for a in args]
+        cmd = ["query", *args, "--index", str(index), "--device", "cpu", "-k", "2", "--json"]
+        procs[mode] = start(cmd, env)
+    errors = {
+        "missing": ["query", "dog", "--index", str(index.parent / "missing")],
+        "empty": ["query", "  ", "--index", str(index)],
+    }
+    for name, args in errors.items():
+        procs[name] = start(args, env)
+    out = {name: (p.communicate(timeout=300), p.returncode) for name, p in procs.items()}
+    for mode in MODES:
+        (stdout, stderr), code = out[mode]
+        assert code == 0, stderr
+        hits = json.loads(stdout)
+        assert len(hits) == 2
+        assert "tiny random model" in stderr
+    (stdout, _), _ = out["audio"]
+    first = json.loads(stdout)[0]
+    assert first["path"] == str(audio / "b" / "t1320.wav") and first["score"] >= 0.999
+    for name, needle in (("missing", "vela-search index"), ("empty", "empty")):
+        (stdout, stderr), code = out[name]
+        assert code == 1
+        assert stderr.startswith("error: ") and needle in " ".join(stderr.split())
+        assert stdout == ""
+
+
+# ------------------------------------------------------------------------------------ query by example
+
+
+def test_query_by_example_returns_the_clip_first(collection, tmp_path):
+    audio, index = collection
+    hits = query_json(index, "--audio", str(audio / "a" / "t660.wav"))
+    assert hits[0]["path"] == str(audio / "a" / "t660.wav")
+    assert hits[0]["score"] >= 0.999
+    assert all(h["score"] < 0.999 for h in hits[1:])
+    # The same audio in another lossless format decodes to the same samples.
+    flac = write_audio(tmp_path / "same.flac", tone(2, freq=660), SR)
+    hits = query_json(index, "--audio", str(flac))
+    assert hits[0]["path"] == str(audio / "a" / "t660.wav")
+    assert hits[0]["score"] >= 0.999
+
+
+def test_duplicates_are_listed_with_their_original(collection):
+    audio, index = collection
+    hit = query_json(index, "--audio", str(audio / "copy" / "t220.wav"), "-k", "1")[0]
+    assert hit["score"] >= 0.999
+    assert sorted(hit["paths"]) == sorted([str(audio / "a" / "t220.wav"), str(audio / "copy" / "t220.wav")])
+    table = query(index, "--audio", str(audio / "copy" / "t220.wav"), "-k", "1")
+    assert "(+1 copy)" in table.stdout
+
+
+# ---------------------------------------------------------------------------------------------- grouping
+
+
+def test_grouping_gives_one_hit_per_file_with_the_best_segment(collection):
+    audio, index = collection
+    long = str(audio / "long.wav")
+    hits = query_json(index, "--audio", long, "--start", "20", "--end", "30")
+    assert len({h["path"] for h in hits}) == len(hits) == 4
+    assert (hits[0]["path"], hits[0]["start_s"], hits[0]["end_s"]) == (long, 20.0, 30.0)
+    assert hits[0]["score"] >= 0.999
+    assert hits[0]["duration_s"] == pytest.approx(40.0)
+    segments = query_json(index, "--audio", long, "--start", "20", "--end", "30", "--segments", "-k", "20")
+    spans = [(h["start_s"], h["end_s"]) for h in segments if h["path"] == long]
+    assert len(spans) == 7 and spans[0] == (20.0, 30.0)
+    assert len(segments) == 10  # 7 windows of the long file + 3 short files
+    best_other = [h for h in hits if h["path"] != long]
+    seg_other = [h for h in segments if h["path"] != long]
+    assert [h["score"] for h in best_other] == pytest.approx([h["score"] for h in seg_other])
+
+
+# ------------------------------------------------------------------------------------------------ filters
+
+
+def test_where_filters_by_path_before_top_k(collection):
+    audio, index = collection
+    hits = query_json(index, "dog barking", "--where", "*/a/*", "-k", "1")
+    assert len(hits) == 1 and Path(hits[0]["path"]).parent == audio / "a"
+    hits = query_json(index, "dog barking", "--where", "*/a/*")
+    assert sorted(h["display_path"] for h in hits) == ["a/t220.wav", "a/t660.wav"]
+    assert query_json(index, "dog barking", "--where", "*.mp3") == []
+    empty = query(index, "dog barking", "--where", "*.mp3")
+    assert empty.exit_code == 0 and "no hits" in empty.stdout
+
+
+def test_min_score_drops_weaker_hits(collection):
+    audio, index = collection
+    every = query_json(index, "--audio", str(audio / "long.wav"), "--start", "20", "--end", "30")
+    threshold = (every[1]["score"] + every[2]["score"]) / 2
+    kept = query_json(index, "--audio", str(audio / "long.wav"), "--start", "20", "--end", "30",
+                      "--min-score", f"{threshold}")
+    assert [h["path"] for h in kept] == [h["path"] for h in every[:2]]
+
+
+# ------------------------------------------------------------------------------------------------- errors
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    """Run the command line as `vela-search` does (errors become one line and exit status 1)."""
+    code = run_app(app, list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, " ".join(captured.err.split())
+
+
+def test_missing_index(tmp_path, capsys):
+    missing = tmp_path / "nothing-here"
+    code, out, err = run_cli(capsys, "query", "dog", "--index", str(missing))
+    assert code == 1 and out == ""
+    assert err.startswith("error: ") and str(missing) in err and "vela-search index" in err
+
+
+def test_empty_index(tmp_path, capsys, tiny_model_dir):
+    empty_dir = tmp_path / "nothing"
+    empty_dir.mkdir()
+    (empty_dir / "broken.wav").write_bytes(b"")
+    index = tmp_path / "idx"
+    runner.invoke(app, ["index", str(empty_dir), "--index", str(index), "--model", "tiny", "--demos", "none"])
+    code, out, err = run_cli(capsys, "query", "dog", "--index", str(index))
+    assert code == 1 and out == ""
+    assert "holds no vectors" in err and "vela-search index" in err
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\n"])
+def test_empty_query(collection, capsys, text):
+    _, index = collection
+    code, out, err = run_cli(capsys, "query", text, "--index", str(index))
+    assert code == 1 and "the query is empty" in err
+    code, _, err = run_cli(capsys, "query", "--index", str(index))
+    assert code == 1 and "the query is empty" in err
+
+
+def test_over_long_query(collection, capsys):
+    _, index = collection
+    text = "dog barking then a car passes " * 2000  # well over 8192 tokens
+    code, out, err = run_cli(capsys, "query", "--long", text, "--index", str(index), "--device", "cpu")
+    assert code == 1 and out == ""
+    assert "tokens" in err and "8192 positions" in err and "never truncated" in err
+
+
+def test_mismatched_embedder(collection, capsys):
+    _, index = collection
+    code, out, err = run_cli(capsys, "query", "dog", "--index", str(index), "--demos", "default")
+    assert code == 1 and out == ""
+    assert "different embedder" in err and "demos (index: none" in err and "--rebuild" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["dog", "-k", "0"], "1 to 1000"),
+        (["dog", "-k", "1001"], "1 to 1000"),
+        (["dog", "--start", "3"], "need --audio"),
+        (["dog", "--audio", "x.wav"], "not both"),
+        (["--long", "--instruction", "find:", "dog"], "choose one query mode"),
+        (["--audio", "{audio}/long.wav", "--start", "0", "--end", "40"], "at most 30 s"),
+        (["--audio", "{audio}/nope.wav"], "does not exist"),
+    ],
+)
+def test_bad_options(collection, capsys, args, needle):
+    audio, index = collection
+    args = [a.replace("{audio}", str(audio)) for a in args]
+    code, out, err = run_cli(capsys, "query", *args, "--index", str(index), "--device", "cpu")
+    assert code == 1 and out == ""
+    assert err.startswith("error: ") and needle in err
+
+
+def test_errors_surface_as_query_errors_in_the_runner(collection):
+    _, index = collection
+    result = query(index, "   ")
+    assert result.exit_code == 1 and isinstance(result.exception, QueryError)

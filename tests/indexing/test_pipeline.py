@@ -1,0 +1,291 @@
+"""`index_paths` on real audio files with the tiny model: formats, broken files, long files, incremental runs."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+
+import numpy as np
+import pytest
+from audio_factory import (
+    BROKEN_FILE_ERRORS,
+    install_fake_ffmpeg,
+    tone,
+    write_audio,
+    write_broken_files,
+    write_fake_ffmpeg_file,
+    write_long_tone,
+)
+
+from vela_search.errors import FingerprintMismatchError, VelaError
+from vela_search.indexing import IndexProgress, index_paths
+from vela_search.store import AudioIndex
+
+from .helpers import SR, file_states, files_table, live_segments, segment_rows, small_collection, unit_rows
+
+
+def sha(path) -> str:  # noqa: ANN001
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+# ------------------------------------------------------------------------------------ what gets indexed
+
+
+def test_every_format_broken_files_odd_names_and_channels(tmp_path, emb, monkeypatch):
+    monkeypatch.setenv("PATH", f"{install_fake_ffmpeg(tmp_path / 'bin').parent}{os.pathsep}{os.environ['PATH']}")
+    audio = tmp_path / "audio"
+    for sub in ("formats", "ffmpeg", "names", "multichannel"):
+        (audio / sub).mkdir(parents=True)
+    good: dict[str, float] = {}
+    for i, ext in enumerate(["wav", "flac", "ogg", "oga", "opus", "mp3", "aiff", "aif"]):
+        rate = 48_000 if ext == "opus" else SR
+        seconds = 1.0 + 0.25 * i
+        good[str(write_audio(audio / "formats" / f"clip.{ext}", tone(seconds, rate, freq=300 + 40 * i), rate))] = seconds
+    for i, ext in enumerate(["m4a", "aac", "webm", "wma"]):  # through the ffmpeg pipe
+        path = write_fake_ffmpeg_file(audio / "ffmpeg" / f"clip.{ext}", tone(1.5, SR, freq=700 + 50 * i), SR)
+        good[str(path)] = 1.5
+    good[str(write_audio(audio / "names" / "café ñandú 日本.flac", tone(1.0, SR, freq=990), SR))] = 1.0
+    good[str(write_audio(audio / "names" / "звук.wav", tone(1.2, SR, freq=1010), SR))] = 1.2
+    eight = write_audio(audio / "multichannel" / "surround.wav", tone(2.0, 48_000, freq=250, channels=8), 48_000)
+    good[str(eight)] = 2.0
+
+    broken = write_broken_files(audio / "broken")
+    long_cut = write_long_tone(audio / "broken" / "long_cut.flac", 60.0, sr=8000)
+    data = long_cut.read_bytes()
+    long_cut.write_bytes(data[: len(data) // 2])  # windows decode fine, then the stream breaks
+    expected_errors = {str(p): BROKEN_FILE_ERRORS[kind] for kind, p in broken.items()}
+    expected_errors[str(long_cut)] = "truncated"
+
+    events: list[IndexProgress] = []
+    report = index_paths([audio], tmp_path / "idx", emb, progress=events.append)
+
+    assert report.files_seen == len(good) + len(expected_errors)
+    assert report.files_indexed == len(good)
+    assert report.files_failed == len(expected_errors)
+    failures = dict(report.failures)
+    assert set(failures) == set(expected_errors)
+    for path, fragment in expected_errors.items():
+        assert fragment in failures[path], (path, failures[path])
+
+    files = files_table(tmp_path / "idx")
+    for path, seconds in good.items():
+        row = files[path]
+        assert row["status"] == "indexed" and row["error"] is None
+        assert row["sha256"] == sha(path)
+        assert row["segments"] == 1
+        assert row["root"] == str(audio)
+        assert row["duration_s"] == pytest.approx(seconds, abs=0.08)  # mp3/opus add codec padding
+    for path, fragment in expected_errors.items():
+        assert files[path]["status"] == "failed" and fragment in files[path]["error"]
+
+    rows = segment_rows(tmp_path / "idx")
+    assert sorted(r["path"] for r in rows) == sorted(good)  # nothing from a failed file, not even long_cut
+    for row in rows:
+        assert row["start_s"] == 0.0 and row["segment"] == 0
+        assert row["end_s"] == pytest.approx(row["duration_s"]) == pytest.approx(files[row["path"]]["duration_s"])
+        assert row["content_sha256"] == files[row["path"]]["sha256"]
+        assert row["root"] == str(audio)
+    with AudioIndex.open(tmp_path / "idx") as index:
+        _, vectors = index.all_vectors()
+        assert unit_rows(vectors)
+        assert index.num_vectors == len(good)
+    # Progress: the embed phase counts every segment, and the run ends with "done".
+    embed = [e for e in events if e.phase == "embed"]
+    assert embed[-1].segments_done == len(good) and events[-1].phase == "done"
+
+
+def test_twenty_minute_file_is_cut_into_timed_windows(tmp_path, emb):
+    (tmp_path / "audio").mkdir()
+    path = write_long_tone(tmp_path / "audio" / "lecture.flac", 20 * 60, sr=8000)
+    report = index_paths([tmp_path / "audio"], tmp_path / "idx", emb)
+    assert report.files_indexed == 1 and report.segments_added == 239
+    rows = segment_rows(tmp_path / "idx")
+    assert [r["segment"] for r in rows] == list(range(239))
+    assert [r["start_s"] for r in rows] == [5.0 * k for k in range(239)]
+    assert [r["end_s"] for r in rows] == [5.0 * k + 10.0 for k in range(239)]
+    assert rows[-1]["end_s"] == 1200.0
+    assert {r["duration_s"] for r in rows} == {1200.0}
+    assert files_table(tmp_path / "idx")[str(path)]["segments"] == 239
+
+
+def test_a_window_that_does_not_fit_the_encoder_is_refused_before_anything_runs(tmp_path, emb):
+    with pytest.raises(VelaError, match="--window"):
+        index_paths([tmp_path], tmp_path / "idx", emb, window_s=45.0)
+    with pytest.raises(VelaError, match="--hop"):
+        index_paths([tmp_path], tmp_path / "idx", emb, window_s=10.0, hop_s=12.0)
+    assert not (tmp_path / "idx").exists()
+
+
+# ----------------------------------------------------------------------------------------- incremental
+
+
+def test_rerun_skips_everything_and_commits_nothing(tmp_path, emb):
+    small_collection(tmp_path / "audio", 4)
+    write_broken_files(tmp_path / "audio" / "broken")
+    first = index_paths([tmp_path / "audio"], tmp_path / "idx", emb)
+    before = (live_segments(tmp_path / "idx"), AudioIndex.open(tmp_path / "idx").generation)
+    second = index_paths([tmp_path / "audio"], tmp_path / "idx", emb)
+    assert first.files_indexed == 4 and second.files_indexed == 0
+    assert second.files_skipped == 4 and second.segments_added == 0 and second.segments_deleted == 0
+    # Broken files are tried again (a fix such as installing ffmpeg takes effect) and still fail.
+    assert second.files_failed == first.files_failed > 0
+    assert (live_segments(tmp_path / "idx"), AudioIndex.open(tmp_path / "idx").generation) == before
+
+
+def test_changed_file_is_reembedded_alone_and_a_touched_one_is_not(tmp_path, emb):
+    paths = small_collection(tmp_path / "audio", 4)
+    index_paths([tmp_path / "audio"], tmp_path / "idx", emb)
+    ids_before = {r["path"]: r["id"] for r in segment_rows(tmp_path / "idx")}
+
+    write_audio(paths[1], tone(2.5, SR, freq=1234), SR)  # new content
+    st = os.stat(paths[2])
+    os.utime(paths[2], ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))  # same bytes, new mtime
+    report = index_paths([tmp_path / "audio"], tmp_path / "idx", emb)
+
+    assert report.files_indexed == 1 and report.files_skipped == 3
+    assert report.segments_added == 1 and report.segments_deleted == 1
+    rows = {r["path"]: r for r in segment_rows(tmp_path / "idx")}
+    assert len(rows) == 4
+    assert rows[str(paths[1])]["id"] != ids_before[str(paths[1])]
+    assert rows[str(paths[1])]["content_sha256"] == sha(paths[1])
+    assert rows[str(paths[1])]["end_s"] == pytest.approx(2.5)
+    for p in (paths[0], paths[2], paths[3]):
+        assert rows[str(p)]["id"] == ids_before[str(p)]
+    with AudioIndex.open(tmp_path / "idx") as index:
+        assert ids_before[str(paths[1])] in set(index.deleted_ids().tolist())
+    assert files_table(tmp_path / "idx")[str(paths[2])]["mtime_ns"] == os.stat(paths[2]).st_mtime_ns
+
+
+def test_deleted_file_is_pruned_unless_no_prune(tmp_path, emb):
+    paths = small_collection(tmp_path / "audio", 3)
+    index_paths([tmp_path / "audio"], tmp_path / "idx", emb)
+    paths[0].unlink()
+    kept = index_paths([tmp_path / "audio"], tmp_path / "idx", emb, prune=False)
+    assert kept.files_removed == 0 and str(paths[0]) in files_table(tmp_path / "idx")
+    assert len(live_segments(tmp_path / "idx")) == 3
+
+    pruned = index_paths([tmp_path / "audio"], tmp_path / "idx", emb)
+    assert pruned.files_removed == 1 and pruned.segments_deleted == 1
+    assert str(paths[0]) not in files_table(tmp_path / "idx")
+    assert [s[0] for s in live_segments(tmp_path / "idx")] == [str(p) for p in paths[1:]]
+
+
+def test_pruning_stays_inside_the_given_paths(tmp_path, emb):
+    a = small_collection(tmp_path / "a", 2)
+    small_collection(tmp_path / "b", 2, prefix="other")
+    index_paths([tmp_path / "a"], tmp_path / "idx", emb)
+    index_paths([tmp_path / "b"], tmp_path / "idx", emb)  # files of a/ are not "vanished" here
+    assert len(files_table(tmp_path / "idx")) == 4
+    shutil.rmtree(tmp_path / "a")
+    report = index_paths([tmp_path / "b"], tmp_path / "idx", emb)
+    assert report.files_removed == 0 and str(a[0]) in files_table(tmp_path / "idx")
+    # Without paths, the roots the index records are rescanned, so a/ is pruned now.
+    report = index_paths([], tmp_path / "idx", emb)
+    assert report.files_removed == 2 and len(files_table(tmp_path / "idx")) == 2
+
+
+def test_same_content_is_embedded_once_and_every_path_listed(tmp_path, emb):
+    paths = small_collection(tmp_path / "audio", 2)
+    shutil.copyfile(paths[0], tmp_path / "audio" / "zz_copy.wav")
+    shutil.copyfile(paths[0], tmp_path / "audio" / "aa_copy.wav")
+    report = index_paths([tmp_path / "audio"], tmp_path / "idx", emb)
+    assert report.files_indexed == 2 and report.files_duplicates == 2 and report.segments_added == 2
+    digest = sha(paths[0])
+    states = file_states(tmp_path / "idx")
+    assert [(os.path.basename(p), s) for p, s, d in states if d == digest] == [
+        ("aa_copy.wav", "indexed"),  # the first path in order owns the content
+        ("clip000.wav", "duplicate"),
+        ("zz_copy.wav", "duplicate"),
+    ]
+    assert [os.path.basename(s[0]) for s in live_segments(tmp_path / "idx")] == ["aa_copy.wav", "clip001.wav"]
+
+    # A new copy of content already indexed is recorded without embedding anything.
+    shutil.copyfile(paths[1], tmp_path / "audio" / "b_copy.wav")
+    report = index_paths([tmp_path / "audio"], tmp_path / "idx", emb)
+    assert report.files_duplicates == 1 and report.files_indexed == 0 and report.segments_added == 0
+
+    # When the owner goes, a remaining copy takes the content over (and its segments carry its path).
+    (tmp_path / "audio" / "aa_copy.wav").unlink()
+    report = index_paths([tmp_path / "audio"], tmp_path / "idx", emb)
+    assert report.files_removed == 1 and report.files_indexed == 1
+    states = dict((os.path.basename(p), s) for p, s, _ in file_states(tmp_path / "idx"))
+    assert states == {"b_copy.wav": "duplicate", "clip000.wav": "indexed", "clip001.wav": "indexed",
+                      "zz_copy.wav": "duplicate"}
+    assert [os.path.basename(s[0]) for s in live_segments(tmp_path / "idx")] == ["clip000.wav", "clip001.wav"]
+
+
+def test_owner_changing_content_hands_the_old_content_to_its_copy(tmp_path, emb):
+    paths = small_collection(tmp_path / "audio", 1)
+    copy = tmp_path / "audio" / "copy.wav"
+    shutil.copyfile(paths[0], copy)
+    index_paths([tmp_path / "audio"], tmp_path / "idx", emb)
+    old = sha(paths[0])
+    write_audio(paths[0], tone(1.7, SR, freq=1500), SR)
+    report = index_paths([tmp_path / "audio"], tmp_path / "idx", emb)
+    assert report.files_indexed == 2  # the changed file, and its former copy as the new owner
+    assert file_states(tmp_path / "idx") == sorted([(str(paths[0]), "indexed", sha(paths[0])),
+                                                    (str(copy), "indexed", old)])
+    rows = segment_rows(tmp_path / "idx")
+    assert sorted((r["path"], r["content_sha256"]) for r in rows) == sorted(
+        [(str(paths[0]), sha(paths[0])), (str(copy), old)]
+    )
+
+
+def test_segments_no_files_row_accounts_for_are_tombstoned(tmp_path, emb):
+    """What an interrupted writer of another kind could leave: segments of a file without its row."""
+    paths = small_collection(tmp_path / "audio", 2)
+    index_paths([tmp_path / "audio"], tmp_path / "idx", emb)
+    fingerprint = emb.fingerprint.to_dict()
+    with AudioIndex.open(tmp_path / "idx").writer(fingerprint=fingerprint) as writer:
+        vec = np.eye(emb.dim, dtype=np.float32)[:1]
+        writer.add(vec, [{"path": str(paths[0]), "content_sha256": "0" * 64, "start_s": 0.0, "end_s": 1.0}])
+        writer.commit()
+    assert len(live_segments(tmp_path / "idx")) == 3
+    report = index_paths([tmp_path / "audio"], tmp_path / "idx", emb)
+    assert report.segments_deleted == 1 and report.files_skipped == 2
+    assert live_segments(tmp_path / "idx") == sorted((str(p), 0.0, 1.0) for p in paths)
+
+
+# ------------------------------------------------------------------------------------------ embedders
+
+
+def test_another_embedder_is_refused_with_a_rebuild_hint(tmp_path, emb, tiny_embedder):
+    small_collection(tmp_path / "audio", 1)
+    index_paths([tmp_path / "audio"], tmp_path / "idx", emb)
+    with pytest.raises(FingerprintMismatchError, match="--rebuild"):
+        index_paths([tmp_path / "audio"], tmp_path / "idx", tiny_embedder)
+
+
+def test_rebuild_with_an_adapter_replaces_the_generation(tmp_path, emb, tiny_model_dir):
+    from peft import LoraConfig, get_peft_model
+    from transformers import Qwen2AudioForConditionalGeneration
+
+    from vela_search.embedding.backbone import LLM_LORA_TARGETS
+    from vela_search.embedding.embedder import VelaEmbedder
+    from vela_search.indexing import recorded_spec
+
+    model = Qwen2AudioForConditionalGeneration.from_pretrained(tiny_model_dir)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=LLM_LORA_TARGETS, init_lora_weights=False)
+    get_peft_model(model, config).save_pretrained(tmp_path / "adapter")
+    tuned = VelaEmbedder.from_pretrained("tiny", adapter=tmp_path / "adapter", demos="none", device="cpu")
+
+    small_collection(tmp_path / "audio", 3)
+    index_paths([tmp_path / "audio"], tmp_path / "idx", emb)
+    old_segments = live_segments(tmp_path / "idx")
+    report = index_paths([], tmp_path / "idx", tuned, rebuild=True)  # the recorded roots are rebuilt
+    assert report.rebuilt and report.files_indexed == 3
+    with AudioIndex.open(tmp_path / "idx") as index:
+        assert index.fingerprint["adapter"] == tuned.fingerprint.adapter is not None
+        assert index.staging is None
+        # The stored vectors are the new embedder's: a file's own embedding finds its segment first.
+        first = live_segments(tmp_path / "idx")[0][0]
+        hit = index.search(tuned.embed_audio([first]), k=1)[0][0]
+        assert hit.row["path"] == first and hit.score == pytest.approx(1.0, abs=2e-3)
+    assert live_segments(tmp_path / "idx") == old_segments
+    spec = recorded_spec(tmp_path / "idx", tuned.fingerprint.to_dict())
+    assert spec is not None and spec.adapter == str((tmp_path / "adapter").resolve())
+    # Incremental runs now go on with the new embedder; the old one is refused.
+    assert index_paths([tmp_path / "audio"], tmp_path / "idx", tuned).files_skipped == 3
+    with pytest.raises(FingerprintMismatchError):
+        index_paths([tmp_path / "audio"], tmp_path / "idx", emb)

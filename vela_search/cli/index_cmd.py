@@ -1,0 +1,356 @@
+"""``vela-search index``, ``info`` and ``compact``: build, describe and tidy an index."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from vela_search.cli.app import app
+from vela_search.cli.common import (
+    ADAPTER_HELP,
+    DEVICE_HELP,
+    MODEL_HELP,
+    console,
+    err_console,
+    load_embedder,
+    print_json,
+    resolve_index,
+)
+
+if TYPE_CHECKING:
+    from vela_search.embedding.embedder import VelaEmbedder
+    from vela_search.indexing import IndexProgress, IndexReport
+
+INDEX_HELP = "Index name (under $VELA_INDEX_DIR or ./indexes) or directory."
+# Failed files listed in the summary; the rest are counted (all of them are in --json).
+_MAX_LISTED = 50
+_PHASES = {
+    "scan": "scanning files",
+    "hash": "reading new files",
+    "embed": "embedding",
+    "commit": "committing",
+    "promote": "replacing the old generation",
+    "compact": "merging small shards",
+    "done": "done",
+}
+
+
+@app.command("index")
+def index_command(
+    paths: list[Path] | None = typer.Argument(
+        None,
+        help="Audio files and folders (searched recursively). Omit to rescan the folders the index records.",
+        show_default=False,
+    ),
+    index: str | None = typer.Option(None, "--index", "-i", help=INDEX_HELP),
+    model: str | None = typer.Option(
+        None, "--model", help=MODEL_HELP + " Default: the index's model; Qwen/Qwen2-Audio-7B-Instruct for a new one."
+    ),
+    adapter: Path | None = typer.Option(None, "--adapter", help=ADAPTER_HELP + " Default: the index's."),
+    demos: str | None = typer.Option(
+        None, "--demos", help="In-context demos: 'default', 'none' or a JSONL file. Default: the index's."
+    ),
+    window: float = typer.Option(10.0, "--window", help="Window length in seconds for files longer than 30 s."),
+    hop: float = typer.Option(5.0, "--hop", help="Hop between windows in seconds."),
+    batch_tokens: int | None = typer.Option(
+        None, "--batch-tokens", min=1, help="Item tokens per embedding batch (memory knob; default: automatic)."
+    ),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    dtype: str = typer.Option("auto", "--dtype", help="auto (bf16 on CUDA, fp32 on the CPU), bf16, fp16 or fp32."),
+    quantize: str | None = typer.Option(
+        None, "--quantize", help="4bit, 8bit or none (default: the index's; none for a new one)."
+    ),
+    faiss_factory: str | None = typer.Option(
+        None, "--faiss-factory", help="FAISS index-factory string for a new index or a rebuild (default SQfp16: exact)."
+    ),
+    commit_every: int = typer.Option(
+        256, "--commit-every", min=1, help="Commit after at least this many new segments (crash-safe checkpoints)."
+    ),
+    decode_workers: int | None = typer.Option(
+        None, "--decode-workers", min=1, help="Audio decoding threads (default: a quarter of the cores, 1-4)."
+    ),
+    prune: bool = typer.Option(True, "--prune/--no-prune", help="Remove files that are gone from disk."),
+    strict: bool = typer.Option(False, "--strict", help="Exit with status 1 when any file failed."),
+    rebuild: bool = typer.Option(
+        False, "--rebuild", help="Re-embed everything with the given embedder; the old index serves until done."
+    ),
+    json_output: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Index audio files: incremental, resumable after a crash, broken files recorded and skipped."""
+    from vela_search.errors import VelaError
+    from vela_search.indexing import choose_spec, index_paths
+    from vela_search.indexing.pipeline import validate_options
+    from vela_search.store import AudioIndex
+
+    if quantize is not None and quantize not in ("4bit", "8bit", "none"):
+        raise VelaError(f"--quantize must be 4bit, 8bit or none, not {quantize!r}")
+    validate_options(window, hop, commit_every)
+    root = resolve_index(index)
+    exists = AudioIndex.exists(root)
+    if not paths and not exists:
+        raise VelaError(f"give audio files or folders to index (no index at {root} yet)")
+    if exists:
+        _check_not_locked(root)  # before the (slow) model load
+
+    recorded, spec = choose_spec(
+        root,
+        model=model,
+        adapter=str(adapter) if adapter is not None else None,
+        demos=demos,
+        quantize=quantize,
+        rebuild=rebuild,
+    )
+    embedder = _load(spec, device=device, dtype=dtype, batch_tokens=batch_tokens, quiet=False)
+
+    with _ProgressView(enabled=True) as view:
+        report = index_paths(
+            [str(p) for p in paths or []],
+            root,
+            embedder,
+            window_s=window,
+            hop_s=hop,
+            commit_every=commit_every,
+            prune=prune,
+            rebuild=rebuild,
+            factory=faiss_factory,
+            decode_workers=decode_workers,
+            progress=view.update,
+        )
+
+    if json_output:
+        print_json({**report.to_dict(), "notice": embedder.notice, "embedder_spec": spec})
+    else:
+        _print_summary(report)
+    if strict and (report.failures or report.problems):
+        err_console.print(
+            f"[bold red]error:[/] {len(report.failures)} file(s) failed and {len(report.problems)} path(s) "
+            "could not be searched (--strict)",
+            highlight=False,
+        )
+        raise typer.Exit(1)
+
+
+@app.command("info")
+def info_command(
+    index: str | None = typer.Option(None, "--index", "-i", help=INDEX_HELP),
+    json_output: bool = typer.Option(False, "--json", help="Print the description as JSON."),
+) -> None:
+    """Describe an index: format, generation, embedder, shards and files by status."""
+    from vela_search.indexing import index_info
+
+    info = index_info(resolve_index(index))
+    if json_output:
+        print_json(info)
+        return
+    _print_info(info)
+
+
+@app.command("compact")
+def compact_command(
+    index: str | None = typer.Option(None, "--index", "-i", help=INDEX_HELP),
+    json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Merge small shards (and drop deleted rows); search results do not change."""
+    from vela_search.indexing import compact_index
+
+    with err_console.status("merging shards …", spinner="dots"):
+        result = compact_index(resolve_index(index))
+    if json_output:
+        print_json(result.to_dict())
+        return
+    if result.changed:
+        console.print(
+            f"{result.shards_before} shards → {result.shards_after}; deleted rows {result.deleted_before} → "
+            f"{result.deleted_after}; generation {result.generation}",
+            highlight=False,
+        )
+    else:
+        console.print(f"nothing to merge ({result.shards_after} shards)", highlight=False)
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def _check_not_locked(root: Path) -> None:
+    from vela_search.store.lock import WriterLock
+
+    lock = WriterLock(root)
+    lock.acquire()  # raises IndexLockedError naming the writing process
+    lock.release()
+
+
+def _load(spec: dict[str, Any], *, device: str, dtype: str, batch_tokens: int | None, quiet: bool) -> VelaEmbedder:
+    if spec.get("revision") is None:
+        return load_embedder(
+            model=spec["model"],
+            adapter=Path(spec["adapter"]) if spec["adapter"] else None,
+            demos=spec["demos"],
+            device=device,
+            dtype=dtype,
+            quantize=spec["quantize"],
+            batch_tokens=batch_tokens,
+            quiet=quiet,
+        )
+    # A Hub model pinned to the revision the index was built from.
+    from vela_search.embedding.embedder import VelaEmbedder
+
+    with err_console.status(f"loading {spec['model']} …", spinner="dots"):
+        embedder = VelaEmbedder.from_pretrained(
+            spec["model"],
+            revision=spec["revision"],
+            adapter=spec["adapter"],
+            demos=spec["demos"],
+            device=device,
+            dtype=dtype,
+            quantize=None if spec["quantize"] in (None, "none") else spec["quantize"],
+            **({"batch_tokens": batch_tokens} if batch_tokens else {}),
+        )
+    if embedder.notice:
+        err_console.print(f"[yellow]note:[/] {embedder.notice}")
+    return embedder
+
+
+class _SpeedColumn(ProgressColumn):
+    """Segments per second while embedding."""
+
+    def render(self, task: Any) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("" if speed is None else f"{speed:.1f} seg/s", style="progress.data.speed")
+
+
+class _ProgressView:
+    """A rich progress display on stderr fed by IndexProgress events."""
+
+    def __init__(self, *, enabled: bool) -> None:
+        self._progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[files]}"),
+            TextColumn("{task.completed:.0f}/{task.total:.0f} {task.fields[unit]}"),
+            _SpeedColumn(),
+            TimeRemainingColumn(),
+            console=err_console,
+            transient=True,
+            disable=not enabled,
+        )
+        self._task: Any = None
+        self._phase: str | None = None
+
+    def __enter__(self) -> _ProgressView:
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.__exit__(*exc)  # type: ignore[arg-type]
+
+    def update(self, event: IndexProgress) -> None:
+        embedding = event.phase == "embed"
+        files = f"{event.files_done}/{event.files_total} files"
+        if event.phase != self._phase and event.phase in ("scan", "hash", "embed"):
+            # Each phase gets its own bar, so rates and ETA are not mixed across phases.
+            if self._task is not None:
+                self._progress.remove_task(self._task)
+            total = event.segments_total if embedding else event.files_total
+            self._task = self._progress.add_task(
+                _PHASES[event.phase], total=max(total, 1), files=files, unit="segments" if embedding else "files"
+            )
+            self._phase = event.phase
+        if self._task is None:
+            return
+        if self._phase == "embed" and event.phase != "embed":
+            self._progress.update(self._task, description=_PHASES.get(event.phase, event.phase))
+            return
+        completed = event.segments_done if embedding else event.files_done
+        total = event.segments_total if embedding else event.files_total
+        self._progress.update(self._task, completed=completed, total=max(total, 1), files=files,
+                              description=_PHASES.get(event.phase, event.phase))
+
+
+def _print_summary(report: IndexReport) -> None:
+    table = Table(title=f"index {escape(report.index_dir)}", show_header=False, title_justify="left")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    rows = [
+        ("files found", report.files_seen),
+        ("indexed (embedded now)", report.files_indexed),
+        ("skipped (unchanged)", report.files_skipped),
+        ("duplicates (same content)", report.files_duplicates),
+        ("failed", report.files_failed),
+        ("removed (gone from disk)", report.files_removed),
+        ("segments added", report.segments_added),
+        ("segments deleted", report.segments_deleted),
+        ("vectors in the index", report.vectors),
+        ("shards", report.shards),
+        ("generation", report.generation),
+    ]
+    for name, value in rows:
+        style = "red" if name == "failed" and value else None
+        table.add_row(name, str(value), style=style)
+    table.add_row("time", f"{report.seconds:.1f} s")
+    console.print(table)
+    notes = []
+    if report.rebuilt:
+        notes.append("rebuilt with the new embedder; the old generation was replaced")
+    if report.compacted:
+        notes.append("small shards were merged")
+    for note in notes:
+        console.print(note)
+    _print_paths("failed files", report.failures, "red")
+    _print_paths("paths that could not be searched", report.problems, "yellow")
+
+
+def _print_paths(title: str, items: list[tuple[str, str]], style: str) -> None:
+    if not items:
+        return
+    table = Table(title=title, title_justify="left", title_style=style)
+    table.add_column("path", overflow="fold")
+    table.add_column("reason", overflow="fold")
+    for path, reason in items[:_MAX_LISTED]:
+        table.add_row(escape(path), escape(reason))
+    console.print(table)
+    if len(items) > _MAX_LISTED:
+        console.print(f"… and {len(items) - _MAX_LISTED} more (all are listed with --json)")
+
+
+def _print_info(info: dict[str, Any]) -> None:
+    table = Table(title=f"index {escape(info['index_dir'])}", show_header=False, title_justify="left")
+    table.add_column("key", style="bold")
+    table.add_column("value", overflow="fold")
+    files = info["files"]
+    spec = info.get("embedder") or {}
+    rows = [
+        ("format version", info["format_version"]),
+        ("generation", f"{info['generation']} (committed {info.get('committed_at') or '?'})"),
+        ("vectors", f"{info['vectors']} live, {info['deleted']} deleted"),
+        ("shards", f"{len(info['shards'])}: " + ", ".join(str(s["vectors"]) for s in info["shards"][:20])
+         + (" …" if len(info["shards"]) > 20 else "")),
+        ("index type", f"{info['factory']} ({info['metric']}, dim {info['dim']})"),
+        ("files", f"{files['total']}: {files['indexed']} indexed, {files['duplicate']} duplicate, "
+                  f"{files['failed']} failed"),
+        ("roots", "\n".join(info["roots"]) or "-"),
+        ("model", spec.get("model") or "(not recorded)"),
+        ("adapter", spec.get("adapter") or "none"),
+        ("demos", spec.get("demos") or "(not recorded)"),
+    ]
+    for key, value in sorted(info["fingerprint"].items()):
+        rows.append((f"fingerprint.{key}", value if value is not None else "none"))
+    staged = info.get("staged_rebuild")
+    if staged:
+        rows.append(("unfinished rebuild",
+                     f"generation {staged['generation']}, {staged['vectors']} vectors "
+                     "(rerun `vela-search index --rebuild` to finish it)"))
+    for key, value in rows:
+        table.add_row(key, escape(str(value)))
+    console.print(table)

@@ -1,0 +1,144 @@
+"""``vela-search query``: free-text, long-text, instruction and query-by-example search."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from vela_search.cli.app import app
+from vela_search.cli.common import (
+    ADAPTER_HELP,
+    DEVICE_HELP,
+    MODEL_HELP,
+    console,
+    err_console,
+    print_json,
+    resolve_index,
+)
+
+if TYPE_CHECKING:
+    from vela_search.search import Hit
+
+DEFAULT_K = 10  # mirrors vela_search.search.DEFAULT_K (imported lazily to keep --help instant)
+
+
+@app.command()
+def query(
+    text: str | None = typer.Argument(
+        None, help="What to search for, e.g. \"dog barking then a car passes\" (omit with --audio)."
+    ),
+    index: str | None = typer.Option(
+        None, "--index", "-i", help="Index name (under $VELA_INDEX_DIR or ./indexes) or directory."
+    ),
+    k: int = typer.Option(
+        DEFAULT_K, "-k", "--top-k", help="Number of hits (files, or segments with --segments), 1-1000."
+    ),
+    long: bool = typer.Option(
+        False, "--long", help="Treat the text as a long passage (any length the model fits)."
+    ),
+    instruction: str | None = typer.Option(
+        None, "--instruction", help="Instruction-conditioned query: the request that precedes the text."
+    ),
+    audio: Path | None = typer.Option(
+        None, "--audio", help="Query by example: an audio file, embedded as audio."
+    ),
+    start: float | None = typer.Option(None, "--start", help="With --audio: span start in seconds."),
+    end: float | None = typer.Option(None, "--end", help="With --audio: span end in seconds (span <= 30 s)."),
+    segments: bool = typer.Option(
+        False, "--segments", help="List every matching segment, not the best per file."
+    ),
+    min_score: float | None = typer.Option(None, "--min-score", help="Drop hits whose score is below this."),
+    where: str | None = typer.Option(
+        None, "--where", help="Only files whose path matches this glob (e.g. '*/birds/*'), before top-k."
+    ),
+    model: str | None = typer.Option(None, "--model", help=MODEL_HELP + " Default: the index's model."),
+    adapter: Path | None = typer.Option(
+        None, "--adapter", help=ADAPTER_HELP + " Default: the index's adapter."
+    ),
+    demos: str | None = typer.Option(
+        None, "--demos", help="In-context demos: 'default', 'none' or a JSONL file. Default: the index's."
+    ),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    json_output: bool = typer.Option(False, "--json", help="Print the hits as one JSON array of objects."),
+) -> None:
+    """Search the index with a text, a long passage, an instruction or an audio clip."""
+    from vela_search.errors import QueryError
+    from vela_search.search import (
+        Searcher,
+        check_k,
+        check_not_empty,
+        check_text_query,
+        load_index_embedder,
+        load_query_clip,
+    )
+    from vela_search.store import AudioIndex
+
+    # Everything that can be checked without the model is checked first: loading a 7B model takes a while.
+    if sum([long, instruction is not None, audio is not None]) > 1:
+        raise QueryError("choose one query mode: --long, --instruction TEXT or --audio FILE")
+    if audio is not None and text is not None:
+        raise QueryError("give either a text query or --audio FILE, not both")
+    if audio is None and (start is not None or end is not None):
+        raise QueryError("--start and --end choose a span of the --audio file; they need --audio")
+    mode = "long" if long else "instruction" if instruction is not None else "caption"
+    if audio is None:
+        if text is None:
+            raise QueryError(
+                'the query is empty; give some words to search for, e.g. vela-search query "dog barking"'
+            )
+        check_text_query(text, mode, instruction)
+    check_k(k)
+
+    idx = AudioIndex.open(resolve_index(index))
+    try:
+        check_not_empty(idx)
+        # Decoded before the model loads, so that a bad file or span fails fast.
+        clip = load_query_clip(audio, start, end) if audio is not None else None
+        with err_console.status("loading the model …", spinner="dots"):
+            embedder = load_index_embedder(idx, model=model, adapter=adapter, demos=demos, device=device)
+        searcher = Searcher(idx, embedder)
+        if searcher.notice:
+            err_console.print(f"[yellow]note:[/] {searcher.notice}")
+        options: dict[str, Any] = {"k": k, "min_score": min_score, "path_glob": where, "group": not segments}
+        if clip is not None:
+            hits = searcher.search_audio(clip, **options)
+        else:
+            hits = searcher.search(text, mode=mode, instruction=instruction, **options)  # type: ignore[arg-type]
+    finally:
+        idx.close()
+
+    if json_output:
+        print_json([dict(hit.to_dict(), notice=searcher.notice) for hit in hits])
+        return
+    _print_table(hits, segments=segments, filtered=where is not None or min_score is not None)
+
+
+def _print_table(hits: list[Hit], *, segments: bool, filtered: bool) -> None:
+    from vela_search.search import format_timestamp
+
+    if not hits:
+        console.print("no hits" + (" (try a looser --where or --min-score)" if filtered else ""))
+        return
+    table = Table(caption="score: cosine similarity, higher is closer", caption_justify="left")
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("score", justify="right", no_wrap=True)
+    table.add_column("file", overflow="fold")
+    table.add_column("segment" if segments else "best segment", no_wrap=True)
+    table.add_column("duration", justify="right", no_wrap=True)
+    for hit in hits:
+        name = escape(hit.display_path)
+        copies = len(hit.paths) - 1
+        if copies > 0:
+            name += f" [dim](+{copies} {'copy' if copies == 1 else 'copies'})[/]"
+        table.add_row(
+            str(hit.rank),
+            f"{hit.score:.4f}",
+            name,
+            f"{format_timestamp(hit.start_s)}–{format_timestamp(hit.end_s)}",
+            format_timestamp(hit.duration_s),
+        )
+    console.print(table)

@@ -1,0 +1,37 @@
+"""Indexing an audio collection: files → windows → embeddings → committed shards, incremental and resumable.
+
+The entry point is :func:`index_paths`; :func:`compact_index` and :func:`index_info` maintain and describe
+an index, and :func:`measure_pipeline_overlap` times how well decoding hides behind embedding.
+"""
+
+from __future__ import annotations
+
+from vela_search.indexing.maintenance import CompactReport, compact_index, index_info
+from vela_search.indexing.pipeline import (
+    DEFAULT_COMMIT_EVERY,
+    DEFAULT_FACTORY,
+    DEFAULT_HOP_S,
+    DEFAULT_WINDOW_S,
+    index_paths,
+)
+from vela_search.indexing.profile import PipelineTiming, measure_pipeline_overlap
+from vela_search.indexing.report import IndexProgress, IndexReport
+from vela_search.indexing.spec import EmbedderSpec, choose_spec, recorded_spec
+
+__all__ = [
+    "DEFAULT_COMMIT_EVERY",
+    "DEFAULT_FACTORY",
+    "DEFAULT_HOP_S",
+    "DEFAULT_WINDOW_S",
+    "CompactReport",
+    "EmbedderSpec",
+    "IndexProgress",
+    "IndexReport",
+    "PipelineTiming",
+    "choose_spec",
+    "compact_index",
+    "index_info",
+    "index_paths",
+    "measure_pipeline_overlap",
+    "recorded_spec",
+]
