@@ -27,6 +27,7 @@ from vela_search.search import (
     embedder_spec,
     format_timestamp,
     load_query_clip,
+    normalize_glob,
     relative_to_root,
 )
 from vela_search.store import AudioIndex
@@ -278,6 +279,19 @@ def test_path_glob_filters_before_top_k(searcher, collection):
     assert searcher.search("dog barking", path_glob="*.mp3") == []
 
 
+def test_relative_path_globs_match_from_any_directory(searcher, collection):
+    _, files = collection
+    assert [h.path for h in searcher.search("dog", path_glob="b/*")] == [str(files["b1320"])]
+    assert [h.path for h in searcher.search("dog", path_glob="t660.wav")] == [str(files["a660"])]
+    assert [h.path for h in searcher.search("dog", path_glob="./long.wav")] == [str(files["long"])]
+    assert searcher.search("dog", path_glob="/b/*") == []  # anchored at the filesystem root
+    assert normalize_glob("a/*.wav") == "*/a/*.wav"
+    assert normalize_glob("/data/*") == "/data/*"
+    assert normalize_glob(None) is None
+    with pytest.raises(QueryError, match="empty"):
+        searcher.search("dog", path_glob=" ")
+
+
 def test_path_glob_on_a_duplicate_path_shows_that_path(searcher, collection, monkeypatch):
     _, files = collection
     # A store whose rows list every path of the content can match the copy; the hit then names it.
@@ -476,7 +490,8 @@ def test_embedder_spec_reads_what_indexing_recorded(tmp_path, tiny_embedder):
     with AudioIndex.create(tmp_path / "idx", fingerprint=fp, dim=tiny_embedder.dim) as index:
         with pytest.raises(ModelLoadError, match="--adapter DIR"):
             embedder_spec(index)
-        record_spec(index.root, fp, EmbedderSpec(model="tiny", adapter=str(adapter_dir), demos=str(demo_file)))
+        recorded = EmbedderSpec(model="tiny", adapter=str(adapter_dir), demos=str(demo_file))
+        record_spec(index.root, fp, recorded)
         spec = embedder_spec(index)
         assert (spec.model, spec.adapter, spec.demos) == ("tiny", str(adapter_dir), str(demo_file))
         assert embedder_spec(index, demos="none").demos == "none"

@@ -40,6 +40,7 @@ __all__ = [
     "format_timestamp",
     "load_index_embedder",
     "load_query_clip",
+    "normalize_glob",
     "relative_to_root",
 ]
 
@@ -141,6 +142,26 @@ def format_timestamp(seconds: float | None) -> str:
 
 
 # ------------------------------------------------------------------------------------------ validation
+
+
+def normalize_glob(path_glob: str | None) -> str | None:
+    """The pattern matched against stored (absolute) paths.
+
+    A pattern anchored at the root (``/data/birds/*``) or starting with ``*`` is used as given; any other
+    one is relative and may match from any directory down: ``birds/*.flac`` becomes ``*/birds/*.flac`` and
+    ``kettle.wav`` becomes ``*/kettle.wav``, so a path as the results table shows it works as a filter.
+
+    Raises:
+        QueryError: an empty pattern.
+    """
+    if path_glob is None:
+        return None
+    if not path_glob.strip():
+        raise QueryError("the path filter (--where) is empty; give a glob such as '*/birds/*'")
+    if path_glob.startswith(("/", "*")) or PurePath(path_glob).is_absolute():
+        return path_glob
+    return "*/" + path_glob.removeprefix("./")
+
 
 
 def check_k(k: int) -> int:
@@ -457,8 +478,9 @@ class Searcher:
                 with the same sound source as:".
             k: hits to return, 1..MAX_K (files when grouped, segments otherwise).
             min_score: drop hits scoring below this.
-            path_glob: only files whose path matches this fnmatch pattern (``*`` also matches ``/``),
-                applied before top-k.
+            path_glob: only files whose path matches this fnmatch pattern, applied before top-k. ``*``
+                also matches ``/``; a pattern not starting with ``/`` or ``*`` may match from any
+                directory down (``birds/*.flac`` means ``*/birds/*.flac``). See :func:`normalize_glob`.
             group: one hit per file (its best segment); False lists every segment.
 
         Raises:
@@ -567,6 +589,7 @@ class Searcher:
         """
         k = check_k(k)
         min_score = _check_min_score(min_score)
+        path_glob = normalize_glob(path_glob)
         q = np.asarray(vectors, dtype=np.float32)
         if q.ndim == 1:
             q = q[None, :]
@@ -611,9 +634,9 @@ class Searcher:
                 count = emb.token_count(item)
                 if prefix + count > emb.max_positions:
                     room = emb.max_positions - prefix
-                    demos = f" after the {prefix}-token demonstration prefix" if prefix else ""
+                    where = f" after the {prefix}-token shared prefix (system turn, demos)" if prefix else ""
                     raise QueryError(
-                        f"the query is {count} tokens but at most {room} fit{demos} (the model has "
+                        f"the query is {count} tokens but at most {room} fit{where} (the model has "
                         f"{emb.max_positions} positions); shorten the query: it is never truncated"
                     )
             return emb.embed_items(items)

@@ -92,11 +92,10 @@ def _build_index(root, embedder, paths, vectors, *, segments=None, fingerprint=N
     segments = segments or [1] * len(paths)
     with index.writer(fingerprint=fingerprint) as writer:
         for path, vector, count in zip(paths, vectors, segments, strict=True):
-            rows = [{"path": os.path.abspath(path), "start_s": 5.0 * s, "end_s": 5.0 * s + 10} for s in range(count)]
+            where = os.path.abspath(path)
+            rows = [{"path": where, "start_s": 5.0 * s, "end_s": 5.0 * s + 10} for s in range(count)]
             writer.add(np.repeat(vector[None], count, axis=0), rows)
-        writer.put_files(
-            [{"path": os.path.abspath(p), "status": "indexed", "segments": n} for p, n in zip(paths, segments)]
-        )
+            writer.put_files([{"path": where, "status": "indexed", "segments": count}])
         writer.commit()
     index.close()
     return AudioIndex.open(root)

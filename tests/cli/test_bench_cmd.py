@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 from typer.testing import CliRunner
 
-import vela_search.cli.bench_cmd  # noqa: F401  (registers `bench` on the app)
 from tests.bench.dataset_factory import make_audiocaps, make_clotho, youtube_id
-from vela_search.cli.app import app
+from vela_search.cli.app import _register_commands, app
 from vela_search.errors import DatasetError, VelaError
+
+_register_commands()
 
 METRIC_KEYS = {
     f"{d}_{m}"
@@ -73,7 +77,8 @@ def test_speed_command_checks_parity_and_writes_the_report(tmp_path, tiny_model_
     assert report["parity_ok"] is True and report["model"].startswith("tiny@")
     (run,) = report["runs"]
     (clip,) = run["audio"]
-    for key in ("clips_per_s", "naive_clips_per_s", "speedup_vs_naive", "parity_max_abs_diff", "flops_per_clip"):
+    keys = ("clips_per_s", "naive_clips_per_s", "speedup_vs_naive", "parity_max_abs_diff", "flops_per_clip")
+    for key in keys:
         assert clip[key] is not None, key
     assert clip["parity_max_abs_diff"] < 1e-4
     assert run["text"]["latency_ms_median"] > 0
@@ -86,3 +91,25 @@ def test_speed_command_refuses_bad_settings_before_loading():
 
     result = invoke("speed", "--model", "no/such-model", "--device", "cpu", "--clips", "0")
     assert result.exit_code == 2 and "Invalid value" in result.output
+
+
+def test_python_m_entry_point_end_to_end(tmp_path, tiny_model_dir):
+    """The installed command line: a real process, JSON on stdout, and a one-line error on bad input."""
+    data = make_clotho(tmp_path / "clotho", 2, seconds=0.5)
+    env = dict(os.environ, COLUMNS="120")
+    cli = [sys.executable, "-m", "vela_search", "bench"]
+    done = subprocess.run(
+        [*cli, "clotho", "--data-dir", str(data), *TINY, "--json", "-"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    assert (report["n_clips"], report["n_captions"]) == (2, 10)
+    assert "R@1" in done.stderr  # the table goes to stderr when the JSON takes stdout
+
+    failed = subprocess.run(
+        [*cli, "audiocaps", "--data-dir", str(tmp_path / "none"), *TINY],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert failed.returncode == 1
+    assert failed.stderr.startswith("error:") and "test.csv" in failed.stderr

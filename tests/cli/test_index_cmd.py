@@ -10,14 +10,6 @@ import subprocess
 
 import pytest
 from audio_factory import write_broken_files
-from typer.testing import CliRunner
-
-from vela_search.cli.app import _register_commands, app
-from vela_search.cli.common import run_app
-from vela_search.errors import IndexLockedError
-from vela_search.indexing import index_info, index_paths
-from vela_search.store import AudioIndex
-
 from indexing.helpers import (
     cli_command,
     cli_env,
@@ -27,6 +19,13 @@ from indexing.helpers import (
     small_collection,
     wait_for,
 )
+from typer.testing import CliRunner
+
+from vela_search.cli.app import _register_commands, app
+from vela_search.cli.common import run_app
+from vela_search.errors import IndexLockedError
+from vela_search.indexing import index_info, index_paths
+from vela_search.store import AudioIndex
 
 _register_commands()
 runner = CliRunner()
@@ -75,7 +74,9 @@ def test_index_json_strict_rerun_info_and_compact(tmp_path, tiny_model_dir):
     assert result.exit_code == 1
     assert "skipped (unchanged)" in result.stdout and "failed files" in result.stdout
     assert "zero_byte.wav" in result.stdout and "(--strict)" in result.output
-    assert invoke("index", audio / "clip000.wav", "--index", idx, "--device", "cpu", "--strict").exit_code == 0
+    assert (
+        invoke("index", audio / "clip000.wav", "--index", idx, "--device", "cpu", "--strict").exit_code == 0
+    )
 
     info = json.loads(invoke("info", "--index", idx, "--json").stdout)
     assert info["files"] == {"total": 3 + len(broken), "indexed": 3, "duplicate": 0, "failed": len(broken)}
@@ -98,13 +99,16 @@ def test_default_index_location_and_clear_errors(tmp_path, tiny_model_dir, monke
     assert AudioIndex.exists(tmp_path / "home" / "default")
 
     # Another embedder for the same index: refused before anything is embedded, naming the fix.
-    code, _, err = run_cli(capsys, "index", tmp_path / "audio", "--model", "tiny", "--demos", "default",
-                           "--device", "cpu")
+    code, _, err = run_cli(
+        capsys, "index", tmp_path / "audio", "--model", "tiny", "--demos", "default", "--device", "cpu"
+    )
     assert code == 1 and "error: index" in err and "different embedder" in err and "--rebuild" in err
 
     code, _, err = run_cli(capsys, "index", "--index", tmp_path / "nowhere", *TINY)
     assert code == 1 and "give audio files or folders" in err
-    code, _, err = run_cli(capsys, "index", tmp_path / "audio", "--index", tmp_path / "x", *TINY, "--window", "40")
+    code, _, err = run_cli(
+        capsys, "index", tmp_path / "audio", "--index", tmp_path / "x", *TINY, "--window", "40"
+    )
     assert code == 1 and "--window" in err and not (tmp_path / "x").exists()
 
 
@@ -117,8 +121,10 @@ def test_kill_9_mid_run_then_rerun_equals_an_uninterrupted_run(tmp_path, emb, ca
     idx = tmp_path / "idx"
     log = open(tmp_path / "log.txt", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
-        cli_command("index", str(audio), "--index", str(idx), *TINY, "--commit-every", "4"),
-        stdout=log, stderr=subprocess.STDOUT, env=cli_env(),
+        cli_command("index", str(audio), "--index", str(idx), *TINY, "--commit-every", "1"),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=cli_env(),
     )
     try:
         wait_for(lambda: generation(idx) >= 2, 180, "two commits", proc)
@@ -163,20 +169,41 @@ def test_rebuild_killed_half_way_keeps_the_old_generation_and_resumes(tmp_path, 
     old_fingerprint = AudioIndex.open(idx).fingerprint
     demos = tmp_path / "demos.jsonl"
     demos.write_text(
-        json.dumps({"text": "A kettle whistles on the stove", "word": "kettle"}) + "\n"
-        + json.dumps({"text": "Heavy rain falls on a tin roof", "word": "rain"}) + "\n",
+        json.dumps({"text": "A kettle whistles on the stove", "word": "kettle"})
+        + "\n"
+        + json.dumps({"text": "Heavy rain falls on a tin roof", "word": "rain"})
+        + "\n",
         encoding="utf-8",
     )
 
     log = open(tmp_path / "log.txt", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(  # no PATH: the rebuild covers the roots the index records
-        cli_command("index", "--index", str(idx), "--rebuild", "--demos", str(demos), "--device", "cpu",
-                    "--commit-every", "4"),
-        stdout=log, stderr=subprocess.STDOUT, env=cli_env(),
+        cli_command(
+            "index",
+            "--index",
+            str(idx),
+            "--rebuild",
+            "--demos",
+            str(demos),
+            "--device",
+            "cpu",
+            "--commit-every",
+            "1",
+        ),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=cli_env(),
     )
     try:
-        wait_for(lambda: generation(idx, "manifest.staging.json") >= 0 and
-                 len(AudioIndex.open(idx).staging["shards"]) >= 2, 180, "two staged commits", proc)
+        wait_for(
+            lambda: (
+                generation(idx, "manifest.staging.json") >= 0
+                and len(AudioIndex.open(idx).staging["shards"]) >= 2
+            ),
+            180,
+            "two staged commits",
+            proc,
+        )
         assert proc.poll() is None, "the rebuild ended before it could be killed; make it longer"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()

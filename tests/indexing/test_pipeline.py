@@ -1,4 +1,4 @@
-"""`index_paths` on real audio files with the tiny model: formats, broken files, long files, incremental runs."""
+"""`index_paths` on real audio files with the tiny model: formats, broken and long files, incremental runs."""
 
 from __future__ import annotations
 
@@ -33,7 +33,9 @@ def sha(path) -> str:  # noqa: ANN001
 
 
 def test_every_format_broken_files_odd_names_and_channels(tmp_path, emb, monkeypatch):
-    monkeypatch.setenv("PATH", f"{install_fake_ffmpeg(tmp_path / 'bin').parent}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv(
+        "PATH", f"{install_fake_ffmpeg(tmp_path / 'bin').parent}{os.pathsep}{os.environ['PATH']}"
+    )
     audio = tmp_path / "audio"
     for sub in ("formats", "ffmpeg", "names", "multichannel"):
         (audio / sub).mkdir(parents=True)
@@ -41,17 +43,21 @@ def test_every_format_broken_files_odd_names_and_channels(tmp_path, emb, monkeyp
     for i, ext in enumerate(["wav", "flac", "ogg", "oga", "opus", "mp3", "aiff", "aif"]):
         rate = 48_000 if ext == "opus" else SR
         seconds = 1.0 + 0.25 * i
-        good[str(write_audio(audio / "formats" / f"clip.{ext}", tone(seconds, rate, freq=300 + 40 * i), rate))] = seconds
+        good[
+            str(write_audio(audio / "formats" / f"clip.{ext}", tone(seconds, rate, freq=300 + 40 * i), rate))
+        ] = seconds
     for i, ext in enumerate(["m4a", "aac", "webm", "wma"]):  # through the ffmpeg pipe
         path = write_fake_ffmpeg_file(audio / "ffmpeg" / f"clip.{ext}", tone(1.5, SR, freq=700 + 50 * i), SR)
         good[str(path)] = 1.5
     good[str(write_audio(audio / "names" / "café ñandú 日本.flac", tone(1.0, SR, freq=990), SR))] = 1.0
     good[str(write_audio(audio / "names" / "звук.wav", tone(1.2, SR, freq=1010), SR))] = 1.2
-    eight = write_audio(audio / "multichannel" / "surround.wav", tone(2.0, 48_000, freq=250, channels=8), 48_000)
+    eight = write_audio(
+        audio / "multichannel" / "surround.wav", tone(2.0, 48_000, freq=250, channels=8), 48_000
+    )
     good[str(eight)] = 2.0
 
     broken = write_broken_files(audio / "broken")
-    long_cut = write_long_tone(audio / "broken" / "long_cut.flac", 60.0, sr=8000)
+    long_cut = write_long_tone(audio / "broken" / "long_cut.flac", 120.0, sr=8000)
     data = long_cut.read_bytes()
     long_cut.write_bytes(data[: len(data) // 2])  # windows decode fine, then the stream breaks
     expected_errors = {str(p): BROKEN_FILE_ERRORS[kind] for kind, p in broken.items()}
@@ -83,16 +89,21 @@ def test_every_format_broken_files_odd_names_and_channels(tmp_path, emb, monkeyp
     assert sorted(r["path"] for r in rows) == sorted(good)  # nothing from a failed file, not even long_cut
     for row in rows:
         assert row["start_s"] == 0.0 and row["segment"] == 0
-        assert row["end_s"] == pytest.approx(row["duration_s"]) == pytest.approx(files[row["path"]]["duration_s"])
+        assert (
+            row["end_s"]
+            == pytest.approx(row["duration_s"])
+            == pytest.approx(files[row["path"]]["duration_s"])
+        )
         assert row["content_sha256"] == files[row["path"]]["sha256"]
         assert row["root"] == str(audio)
     with AudioIndex.open(tmp_path / "idx") as index:
         _, vectors = index.all_vectors()
         assert unit_rows(vectors)
         assert index.num_vectors == len(good)
-    # Progress: the embed phase counts every segment, and the run ends with "done".
+    # Progress: the embed phase counts every embedded window (long_cut's too, before it broke).
     embed = [e for e in events if e.phase == "embed"]
-    assert embed[-1].segments_done == len(good) and events[-1].phase == "done"
+    assert embed[-1].segments_done >= report.segments_added == len(good)
+    assert events[-1].phase == "done" and events[-1].files_done == events[-1].files_total
 
 
 def test_twenty_minute_file_is_cut_into_timed_windows(tmp_path, emb):
@@ -210,8 +221,12 @@ def test_same_content_is_embedded_once_and_every_path_listed(tmp_path, emb):
     report = index_paths([tmp_path / "audio"], tmp_path / "idx", emb)
     assert report.files_removed == 1 and report.files_indexed == 1
     states = dict((os.path.basename(p), s) for p, s, _ in file_states(tmp_path / "idx"))
-    assert states == {"b_copy.wav": "duplicate", "clip000.wav": "indexed", "clip001.wav": "indexed",
-                      "zz_copy.wav": "duplicate"}
+    assert states == {
+        "b_copy.wav": "duplicate",
+        "clip000.wav": "indexed",
+        "clip001.wav": "indexed",
+        "zz_copy.wav": "duplicate",
+    }
     assert [os.path.basename(s[0]) for s in live_segments(tmp_path / "idx")] == ["clip000.wav", "clip001.wav"]
 
 
@@ -224,8 +239,9 @@ def test_owner_changing_content_hands_the_old_content_to_its_copy(tmp_path, emb)
     write_audio(paths[0], tone(1.7, SR, freq=1500), SR)
     report = index_paths([tmp_path / "audio"], tmp_path / "idx", emb)
     assert report.files_indexed == 2  # the changed file, and its former copy as the new owner
-    assert file_states(tmp_path / "idx") == sorted([(str(paths[0]), "indexed", sha(paths[0])),
-                                                    (str(copy), "indexed", old)])
+    assert file_states(tmp_path / "idx") == sorted(
+        [(str(paths[0]), "indexed", sha(paths[0])), (str(copy), "indexed", old)]
+    )
     rows = segment_rows(tmp_path / "idx")
     assert sorted((r["path"], r["content_sha256"]) for r in rows) == sorted(
         [(str(paths[0]), sha(paths[0])), (str(copy), old)]
@@ -289,3 +305,33 @@ def test_rebuild_with_an_adapter_replaces_the_generation(tmp_path, emb, tiny_mod
     assert index_paths([tmp_path / "audio"], tmp_path / "idx", tuned).files_skipped == 3
     with pytest.raises(FingerprintMismatchError):
         index_paths([tmp_path / "audio"], tmp_path / "idx", emb)
+
+
+# --------------------------------------------------------------------------------------- shards, types
+
+
+def test_many_small_commits_are_merged_at_the_end(tmp_path, emb):
+    small_collection(tmp_path / "audio", 9, seconds=0.5)
+    report = index_paths([tmp_path / "audio"], tmp_path / "idx", emb, commit_every=1)
+    assert report.compacted and report.shards == 1 and report.vectors == 9
+    assert len(live_segments(tmp_path / "idx")) == 9
+    few = index_paths([tmp_path / "audio"], tmp_path / "few", emb, commit_every=3)
+    assert not few.compacted and few.shards == 3
+
+
+def test_a_factory_that_needs_training_waits_for_enough_vectors(tmp_path, emb):
+    paths = small_collection(tmp_path / "audio", 5, seconds=0.5)
+    report = index_paths([tmp_path / "audio"], tmp_path / "idx", emb, commit_every=1, factory="IVF4,Flat")
+    assert report.vectors == 5
+    with AudioIndex.open(tmp_path / "idx") as index:
+        assert index.factory == "IVF4,Flat"
+        hit = index.search(emb.embed_audio([paths[2]]), k=1)[0][0]
+        assert hit.row["path"] == str(paths[2])
+    with pytest.raises(VelaError, match="at least 8 vectors"):
+        index_paths([tmp_path / "audio"], tmp_path / "big", emb, factory="IVF8,Flat")
+
+
+def test_no_paths_and_no_index_is_an_error(tmp_path, emb):
+    with pytest.raises(VelaError, match="nothing to index"):
+        index_paths([], tmp_path / "idx", emb)
+    assert not (tmp_path / "idx").exists()

@@ -7,8 +7,9 @@ One run loads the model once and, for each demo setting and clip length, measure
 - the **naive loop** (``embed_naive``: demos + item re-run in one full forward per item, stock encoder) on a
   subset of the same clips, the **ratio** fast/naive, and a **parity check** that both give the same vectors
   (max abs difference; at fp32 it must stay below :data:`PARITY_TOLERANCE_FP32`);
-- the **FLOPs per clip** of the fast path (see :func:`item_flops`) and, on a GPU whose peak is known
-  (:data:`PEAK_BF16_TFLOPS`), the fraction of the chip's dense bf16 matrix rate it reaches;
+- the **FLOPs per clip** of the fast path (:func:`vela_search.bench.flops.item_flops`) and, on a GPU whose
+  peak is known (:data:`vela_search.bench.flops.PEAK_BF16_TFLOPS`), the fraction of the chip's dense bf16
+  matrix rate it reaches;
 - **text-query latency** (one caption at a time, as a search does), batched text throughput, and the naive
   loop for a few queries.
 
@@ -124,7 +125,12 @@ class SpeedConfig:
 
 @dataclass
 class ClipRun:
-    """Audio throughput for one clip length behind one demo prefix."""
+    """Audio throughput for one clip length behind one demo prefix.
+
+    ``warmup_s`` is the first pass over one batch, which also computes the demo prefix; ``flops_per_clip``
+    and ``naive_flops_per_clip`` follow :func:`vela_search.bench.flops.item_flops`; ``skipped`` holds the
+    reason when the clip does not fit behind the prefix (all rates are then None).
+    """
 
     clip_seconds: float
     clips: int
@@ -147,7 +153,11 @@ class ClipRun:
 
 @dataclass
 class TextRun:
-    """Text-query latency behind one demo prefix."""
+    """Text-query latency behind one demo prefix.
+
+    ``latency_*`` and ``queries_per_s``: one query per call, as a search does; ``batch_texts_per_s``: all
+    queries in one call; ``naive_*``: the naive loop, one query at a time.
+    """
 
     queries: int
     latency_ms_median: float
@@ -205,6 +215,7 @@ class SpeedReport:
     peak_source: str | None
     runs: list[DemoRun]
     search: SearchRun | None
+    search_skipped: str | None
     wall_s: float
     date: str
     versions: dict[str, str]
@@ -329,12 +340,15 @@ def run_speed_benchmark(config: SpeedConfig, *, progress: ProgressCallback | Non
             if device.type == "cuda":
                 torch.cuda.empty_cache()
 
-    search = None
+    search, search_skipped = None, None
     if config.search_vectors:
         say(f"search over {config.search_vectors:,} vectors")
-        search = measure_search(
-            config.search_vectors, backbone.hidden_size, config.search_k, device=device, seed=config.seed
-        )
+        try:
+            search = measure_search(
+                config.search_vectors, backbone.hidden_size, config.search_k, device=device, seed=config.seed
+            )
+        except VelaError as exc:  # too large for this machine: keep the embedding figures
+            search_skipped = str(exc)
 
     import transformers
 
@@ -350,6 +364,7 @@ def run_speed_benchmark(config: SpeedConfig, *, progress: ProgressCallback | Non
         peak_source=peak_source,
         runs=runs,
         search=search,
+        search_skipped=search_skipped,
         wall_s=time.perf_counter() - started,
         date=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         versions={
@@ -371,7 +386,7 @@ def _measure_demos(
 
     device = emb.backbone.device
     tolerance = PARITY_TOLERANCE_FP32 if emb.backbone.dtype == torch.float32 else None
-    say(f"demos {spec}: computing the prefix")
+    say(f"demos {spec}: preparing")
     prefix_tokens = emb.prefix_length
     diffs: list[float] = []
 
@@ -436,7 +451,8 @@ def _measure_clips(
 
     n_naive = min(config.naive_clips, len(items))
     if n_naive:
-        emb.embed_naive(items[:1])  # warm-up of the full-sequence shapes
+        if device.type == "cuda":
+            emb.embed_naive(items[:1])  # warm-up: kernels for the full-sequence shapes
         naive_vectors, naive_elapsed = _timed(lambda: emb.embed_naive(items[:n_naive]), device)
         run.naive_clips = n_naive
         run.naive_clips_per_s = n_naive / naive_elapsed
@@ -470,7 +486,8 @@ def _measure_text(emb: Any, config: SpeedConfig) -> TextRun:
     n_naive = min(config.naive_queries, len(queries))
     if n_naive:
         items = [EmbedItem("caption", text=q) for q in queries[:n_naive]]
-        emb.embed_naive(items[:1])
+        if device.type == "cuda":
+            emb.embed_naive(items[:1])
         naive_ms, naive_rows = [], []
         for item in items:
             row, elapsed = _timed(lambda item=item: emb.embed_naive([item]), device)
@@ -493,7 +510,8 @@ def measure_search(
     on the CPU, searched through :func:`vela_search.store.faiss_ops.search`.
 
     Raises:
-        VelaError: The vectors would take more than half of the host's memory (CPU runs).
+        VelaError: The vectors do not fit: more than half of the host's memory (CPU runs) or more than the
+            GPU's free memory.
     """
     import torch
 
@@ -504,7 +522,13 @@ def measure_search(
     if not on_gpu:
         _check_host_memory(need, f"{n_vectors:,} x {dim} search vectors")
     generator = torch.Generator(device=device).manual_seed(seed)
-    matrix = torch.empty(n_vectors, dim, dtype=dtype, device=device)
+    try:
+        matrix = torch.empty(n_vectors, dim, dtype=dtype, device=device)
+    except torch.OutOfMemoryError as exc:
+        raise VelaError(
+            f"{n_vectors:,} x {dim} search vectors ({need / 2**30:.1f} GiB) do not fit in {device}'s free "
+            "memory; use fewer --search-vectors"
+        ) from exc
     step = max(1, (1 << 26) // dim)
     for start in range(0, n_vectors, step):
         block = torch.randn(min(step, n_vectors - start), dim, generator=generator, device=device)
@@ -530,7 +554,11 @@ def measure_search(
     if importlib.util.find_spec("faiss") is None:
         run.faiss_note = "faiss is not installed here; only the torch search was timed"
         return run
-    _check_host_memory(n_vectors * dim * 6, f"the FAISS copy of {n_vectors:,} x {dim} vectors")
+    try:
+        _check_host_memory(n_vectors * dim * 6, f"the FAISS copy of {n_vectors:,} x {dim} vectors")
+    except VelaError as exc:
+        run.faiss_note = f"FAISS search skipped: {exc}"
+        return run
     host = np.ascontiguousarray(matrix.float().cpu().numpy())
     host_probes = np.ascontiguousarray(probes.float().cpu().numpy())
     median, p90, note = _faiss_latency(host, host_probes, k)

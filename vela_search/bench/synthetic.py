@@ -102,27 +102,43 @@ def paper_demo_set(
         ``(DemoSet, {audio path: waveform})``: the waveforms as decoded from the WAV files, so the embedder
         can take them from memory where no audio decoder is installed.
     """
+    audio, waves = _paper_audio_demos(Path(directory), seed)
+    return _interleave(_paper_text_demos(max_words), audio), waves
+
+
+def _paper_text_demos(max_words: int | None) -> list[Any]:
     from vela_search.embedding.demos import Demo, DemoSet
 
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     texts = [d for d in DemoSet.default().demos if not d.is_audio][:PAPER_TEXT_DEMOS]
     if len(texts) < PAPER_TEXT_DEMOS:
         raise VelaError(f"the default demo set has {len(texts)} text demos; the paper-size set needs 65")
-    if max_words is not None:
-        texts = [Demo(word=d.word, text=" ".join((d.text or "").split()[:max_words])) for d in texts]
+    if max_words is None:
+        return texts
+    return [Demo(word=d.word, text=" ".join((d.text or "").split()[:max_words])) for d in texts]
+
+
+def _paper_audio_demos(directory: Path, seed: int) -> tuple[list[Any], dict[Path, np.ndarray]]:
+    from vela_search.embedding.demos import Demo
+
+    directory.mkdir(parents=True, exist_ok=True)
     waves: dict[Path, np.ndarray] = {}
-    audio: list[Any] = []
+    audio = []
     for k in range(PAPER_AUDIO_DEMOS):
         path = (directory / f"demo_{k:02d}.wav").resolve()
         waves[path] = _write_wav(path, synthetic_clip(PAPER_AUDIO_DEMO_SECONDS, seed=10_000 + seed + k))
         audio.append(Demo(word=_AUDIO_DEMO_WORDS[k], audio=path))
-    total = PAPER_TEXT_DEMOS + PAPER_AUDIO_DEMOS
-    audio_slots = {round(k * total / PAPER_AUDIO_DEMOS) for k in range(PAPER_AUDIO_DEMOS)}
-    ordered, text_iter, audio_iter = [], iter(texts), iter(audio)
-    for slot in range(total):
-        ordered.append(next(audio_iter) if slot in audio_slots else next(text_iter))
-    return DemoSet(demos=tuple(ordered), source="paper"), waves
+    return audio, waves
+
+
+def _interleave(texts: list[Any], audio: list[Any]) -> Any:
+    """The demos in one list, the audio ones spread evenly among the texts."""
+    from vela_search.embedding.demos import DemoSet
+
+    total = len(texts) + len(audio)
+    audio_slots = {round(k * total / len(audio)) for k in range(len(audio))}
+    text_iter, audio_iter = iter(texts), iter(audio)
+    ordered = [next(audio_iter) if slot in audio_slots else next(text_iter) for slot in range(total)]
+    return DemoSet(demos=tuple(ordered), source="paper")
 
 
 def paper_embedder(
@@ -132,10 +148,22 @@ def paper_embedder(
 
     Token counts depend on the tokenizer (the tiny one splits words finer than Qwen's), and a prefix over
     ~7.9k tokens would leave no room for a 10 s clip in the 8,192 positions.
+
+    Args:
+        cls: The embedder class (see :func:`in_memory_embedder_class`).
+        backbone: The loaded backbone, shared with the caller's other embedders.
+        directory: Where the demo WAV files are written.
+        seed: Seed of the synthetic demo audio.
+        batch_tokens: Passed to the embedder.
     """
+    audio, waves = _paper_audio_demos(Path(directory), seed)
     for max_words in (None, *range(14, 2, -1)):
-        demo_set, waves = paper_demo_set(directory, seed=seed, max_words=max_words)
-        emb = cls(backbone, demo_set, batch_tokens=batch_tokens, demos_spec="paper")
+        emb = cls(
+            backbone,
+            _interleave(_paper_text_demos(max_words), audio),
+            batch_tokens=batch_tokens,
+            demos_spec="paper",
+        )
         emb.demo_waves = waves
         if _prefix_tokens(emb, waves.values()) <= PAPER_PREFIX_TOKENS:
             break

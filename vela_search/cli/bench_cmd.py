@@ -130,10 +130,16 @@ def _run_retrieval(
             f"[yellow]note:[/] {len(dataset.missing)} clip(s) listed in the {name} {split} captions have no "
             "audio file and are left out (the report counts them)"
         )
-    embedder = load_embedder(
-        model=model, adapter=adapter, demos=demos, device=device, dtype=dtype, batch_tokens=batch_tokens
-    )
+    # Opened before the model loads, so a wrong --index fails in a second, not after loading 16 GB.
     idx = AudioIndex.open(resolve_index(index)) if index is not None else None
+    try:
+        embedder = load_embedder(
+            model=model, adapter=adapter, demos=demos, device=device, dtype=dtype, batch_tokens=batch_tokens
+        )
+    except BaseException:
+        if idx is not None:
+            idx.close()
+        raise
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     try:
         with Progress(*columns, console=err_console, transient=True) as bar:
@@ -358,6 +364,8 @@ def _print_speed(report: SpeedReport, target: Any) -> None:
         elif s.faiss_note:
             line += f" ({s.faiss_note})"
         target.print(line)
+    if report.search_skipped:
+        target.print(f"[yellow]search skipped:[/] {report.search_skipped}")
     target.print(f"wall time {report.wall_s:.1f} s")
     if report.notice:
         target.print(f"[yellow]note:[/] {report.notice}")

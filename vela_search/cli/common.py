@@ -28,7 +28,7 @@ def run_app(app: typer.Typer, argv: list[str] | None = None) -> int:
     try:
         app(args=argv, standalone_mode=False)
     except VelaError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return 1
     except typer.Exit as exc:
         return exc.exit_code

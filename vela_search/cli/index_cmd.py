@@ -57,27 +57,41 @@ def index_command(
     ),
     index: str | None = typer.Option(None, "--index", "-i", help=INDEX_HELP),
     model: str | None = typer.Option(
-        None, "--model", help=MODEL_HELP + " Default: the index's model; Qwen/Qwen2-Audio-7B-Instruct for a new one."
+        None,
+        "--model",
+        help=MODEL_HELP + " Default: the index's model; Qwen/Qwen2-Audio-7B-Instruct for a new one.",
     ),
     adapter: Path | None = typer.Option(None, "--adapter", help=ADAPTER_HELP + " Default: the index's."),
     demos: str | None = typer.Option(
         None, "--demos", help="In-context demos: 'default', 'none' or a JSONL file. Default: the index's."
     ),
-    window: float = typer.Option(10.0, "--window", help="Window length in seconds for files longer than 30 s."),
+    window: float = typer.Option(
+        10.0, "--window", help="Window length in seconds for files longer than 30 s."
+    ),
     hop: float = typer.Option(5.0, "--hop", help="Hop between windows in seconds."),
     batch_tokens: int | None = typer.Option(
-        None, "--batch-tokens", min=1, help="Item tokens per embedding batch (memory knob; default: automatic)."
+        None,
+        "--batch-tokens",
+        min=1,
+        help="Item tokens per embedding batch (memory knob; default: automatic).",
     ),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
-    dtype: str = typer.Option("auto", "--dtype", help="auto (bf16 on CUDA, fp32 on the CPU), bf16, fp16 or fp32."),
+    dtype: str = typer.Option(
+        "auto", "--dtype", help="auto (bf16 on CUDA, fp32 on the CPU), bf16, fp16 or fp32."
+    ),
     quantize: str | None = typer.Option(
         None, "--quantize", help="4bit, 8bit or none (default: the index's; none for a new one)."
     ),
     faiss_factory: str | None = typer.Option(
-        None, "--faiss-factory", help="FAISS index-factory string for a new index or a rebuild (default SQfp16: exact)."
+        None,
+        "--faiss-factory",
+        help="FAISS index-factory string for a new index or a rebuild (default SQfp16: exact).",
     ),
     commit_every: int = typer.Option(
-        256, "--commit-every", min=1, help="Commit after at least this many new segments (crash-safe checkpoints)."
+        256,
+        "--commit-every",
+        min=1,
+        help="Commit after at least this many new segments (crash-safe checkpoints).",
     ),
     decode_workers: int | None = typer.Option(
         None, "--decode-workers", min=1, help="Audio decoding threads (default: a quarter of the cores, 1-4)."
@@ -85,13 +99,15 @@ def index_command(
     prune: bool = typer.Option(True, "--prune/--no-prune", help="Remove files that are gone from disk."),
     strict: bool = typer.Option(False, "--strict", help="Exit with status 1 when any file failed."),
     rebuild: bool = typer.Option(
-        False, "--rebuild", help="Re-embed everything with the given embedder; the old index serves until done."
+        False,
+        "--rebuild",
+        help="Re-embed everything with the given embedder; the old index serves until done.",
     ),
     json_output: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Index audio files: incremental, resumable after a crash, broken files recorded and skipped."""
     from vela_search.errors import VelaError
-    from vela_search.indexing import choose_spec, index_paths
+    from vela_search.indexing import EmbedderSpec, choose_spec, index_paths
     from vela_search.indexing.pipeline import validate_options
     from vela_search.store import AudioIndex
 
@@ -105,7 +121,7 @@ def index_command(
     if exists:
         _check_not_locked(root)  # before the (slow) model load
 
-    recorded, spec = choose_spec(
+    _, spec = choose_spec(
         root,
         model=model,
         adapter=str(adapter) if adapter is not None else None,
@@ -131,7 +147,8 @@ def index_command(
         )
 
     if json_output:
-        print_json({**report.to_dict(), "notice": embedder.notice, "embedder_spec": spec})
+        loaded = EmbedderSpec.from_embedder(embedder).to_dict()
+        print_json({**report.to_dict(), "notice": embedder.notice, "embedder_spec": loaded})
     else:
         _print_summary(report)
     if strict and (report.failures or report.problems):
@@ -190,7 +207,13 @@ def _check_not_locked(root: Path) -> None:
     lock.release()
 
 
-def _load(spec: dict[str, Any], *, device: str, dtype: str, batch_tokens: int | None, quiet: bool) -> VelaEmbedder:
+def _load(
+    spec: dict[str, Any], *, device: str, dtype: str, batch_tokens: int | None, quiet: bool
+) -> VelaEmbedder:
+    if spec["model"] is None and spec["adapter"] is None:
+        from vela_search.embedding.backbone import DEFAULT_MODEL
+
+        spec = dict(spec, model=DEFAULT_MODEL)
     if spec.get("revision") is None:
         return load_embedder(
             model=spec["model"],
@@ -256,26 +279,36 @@ class _ProgressView:
         self._progress.__exit__(*exc)  # type: ignore[arg-type]
 
     def update(self, event: IndexProgress) -> None:
-        embedding = event.phase == "embed"
-        files = f"{event.files_done}/{event.files_total} files"
         if event.phase != self._phase and event.phase in ("scan", "hash", "embed"):
             # Each phase gets its own bar, so rates and ETA are not mixed across phases.
             if self._task is not None:
                 self._progress.remove_task(self._task)
-            total = event.segments_total if embedding else event.files_total
+            embedding = event.phase == "embed"
             self._task = self._progress.add_task(
-                _PHASES[event.phase], total=max(total, 1), files=files, unit="segments" if embedding else "files"
+                _PHASES[event.phase], total=1, files="", unit="segments" if embedding else "files"
             )
             self._phase = event.phase
         if self._task is None:
             return
-        if self._phase == "embed" and event.phase != "embed":
-            self._progress.update(self._task, description=_PHASES.get(event.phase, event.phase))
-            return
-        completed = event.segments_done if embedding else event.files_done
-        total = event.segments_total if embedding else event.files_total
-        self._progress.update(self._task, completed=completed, total=max(total, 1), files=files,
-                              description=_PHASES.get(event.phase, event.phase))
+        description = _PHASES.get(event.phase, event.phase)
+        if self._phase == "embed":
+            # Commit, promote, compact and done events carry the embedding counters too.
+            self._progress.update(
+                self._task,
+                completed=event.segments_done,
+                total=max(event.segments_total, 1),
+                files=f"{event.files_done}/{event.files_total} files",
+                description=description,
+            )
+        elif event.phase in ("scan", "hash"):
+            self._progress.update(
+                self._task,
+                completed=event.files_done,
+                total=max(event.files_total, 1),
+                description=description,
+            )
+        else:
+            self._progress.update(self._task, description=description)
 
 
 def _print_summary(report: IndexReport) -> None:
@@ -334,11 +367,18 @@ def _print_info(info: dict[str, Any]) -> None:
         ("format version", info["format_version"]),
         ("generation", f"{info['generation']} (committed {info.get('committed_at') or '?'})"),
         ("vectors", f"{info['vectors']} live, {info['deleted']} deleted"),
-        ("shards", f"{len(info['shards'])}: " + ", ".join(str(s["vectors"]) for s in info["shards"][:20])
-         + (" …" if len(info["shards"]) > 20 else "")),
+        (
+            "shards",
+            f"{len(info['shards'])}: "
+            + ", ".join(str(s["vectors"]) for s in info["shards"][:20])
+            + (" …" if len(info["shards"]) > 20 else ""),
+        ),
         ("index type", f"{info['factory']} ({info['metric']}, dim {info['dim']})"),
-        ("files", f"{files['total']}: {files['indexed']} indexed, {files['duplicate']} duplicate, "
-                  f"{files['failed']} failed"),
+        (
+            "files",
+            f"{files['total']}: {files['indexed']} indexed, {files['duplicate']} duplicate, "
+            f"{files['failed']} failed",
+        ),
         ("roots", "\n".join(info["roots"]) or "-"),
         ("model", spec.get("model") or "(not recorded)"),
         ("adapter", spec.get("adapter") or "none"),
@@ -348,9 +388,13 @@ def _print_info(info: dict[str, Any]) -> None:
         rows.append((f"fingerprint.{key}", value if value is not None else "none"))
     staged = info.get("staged_rebuild")
     if staged:
-        rows.append(("unfinished rebuild",
-                     f"generation {staged['generation']}, {staged['vectors']} vectors "
-                     "(rerun `vela-search index --rebuild` to finish it)"))
+        rows.append(
+            (
+                "unfinished rebuild",
+                f"generation {staged['generation']}, {staged['vectors']} vectors "
+                "(rerun `vela-search index --rebuild` to finish it)",
+            )
+        )
     for key, value in rows:
         table.add_row(key, escape(str(value)))
     console.print(table)

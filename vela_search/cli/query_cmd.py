@@ -53,7 +53,8 @@ def query(
     ),
     min_score: float | None = typer.Option(None, "--min-score", help="Drop hits whose score is below this."),
     where: str | None = typer.Option(
-        None, "--where", help="Only files whose path matches this glob (e.g. '*/birds/*'), before top-k."
+        None, "--where", help="Only files whose path matches this glob, e.g. 'birds/*.flac' (any folder "
+        "named birds) or '/data/birds/*'; applied before top-k."
     ),
     model: str | None = typer.Option(None, "--model", help=MODEL_HELP + " Default: the index's model."),
     adapter: Path | None = typer.Option(

@@ -153,7 +153,8 @@ def load_backbone(
     """Load model and processor from a Hub id, a local directory, or ``tiny``.
 
     Args:
-        model: ``Qwen/Qwen2-Audio-7B-Instruct`` (default), a local checkpoint directory, or ``tiny``.
+        model: ``Qwen/Qwen2-Audio-7B-Instruct`` (default), a local checkpoint directory, ``tiny``, or
+            ``shape:<name>`` (random weights in a real model's shapes, see :mod:`vela_search.bench.shapes`).
         revision: Hub revision (branch, tag or commit) for a Hub id.
         adapter: A peft LoRA adapter directory to apply to the language model.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
@@ -166,8 +167,12 @@ def load_backbone(
     """
     import torch
     from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
+    from transformers.utils import logging as hf_logging
 
     from vela_search.embedding.attention import register_attention
+
+    # Our own commands show progress; transformers' per-load bars would only clutter stderr.
+    hf_logging.disable_progress_bar()
 
     model_str = str(model)
     is_tiny = model_str == TINY_MODEL_ID

@@ -87,8 +87,13 @@ def index_info(index_dir: str | os.PathLike[str]) -> dict[str, Any]:
             "vectors": data["num_vectors"],
             "deleted": data.get("num_deleted", 0),
             "shards": [{"number": s["number"], "vectors": s["count"]} for s in data["shards"]],
-            "files": {"total": files.num_rows, **{k: statuses.get(k, 0) for k in ("indexed", "duplicate", "failed")}},
-            "segments_in_files": int(sum(v or 0 for v in files["segments"].to_pylist())) if files.num_rows else 0,
+            "files": {
+                "total": files.num_rows,
+                **{k: statuses.get(k, 0) for k in ("indexed", "duplicate", "failed")},
+            },
+            "segments_in_files": int(sum(v or 0 for v in files["segments"].to_pylist()))
+            if files.num_rows
+            else 0,
             "roots": recorded_roots(files),
             "embedder": spec.to_dict() if spec is not None else None,
             "staged_rebuild": None,
@@ -99,6 +104,8 @@ def index_info(index_dir: str | os.PathLike[str]) -> dict[str, Any]:
                 "fingerprint": staging["fingerprint"],
                 "vectors": staging["num_vectors"],
                 "shards": len(staging["shards"]),
-                "embedder": (s.to_dict() if (s := recorded_spec(index_dir, staging["fingerprint"])) else None),
+                "embedder": (
+                    s.to_dict() if (s := recorded_spec(index_dir, staging["fingerprint"])) else None
+                ),
             }
         return info

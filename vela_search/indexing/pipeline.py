@@ -108,14 +108,16 @@ class _Run:
 
     def emit(self, phase: str, path: str | None = None) -> None:
         if self.progress is not None:
-            self.progress(IndexProgress(
-                phase=phase,  # type: ignore[arg-type]
-                files_done=self.files_done,
-                files_total=self.files_total,
-                segments_done=self.segments_done,
-                segments_total=max(self.segments_total, self.segments_done),
-                path=path,
-            ))
+            self.progress(
+                IndexProgress(
+                    phase=phase,  # type: ignore[arg-type]
+                    files_done=self.files_done,
+                    files_total=self.files_total,
+                    segments_done=self.segments_done,
+                    segments_total=max(self.segments_total, self.segments_done),
+                    path=path,
+                )
+            )
 
     # ----------------------------------------------------------------------------- embedding
     def embed(self, chunk: list[tuple[_Landing, int]]) -> None:
@@ -220,20 +222,25 @@ def validate_options(window_s: float, hop_s: float, commit_every: int) -> None:
     if not (math.isfinite(hop_s) and 0 < hop_s):
         raise VelaError(f"--hop must be a positive number of seconds, got {hop_s:g}")
     if hop_s > window_s:
-        raise VelaError(f"--hop ({hop_s:g} s) must not exceed --window ({window_s:g} s): audio would be skipped")
+        raise VelaError(
+            f"--hop ({hop_s:g} s) must not exceed --window ({window_s:g} s): audio would be skipped"
+        )
     if commit_every < 1:
         raise VelaError(f"--commit-every must be at least 1 segment, got {commit_every}")
     plan_windows(60.0, window_s, hop_s, SINGLE_SEGMENT_MAX_S)
 
 
-def _open_writer(index_dir: Path, embedder: VelaEmbedder, *, rebuild: bool, factory: str | None) -> IndexWriter:
+def _open_writer(
+    index_dir: Path, embedder: VelaEmbedder, *, rebuild: bool, factory: str | None
+) -> IndexWriter:
     from vela_search.store import AudioIndex, IndexWriter
 
     fingerprint = embedder.fingerprint.to_dict()
     if not AudioIndex.exists(index_dir):
         try:
-            AudioIndex.create(index_dir, fingerprint=fingerprint, dim=embedder.dim,
-                              factory=factory or DEFAULT_FACTORY).close()
+            AudioIndex.create(
+                index_dir, fingerprint=fingerprint, dim=embedder.dim, factory=factory or DEFAULT_FACTORY
+            ).close()
         except StoreError:
             if not AudioIndex.exists(index_dir):
                 raise  # not the race with another creator: a real error (e.g. a bad factory string)
@@ -298,21 +305,24 @@ def index_paths(
     """
     started = time.monotonic()
     validate_options(window_s, hop_s, commit_every)
-    index_dir = Path(index_dir)
-    index_dir.parent.mkdir(parents=True, exist_ok=True)
+    index_dir = Path(index_dir).expanduser()
+    from vela_search.store import AudioIndex
+
+    if not paths and not AudioIndex.exists(index_dir):
+        raise VelaError(f"nothing to index: give audio files or directories (no index at {index_dir} yet)")
     report = IndexReport(index_dir=str(index_dir))
     writer = _open_writer(index_dir, embedder, rebuild=rebuild, factory=factory)
     try:
         record_spec(index_dir, writer.fingerprint, EmbedderSpec.from_embedder(embedder))
-        roots = [str(p) for p in paths]
+        roots = [os.path.abspath(os.path.expanduser(str(p))) for p in paths]
         if rebuild or not roots:
-            from vela_search.store import AudioIndex
-
             with AudioIndex.open(index_dir) as current:
                 roots += [r for r in recorded_roots(current.files()) if r not in roots]
             roots += [r for r in recorded_roots(writer.files()) if r not in roots]
         if not roots:
-            raise VelaError(f"nothing to index: give audio files or directories (index {index_dir} records none)")
+            raise VelaError(
+                f"nothing to index: give audio files or directories (index {index_dir} records none)"
+            )
 
         def on_scan(phase: str, done: int, total: int, path: str | None) -> None:
             if progress is not None:
@@ -321,14 +331,25 @@ def index_paths(
         plan = plan_run(writer, roots, window_s=window_s, hop_s=hop_s, prune=prune, on_progress=on_scan)
         _apply_plan(writer, plan, report)
         run = _Run(
-            writer, embedder, report, plan,
-            commit_every=commit_every, commit_interval_s=commit_interval_s, progress=progress,
-            segments_total=plan.planned_segments, files_total=len(plan.jobs),
+            writer,
+            embedder,
+            report,
+            plan,
+            commit_every=commit_every,
+            commit_interval_s=commit_interval_s,
+            progress=progress,
+            segments_total=plan.planned_segments,
+            files_total=len(plan.jobs),
         )
         run.dirty = bool(plan.put_rows or plan.remove_paths or len(plan.delete_ids))
         try:
-            _embed_jobs(run, plan.jobs, window_s=window_s, hop_s=hop_s,
-                        workers=decode_workers or default_decode_workers())
+            _embed_jobs(
+                run,
+                plan.jobs,
+                window_s=window_s,
+                hop_s=hop_s,
+                workers=decode_workers or default_decode_workers(),
+            )
         except BaseException:
             # Keep the files that already landed (each is whole); the rest is redone by a rerun.
             if run.dirty:
@@ -383,7 +404,8 @@ def _embed_jobs(run: _Run, jobs: list[EmbedJob], *, window_s: float, hop_s: floa
     if not jobs:
         return
     emb = run.embedder
-    # Windows per embedding call: enough to fill the embedder's batches, and no more than a commit holds.
+    # Windows per embedding call at most: enough to fill the embedder's batches, and no more than a commit
+    # holds. Fewer are embedded when the decoder has nothing more ready.
     chunk_limit = max(1, min(2 * emb.max_batch_items, run.commit_every))
     chunk: list[tuple[_Landing, int]] = []
     pending: deque[_Landing] = deque()
@@ -396,15 +418,26 @@ def _embed_jobs(run: _Run, jobs: list[EmbedJob], *, window_s: float, hop_s: floa
         run.maybe_commit()
 
     prefetcher = SegmentPrefetcher(
-        [job.file.path for job in jobs], window_s=window_s, hop_s=hop_s, workers=workers,
-        budget=max(2 * chunk_limit, 16), head_allowance=max(chunk_limit, 8),
+        [job.file.path for job in jobs],
+        window_s=window_s,
+        hop_s=hop_s,
+        workers=workers,
+        budget=max(2 * chunk_limit, 16),
+        head_allowance=max(chunk_limit, 8),
     )
     try:
         for index, job in enumerate(jobs):
             landing = _Landing(job)
             pending.append(landing)
             run.emit("embed", job.file.path)
-            for message in prefetcher.messages(index):
+            messages = prefetcher.messages(index)
+            while True:
+                if chunk and not prefetcher.ready(index):
+                    # The decoder is behind: embed what there is rather than leave the embedder idle.
+                    flush()
+                message = next(messages, None)
+                if message is None:
+                    break
                 if isinstance(message, Failed):  # always the file's last message
                     landing.error = failure_reason(message.error, job.file.path)
                     continue

@@ -54,8 +54,9 @@ class FileState:
     header_duration_s: float | None = None
     error: str | None = None
 
-    def row(self, status: str, *, error: str | None = None, duration_s: float | None = None,
-            segments: int = 0) -> dict[str, Any]:
+    def row(
+        self, status: str, *, error: str | None = None, duration_s: float | None = None, segments: int = 0
+    ) -> dict[str, Any]:
         """This file as a files-table row."""
         return {
             "path": self.path,
@@ -113,11 +114,11 @@ class RunPlan:
 
 
 def failure_reason(error: BaseException, path: str) -> str:
-    """The reason part of an error about ``path`` (its "cannot decode audio file '<path>': " prefix dropped)."""
+    """The reason in an error about ``path``, without the "cannot decode audio file '<path>': " prefix."""
     text = str(error)
     prefix = f"cannot decode audio file '{path}': "
     if text.startswith(prefix):
-        return text[len(prefix):]
+        return text[len(prefix) :]
     if isinstance(error, AudioDecodeError):
         return text
     return f"{type(error).__name__}: {text}"
@@ -204,8 +205,12 @@ def segment_groups(writer: IndexWriter) -> dict[tuple[str, str], np.ndarray]:
     grouped = table.group_by(["path", "content_sha256"]).aggregate([("id", "list")])
     return {
         (p, s): np.asarray(ids, dtype=np.int64)
-        for p, s, ids in zip(grouped["path"].to_pylist(), grouped["content_sha256"].to_pylist(),
-                             grouped["id_list"].to_pylist(), strict=True)
+        for p, s, ids in zip(
+            grouped["path"].to_pylist(),
+            grouped["content_sha256"].to_pylist(),
+            grouped["id_list"].to_pylist(),
+            strict=True,
+        )
     }
 
 
@@ -238,7 +243,7 @@ def plan_run(
         on_progress: called as ``(phase, done, total, path)`` while scanning and hashing.
     """
     report = on_progress or (lambda *a: None)
-    roots = [os.path.abspath(p) for p in paths]
+    roots = [os.path.abspath(os.path.expanduser(p)) for p in paths]
     found = discover_audio_files(roots)
     plan = RunPlan(files_seen=len(found.files), problems=[(str(p), r) for p, r in found.problems])
 

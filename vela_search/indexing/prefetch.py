@@ -8,6 +8,8 @@ streamed window by window instead of being decoded whole.
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -28,6 +30,20 @@ class Failed:
     """The file could not be decoded (segments already yielded for it must be discarded)."""
 
     error: BaseException
+
+
+# Decoding threads run at a lower CPU priority (Linux niceness is per thread): where decoding and embedding
+# share the cores, the embedder is the stage to keep busy and decoding fills the gaps.
+_DECODE_NICENESS = 5
+
+
+def _lower_priority() -> None:
+    if sys.platform.startswith("linux"):
+        try:
+            tid = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + _DECODE_NICENESS)
+        except OSError:
+            pass  # not permitted here: run at the normal priority
 
 
 class SegmentPrefetcher:
@@ -78,6 +94,7 @@ class SegmentPrefetcher:
 
     # ------------------------------------------------------------------------------------- workers
     def _work(self) -> None:
+        _lower_priority()
         while True:
             with self._cond:
                 if self._stopped or self._next >= len(self._paths):
@@ -146,6 +163,11 @@ class SegmentPrefetcher:
             # The next file's buffered segments now count against the head allowance, not the budget.
             self._ahead -= self._counts.get(self._head, 0)
             self._cond.notify_all()
+
+    def ready(self, index: int) -> bool:
+        """Whether file ``index`` has a message waiting (reading it would not block)."""
+        with self._cond:
+            return bool(self._buffers.get(index))
 
     def close(self) -> None:
         """Stop the workers (a file being decoded is abandoned) and wait for them."""

@@ -84,8 +84,15 @@ def measure_pipeline_overlap(
 
     with tempfile.TemporaryDirectory(prefix="vela-overlap-") as tmp:
         started = time.perf_counter()
-        index_paths(files, os.path.join(tmp, "index"), embedder, window_s=window_s, hop_s=hop_s,
-                    decode_workers=workers, compact=False)
+        index_paths(
+            files,
+            os.path.join(tmp, "index"),
+            embedder,
+            window_s=window_s,
+            hop_s=hop_s,
+            decode_workers=workers,
+            compact=False,
+        )
         end_to_end_s = time.perf_counter() - started
 
     return PipelineTiming(

@@ -105,11 +105,13 @@ def record_spec(index_dir: str | os.PathLike[str], fingerprint: dict[str, Any], 
     index_dir = Path(index_dir)
     fingerprint = json.loads(json.dumps(fingerprint, sort_keys=True))
     entries = [e for e in _read(index_dir) if not _same(e.get("fingerprint", {}), fingerprint)]
-    entries.append({
-        "fingerprint": fingerprint,
-        "spec": spec.to_dict(),
-        "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    })
+    entries.append(
+        {
+            "fingerprint": fingerprint,
+            "spec": spec.to_dict(),
+            "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+    )
     payload = {"format": SPEC_FORMAT, "version": 1, "embedders": entries[-_MAX_ENTRIES:]}
     fd, tmp = tempfile.mkstemp(prefix=".tmp-embedder-", dir=index_dir)
     try:
@@ -171,8 +173,13 @@ def choose_spec(
     if recorded is None:
         recorded = current_spec(index_dir)
     if recorded is None:
-        return None, {"model": model, "revision": None, "adapter": adapter, "demos": demos,
-                      "quantize": quantize}
+        return None, {
+            "model": model,
+            "revision": None,
+            "adapter": adapter,
+            "demos": demos,
+            "quantize": quantize,
+        }
     if model is None and adapter is None and demos is None:
         return recorded, {
             "model": recorded.model,
