@@ -216,7 +216,7 @@ def run_retrieval_benchmark(
 
 
 def _notice(embedder: VelaEmbedder) -> str | None:
-    from vela_search.bench.shapes import SHAPE_NOTICE, is_shape_model
+    from vela_search.embedding.shapes import SHAPE_NOTICE, is_shape_model
 
     if embedder.notice:
         return embedder.notice

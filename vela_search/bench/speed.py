@@ -294,7 +294,7 @@ def run_speed_benchmark(config: SpeedConfig, *, progress: ProgressCallback | Non
     """
     import torch
 
-    from vela_search.bench.shapes import SHAPE_NOTICE, is_shape_model
+    from vela_search.embedding.shapes import SHAPE_NOTICE, is_shape_model
     from vela_search.embedding.demos import DemoSet
 
     config.validate()

@@ -154,7 +154,7 @@ def load_backbone(
 
     Args:
         model: ``Qwen/Qwen2-Audio-7B-Instruct`` (default), a local checkpoint directory, ``tiny``, or
-            ``shape:<name>`` (random weights in a real model's shapes, see :mod:`vela_search.bench.shapes`).
+            ``shape:<name>`` (random weights in a real model's shapes, see :mod:`vela_search.embedding.shapes`).
         revision: Hub revision (branch, tag or commit) for a Hub id.
         adapter: A peft LoRA adapter directory to apply to the language model.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
@@ -176,7 +176,7 @@ def load_backbone(
 
     model_str = str(model)
     is_tiny = model_str == TINY_MODEL_ID
-    # `shape:<name>`: random weights in a real model's shapes, built on the device (vela_search.bench.shapes).
+    # `shape:<name>`: random weights in a real model's shapes, built on the device (vela_search.embedding.shapes).
     is_shape = model_str.startswith("shape:")
     local = Path(model_str).expanduser()
     if is_shape:
@@ -204,7 +204,7 @@ def load_backbone(
         kwargs["device_map"] = {"": torch_device}
     try:
         if is_shape:
-            from vela_search.bench.shapes import build_shape_model
+            from vela_search.embedding.shapes import build_shape_model
 
             net, processor = build_shape_model(model_str, torch_device, torch_dtype)
         else:

@@ -26,6 +26,7 @@ from vela_search.embedding.audio_encoder import encode_audio
 from vela_search.embedding.backbone import DEFAULT_MODEL, Backbone, load_backbone
 from vela_search.embedding.demos import DemoSet
 from vela_search.embedding.fingerprint import Fingerprint
+from vela_search.embedding.shapes import SHAPE_NOTICE, SHAPE_PREFIX
 from vela_search.embedding.tiny import TINY_NOTICE
 from vela_search.errors import DemoFileError, ModelLoadError, TokenBudgetError, VelaError
 
@@ -190,8 +191,12 @@ class VelaEmbedder:
 
     @property
     def notice(self) -> str | None:
-        """A warning to show beside any result, or None (set for the tiny random model)."""
-        return TINY_NOTICE if self.is_tiny else None
+        """A warning to show beside any result, or None (set for random-weight models: tiny, shape:)."""
+        if self.is_tiny:
+            return TINY_NOTICE
+        if self.backbone.model_ref.startswith(SHAPE_PREFIX):
+            return SHAPE_NOTICE
+        return None
 
     @property
     def fingerprint(self) -> Fingerprint:
@@ -308,6 +313,9 @@ class VelaEmbedder:
                 sampling_rate=SAMPLE_RATE,
                 return_tensors="pt",
                 padding=True,
+                # The log-mel STFT over the padded 30 s window costs ~30 ms per clip on one CPU thread,
+                # more than the GPU spends on the clip: compute it on the model's GPU when there is one.
+                device=str(self.backbone.device) if self.backbone.device.type == "cuda" else "cpu",
             )
             features = (enc["input_features"], enc["feature_attention_mask"].sum(-1))
         else:

@@ -31,8 +31,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import soundfile
 
-from vela_search.audio import audio_duration, discover_audio_files, plan_windows
+from vela_search.audio import discover_audio_files, plan_windows
 from vela_search.errors import AudioDecodeError
 
 if TYPE_CHECKING:
@@ -169,9 +170,10 @@ def _probe(state: FileState) -> FileState:
         state.error = f"cannot read file ({reason})"
         return state
     try:
-        state.header_duration_s = audio_duration(state.path)
-    except (AudioDecodeError, ValueError, OSError):
-        pass  # decoding reports the reason
+        # For progress estimates only: a header read where libsndfile can (never a decode or ffprobe run).
+        state.header_duration_s = float(soundfile.info(state.path).duration)
+    except (RuntimeError, ValueError, OSError, TypeError):
+        pass  # decoding reports the reason if the file is broken
     return state
 
 

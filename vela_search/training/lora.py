@@ -9,6 +9,7 @@ pooling) is the one that trains.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -89,7 +90,10 @@ def attach_lora(
         target_modules=LLM_LORA_TARGETS,
         bias="none",
     )
-    peft_model = get_peft_model(model, config)
+    with warnings.catch_warnings():
+        # peft probes transformers' deprecated `is_gradient_checkpointing`: noise for the user.
+        warnings.simplefilter("ignore", FutureWarning)
+        peft_model = get_peft_model(model, config)
     assert_only_lora_trainable(peft_model)
     return peft_model
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vela_search.bench.shapes import SHAPES, get_shape, is_shape_model, shape_config
+from vela_search.embedding.shapes import SHAPES, get_shape, is_shape_model, shape_config
 from vela_search.embedding.embedder import EmbedItem, VelaEmbedder
 from vela_search.errors import ModelLoadError
 
