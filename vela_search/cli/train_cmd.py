@@ -198,10 +198,8 @@ def _print_summary(result: TrainResult) -> None:
             f"refresh an index with it: vela-search index PATH --index NAME --adapter {result.output} --rebuild",
             highlight=False,
         )
-    from vela_search.embedding.tiny import TINY_NOTICE
-
-    if TINY_NOTICE in result.notices:
-        err_console.print(f"[yellow]note:[/] {TINY_NOTICE}")
+    if result.model_notice:
+        err_console.print(f"[yellow]note:[/] {result.model_notice}", highlight=False)
 
 
 def _metric(metrics: dict[str, Any] | None, key: str) -> str:

@@ -80,9 +80,7 @@ def attach_lora(
         _upcast_language_model(embedder.backbone.language_model)
     model.config.use_cache = False
     if gradient_checkpointing:
-        # Non-reentrant checkpointing needs no input that requires grad (the embeddings are frozen) and
-        # passes the keyword arguments (the demo prefix) through to each layer.
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        set_gradient_checkpointing(model, True)
     config = LoraConfig(
         r=settings.r,
         lora_alpha=settings.alpha,
@@ -96,6 +94,28 @@ def attach_lora(
         peft_model = get_peft_model(model, config)
     assert_only_lora_trainable(peft_model)
     return peft_model
+
+
+def set_gradient_checkpointing(model: Any, on: bool) -> None:
+    """Turn activation checkpointing of the decoder layers on or off (transformers 5.17 and 5.2x names).
+
+    Non-reentrant checkpointing passes the keyword arguments (the demo prefix) through to each layer.
+    Turning it off also removes the hook transformers adds to make the input embeddings require grad, so
+    that inference afterwards builds no graph.
+    """
+    kwargs = {"use_reentrant": False}
+    if on:
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        return
+    if hasattr(model, "activation_checkpointing_disable"):
+        model.activation_checkpointing_disable()
+    else:
+        model.gradient_checkpointing_disable()
+    if getattr(model, "_require_grads_hook", None) is not None:
+        model.disable_input_require_grads()
 
 
 def _upcast_language_model(language_model: torch.nn.Module) -> None:
@@ -156,6 +176,7 @@ def load_lora_state(peft_model: Any, state: dict[str, torch.Tensor]) -> None:
 
 
 def freeze_lora(peft_model: Any) -> None:
-    """Stop the LoRA weights from requiring grad (after training: plain inference from then on)."""
+    """After training: LoRA weights stop requiring grad and checkpointing is off (plain inference)."""
     for _, param in trainable_parameters(peft_model):
         param.requires_grad_(False)
+    set_gradient_checkpointing(peft_model.base_model.model, False)

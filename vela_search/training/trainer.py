@@ -230,6 +230,7 @@ class TrainResult:
         checkpoint: The last checkpoint written, if any.
         resumed_from: The checkpoint the run continued from, if any.
         notices: Things the user should know (CPU training, tiny model, ...).
+        model_notice: The embedder's own warning (random-weight model), also among ``notices``.
         record: The training record (also in ``output/vela_training.json`` when complete).
         embedder: The trained embedder, ready to embed (LoRA frozen); None when interrupted.
     """
@@ -254,6 +255,7 @@ class TrainResult:
     checkpoint: Path | None
     resumed_from: Path | None
     notices: list[str]
+    model_notice: str | None
     record: dict[str, Any]
     embedder: VelaEmbedder | None = field(default=None, repr=False, compare=False)
 
@@ -916,6 +918,7 @@ def _result(
         checkpoint=last_checkpoint,
         resumed_from=resumed.path if resumed is not None else None,
         notices=notices,
+        model_notice=embedder.notice,
         record=record,
         embedder=None if interrupted else embedder,
     )
