@@ -22,40 +22,78 @@ EXIT_INTERRUPTED = 130
 
 @app.command("train")
 def train_command(
-    data: Path = typer.Option(..., "--data", help="Triplets: CSV sent0,sent1,hard_neg or JSONL anchor,positive,negative."),
-    output: Path = typer.Option(..., "--output", "-o", help="Directory for the adapter, its record and checkpoints/."),
+    data: Path = typer.Option(
+        ..., "--data", help="Triplets: CSV sent0,sent1,hard_neg or JSONL anchor,positive,negative."
+    ),
+    output: Path = typer.Option(
+        ..., "--output", "-o", help="Directory for the adapter, its record and checkpoints/."
+    ),
     model: str = typer.Option(_D.model, "--model", help=MODEL_HELP),
     demos: str = typer.Option(
-        _D.demos, "--demos", help="Demos to train behind: 'none' (cheapest), 'default' or a JSONL file; kept in the record."
+        _D.demos,
+        "--demos",
+        help="Demos to train behind: 'none' (cheapest), 'default' or a JSONL file; kept in the record.",
     ),
     device: str = typer.Option(_D.device, "--device", help=DEVICE_HELP),
-    dtype: str = typer.Option(_D.dtype, "--dtype", help="Base weights: auto (bf16 on CUDA, fp32 on CPU), bf16, fp16, fp32."),
-    quantize: str = typer.Option(_D.quantize, "--quantize", help="auto (4bit on CUDA, none on CPU), 4bit, 8bit or none."),
+    dtype: str = typer.Option(
+        _D.dtype, "--dtype", help="Base weights: auto (bf16 on CUDA, fp32 on CPU), bf16, fp16, fp32."
+    ),
+    quantize: str = typer.Option(
+        _D.quantize, "--quantize", help="auto (4bit on CUDA, none on CPU), 4bit, 8bit or none."
+    ),
     epochs: int = typer.Option(_D.epochs, "--epochs", help="Passes over the training rows."),
-    max_steps: int | None = typer.Option(None, "--max-steps", help="Optimizer steps in total (overrides --epochs)."),
+    max_steps: int | None = typer.Option(
+        None, "--max-steps", help="Optimizer steps in total (overrides --epochs)."
+    ),
     batch_size: int = typer.Option(_D.batch_size, "--batch-size", help="Triplets per contrastive batch."),
-    grad_accum: int = typer.Option(_D.grad_accum, "--grad-accum", help="Batches accumulated per optimizer step."),
+    grad_accum: int = typer.Option(
+        _D.grad_accum, "--grad-accum", help="Batches accumulated per optimizer step."
+    ),
     lr: float = typer.Option(_D.lr, "--lr", help="Peak learning rate (AdamW)."),
     temperature: float = typer.Option(_D.temperature, "--temperature", help="InfoNCE temperature."),
-    seed: int = typer.Option(_D.seed, "--seed", help="Seed of LoRA init, data order, dropout and the held-out split."),
-    warmup_steps: int | None = typer.Option(None, "--warmup-steps", help="Warm-up steps (default: --warmup-ratio)."),
-    warmup_ratio: float = typer.Option(_D.warmup_ratio, "--warmup-ratio", help="Warm-up as a share of all steps."),
-    scheduler: str = typer.Option(_D.scheduler, "--scheduler", help="Decay after warm-up: linear, cosine or constant."),
-    max_grad_norm: float = typer.Option(_D.max_grad_norm or 0.0, "--max-grad-norm", help="Gradient clipping (0: off)."),
+    seed: int = typer.Option(
+        _D.seed, "--seed", help="Seed of LoRA init, data order, dropout and the held-out split."
+    ),
+    warmup_steps: int | None = typer.Option(
+        None, "--warmup-steps", help="Warm-up steps (default: --warmup-ratio)."
+    ),
+    warmup_ratio: float = typer.Option(
+        _D.warmup_ratio, "--warmup-ratio", help="Warm-up as a share of all steps."
+    ),
+    scheduler: str = typer.Option(
+        _D.scheduler, "--scheduler", help="Decay after warm-up: linear, cosine or constant."
+    ),
+    max_grad_norm: float = typer.Option(
+        _D.max_grad_norm or 0.0, "--max-grad-norm", help="Gradient clipping (0: off)."
+    ),
     eval_fraction: float = typer.Option(_D.eval_fraction, "--eval-fraction", help="Share of rows held out."),
     max_eval: int = typer.Option(_D.max_eval or 0, "--max-eval", help="Held-out rows at most."),
-    eval_every: int = typer.Option(_D.eval_every, "--eval-every", help="Evaluate every N steps (0: before/after only)."),
-    save_every: int = typer.Option(_D.save_every, "--save-every", help="Checkpoint every N steps (0: at the end only)."),
-    keep_checkpoints: int = typer.Option(_D.keep_checkpoints, "--keep-checkpoints", help="Newest checkpoints kept (0: all)."),
+    eval_every: int = typer.Option(
+        _D.eval_every, "--eval-every", help="Evaluate every N steps (0: before/after only)."
+    ),
+    save_every: int = typer.Option(
+        _D.save_every, "--save-every", help="Checkpoint every N steps (0: at the end only)."
+    ),
+    keep_checkpoints: int = typer.Option(
+        _D.keep_checkpoints, "--keep-checkpoints", help="Newest checkpoints kept (0: all)."
+    ),
     gradient_checkpointing: bool | None = typer.Option(
-        None, "--gradient-checkpointing/--no-gradient-checkpointing", help="Trade compute for memory (default: on CUDA)."
+        None,
+        "--gradient-checkpointing/--no-gradient-checkpointing",
+        help="Trade compute for memory (default: on CUDA).",
     ),
     lora_r: int = typer.Option(_D.lora.r, "--lora-r", help="LoRA rank."),
     lora_alpha: int = typer.Option(_D.lora.alpha, "--lora-alpha", help="LoRA alpha."),
     lora_dropout: float = typer.Option(_D.lora.dropout, "--lora-dropout", help="LoRA dropout."),
-    max_text_tokens: int = typer.Option(_D.max_text_tokens, "--max-text-tokens", help="Skip rows with a longer text."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint under --output."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Start afresh in an --output that holds a run."),
+    max_text_tokens: int = typer.Option(
+        _D.max_text_tokens, "--max-text-tokens", help="Skip rows with a longer text."
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue from the latest checkpoint under --output."
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Start afresh in an --output that holds a run."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ) -> None:
     """Fine-tune the LLM's LoRA adapter on text triplets (contrastive InfoNCE; QLoRA on CUDA).
@@ -119,28 +157,29 @@ class _ProgressView:
         self.task: Any = None
 
     def __enter__(self) -> _ProgressView:
-        if self.enabled:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self.progress = Progress(
-                TextColumn("[bold]training[/]"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]}"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                console=err_console,
-                transient=False,
-            )
-            self.progress.__enter__()
         return self
+
+    def _start(self) -> None:
+        # Started on the run's first event, so an early error prints nothing but its own line.
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.progress = Progress(
+            TextColumn("[bold]training[/]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=err_console,
+        )
+        self.progress.__enter__()
 
     def __exit__(self, *exc: object) -> None:
         if self.progress is not None:
@@ -152,12 +191,16 @@ class _ProgressView:
             target = self.progress.console if self.progress is not None else err_console
             target.print(f"[yellow]note:[/] {event.message}", highlight=False)
             return
-        if self.progress is None:
+        if not self.enabled:
             return
+        if self.progress is None:
+            self._start()
         out = self.progress.console
         if event.kind == "start":
             out.print(event.message, highlight=False)
-            self.task = self.progress.add_task("train", total=event.total_steps, completed=event.step, loss="-")
+            self.task = self.progress.add_task(
+                "train", total=event.total_steps, completed=event.step, loss="-"
+            )
         elif event.kind == "step" and self.task is not None:
             self.progress.update(self.task, completed=event.step, loss=f"{event.loss:.4f}")
         elif event.kind == "eval" and event.metrics:
@@ -180,7 +223,10 @@ def _print_summary(result: TrainResult) -> None:
     table.add_row("steps", f"{result.steps} / {result.total_steps} ({result.epochs:.2f} epochs)")
     table.add_row("final loss", "-" if result.final_loss is None else f"{result.final_loss:.4f}")
     before, after = result.eval_before, result.eval_after
-    for key, label in (("triplet_accuracy", "held-out triplet accuracy"), ("recall_at_1", "held-out R@1 (text)")):
+    for key, label in (
+        ("triplet_accuracy", "held-out triplet accuracy"),
+        ("recall_at_1", "held-out R@1 (text)"),
+    ):
         if before or after:
             table.add_row(label, f"{_metric(before, key)} -> {_metric(after, key)}")
     table.add_row("triplets", f"{result.train_rows} training, {result.eval_rows} held out")
@@ -192,10 +238,13 @@ def _print_summary(result: TrainResult) -> None:
     table.add_row("output", str(result.output if not result.interrupted else result.checkpoint))
     console.print(table)
     if result.interrupted:
-        err_console.print(f"interrupted: continue with the same command and --resume (state in {result.checkpoint})")
+        err_console.print(
+            f"interrupted: continue with the same command and --resume (state in {result.checkpoint})"
+        )
     else:
         console.print(
-            f"refresh an index with it: vela-search index PATH --index NAME --adapter {result.output} --rebuild",
+            "refresh an index with it: "
+            f"vela-search index PATH --index NAME --adapter {result.output} --rebuild",
             highlight=False,
         )
     if result.model_notice:

@@ -9,7 +9,9 @@ pooling) is the one that trains.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -79,8 +81,6 @@ def attach_lora(
     if embedder.backbone.quantization is not None:
         _upcast_language_model(embedder.backbone.language_model)
     model.config.use_cache = False
-    if gradient_checkpointing:
-        set_gradient_checkpointing(model, True)
     config = LoraConfig(
         r=settings.r,
         lora_alpha=settings.alpha,
@@ -92,6 +92,9 @@ def attach_lora(
         # peft probes transformers' deprecated `is_gradient_checkpointing`: noise for the user.
         warnings.simplefilter("ignore", FutureWarning)
         peft_model = get_peft_model(model, config)
+    if gradient_checkpointing:
+        # After wrapping, so that only one set of input hooks exists and `freeze_lora` removes it.
+        set_gradient_checkpointing(model, True)
     assert_only_lora_trainable(peft_model)
     return peft_model
 
@@ -99,9 +102,8 @@ def attach_lora(
 def set_gradient_checkpointing(model: Any, on: bool) -> None:
     """Turn activation checkpointing of the decoder layers on or off (transformers 5.17 and 5.2x names).
 
-    Non-reentrant checkpointing passes the keyword arguments (the demo prefix) through to each layer.
-    Turning it off also removes the hook transformers adds to make the input embeddings require grad, so
-    that inference afterwards builds no graph.
+    Non-reentrant checkpointing passes the keyword arguments (the demo prefix) through to each layer and
+    needs no input that requires grad.
     """
     kwargs = {"use_reentrant": False}
     if on:
@@ -109,12 +111,14 @@ def set_gradient_checkpointing(model: Any, on: bool) -> None:
             model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-        return
-    if hasattr(model, "activation_checkpointing_disable"):
+    elif hasattr(model, "activation_checkpointing_disable"):
         model.activation_checkpointing_disable()
     else:
         model.gradient_checkpointing_disable()
-    if getattr(model, "_require_grads_hook", None) is not None:
+    # transformers also hooks the input embeddings to require grad. Non-reentrant checkpointing does not
+    # need that, and it would make every forward build a graph, evaluation included.
+    hooked = getattr(model, "_require_grads_hooks", None) or getattr(model, "_require_grads_hook", None)
+    if hooked:
         model.disable_input_require_grads()
 
 
@@ -171,8 +175,26 @@ def load_lora_state(peft_model: Any, state: dict[str, torch.Tensor]) -> None:
     if set(state) != expected:
         missing = sorted(expected - set(state))[:3]
         extra = sorted(set(state) - expected)[:3]
-        raise ValueError(f"adapter weights do not match the LoRA layers (missing {missing}, unexpected {extra})")
+        raise ValueError(
+            f"adapter weights do not match the LoRA layers (missing {missing}, unexpected {extra})"
+        )
     set_peft_model_state_dict(peft_model, state)
+
+
+@contextlib.contextmanager
+def lora_frozen(params: list[torch.nn.Parameter]) -> Iterator[None]:
+    """LoRA weights stop requiring grad inside the block, so forwards build no graph.
+
+    This is how the trainer runs inference (evaluation, the demo prefix) without ``torch.no_grad()``,
+    which a 4-bit bitsandbytes model must never see before it trains.
+    """
+    for param in params:
+        param.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for param in params:
+            param.requires_grad_(True)
 
 
 def freeze_lora(peft_model: Any) -> None:

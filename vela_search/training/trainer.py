@@ -51,6 +51,8 @@ QUANTIZE_CHOICES = ("auto", "4bit", "8bit", "none")
 SCHEDULERS = ("linear", "cosine", "constant")
 # Skip reason for texts longer than `max_text_tokens` (joins the data reader's reasons in the report).
 TOO_LONG = "too_long"
+# Texts per evaluation forward on a quantized model, where evaluation has to build a graph (see _Loop).
+QUANTIZED_EVAL_CHUNK = 16
 # Steps over which the reported final loss is averaged (single-step losses are noisy).
 FINAL_LOSS_WINDOW = 10
 # The peft adapter files written into the output directory.
@@ -135,24 +137,41 @@ class TrainConfig:
         """Raise :class:`TrainingError` naming the first setting that is out of range."""
         checks = [
             (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
-            (self.max_steps is None or self.max_steps >= 1, f"--max-steps must be >= 1, got {self.max_steps}"),
+            (
+                self.max_steps is None or self.max_steps >= 1,
+                f"--max-steps must be >= 1, got {self.max_steps}",
+            ),
             (self.batch_size >= 2, f"--batch-size must be >= 2 (a contrastive batch), got {self.batch_size}"),
             (self.grad_accum >= 1, f"--grad-accum must be >= 1, got {self.grad_accum}"),
             (self.lr > 0 and math.isfinite(self.lr), f"--lr must be > 0, got {self.lr}"),
             (self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}"),
             (self.temperature > 0, f"--temperature must be > 0, got {self.temperature}"),
-            (self.warmup_steps is None or self.warmup_steps >= 0, f"--warmup-steps must be >= 0, got {self.warmup_steps}"),
+            (
+                self.warmup_steps is None or self.warmup_steps >= 0,
+                f"--warmup-steps must be >= 0, got {self.warmup_steps}",
+            ),
             (0 <= self.warmup_ratio < 1, f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}"),
-            (self.scheduler in SCHEDULERS, f"--scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}"),
-            (self.max_grad_norm is None or self.max_grad_norm >= 0, f"--max-grad-norm must be >= 0, got {self.max_grad_norm}"),
-            (0 <= self.eval_fraction <= 0.5, f"--eval-fraction must be between 0 and 0.5, got {self.eval_fraction}"),
+            (
+                self.scheduler in SCHEDULERS,
+                f"--scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}",
+            ),
+            (
+                self.max_grad_norm is None or self.max_grad_norm >= 0,
+                f"--max-grad-norm must be >= 0, got {self.max_grad_norm}",
+            ),
+            (
+                0 <= self.eval_fraction <= 0.5,
+                f"--eval-fraction must be between 0 and 0.5, got {self.eval_fraction}",
+            ),
             (self.max_eval is None or self.max_eval >= 0, f"--max-eval must be >= 0, got {self.max_eval}"),
             (self.eval_every >= 0, f"--eval-every must be >= 0, got {self.eval_every}"),
             (self.save_every >= 0, f"--save-every must be >= 0, got {self.save_every}"),
             (self.keep_checkpoints >= 0, f"--keep-checkpoints must be >= 0, got {self.keep_checkpoints}"),
             (self.max_text_tokens >= 1, f"--max-text-tokens must be >= 1, got {self.max_text_tokens}"),
-            (_normal_quantize(self.quantize) in QUANTIZE_CHOICES,
-             f"--quantize must be one of {', '.join(QUANTIZE_CHOICES)}, got {self.quantize!r}"),
+            (
+                _normal_quantize(self.quantize) in QUANTIZE_CHOICES,
+                f"--quantize must be one of {', '.join(QUANTIZE_CHOICES)}, got {self.quantize!r}",
+            ),
             (not (self.resume and self.overwrite), "--resume and --overwrite exclude each other"),
         ]
         for ok, message in checks:
@@ -260,7 +279,7 @@ class TrainResult:
     embedder: VelaEmbedder | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable summary (without the loss curve's full length in the record copy)."""
+        """A JSON-serialisable summary (without the record and the embedder)."""
         out = {k: v for k, v in asdict(self).items() if k not in ("embedder", "record")}
         for key in ("output", "checkpoint", "resumed_from"):
             out[key] = None if out[key] is None else str(out[key])
@@ -292,7 +311,7 @@ def train(config: TrainConfig, *, progress: ProgressCallback | None = None) -> T
 
     from vela_search.embedding.backbone import resolve_device
     from vela_search.embedding.embedder import VelaEmbedder
-    from vela_search.training.checkpoint import load_checkpoint
+    from vela_search.training.checkpoint import load_checkpoint, restore_rng
     from vela_search.training.data import load_triplet_data
 
     config.validate()
@@ -301,7 +320,9 @@ def train(config: TrainConfig, *, progress: ProgressCallback | None = None) -> T
     output = Path(config.output).expanduser()
     resume_path = _prepare_output(output, config)
 
-    data = load_triplet_data(config.data, eval_fraction=config.eval_fraction, seed=config.seed, max_eval=config.max_eval)
+    data = load_triplet_data(
+        config.data, eval_fraction=config.eval_fraction, seed=config.seed, max_eval=config.max_eval
+    )
     checkpoint = load_checkpoint(resume_path) if resume_path is not None else None
 
     device = resolve_device(config.device)
@@ -311,14 +332,22 @@ def train(config: TrainConfig, *, progress: ProgressCallback | None = None) -> T
     )
     notices: list[str] = []
     if device.type == "cpu":
-        precision = f"{quantize} base weights" if quantize else f"{config.dtype if config.dtype != 'auto' else 'fp32'} base weights"
+        precision = (
+            f"{quantize} base weights"
+            if quantize
+            else f"{config.dtype if config.dtype != 'auto' else 'fp32'} base weights"
+        )
         notices.append(
             f"training on the CPU ({precision}, fp32 LoRA): fine for the tiny model, far too slow for the 7B "
             "model; use a CUDA GPU (4-bit QLoRA by default)"
         )
 
     embedder = VelaEmbedder.from_pretrained(
-        config.model, demos=config.demos, device=str(device), dtype=config.dtype, quantize=quantize,
+        config.model,
+        demos=config.demos,
+        device=str(device),
+        dtype=config.dtype,
+        quantize=quantize,
         revision=config.revision,
     )
     # Before any forward: a 4-bit instance that ran under no_grad cannot train (bitsandbytes).
@@ -340,24 +369,31 @@ def train(config: TrainConfig, *, progress: ProgressCallback | None = None) -> T
     steps_per_epoch = len(train_rows) // per_step
     if steps_per_epoch == 0:
         raise TrainingError(
-            f"{len(train_rows)} training triplets are fewer than one step needs (batch size {config.batch_size} "
+            f"{len(train_rows)} training triplets are fewer than one step needs "
+            f"(batch size {config.batch_size} "
             f"x grad accum {config.grad_accum} = {per_step}); lower --batch-size or --grad-accum"
         )
     total_steps = config.max_steps or config.epochs * steps_per_epoch
-    warmup = config.warmup_steps if config.warmup_steps is not None else math.ceil(config.warmup_ratio * total_steps)
+    warmup = (
+        config.warmup_steps
+        if config.warmup_steps is not None
+        else math.ceil(config.warmup_ratio * total_steps)
+    )
 
     run_identity = _run_identity(config, embedder, data)
     if checkpoint is not None:
         _check_resumable(checkpoint.state, run_identity, checkpoint.path)
         if checkpoint.step >= total_steps:
             raise TrainingError(
-                f"the run in {output} already did {checkpoint.step} of {total_steps} steps; raise --max-steps or "
+                f"the run in {output} already did {checkpoint.step} of {total_steps} steps; "
+                "raise --max-steps or "
                 "--epochs to train further"
             )
         previous_total = checkpoint.state.get("total_steps")
         if previous_total != total_steps:
             notices.append(
-                f"the learning-rate schedule now spans {total_steps} steps (the checkpoint's run planned {previous_total})"
+                f"the learning-rate schedule now spans {total_steps} steps "
+                f"(the checkpoint's run planned {previous_total})"
             )
 
     for message in notices:
@@ -383,17 +419,35 @@ def train(config: TrainConfig, *, progress: ProgressCallback | None = None) -> T
 
     def record(complete: bool) -> dict[str, Any]:
         return _training_record(
-            config, embedder, base_fingerprint, data, state, run_identity, train_rows, eval_rows, skipped_reasons,
-            warmup, gradient_checkpointing, started, complete,
+            config,
+            embedder,
+            base_fingerprint,
+            data,
+            state,
+            run_identity,
+            train_rows,
+            eval_rows,
+            skipped_reasons,
+            warmup,
+            gradient_checkpointing,
+            started,
+            complete,
             trainable=sum(p.numel() for p in params),
         )
 
-    emit(TrainEvent(
-        "start", state.step, total_steps,
-        message=(f"{len(train_rows)} training / {len(eval_rows)} held-out triplets, {steps_per_epoch} steps per "
-                 f"epoch, {sum(p.numel() for p in params):,} LoRA parameters on {device}"
-                 + (f", {quantize}" if quantize else "")),
-    ))
+    emit(
+        TrainEvent(
+            "start",
+            state.step,
+            total_steps,
+            message=(
+                f"{len(train_rows)} training / {len(eval_rows)} held-out triplets, "
+                f"{steps_per_epoch} steps per "
+                f"epoch, {sum(p.numel() for p in params):,} LoRA parameters on {device}"
+                + (f", {quantize}" if quantize else "")
+            ),
+        )
+    )
 
     trainer = _Loop(embedder, peft_model, optimizer, scheduler, params, config, train_rows, state)
     trainer.refresh_prefix()
@@ -401,6 +455,9 @@ def train(config: TrainConfig, *, progress: ProgressCallback | None = None) -> T
         state.eval_before = {"step": 0, **trainer.evaluate(eval_rows)}
         state.eval_history.append(state.eval_before)
         emit(TrainEvent("eval", 0, total_steps, metrics=state.eval_before))
+    if checkpoint is not None:
+        # Last, right before the next step: LoRA dropout continues exactly where the run stopped.
+        restore_rng(checkpoint.rng)
 
     last_checkpoint: Path | None = None
 
@@ -409,9 +466,14 @@ def train(config: TrainConfig, *, progress: ProgressCallback | None = None) -> T
         from vela_search.training.checkpoint import save_checkpoint
 
         last_checkpoint = save_checkpoint(
-            output, step, peft_model=peft_model, optimizer=optimizer, scheduler=scheduler,
+            output,
+            step,
+            peft_model=peft_model,
+            optimizer=optimizer,
+            scheduler=scheduler,
             state=state.to_json(run_identity, wall_time_s=state.wall_before + time.monotonic() - started),
-            record=record(complete=False), keep=config.keep_checkpoints,
+            record=record(complete=False),
+            keep=config.keep_checkpoints,
         )
         emit(TrainEvent("checkpoint", step, total_steps, path=last_checkpoint))
         return last_checkpoint
@@ -446,10 +508,31 @@ def train(config: TrainConfig, *, progress: ProgressCallback | None = None) -> T
             )
         elif last_checkpoint is None or last_checkpoint.name != f"step-{state.step}":
             save(state.step)
-        emit(TrainEvent("notice", state.step, total_steps,
-                        message=f"interrupted after step {state.step} of {total_steps}; continue with --resume"))
-        return _result(output, config, state, data, train_rows, eval_rows, skipped_reasons, embedder, started,
-                       notices, record(complete=False), checkpoint, last_checkpoint, quantize, interrupted=True)
+        emit(
+            TrainEvent(
+                "notice",
+                state.step,
+                total_steps,
+                message=f"interrupted after step {state.step} of {total_steps}; continue with --resume",
+            )
+        )
+        return _result(
+            output,
+            config,
+            state,
+            data,
+            train_rows,
+            eval_rows,
+            skipped_reasons,
+            embedder,
+            started,
+            notices,
+            record(complete=False),
+            checkpoint,
+            last_checkpoint,
+            quantize,
+            interrupted=True,
+        )
 
     if eval_rows:
         state.eval_after = {"step": state.step, **trainer.evaluate(eval_rows)}
@@ -461,12 +544,32 @@ def train(config: TrainConfig, *, progress: ProgressCallback | None = None) -> T
     _write_adapter(output, peft_model, final_record)
     _finish_embedder(embedder, peft_model, output)
     emit(TrainEvent("done", state.step, total_steps, path=output))
-    return _result(output, config, state, data, train_rows, eval_rows, skipped_reasons, embedder, started, notices,
-                   final_record, checkpoint, last_checkpoint, quantize, interrupted=False)
+    return _result(
+        output,
+        config,
+        state,
+        data,
+        train_rows,
+        eval_rows,
+        skipped_reasons,
+        embedder,
+        started,
+        notices,
+        final_record,
+        checkpoint,
+        last_checkpoint,
+        quantize,
+        interrupted=False,
+    )
 
 
-def evaluate(embedder: VelaEmbedder, triplets: Sequence[Triplet], *, batch_size: int = 64) -> dict[str, Any]:
+def evaluate(embedder: VelaEmbedder, triplets: Sequence[Triplet], *, chunk: int = 192) -> dict[str, Any]:
     """Held-out metrics of an embedder on triplets (caption mode, as in training).
+
+    Args:
+        embedder: The embedder (in training: with its current weights).
+        triplets: Held-out rows.
+        chunk: Texts embedded per call (bounds memory when the forward builds a graph).
 
     Returns:
         ``{"triplet_accuracy", "recall_at_1", "pairs"}``: how often the anchor is closer to its positive
@@ -479,7 +582,7 @@ def evaluate(embedder: VelaEmbedder, triplets: Sequence[Triplet], *, batch_size:
     vectors = _embed_detached(
         embedder,
         [t.anchor for t in triplets] + [t.positive for t in triplets] + [t.negative for t in triplets],
-        chunk=max(1, batch_size) * 3,
+        chunk=max(1, chunk),
     )
     n = len(triplets)
     a, p, neg = vectors[:n], vectors[n : 2 * n], vectors[2 * n :]
@@ -584,7 +687,8 @@ class _Loop:
         mean_loss = total / accum
         if not math.isfinite(mean_loss):
             raise TrainingError(
-                f"the training loss became {mean_loss} at step {self.state.step + 1}; lower --lr or raise --temperature"
+                f"the training loss became {mean_loss} at step {self.state.step + 1}; "
+                "lower --lr or raise --temperature"
             )
         self.updating = True
         if self.config.max_grad_norm:
@@ -606,13 +710,33 @@ class _Loop:
         Done in eval mode (no LoRA dropout) through the public API: dropping the cached prefix and
         embedding one probe text, which rebuilds it.
         """
-        self._train_mode(False)
-        self.embedder.refresh_prefix()
-        _embed_detached(self.embedder, ["probe"], chunk=1)
+        with self._inference():
+            self.embedder.refresh_prefix()
+            _embed_detached(self.embedder, ["probe"], chunk=1)
 
     def evaluate(self, rows: list[Triplet]) -> dict[str, Any]:
+        """Held-out metrics with the current weights."""
+        quantized = self.embedder.backbone.quantization is not None
+        chunk = QUANTIZED_EVAL_CHUNK if quantized else 3 * self.config.batch_size
+        with self._inference():
+            return evaluate(self.embedder, rows, chunk=chunk)
+
+    @contextlib.contextmanager
+    def _inference(self) -> Iterator[None]:
+        """Eval mode; LoRA frozen so that forwards build no graph, except on a quantized model.
+
+        A bitsandbytes 4-bit model breaks in training once it ran a forward in which nothing required grad
+        (under ``no_grad`` or with every weight frozen alike), so there the graph is built and dropped, in
+        small chunks.
+        """
+        from vela_search.training.lora import lora_frozen
+
         self._train_mode(False)
-        return evaluate(self.embedder, rows, batch_size=self.config.batch_size)
+        if self.embedder.backbone.quantization is None:
+            with lora_frozen(self.params):
+                yield
+        else:
+            yield
 
     def _train_mode(self, on: bool) -> None:
         if on:
@@ -674,7 +798,8 @@ def _prepare_output(output: Path, config: TrainConfig) -> Path | None:
     if existing:
         if not config.overwrite:
             raise TrainingError(
-                f"{output} already holds a training run ({', '.join(existing)}); pass --resume to continue it, "
+                f"{output} already holds a training run ({', '.join(existing)}); "
+                "pass --resume to continue it, "
                 "--overwrite to start again, or choose another --output"
             )
         shutil.rmtree(checkpoints_dir(output), ignore_errors=True)
@@ -750,7 +875,8 @@ def _check_resumable(saved: dict[str, Any], identity: dict[str, Any], path: Path
             diffs.append(f"{key}: checkpoint {_short(before.get(key))}, now {_short(value)}")
     if diffs:
         raise TrainingError(
-            f"cannot resume from {path}: the settings differ ({'; '.join(diffs)}); use the checkpoint's settings "
+            f"cannot resume from {path}: the settings differ ({'; '.join(diffs)}); "
+            "use the checkpoint's settings "
             "or start a new run with --overwrite"
         )
 
