@@ -24,7 +24,6 @@ from audio_factory import (
     write_long_tone,
 )
 
-from vela_search import audio
 from vela_search.audio import (
     AUDIO_EXTENSIONS,
     SAMPLE_RATE,
@@ -33,6 +32,7 @@ from vela_search.audio import (
     audio_duration,
     decode_audio,
     discover_audio_files,
+    discovery,
     ffmpeg_available,
     iter_segments,
     load_waveform,
@@ -554,7 +554,7 @@ def test_discovery_unreadable_directory_is_reported(tmp_path: Path, monkeypatch:
         return real_scandir(path)
 
     # Root ignores directory permissions, so the EACCES is simulated.
-    monkeypatch.setattr(audio.os, "scandir", scandir)
+    monkeypatch.setattr(discovery.os, "scandir", scandir)
     result = discover_audio_files([tmp_path])
     rel = {p.relative_to(tmp_path).as_posix() for p in result.files}
     assert rel == {"a/one.wav", "b/four.ogg", "top.opus"}

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from audio_factory import tone, write_audio
 
-from vela_search import search as search_mod
 from vela_search.audio import audio_duration, iter_segments
 from vela_search.errors import (
     EmptyIndexError,
@@ -26,10 +25,12 @@ from vela_search.search import (
     check_k,
     embedder_spec,
     format_timestamp,
+    index_embedder,
     load_query_clip,
     normalize_glob,
     relative_to_root,
 )
+from vela_search.search import searcher as searcher_mod
 from vela_search.store import AudioIndex
 
 SR = 16_000
@@ -251,7 +252,7 @@ def test_ungrouped_lists_every_segment(searcher, collection):
 def test_grouping_widens_the_fetch_until_k_files(searcher, collection, monkeypatch):
     _, files = collection
     # Fetch only k segments at first: the long file's windows fill them, so the search must widen.
-    monkeypatch.setattr(search_mod, "_OVERFETCH", 1)
+    monkeypatch.setattr(searcher_mod, "_OVERFETCH", 1)
     calls = []
     original = searcher.index.search
 
@@ -501,12 +502,12 @@ def test_embedder_spec_reads_what_indexing_recorded(tmp_path, tiny_embedder):
 
 
 def test_model_refs_map_back_to_load_arguments(tmp_path):
-    assert search_mod._model_from_ref("tiny@recipe-1") == ("tiny", None)
-    assert search_mod._model_from_ref("Qwen/Qwen2-Audio-7B-Instruct@abc123") == (
+    assert index_embedder._model_from_ref("tiny@recipe-1") == ("tiny", None)
+    assert index_embedder._model_from_ref("Qwen/Qwen2-Audio-7B-Instruct@abc123") == (
         "Qwen/Qwen2-Audio-7B-Instruct",
         "abc123",
     )
-    assert search_mod._model_from_ref(str(tmp_path)) == (str(tmp_path), None)
+    assert index_embedder._model_from_ref(str(tmp_path)) == (str(tmp_path), None)
 
 
 def test_refresh_sees_a_newer_generation(tmp_path, collection, tiny_embedder):

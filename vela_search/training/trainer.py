@@ -349,6 +349,9 @@ def train(config: TrainConfig, *, progress: ProgressCallback | None = None) -> T
         dtype=config.dtype,
         quantize=quantize,
         revision=config.revision,
+        # One forward per contrastive batch: smaller sub-batches save no memory here (every graph is kept
+        # until backward) and multiply kernel launches, which dominated a 7B step at the default of 32.
+        max_batch_items=3 * config.batch_size,
     )
     # Before any forward: a 4-bit instance that ran under no_grad cannot train (bitsandbytes).
     embedder.avoid_no_grad = True

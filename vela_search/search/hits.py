@@ -1,0 +1,80 @@
+"""Search results: the `Hit` dataclass and how its path and timestamps are shown."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import PurePath
+from typing import Any
+
+__all__ = ["Hit", "format_timestamp", "relative_to_root"]
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result: a segment of a file, or the best segment of a file when grouped.
+
+    Attributes:
+        path: the file (as stored in the index; absolute when indexed from an absolute root).
+        start_s: start of the segment in seconds.
+        end_s: end of the segment in seconds.
+        score: cosine similarity of the query and the segment (unit vectors), in [-1, 1]; comparable only
+            between results of one index and embedder.
+        duration_s: duration of the whole file in seconds (None when unknown).
+        segment_id: the segment's id in the index.
+        rank: 1 for the best hit.
+        paths: every indexed path with the same content (``path`` first), duplicates included.
+        root: the directory the file was indexed from, when recorded.
+        file: the file's row of the index's files table (size, mtime_ns, sha256, status, ...), or {}.
+    """
+
+    path: str
+    start_s: float
+    end_s: float
+    score: float
+    duration_s: float | None
+    segment_id: int
+    rank: int
+    paths: tuple[str, ...] = ()
+    root: str | None = None
+    file: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def display_path(self) -> str:
+        """``path`` relative to the indexed root when it lies inside it, else ``path`` itself."""
+        return relative_to_root(self.path, self.root)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The hit as JSON-able values (the form ``vela-search query --json`` prints)."""
+        return {
+            "rank": self.rank,
+            "score": self.score,
+            "path": self.path,
+            "display_path": self.display_path,
+            "start_s": self.start_s,
+            "end_s": self.end_s,
+            "duration_s": self.duration_s,
+            "segment_id": self.segment_id,
+            "paths": list(self.paths),
+            "root": self.root,
+        }
+
+
+def relative_to_root(path: str, root: str | None) -> str:
+    """``path`` relative to ``root`` (POSIX separators kept as stored) when inside it, else ``path``."""
+    if not root:
+        return path
+    try:
+        return PurePath(path).relative_to(PurePath(root)).as_posix()
+    except ValueError:
+        return path
+
+
+def format_timestamp(seconds: float | None) -> str:
+    """Seconds as ``mm:ss`` (``h:mm:ss`` from one hour), rounded to the nearest second; ``-`` when None."""
+    if seconds is None or not math.isfinite(seconds):
+        return "-"
+    total = max(0, round(seconds))
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"

@@ -1,0 +1,359 @@
+"""The `Searcher`: text, audio and vector queries over one index with the embedder that built it."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from vela_search.errors import QueryError
+from vela_search.search.clips import load_query_clip
+from vela_search.search.grouping import _file_key, _FilesLookup, _grouping_done, _make_hit
+from vela_search.search.hits import Hit
+from vela_search.search.index_embedder import check_compatible, load_index_embedder
+from vela_search.search.validation import (
+    DEFAULT_K,
+    _check_min_score,
+    check_k,
+    check_not_empty,
+    check_text_query,
+    normalize_glob,
+)
+
+if TYPE_CHECKING:
+    from vela_search.embedding.embedder import EmbedItem, VelaEmbedder
+    from vela_search.store import AudioIndex, SearchHit
+
+__all__ = ["Searcher"]
+
+
+# Grouped search first asks the store for k * this many segments, then widens by _WIDEN while files are
+# missing: a file contributes several overlapping windows, and most of them score alike.
+_OVERFETCH = 8
+_WIDEN = 4
+
+
+class Searcher:
+    """Answers queries over one index with the embedder that built it.
+
+    Example:
+        >>> searcher = Searcher.open("indexes/default")
+        >>> for hit in searcher.search("dog barking then a car passes", k=5):
+        ...     print(hit.rank, f"{hit.score:.3f}", hit.path, hit.start_s, hit.end_s)
+
+    Reuse one Searcher for many queries: the model, the shared demonstration prefix and the shard copies
+    are loaded once. Calls are serialised on the embedder, so a Searcher may be shared between threads.
+    """
+
+    def __init__(self, index: AudioIndex, embedder: VelaEmbedder) -> None:
+        """Pair an open index with an embedder.
+
+        Raises:
+            FingerprintMismatchError: the embedder is not the one the index was built with; the message
+                names the differing fields and the fix.
+        """
+        check_compatible(index, embedder)
+        self.index = index
+        self.embedder = embedder
+        self._lock = threading.RLock()
+        self._files: _FilesLookup | None = None
+
+    @classmethod
+    def open(
+        cls,
+        index_dir: str | Path,
+        *,
+        model: str | None = None,
+        adapter: str | Path | None = None,
+        demos: str | Path | None = None,
+        device: str = "auto",
+        dtype: str = "auto",
+        batch_tokens: int | None = None,
+    ) -> Searcher:
+        """Open the index at ``index_dir`` and load its embedder (or the one given, which must match).
+
+        Args:
+            index_dir: the index directory.
+            model: Hub id, local directory or ``tiny``; default: the model the index records.
+            adapter: LoRA adapter directory; default: the index's, when it records where it was.
+            demos: ``default``, ``none`` or a JSONL file; default: the index's.
+            device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+            dtype: ``auto``, ``bf16``, ``fp16`` or ``fp32``.
+            batch_tokens: suffix tokens per embedding batch (default: sized from free GPU memory on CUDA).
+
+        Raises:
+            IndexNotFoundError: no index at ``index_dir``.
+            EmptyIndexError: the index holds no vectors (checked before the model is loaded).
+            ModelLoadError: the embedder cannot be found or loaded.
+            FingerprintMismatchError: the given model/adapter/demos differ from the index's.
+        """
+        from vela_search.store import AudioIndex
+
+        index = AudioIndex.open(index_dir)
+        try:
+            check_not_empty(index)
+            embedder = load_index_embedder(
+                index, model=model, adapter=adapter, demos=demos, device=device, dtype=dtype,
+                batch_tokens=batch_tokens,
+            )
+            return cls(index, embedder)
+        except BaseException:
+            index.close()
+            raise
+
+    def close(self) -> None:
+        """Close the index snapshot (the embedder stays usable)."""
+        self.index.close()
+
+    def __enter__(self) -> Searcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def notice(self) -> str | None:
+        """A warning that belongs beside every result (the tiny random model's), or None."""
+        return self.embedder.notice
+
+    def refresh(self) -> bool:
+        """Switch to the index's latest committed generation, if a newer one exists.
+
+        Returns:
+            True when the snapshot changed.
+
+        Raises:
+            FingerprintMismatchError: the index was rebuilt with another embedder.
+        """
+        from vela_search.store import AudioIndex
+
+        latest = AudioIndex.open(self.index.root)
+        if latest.generation == self.index.generation:
+            latest.close()
+            return False
+        try:
+            check_compatible(latest, self.embedder)
+        except BaseException:
+            latest.close()
+            raise
+        with self._lock:
+            old, self.index, self._files = self.index, latest, None
+        old.close()
+        return True
+
+    # ------------------------------------------------------------------------------------- text queries
+    def search(
+        self,
+        query: str,
+        *,
+        mode: str = "caption",
+        instruction: str | None = None,
+        k: int = DEFAULT_K,
+        min_score: float | None = None,
+        path_glob: str | None = None,
+        group: bool = True,
+    ) -> list[Hit]:
+        """Search with one text query.
+
+        Args:
+            query: the text. Never truncated: one too long for the model is refused.
+            mode: ``caption`` (a short description, the default), ``long`` (a passage of any length the
+                model's positions allow) or ``instruction`` (a request, with ``instruction``).
+            instruction: the request that precedes the text in instruction mode, e.g. "find recordings
+                with the same sound source as:".
+            k: hits to return, 1..MAX_K (files when grouped, segments otherwise).
+            min_score: drop hits scoring below this.
+            path_glob: only files whose path matches this fnmatch pattern, applied before top-k. ``*``
+                also matches ``/``; a pattern not starting with ``/`` or ``*`` may match from any
+                directory down (``birds/*.flac`` means ``*/birds/*.flac``). See :func:`normalize_glob`.
+            group: one hit per file (its best segment); False lists every segment.
+
+        Raises:
+            QueryError: empty query or instruction, bad mode, k out of bounds, or a query over the token
+                limit (the message gives its token count and the limit).
+            EmptyIndexError: the index holds no vectors.
+        """
+        return self.search_many(
+            [query], mode=mode, instruction=instruction, k=k, min_score=min_score, path_glob=path_glob,
+            group=group,
+        )[0]
+
+    def search_many(
+        self,
+        queries: Sequence[str],
+        *,
+        mode: str = "caption",
+        instruction: str | None = None,
+        k: int = DEFAULT_K,
+        min_score: float | None = None,
+        path_glob: str | None = None,
+        group: bool = True,
+    ) -> list[list[Hit]]:
+        """Search with many text queries at once (embedded in shared batches, searched together).
+
+        Same arguments as :meth:`search`, ``queries`` in place of one query.
+
+        Returns:
+            One list of hits per query, in order.
+        """
+        if isinstance(queries, str):
+            raise TypeError("search_many takes a sequence of queries; use search() for one")
+        k = check_k(k)
+        min_score = _check_min_score(min_score)
+        if not queries:
+            return []
+        for query in queries:
+            check_text_query(query, mode, instruction)
+        check_not_empty(self.index)
+        from vela_search.embedding.embedder import EmbedItem
+
+        items = [EmbedItem(mode, text=q, instruction=instruction) for q in queries]
+        vectors = self._embed(items)
+        return self.search_vectors(vectors, k=k, min_score=min_score, path_glob=path_glob, group=group)
+
+    # ------------------------------------------------------------------------------------ audio queries
+    def search_audio(
+        self,
+        source: str | Path | np.ndarray,
+        start_s: float | None = None,
+        end_s: float | None = None,
+        *,
+        k: int = DEFAULT_K,
+        min_score: float | None = None,
+        path_glob: str | None = None,
+        group: bool = True,
+    ) -> list[Hit]:
+        """Query by example: embed an audio clip as audio and search with it.
+
+        Without a span, a file of up to 30 s is used whole (as ``vela-search index`` embeds it) and a
+        longer one over its first 10 s window. With ``start_s``/``end_s`` that span is used (``start_s``
+        alone: a 10 s window from there); a span may be at most 30 s.
+
+        Args:
+            source: an audio file (any supported format) or a 16 kHz mono float32 waveform.
+            start_s: start of the span in seconds.
+            end_s: end of the span in seconds.
+            k, min_score, path_glob, group: as in :meth:`search`.
+
+        Raises:
+            QueryError: an invalid span or one longer than 30 s, k out of bounds.
+            AudioDecodeError: the file cannot be decoded.
+            EmptyIndexError: the index holds no vectors.
+        """
+        k = check_k(k)
+        min_score = _check_min_score(min_score)
+        check_not_empty(self.index)
+        from vela_search.embedding.embedder import EmbedItem
+
+        wave = load_query_clip(source, start_s, end_s)
+        vectors = self._embed([EmbedItem("audio", wave=wave)])
+        return self.search_vectors(vectors, k=k, min_score=min_score, path_glob=path_glob, group=group)[0]
+
+    # ----------------------------------------------------------------------------------- vector queries
+    def search_vectors(
+        self,
+        vectors: np.ndarray,
+        *,
+        k: int = DEFAULT_K,
+        min_score: float | None = None,
+        path_glob: str | None = None,
+        group: bool = True,
+    ) -> list[list[Hit]]:
+        """Search with query vectors already embedded by this Searcher's embedder.
+
+        Grouped search over-fetches segments from the store (k x 8, widened x 4 as needed) until it has
+        k distinct files, the rest scores below ``min_score``, or the index is exhausted; every file's
+        hit is then its best segment.
+
+        Args:
+            vectors: (n, dim) float32 unit vectors (a single (dim,) vector is one query).
+            k, min_score, path_glob, group: as in :meth:`search`.
+
+        Returns:
+            One list of hits per query.
+        """
+        k = check_k(k)
+        min_score = _check_min_score(min_score)
+        path_glob = normalize_glob(path_glob)
+        q = np.asarray(vectors, dtype=np.float32)
+        if q.ndim == 1:
+            q = q[None, :]
+        with self._lock:
+            index = self.index
+            total = index.num_vectors
+            if total == 0:
+                check_not_empty(index)
+            fetch = min(total, k if not group else k * _OVERFETCH)
+            results: list[list[SearchHit] | None] = [None] * len(q)
+            pending = list(range(len(q)))
+            while pending:
+                found = index.search(q[pending], fetch, path_glob=path_glob)
+                still = []
+                for i, hits in zip(pending, found, strict=True):
+                    results[i] = hits
+                    if group and not _grouping_done(hits, k, fetch, total, min_score):
+                        still.append(i)
+                if not still:
+                    break
+                pending, fetch = still, min(total, fetch * _WIDEN)
+            files = self._files_lookup()
+        return [self._hits(hits or [], k, min_score, path_glob, group, files) for hits in results]
+
+    # ------------------------------------------------------------------------------------------ helpers
+    def embed_query(
+        self, query: str, *, mode: str = "caption", instruction: str | None = None
+    ) -> np.ndarray:
+        """The unit vector a text query is searched with, shape (dim,)."""
+        check_text_query(query, mode, instruction)
+        from vela_search.embedding.embedder import EmbedItem
+
+        return self._embed([EmbedItem(mode, text=query, instruction=instruction)])[0]
+
+    def _embed(self, items: list[EmbedItem]) -> np.ndarray:
+        emb = self.embedder
+        with self._lock:
+            prefix = emb.prefix_length
+            for item in items:
+                if item.is_audio:
+                    continue
+                count = emb.token_count(item)
+                if prefix + count > emb.max_positions:
+                    room = emb.max_positions - prefix
+                    where = f" after the {prefix}-token shared prefix (system turn, demos)" if prefix else ""
+                    raise QueryError(
+                        f"the query is {count} tokens but at most {room} fit{where} (the model has "
+                        f"{emb.max_positions} positions); shorten the query: it is never truncated"
+                    )
+            return emb.embed_items(items)
+
+    def _files_lookup(self) -> _FilesLookup:
+        if self._files is None:
+            self._files = _FilesLookup(self.index.files())
+        return self._files
+
+    def _hits(
+        self,
+        found: list[SearchHit],
+        k: int,
+        min_score: float | None,
+        path_glob: str | None,
+        group: bool,
+        files: _FilesLookup,
+    ) -> list[Hit]:
+        chosen: list[SearchHit] = []
+        seen: set[str] = set()
+        for hit in found:  # best first
+            if min_score is not None and hit.score < min_score:
+                break
+            if group:
+                key = _file_key(hit.row)
+                if key in seen:
+                    continue
+                seen.add(key)
+            chosen.append(hit)
+            if len(chosen) == k:
+                break
+        return [_make_hit(h, rank, files, path_glob) for rank, h in enumerate(chosen, start=1)]

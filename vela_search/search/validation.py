@@ -1,0 +1,107 @@
+"""Query checks that need no model: k, minimum score, text and mode, path filter, a non-empty index."""
+
+from __future__ import annotations
+
+import math
+from pathlib import PurePath
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from vela_search.errors import EmptyIndexError, QueryError
+
+if TYPE_CHECKING:
+    from vela_search.store import AudioIndex
+
+__all__ = [
+    "DEFAULT_K",
+    "MAX_K",
+    "TEXT_MODES",
+    "check_k",
+    "check_not_empty",
+    "check_text_query",
+    "normalize_glob",
+]
+
+DEFAULT_K = 10
+# Past this, a "top-k" is an export; the grouped over-fetch would read most of the metadata anyway.
+MAX_K = 1000
+TEXT_MODES: tuple[str, ...] = ("caption", "long", "instruction")
+
+
+def normalize_glob(path_glob: str | None) -> str | None:
+    """The pattern matched against stored (absolute) paths.
+
+    A pattern anchored at the root (``/data/birds/*``) or starting with ``*`` is used as given; any other
+    one is relative and may match from any directory down: ``birds/*.flac`` becomes ``*/birds/*.flac`` and
+    ``kettle.wav`` becomes ``*/kettle.wav``, so a path as the results table shows it works as a filter.
+
+    Raises:
+        QueryError: an empty pattern.
+    """
+    if path_glob is None:
+        return None
+    if not path_glob.strip():
+        raise QueryError("the path filter (--where) is empty; give a glob such as '*/birds/*'")
+    if path_glob.startswith(("/", "*")) or PurePath(path_glob).is_absolute():
+        return path_glob
+    return "*/" + path_glob.removeprefix("./")
+
+
+def check_k(k: int) -> int:
+    """Return ``k`` if it is an integer in ``1..MAX_K``.
+
+    Raises:
+        QueryError: otherwise, naming the bounds.
+    """
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= int(k) <= MAX_K:
+        raise QueryError(f"k (-k) must be an integer from 1 to {MAX_K}, got {k!r}")
+    return int(k)
+
+
+def _check_min_score(min_score: float | None) -> float | None:
+    if min_score is None:
+        return None
+    try:
+        value = float(min_score)
+    except (TypeError, ValueError):
+        raise QueryError(f"min_score must be a number, got {min_score!r}") from None
+    if math.isnan(value):
+        raise QueryError("min_score must be a number, got NaN")
+    return value
+
+
+def check_text_query(query: str, mode: str = "caption", instruction: str | None = None) -> str:
+    """Validate a text query without a model: non-empty text, a known mode, an instruction where needed.
+
+    Returns:
+        The mode.
+
+    Raises:
+        QueryError: an empty or whitespace-only query or instruction, an unknown mode, or an instruction
+            outside instruction mode.
+    """
+    if mode not in TEXT_MODES:
+        raise QueryError(f"unknown query mode {mode!r}; use one of {', '.join(TEXT_MODES)} (or search_audio)")
+    if not isinstance(query, str) or not query.strip():
+        raise QueryError("the query is empty; give some words to search for")
+    if mode == "instruction":
+        if instruction is None or not instruction.strip():
+            raise QueryError("instruction mode needs a non-empty instruction, e.g. --instruction "
+                             "'find recordings with the same sound source as:'")
+    elif instruction is not None:
+        raise QueryError(f"an instruction applies to instruction mode only, not to {mode} mode")
+    return mode
+
+
+def check_not_empty(index: AudioIndex) -> None:
+    """Raise :class:`EmptyIndexError` when the index holds no searchable vectors."""
+    if index.num_vectors == 0:
+        files = index.files()
+        failed = 0
+        if files.num_rows:
+            failed = sum(1 for s in files["status"].to_pylist() if s == "failed")
+        why = f" ({failed} file(s) failed to index; see `vela-search info`)" if failed else ""
+        raise EmptyIndexError(
+            f"index {index.root} holds no vectors{why}; add audio with `vela-search index PATH`"
+        )
