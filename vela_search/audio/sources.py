@@ -185,7 +185,7 @@ def _frame_reader(handle: sf.SoundFile) -> Callable[[np.ndarray], int]:
     corrupted. Calling ``sf_readf_float`` directly keeps the decoder's state intact (and saves a seek per
     block for every format). Falls back to the public API if soundfile's internals ever change.
     """
-    snd, ffi, raw = getattr(sf, "_snd", None), getattr(sf, "_ffi", None), getattr(handle, "_file", None)
+    snd, ffi, raw = getattr(_soundfile(), "_snd", None), getattr(_soundfile(), "_ffi", None), getattr(handle, "_file", None)
     if snd is None or ffi is None or raw is None:
         return lambda out: handle.buffer_read_into(out, "float32")
 
