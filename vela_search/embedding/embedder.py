@@ -253,7 +253,7 @@ class VelaEmbedder:
         if not items:
             return np.zeros((0, self.dim), dtype=np.float32)
         vectors = self.encode(items, grad=False)
-        return vectors.float().cpu().numpy()
+        return vectors.detach().float().cpu().numpy()
 
     def token_count(self, item: EmbedItem) -> int:
         """Tokens the item occupies behind the prefix (what the budget check counts)."""
@@ -297,9 +297,12 @@ class VelaEmbedder:
                     out[index] = vectors[row]
         return torch.stack(out)  # type: ignore[arg-type]
 
-    def refresh_prefix(self) -> None:
-        """Recompute the prefix keys/values (after the weights changed, e.g. during training)."""
+    def refresh_prefix(self, *, now: bool = False) -> None:
+        """Drop the prefix keys/values after the weights changed (e.g. in training); ``now`` rebuilds them
+        at once instead of on the next embedding."""
         self._prefix = None
+        if now:
+            self._prefix_kv()
 
     def _prepare_batch(self, items: Sequence[EmbedItem]) -> _PreparedBatch:
         """Host-side work for one batch: prompts, tokens, log-mel features (pinned when on CUDA)."""

@@ -1,6 +1,7 @@
 """Text-only contrastive training of the embedder's LoRA adapter.
 
-Submodules: `data` (triplet files and the held-out split) and `loss` (InfoNCE and held-out metrics).
+Submodules: `data` (triplet files and the held-out split), `loss` (InfoNCE and held-out metrics), `lora`
+(attaching the adapter), `checkpoint` and `trainer` (the loop: ``train(TrainConfig(...))``).
 Nothing heavy is imported here: `loss` needs torch, so names are resolved on first use.
 """
 
@@ -18,6 +19,13 @@ _LAZY = {
     "info_nce_loss": "loss",
     "triplet_accuracy": "loss",
     "recall_at_1": "loss",
+    "train": "trainer",
+    "evaluate": "trainer",
+    "TrainConfig": "trainer",
+    "TrainResult": "trainer",
+    "TrainEvent": "trainer",
+    "TrainingError": "trainer",
+    "LoraSettings": "lora",
 }
 
 __all__ = sorted(_LAZY)

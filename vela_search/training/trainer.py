@@ -10,9 +10,12 @@ The prefix (system turn plus demos) is computed once per step from the current w
 gradient: only the item tokens carry gradient into the LoRA weights, as the prefix's keys/values are a
 shared constant at inference too. With ``demos="none"`` the prefix is just the system turn.
 
-bitsandbytes pitfall: a 4-bit model that ever ran under ``torch.no_grad()`` cannot be trained afterwards
-(an in-place bias add on a view fails in backward). The training instance therefore sets
-``avoid_no_grad`` before its first forward and evaluates under ``torch.enable_grad()``, detaching results.
+bitsandbytes pitfall: a 4-bit model that ever ran a forward in which nothing required grad (under
+``torch.no_grad()``, or with every weight frozen) fails in training afterwards ("a view of a leaf Variable
+that requires grad is being used in an in-place operation"). The training instance therefore sets
+``avoid_no_grad`` before its first forward and runs inference (evaluation, the prefix) under
+``torch.enable_grad()``, detaching the results; on a quantized model that builds a graph, so evaluation
+goes in small chunks, while an unquantized model freezes its LoRA weights for it and builds none.
 
 Example:
     >>> from vela_search.training.trainer import TrainConfig, train
@@ -464,6 +467,23 @@ def train(config: TrainConfig, *, progress: ProgressCallback | None = None) -> T
 
     last_checkpoint: Path | None = None
 
+    def result(run_record: dict[str, Any], *, interrupted: bool) -> TrainResult:
+        return _result(
+            output,
+            state,
+            train_rows,
+            eval_rows,
+            skipped_reasons,
+            embedder,
+            started,
+            notices,
+            run_record,
+            checkpoint,
+            last_checkpoint,
+            quantize,
+            interrupted=interrupted,
+        )
+
     def save(step: int) -> Path:
         nonlocal last_checkpoint
         from vela_search.training.checkpoint import save_checkpoint
@@ -519,23 +539,7 @@ def train(config: TrainConfig, *, progress: ProgressCallback | None = None) -> T
                 message=f"interrupted after step {state.step} of {total_steps}; continue with --resume",
             )
         )
-        return _result(
-            output,
-            config,
-            state,
-            data,
-            train_rows,
-            eval_rows,
-            skipped_reasons,
-            embedder,
-            started,
-            notices,
-            record(complete=False),
-            checkpoint,
-            last_checkpoint,
-            quantize,
-            interrupted=True,
-        )
+        return result(record(complete=False), interrupted=True)
 
     if eval_rows:
         state.eval_after = {"step": state.step, **trainer.evaluate(eval_rows)}
@@ -547,23 +551,7 @@ def train(config: TrainConfig, *, progress: ProgressCallback | None = None) -> T
     _write_adapter(output, peft_model, final_record)
     _finish_embedder(embedder, peft_model, output)
     emit(TrainEvent("done", state.step, total_steps, path=output))
-    return _result(
-        output,
-        config,
-        state,
-        data,
-        train_rows,
-        eval_rows,
-        skipped_reasons,
-        embedder,
-        started,
-        notices,
-        final_record,
-        checkpoint,
-        last_checkpoint,
-        quantize,
-        interrupted=False,
-    )
+    return result(final_record, interrupted=False)
 
 
 def evaluate(embedder: VelaEmbedder, triplets: Sequence[Triplet], *, chunk: int = 192) -> dict[str, Any]:
@@ -710,12 +698,10 @@ class _Loop:
     def refresh_prefix(self) -> None:
         """Recompute the shared prefix's keys/values from the current weights, as inference would.
 
-        Done in eval mode (no LoRA dropout) through the public API: dropping the cached prefix and
-        embedding one probe text, which rebuilds it.
+        Done in eval mode (no LoRA dropout).
         """
         with self._inference():
-            self.embedder.refresh_prefix()
-            _embed_detached(self.embedder, ["probe"], chunk=1)
+            self.embedder.refresh_prefix(now=True)
 
     def evaluate(self, rows: list[Triplet]) -> dict[str, Any]:
         """Held-out metrics with the current weights."""
@@ -1010,9 +996,7 @@ def _finish_embedder(embedder: VelaEmbedder, peft_model: Any, output: Path) -> N
 
 def _result(
     output: Path,
-    config: TrainConfig,
     state: _RunState,
-    data: TripletData,
     train_rows: list[Triplet],
     eval_rows: list[Triplet],
     skipped_reasons: dict[str, int],
