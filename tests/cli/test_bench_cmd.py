@@ -113,3 +113,22 @@ def test_python_m_entry_point_end_to_end(tmp_path, tiny_model_dir):
     )
     assert failed.returncode == 1
     assert failed.stderr.startswith("error:") and "test.csv" in failed.stderr
+
+
+def test_pipeline_benchmark_reports_the_three_timings(tiny_model_dir, tmp_path):
+    import pytest
+    from audio_factory import tone, write_audio
+
+    (tmp_path / "clips").mkdir()
+    for i in range(3):
+        write_audio(tmp_path / "clips" / f"c{i}.wav", tone(2.0 + i, freq=300 + 100 * i), 16000, "wav")
+    result = CliRunner().invoke(
+        app, ["bench", "pipeline", str(tmp_path / "clips"), "--model", "tiny", "--demos", "none", "--json", "-"]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout[result.stdout.index("{") :])
+    assert report["files"] == 3 and report["segments"] == 3
+    assert report["decode_s"] > 0 and report["embed_s"] > 0 and report["end_to_end_s"] > 0
+    assert report["overlap_ratio"] == pytest.approx(
+        report["end_to_end_s"] / max(report["decode_s"], report["embed_s"]), rel=1e-6
+    )

@@ -1,4 +1,4 @@
-"""``vela-search bench``: Clotho and AudioCaps retrieval benchmarks, and the speed benchmark."""
+"""``vela-search bench``: Clotho and AudioCaps retrieval benchmarks, the speed and pipeline benchmarks."""
 
 from __future__ import annotations
 
@@ -295,6 +295,45 @@ def speed(
             "tolerance (see parity in the report)"
         )
         raise typer.Exit(1)
+
+
+@bench_app.command("pipeline")
+def pipeline(
+    paths: list[Path] = typer.Argument(..., help="Audio files or folders to measure on (held in memory)."),
+    model: str = typer.Option("tiny", "--model", help=MODEL_HELP),
+    demos: str | None = typer.Option(None, "--demos", help=DEMOS_HELP),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    window: float = typer.Option(10.0, "--window", help="Window length in seconds for files over 30 s."),
+    hop: float = typer.Option(5.0, "--hop", help="Hop between windows in seconds."),
+    decode_workers: int | None = typer.Option(None, "--decode-workers", min=1, help="Decoding threads."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads for torch."),
+    json_out: str | None = typer.Option(None, "--json", metavar="OUT", help=JSON_HELP),
+) -> None:
+    """How well indexing hides decoding behind embedding: decode-only, embed-only and end-to-end times."""
+    from vela_search.indexing.profile import measure_pipeline_overlap
+
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    embedder = load_embedder(model=model, adapter=None, demos=demos, device=device)
+    with err_console.status("measuring decode-only, embed-only and end-to-end …", spinner="dots"):
+        timing = measure_pipeline_overlap(
+            [str(p) for p in paths], embedder, window_s=window, hop_s=hop, decode_workers=decode_workers
+        )
+    payload = {**timing.to_dict(), "model": model, "notice": embedder.notice}
+
+    def render(target: Any) -> None:
+        table = Table(title=f"indexing pipeline: {timing.files} files, {timing.segments} segments")
+        table.add_column("measurement")
+        table.add_column("seconds", justify="right")
+        table.add_row("decode only", f"{timing.decode_s:.2f}")
+        table.add_row("embed only (pre-decoded)", f"{timing.embed_s:.2f}")
+        table.add_row("index end to end", f"{timing.end_to_end_s:.2f}")
+        table.add_row("end to end / max(decode, embed)", f"{timing.overlap_ratio:.2f}")
+        target.print(table)
+
+    _emit(payload, json_out, render)
 
 
 def _fmt(value: float | None, spec: str = ".1f", suffix: str = "") -> str:
