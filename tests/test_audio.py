@@ -314,7 +314,10 @@ def test_plan_windows_edges() -> None:
     assert plan_windows(35.0)[-1] == Window(25.0, 35.0) and len(plan_windows(35.0)) == 6
     # Hop equal to the window, tail uncovered.
     assert plan_windows(35.0, window_s=10, hop_s=10) == [
-        Window(0, 10), Window(10, 20), Window(20, 30), Window(25.0, 35.0)
+        Window(0, 10),
+        Window(10, 20),
+        Window(20, 30),
+        Window(25.0, 35.0),
     ]
     # Custom single-window limit.
     assert plan_windows(25.0, window_s=10, hop_s=5, single_max_s=20)[-1] == Window(15.0, 25.0)
@@ -504,8 +507,15 @@ def make_tree(root: Path) -> None:
     (root / "a" / "deep" / "deeper").mkdir(parents=True)
     (root / "b").mkdir()
     (root / ".cache").mkdir()
-    for rel in ["a/one.wav", "a/deep/two.FLAC", "a/deep/deeper/three.Mp3", "b/four.ogg", "top.opus",
-                ".cache/hidden_dir.wav", "a/.hidden.wav"]:
+    for rel in [
+        "a/one.wav",
+        "a/deep/two.FLAC",
+        "a/deep/deeper/three.Mp3",
+        "b/four.ogg",
+        "top.opus",
+        ".cache/hidden_dir.wav",
+        "a/.hidden.wav",
+    ]:
         (root / rel).write_bytes(b"x")
     (root / "a" / "notes.txt").write_text("not audio")
     (root / "b" / "cover.jpg").write_bytes(b"x")
@@ -576,8 +586,9 @@ def test_discovery_unreadable_directory_real_permissions(tmp_path: Path) -> None
 def test_discovery_roots_files_missing_and_duplicates(tmp_path: Path) -> None:
     make_tree(tmp_path)
     single = tmp_path / "a" / "one.wav"
-    result = discover_audio_files([single, tmp_path / "b", str(tmp_path / "b"), tmp_path / "nope",
-                                   tmp_path / "a" / "notes.txt"])
+    result = discover_audio_files(
+        [single, tmp_path / "b", str(tmp_path / "b"), tmp_path / "nope", tmp_path / "a" / "notes.txt"]
+    )
     assert result.files == [single, tmp_path / "b" / "four.ogg"]
     problems = dict(result.problems)
     assert problems[tmp_path / "nope"] == "does not exist"

@@ -69,13 +69,27 @@ def build_index(
             ]
             writer.add(vectors, rows)
             file_rows.append(
-                {"path": str(path), "size": path.stat().st_size, "sha256": sha, "duration_s": duration,
-                 "status": "indexed", "segments": len(segments), "root": str(root)}
+                {
+                    "path": str(path),
+                    "size": path.stat().st_size,
+                    "sha256": sha,
+                    "duration_s": duration,
+                    "status": "indexed",
+                    "segments": len(segments),
+                    "root": str(root),
+                }
             )
         for copy, original in duplicates.items():
             file_rows.append(
-                {"path": str(copy), "size": copy.stat().st_size, "sha256": _sha(original),
-                 "duration_s": audio_duration(copy), "status": "duplicate", "segments": 0, "root": str(root)}
+                {
+                    "path": str(copy),
+                    "size": copy.stat().st_size,
+                    "sha256": _sha(original),
+                    "duration_s": audio_duration(copy),
+                    "status": "duplicate",
+                    "segments": 0,
+                    "root": str(root),
+                }
             )
         writer.put_files(file_rows)
         writer.commit()

@@ -22,12 +22,12 @@ _EXPORTS = {
 
 __all__ = [*_EXPORTS, "__version__"]
 
-if TYPE_CHECKING:
-    from vela_search.embedding.demos import DemoSet
-    from vela_search.embedding.embedder import EmbedItem, VelaEmbedder
-    from vela_search.embedding.fingerprint import Fingerprint
-    from vela_search.search import Hit, Searcher
-    from vela_search.store import AudioIndex
+if TYPE_CHECKING:  # re-exported lazily through __getattr__
+    from vela_search.embedding.demos import DemoSet  # noqa: F401
+    from vela_search.embedding.embedder import EmbedItem, VelaEmbedder  # noqa: F401
+    from vela_search.embedding.fingerprint import Fingerprint  # noqa: F401
+    from vela_search.search import Hit, Searcher  # noqa: F401
+    from vela_search.store import AudioIndex  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

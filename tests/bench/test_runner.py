@@ -15,9 +15,7 @@ from vela_search.errors import DatasetError
 from .dataset_factory import clotho_file_name, make_audiocaps, make_clotho, write_tone, youtube_id
 
 METRIC_KEYS = {
-    f"{d}_{m}"
-    for d in ("t2a", "a2t")
-    for m in ("R@1", "R@5", "R@10", "mAP@10", "median_rank", "mean_rank")
+    f"{d}_{m}" for d in ("t2a", "a2t") for m in ("R@1", "R@5", "R@10", "mAP@10", "median_rank", "mean_rank")
 }
 
 

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from vela_search.bench.flops import encoder_flops, item_flops, peak_tflops_for
-from vela_search.embedding.shapes import SHAPES
 from vela_search.bench.speed import PARITY_TOLERANCE_FP32, SpeedConfig, run_speed_benchmark
 from vela_search.bench.synthetic import PAPER_PREFIX_TOKENS, paper_demo_set, synthetic_clip, synthetic_queries
+from vela_search.embedding.shapes import SHAPES
 from vela_search.errors import VelaError
 
 REPO = Path(__file__).resolve().parents[2]

@@ -16,9 +16,7 @@ from vela_search.errors import DatasetError, VelaError
 _register_commands()
 
 METRIC_KEYS = {
-    f"{d}_{m}"
-    for d in ("t2a", "a2t")
-    for m in ("R@1", "R@5", "R@10", "mAP@10", "median_rank", "mean_rank")
+    f"{d}_{m}" for d in ("t2a", "a2t") for m in ("R@1", "R@5", "R@10", "mAP@10", "median_rank", "mean_rank")
 }
 TINY = ["--model", "tiny", "--device", "cpu", "--demos", "none"]
 
@@ -67,9 +65,27 @@ def test_missing_dataset_is_a_clear_error(tmp_path):
 def test_speed_command_checks_parity_and_writes_the_report(tmp_path, tiny_model_dir):
     out = tmp_path / "speed.json"
     result = invoke(
-        "speed", "--model", "tiny", "--device", "cpu", "--demos", "none", "--clip-seconds", "1",
-        "--clips", "3", "--naive-clips", "2", "--queries", "3", "--naive-queries", "1",
-        "--search-vectors", "300", "--json", str(out),
+        "speed",
+        "--model",
+        "tiny",
+        "--device",
+        "cpu",
+        "--demos",
+        "none",
+        "--clip-seconds",
+        "1",
+        "--clips",
+        "3",
+        "--naive-clips",
+        "2",
+        "--queries",
+        "3",
+        "--naive-queries",
+        "1",
+        "--search-vectors",
+        "300",
+        "--json",
+        str(out),
     )
     assert result.exit_code == 0, result.output
     assert "parity with the naive loop" in result.output and "ok" in result.output
@@ -100,7 +116,10 @@ def test_python_m_entry_point_end_to_end(tmp_path, tiny_model_dir):
     cli = [sys.executable, "-m", "vela_search", "bench"]
     done = subprocess.run(
         [*cli, "clotho", "--data-dir", str(data), *TINY, "--json", "-"],
-        capture_output=True, text=True, env=env, timeout=300,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout)
@@ -109,7 +128,10 @@ def test_python_m_entry_point_end_to_end(tmp_path, tiny_model_dir):
 
     failed = subprocess.run(
         [*cli, "audiocaps", "--data-dir", str(tmp_path / "none"), *TINY],
-        capture_output=True, text=True, env=env, timeout=300,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert failed.returncode == 1
     assert failed.stderr.startswith("error:") and "test.csv" in failed.stderr
@@ -123,7 +145,8 @@ def test_pipeline_benchmark_reports_the_three_timings(tiny_model_dir, tmp_path):
     for i in range(3):
         write_audio(tmp_path / "clips" / f"c{i}.wav", tone(2.0 + i, freq=300 + 100 * i), 16000, "wav")
     result = CliRunner().invoke(
-        app, ["bench", "pipeline", str(tmp_path / "clips"), "--model", "tiny", "--demos", "none", "--json", "-"]
+        app,
+        ["bench", "pipeline", str(tmp_path / "clips"), "--model", "tiny", "--demos", "none", "--json", "-"],
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout[result.stdout.index("{") :])

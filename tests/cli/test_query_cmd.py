@@ -95,8 +95,13 @@ def test_each_mode_table_and_json_agree(collection, mode):
     assert all(a["score"] >= b["score"] for a, b in zip(hits, hits[1:], strict=False))
     assert len({h["path"] for h in hits}) == 4
     expected = [
-        [str(h["rank"]), f"{h['score']:.4f}", h["display_path"], f"{fmt(h['start_s'])}–{fmt(h['end_s'])}",
-         fmt(h["duration_s"])]
+        [
+            str(h["rank"]),
+            f"{h['score']:.4f}",
+            h["display_path"],
+            f"{fmt(h['start_s'])}–{fmt(h['end_s'])}",
+            fmt(h["duration_s"]),
+        ]
         for h in hits
     ]
     rows = table_rows(table.stdout)
@@ -112,7 +117,10 @@ def test_each_mode_table_and_json_agree(collection, mode):
 def start(args: list[str], env: dict[str, str]) -> subprocess.Popen:
     """Start `python -m vela_search ARGS` (all of them run at once: each spends seconds importing)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "vela_search", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [sys.executable, "-m", "vela_search", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
 
@@ -212,8 +220,17 @@ def test_min_score_drops_weaker_hits(collection):
     audio, index = collection
     every = query_json(index, "--audio", str(audio / "long.wav"), "--start", "20", "--end", "30")
     threshold = (every[1]["score"] + every[2]["score"]) / 2
-    kept = query_json(index, "--audio", str(audio / "long.wav"), "--start", "20", "--end", "30",
-                      "--min-score", f"{threshold}")
+    kept = query_json(
+        index,
+        "--audio",
+        str(audio / "long.wav"),
+        "--start",
+        "20",
+        "--end",
+        "30",
+        "--min-score",
+        f"{threshold}",
+    )
     assert [h["path"] for h in kept] == [h["path"] for h in every[:2]]
 
 

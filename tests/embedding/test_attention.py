@@ -14,8 +14,12 @@ def _reference(q, prefix_k, prefix_v, k, v, scale):
     """Plain attention: each item sees the whole prefix and its own earlier tokens."""
     batch, heads, seq, _ = q.shape
     groups = heads // k.shape[1]
-    full_k = torch.cat([prefix_k.unsqueeze(0).expand(batch, -1, -1, -1), k], dim=2).repeat_interleave(groups, 1)
-    full_v = torch.cat([prefix_v.unsqueeze(0).expand(batch, -1, -1, -1), v], dim=2).repeat_interleave(groups, 1)
+    full_k = torch.cat([prefix_k.unsqueeze(0).expand(batch, -1, -1, -1), k], dim=2).repeat_interleave(
+        groups, 1
+    )
+    full_v = torch.cat([prefix_v.unsqueeze(0).expand(batch, -1, -1, -1), v], dim=2).repeat_interleave(
+        groups, 1
+    )
     p = prefix_k.shape[1]
     allowed = torch.ones(seq, p + seq, dtype=torch.bool)
     allowed[:, p:] = torch.ones(seq, seq, dtype=torch.bool).tril()

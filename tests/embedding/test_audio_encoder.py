@@ -9,7 +9,9 @@ import torch
 from vela_search.embedding.audio_encoder import encode_audio
 
 
-@pytest.mark.parametrize("batch_seconds", [[0.5], [1.0, 3.7], [9.96, 10.0, 10.04], [17.3, 29.9, 30.0], [0.5, 30.0]])
+@pytest.mark.parametrize(
+    "batch_seconds", [[0.5], [1.0, 3.7], [9.96, 10.0, 10.04], [17.3, 29.9, 30.0], [0.5, 30.0]]
+)
 def test_length_aware_encoder_matches_stock(tiny_embedder, batch_seconds):
     core = tiny_embedder.backbone.core
     processor = tiny_embedder.backbone.processor

@@ -28,7 +28,9 @@ def test_tiny_embedder_carries_the_notice(tiny_embedder):
 
 
 def test_hub_id_offline_gives_a_clear_error(tiny_model_dir):
-    with pytest.raises(ModelLoadError, match="could not load model 'Qwen/Qwen2-Audio-7B-Instruct'.*--model tiny"):
+    with pytest.raises(
+        ModelLoadError, match="could not load model 'Qwen/Qwen2-Audio-7B-Instruct'.*--model tiny"
+    ):
         VelaEmbedder.from_pretrained("Qwen/Qwen2-Audio-7B-Instruct", demos="none", device="cpu")
 
 
@@ -62,10 +64,16 @@ def _save_adapter(tiny_model_dir, path, *, zero: bool):
 def test_adapter_loading_and_fingerprint(tiny_model_dir, tmp_path):
     base = VelaEmbedder.from_pretrained("tiny", demos="none", device="cpu")
     zero = VelaEmbedder.from_pretrained(
-        "tiny", adapter=_save_adapter(tiny_model_dir, tmp_path / "zero", zero=True), demos="none", device="cpu"
+        "tiny",
+        adapter=_save_adapter(tiny_model_dir, tmp_path / "zero", zero=True),
+        demos="none",
+        device="cpu",
     )
     random = VelaEmbedder.from_pretrained(
-        "tiny", adapter=_save_adapter(tiny_model_dir, tmp_path / "rand", zero=False), demos="none", device="cpu"
+        "tiny",
+        adapter=_save_adapter(tiny_model_dir, tmp_path / "rand", zero=False),
+        demos="none",
+        device="cpu",
     )
     # A zero-initialised LoRA (B = 0) is the identity: same vectors as the base model.
     assert np.abs(zero.embed_text(TEXTS) - base.embed_text(TEXTS)).max() < 1e-6

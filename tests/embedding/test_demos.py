@@ -16,7 +16,9 @@ def _write(tmp_path, text: str):
 
 def test_reads_text_and_audio_demos(tmp_path):
     (tmp_path / "clip.wav").write_bytes(b"RIFF")
-    path = _write(tmp_path, '{"text": "A dog barks", "word": "dog"}\n\n{"audio": "clip.wav", "word": "kettle"}\n')
+    path = _write(
+        tmp_path, '{"text": "A dog barks", "word": "dog"}\n\n{"audio": "clip.wav", "word": "kettle"}\n'
+    )
     demos = DemoSet.from_jsonl(path)
     assert len(demos) == 2 and demos.n_text == 1 and demos.n_audio == 1
     assert demos.demos[1].audio == (tmp_path / "clip.wav").resolve()

@@ -52,7 +52,9 @@ def test_prefix_is_computed_once_and_never_copied(tiny_model_dir, tiny_embedder,
     cache_bytes = embedder.prefix_nbytes
     config = embedder.backbone.model.config.text_config
     head_dim = config.hidden_size // config.num_attention_heads
-    one_copy = config.num_hidden_layers * 2 * config.num_key_value_heads * embedder.prefix_length * head_dim * 4
+    one_copy = (
+        config.num_hidden_layers * 2 * config.num_key_value_heads * embedder.prefix_length * head_dim * 4
+    )
     assert cache_bytes == one_copy
 
     seen: list[tuple[int, tuple[int, ...]]] = []

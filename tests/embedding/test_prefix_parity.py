@@ -13,7 +13,9 @@ from vela_search.embedding.embedder import EmbedItem, VelaEmbedder
 def _wave(seconds: float, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * 16000)) / 16000
-    return (0.3 * np.sin(2 * np.pi * (200 + 50 * seed) * t) + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
+    return (0.3 * np.sin(2 * np.pi * (200 + 50 * seed) * t) + 0.05 * rng.standard_normal(t.size)).astype(
+        np.float32
+    )
 
 
 ITEMS = [
@@ -34,10 +36,14 @@ def stock_model(tiny_model_dir):
     """The tiny checkpoint loaded plainly, eager attention, no vela code involved."""
     from transformers import Qwen2AudioForConditionalGeneration
 
-    return Qwen2AudioForConditionalGeneration.from_pretrained(tiny_model_dir, attn_implementation="eager").eval()
+    return Qwen2AudioForConditionalGeneration.from_pretrained(
+        tiny_model_dir, attn_implementation="eager"
+    ).eval()
 
 
-def _plain_forward(stock_model, embedder: VelaEmbedder, item: EmbedItem, demo_waves: list[np.ndarray]) -> np.ndarray:
+def _plain_forward(
+    stock_model, embedder: VelaEmbedder, item: EmbedItem, demo_waves: list[np.ndarray]
+) -> np.ndarray:
     processor = embedder.backbone.processor
     waves = demo_waves + ([item.wave] if item.is_audio else [])
     text = [embedder.full_prompt(item)]
@@ -104,10 +110,17 @@ def test_prompts_follow_the_method(tiny_embedder):
     assert "<|audio_bos|><|AUDIO|><|audio_eos|>\nSummarize above audio in one word:" in prompt
     assert prompt.endswith("<|im_start|>assistant\n")
     caption = tiny_embedder.full_prompt(EmbedItem("caption", text="a dog barks"))
-    assert caption.endswith("a dog barks\nSummarize above sentence in one word:<|im_end|>\n<|im_start|>assistant\n")
+    assert caption.endswith(
+        "a dog barks\nSummarize above sentence in one word:<|im_end|>\n<|im_start|>assistant\n"
+    )
     long = tiny_embedder.full_prompt(EmbedItem("long", text="a passage"))
     assert "a passage\nSummarize above passage in one word:" in long
-    request = tiny_embedder.full_prompt(EmbedItem("instruction", text="a kettle", instruction="Same source as:"))
+    request = tiny_embedder.full_prompt(
+        EmbedItem("instruction", text="a kettle", instruction="Same source as:")
+    )
     assert "Same source as:\na kettle\nSummarize above request in one word:" in request
     # Demonstrations are earlier turns: user content + instruction, then the assistant's word.
-    assert "A dog can be heard close by\nSummarize above sentence in one word:<|im_end|>\n<|im_start|>assistant\ndog<|im_end|>" in prompt
+    assert (
+        "A dog can be heard close by\nSummarize above sentence in one word:<|im_end|>\n"
+        "<|im_start|>assistant\ndog<|im_end|>" in prompt
+    )

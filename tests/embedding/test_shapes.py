@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vela_search.embedding.shapes import SHAPES, get_shape, is_shape_model, shape_config
 from vela_search.embedding.embedder import EmbedItem, VelaEmbedder
+from vela_search.embedding.shapes import SHAPES, get_shape, is_shape_model, shape_config
 from vela_search.errors import ModelLoadError
 
 
@@ -38,11 +38,17 @@ def test_7b_shape_has_the_real_sizes(tiny_model_dir):
     config = shape_config(get_shape("shape:qwen2-audio-7b"), processor.tokenizer)
     text, audio = config.text_config, config.audio_config
     assert (text.hidden_size, text.num_hidden_layers, text.num_attention_heads, text.num_key_value_heads) == (
-        4096, 32, 32, 32
+        4096,
+        32,
+        32,
+        32,
     )
     assert (text.intermediate_size, text.vocab_size, text.max_position_embeddings) == (11008, 156032, 8192)
     assert (audio.d_model, audio.encoder_layers, audio.encoder_attention_heads, audio.encoder_ffn_dim) == (
-        1280, 32, 20, 5120
+        1280,
+        32,
+        20,
+        5120,
     )
     assert audio.num_mel_bins == 128 and audio.max_source_positions == 1500
     assert config.audio_token_index == processor.tokenizer.convert_tokens_to_ids("<|AUDIO|>")

@@ -136,9 +136,22 @@ def audio_duration(path: str | Path) -> float:
     if ffprobe is not None:
         try:
             out = subprocess.run(
-                [ffprobe, "-v", "error", "-select_streams", "a:0", "-show_entries", "format=duration",
-                 "-of", "default=noprint_wrappers=1:nokey=1", str(path)],
-                capture_output=True, text=True, timeout=60, check=False,
+                [
+                    ffprobe,
+                    "-v",
+                    "error",
+                    "-select_streams",
+                    "a:0",
+                    "-show_entries",
+                    "format=duration",
+                    "-of",
+                    "default=noprint_wrappers=1:nokey=1",
+                    str(path),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
             )
             duration = float(out.stdout.strip().splitlines()[0])
             if duration > 0 and math.isfinite(duration):

@@ -16,7 +16,6 @@ import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -43,6 +42,7 @@ def _soxr():  # noqa: ANN202
     import soxr
 
     return soxr
+
 
 # Containers libsndfile cannot open at all; without ffmpeg the error says so instead of "not audio".
 _FFMPEG_ONLY_EXTENSIONS: frozenset[str] = frozenset({".m4a", ".aac", ".webm", ".wma"})
@@ -185,7 +185,11 @@ def _frame_reader(handle: sf.SoundFile) -> Callable[[np.ndarray], int]:
     corrupted. Calling ``sf_readf_float`` directly keeps the decoder's state intact (and saves a seek per
     block for every format). Falls back to the public API if soundfile's internals ever change.
     """
-    snd, ffi, raw = getattr(_soundfile(), "_snd", None), getattr(_soundfile(), "_ffi", None), getattr(handle, "_file", None)
+    snd, ffi, raw = (
+        getattr(_soundfile(), "_snd", None),
+        getattr(_soundfile(), "_ffi", None),
+        getattr(handle, "_file", None),
+    )
     if snd is None or ffi is None or raw is None:
         return lambda out: handle.buffer_read_into(out, "float32")
 
@@ -278,8 +282,20 @@ class _FfmpegSource(_Source):
         cmd += ["-i", str(self.path)]
         if stop is not None:
             cmd += ["-t", f"{(stop - start) / SAMPLE_RATE:.6f}"]
-        cmd += ["-map", "0:a:0", "-vn", "-ar", str(SAMPLE_RATE), "-c:a", "pcm_f32le", "-f", "wav",
-                "-fflags", "+bitexact", "pipe:1"]
+        cmd += [
+            "-map",
+            "0:a:0",
+            "-vn",
+            "-ar",
+            str(SAMPLE_RATE),
+            "-c:a",
+            "pcm_f32le",
+            "-f",
+            "wav",
+            "-fflags",
+            "+bitexact",
+            "pipe:1",
+        ]
         # stderr goes to a file: a pipe that nobody drains could fill up and stall ffmpeg.
         with tempfile.TemporaryFile() as err:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)

@@ -155,8 +155,9 @@ def iter_segments(
                 w = _regular_window(emitted, window_s, hop_s)
                 if w.end_s > total_s:
                     break
-                yield AudioSegment(w.start_s, w.end_s, buf.copy(round(w.start_s * SAMPLE_RATE),
-                                                                round(w.end_s * SAMPLE_RATE)))
+                yield AudioSegment(
+                    w.start_s, w.end_s, buf.copy(round(w.start_s * SAMPLE_RATE), round(w.end_s * SAMPLE_RATE))
+                )
                 emitted += 1
             # Keep what the next regular window needs, and always the last window's worth for the tail.
             next_start = round(_regular_window(emitted, window_s, hop_s).start_s * SAMPLE_RATE)

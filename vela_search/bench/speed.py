@@ -294,8 +294,8 @@ def run_speed_benchmark(config: SpeedConfig, *, progress: ProgressCallback | Non
     """
     import torch
 
-    from vela_search.embedding.shapes import SHAPE_NOTICE, is_shape_model
     from vela_search.embedding.demos import DemoSet
+    from vela_search.embedding.shapes import SHAPE_NOTICE, is_shape_model
 
     config.validate()
     say = progress or (lambda _msg: None)

@@ -29,7 +29,7 @@ DEFAULT_K = 10  # mirrors vela_search.search.DEFAULT_K (imported lazily to keep 
 @app.command()
 def query(
     text: str | None = typer.Argument(
-        None, help="What to search for, e.g. \"dog barking then a car passes\" (omit with --audio)."
+        None, help='What to search for, e.g. "dog barking then a car passes" (omit with --audio).'
     ),
     index: str | None = typer.Option(
         None, "--index", "-i", help="Index name (under $VELA_INDEX_DIR or ./indexes) or directory."
@@ -53,8 +53,10 @@ def query(
     ),
     min_score: float | None = typer.Option(None, "--min-score", help="Drop hits whose score is below this."),
     where: str | None = typer.Option(
-        None, "--where", help="Only files whose path matches this glob, e.g. 'birds/*.flac' (any folder "
-        "named birds) or '/data/birds/*'; applied before top-k."
+        None,
+        "--where",
+        help="Only files whose path matches this glob, e.g. 'birds/*.flac' (any folder "
+        "named birds) or '/data/birds/*'; applied before top-k.",
     ),
     model: str | None = typer.Option(None, "--model", help=MODEL_HELP + " Default: the index's model."),
     adapter: Path | None = typer.Option(

@@ -88,7 +88,9 @@ def vela_attention(
     # then shared by every row as it is, with no expansion over batch or query groups.
     q_rows = query.view(batch, kv_heads, groups, seq, dim).permute(1, 2, 0, 3, 4).reshape(kv_heads, -1, dim)
     out_p, lse_p = _attend_rows(q_rows, prefix.keys[layer], prefix.values[layer], scale)
-    out_p = out_p.view(kv_heads, groups, batch, seq, dim).permute(2, 0, 1, 3, 4).reshape(batch, heads, seq, dim)
+    out_p = (
+        out_p.view(kv_heads, groups, batch, seq, dim).permute(2, 0, 1, 3, 4).reshape(batch, heads, seq, dim)
+    )
     lse_p = lse_p.view(kv_heads, groups, batch, seq).permute(2, 0, 1, 3).reshape(batch, heads, seq)
 
     out_s, lse_s = _attend_causal(query, _repeat_kv(key, groups), _repeat_kv(value, groups), scale)

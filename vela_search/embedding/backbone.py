@@ -59,7 +59,7 @@ class Backbone:
 
 
 def resolve_device(device: str = "auto") -> Any:
-    """``auto`` -> the first CUDA device if there is one, else the CPU; ``cpu``/``cuda``/``cuda:N`` as given."""
+    """``auto``: the first CUDA device if there is one, else the CPU; cpu, cuda, cuda:N as given."""
     import torch
 
     if device == "auto":
@@ -125,7 +125,7 @@ def _quantization_config(quantize: str | None, compute_dtype: Any) -> Any:
     from transformers import BitsAndBytesConfig
 
     # The audio tower and projector stay in full precision: the method freezes them and they are small.
-    # Full module paths: transformers 5.2x matches patterns from the start of the name, older 5.x by substring.
+    # Full module paths: transformers 5.2x matches from the start of the name, older 5.x by substring.
     skip = ["model.audio_tower", "model.multi_modal_projector", "lm_head"]
     if quantize == "4bit":
         return BitsAndBytesConfig(
@@ -154,7 +154,7 @@ def load_backbone(
 
     Args:
         model: ``Qwen/Qwen2-Audio-7B-Instruct`` (default), a local checkpoint directory, ``tiny``, or
-            ``shape:<name>`` (random weights in a real model's shapes, see :mod:`vela_search.embedding.shapes`).
+            ``shape:<name>`` (random weights in a real model's shapes: :mod:`vela_search.embedding.shapes`).
         revision: Hub revision (branch, tag or commit) for a Hub id.
         adapter: A peft LoRA adapter directory to apply to the language model.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
@@ -165,7 +165,6 @@ def load_backbone(
     Raises:
         ModelLoadError: The model or adapter cannot be found or loaded (the message says what to do).
     """
-    import torch
     from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
     from transformers.utils import logging as hf_logging
 
@@ -176,7 +175,7 @@ def load_backbone(
 
     model_str = str(model)
     is_tiny = model_str == TINY_MODEL_ID
-    # `shape:<name>`: random weights in a real model's shapes, built on the device (vela_search.embedding.shapes).
+    # `shape:<name>`: random weights in a real model's shapes, built on the device (embedding.shapes).
     is_shape = model_str.startswith("shape:")
     local = Path(model_str).expanduser()
     if is_shape:
@@ -188,7 +187,9 @@ def load_backbone(
     elif local.is_dir():
         source = local.resolve()
     elif local.suffix or model_str.startswith((".", "/", "~")) or model_str.count("/") != 1:
-        raise ModelLoadError(f"model {model_str!r} is neither a local checkpoint directory nor a Hub id (org/name)")
+        raise ModelLoadError(
+            f"model {model_str!r} is neither a local checkpoint directory nor a Hub id (org/name)"
+        )
     else:
         source = model_str
 

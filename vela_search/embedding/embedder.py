@@ -177,7 +177,11 @@ class VelaEmbedder:
         )
         spec = demos if isinstance(demos, str) else getattr(demos, "source", str(demos))
         return cls(
-            backbone, demo_set, batch_tokens=batch_tokens, max_batch_items=max_batch_items, demos_spec=str(spec)
+            backbone,
+            demo_set,
+            batch_tokens=batch_tokens,
+            max_batch_items=max_batch_items,
+            demos_spec=str(spec),
         )
 
     # ------------------------------------------------------------------------------------- identity
@@ -403,7 +407,9 @@ class VelaEmbedder:
 
         wave = load_waveform(path)
         if len(wave) > MAX_CLIP_SECONDS * SAMPLE_RATE:
-            raise DemoFileError(f"audio demo {path} is {len(wave) / SAMPLE_RATE:.1f} s; demos must be at most 30 s")
+            raise DemoFileError(
+                f"audio demo {path} is {len(wave) / SAMPLE_RATE:.1f} s; demos must be at most 30 s"
+            )
         return wave
 
     # ---------------------------------------------------------------------------------- rendering
@@ -432,7 +438,9 @@ class VelaEmbedder:
         common = os.path.commonprefix(list(full.values()))
         turn_start = common.rfind("<|im_start|>")
         if turn_start < 0:
-            raise ModelLoadError("the model's chat template does not use <|im_start|> turns; it is not Qwen2-Audio")
+            raise ModelLoadError(
+                "the model's chat template does not use <|im_start|> turns; it is not Qwen2-Audio"
+            )
         prefix = common[:turn_start]
         return prefix, {mode: text[len(prefix) :] for mode, text in full.items()}
 
@@ -462,7 +470,8 @@ class VelaEmbedder:
                 raise ValueError("an audio item needs a waveform")
             if len(item.wave) > MAX_CLIP_SECONDS * SAMPLE_RATE + 1:
                 raise VelaError(
-                    f"a clip of {len(item.wave) / SAMPLE_RATE:.1f} s is longer than the 30 s the audio encoder "
+                    f"a clip of {len(item.wave) / SAMPLE_RATE:.1f} s is longer than the 30 s the audio "
+                    "encoder "
                     "reads; cut it into windows (vela_search.audio.plan_windows) first"
                 )
         elif item.text is None or not item.text.strip():
@@ -486,11 +495,7 @@ class VelaEmbedder:
     def _check_fits(self, item: EmbedItem, length: int) -> None:
         prefix = self.prefix_length
         if prefix + length > self.max_positions:
-            fix = (
-                "use a shorter clip window (--window)"
-                if item.is_audio
-                else "shorten the text"
-            )
+            fix = "use a shorter clip window (--window)" if item.is_audio else "shorten the text"
             raise TokenBudgetError(
                 f"input does not fit the model: prefix {prefix} tokens + item {length} tokens = "
                 f"{prefix + length} > limit {self.max_positions} positions; {fix}, or use fewer demos "

@@ -40,15 +40,22 @@ class Fingerprint:
         """Fields that differ, as ``{name: (self's value, other's value)}``."""
         theirs = other.to_dict() if isinstance(other, Fingerprint) else dict(other)
         mine = self.to_dict()
-        return {k: (mine.get(k), theirs.get(k)) for k in sorted(mine.keys() | theirs.keys()) if mine.get(k) != theirs.get(k)}
+        return {
+            k: (mine.get(k), theirs.get(k))
+            for k in sorted(mine.keys() | theirs.keys())
+            if mine.get(k) != theirs.get(k)
+        }
 
     def compatible(self, other: Fingerprint | dict[str, Any]) -> bool:
         return not self.differences(other)
 
-    def describe_differences(self, other: Fingerprint | dict[str, Any], *, mine: str = "this", theirs: str = "that") -> str:
+    def describe_differences(
+        self, other: Fingerprint | dict[str, Any], *, mine: str = "this", theirs: str = "that"
+    ) -> str:
         """Human-readable list of differing fields, e.g. ``adapter: this=None, index=3fa2...``."""
         return "; ".join(
-            f"{name}: {mine}={_short(a)}, {theirs}={_short(b)}" for name, (a, b) in self.differences(other).items()
+            f"{name}: {mine}={_short(a)}, {theirs}={_short(b)}"
+            for name, (a, b) in self.differences(other).items()
         )
 
 

@@ -47,7 +47,10 @@ def user_content(mode: str, text: str | None = None, instruction: str | None = N
     """
     check_mode(mode)
     if mode == "audio":
-        return [{"type": "audio", "audio": AUDIO_PLACEHOLDER}, {"type": "text", "text": INSTRUCTIONS["audio"]}]
+        return [
+            {"type": "audio", "audio": AUDIO_PLACEHOLDER},
+            {"type": "text", "text": INSTRUCTIONS["audio"]},
+        ]
     if text is None:
         raise ValueError(f"mode {mode!r} needs a text")
     if mode == "instruction":

@@ -19,28 +19,35 @@ TINY_MODEL_ID = "tiny"
 TINY_RECIPE_VERSION = "1"
 TINY_NOTICE = "tiny random model: results carry no meaning"
 
-_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"]
+_SPECIAL_TOKENS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|AUDIO|>",
+    "<|audio_bos|>",
+    "<|audio_eos|>",
+]
 
 # Words the tokenizer is trained on: the prompts, chat roles and everyday sound vocabulary, so that captions
 # tokenize into a realistic number of pieces. Anything else still encodes (byte-level fallback).
 _CORPUS_WORDS = """
-system user assistant You are a helpful assistant. Audio Summarize above audio sentence passage request in one word
-the a an and of to with while then as is are was were it its this that on in at by from for into over under near
-dog dogs bark barks barking cat meows purring bird birds chirp chirping sing singing crow rooster cow moo horse
-sheep goat frog croak insects buzz bee mosquito owl hoot duck quack chicken cluck wolf howl lion roar
-car cars engine motor truck bus train horn honk siren ambulance police motorcycle airplane jet helicopter boat
-traffic road street passes passing drives driving accelerates brakes idling tires screech
-rain raining thunder storm wind blowing gust hail snow drizzle lightning rumble
-water stream river waves ocean sea splash dripping drip faucet tap pouring flowing bubbling waterfall
-man woman child children baby people crowd voice voices speaks speaking talks talking laughs laughing
-cries crying shouts shouting whispers whispering sings cheering applause coughs sneezes footsteps walking
-music piano guitar violin drum drums flute trumpet orchestra melody song plays playing band bass chord
-tool tools hammer hammering drill drilling saw sawing chainsaw wrench sanding power machine grinding
-alarm alarms clock ringing rings bell bells beeping beep doorbell smoke fire buzzer phone telephone
-household kitchen door opens closes slams knock knocking dishes clatter vacuum cleaner microwave blender
-washing dryer fan television keyboard typing chair creaks glass breaks shatters paper rustles
-loud quiet soft distant close nearby background foreground repeatedly briefly slowly quickly many several
-find recordings same sound source as kettle whistling long short first second followed by finally
+system user assistant You are a helpful assistant. Audio Summarize above audio sentence passage request
+in one word the a an and of to with while then as is are was were it its this that on in at by from for
+into over under near dog dogs bark barks barking cat meows purring bird birds chirp chirping sing singing
+crow rooster cow moo horse sheep goat frog croak insects buzz bee mosquito owl hoot duck quack chicken
+cluck wolf howl lion roar car cars engine motor truck bus train horn honk siren ambulance police
+motorcycle airplane jet helicopter boat traffic road street passes passing drives driving accelerates
+brakes idling tires screech rain raining thunder storm wind blowing gust hail snow drizzle lightning
+rumble water stream river waves ocean sea splash dripping drip faucet tap pouring flowing bubbling
+waterfall man woman child children baby people crowd voice voices speaks speaking talks talking laughs
+laughing cries crying shouts shouting whispers whispering sings cheering applause coughs sneezes
+footsteps walking music piano guitar violin drum drums flute trumpet orchestra melody song plays playing
+band bass chord tool tools hammer hammering drill drilling saw sawing chainsaw wrench sanding power
+machine grinding alarm alarms clock ringing rings bell bells beeping beep doorbell smoke fire buzzer
+phone telephone household kitchen door opens closes slams knock knocking dishes clatter vacuum cleaner
+microwave blender washing dryer fan television keyboard typing chair creaks glass breaks shatters paper
+rustles loud quiet soft distant close nearby background foreground repeatedly briefly slowly quickly many
+several find recordings same sound source as kettle whistling long short first second followed by finally
 """.split()
 
 

@@ -15,9 +15,7 @@ def _file_key(row: dict) -> str:
     return str(row.get("path") or row.get("content_sha256") or row.get("id"))
 
 
-def _grouping_done(
-    hits: list[SearchHit], k: int, fetch: int, total: int, min_score: float | None
-) -> bool:
+def _grouping_done(hits: list[SearchHit], k: int, fetch: int, total: int, min_score: float | None) -> bool:
     """Whether a grouped query has its answer from ``hits`` (the store's top ``fetch``)."""
     if len(hits) < fetch or fetch >= total:
         return True  # the store had no more candidates (filter or index exhausted)

@@ -96,7 +96,12 @@ class Searcher:
         try:
             check_not_empty(index)
             embedder = load_index_embedder(
-                index, model=model, adapter=adapter, demos=demos, device=device, dtype=dtype,
+                index,
+                model=model,
+                adapter=adapter,
+                demos=demos,
+                device=device,
+                dtype=dtype,
                 batch_tokens=batch_tokens,
             )
             return cls(index, embedder)
@@ -177,7 +182,12 @@ class Searcher:
             EmptyIndexError: the index holds no vectors.
         """
         return self.search_many(
-            [query], mode=mode, instruction=instruction, k=k, min_score=min_score, path_glob=path_glob,
+            [query],
+            mode=mode,
+            instruction=instruction,
+            k=k,
+            min_score=min_score,
+            path_glob=path_glob,
             group=group,
         )[0]
 
@@ -303,9 +313,7 @@ class Searcher:
         return [self._hits(hits or [], k, min_score, path_glob, group, files) for hits in results]
 
     # ------------------------------------------------------------------------------------------ helpers
-    def embed_query(
-        self, query: str, *, mode: str = "caption", instruction: str | None = None
-    ) -> np.ndarray:
+    def embed_query(self, query: str, *, mode: str = "caption", instruction: str | None = None) -> np.ndarray:
         """The unit vector a text query is searched with, shape (dim,)."""
         check_text_query(query, mode, instruction)
         from vela_search.embedding.embedder import EmbedItem

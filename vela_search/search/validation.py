@@ -87,8 +87,10 @@ def check_text_query(query: str, mode: str = "caption", instruction: str | None 
         raise QueryError("the query is empty; give some words to search for")
     if mode == "instruction":
         if instruction is None or not instruction.strip():
-            raise QueryError("instruction mode needs a non-empty instruction, e.g. --instruction "
-                             "'find recordings with the same sound source as:'")
+            raise QueryError(
+                "instruction mode needs a non-empty instruction, e.g. --instruction "
+                "'find recordings with the same sound source as:'"
+            )
     elif instruction is not None:
         raise QueryError(f"an instruction applies to instruction mode only, not to {mode} mode")
     return mode
