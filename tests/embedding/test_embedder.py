@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from vela_search.embedding import attention
-from vela_search.embedding.embedder import EmbedItem, VelaEmbedder, audio_token_count, plan_batches
+from vela_search.embedding.batching import audio_token_count, plan_batches
+from vela_search.embedding.embedder import EmbedItem, VelaEmbedder
 from vela_search.errors import TokenBudgetError, VelaError
 
 

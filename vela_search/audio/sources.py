@@ -7,6 +7,7 @@ share.
 
 from __future__ import annotations
 
+import abc
 import os
 import re
 import shutil
@@ -148,15 +149,16 @@ def _header_problem(extra_info: str) -> str | None:
 # native-rate sources: blocks of mono float32 at the file's own sample rate
 
 
-class _Source:
+class _Source(abc.ABC):
     """A decoder that yields mono float32 blocks at ``samplerate`` from a given frame onwards."""
 
     path: Path
     samplerate: int
     declared_frames: int | None
 
+    @abc.abstractmethod
     def blocks(self, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
-        raise NotImplementedError
+        """Mono float32 blocks from frame ``start`` up to ``stop`` (the end when None)."""
 
     def close(self) -> None:
         pass

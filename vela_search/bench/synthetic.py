@@ -172,7 +172,8 @@ def paper_embedder(
 
 def _prefix_tokens(emb: Any, demo_waves: Any) -> int:
     """Prefix length from the rendered text and the audio token counts, without extracting audio features."""
-    from vela_search.embedding.embedder import EmbedItem, audio_token_count
+    from vela_search.embedding.batching import audio_token_count
+    from vela_search.embedding.embedder import EmbedItem
 
     probe = EmbedItem("caption", text="probe")
     tokenizer = emb.backbone.processor.tokenizer

@@ -24,18 +24,21 @@ from vela_search.embedding import prompts
 from vela_search.embedding.attention import PrefixKV
 from vela_search.embedding.audio_encoder import encode_audio
 from vela_search.embedding.backbone import DEFAULT_MODEL, Backbone, load_backbone
+from vela_search.embedding.batching import (
+    DEFAULT_MAX_BATCH_ITEMS,
+    MAX_CLIP_SECONDS,
+    SAMPLE_RATE,
+    PreparedBatch,
+    audio_token_count,
+    auto_batch_tokens,
+    plan_batches,
+)
 from vela_search.embedding.demos import DemoSet
 from vela_search.embedding.fingerprint import Fingerprint
 from vela_search.embedding.shapes import SHAPE_NOTICE, SHAPE_PREFIX
 from vela_search.embedding.tiny import TINY_NOTICE
 from vela_search.errors import DemoFileError, ModelLoadError, TokenBudgetError, VelaError
 
-# Suffix tokens per batch (padded length x items). The prefix is shared and not counted.
-DEFAULT_BATCH_TOKENS = 8192
-DEFAULT_MAX_BATCH_ITEMS = 32
-# What the Whisper-style encoder reads at most; longer clips must be cut into windows by the caller.
-MAX_CLIP_SECONDS = 30.0
-SAMPLE_RATE = 16_000
 # The training record an adapter directory carries, read back so that `--adapter DIR` needs no other flags.
 ADAPTER_RECORD = "vela_training.json"
 
@@ -54,40 +57,6 @@ class EmbedItem:
     @property
     def is_audio(self) -> bool:
         return self.mode == "audio"
-
-
-@dataclass
-class _PreparedBatch:
-    """One batch's model inputs, built on the host."""
-
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    features: tuple[torch.Tensor, torch.Tensor] | None  # (log-mel features, valid frames per clip)
-
-    def pinned(self) -> _PreparedBatch:
-        features = None if self.features is None else (self.features[0].pin_memory(), self.features[1])
-        return _PreparedBatch(self.input_ids.pin_memory(), self.attention_mask.pin_memory(), features)
-
-
-def plan_batches(lengths: Sequence[int], batch_tokens: int, max_items: int) -> list[list[int]]:
-    """Group item indices into batches of similar length.
-
-    Items are sorted longest first so that right-padding is small; a batch grows while its padded size
-    (longest item x items) stays within ``batch_tokens`` and it holds at most ``max_items`` items. An item
-    longer than ``batch_tokens`` gets a batch of its own.
-    """
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    batches: list[list[int]] = []
-    current: list[int] = []
-    for index in order:
-        longest = lengths[current[0]] if current else lengths[index]
-        if current and (longest * (len(current) + 1) > batch_tokens or len(current) >= max_items):
-            batches.append(current)
-            current = []
-        current.append(index)
-    if current:
-        batches.append(current)
-    return batches
 
 
 class VelaEmbedder:
@@ -308,7 +277,7 @@ class VelaEmbedder:
         if now:
             self._prefix_kv()
 
-    def _prepare_batch(self, items: Sequence[EmbedItem]) -> _PreparedBatch:
+    def _prepare_batch(self, items: Sequence[EmbedItem]) -> PreparedBatch:
         """Host-side work for one batch: prompts, tokens, log-mel features (pinned when on CUDA)."""
         processor = self.backbone.processor
         suffixes = [self._suffix_text(item) for item in items]
@@ -327,10 +296,10 @@ class VelaEmbedder:
             features = (enc["input_features"], enc["feature_attention_mask"].sum(-1))
         else:
             enc = processor.tokenizer(suffixes, return_tensors="pt", padding=True)
-        batch = _PreparedBatch(enc["input_ids"], enc["attention_mask"], features)
+        batch = PreparedBatch(enc["input_ids"], enc["attention_mask"], features)
         return batch.pinned() if self.backbone.device.type == "cuda" else batch
 
-    def _forward_prepared(self, batch: _PreparedBatch, prefix: PrefixKV) -> torch.Tensor:
+    def _forward_prepared(self, batch: PreparedBatch, prefix: PrefixKV) -> torch.Tensor:
         device = self.backbone.device
         input_ids = batch.input_ids.to(device, non_blocking=True)
         mask = batch.attention_mask.to(device, non_blocking=True)
@@ -540,28 +509,6 @@ class VelaEmbedder:
                 ).last_hidden_state
             rows.append(torch.nn.functional.normalize(hidden[0, -1].float(), dim=-1).cpu().numpy())
         return np.stack(rows) if rows else np.zeros((0, self.dim), dtype=np.float32)
-
-
-def auto_batch_tokens(backbone: Backbone, *, memory_fraction: float = 0.5) -> int:
-    """Suffix tokens per batch that fit in a share of the GPU's free memory (the default on the CPU).
-
-    Per token and layer, a forward holds the hidden state, q/k/v/o, the MLP's two intermediate
-    activations and fp32 attention outputs; only one layer's activations are alive at a time without a
-    graph, so the estimate is per layer plus the residual stream. It is deliberately conservative.
-    """
-    if backbone.device.type != "cuda":
-        return DEFAULT_BATCH_TOKENS
-    config = backbone.model.config.text_config
-    element = torch.finfo(backbone.dtype).bits // 8
-    per_token = element * (6 * config.hidden_size + 3 * config.intermediate_size) + 8 * config.hidden_size
-    free, _total = torch.cuda.mem_get_info(backbone.device)
-    return int(min(1 << 17, max(1024, free * memory_fraction // per_token)))
-
-
-def audio_token_count(n_samples: int) -> int:
-    """Audio tokens Qwen2-Audio spends on a clip of ``n_samples`` at 16 kHz (25 per second)."""
-    frames = max(1, min(n_samples, int(MAX_CLIP_SECONDS * SAMPLE_RATE)) // 160)
-    return ((frames - 1) // 2 + 1 - 2) // 2 + 1
 
 
 def read_adapter_record(adapter: str | os.PathLike[str]) -> dict[str, Any]:
