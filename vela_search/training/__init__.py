@@ -1,7 +1,8 @@
 """Text-only contrastive training of the embedder's LoRA adapter.
 
 Submodules: `data` (triplet files and the held-out split), `loss` (InfoNCE and held-out metrics), `lora`
-(attaching the adapter), `checkpoint` and `trainer` (the loop: ``train(TrainConfig(...))``).
+(attaching the adapter), `config` (settings and results), `loop` (the step loop), `checkpoint`, `record`
+(the training record and adapter output) and `trainer` (the entry: ``train(TrainConfig(...))``).
 Nothing heavy is imported here: `loss` needs torch, so names are resolved on first use.
 """
 
