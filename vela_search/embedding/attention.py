@@ -95,11 +95,10 @@ def vela_attention(
 
     out_s, lse_s = _attend_causal(query, _repeat_kv(key, groups), _repeat_kv(value, groups), scale)
 
-    # Merge the two softmax partitions exactly: weights are each part's share of the total mass.
-    top = torch.maximum(lse_p, lse_s)
-    w_p = torch.exp(lse_p - top).unsqueeze(-1)
-    w_s = torch.exp(lse_s - top).unsqueeze(-1)
-    out = (out_p * w_p + out_s * w_s) / (w_p + w_s)
+    # Merge the two softmax partitions exactly. The items' share of the total mass is
+    # exp(lse_s) / (exp(lse_p) + exp(lse_s)) = sigmoid(lse_s - lse_p): stable, and few kernels per layer.
+    share = torch.sigmoid(lse_s - lse_p).unsqueeze(-1)
+    out = torch.lerp(out_p, out_s, share)
     return out.to(query.dtype).transpose(1, 2).contiguous(), None
 
 
