@@ -335,3 +335,13 @@ def test_no_paths_and_no_index_is_an_error(tmp_path, emb):
     with pytest.raises(VelaError, match="nothing to index"):
         index_paths([], tmp_path / "idx", emb)
     assert not (tmp_path / "idx").exists()
+
+
+def test_missing_paths_do_not_create_an_empty_index(tiny_embedder, tmp_path):
+    from vela_search.errors import VelaError
+    from vela_search.indexing import index_paths
+    from vela_search.store import AudioIndex
+
+    with pytest.raises(VelaError, match="no such file or directory: .*typo"):
+        index_paths([tmp_path / "typo"], tmp_path / "index", tiny_embedder)
+    assert not AudioIndex.exists(tmp_path / "index")

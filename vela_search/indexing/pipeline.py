@@ -310,6 +310,10 @@ def index_paths(
 
     if not paths and not AudioIndex.exists(index_dir):
         raise VelaError(f"nothing to index: give audio files or directories (no index at {index_dir} yet)")
+    missing = [str(p) for p in paths if not os.path.lexists(os.path.expanduser(str(p)))]
+    if paths and len(missing) == len(paths) and not AudioIndex.exists(index_dir):
+        # A typo should not leave an empty index behind; for an existing index a vanished root is pruned.
+        raise VelaError(f"no such file or directory: {', '.join(missing)}")
     report = IndexReport(index_dir=str(index_dir))
     writer = _open_writer(index_dir, embedder, rebuild=rebuild, factory=factory)
     try:
