@@ -120,3 +120,17 @@ def test_four_bit_loading_runs_on_cpu(tiny_model_dir):
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in layers)
     # The audio tower stays full precision.
     assert not any(isinstance(m, bnb.nn.Linear4bit) for m in quantized.backbone.core.audio_tower.modules())
+
+
+def test_unreachable_hub_fails_fast_with_a_clear_error(tiny_model_dir, monkeypatch):
+    import socket
+
+    from huggingface_hub import constants
+
+    def refuse(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    with pytest.raises(ModelLoadError, match="not in the local Hugging Face cache and .* cannot be reached"):
+        VelaEmbedder.from_pretrained("someone/not-cached", demos="none", device="cpu")

@@ -210,6 +210,8 @@ def load_backbone(
             net, processor = build_shape_model(model_str, torch_device, torch_dtype)
         else:
             revision_kw = {"revision": revision} if "revision" in kwargs else {}
+            if not isinstance(source, Path):
+                _check_hub_reachable(source, revision)
             processor = AutoProcessor.from_pretrained(source, **revision_kw)
             net = Qwen2AudioForConditionalGeneration.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as exc:
@@ -255,6 +257,25 @@ def load_backbone(
         dtype=torch_dtype,
         is_tiny=is_tiny,
     )
+
+
+def _check_hub_reachable(repo_id: str, revision: str | None) -> None:
+    """Fail at once, instead of after minutes of retries, when a Hub model is neither cached nor reachable."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    cached = try_to_load_from_cache(repo_id, "config.json", revision=revision)
+    if isinstance(cached, str) or constants.HF_HUB_OFFLINE:
+        return  # cached: load from disk; offline mode: transformers fails fast on its own
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=5).close()
+    except OSError as exc:
+        raise OSError(
+            f"{repo_id} is not in the local Hugging Face cache and {host} cannot be reached ({exc})"
+        ) from None
 
 
 def _apply_adapter(net: Any, path: Path, *, trainable: bool) -> Any:
