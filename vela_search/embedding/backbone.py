@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,10 @@ from typing import Any, Literal
 
 from vela_search.embedding.tiny import TINY_MODEL_ID, TINY_RECIPE_VERSION, ensure_tiny_checkpoint
 from vela_search.errors import ModelLoadError
+
+# bitsandbytes (imported by peft) warns on every CPU start that an optional kernels package is missing; the
+# fallback it uses is correct, so the warning would only alarm users.
+logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 DEFAULT_MODEL = "Qwen/Qwen2-Audio-7B-Instruct"
 Quantization = Literal["4bit", "8bit"]
