@@ -78,16 +78,17 @@ def load_embedder(
     dtype: str = "auto",
     quantize: str | None = None,
     batch_tokens: int | None = None,
+    revision: str | None = None,
     quiet: bool = False,
 ) -> VelaEmbedder:
     """Load the embedder with a status spinner and show the tiny-model notice where it applies."""
     from vela_search.embedding.embedder import VelaEmbedder
 
-    status_console = err_console
     label = model or "the adapter's base model"
-    with status_console.status(f"loading {label} …", spinner="dots") if not quiet else _null():
+    with err_console.status(f"loading {label} …", spinner="dots") if not quiet else _null():
         embedder = VelaEmbedder.from_pretrained(
             model,
+            revision=revision,
             adapter=adapter,
             demos=demos,
             device=device,

@@ -214,34 +214,18 @@ def _load(
         from vela_search.embedding.backbone import DEFAULT_MODEL
 
         spec = dict(spec, model=DEFAULT_MODEL)
-    if spec.get("revision") is None:
-        return load_embedder(
-            model=spec["model"],
-            adapter=Path(spec["adapter"]) if spec["adapter"] else None,
-            demos=spec["demos"],
-            device=device,
-            dtype=dtype,
-            quantize=spec["quantize"],
-            batch_tokens=batch_tokens,
-            quiet=quiet,
-        )
-    # A Hub model pinned to the revision the index was built from.
-    from vela_search.embedding.embedder import VelaEmbedder
-
-    with err_console.status(f"loading {spec['model']} …", spinner="dots"):
-        embedder = VelaEmbedder.from_pretrained(
-            spec["model"],
-            revision=spec["revision"],
-            adapter=spec["adapter"],
-            demos=spec["demos"],
-            device=device,
-            dtype=dtype,
-            quantize=None if spec["quantize"] in (None, "none") else spec["quantize"],
-            **({"batch_tokens": batch_tokens} if batch_tokens else {}),
-        )
-    if embedder.notice:
-        err_console.print(f"[yellow]note:[/] {embedder.notice}")
-    return embedder
+    # A Hub model stays pinned to the revision the index was built from.
+    return load_embedder(
+        model=spec["model"],
+        adapter=Path(spec["adapter"]) if spec["adapter"] else None,
+        demos=spec["demos"],
+        device=device,
+        dtype=dtype,
+        quantize=spec["quantize"],
+        batch_tokens=batch_tokens,
+        revision=spec.get("revision"),
+        quiet=quiet,
+    )
 
 
 class _SpeedColumn(ProgressColumn):
