@@ -66,3 +66,21 @@ def test_specs_resolve():
     default = DemoSet.load("default")
     assert DEFAULT_DEMOS_PATH.exists() and len(default) >= 60 and default.n_audio == 0
     assert DemoSet.load(None).digest == default.digest
+
+
+def test_audio_demo_samples_in_memory_replace_decoding(tiny_embedder, tmp_path):
+    import numpy as np
+
+    from vela_search.embedding.demos import Demo
+    from vela_search.embedding.embedder import VelaEmbedder
+    from vela_search.errors import AudioDecodeError
+
+    junk = tmp_path / "clip.wav"
+    junk.write_bytes(b"not audio at all")
+    wave = (0.1 * np.sin(np.arange(16000) / 5)).astype(np.float32)
+    in_memory = DemoSet(demos=(Demo(word="hum", audio=junk, wave=wave),), source="t")
+    vectors = VelaEmbedder(tiny_embedder.backbone, in_memory).embed_text(["a hum"])
+    assert vectors.shape == (1, 64)
+    from_file = DemoSet(demos=(Demo(word="hum", audio=junk),), source="t")
+    with pytest.raises(AudioDecodeError):
+        VelaEmbedder(tiny_embedder.backbone, from_file).embed_text(["a hum"])

@@ -39,7 +39,6 @@ import numpy as np
 
 from vela_search.bench.flops import encoder_flops, item_flops, peak_tflops_for
 from vela_search.bench.synthetic import (
-    in_memory_embedder_class,
     paper_embedder,
     synthetic_clip,
     synthetic_queries,
@@ -302,7 +301,9 @@ def run_speed_benchmark(config: SpeedConfig, *, progress: ProgressCallback | Non
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     started = time.perf_counter()
-    cls = in_memory_embedder_class()
+    from vela_search.embedding.embedder import VelaEmbedder
+
+    cls = VelaEmbedder
     say(f"loading {config.model}")
     base = cls.from_pretrained(
         config.model,

@@ -2,7 +2,7 @@
 
 Everything is generated in memory with numpy and is deterministic for a seed. The paper-size demo set's
 audio demos are written as 16-bit WAV files with the stdlib ``wave`` module (their bytes enter the demo
-digest) and handed to the embedder from memory (:func:`in_memory_embedder_class`), so no audio decoder
+digest) and handed to the embedder from memory (each audio ``Demo`` carries its samples), so no audio decoder
 (soundfile, librosa) is needed: GPU images often have none.
 """
 
@@ -21,7 +21,6 @@ __all__ = [
     "PAPER_AUDIO_DEMO_SECONDS",
     "PAPER_PREFIX_TOKENS",
     "PAPER_TEXT_DEMOS",
-    "in_memory_embedder_class",
     "paper_demo_set",
     "paper_embedder",
     "synthetic_clip",
@@ -126,7 +125,7 @@ def _paper_audio_demos(directory: Path, seed: int) -> tuple[list[Any], dict[Path
     for k in range(PAPER_AUDIO_DEMOS):
         path = (directory / f"demo_{k:02d}.wav").resolve()
         waves[path] = _write_wav(path, synthetic_clip(PAPER_AUDIO_DEMO_SECONDS, seed=10_000 + seed + k))
-        audio.append(Demo(word=_AUDIO_DEMO_WORDS[k], audio=path))
+        audio.append(Demo(word=_AUDIO_DEMO_WORDS[k], audio=path, wave=waves[path]))
     return audio, waves
 
 
@@ -150,7 +149,7 @@ def paper_embedder(
     ~7.9k tokens would leave no room for a 10 s clip in the 8,192 positions.
 
     Args:
-        cls: The embedder class (see :func:`in_memory_embedder_class`).
+        cls: The embedder class.
         backbone: The loaded backbone, shared with the caller's other embedders.
         directory: Where the demo WAV files are written.
         seed: Seed of the synthetic demo audio.
@@ -164,7 +163,6 @@ def paper_embedder(
             batch_tokens=batch_tokens,
             demos_spec="paper",
         )
-        emb.demo_waves = waves
         if _prefix_tokens(emb, waves.values()) <= PAPER_PREFIX_TOKENS:
             break
     return emb
@@ -180,23 +178,3 @@ def _prefix_tokens(emb: Any, demo_waves: Any) -> int:
     text_tokens = len(tokenizer(emb.full_prompt(probe))["input_ids"]) - emb.token_count(probe)
     # Each <|AUDIO|> placeholder expands to the clip's audio tokens.
     return text_tokens + sum(audio_token_count(len(w)) - 1 for w in demo_waves)
-
-
-def in_memory_embedder_class() -> type:
-    """A VelaEmbedder that takes the synthetic demo clips from memory instead of decoding the files.
-
-    GPU images often lack the audio decoders (soundfile); the synthetic demos are known sample for sample,
-    so decoding them is unnecessary. Any other demo file still goes through the normal decoder.
-    """
-    from vela_search.embedding.embedder import VelaEmbedder
-
-    class InMemoryDemoEmbedder(VelaEmbedder):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.demo_waves: dict[Path, np.ndarray] = {}
-
-        def _demo_wave(self, path: Path) -> np.ndarray:
-            wave = self.demo_waves.get(Path(path))
-            return wave if wave is not None else super()._demo_wave(path)
-
-    return InMemoryDemoEmbedder

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from vela_search.errors import DemoFileError
 
@@ -25,11 +26,17 @@ DEFAULT_DEMOS_PATH = Path(__file__).resolve().parents[2] / "data" / "demos" / "d
 
 @dataclass(frozen=True)
 class Demo:
-    """One demonstration: a caption or an audio clip, and the one word it summarises to."""
+    """One demonstration: a caption or an audio clip, and the one word it summarises to.
+
+    An audio demo names its file (``audio``: its bytes enter the digest); ``wave`` may carry the file's
+    decoded 16 kHz samples, which are then used instead of decoding the file (e.g. where no audio decoder
+    is installed).
+    """
 
     word: str
     text: str | None = None
     audio: Path | None = None
+    wave: Any = field(default=None, compare=False, repr=False)  # np.ndarray | None
 
     @property
     def is_audio(self) -> bool:

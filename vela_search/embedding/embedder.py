@@ -33,7 +33,7 @@ from vela_search.embedding.batching import (
     auto_batch_tokens,
     plan_batches,
 )
-from vela_search.embedding.demos import DemoSet
+from vela_search.embedding.demos import Demo, DemoSet
 from vela_search.embedding.fingerprint import Fingerprint
 from vela_search.embedding.shapes import SHAPE_NOTICE, SHAPE_PREFIX
 from vela_search.embedding.tiny import TINY_NOTICE
@@ -336,7 +336,7 @@ class VelaEmbedder:
     # ----------------------------------------------------------------------------------- the prefix
     def _prefix_input(self) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
         if self._prefix_ids is None:
-            waves = [self._demo_wave(d.audio) for d in self.demos.demos if d.audio is not None]
+            waves = [self._demo_wave(d) for d in self.demos.demos if d.is_audio]
             processor = self.backbone.processor
             if waves:
                 enc = processor(
@@ -371,10 +371,11 @@ class VelaEmbedder:
         self.prefix_computations += 1
         return capture
 
-    def _demo_wave(self, path: Path) -> np.ndarray:
+    def _demo_wave(self, demo: Demo) -> np.ndarray:
         from vela_search.audio import load_waveform
 
-        wave = load_waveform(path)
+        path = demo.audio
+        wave = load_waveform(demo.wave if demo.wave is not None else path)
         if len(wave) > MAX_CLIP_SECONDS * SAMPLE_RATE:
             raise DemoFileError(
                 f"audio demo {path} is {len(wave) / SAMPLE_RATE:.1f} s; demos must be at most 30 s"
@@ -489,7 +490,7 @@ class VelaEmbedder:
         """
         bb = self.backbone
         rows = []
-        demo_waves = [self._demo_wave(d.audio) for d in self.demos.demos if d.audio is not None]
+        demo_waves = [self._demo_wave(d) for d in self.demos.demos if d.is_audio]
         for item in items:
             self._validate(item)
             waves = demo_waves + ([item.wave] if item.is_audio else [])
