@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -36,6 +36,17 @@ JSON_HELP = "Write the full report as JSON to this file ('-' for stdout; the tab
 DTYPE_HELP = "auto (bf16 on CUDA, fp32 on the CPU), bf16, fp16 or fp32."
 BATCH_TOKENS_HELP = "Item tokens per batch (default: sized from free GPU memory; 8192 on the CPU)."
 
+# Options the two retrieval benchmarks share.
+ModelOpt = Annotated[str | None, typer.Option("--model", help=MODEL_HELP)]
+AdapterOpt = Annotated[Path | None, typer.Option("--adapter", help=ADAPTER_HELP)]
+DemosOpt = Annotated[str | None, typer.Option("--demos", help=DEMOS_HELP)]
+DeviceOpt = Annotated[str, typer.Option("--device", help=DEVICE_HELP)]
+DtypeOpt = Annotated[str, typer.Option("--dtype", help=DTYPE_HELP)]
+BatchTokensOpt = Annotated[int | None, typer.Option("--batch-tokens", min=1, help=BATCH_TOKENS_HELP)]
+REUSE_INDEX_HELP = "Reuse the vectors of an index built from the same clips with the same embedder."
+ReuseIndexOpt = Annotated[str | None, typer.Option("--index", help=REUSE_INDEX_HELP)]
+JsonOpt = Annotated[str | None, typer.Option("--json", metavar="OUT", help=JSON_HELP)]
+
 
 # ----------------------------------------------------------------------------------------- retrieval
 @bench_app.command("clotho")
@@ -48,18 +59,14 @@ def clotho(
     download: bool = typer.Option(
         False, "--download", help="Fetch the official files first (needs internet)."
     ),
-    model: str | None = typer.Option(None, "--model", help=MODEL_HELP),
-    adapter: Path | None = typer.Option(None, "--adapter", help=ADAPTER_HELP),
-    demos: str | None = typer.Option(None, "--demos", help=DEMOS_HELP),
-    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
-    dtype: str = typer.Option("auto", "--dtype", help=DTYPE_HELP),
-    batch_tokens: int | None = typer.Option(None, "--batch-tokens", min=1, help=BATCH_TOKENS_HELP),
-    index: str | None = typer.Option(
-        None,
-        "--index",
-        help="Reuse the vectors of an index built from the same clips with the same embedder.",
-    ),
-    json_out: str | None = typer.Option(None, "--json", metavar="OUT", help=JSON_HELP),
+    model: ModelOpt = None,
+    adapter: AdapterOpt = None,
+    demos: DemosOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    batch_tokens: BatchTokensOpt = None,
+    index: ReuseIndexOpt = None,
+    json_out: JsonOpt = None,
 ) -> None:
     """Text-to-audio and audio-to-text retrieval on Clotho v2.1 (evaluation: 1,045 clips x 5 captions)."""
     _run_retrieval("clotho", **locals())
@@ -81,18 +88,14 @@ def audiocaps(
         "--download",
         help="Fetch the captions CSV first (needs internet; the audio is on YouTube only).",
     ),
-    model: str | None = typer.Option(None, "--model", help=MODEL_HELP),
-    adapter: Path | None = typer.Option(None, "--adapter", help=ADAPTER_HELP),
-    demos: str | None = typer.Option(None, "--demos", help=DEMOS_HELP),
-    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
-    dtype: str = typer.Option("auto", "--dtype", help=DTYPE_HELP),
-    batch_tokens: int | None = typer.Option(None, "--batch-tokens", min=1, help=BATCH_TOKENS_HELP),
-    index: str | None = typer.Option(
-        None,
-        "--index",
-        help="Reuse the vectors of an index built from the same clips with the same embedder.",
-    ),
-    json_out: str | None = typer.Option(None, "--json", metavar="OUT", help=JSON_HELP),
+    model: ModelOpt = None,
+    adapter: AdapterOpt = None,
+    demos: DemosOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    batch_tokens: BatchTokensOpt = None,
+    index: ReuseIndexOpt = None,
+    json_out: JsonOpt = None,
 ) -> None:
     """Text-to-audio and audio-to-text retrieval on AudioCaps (test: 957 clips x 5 captions)."""
     _run_retrieval("audiocaps", **locals())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -85,7 +86,7 @@ def load_embedder(
     from vela_search.embedding.embedder import VelaEmbedder
 
     label = model or "the adapter's base model"
-    with err_console.status(f"loading {label} …", spinner="dots") if not quiet else _null():
+    with err_console.status(f"loading {label} …", spinner="dots") if not quiet else nullcontext():
         embedder = VelaEmbedder.from_pretrained(
             model,
             revision=revision,
@@ -99,14 +100,6 @@ def load_embedder(
     if embedder.notice and not quiet:
         err_console.print(f"[yellow]note:[/] {embedder.notice}")
     return embedder
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 # Options shared by the commands that load a model.

@@ -392,7 +392,7 @@ class VelaEmbedder:
         return turns
 
     def _render_templates(self) -> tuple[str, dict[str, str]]:
-        """Render the shared prefix and, per mode, the item's suffix with a body placeholder.
+        """Render the shared prefix and, per mode, the item's suffix with a marker where the body goes.
 
         The prefix is everything up to the start of the item's turn; the chat template itself decides the
         exact text (system turn, ``Audio N:`` numbering), so the prompts stay those of the model.
@@ -404,7 +404,7 @@ class VelaEmbedder:
             conversation = [*demos, {"role": "user", "content": content}]
             return processor.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
 
-        full = {mode: render(self._placeholder_content(mode)) for mode in prompts.MODES}
+        full = {mode: render(self._template_content(mode)) for mode in prompts.MODES}
         common = os.path.commonprefix(list(full.values()))
         turn_start = common.rfind("<|im_start|>")
         if turn_start < 0:
@@ -415,7 +415,7 @@ class VelaEmbedder:
         return prefix, {mode: text[len(prefix) :] for mode, text in full.items()}
 
     @staticmethod
-    def _placeholder_content(mode: str) -> list[dict[str, Any]]:
+    def _template_content(mode: str) -> list[dict[str, Any]]:
         if mode == "audio":
             return prompts.user_content("audio")
         return [{"type": "text", "text": f"{_BODY}\n{prompts.INSTRUCTIONS[mode]}"}]

@@ -23,7 +23,7 @@ INSTRUCTIONS: dict[str, str] = {
 
 # Stands in for the waveform in a rendered prompt; the chat template turns it into
 # ``Audio N: <|audio_bos|><|AUDIO|><|audio_eos|>`` and the processor expands <|AUDIO|> per clip.
-AUDIO_PLACEHOLDER = "<audio>"
+AUDIO_SLOT = "<audio>"
 
 
 def check_mode(mode: str) -> str:
@@ -48,7 +48,7 @@ def user_content(mode: str, text: str | None = None, instruction: str | None = N
     check_mode(mode)
     if mode == "audio":
         return [
-            {"type": "audio", "audio": AUDIO_PLACEHOLDER},
+            {"type": "audio", "audio": AUDIO_SLOT},
             {"type": "text", "text": INSTRUCTIONS["audio"]},
         ]
     if text is None:
