@@ -57,6 +57,8 @@ def test_fast_path_equals_naive_loop_and_report_is_complete(tiny_model_dir):
             assert clip.fraction_of_peak is None  # CPU: no peak table entry
         assert run.audio[0].item_tokens < run.audio[1].item_tokens  # 25 audio tokens per second
         assert run.text.latency_ms_median > 0 and run.text.parity_max_abs_diff < PARITY_TOLERANCE_FP32
+        # CPU: no CUDA graphs, so no second (eager) latency to compare with.
+        assert run.text.query_graphs["enabled"] is False and run.text.eager_latency_ms_median is None
     assert report.search is None and "fewer --search-vectors" in report.search_skipped
     assert report.device == "cpu" and report.dtype == "fp32" and report.notice
     json.dumps(report.to_dict())  # JSON-able as written by --json

@@ -155,7 +155,9 @@ class TextRun:
     """Text-query latency behind one demo prefix.
 
     ``latency_*`` and ``queries_per_s``: one query per call, as a search does; ``batch_texts_per_s``: all
-    queries in one call; ``naive_*``: the naive loop, one query at a time.
+    queries in one call; ``naive_*``: the naive loop, one query at a time. ``query_graphs``: whether the
+    single queries were replayed as CUDA graphs (and which buckets, or why not); when they were,
+    ``eager_latency_*`` is the same queries with graphs off, in the same run.
     """
 
     queries: int
@@ -163,6 +165,9 @@ class TextRun:
     latency_ms_p90: float
     queries_per_s: float
     batch_texts_per_s: float
+    query_graphs: dict[str, Any] = field(default_factory=dict)
+    eager_latency_ms_median: float | None = None
+    eager_latency_ms_p90: float | None = None
     naive_queries: int = 0
     naive_latency_ms_median: float | None = None
     speedup_vs_naive: float | None = None
@@ -468,14 +473,7 @@ def _measure_text(emb: Any, config: SpeedConfig) -> TextRun:
 
     device = emb.backbone.device
     queries = synthetic_queries(config.queries, seed=config.seed)
-    for q in queries[:2]:
-        emb.embed_text([q])
-    latencies = []
-    singles = []
-    for q in queries:
-        vector, elapsed = _timed(lambda q=q: emb.embed_text([q]), device)
-        latencies.append(1000 * elapsed)
-        singles.append(vector[0])
+    latencies, singles = _query_latencies(emb, queries)
     _, batch_elapsed = _timed(lambda: emb.embed_text(queries), device)
     run = TextRun(
         queries=len(queries),
@@ -483,7 +481,16 @@ def _measure_text(emb: Any, config: SpeedConfig) -> TextRun:
         latency_ms_p90=_percentile(latencies, 90),
         queries_per_s=1000 * len(latencies) / sum(latencies),
         batch_texts_per_s=len(queries) / batch_elapsed,
+        query_graphs=emb.query_graph_state,
     )
+    if run.query_graphs["captured_buckets"]:
+        emb.query_graphs = False
+        try:
+            eager, _ = _query_latencies(emb, queries)
+        finally:
+            emb.query_graphs = True
+        run.eager_latency_ms_median = statistics.median(eager)
+        run.eager_latency_ms_p90 = _percentile(eager, 90)
     n_naive = min(config.naive_queries, len(queries))
     if n_naive:
         items = [EmbedItem("caption", text=q) for q in queries[:n_naive]]
@@ -499,6 +506,23 @@ def _measure_text(emb: Any, config: SpeedConfig) -> TextRun:
         run.speedup_vs_naive = run.naive_latency_ms_median / run.latency_ms_median
         run.parity_max_abs_diff = float(np.abs(np.stack(singles[:n_naive]) - np.stack(naive_rows)).max())
     return run
+
+
+def _query_latencies(emb: Any, queries: Sequence[str]) -> tuple[list[float], list[np.ndarray]]:
+    """Per-query latency (ms) and vector, one query per call, after warm-up.
+
+    With CUDA graphs on, the warm-up runs every query twice, so that every bucket's graph is captured
+    before timing starts (a long-lived searcher's steady state).
+    """
+    warm_up = [*queries, *queries] if emb.query_graph_state["enabled"] else queries[:2]
+    for q in warm_up:
+        emb.embed_text([q])
+    latencies, vectors = [], []
+    for q in queries:
+        vector, elapsed = _timed(lambda q=q: emb.embed_text([q]), emb.backbone.device)
+        latencies.append(1000 * elapsed)
+        vectors.append(vector[0])
+    return latencies, vectors
 
 
 def measure_search(

@@ -389,6 +389,10 @@ def _print_speed(report: SpeedReport, target: Any) -> None:
                 f"text query: {text.latency_ms_median:.1f} ms median, {text.latency_ms_p90:.1f} ms p90 "
                 f"({text.queries_per_s:.1f}/s one at a time, {text.batch_texts_per_s:.1f}/s batched)"
             )
+            if text.eager_latency_ms_median is not None:
+                line += f"; CUDA graphs on, without them {text.eager_latency_ms_median:.1f} ms"
+            elif text.query_graphs.get("disabled_reason"):
+                line += f"; CUDA graphs off ({text.query_graphs['disabled_reason']})"
             if text.naive_latency_ms_median is not None:
                 line += f"; naive {text.naive_latency_ms_median:.1f} ms ({text.speedup_vs_naive:.1f}×)"
             target.print(line)

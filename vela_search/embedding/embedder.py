@@ -35,6 +35,7 @@ from vela_search.embedding.batching import (
 )
 from vela_search.embedding.demos import Demo, DemoSet
 from vela_search.embedding.fingerprint import Fingerprint
+from vela_search.embedding.query_graphs import QueryGraphs
 from vela_search.embedding.shapes import SHAPE_NOTICE, SHAPE_PREFIX
 from vela_search.embedding.tiny import TINY_NOTICE
 from vela_search.errors import DemoFileError, ModelLoadError, TokenBudgetError, VelaError
@@ -76,6 +77,7 @@ class VelaEmbedder:
         batch_tokens: int | None = None,
         max_batch_items: int = DEFAULT_MAX_BATCH_ITEMS,
         demos_spec: str = "default",
+        query_graphs: bool | None = None,
     ) -> None:
         if (batch_tokens is not None and batch_tokens < 1) or max_batch_items < 1:
             raise ValueError("batch_tokens and max_batch_items must be positive")
@@ -84,6 +86,12 @@ class VelaEmbedder:
         self.demos_spec = demos_spec
         self.batch_tokens = batch_tokens if batch_tokens is not None else auto_batch_tokens(backbone)
         self.max_batch_items = max_batch_items
+        # Single text queries through fixed-size buffers, replayed as CUDA graphs on a GPU
+        # (:mod:`vela_search.embedding.query_graphs`). On by default on CUDA; on the CPU the padded path
+        # runs eagerly and exists for the parity tests.
+        self.query_graphs = backbone.device.type == "cuda" if query_graphs is None else query_graphs
+        self._graphs: QueryGraphs | None = None
+        self._graphs_disabled_reason: str | None = None
         self.prefix_computations = 0
         # Set by the trainer: a 4-bit model must never run under no_grad before it trains (bitsandbytes).
         self.avoid_no_grad = False
@@ -107,6 +115,7 @@ class VelaEmbedder:
         batch_tokens: int | None = None,
         max_batch_items: int = DEFAULT_MAX_BATCH_ITEMS,
         trainable_adapter: bool = False,
+        query_graphs: bool | None = None,
     ) -> VelaEmbedder:
         """Load the backbone (and adapter) and prepare the prompts and demonstrations.
 
@@ -124,6 +133,7 @@ class VelaEmbedder:
                 CUDA (:func:`auto_batch_tokens`) and uses :data:`DEFAULT_BATCH_TOKENS` on the CPU.
             max_batch_items: Items per batch at most.
             trainable_adapter: Keep the adapter's LoRA weights trainable.
+            query_graphs: Replay single text queries as CUDA graphs (None: on when the device is CUDA).
         """
         record = read_adapter_record(adapter) if adapter is not None else {}
         if record.get("prompt_version") not in (None, prompts.PROMPT_VERSION):
@@ -151,6 +161,7 @@ class VelaEmbedder:
             batch_tokens=batch_tokens,
             max_batch_items=max_batch_items,
             demos_spec=str(spec),
+            query_graphs=query_graphs,
         )
 
     # ------------------------------------------------------------------------------------- identity
@@ -230,11 +241,12 @@ class VelaEmbedder:
 
     def token_count(self, item: EmbedItem) -> int:
         """Tokens the item occupies behind the prefix (what the budget check counts)."""
-        return self._item_lengths([item])[0]
+        return self._item_lengths([item], self._text_token_ids([item]))[0]
 
     def check_budget(self, items: Sequence[EmbedItem]) -> None:
         """Raise :class:`TokenBudgetError` if any item does not fit behind the prefix."""
-        for item, length in zip(items, self._item_lengths(items), strict=True):
+        lengths = self._item_lengths(items, self._text_token_ids(items))
+        for item, length in zip(items, lengths, strict=True):
             self._check_fits(item, length)
 
     # ------------------------------------------------------------------------------- the fast path
@@ -242,14 +254,21 @@ class VelaEmbedder:
         """Embed items as a ``(n, dim)`` tensor on the model's device (graph kept when ``grad``).
 
         Host work for the next batch (tokenising, log-mel features, pinned copies) runs in a background
-        thread while the current batch is on the model.
+        thread while the current batch is on the model. A single short text (a search query) goes through
+        the fixed-size query path instead (:mod:`vela_search.embedding.query_graphs`).
         """
         for item in items:
             self._validate(item)
-        lengths = self._item_lengths(items)
+        token_ids = self._text_token_ids(items)
+        lengths = self._item_lengths(items, token_ids)
         for item, length in zip(items, lengths, strict=True):
             self._check_fits(item, length)
         prefix = self._prefix_kv()
+        if self._takes_query_path(items, grad):
+            with torch.no_grad():
+                vector = self._query_graphs(prefix).embed(token_ids[0])  # type: ignore[arg-type]
+            if vector is not None:
+                return vector
         out: list[torch.Tensor | None] = [None] * len(items)
         audio_idx = [i for i, it in enumerate(items) if it.is_audio]
         text_idx = [i for i, it in enumerate(items) if not it.is_audio]
@@ -258,46 +277,125 @@ class VelaEmbedder:
             for group in (audio_idx, text_idx)
             for batch in plan_batches([lengths[i] for i in group], self.batch_tokens, self.max_batch_items)
         ]
+        for members, batch in self._prepared_batches(items, token_ids, plan):
+            with self._grad_context(grad):
+                vectors = self._forward_prepared(batch, prefix)
+            for row, index in enumerate(members):
+                out[index] = vectors[row]
+        return torch.stack(out)  # type: ignore[arg-type]
+
+    def _prepared_batches(
+        self, items: Sequence[EmbedItem], token_ids: list[list[int] | None], plan: list[list[int]]
+    ) -> Iterator[tuple[list[int], PreparedBatch]]:
+        """Yield each planned batch's members and inputs, preparing the next one in a background thread."""
+
+        def prepare(members: list[int]) -> PreparedBatch:
+            return self._prepare_batch([items[i] for i in members], [token_ids[i] for i in members])
+
+        if len(plan) == 1:  # nothing to overlap with: skip the thread's start-up (a query's latency)
+            yield plan[0], prepare(plan[0])
+            return
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vela-prepare") as pool:
-            pending = pool.submit(self._prepare_batch, [items[i] for i in plan[0]]) if plan else None
+            pending = pool.submit(prepare, plan[0]) if plan else None
             for number, members in enumerate(plan):
                 batch = pending.result()  # type: ignore[union-attr]
                 if number + 1 < len(plan):
-                    pending = pool.submit(self._prepare_batch, [items[i] for i in plan[number + 1]])
-                with self._grad_context(grad):
-                    vectors = self._forward_prepared(batch, prefix)
-                for row, index in enumerate(members):
-                    out[index] = vectors[row]
-        return torch.stack(out)  # type: ignore[arg-type]
+                    pending = pool.submit(prepare, plan[number + 1])
+                yield members, batch
+
+    def _takes_query_path(self, items: Sequence[EmbedItem], grad: bool) -> bool:
+        return (
+            self.query_graphs
+            and len(items) == 1
+            and not items[0].is_audio
+            and not (grad or self.avoid_no_grad)
+            # Dropout (training mode) must not be frozen into a graph.
+            and not self.backbone.model.training
+        )
+
+    def _query_graphs(self, prefix: PrefixKV) -> QueryGraphs:
+        """The query runners for the current prefix (graphs read its tensors: a new prefix needs new ones)."""
+        if self._graphs is not None and self._graphs.owner is not prefix:
+            self._drop_query_graphs()
+        if self._graphs is None:
+            device = self.backbone.device
+
+            def forward(ids: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+                embeds = self.backbone.core.get_input_embeddings()(ids)
+                return self._language_forward(embeds, last, prefix)
+
+            self._graphs = QueryGraphs(
+                forward, pad_id=self._pad_id, device=device, capture=device.type == "cuda", owner=prefix
+            )
+            # A capture that failed once would fail again.
+            self._graphs.disabled_reason = self._graphs_disabled_reason
+        return self._graphs
+
+    def _drop_query_graphs(self) -> None:
+        if self._graphs is not None:
+            self._graphs_disabled_reason = self._graphs.disabled_reason
+            self._graphs = None
+
+    @property
+    def query_graph_state(self) -> dict[str, Any]:
+        """Whether text queries use CUDA graphs, which buckets are captured, and why graphs are off."""
+        graphs = self._graphs
+        return {
+            "enabled": bool(self.query_graphs) and self.backbone.device.type == "cuda",
+            "captured_buckets": graphs.captured_buckets if graphs is not None else [],
+            "disabled_reason": graphs.disabled_reason if graphs is not None else self._graphs_disabled_reason,
+        }
 
     def refresh_prefix(self, *, now: bool = False) -> None:
         """Drop the prefix keys/values after the weights changed (e.g. in training); ``now`` rebuilds them
         at once instead of on the next embedding."""
         self._prefix = None
+        self._drop_query_graphs()  # captured graphs keep the old prefix's tensors alive
         if now:
             self._prefix_kv()
 
-    def _prepare_batch(self, items: Sequence[EmbedItem]) -> PreparedBatch:
-        """Host-side work for one batch: prompts, tokens, log-mel features (pinned when on CUDA)."""
+    def _prepare_batch(
+        self, items: Sequence[EmbedItem], token_ids: Sequence[list[int] | None]
+    ) -> PreparedBatch:
+        """Host-side work for one batch: prompts, tokens, log-mel features (pinned when on CUDA).
+
+        Text items come with their token ids (tokenised once, for the budget check); audio items are
+        tokenised here by the processor, which expands each clip's audio placeholder.
+        """
         processor = self.backbone.processor
+        if not items[0].is_audio:
+            batch = self._padded_text_batch([ids for ids in token_ids if ids is not None])
+            return batch.pinned() if self.backbone.device.type == "cuda" else batch
         suffixes = [self._suffix_text(item) for item in items]
-        features = None
-        if items[0].is_audio:
-            enc = processor(
-                text=suffixes,
-                audio=[item.wave for item in items],
-                sampling_rate=SAMPLE_RATE,
-                return_tensors="pt",
-                padding=True,
-                # The log-mel STFT over the padded 30 s window costs ~30 ms per clip on one CPU thread,
-                # more than the GPU spends on the clip: compute it on the model's GPU when there is one.
-                device=str(self.backbone.device) if self.backbone.device.type == "cuda" else "cpu",
-            )
-            features = (enc["input_features"], enc["feature_attention_mask"].sum(-1))
-        else:
-            enc = processor.tokenizer(suffixes, return_tensors="pt", padding=True)
+        enc = processor(
+            text=suffixes,
+            audio=[item.wave for item in items],
+            sampling_rate=SAMPLE_RATE,
+            return_tensors="pt",
+            padding=True,
+            # The log-mel STFT over the padded 30 s window costs ~30 ms per clip on one CPU thread,
+            # more than the GPU spends on the clip: compute it on the model's GPU when there is one.
+            device=str(self.backbone.device) if self.backbone.device.type == "cuda" else "cpu",
+        )
+        features = (enc["input_features"], enc["feature_attention_mask"].sum(-1))
         batch = PreparedBatch(enc["input_ids"], enc["attention_mask"], features)
         return batch.pinned() if self.backbone.device.type == "cuda" else batch
+
+    def _padded_text_batch(self, token_ids: Sequence[list[int]]) -> PreparedBatch:
+        """Right-padded ids and mask for texts (pads after each text: causal attention never sees them)."""
+        width = max(len(ids) for ids in token_ids)
+        input_ids = torch.full((len(token_ids), width), self._pad_id, dtype=torch.long)
+        mask = torch.zeros((len(token_ids), width), dtype=torch.long)
+        for row, ids in enumerate(token_ids):
+            input_ids[row, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
+            mask[row, : len(ids)] = 1
+        return PreparedBatch(input_ids, mask, None)
+
+    @property
+    def _pad_id(self) -> int:
+        tokenizer = self.backbone.processor.tokenizer
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        return int(pad)
 
     def _forward_prepared(self, batch: PreparedBatch, prefix: PrefixKV) -> torch.Tensor:
         device = self.backbone.device
@@ -307,14 +405,17 @@ class VelaEmbedder:
         if batch.features is not None:
             features = (batch.features[0].to(device, non_blocking=True), batch.features[1].to(device))
         embeds = self._input_embeddings(input_ids, features)
-        positions = prefix.length + torch.arange(input_ids.shape[1], device=device)
+        return self._language_forward(embeds, mask.sum(dim=1) - 1, prefix)
+
+    def _language_forward(self, embeds: torch.Tensor, last: torch.Tensor, prefix: PrefixKV) -> torch.Tensor:
+        """Run right-padded input embeddings behind the prefix; the unit-norm hidden state at ``last``."""
+        positions = prefix.length + torch.arange(embeds.shape[1], device=embeds.device)
         hidden = self.backbone.language_model(
             inputs_embeds=embeds,
-            position_ids=positions.unsqueeze(0).expand(input_ids.shape[0], -1),
+            position_ids=positions.unsqueeze(0).expand(embeds.shape[0], -1),
             use_cache=False,
             vela_prefix=prefix,
         ).last_hidden_state
-        last = mask.sum(dim=1) - 1
         pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last].float()
         return torch.nn.functional.normalize(pooled, dim=-1)
 
@@ -447,16 +548,22 @@ class VelaEmbedder:
         elif item.text is None or not item.text.strip():
             raise VelaError("cannot embed an empty text")
 
-    def _item_lengths(self, items: Sequence[EmbedItem]) -> list[int]:
-        tokenizer = self.backbone.processor.tokenizer
-        lengths = [0] * len(items)
+    def _text_token_ids(self, items: Sequence[EmbedItem]) -> list[list[int] | None]:
+        """Each text item's suffix token ids (None for audio items), tokenised in one call."""
+        out: list[list[int] | None] = [None] * len(items)
         text_idx = [i for i, it in enumerate(items) if not it.is_audio]
         if text_idx:
+            tokenizer = self.backbone.processor.tokenizer
             encoded = tokenizer([self._suffix_text(items[i]) for i in text_idx])["input_ids"]
             for i, ids in zip(text_idx, encoded, strict=True):
-                lengths[i] = len(ids)
+                out[i] = list(ids)
+        return out
+
+    def _item_lengths(self, items: Sequence[EmbedItem], token_ids: Sequence[list[int] | None]) -> list[int]:
+        lengths = [len(ids) if ids is not None else 0 for ids in token_ids]
         audio_idx = [i for i, it in enumerate(items) if it.is_audio]
         if audio_idx:
+            tokenizer = self.backbone.processor.tokenizer
             base = len(tokenizer(self._suffix_templates["audio"])["input_ids"]) - 1
             for i in audio_idx:
                 lengths[i] = base + audio_token_count(len(items[i].wave))  # type: ignore[arg-type]
