@@ -115,11 +115,10 @@ def test_capture_that_disagrees_with_eager_is_dropped(embedders, monkeypatch):
     graphs = on._query_graphs(on._prefix_kv())
     graphs.capture = True
 
-    def fake_capture(self: StaticQuery, pool: object) -> None:
+    def fake_capture(self: StaticQuery) -> None:
         self.graph = _WrongGraph()
         self.output = torch.nn.functional.normalize(torch.ones(1, on.dim), dim=-1)
 
-    monkeypatch.setattr(query_graphs.torch.cuda, "graph_pool_handle", lambda: object())
     monkeypatch.setattr(StaticQuery, "capture", fake_capture)
     for _ in range(query_graphs.CAPTURE_ON_USE + 1):
         vector = on.embed_text(["dog barking"])

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import tempfile
+
 import numpy as np
 import pytest
 
+from vela_search.embedding import shapes
 from vela_search.embedding.embedder import EmbedItem, VelaEmbedder
 from vela_search.embedding.shapes import SHAPES, get_shape, is_shape_model, shape_config
 from vela_search.errors import ModelLoadError
@@ -58,9 +61,35 @@ def test_7b_shape_has_the_real_sizes(tiny_model_dir):
     assert 8.3e9 < params < 8.5e9  # Qwen2-Audio-7B's 8.4B
 
 
-def test_unknown_shape_and_quantized_shape_are_refused(tiny_model_dir):
+def test_unknown_shape_is_refused(tiny_model_dir):
     assert is_shape_model("shape:mini") and not is_shape_model("tiny")
     with pytest.raises(ModelLoadError, match="shape:qwen2-audio-7b"):
         VelaEmbedder.from_pretrained("shape:qwen3-giant", demos="none", device="cpu")
-    with pytest.raises(ModelLoadError, match="quantize"):
+
+
+def test_quantized_shape_goes_through_the_checkpoint_loader(tiny_model_dir, tmp_path, monkeypatch):
+    """4-bit NF4 on a shape model: the LLM's linears become bitsandbytes layers, the audio tower stays."""
+    import bitsandbytes as bnb
+    import torch
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    full = VelaEmbedder.from_pretrained("shape:mini", demos="none", device="cpu")
+    nf4 = VelaEmbedder.from_pretrained("shape:mini", demos="none", device="cpu", quantize="4bit")
+    assert nf4.fingerprint.quantization == "4bit" and nf4.fingerprint != full.fingerprint
+    core = nf4.backbone.core
+    assert isinstance(core.language_model.layers[0].mlp.down_proj, bnb.nn.Linear4bit)
+    assert type(core.audio_tower.layers[0].fc1) is torch.nn.Linear
+    assert list(tmp_path.iterdir()) == []  # the temporary full-precision checkpoint is gone
+
+    texts = ["a dog barks twice", "rain on a tin roof"]
+    cosines = (full.embed_text(texts) * nf4.embed_text(texts)).sum(axis=1)
+    assert np.all(cosines > 0.9) and np.all(cosines < 1 - 1e-4)  # the same weights, 4-bit rounded
+
+
+def test_quantized_shape_needs_temporary_disk(tiny_model_dir, monkeypatch):
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shapes.shutil, "disk_usage", lambda path: usage(1 << 30, 1 << 30, 1024))
+    with pytest.raises(ModelLoadError, match="temporary disk.*TMPDIR"):
         VelaEmbedder.from_pretrained("shape:mini", demos="none", device="cpu", quantize="4bit")

@@ -184,8 +184,6 @@ def load_backbone(
     is_shape = model_str.startswith("shape:")
     local = Path(model_str).expanduser()
     if is_shape:
-        if quantize is not None:
-            raise ModelLoadError(f"{model_str} is built in full precision; --quantize needs a checkpoint")
         source = model_str
     elif is_tiny:
         source: str | Path = ensure_tiny_checkpoint()
@@ -210,9 +208,14 @@ def load_backbone(
         kwargs["device_map"] = {"": torch_device}
     try:
         if is_shape:
-            from vela_search.embedding.shapes import build_shape_model
+            from vela_search.embedding.shapes import build_quantized_shape_model, build_shape_model
 
-            net, processor = build_shape_model(model_str, torch_device, torch_dtype)
+            if quant_config is None:
+                net, processor = build_shape_model(model_str, torch_device, torch_dtype)
+            else:
+                net, processor = build_quantized_shape_model(
+                    model_str, torch_device, torch_dtype, quant_config
+                )
         else:
             revision_kw = {"revision": revision} if "revision" in kwargs else {}
             if not isinstance(source, Path):

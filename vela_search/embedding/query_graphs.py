@@ -75,8 +75,12 @@ class StaticQuery:
         assert self.output is not None
         return self.output.clone()  # the next replay overwrites the buffer
 
-    def capture(self, pool: Any) -> None:
-        """Record the forward as a CUDA graph (the buffers must hold a valid query)."""
+    def capture(self) -> None:
+        """Record the forward as a CUDA graph (the buffers must hold a valid query).
+
+        Each bucket's graph gets its own memory pool: graphs sharing a pool are only safe when replayed in
+        capture order, and queries arrive in any order.
+        """
         # Lazy initialisation (cuBLAS handles, autotuning) must not happen inside the capture: warm up on a
         # side stream first, as PyTorch's CUDA graph guide prescribes.
         side = torch.cuda.Stream(device=self.ids.device)
@@ -87,7 +91,7 @@ class StaticQuery:
         torch.cuda.current_stream(self.ids.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         # thread_local: a background thread pinning host memory (batch preparation) must not void the capture.
-        with torch.cuda.graph(graph, pool=pool, capture_error_mode="thread_local"):
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             output = self.forward(self.ids, self.last)
         self.graph, self.output = graph, output
 
@@ -109,7 +113,6 @@ class QueryGraphs:
         self.owner = owner  # what the graphs were recorded against (the prefix keys/values)
         self.disabled_reason: str | None = None
         self._runners: dict[int, StaticQuery] = {}
-        self._pool: Any = None
         self._lock = threading.Lock()  # one set of static buffers: one query at a time
 
     @property
@@ -135,9 +138,7 @@ class QueryGraphs:
     def _capture_and_run(self, runner: StaticQuery) -> torch.Tensor:
         expected = runner.run()
         try:
-            if self._pool is None:
-                self._pool = torch.cuda.graph_pool_handle()
-            runner.capture(self._pool)
+            runner.capture()
             replayed = runner.run()
             cosine = float(torch.nn.functional.cosine_similarity(replayed.float(), expected.float()).min())
             if not cosine >= CAPTURE_MIN_COSINE:
@@ -150,5 +151,4 @@ class QueryGraphs:
         """Stop using graphs (drops the captured ones); queries continue on the eager path."""
         self.disabled_reason = reason
         self._runners.clear()
-        self._pool = None
         logger.warning("CUDA graphs for text queries are off, queries run eagerly: %s", reason)

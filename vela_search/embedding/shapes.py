@@ -16,6 +16,8 @@ are exact.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +28,7 @@ __all__ = [
     "SHAPE_NOTICE",
     "SHAPE_PREFIX",
     "ModelShape",
+    "build_quantized_shape_model",
     "build_shape_model",
     "get_shape",
     "is_shape_model",
@@ -74,11 +77,12 @@ SHAPES: dict[str, ModelShape] = {
         encoder_attention_heads=20,
         encoder_ffn_dim=5120,
     ),
-    # The same proportions scaled down (head size 32 instead of 128), small enough for CPU tests.
+    # The same proportions scaled down (head size 32 instead of 128), small enough for CPU tests. The MLP
+    # width is 384, not 344: bitsandbytes' CPU 4-bit kernel needs widths divisible by its 64-wide blocks.
     "mini": ModelShape(
         description="a scaled-down Qwen2-Audio for tests: LLM 128 x 2 layers, encoder 64 x 2 layers",
         hidden_size=128,
-        intermediate_size=344,
+        intermediate_size=384,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=4,
@@ -182,3 +186,39 @@ def build_shape_model(model: str, device: Any, dtype: Any) -> tuple[Any, Any]:
             f"{model} ({shape.description}) does not fit in {device}'s memory in {dtype}: {exc}"
         ) from exc
     return net.eval(), processor
+
+
+def build_quantized_shape_model(
+    model: str, device: Any, dtype: Any, quantization_config: Any
+) -> tuple[Any, Any]:
+    """A shape model's random weights, quantized by the same loader a real checkpoint goes through.
+
+    The model is built as in :func:`build_shape_model`, saved to a temporary checkpoint and loaded back with
+    ``from_pretrained(quantization_config=...)``: bitsandbytes quantizes it exactly as it would quantize the
+    real weights, so 4-bit and 8-bit timings are measured without downloading anything. The temporary
+    checkpoint needs the full-precision size on disk (~17 GB for ``shape:qwen2-audio-7b`` in bf16).
+
+    Raises:
+        ModelLoadError: Unknown shape, too little device memory, or too little temporary disk space.
+    """
+    import torch
+    from transformers import Qwen2AudioForConditionalGeneration
+
+    net, processor = build_shape_model(model, device, dtype)
+    need = sum(t.numel() * t.element_size() for t in net.state_dict().values())
+    with tempfile.TemporaryDirectory(prefix="vela-shape-") as tmp:
+        free = shutil.disk_usage(tmp).free
+        if free < need * 1.1:
+            raise ModelLoadError(
+                f"quantizing {model} needs {need / 2**30:.1f} GiB of temporary disk for its full-precision "
+                f"weights, {tempfile.gettempdir()} has {free / 2**30:.1f} GiB free; "
+                "set TMPDIR to a larger disk"
+            )
+        net.save_pretrained(tmp)
+        del net
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        quantized = Qwen2AudioForConditionalGeneration.from_pretrained(
+            tmp, dtype=dtype, quantization_config=quantization_config, device_map={"": device}
+        )
+    return quantized.eval(), processor
