@@ -6,11 +6,22 @@
 # OUT_DIR defaults to $OUT, else ./gpu-speed. It receives env.txt (GPU, driver, versions), speed.json (the
 # full report), speed.log (the printed tables) and, if something failed, the error in speed.log.
 #
+# 4-bit NF4 beside bf16: when bitsandbytes is importable, or its wheel lies in wheels/ (a 43 MB
+# `pip download bitsandbytes==0.50.2 --no-deps -d wheels/`, carried to a machine without it), the paper-prefix
+# run is repeated with --quantize 4bit into speed-4bit.json / speed-4bit.log. The shape model is then saved
+# to a temporary checkpoint (~17 GB under $TMPDIR) and loaded back quantized, as real weights would be.
+#
 # What it measures (see docs/benchmarks.md): 10 s clips behind the paper-size demo prefix (35 audio x 5 s +
 # 65 text demos, ~7.9k tokens) and without demos, 30 s clips without demos (30 s clips do not fit behind the
 # paper prefix in 8,192 positions and are reported as skipped there), the naive loop in the same run, the
 # ratio, the fraction of the chip's bf16 peak, text-query latency, and top-10 search over 1M fp16 vectors.
+#
+# A dry run of the script itself on a CPU: VELA_BENCH_MODEL=shape:mini VELA_BENCH_DEVICE=cpu
+# VELA_BENCH_DTYPE=fp32 scripts/gpu_speed_check.sh /tmp/dry-run
 set -euo pipefail
+model="${VELA_BENCH_MODEL:-shape:qwen2-audio-7b}"
+device="${VELA_BENCH_DEVICE:-cuda}"
+dtype="${VELA_BENCH_DTYPE:-bf16}"
 
 out="${1:-${OUT:-gpu-speed}}"
 mkdir -p "$out"
@@ -33,7 +44,7 @@ PY
 cat "$out/env.txt"
 
 args=(
-  speed --model shape:qwen2-audio-7b --device cuda --dtype bf16
+  speed --model "$model" --device "$device" --dtype "$dtype"
   --demos paper --demos none --clip-seconds 10 --clip-seconds 30
   --clips 256 --naive-clips 4 --queries 64 --naive-queries 3
   --search-vectors 1000000 --json "$out/speed.json"
@@ -41,14 +52,35 @@ args=(
 # The full CLI imports every command module; if one of them needs a package this image lacks, run the
 # bench sub-app alone instead of losing the measurement.
 if python -m vela_search --help > /dev/null 2>&1; then
-  cmd=(python -m vela_search bench "${args[@]}")
+  bench=(python -m vela_search bench)
 else
   echo "note: 'python -m vela_search --help' failed here; running the bench commands directly" | tee "$out/speed.log"
-  cmd=(python -c 'import sys; from vela_search.cli.bench_cmd import bench_app; from vela_search.cli.common import run_app; sys.exit(run_app(bench_app, sys.argv[1:]))' "${args[@]}")
+  bench=(python -c 'import sys; from vela_search.cli.bench_cmd import bench_app; from vela_search.cli.common import run_app; sys.exit(run_app(bench_app, sys.argv[1:]))')
 fi
 set +e
-COLUMNS=160 "${cmd[@]}" 2>&1 | tee -a "$out/speed.log"
+COLUMNS=160 "${bench[@]}" "${args[@]}" 2>&1 | tee -a "$out/speed.log"
 status=${PIPESTATUS[0]}
 set -e
 echo "exit status: $status" | tee -a "$out/speed.log"
+
+# 4-bit NF4, behind the paper-size prefix only (the naive loop is skipped: its ratio is the bf16 run's).
+if ! python -c "import bitsandbytes" > /dev/null 2>&1; then
+  wheel=$(ls wheels/bitsandbytes-*.whl 2>/dev/null | head -n 1 || true)
+  if [ -n "$wheel" ]; then
+    python -m pip install --quiet --no-index --no-deps --target "${TMPDIR:-/tmp}/vela-bnb" "$wheel"
+    export PYTHONPATH="${TMPDIR:-/tmp}/vela-bnb${PYTHONPATH:+:$PYTHONPATH}"
+  fi
+fi
+if python -c "import bitsandbytes" > /dev/null 2>&1; then
+  nf4_args=(speed --model "$model" --device "$device" --dtype "$dtype" --quantize 4bit --demos paper
+    --clip-seconds 10 --clips 128 --naive-clips 0 --queries 64 --naive-queries 0 --search-vectors 0
+    --json "$out/speed-4bit.json")
+  set +e
+  COLUMNS=160 "${bench[@]}" "${nf4_args[@]}" 2>&1 | tee "$out/speed-4bit.log"
+  nf4_status=${PIPESTATUS[0]}
+  set -e
+  echo "exit status (4-bit): $nf4_status" | tee -a "$out/speed-4bit.log"
+else
+  echo "4-bit NF4: skipped, bitsandbytes is not installed and no wheel in wheels/" | tee -a "$out/speed.log"
+fi
 exit "$status"
