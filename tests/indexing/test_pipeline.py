@@ -191,9 +191,11 @@ def test_pruning_stays_inside_the_given_paths(tmp_path, emb):
     shutil.rmtree(tmp_path / "a")
     report = index_paths([tmp_path / "b"], tmp_path / "idx", emb)
     assert report.files_removed == 0 and str(a[0]) in files_table(tmp_path / "idx")
-    # Without paths, the roots the index records are rescanned, so a/ is pruned now.
+    # Without paths, the roots the index records are rescanned, so a/ is pruned now. b/ holds the same
+    # sounds under other names, so b/'s files take over a/'s stored vectors.
     report = index_paths([], tmp_path / "idx", emb)
     assert report.files_removed == 2 and len(files_table(tmp_path / "idx")) == 2
+    assert report.files_relinked == 2 and report.files_indexed == 0
 
 
 def test_same_content_is_embedded_once_and_every_path_listed(tmp_path, emb):
@@ -216,10 +218,11 @@ def test_same_content_is_embedded_once_and_every_path_listed(tmp_path, emb):
     report = index_paths([tmp_path / "audio"], tmp_path / "idx", emb)
     assert report.files_duplicates == 1 and report.files_indexed == 0 and report.segments_added == 0
 
-    # When the owner goes, a remaining copy takes the content over (and its segments carry its path).
+    # When the owner goes, a remaining copy takes the content over (and its segments carry its path),
+    # reusing the stored vectors.
     (tmp_path / "audio" / "aa_copy.wav").unlink()
     report = index_paths([tmp_path / "audio"], tmp_path / "idx", emb)
-    assert report.files_removed == 1 and report.files_indexed == 1
+    assert (report.files_removed, report.files_relinked, report.files_indexed) == (1, 1, 0)
     states = dict((os.path.basename(p), s) for p, s, _ in file_states(tmp_path / "idx"))
     assert states == {
         "b_copy.wav": "duplicate",
@@ -246,6 +249,79 @@ def test_owner_changing_content_hands_the_old_content_to_its_copy(tmp_path, emb)
     assert sorted((r["path"], r["content_sha256"]) for r in rows) == sorted(
         [(str(paths[0]), sha(paths[0])), (str(copy), old)]
     )
+
+
+def _vectors_by_place(index_dir) -> dict[tuple[str, float], np.ndarray]:
+    """(file name, start_s) -> stored vector, for every live segment."""
+    with AudioIndex.open(index_dir) as index:
+        ids, vectors = index.all_vectors()
+        rows = index.segment_rows(ids)
+    return {(os.path.basename(r["path"]), r["start_s"]): v for r, v in zip(rows, vectors, strict=True)}
+
+
+def test_moved_and_renamed_files_reuse_their_vectors(tmp_path, emb, monkeypatch):
+    audio = tmp_path / "audio"
+    paths = small_collection(audio, 3)
+    write_long_tone(audio / "long.flac", seconds=40.0, sr=SR)  # several windows
+    shutil.copyfile(paths[2], audio / "copy_of_2.wav")
+    index_paths([audio], tmp_path / "idx", emb)
+    before = _vectors_by_place(tmp_path / "idx")
+
+    (audio / "sub").mkdir()
+    paths[0].rename(audio / "renamed.wav")
+    (audio / "long.flac").rename(audio / "sub" / "long.flac")
+    paths[2].rename(audio / "sub" / paths[2].name)  # the owner of a content that has a copy
+
+    def no_embedding(*args, **kwargs):  # noqa: ANN002, ANN003
+        raise AssertionError("a moved file was embedded again")
+
+    monkeypatch.setattr(emb, "embed_items", no_embedding)
+    report = index_paths([audio], tmp_path / "idx", emb)
+    assert (report.files_relinked, report.files_indexed, report.files_removed) == (3, 0, 3)
+    assert report.segments_added == 0 and report.segments_relinked == report.segments_deleted > 3
+
+    # The same segments, every one under the name that now owns its content, with the same vector.
+    new_owner = {"clip000.wav": "renamed.wav", "clip002.wav": "copy_of_2.wav"}
+    expected = {(new_owner.get(name, name), start): v for (name, start), v in before.items()}
+    after = _vectors_by_place(tmp_path / "idx")
+    assert sorted(after) == sorted(expected)
+    for place, vector in expected.items():
+        np.testing.assert_array_equal(after[place], vector)
+    states = {os.path.relpath(p, audio): s for p, s, _ in file_states(tmp_path / "idx")}
+    assert states == {
+        "renamed.wav": "indexed",
+        "clip001.wav": "indexed",
+        "copy_of_2.wav": "indexed",  # first in path order among the content's paths: the new owner
+        os.path.join("sub", "clip002.wav"): "duplicate",
+        os.path.join("sub", "long.flac"): "indexed",
+    }
+    rows = segment_rows(tmp_path / "idx")
+    long_rows = [r for r in rows if r["path"].endswith("long.flac")]
+    assert {r["path"] for r in long_rows} == {str(audio / "sub" / "long.flac")}
+    assert [r["segment"] for r in long_rows] == list(range(len(long_rows)))
+    assert all(r["root"] == str(audio) for r in rows)
+    with AudioIndex.open(tmp_path / "idx") as index:
+        assert index.num_vectors == len(before)
+    # A rerun finds nothing to do.
+    again = index_paths([audio], tmp_path / "idx", emb)
+    assert again.files_relinked == again.files_indexed == again.segments_deleted == 0
+
+
+def test_a_moved_file_whose_vectors_cannot_be_read_back_is_embedded(tmp_path, emb, monkeypatch):
+    from vela_search.errors import StoreError
+    from vela_search.store import IndexWriter
+
+    paths = small_collection(tmp_path / "audio", 2)
+    index_paths([tmp_path / "audio"], tmp_path / "idx", emb)
+    paths[0].rename(tmp_path / "audio" / "moved.wav")
+
+    def unreadable(self, ids):  # noqa: ANN001
+        raise StoreError("this index type cannot return its stored vectors")
+
+    monkeypatch.setattr(IndexWriter, "read_segments", unreadable)
+    report = index_paths([tmp_path / "audio"], tmp_path / "idx", emb)
+    assert (report.files_relinked, report.files_indexed, report.segments_added) == (0, 1, 1)
+    assert [os.path.basename(s[0]) for s in live_segments(tmp_path / "idx")] == ["clip001.wav", "moved.wav"]
 
 
 def test_segments_no_files_row_accounts_for_are_tombstoned(tmp_path, emb):

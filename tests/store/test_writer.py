@@ -272,3 +272,27 @@ def test_no_temporary_files_after_commits(index, root):
         p for p in list(root.iterdir()) + list((root / "shards").iterdir()) if p.name.startswith(".tmp")
     ]
     assert os.path.exists(root / "writer.lock")
+
+
+@pytest.mark.parametrize("factory", ["SQfp16", "IVF4,Flat"])
+def test_read_segments_returns_committed_vectors_and_rows_even_when_tombstoned(tmp_path, factory):
+    idx = AudioIndex.create(tmp_path / "idx", fingerprint=FP, dim=DIM, factory=factory)
+    vecs = unit(300)
+    rows = rows_for(0, 300)
+    with idx.writer(fingerprint=FP, max_shard_size=128) as w:
+        w.add(vecs[:200], rows[:200])
+        w.commit()
+        w.add(vecs[200:], rows[200:])
+        w.commit()
+        assert len(w.manifest["shards"]) > 1
+        w.delete([5, 250])
+        w.commit()
+        wanted = np.array([250, 5, 130, 5, 0, 299])  # out of order, across shards, a repeat
+        got, got_rows = w.read_segments(wanted)
+        stored = vecs[wanted].astype(np.float16).astype(np.float32) if factory == "SQfp16" else vecs[wanted]
+        np.testing.assert_allclose(got, stored, atol=1e-6)
+        assert [r["id"] for r in got_rows] == wanted.tolist()
+        assert [r["path"] for r in got_rows] == [rows[i]["path"] for i in wanted]
+        w.add(unit(2, seed=9), rows_for(0, 2))  # pending: not readable
+        with pytest.raises(KeyError, match="300"):
+            w.read_segments(np.array([1, 300]))

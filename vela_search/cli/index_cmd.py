@@ -302,6 +302,7 @@ def _print_summary(report: IndexReport) -> None:
     rows = [
         ("files found", report.files_seen),
         ("indexed (embedded now)", report.files_indexed),
+        ("relinked (moved: vectors reused)", report.files_relinked),
         ("skipped (unchanged)", report.files_skipped),
         ("duplicates (same content)", report.files_duplicates),
         ("failed", report.files_failed),

@@ -27,6 +27,7 @@ from vela_search.indexing.plan import (
     FAILED,
     INDEXED,
     EmbedJob,
+    RelinkJob,
     RunPlan,
     failure_reason,
     plan_run,
@@ -47,6 +48,8 @@ DEFAULT_COMMIT_INTERVAL_S = 60.0
 DEFAULT_FACTORY = "SQfp16"
 # A file up to this long is one segment (what the audio encoder reads at once).
 SINGLE_SEGMENT_MAX_S = 30.0
+# Moved files' stored segments are read back this many at a time (bounds memory: 64 MiB at 4096 dims).
+RELINK_BATCH_SEGMENTS = 4096
 # Auto-compaction: merge when at least this many shards hold fewer than SMALL_SHARD vectors.
 COMPACT_MIN_SMALL_SHARDS = 8
 SMALL_SHARD = 4096
@@ -187,6 +190,26 @@ class _Run:
             self.uncommitted += len(meta)
             self.dirty = True
         self.files_done += 1
+
+    def relink(self, job: RelinkJob, vectors: np.ndarray, rows: list[dict[str, Any]]) -> None:
+        """Give a moved file to the writer: its stored segments under the new path, the originals
+        tombstoned, its files rows, all in the same commit."""
+        writer, state = self.writer, job.file
+        meta = [
+            {**{k: v for k, v in row.items() if k != "id"}, "path": state.path, "root": state.root}
+            for row in rows
+        ]
+        writer.add(vectors, meta)
+        writer.delete(job.replaces)
+        files = [state.row(INDEXED, duration_s=job.duration_s, segments=len(meta))]
+        files += [dup.row(DUPLICATE, duration_s=job.duration_s) for dup in job.duplicates]
+        writer.put_files(files)
+        self.report.files_relinked += 1
+        self.report.files_duplicates += len(job.duplicates)
+        self.report.segments_relinked += len(meta)
+        self.report.segments_deleted += len(job.replaces)
+        self.uncommitted += len(meta)
+        self.dirty = True
 
     def maybe_commit(self) -> None:
         """Commit when enough segments, or enough time, have gone by since the last commit."""
@@ -347,9 +370,12 @@ def index_paths(
         )
         run.dirty = bool(plan.put_rows or plan.remove_paths or len(plan.delete_ids))
         try:
+            unreadable = _relink_jobs(run, plan.relinks, window_s=window_s, hop_s=hop_s)
+            run.files_total += len(unreadable)
+            run.segments_total += sum(job.planned_segments for job in unreadable)
             _embed_jobs(
                 run,
-                plan.jobs,
+                [*plan.jobs, *unreadable],
                 window_s=window_s,
                 hop_s=hop_s,
                 workers=decode_workers or default_decode_workers(),
@@ -401,6 +427,41 @@ def _apply_plan(writer: IndexWriter, plan: RunPlan, report: IndexReport) -> None
     report.files_failed = len(plan.failures)
     report.failures = list(plan.failures)
     report.problems = list(plan.problems)
+
+
+def _relink_jobs(run: _Run, jobs: list[RelinkJob], *, window_s: float, hop_s: float) -> list[EmbedJob]:
+    """Land moved files from their stored segments, read back in batches.
+
+    Returns:
+        Embedding jobs for the files whose segments could not be read back (an index type that cannot
+        return its vectors): they are embedded from their audio instead.
+    """
+    unreadable: list[EmbedJob] = []
+    batch: list[RelinkJob] = []
+
+    def flush() -> None:
+        if not batch:
+            return
+        try:
+            vectors, rows = run.writer.read_segments(np.concatenate([job.source_ids for job in batch]))
+        except (KeyError, StoreError):
+            unreadable.extend(job.as_embed_job(window_s, hop_s) for job in batch)
+        else:
+            start = 0
+            for job in batch:
+                end = start + len(job.source_ids)
+                run.relink(job, vectors[start:end], rows[start:end])
+                start = end
+            run.maybe_commit()
+        batch.clear()
+
+    # In id order, so that a batch reads few shards (a file's segments were stored together).
+    for job in sorted(jobs, key=lambda job: int(job.source_ids[0])):
+        batch.append(job)
+        if sum(len(j.source_ids) for j in batch) >= RELINK_BATCH_SEGMENTS:
+            flush()
+    flush()
+    return unreadable
 
 
 def _embed_jobs(run: _Run, jobs: list[EmbedJob], *, window_s: float, hop_s: float, workers: int) -> None:

@@ -9,6 +9,8 @@ generation being written and decides, per file:
 - new or changed content: embedded (it becomes the owner) unless an owner of that content already exists,
   in which case it is a duplicate; among new files, the first in path order owns the content;
 - vanished (under a given root and gone from disk): its row is removed (``prune``);
+- moved or renamed (a vanished owner's content found under a new path): the new path takes over the
+  stored segments (a :class:`RelinkJob`: vectors read back from the store, nothing decoded or embedded);
 - a file whose old content it owned changes, vanishes or fails: that content's segments are tombstoned,
   and a remaining duplicate of it is re-embedded as its new owner.
 
@@ -90,6 +92,39 @@ class EmbedJob:
 
 
 @dataclass
+class RelinkJob:
+    """Content already embedded under a path that is gone: a moved or renamed file.
+
+    Its segments are copied to the new path (vectors read back from the store) instead of being decoded and
+    embedded again, and the originals are tombstoned in the same commit.
+
+    Attributes:
+        file: the file at its new path (it becomes the owner of the content).
+        source_path: the path the content was indexed under.
+        source_ids: the segments to copy, in segment order.
+        duration_s: the content's decoded duration, as recorded for the source.
+        duplicates: files with the same content, recorded once this job lands.
+        replaces: ids tombstoned when this job lands: the source's segments and this path's old ones.
+    """
+
+    file: FileState
+    source_path: str
+    source_ids: np.ndarray
+    duration_s: float | None
+    duplicates: list[FileState] = field(default_factory=list)
+    replaces: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+
+    def as_embed_job(self, window_s: float, hop_s: float) -> EmbedJob:
+        """The same file embedded from its audio (when its stored segments cannot be read back)."""
+        return EmbedJob(
+            file=self.file,
+            planned_segments=planned_segments(self.duration_s, window_s, hop_s),
+            duplicates=self.duplicates,
+            replaces=self.replaces,
+        )
+
+
+@dataclass
 class RunPlan:
     """Everything a run will do, decided before any audio is decoded."""
 
@@ -97,6 +132,7 @@ class RunPlan:
     skipped: int = 0
     existing: dict[str, dict[str, Any]] = field(default_factory=dict)
     jobs: list[EmbedJob] = field(default_factory=list)
+    relinks: list[RelinkJob] = field(default_factory=list)
     put_rows: list[dict[str, Any]] = field(default_factory=list)
     remove_paths: list[str] = field(default_factory=list)
     delete_ids: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
@@ -292,6 +328,7 @@ def plan_run(
     new_rows: dict[str, dict[str, Any]] = {}
     delete: list[np.ndarray] = []
     changed_owner: dict[str, np.ndarray] = {}  # path -> ids of the old content it owned
+    vanished_owner: dict[str, tuple[str, dict[str, Any], np.ndarray]] = {}  # sha -> (path, row, ids)
 
     def old_segments(path: str) -> np.ndarray:
         row = rows.get(path)
@@ -304,7 +341,12 @@ def plan_run(
             continue
         if prune and _under_roots(path, roots) and _vanished(path):
             plan.remove_paths.append(path)
-            delete.append(old_segments(path))
+            ids = old_segments(path)
+            if row["status"] == INDEXED and len(ids):
+                # Kept for a new path with the same content (a move); tombstoned below if none claims it.
+                vanished_owner[row["sha256"]] = (path, row, np.sort(ids))
+            else:
+                delete.append(ids)
         elif row["status"] == INDEXED:
             stable_owner.setdefault(row["sha256"], path)
 
@@ -329,7 +371,7 @@ def plan_run(
             placements.append(state)
             changed_owner[state.path] = old_segments(state.path)
 
-    jobs_by_sha: dict[str, EmbedJob] = {}
+    jobs_by_sha: dict[str, EmbedJob | RelinkJob] = {}
     for state in placements:  # in path order: the first new path with a content owns it
         sha = state.sha256
         assert sha is not None
@@ -348,6 +390,19 @@ def plan_run(
             job.replaces = _concat([job.replaces, changed_owner.pop(state.path, np.empty(0, np.int64))])
             if was_duplicate:
                 plan.skipped -= 1  # recorded again once its new owner lands
+        elif sha in vanished_owner:
+            if was_duplicate:
+                plan.skipped -= 1  # its owner is gone: it takes over the owner's segments
+            source_path, source_row, source_ids = vanished_owner.pop(sha)
+            relink = RelinkJob(
+                file=state,
+                source_path=source_path,
+                source_ids=source_ids,
+                duration_s=source_row["duration_s"],
+                replaces=_concat([source_ids, changed_owner.pop(state.path, np.empty(0, np.int64))]),
+            )
+            jobs_by_sha[sha] = relink
+            plan.relinks.append(relink)
         else:
             if was_duplicate:
                 plan.skipped -= 1  # its owner is gone: it is re-embedded as the new owner
@@ -362,6 +417,7 @@ def plan_run(
             jobs_by_sha[sha] = job
             plan.jobs.append(job)
 
+    delete.extend(ids for _path, _row, ids in vanished_owner.values())  # vanished, not moved
     # Segments no indexed row accounts for: left by an interrupted writer (or one of an older version).
     owned = {(p, r["sha256"]) for p, r in rows.items() if r["status"] == INDEXED}
     for key, ids in groups.items():

@@ -43,7 +43,10 @@ class IndexReport:
         files_failed: files that could not be indexed in this run (see ``failures``).
         files_duplicates: files recorded in this run as holding the same content as an indexed file.
         files_removed: files that vanished from disk and were removed from the index (``prune``).
+        files_relinked: files that took over the stored segments of a vanished file with the same content
+            (moved or renamed files, or a copy of a deleted file): nothing decoded or embedded.
         segments_added: segments embedded and stored.
+        segments_relinked: stored segments copied to a moved file's new path.
         segments_deleted: segments tombstoned (changed, vanished or replaced files).
         shards: shards of the generation left current by the run.
         vectors: live vectors of that generation.
@@ -63,7 +66,9 @@ class IndexReport:
     files_failed: int = 0
     files_duplicates: int = 0
     files_removed: int = 0
+    files_relinked: int = 0
     segments_added: int = 0
+    segments_relinked: int = 0
     segments_deleted: int = 0
     shards: int = 0
     vectors: int = 0

@@ -135,6 +135,20 @@ def reconstruct_all(index: Any) -> np.ndarray:
         raise StoreError(f"this index type cannot return its stored vectors: {_message(e)}") from e
 
 
+def reconstruct_rows(index: Any, positions: np.ndarray) -> np.ndarray:
+    """Decode the stored vectors at the given row positions (as exact as :func:`reconstruct_all`)."""
+    positions = np.ascontiguousarray(positions, dtype=np.int64)
+    if positions.size == 0:
+        return np.empty((0, int(index.d)), dtype=np.float32)
+    ivf = _ivf(index)
+    if ivf is not None:
+        ivf.make_direct_map()
+    try:
+        return index.reconstruct_batch(positions)
+    except RuntimeError as e:
+        raise StoreError(f"this index type cannot return its stored vectors: {_message(e)}") from e
+
+
 def _search_params(index: Any, k: int, selector: Any) -> Any:
     # IVF and HNSW indexes accept only their own parameter classes, which also carry nprobe/efSearch.
     f = faiss()

@@ -76,6 +76,8 @@ class IndexWriter:
         if not (self.root / layout.MANIFEST).is_file():
             raise IndexNotFoundError(f"no index at {self.root} (no {layout.MANIFEST})")
         self._lock = WriterLock(self.root)
+        # The shard last read by read_segments, kept open: callers read in id order, shard after shard.
+        self._segment_reader: ShardReader | None = None
         self._lock.acquire()
         try:
             self._load(manifest.normalize_fingerprint(fingerprint), staged, dim, factory)
@@ -202,6 +204,51 @@ class IndexWriter:
             ids = read_ids(self.root / entry["meta"])
             self._ids_cache[entry["meta"]] = ids
         return ids
+
+    def read_segments(self, ids: np.ndarray) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """Decoded vectors and metadata rows of committed segments, in the order of ``ids``.
+
+        Tombstoned segments are still readable until a compaction drops them, so a writer can move a
+        segment (add a copy, tombstone the original) within one commit.
+
+        Raises:
+            KeyError: an id is not in a committed shard of this writer's generation.
+        """
+        self._check_open()
+        wanted, inverse = np.unique(np.asarray(ids, dtype=np.int64), return_inverse=True)
+        vectors = np.empty((len(wanted), self.dim), dtype=np.float32)
+        rows: list[dict[str, Any]] = [{} for _ in wanted]
+        found = np.zeros(len(wanted), dtype=bool)
+        for entry in self._base["shards"]:
+            inside = np.flatnonzero((wanted >= entry["min_id"]) & (wanted <= entry["max_id"]))
+            if inside.size == 0:
+                continue
+            shard_ids = self._shard_ids(entry)  # sorted: ids increase within a shard
+            at = np.minimum(np.searchsorted(shard_ids, wanted[inside]), len(shard_ids) - 1)
+            hit = shard_ids[at] == wanted[inside]
+            inside, at = inside[hit], at[hit]
+            if inside.size == 0:
+                continue
+            reader = self._shard_for_reading(entry)
+            vectors[inside] = faiss_ops.reconstruct_rows(reader.index(), at)
+            for where, row in zip(inside.tolist(), reader.rows(at), strict=True):
+                rows[where] = row
+            found[inside] = True
+        if not found.all():
+            raise KeyError(f"no committed segments with ids {wanted[~found][:10].tolist()}")
+        return vectors[inverse], [rows[i] for i in inverse.tolist()]
+
+    def _shard_for_reading(self, entry: dict) -> ShardReader:
+        reader = self._segment_reader
+        if reader is None or reader.entry["meta"] != entry["meta"]:
+            self._close_segment_reader()
+            reader = self._segment_reader = ShardReader(self.root, entry, self.dim)
+        return reader
+
+    def _close_segment_reader(self) -> None:
+        if self._segment_reader is not None:
+            self._segment_reader.close()
+            self._segment_reader = None
 
     # ----- changes -----
 
@@ -405,6 +452,7 @@ class IndexWriter:
         self._check_open()
         if target_shard_size < 1:
             raise ValueError(f"target_shard_size must be at least 1, not {target_shard_size}")
+        self._close_segment_reader()  # compaction replaces shards
         self.commit()
         deleted = self.deleted_ids()
         groups: list[list[tuple[dict, np.ndarray]]] = []
@@ -485,6 +533,7 @@ class IndexWriter:
     def close(self) -> None:
         """Release the lock, discarding uncommitted changes."""
         self._vectors, self._tables = [], []
+        self._close_segment_reader()
         self._lock.release()
 
     def __enter__(self) -> IndexWriter:
