@@ -16,12 +16,16 @@
 # paper prefix in 8,192 positions and are reported as skipped there), the naive loop in the same run, the
 # ratio, the fraction of the chip's bf16 peak, text-query latency, and top-10 search over 1M fp16 vectors.
 #
+# VELA_GPU_CHECK=quick (for a few minutes of device time): the paper-size prefix and 10 s clips only, fewer
+# clips (96) and queries (32), no 1M-vector search; the 4-bit run likewise.
+#
 # A dry run of the script itself on a CPU: VELA_BENCH_MODEL=shape:mini VELA_BENCH_DEVICE=cpu
 # VELA_BENCH_DTYPE=fp32 scripts/gpu_speed_check.sh /tmp/dry-run
 set -euo pipefail
 model="${VELA_BENCH_MODEL:-shape:qwen2-audio-7b}"
 device="${VELA_BENCH_DEVICE:-cuda}"
 dtype="${VELA_BENCH_DTYPE:-bf16}"
+quick=$([ "${VELA_GPU_CHECK:-full}" = quick ] && echo 1 || true)
 
 out="${1:-${OUT:-gpu-speed}}"
 mkdir -p "$out"
@@ -43,12 +47,21 @@ PY
 } > "$out/env.txt" 2>&1
 cat "$out/env.txt"
 
-args=(
-  speed --model "$model" --device "$device" --dtype "$dtype"
-  --demos paper --demos none --clip-seconds 10 --clip-seconds 30
-  --clips 256 --naive-clips 4 --queries 64 --naive-queries 3
-  --search-vectors 1000000 --json "$out/speed.json"
-)
+if [ -n "$quick" ]; then
+  args=(
+    speed --model "$model" --device "$device" --dtype "$dtype" --demos paper --clip-seconds 10
+    --clips 96 --naive-clips 2 --queries 32 --naive-queries 2 --search-vectors 0 --json "$out/speed.json"
+  )
+  nf4_sizes=(--clips 64 --queries 32)
+else
+  args=(
+    speed --model "$model" --device "$device" --dtype "$dtype"
+    --demos paper --demos none --clip-seconds 10 --clip-seconds 30
+    --clips 256 --naive-clips 4 --queries 64 --naive-queries 3
+    --search-vectors 1000000 --json "$out/speed.json"
+  )
+  nf4_sizes=(--clips 128 --queries 64)
+fi
 # The full CLI imports every command module; if one of them needs a package this image lacks, run the
 # bench sub-app alone instead of losing the measurement.
 if python -m vela_search --help > /dev/null 2>&1; then
@@ -73,7 +86,7 @@ if ! python -c "import bitsandbytes" > /dev/null 2>&1; then
 fi
 if python -c "import bitsandbytes" > /dev/null 2>&1; then
   nf4_args=(speed --model "$model" --device "$device" --dtype "$dtype" --quantize 4bit --demos paper
-    --clip-seconds 10 --clips 128 --naive-clips 0 --queries 64 --naive-queries 0 --search-vectors 0
+    --clip-seconds 10 "${nf4_sizes[@]}" --naive-clips 0 --naive-queries 0 --search-vectors 0
     --json "$out/speed-4bit.json")
   set +e
   COLUMNS=160 "${bench[@]}" "${nf4_args[@]}" 2>&1 | tee "$out/speed-4bit.log"
