@@ -310,3 +310,71 @@ def test_errors_surface_as_query_errors_in_the_runner(collection):
     _, index = collection
     result = query(index, "   ")
     assert result.exit_code == 1 and isinstance(result.exception, QueryError)
+
+
+# ------------------------------------------------------------------------------------ many queries
+
+
+def test_queries_from_a_file_answer_like_single_queries(collection, tmp_path):
+    _, index = collection
+    texts = ["a low hum", "a high whistle", "dog barking then a car passes"]
+    listing = tmp_path / "queries.txt"
+    listing.write_text("# sound design pulls\n" + "\n".join([texts[0], "", *texts[1:]]) + "\n")
+    result = query(index, "--queries", str(listing), "-k", "3", "--json")
+    assert result.exit_code == 0, result.output
+    answers = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [a["query"] for a in answers] == texts  # comment and empty line skipped, order kept
+    for answer in answers:
+        single = query_json(index, answer["query"], "-k", "3")
+        assert [h["path"] for h in answer["hits"]] == [h["path"] for h in single]
+        assert [h["score"] for h in answer["hits"]] == pytest.approx([h["score"] for h in single], abs=1e-5)
+        assert "tiny random model" in answer["notice"]
+
+
+def test_queries_from_standard_input_with_a_bad_one(collection):
+    _, index = collection
+    stdin = "a low hum\n" + "dog barking " * 3000 + "\na high whistle\n"
+    result = runner.invoke(
+        app, ["query", "--queries", "-", "--index", str(index), "--device", "cpu", "--json"], input=stdin
+    )
+    assert result.exit_code == 1  # one query failed; the others were answered
+    answers = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [len(a.get("hits", [])) for a in answers] == [4, 0, 4]
+    assert "tokens" in answers[1]["error"] and "hits" not in answers[1]
+
+    tables = runner.invoke(
+        app, ["query", "--queries", "-", "--index", str(index), "--device", "cpu"], input="a low hum\n"
+    )
+    assert tables.exit_code == 0 and "a low hum" in tables.stdout and "score" in tables.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [(["dog", "--queries", "-"], "give no other query"), (["--queries", "{tmp}/missing.txt"], "cannot read")],
+)
+def test_bad_queries_option(collection, capsys, tmp_path, args, needle):
+    _, index = collection
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    code, out, err = run_cli(capsys, "query", *args, "--index", str(index), "--device", "cpu")
+    assert code == 1 and out == "" and needle in err
+
+
+def test_terminal_prompt_ends_on_an_empty_line_or_end_of_input(monkeypatch):
+    import io
+
+    from vela_search.cli import query_cmd
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stdin", Terminal())
+    typed = iter(["rain on a tin roof", "door slam", "", "never read"])
+    monkeypatch.setattr("builtins.input", lambda prompt: next(typed))
+    assert list(query_cmd._query_source("-")) == ["rain on a tin roof", "door slam"]
+
+    def end_of_input(prompt: str) -> str:
+        raise EOFError
+
+    monkeypatch.setattr("builtins.input", end_of_input)
+    assert list(query_cmd._query_source("-")) == []

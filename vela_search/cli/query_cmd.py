@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +24,7 @@ from vela_search.cli.common import (
 )
 
 if TYPE_CHECKING:
-    from vela_search.search import Hit
+    from vela_search.search import Hit, Searcher
 
 DEFAULT_K = 10  # mirrors vela_search.search.DEFAULT_K (imported lazily to keep --help instant)
 
@@ -66,6 +69,14 @@ def query(
         None, "--demos", help="In-context demos: 'default', 'none' or a JSONL file. Default: the index's."
     ),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    queries: str | None = typer.Option(
+        None,
+        "--queries",
+        metavar="FILE",
+        help="Many text queries with one model load: one per line from FILE, or '-' for standard input "
+        "(a prompt at a terminal). Empty lines and lines starting with # are skipped. With --json, one "
+        "JSON object per line.",
+    ),
     json_output: bool = typer.Option(False, "--json", help="Print the hits as one JSON array of objects."),
 ) -> None:
     """Search the index with a text, a long passage, an instruction or an audio clip."""
@@ -85,10 +96,14 @@ def query(
         raise QueryError("choose one query mode: --long, --instruction TEXT or --audio FILE")
     if audio is not None and text is not None:
         raise QueryError("give either a text query or --audio FILE, not both")
+    if queries is not None and (text is not None or audio is not None):
+        raise QueryError("--queries reads the queries from a file or standard input; give no other query")
     if audio is None and (start is not None or end is not None):
         raise QueryError("--start and --end choose a span of the --audio file; they need --audio")
     mode = "long" if long else "instruction" if instruction is not None else "caption"
-    if audio is None:
+    if queries is not None:
+        lines = _query_source(queries)
+    elif audio is None:
         if text is None:
             raise QueryError(
                 'the query is empty; give some words to search for, e.g. vela-search query "dog barking"'
@@ -107,6 +122,14 @@ def query(
         if searcher.notice:
             err_console.print(f"[yellow]note:[/] {searcher.notice}")
         options: dict[str, Any] = {"k": k, "min_score": min_score, "path_glob": where, "group": not segments}
+        if queries is not None:
+            filtered = where is not None or min_score is not None
+            failed = _run_queries(
+                searcher, lines, mode, instruction, options, json_output=json_output, filtered=filtered
+            )
+            if failed:
+                raise typer.Exit(1)
+            return
         if clip is not None:
             hits = searcher.search_audio(clip, **options)
         else:
@@ -145,3 +168,80 @@ def _print_table(hits: list[Hit], *, segments: bool, filtered: bool) -> None:
             format_timestamp(hit.duration_s),
         )
     console.print(table)
+
+
+def _query_source(source: str) -> Iterator[str]:
+    """The queries of ``--queries``: lines of a file, or of standard input (with a prompt at a terminal).
+
+    A file is opened here, before the model loads, so that a wrong path fails at once.
+    """
+    from vela_search.errors import QueryError
+
+    if source == "-":
+        return _stdin_lines()
+    try:
+        text = Path(source).expanduser().read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise QueryError(f"cannot read queries from {source}: {exc}") from exc
+    return iter(text.splitlines())
+
+
+def _stdin_lines() -> Iterator[str]:
+    if not sys.stdin.isatty():
+        yield from (line.rstrip("\n") for line in sys.stdin)
+        return
+    err_console.print("one query per line; an empty line or Ctrl-D ends")
+    while True:
+        try:
+            line = input("query> ")
+        except EOFError:
+            return
+        if not line.strip():
+            return
+        yield line
+
+
+def _run_queries(
+    searcher: Searcher,
+    lines: Iterator[str],
+    mode: str,
+    instruction: str | None,
+    options: dict[str, Any],
+    *,
+    json_output: bool,
+    filtered: bool,
+) -> int:
+    """Answer every query of ``lines`` with one searcher; a bad query is reported and skipped.
+
+    Returns:
+        How many queries failed.
+    """
+    from vela_search.errors import VelaError
+
+    failed = 0
+    for line in lines:
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        try:
+            hits = searcher.search(text, mode=mode, instruction=instruction, **options)  # type: ignore[arg-type]
+        except VelaError as exc:
+            failed += 1
+            if json_output:
+                _print_json_line({"query": text, "error": str(exc)})
+            else:
+                err_console.print(f"[bold red]error:[/] {escape(text)!r}: {exc}", highlight=False)
+            continue
+        if json_output:
+            _print_json_line(
+                {"query": text, "hits": [hit.to_dict() for hit in hits], "notice": searcher.notice}
+            )
+        else:
+            console.print(f"[bold]{escape(text)}[/]")
+            _print_table(hits, segments=not options["group"], filtered=filtered)
+    return failed
+
+
+def _print_json_line(payload: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(payload, ensure_ascii=False, default=str) + "\n")
+    sys.stdout.flush()  # a reader of the pipe gets each answer as soon as it exists
