@@ -47,6 +47,14 @@ def test_padded_queries_equal_the_batch_path(embedders):
     assert on._graphs is not None and on._graphs._runners
 
 
+def test_padded_queries_equal_the_plain_full_forward(embedders):
+    """Against the reference itself: demos + query in one stock forward (``embed_naive``)."""
+    on, _ = embedders
+    for text in QUERIES:
+        item = EmbedItem("caption", text=text)
+        np.testing.assert_allclose(on.embed_items([item]), on.embed_naive([item]), atol=1e-4)
+
+
 def test_queries_longer_than_every_bucket_take_the_batch_path(embedders):
     on, off = embedders
     text = " ".join(["a long field recording of wind in the pines"] * 40)
