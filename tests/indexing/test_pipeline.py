@@ -321,7 +321,43 @@ def test_a_moved_file_whose_vectors_cannot_be_read_back_is_embedded(tmp_path, em
     monkeypatch.setattr(IndexWriter, "read_segments", unreadable)
     report = index_paths([tmp_path / "audio"], tmp_path / "idx", emb)
     assert (report.files_relinked, report.files_indexed, report.segments_added) == (0, 1, 1)
+    assert report.files_removed == 1 and str(paths[0]) not in files_table(tmp_path / "idx")
     assert [os.path.basename(s[0]) for s in live_segments(tmp_path / "idx")] == ["clip001.wav", "moved.wav"]
+
+
+def test_an_interrupted_run_finds_the_remaining_moves_again(tmp_path, emb, monkeypatch):
+    from vela_search.indexing import pipeline
+
+    paths = small_collection(tmp_path / "audio", 3)
+    index_paths([tmp_path / "audio"], tmp_path / "idx", emb)
+    before = _vectors_by_place(tmp_path / "idx")
+    for path in paths[:2]:
+        path.rename(path.with_name("moved_" + path.name))
+
+    landed = []
+    real_relink = pipeline._Run.relink
+
+    def relink_then_crash(self, job, vectors, rows):  # noqa: ANN001
+        if landed:
+            raise KeyboardInterrupt  # Ctrl-C after the first moved file landed
+        landed.append(job.file.path)
+        real_relink(self, job, vectors, rows)
+
+    monkeypatch.setattr(pipeline._Run, "relink", relink_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        index_paths([tmp_path / "audio"], tmp_path / "idx", emb, commit_every=1)
+    monkeypatch.undo()
+    # The first move was committed (new row, old row gone); the second one's old row is still there.
+    files = files_table(tmp_path / "idx")
+    assert landed[0] in files and str(paths[0]) not in files and str(paths[1]) in files
+
+    report = index_paths([tmp_path / "audio"], tmp_path / "idx", emb)
+    assert (report.files_relinked, report.files_indexed) == (1, 0)
+    after = _vectors_by_place(tmp_path / "idx")
+    renamed = {p.name: "moved_" + p.name for p in paths[:2]}
+    assert sorted(after) == sorted((renamed.get(n, n), t) for n, t in before)
+    for (name, start), vector in before.items():
+        np.testing.assert_array_equal(after[(renamed.get(name, name), start)], vector)
 
 
 def test_segments_no_files_row_accounts_for_are_tombstoned(tmp_path, emb):

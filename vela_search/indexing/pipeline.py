@@ -193,7 +193,7 @@ class _Run:
 
     def relink(self, job: RelinkJob, vectors: np.ndarray, rows: list[dict[str, Any]]) -> None:
         """Give a moved file to the writer: its stored segments under the new path, the originals
-        tombstoned, its files rows, all in the same commit."""
+        tombstoned, the old row removed and the new rows written, all in the same commit."""
         writer, state = self.writer, job.file
         meta = [
             {**{k: v for k, v in row.items() if k != "id"}, "path": state.path, "root": state.root}
@@ -201,9 +201,11 @@ class _Run:
         ]
         writer.add(vectors, meta)
         writer.delete(job.replaces)
+        writer.remove_files([job.source_path])
         files = [state.row(INDEXED, duration_s=job.duration_s, segments=len(meta))]
         files += [dup.row(DUPLICATE, duration_s=job.duration_s) for dup in job.duplicates]
         writer.put_files(files)
+        self.report.files_removed += 1
         self.report.files_relinked += 1
         self.report.files_duplicates += len(job.duplicates)
         self.report.segments_relinked += len(meta)
@@ -292,8 +294,9 @@ def index_paths(
     """Index the audio files under ``paths`` into the index at ``index_dir`` (created if missing).
 
     Incremental: unchanged files are skipped, changed files re-embedded (their old segments tombstoned),
-    vanished files removed (``prune``), and content already in the index under another path recorded as a
-    duplicate instead of embedded again. Resumable: commits hold whole files, so after a crash a rerun
+    vanished files removed (``prune``), moved or renamed files given their stored vectors under the new
+    path, and content already in the index under another path recorded as a duplicate instead of embedded
+    again. Resumable: commits hold whole files, so after a crash a rerun
     continues from the last commit and ends with the index an uninterrupted run would have built. Files
     that cannot be decoded are recorded as failed with the reason and never stop the run.
 
@@ -445,7 +448,10 @@ def _relink_jobs(run: _Run, jobs: list[RelinkJob], *, window_s: float, hop_s: fl
         try:
             vectors, rows = run.writer.read_segments(np.concatenate([job.source_ids for job in batch]))
         except (KeyError, StoreError):
-            unreadable.extend(job.as_embed_job(window_s, hop_s) for job in batch)
+            for job in batch:
+                run.writer.remove_files([job.source_path])
+                run.report.files_removed += 1
+                unreadable.append(job.as_embed_job(window_s, hop_s))
         else:
             start = 0
             for job in batch:

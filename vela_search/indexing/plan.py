@@ -9,10 +9,11 @@ generation being written and decides, per file:
 - new or changed content: embedded (it becomes the owner) unless an owner of that content already exists,
   in which case it is a duplicate; among new files, the first in path order owns the content;
 - vanished (under a given root and gone from disk): its row is removed (``prune``);
-- moved or renamed (a vanished owner's content found under a new path): the new path takes over the
-  stored segments (a :class:`RelinkJob`: vectors read back from the store, nothing decoded or embedded);
-- a file whose old content it owned changes, vanishes or fails: that content's segments are tombstoned,
-  and a remaining duplicate of it is re-embedded as its new owner.
+- moved or renamed (a vanished owner's content found under a new path, or in a remaining duplicate): that
+  path takes over the stored segments (a :class:`RelinkJob`: vectors read back from the store, nothing
+  decoded or embedded), and the old row goes when it lands;
+- a file whose old content it owned changes or fails: that content's segments are tombstoned, and a
+  remaining duplicate of it is re-embedded as its new owner.
 
 Segments whose ``(path, content_sha256)`` matches no ``indexed`` row (left by an interrupted or older
 writer) are tombstoned too, so the index always equals what an uninterrupted run would have built.
@@ -418,6 +419,10 @@ def plan_run(
             plan.jobs.append(job)
 
     delete.extend(ids for _path, _row, ids in vanished_owner.values())  # vanished, not moved
+    # A moved file's old row goes when its new path lands, in the same commit: a run interrupted before
+    # then finds the move again.
+    moved = {job.source_path for job in plan.relinks}
+    plan.remove_paths = [path for path in plan.remove_paths if path not in moved]
     # Segments no indexed row accounts for: left by an interrupted writer (or one of an older version).
     owned = {(p, r["sha256"]) for p, r in rows.items() if r["status"] == INDEXED}
     for key, ids in groups.items():
