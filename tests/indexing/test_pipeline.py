@@ -325,6 +325,23 @@ def test_a_moved_file_whose_vectors_cannot_be_read_back_is_embedded(tmp_path, em
     assert [os.path.basename(s[0]) for s in live_segments(tmp_path / "idx")] == ["clip001.wav", "moved.wav"]
 
 
+def test_a_copy_outside_the_runs_paths_takes_over_a_deleted_owner(tmp_path, emb):
+    (owner,) = small_collection(tmp_path / "a", 1)
+    (tmp_path / "b").mkdir()
+    copy = tmp_path / "b" / "copy.wav"
+    shutil.copyfile(owner, copy)
+    index_paths([tmp_path / "a"], tmp_path / "idx", emb)
+    index_paths([tmp_path / "b"], tmp_path / "idx", emb)
+    before = _vectors_by_place(tmp_path / "idx")
+    owner.unlink()
+    report = index_paths([tmp_path / "a"], tmp_path / "idx", emb)  # b/ is not scanned in this run
+    assert (report.files_removed, report.files_relinked, report.files_indexed) == (1, 1, 0)
+    assert file_states(tmp_path / "idx") == [(str(copy), "indexed", sha(copy))]
+    (vector,) = before.values()
+    np.testing.assert_array_equal(_vectors_by_place(tmp_path / "idx")[("copy.wav", 0.0)], vector)
+    assert files_table(tmp_path / "idx")[str(copy)]["root"] == str(tmp_path / "b")
+
+
 def test_an_interrupted_run_finds_the_remaining_moves_again(tmp_path, emb, monkeypatch):
     from vela_search.indexing import pipeline
 

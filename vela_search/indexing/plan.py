@@ -418,6 +418,17 @@ def plan_run(
             jobs_by_sha[sha] = job
             plan.jobs.append(job)
 
+    # A vanished owner whose content lives on in a copy outside this run's paths: the copy takes over.
+    for path, row in rows.items():
+        sha = row["sha256"]
+        if row["status"] != DUPLICATE or sha not in vanished_owner:
+            continue
+        if path not in current and not _vanished(path):  # stat only the few candidates
+            source_path, source_row, source_ids = vanished_owner.pop(sha)
+            copy = FileState(path, row["root"], size=row["size"], mtime_ns=row["mtime_ns"], sha256=sha)
+            plan.relinks.append(
+                RelinkJob(copy, source_path, source_ids, source_row["duration_s"], replaces=source_ids)
+            )
     delete.extend(ids for _path, _row, ids in vanished_owner.values())  # vanished, not moved
     # A moved file's old row goes when its new path lands, in the same commit: a run interrupted before
     # then finds the move again.
