@@ -230,7 +230,10 @@ def _run_queries(
             if json_output:
                 _print_json_line({"query": text, "error": str(exc)})
             else:
-                err_console.print(f"[bold red]error:[/] {escape(text)!r}: {exc}", highlight=False)
+                shown = text if len(text) <= 60 else text[:57] + "..."
+                err_console.print(
+                    f"[bold red]error:[/] {escape(repr(shown))}: {escape(str(exc))}", highlight=False
+                )
             continue
         if json_output:
             _print_json_line(
