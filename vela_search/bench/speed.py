@@ -24,8 +24,6 @@ synthetic audio demos written with the stdlib ``wave`` module and handed to the 
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
-import os
 import platform
 import statistics
 import tempfile
@@ -38,11 +36,13 @@ from typing import Any
 import numpy as np
 
 from vela_search.bench.flops import encoder_flops, item_flops, peak_tflops_for
+from vela_search.bench.search_speed import SearchRun, measure_search
 from vela_search.bench.synthetic import (
     paper_embedder,
     synthetic_clip,
     synthetic_queries,
 )
+from vela_search.bench.timing import device_name, dtype_name, percentile, sync, timed
 from vela_search.errors import TokenBudgetError, VelaError
 
 __all__ = ["PARITY_TOLERANCE_FP32", "SpeedConfig", "SpeedReport", "measure_search", "run_speed_benchmark"]
@@ -190,22 +190,6 @@ class DemoRun:
 
 
 @dataclass
-class SearchRun:
-    """Exact top-k latency over synthetic vectors."""
-
-    vectors: int
-    dim: int
-    k: int
-    torch_device: str
-    torch_dtype: str
-    torch_latency_ms_median: float
-    torch_latency_ms_p90: float
-    faiss_latency_ms_median: float | None = None
-    faiss_latency_ms_p90: float | None = None
-    faiss_note: str | None = None
-
-
-@dataclass
 class SpeedReport:
     """The result of :func:`run_speed_benchmark` (``to_dict()`` for JSON)."""
 
@@ -239,47 +223,6 @@ class SpeedReport:
 
 
 ProgressCallback = Callable[[str], None]
-
-
-# -------------------------------------------------------------------------------------------- FLOPs
-# ------------------------------------------------------------------------------------------- timing
-def _sync(device: Any) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(fn: Callable[[], Any], device: Any) -> tuple[Any, float]:
-    _sync(device)
-    start = time.perf_counter()
-    result = fn()
-    _sync(device)
-    return result, time.perf_counter() - start
-
-
-def _percentile(values: Sequence[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
-
-
-def _device_name(device: Any) -> str:
-    import torch
-
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
-    except OSError:
-        pass
-    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
-
-
-def _dtype_name(dtype: Any) -> str:
-    import torch
-
-    return {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}.get(dtype, str(dtype))
 
 
 # ------------------------------------------------------------------------------------------ the runs
@@ -321,13 +264,13 @@ def run_speed_benchmark(config: SpeedConfig, *, progress: ProgressCallback | Non
     )
     backbone = base.backbone
     device = backbone.device
-    device_name = _device_name(device)
-    dtype = _dtype_name(backbone.dtype)
+    chip = device_name(device)
+    dtype = dtype_name(backbone.dtype)
     peak, peak_source = None, None
     if config.peak_tflops is not None:
         peak, peak_source = config.peak_tflops, "--peak-tflops"
     elif device.type == "cuda" and dtype in ("bf16", "fp16"):
-        peak, peak_source = peak_tflops_for(device_name)
+        peak, peak_source = peak_tflops_for(chip)
 
     runs: list[DemoRun] = []
     with tempfile.TemporaryDirectory(prefix="vela-speed-") as scratch:
@@ -362,7 +305,7 @@ def run_speed_benchmark(config: SpeedConfig, *, progress: ProgressCallback | Non
     return SpeedReport(
         model=backbone.model_ref,
         device=str(device),
-        device_name=device_name,
+        device_name=chip,
         threads=torch.get_num_threads(),
         dtype=dtype,
         quantize=backbone.quantization,
@@ -410,7 +353,7 @@ def _measure_demos(
     text = _measure_text(emb, config)
     if text.parity_max_abs_diff is not None:
         diffs.append(text.parity_max_abs_diff)
-    _sync(device)
+    sync(device)
     return DemoRun(
         demos=spec,
         n_demos=len(emb.demos),
@@ -436,8 +379,8 @@ def _measure_clips(
         run.skipped = str(exc)
         return run
     # Warm-up: computes the demo prefix on first use, and lets kernels and the allocator settle.
-    _, run.warmup_s = _timed(lambda: emb.embed_items(items[: min(len(items), emb.max_batch_items)]), device)
-    vectors, elapsed = _timed(lambda: emb.embed_items(items), device)
+    _, run.warmup_s = timed(lambda: emb.embed_items(items[: min(len(items), emb.max_batch_items)]), device)
+    vectors, elapsed = timed(lambda: emb.embed_items(items), device)
     run.clips_per_s = len(items) / elapsed
     run.ms_per_clip = 1000 * elapsed / len(items)
 
@@ -459,7 +402,7 @@ def _measure_clips(
     if n_naive:
         if device.type == "cuda":
             emb.embed_naive(items[:1])  # warm-up: kernels for the full-sequence shapes
-        naive_vectors, naive_elapsed = _timed(lambda: emb.embed_naive(items[:n_naive]), device)
+        naive_vectors, naive_elapsed = timed(lambda: emb.embed_naive(items[:n_naive]), device)
         run.naive_clips = n_naive
         run.naive_clips_per_s = n_naive / naive_elapsed
         run.speedup_vs_naive = run.clips_per_s / run.naive_clips_per_s
@@ -474,11 +417,11 @@ def _measure_text(emb: Any, config: SpeedConfig) -> TextRun:
     device = emb.backbone.device
     queries = synthetic_queries(config.queries, seed=config.seed)
     latencies, singles = _query_latencies(emb, queries)
-    _, batch_elapsed = _timed(lambda: emb.embed_text(queries), device)
+    _, batch_elapsed = timed(lambda: emb.embed_text(queries), device)
     run = TextRun(
         queries=len(queries),
         latency_ms_median=statistics.median(latencies),
-        latency_ms_p90=_percentile(latencies, 90),
+        latency_ms_p90=percentile(latencies, 90),
         queries_per_s=1000 * len(latencies) / sum(latencies),
         batch_texts_per_s=len(queries) / batch_elapsed,
         query_graphs=emb.query_graph_state,
@@ -490,7 +433,7 @@ def _measure_text(emb: Any, config: SpeedConfig) -> TextRun:
         finally:
             emb.query_graphs = True
         run.eager_latency_ms_median = statistics.median(eager)
-        run.eager_latency_ms_p90 = _percentile(eager, 90)
+        run.eager_latency_ms_p90 = percentile(eager, 90)
     n_naive = min(config.naive_queries, len(queries))
     if n_naive:
         items = [EmbedItem("caption", text=q) for q in queries[:n_naive]]
@@ -498,7 +441,7 @@ def _measure_text(emb: Any, config: SpeedConfig) -> TextRun:
             emb.embed_naive(items[:1])
         naive_ms, naive_rows = [], []
         for item in items:
-            row, elapsed = _timed(lambda item=item: emb.embed_naive([item]), device)
+            row, elapsed = timed(lambda item=item: emb.embed_naive([item]), device)
             naive_ms.append(1000 * elapsed)
             naive_rows.append(row[0])
         run.naive_queries = n_naive
@@ -519,103 +462,7 @@ def _query_latencies(emb: Any, queries: Sequence[str]) -> tuple[list[float], lis
         emb.embed_text([q])
     latencies, vectors = [], []
     for q in queries:
-        vector, elapsed = _timed(lambda q=q: emb.embed_text([q]), emb.backbone.device)
+        vector, elapsed = timed(lambda q=q: emb.embed_text([q]), emb.backbone.device)
         latencies.append(1000 * elapsed)
         vectors.append(vector[0])
     return latencies, vectors
-
-
-def measure_search(
-    n_vectors: int, dim: int, k: int, *, device: Any, seed: int = 0, queries: int = 20
-) -> SearchRun:
-    """Single-query exact top-k latency over ``n_vectors`` random unit vectors.
-
-    torch: the vectors as one fp16 matrix on a GPU (fp32 on the CPU), one matmul and ``topk`` per query,
-    indices copied back to the host. faiss (only where it is importable): the store's exact ``SQfp16`` index
-    on the CPU, searched through :func:`vela_search.store.faiss_ops.search`.
-
-    Raises:
-        VelaError: The vectors do not fit: more than half of the host's memory (CPU runs) or more than the
-            GPU's free memory.
-    """
-    import torch
-
-    k = min(k, n_vectors)
-    on_gpu = device.type == "cuda"
-    dtype = torch.float16 if on_gpu else torch.float32
-    need = n_vectors * dim * (2 if on_gpu else 4)
-    if not on_gpu:
-        _check_host_memory(need, f"{n_vectors:,} x {dim} search vectors")
-    generator = torch.Generator(device=device).manual_seed(seed)
-    try:
-        matrix = torch.empty(n_vectors, dim, dtype=dtype, device=device)
-    except torch.OutOfMemoryError as exc:
-        raise VelaError(
-            f"{n_vectors:,} x {dim} search vectors ({need / 2**30:.1f} GiB) do not fit in {device}'s free "
-            "memory; use fewer --search-vectors"
-        ) from exc
-    step = max(1, (1 << 26) // dim)
-    for start in range(0, n_vectors, step):
-        block = torch.randn(min(step, n_vectors - start), dim, generator=generator, device=device)
-        matrix[start : start + len(block)] = torch.nn.functional.normalize(block, dim=1).to(dtype)
-    probes = torch.randn(queries, dim, generator=generator, device=device)
-    probes = torch.nn.functional.normalize(probes, dim=1)
-
-    def search_one(q: Any) -> np.ndarray:
-        return torch.topk(matrix @ q.to(dtype), k).indices.cpu().numpy()
-
-    for q in probes[:3]:
-        search_one(q)
-    latencies = [1000 * _timed(lambda q=q: search_one(q), device)[1] for q in probes]
-    run = SearchRun(
-        vectors=n_vectors,
-        dim=dim,
-        k=k,
-        torch_device=str(device),
-        torch_dtype=_dtype_name(dtype),
-        torch_latency_ms_median=statistics.median(latencies),
-        torch_latency_ms_p90=_percentile(latencies, 90),
-    )
-    if importlib.util.find_spec("faiss") is None:
-        run.faiss_note = "faiss is not installed here; only the torch search was timed"
-        return run
-    try:
-        _check_host_memory(n_vectors * dim * 6, f"the FAISS copy of {n_vectors:,} x {dim} vectors")
-    except VelaError as exc:
-        run.faiss_note = f"FAISS search skipped: {exc}"
-        return run
-    host = np.ascontiguousarray(matrix.float().cpu().numpy())
-    host_probes = np.ascontiguousarray(probes.float().cpu().numpy())
-    median, p90, note = _faiss_latency(host, host_probes, k)
-    run.faiss_latency_ms_median, run.faiss_latency_ms_p90, run.faiss_note = median, p90, note
-    return run
-
-
-def _faiss_latency(vectors: np.ndarray, probes: np.ndarray, k: int) -> tuple[float, float, str]:
-    """Median and p90 single-query latency (ms) of the store's exact FAISS index on the CPU."""
-    from vela_search.store import faiss_ops
-
-    index = faiss_ops.build("SQfp16", vectors.shape[1])
-    index.add(vectors)
-    for q in probes[:3]:
-        faiss_ops.search(index, q[None], k, None)
-    latencies = []
-    for q in probes:
-        start = time.perf_counter()
-        faiss_ops.search(index, q[None], k, None)
-        latencies.append(1000 * (time.perf_counter() - start))
-    threads = faiss_ops.faiss().omp_get_max_threads()
-    note = f"FAISS SQfp16 (exact) on the CPU, {threads} threads"
-    return statistics.median(latencies), _percentile(latencies, 90), note
-
-
-def _check_host_memory(nbytes: int, what: str) -> None:
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return
-    if nbytes > total // 2:
-        raise VelaError(
-            f"{what} need {nbytes / 2**30:.1f} GiB, more than half of this machine's "
-            f"{total / 2**30:.1f} GiB; use fewer --search-vectors"
-        )
