@@ -36,14 +36,13 @@ from vela_search.embedding.batching import (
 from vela_search.embedding.demos import Demo, DemoSet
 from vela_search.embedding.fingerprint import Fingerprint
 from vela_search.embedding.query_graphs import QueryGraphs
+from vela_search.embedding.rendering import PromptTemplates
 from vela_search.embedding.shapes import SHAPE_NOTICE, SHAPE_PREFIX
 from vela_search.embedding.tiny import TINY_NOTICE
 from vela_search.errors import DemoFileError, ModelLoadError, TokenBudgetError, VelaError
 
 # The training record an adapter directory carries, read back so that `--adapter DIR` needs no other flags.
 ADAPTER_RECORD = "vela_training.json"
-
-_BODY = "\x00VELA_BODY\x00"
 
 
 @dataclass(frozen=True)
@@ -98,7 +97,7 @@ class VelaEmbedder:
         self._prefix: PrefixKV | None = None
         self._prefix_ids: torch.Tensor | None = None
         self._prefix_features: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._prefix_text, self._suffix_templates = self._render_templates()
+        self._templates = PromptTemplates.render(backbone.processor, demos)
 
     # ----------------------------------------------------------------------------------------- loading
     @classmethod
@@ -360,7 +359,7 @@ class VelaEmbedder:
         """Host-side work for one batch: prompts, tokens, log-mel features (pinned when on CUDA).
 
         Text items come with their token ids (tokenised once, for the budget check); audio items are
-        tokenised here by the processor, which expands each clip's audio placeholder.
+        tokenised here by the processor, which expands each clip's ``<|AUDIO|>`` token.
         """
         processor = self.backbone.processor
         if not items[0].is_audio:
@@ -441,11 +440,11 @@ class VelaEmbedder:
             processor = self.backbone.processor
             if waves:
                 enc = processor(
-                    text=[self._prefix_text], audio=waves, sampling_rate=SAMPLE_RATE, return_tensors="pt"
+                    text=[self._templates.prefix], audio=waves, sampling_rate=SAMPLE_RATE, return_tensors="pt"
                 )
                 self._prefix_features = (enc["input_features"], enc["feature_attention_mask"].sum(-1))
             else:
-                enc = processor.tokenizer([self._prefix_text], return_tensors="pt")
+                enc = processor.tokenizer([self._templates.prefix], return_tensors="pt")
             self._prefix_ids = enc["input_ids"]
         return self._prefix_ids, self._prefix_features
 
@@ -484,54 +483,12 @@ class VelaEmbedder:
         return wave
 
     # ---------------------------------------------------------------------------------- rendering
-    def _conversation(self) -> list[dict[str, Any]]:
-        turns: list[dict[str, Any]] = []
-        for demo in self.demos.demos:
-            mode = "audio" if demo.is_audio else "caption"
-            turns.append({"role": "user", "content": prompts.user_content(mode, text=demo.text)})
-            turns.append({"role": "assistant", "content": demo.word})
-        return turns
-
-    def _render_templates(self) -> tuple[str, dict[str, str]]:
-        """Render the shared prefix and, per mode, the item's suffix with a marker where the body goes.
-
-        The prefix is everything up to the start of the item's turn; the chat template itself decides the
-        exact text (system turn, ``Audio N:`` numbering), so the prompts stay those of the model.
-        """
-        processor = self.backbone.processor
-        demos = self._conversation()
-
-        def render(content: list[dict[str, Any]]) -> str:
-            conversation = [*demos, {"role": "user", "content": content}]
-            return processor.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
-
-        full = {mode: render(self._template_content(mode)) for mode in prompts.MODES}
-        common = os.path.commonprefix(list(full.values()))
-        turn_start = common.rfind("<|im_start|>")
-        if turn_start < 0:
-            raise ModelLoadError(
-                "the model's chat template does not use <|im_start|> turns; it is not Qwen2-Audio"
-            )
-        prefix = common[:turn_start]
-        return prefix, {mode: text[len(prefix) :] for mode, text in full.items()}
-
-    @staticmethod
-    def _template_content(mode: str) -> list[dict[str, Any]]:
-        if mode == "audio":
-            return prompts.user_content("audio")
-        return [{"type": "text", "text": f"{_BODY}\n{prompts.INSTRUCTIONS[mode]}"}]
-
     def _suffix_text(self, item: EmbedItem) -> str:
-        template = self._suffix_templates[item.mode]
-        if item.is_audio:
-            return template
-        body = prompts.user_content(item.mode, text=item.text, instruction=item.instruction)[0]["text"]
-        body = body[: -len(prompts.INSTRUCTIONS[item.mode]) - 1]
-        return template.replace(_BODY, body)
+        return self._templates.suffix(item.mode, text=item.text, instruction=item.instruction)
 
     def full_prompt(self, item: EmbedItem) -> str:
         """The whole rendered prompt (prefix + item) as one string, as a plain forward would see it."""
-        return self._prefix_text + self._suffix_text(item)
+        return self._templates.prefix + self._suffix_text(item)
 
     # ---------------------------------------------------------------------------------- checks
     def _validate(self, item: EmbedItem) -> None:
@@ -564,7 +521,7 @@ class VelaEmbedder:
         audio_idx = [i for i, it in enumerate(items) if it.is_audio]
         if audio_idx:
             tokenizer = self.backbone.processor.tokenizer
-            base = len(tokenizer(self._suffix_templates["audio"])["input_ids"]) - 1
+            base = len(tokenizer(self._templates.suffixes["audio"])["input_ids"]) - 1
             for i in audio_idx:
                 lengths[i] = base + audio_token_count(len(items[i].wave))  # type: ignore[arg-type]
         return lengths
