@@ -307,6 +307,23 @@ def test_moved_and_renamed_files_reuse_their_vectors(tmp_path, emb, monkeypatch)
     assert again.files_relinked == again.files_indexed == again.segments_deleted == 0
 
 
+def test_many_moves_are_read_back_in_batches(tmp_path, emb, monkeypatch):
+    from vela_search.indexing import pipeline
+
+    paths = small_collection(tmp_path / "audio", 5)
+    index_paths([tmp_path / "audio"], tmp_path / "idx", emb, commit_every=2)  # several shards
+    before = _vectors_by_place(tmp_path / "idx")
+    for path in paths:
+        path.rename(path.with_name("moved_" + path.name))
+    monkeypatch.setattr(pipeline, "RELINK_BATCH_SEGMENTS", 2)
+    report = index_paths([tmp_path / "audio"], tmp_path / "idx", emb)
+    assert (report.files_relinked, report.files_indexed) == (5, 0)
+    after = _vectors_by_place(tmp_path / "idx")
+    assert sorted(after) == sorted(("moved_" + name, start) for name, start in before)
+    for (name, start), vector in before.items():
+        np.testing.assert_array_equal(after[("moved_" + name, start)], vector)
+
+
 def test_a_moved_file_whose_vectors_cannot_be_read_back_is_embedded(tmp_path, emb, monkeypatch):
     from vela_search.errors import StoreError
     from vela_search.store import IndexWriter

@@ -443,8 +443,6 @@ def _relink_jobs(run: _Run, jobs: list[RelinkJob], *, window_s: float, hop_s: fl
     batch: list[RelinkJob] = []
 
     def flush() -> None:
-        if not batch:
-            return
         try:
             vectors, rows = run.writer.read_segments(np.concatenate([job.source_ids for job in batch]))
         except (KeyError, StoreError):
@@ -462,11 +460,15 @@ def _relink_jobs(run: _Run, jobs: list[RelinkJob], *, window_s: float, hop_s: fl
         batch.clear()
 
     # In id order, so that a batch reads few shards (a file's segments were stored together).
+    segments = 0
     for job in sorted(jobs, key=lambda job: int(job.source_ids[0])):
         batch.append(job)
-        if sum(len(j.source_ids) for j in batch) >= RELINK_BATCH_SEGMENTS:
+        segments += len(job.source_ids)
+        if segments >= RELINK_BATCH_SEGMENTS:
             flush()
-    flush()
+            segments = 0
+    if batch:
+        flush()
     return unreadable
 
 

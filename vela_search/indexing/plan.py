@@ -419,7 +419,7 @@ def plan_run(
             plan.jobs.append(job)
 
     # A vanished owner whose content lives on in a copy outside this run's paths: the copy takes over.
-    for path, row in rows.items():
+    for path, row in rows.items() if vanished_owner else ():
         sha = row["sha256"]
         if row["status"] != DUPLICATE or sha not in vanished_owner:
             continue
