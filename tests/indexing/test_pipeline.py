@@ -316,8 +316,11 @@ def test_many_moves_are_read_back_in_batches(tmp_path, emb, monkeypatch):
     for path in paths:
         path.rename(path.with_name("moved_" + path.name))
     monkeypatch.setattr(pipeline, "RELINK_BATCH_SEGMENTS", 2)
-    report = index_paths([tmp_path / "audio"], tmp_path / "idx", emb)
+    events: list[IndexProgress] = []
+    report = index_paths([tmp_path / "audio"], tmp_path / "idx", emb, progress=events.append)
     assert (report.files_relinked, report.files_indexed) == (5, 0)
+    relinking = [(e.files_done, e.files_total) for e in events if e.phase == "relink"]
+    assert relinking == [(2, 5), (4, 5), (5, 5)]  # one event per batch of two one-segment files
     after = _vectors_by_place(tmp_path / "idx")
     assert sorted(after) == sorted(("moved_" + name, start) for name, start in before)
     for (name, start), vector in before.items():

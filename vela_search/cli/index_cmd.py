@@ -40,6 +40,7 @@ _MAX_LISTED = 50
 _PHASES = {
     "scan": "scanning files",
     "hash": "reading new files",
+    "relink": "relinking moved files",
     "embed": "embedding",
     "commit": "committing",
     "promote": "replacing the old generation",
@@ -263,7 +264,7 @@ class _ProgressView:
         self._progress.__exit__(*exc)  # type: ignore[arg-type]
 
     def update(self, event: IndexProgress) -> None:
-        if event.phase != self._phase and event.phase in ("scan", "hash", "embed"):
+        if event.phase != self._phase and event.phase in ("scan", "hash", "relink", "embed"):
             # Each phase gets its own bar, so rates and ETA are not mixed across phases.
             if self._task is not None:
                 self._progress.remove_task(self._task)
@@ -284,7 +285,7 @@ class _ProgressView:
                 files=f"{event.files_done}/{event.files_total} files",
                 description=description,
             )
-        elif event.phase in ("scan", "hash"):
+        elif event.phase in ("scan", "hash", "relink"):
             self._progress.update(
                 self._task,
                 completed=event.files_done,

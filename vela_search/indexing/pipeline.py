@@ -441,8 +441,10 @@ def _relink_jobs(run: _Run, jobs: list[RelinkJob], *, window_s: float, hop_s: fl
     """
     unreadable: list[EmbedJob] = []
     batch: list[RelinkJob] = []
+    done = 0  # files handled so far (for progress)
 
     def flush() -> None:
+        nonlocal done
         try:
             vectors, rows = run.writer.read_segments(np.concatenate([job.source_ids for job in batch]))
         except (KeyError, StoreError):
@@ -457,6 +459,10 @@ def _relink_jobs(run: _Run, jobs: list[RelinkJob], *, window_s: float, hop_s: fl
                 run.relink(job, vectors[start:end], rows[start:end])
                 start = end
             run.maybe_commit()
+        done += len(batch)
+        if run.progress is not None:
+            path = batch[-1].file.path
+            run.progress(IndexProgress(phase="relink", files_done=done, files_total=len(jobs), path=path))
         batch.clear()
 
     # In id order, so that a batch reads few shards (a file's segments were stored together).

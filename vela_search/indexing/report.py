@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-Phase = Literal["scan", "hash", "embed", "commit", "promote", "compact", "done"]
+Phase = Literal["scan", "hash", "relink", "embed", "commit", "promote", "compact", "done"]
 
 
 @dataclass(frozen=True)
@@ -13,9 +13,10 @@ class IndexProgress:
     """A progress event passed to the ``progress`` callback of :func:`index_paths`.
 
     Attributes:
-        phase: ``scan`` (finding and stat-ing files), ``hash`` (digesting new or changed files), ``embed``
-            (decoding and embedding), ``commit``, ``promote`` (a rebuild replacing the old generation),
-            ``compact`` (merging small shards) or ``done``.
+        phase: ``scan`` (finding and stat-ing files), ``hash`` (digesting new or changed files), ``relink``
+            (moved files taking over their stored vectors), ``embed`` (decoding and embedding), ``commit``,
+            ``promote`` (a rebuild replacing the old generation), ``compact`` (merging small shards) or
+            ``done``.
         files_done: files finished in this phase.
         files_total: files this phase will handle.
         segments_done: segments embedded so far (``embed`` phase).
