@@ -93,3 +93,18 @@ def test_quantized_shape_needs_temporary_disk(tiny_model_dir, monkeypatch):
     monkeypatch.setattr(shapes.shutil, "disk_usage", lambda path: usage(1 << 30, 1 << 30, 1024))
     with pytest.raises(ModelLoadError, match="temporary disk.*TMPDIR"):
         VelaEmbedder.from_pretrained("shape:mini", demos="none", device="cpu", quantize="4bit")
+
+
+def test_quantizing_without_bitsandbytes_says_what_to_install(tiny_model_dir, monkeypatch):
+    import importlib.util
+
+    from vela_search.embedding import backbone
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        backbone.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "bitsandbytes" else real_find_spec(name, *a),
+    )
+    with pytest.raises(ModelLoadError, match="needs the bitsandbytes package.*pip install bitsandbytes"):
+        VelaEmbedder.from_pretrained("shape:mini", demos="none", device="cpu", quantize="4bit")

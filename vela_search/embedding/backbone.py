@@ -7,6 +7,7 @@ else, so a transformers upgrade has one place to look.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -127,6 +128,13 @@ def adapter_digest(directory: Path) -> str:
 def _quantization_config(quantize: str | None, compute_dtype: Any) -> Any:
     if quantize is None:
         return None
+    if quantize not in ("4bit", "8bit"):
+        raise ModelLoadError(f"unsupported quantization {quantize!r}; use 4bit, 8bit or none")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ModelLoadError(
+            f"--quantize {quantize} needs the bitsandbytes package, which is not installed here: "
+            "`pip install bitsandbytes`, or leave out --quantize"
+        )
     from transformers import BitsAndBytesConfig
 
     # The audio tower and projector stay in full precision: the method freezes them and they are small.
@@ -140,9 +148,7 @@ def _quantization_config(quantize: str | None, compute_dtype: Any) -> Any:
             bnb_4bit_compute_dtype=compute_dtype,
             llm_int8_skip_modules=skip,
         )
-    if quantize == "8bit":
-        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
-    raise ModelLoadError(f"unsupported quantization {quantize!r}; use 4bit, 8bit or none")
+    return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
 
 
 def load_backbone(
