@@ -169,7 +169,10 @@ def test_interrupt_then_resume_equals_one_uninterrupted_run(trained, tmp_path):
     assert first.interrupted and first.steps == HALF and first.embedder is None
     assert first.checkpoint == out / "checkpoints" / f"step-{HALF}"
     assert not (out / "adapter_config.json").exists()
-    assert first.loss_curve == trained.loss_curve[:HALF]  # same seed, same run: deterministic
+    # Same seed, same data order: the same curve. Compared to a tight tolerance rather than bit for bit:
+    # two runs in one process may place tensors at different alignments, and CPU BLAS kernels chosen by
+    # alignment round differently in the last bits.
+    assert first.loss_curve == pytest.approx(trained.loss_curve[:HALF], rel=1e-6, abs=1e-7)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
     events = []
@@ -179,7 +182,7 @@ def test_interrupt_then_resume_equals_one_uninterrupted_run(trained, tmp_path):
     assert [e.step for e in events if e.kind == "step"] == list(range(HALF + 1, STEPS + 1))
     assert second.loss_curve[:HALF] == first.loss_curve
     assert second.loss_curve == pytest.approx(trained.loss_curve, rel=1e-5, abs=1e-6)
-    assert second.eval_before == trained.eval_before
+    assert second.eval_before == pytest.approx(trained.eval_before, rel=1e-6, abs=1e-7)
     assert second.eval_after["triplet_accuracy"] == pytest.approx(trained.eval_after["triplet_accuracy"])
     ours = load_file(out / "adapter_model.safetensors")
     theirs = load_file(trained.output / "adapter_model.safetensors")
