@@ -155,3 +155,12 @@ def test_pipeline_benchmark_reports_the_three_timings(tiny_model_dir, tmp_path):
     assert report["overlap_ratio"] == pytest.approx(
         report["end_to_end_s"] / max(report["decode_s"], report["embed_s"]), rel=1e-6
     )
+
+
+def test_store_benchmark_prints_the_curve_and_writes_json(tmp_path):
+    result = invoke("store", "--files", "40", "--dim", "8", "--workdir", str(tmp_path), "--json", "-")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout[result.stdout.index("{") :])
+    assert report["files"] == 40 and report["dim"] == 8 and report["commits"] == 1
+    assert [landed for landed, _ in report["curve"]] == list(range(4, 41, 4))
+    assert "ms per file" in result.stderr

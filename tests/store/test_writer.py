@@ -296,3 +296,47 @@ def test_read_segments_returns_committed_vectors_and_rows_even_when_tombstoned(t
         w.add(unit(2, seed=9), rows_for(0, 2))  # pending: not readable
         with pytest.raises(KeyError, match="300"):
             w.read_segments(np.array([1, 300]))
+
+
+def test_rows_like_earlier_ones_keep_their_exact_values(index):
+    # Rows shaped like the earlier ones take a faster path; it must store what inference would.
+    with index.writer(fingerprint=FP) as w:
+        w.add(unit(1), [{"n": 1, "x": 0.5, "tag": "a", "flag": True}])
+        w.add(
+            unit(2, seed=1),
+            [{"n": 2, "x": 1, "tag": None, "flag": False}, {"n": 3, "x": 2.0, "tag": "b", "flag": None}],
+        )
+        w.add(
+            unit(1, seed=2), [{"n": 2.5, "x": 3.5, "tag": "c", "flag": True}]
+        )  # int column widens, no truncation
+        with pytest.raises(ValueError, match="do not match"):
+            w.add(unit(1, seed=3), [{"n": 1.0, "x": True, "tag": "d", "flag": True}])  # bool is not a number
+        with pytest.raises(ValueError, match="do not match"):
+            w.add(unit(1, seed=3), [{"n": 1.0, "x": 1.0, "tag": 7, "flag": True}])
+        w.commit()
+    rows = AudioIndex.open(index.root).segment_rows([0, 1, 2, 3])
+    assert [(r["n"], r["x"], r["tag"], r["flag"]) for r in rows] == [
+        (1.0, 0.5, "a", True),
+        (2.0, 1.0, None, False),
+        (3.0, 2.0, "b", None),
+        (2.5, 3.5, "c", True),
+    ]
+
+
+def test_files_changes_apply_in_order_and_a_no_op_commits_nothing(index, root):
+    with index.writer(fingerprint=FP) as w:
+        w.put_files([{"path": "/a.wav", "status": "indexed", "segments": 1}])
+        w.remove_files(["/a.wav"])
+        w.put_files([{"path": "/a.wav", "status": "failed", "error": "truncated"}])
+        w.put_files([{"path": "/b.wav", "status": "indexed"}])
+        w.remove_files(["/b.wav"])
+        w.put_files([{"path": "/c.wav", "status": "indexed"}, {"path": "/c.wav", "status": "duplicate"}])
+        assert sorted(w.files()["path"].to_pylist()) == ["/a.wav", "/c.wav"]
+        generation = w.commit()
+        w.remove_files(["/never-indexed.wav"])
+        w.remove_files([])
+        assert w.commit() == generation  # nothing changed: no new generation
+    files = {f["path"]: f for f in AudioIndex.open(root).files().to_pylist()}
+    assert files.keys() == {"/a.wav", "/c.wav"}
+    assert (files["/a.wav"]["status"], files["/a.wav"]["error"]) == ("failed", "truncated")
+    assert files["/c.wav"]["status"] == "duplicate"

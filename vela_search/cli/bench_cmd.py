@@ -1,4 +1,4 @@
-"""``vela-search bench``: Clotho and AudioCaps retrieval benchmarks, the speed and pipeline benchmarks."""
+"""``vela-search bench``: Clotho and AudioCaps retrieval; speed, pipeline and store benchmarks."""
 
 from __future__ import annotations
 
@@ -249,7 +249,9 @@ def speed(
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     dtype: str = typer.Option("auto", "--dtype", help=DTYPE_HELP),
     quantize: str | None = typer.Option(
-        None, "--quantize", help="4bit or 8bit (bitsandbytes), for checkpoints."
+        None,
+        "--quantize",
+        help="4bit or 8bit (bitsandbytes); shape models are quantized through a temporary checkpoint.",
     ),
     batch_tokens: int | None = typer.Option(None, "--batch-tokens", min=1, help=BATCH_TOKENS_HELP),
     peak_tflops: float | None = typer.Option(
@@ -337,6 +339,38 @@ def pipeline(
         target.print(table)
 
     _emit(payload, json_out, render)
+
+
+@bench_app.command("store")
+def store(
+    files: int = typer.Option(20_000, "--files", min=1, help="Synthetic files to land."),
+    dim: int = typer.Option(4096, "--dim", min=1, help="Vector dimension (4096 for Qwen2-Audio-7B)."),
+    segments_per_file: int = typer.Option(1, "--segments-per-file", min=1, help="Vectors per file."),
+    commit_every: int = typer.Option(256, "--commit-every", min=1, help="Commit after this many segments."),
+    workdir: Path | None = typer.Option(None, "--workdir", help="Where the temporary index goes."),
+    json_out: str | None = typer.Option(None, "--json", metavar="OUT", help=JSON_HELP),
+) -> None:
+    """The index writer's time per file at library scale, without a model (random vectors)."""
+    from vela_search.bench.store_speed import measure_store
+
+    with err_console.status(f"landing {files:,} files …", spinner="dots"):
+        run = measure_store(
+            files, dim=dim, segments_per_file=segments_per_file, commit_every=commit_every, workdir=workdir
+        )
+
+    def render(target: Any) -> None:
+        table = Table(
+            title=f"index writer: {run.files:,} files, {run.segments_per_file} segment(s) each, "
+            f"dim {run.dim}, {run.commits} commits"
+        )
+        table.add_column("files landed", justify="right")
+        table.add_column("ms per file (last tenth)", justify="right")
+        for landed, ms in run.curve:
+            table.add_row(f"{landed:,}", f"{ms:.3f}")
+        target.print(table)
+        target.print(f"total {run.total_s:.2f} s, {run.ms_per_file:.3f} ms per file")
+
+    _emit(run.to_dict(), json_out, render)
 
 
 def _fmt(value: float | None, spec: str = ".1f", suffix: str = "") -> str:

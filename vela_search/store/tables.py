@@ -27,6 +27,7 @@ FILES_SCHEMA = pa.schema(
     ]
 )
 FILE_STATUSES = ("indexed", "failed", "duplicate")
+_STATUS_VALUES = pa.array(FILE_STATUSES, type=pa.string())
 
 ID_COLUMN = "id"
 # Small row groups let a search read only the metadata rows of its hits.
@@ -69,9 +70,7 @@ def to_files_table(data: pa.Table | Iterable[Mapping[str, Any]]) -> pa.Table:
         table = pa.Table.from_pylist(rows, schema=FILES_SCHEMA)
     if table["path"].null_count:
         raise ValueError("every files row needs a path")
-    bad = pc.invert(pc.is_in(table["status"], value_set=pa.array(FILE_STATUSES))).to_numpy(
-        zero_copy_only=False
-    )
+    bad = pc.invert(pc.is_in(table["status"], value_set=_STATUS_VALUES)).to_numpy(zero_copy_only=False)
     if bad.any():
         status = table["status"][int(np.flatnonzero(bad)[0])].as_py()
         raise ValueError(f"files status must be one of {', '.join(FILE_STATUSES)}, not {status!r}")
@@ -79,11 +78,6 @@ def to_files_table(data: pa.Table | Iterable[Mapping[str, Any]]) -> pa.Table:
     if len(last) < table.num_rows:
         table = table.take(sorted(last.values()))
     return table
-
-
-def upsert_files(current: pa.Table, new: pa.Table) -> pa.Table:
-    """Rows of `current` whose path is not in `new`, followed by `new`."""
-    return pa.concat_tables([drop_files(current, new["path"]), new])
 
 
 def drop_files(current: pa.Table, paths: pa.Array | pa.ChunkedArray | Iterable[str]) -> pa.Table:
@@ -115,22 +109,68 @@ def read_ids(source: Path | pa.NativeFile | None) -> np.ndarray:
     return column.to_numpy().astype(np.int64, copy=False)
 
 
-def metadata_table(rows: list[Mapping[str, Any]], ids: np.ndarray) -> pa.Table:
+def metadata_table(
+    rows: list[Mapping[str, Any]], ids: np.ndarray, *, like: pa.Schema | None = None
+) -> pa.Table:
     """Build a shard's metadata table: the `id` column followed by the caller's columns.
+
+    Args:
+        rows: one dict per vector.
+        ids: their ids.
+        like: the schema of earlier rows (with `id`), tried first when the rows have exactly its columns:
+            inferring types from Python values costs ~10x more, once per file when indexing.
 
     Raises:
         ValueError: a row uses the reserved `id` column or values that cannot form a column.
     """
     if any(ID_COLUMN in r for r in rows):
         raise ValueError(f"metadata rows may not contain the reserved column {ID_COLUMN!r}")
-    try:
-        user = pa.Table.from_pylist([dict(r) for r in rows])
-    except (pa.ArrowException, TypeError, ValueError) as e:
-        raise ValueError(f"metadata rows cannot be stored as Parquet columns: {e}") from e
+    user = None
+    if like is not None and like.names and like.names[0] == ID_COLUMN:
+        known = like.remove(0)
+        if _rows_fit(rows, known):
+            try:
+                user = pa.Table.from_pylist([dict(r) for r in rows], schema=known)
+            except (pa.ArrowException, TypeError, ValueError):
+                user = None
+    if user is None:  # new columns or other types than before: infer them, and let the caller unify
+        try:
+            user = pa.Table.from_pylist([dict(r) for r in rows])
+        except (pa.ArrowException, TypeError, ValueError) as e:
+            raise ValueError(f"metadata rows cannot be stored as Parquet columns: {e}") from e
     id_array = pa.array(ids, type=pa.int64())
     if user.num_columns == 0:
         return pa.table({ID_COLUMN: id_array})
     return user.add_column(0, ID_COLUMN, id_array)
+
+
+def _python_types(field_type: pa.DataType) -> tuple[type, ...]:
+    """Python value types that inference would give a type which unifies into `field_type` unchanged."""
+    if pa.types.is_string(field_type):
+        return (str,)
+    if pa.types.is_boolean(field_type):
+        return (bool,)
+    if pa.types.is_int64(field_type):
+        return (int,)
+    if pa.types.is_float64(field_type):
+        return (float, int)  # an int column widens to float64 anyway
+    return ()
+
+
+def _rows_fit(rows: list[Mapping[str, Any]], schema: pa.Schema) -> bool:
+    """Whether every row has exactly `schema`'s columns, with values of exactly its types (or None).
+
+    Checked by exact Python type because Arrow's conversion is lenient (it would store 2.5 in an int64
+    column as 2, and True in a float64 column as 1.0).
+    """
+    accepted = {field.name: _python_types(field.type) for field in schema}
+    for row in rows:
+        if row.keys() != accepted.keys():
+            return False
+        for name, value in row.items():
+            if value is not None and type(value) not in accepted[name]:
+                return False
+    return True
 
 
 def unify_schemas(schemas: list[pa.Schema]) -> pa.Schema:

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..errors import IndexNotFoundError, StoreError
 from . import cleanup, faiss_ops, fsio, layout, manifest
@@ -23,7 +24,6 @@ from .tables import (
     read_ids,
     to_files_table,
     unify_schemas,
-    upsert_files,
     write_ids,
     write_parquet,
 )
@@ -127,6 +127,8 @@ class IndexWriter:
         self._tables: list[pa.Table] = []
         self._schema: pa.Schema | None = None
         self._files: pa.Table | None = None
+        # Files rows put since `_files` was last merged, by path (the last put of a path wins).
+        self._file_changes: dict[str, dict[str, Any]] = {}
         self._files_dirty = False
         self._deleted: np.ndarray | None = None
         self._deleted_new: list[np.ndarray] = []
@@ -184,6 +186,12 @@ class IndexWriter:
         if self._files is None:
             name = self._base["files"]
             self._files = read_files(self.root / name if name else None)
+        if self._file_changes:
+            # Merged lazily: indexing puts one file's rows at a time, and filtering the whole table for
+            # each of them made every landed file cost milliseconds in a large collection.
+            changes, self._file_changes = self._file_changes, {}
+            kept = drop_files(self._files, changes.keys())
+            self._files = pa.concat_tables([kept, to_files_table(changes.values())]).combine_chunks()
         return self._files
 
     def deleted_ids(self) -> np.ndarray:
@@ -278,7 +286,7 @@ class IndexWriter:
         if not np.isfinite(v).all():
             raise ValueError("vectors contain NaN or infinity")
         ids = np.arange(self._next_id, self._next_id + len(v), dtype=np.int64)
-        table = metadata_table(rows, ids)
+        table = metadata_table(rows, ids, like=self._schema)
         schema = table.schema if self._schema is None else unify_schemas([self._schema, table.schema])
         self._schema = schema
         self._vectors.append(np.ascontiguousarray(v).copy())
@@ -313,16 +321,19 @@ class IndexWriter:
         self._check_open()
         new = to_files_table(table_or_rows)
         if new.num_rows:
-            self._files = upsert_files(self.files(), new)
+            for row in new.to_pylist():
+                self._file_changes[row["path"]] = row
             self._files_dirty = self._dirty = True
 
     def remove_files(self, paths: Iterable[str]) -> None:
         """Remove files rows by path (their segments are deleted separately, with `delete`)."""
         self._check_open()
+        paths = [str(p) for p in paths]
+        if not paths:
+            return
         before = self.files()
-        after = drop_files(before, paths)
-        if after.num_rows != before.num_rows:
-            self._files = after
+        if pc.any(pc.is_in(before["path"], value_set=pa.array(paths, type=pa.string()))).as_py():
+            self._files = drop_files(before, paths)
             self._files_dirty = self._dirty = True
 
     # ----- commits -----

@@ -1,0 +1,29 @@
+"""The index writer benchmark: it lands what it says, commits as indexing does, and leaves nothing behind."""
+
+from __future__ import annotations
+
+import pytest
+
+from vela_search.bench.store_speed import measure_store
+
+
+def test_lands_every_file_commits_at_file_boundaries_and_cleans_up(tmp_path):
+    run = measure_store(60, dim=8, segments_per_file=2, commit_every=16, workdir=tmp_path)
+    # 2 segments per file: a commit every 8 files (7 in 56 files), then the last 4 files.
+    assert (run.files, run.segments_per_file, run.dim, run.commits) == (60, 2, 8, 8)
+    assert [landed for landed, _ in run.curve] == list(range(6, 61, 6))
+    assert all(ms > 0 for _, ms in run.curve) and run.total_s > 0
+    assert run.ms_per_file == pytest.approx(run.total_s * 1000 / 60)
+    assert list(tmp_path.iterdir()) == []  # the temporary index is removed
+
+
+def test_a_run_shorter_than_ten_files_still_has_a_curve(tmp_path):
+    run = measure_store(3, dim=4, workdir=tmp_path)
+    assert [landed for landed, _ in run.curve] == [1, 2, 3] and run.commits == 1
+
+
+@pytest.mark.parametrize("bad", [{"files": 0}, {"dim": 0}, {"segments_per_file": 0}, {"commit_every": 0}])
+def test_counts_below_one_are_refused(bad, tmp_path):
+    args = {"files": 5, "dim": 4, **bad}
+    with pytest.raises(ValueError, match="at least 1"):
+        measure_store(args.pop("files"), workdir=tmp_path, **args)

@@ -1,0 +1,147 @@
+"""What the index writer costs per file, without a model: the bookkeeping share of indexing a large library.
+
+Indexing lands each file with one ``IndexWriter.add`` (its segments' vectors and metadata rows) and one
+``put_files`` (its files-table row), and commits every few hundred segments. This benchmark makes the same
+calls with random vectors into a fresh index and reports the time per file along the way, so a cost that
+grows with the collection shows up as a rising curve rather than being lost in an average.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vela_search.store import AudioIndex
+
+__all__ = ["StoreRun", "measure_store"]
+
+# Marks the benchmark's index so its fingerprint can never be mistaken for a real embedder's.
+_FINGERPRINT_MODEL = "bench-store (random vectors)"
+
+
+@dataclass
+class StoreRun:
+    """Writer time per landed file, overall and per tenth of the run."""
+
+    files: int
+    segments_per_file: int
+    dim: int
+    commit_every: int
+    commits: int
+    total_s: float
+    ms_per_file: float
+    # (files landed so far, ms per file over the last tenth)
+    curve: list[tuple[int, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return asdict(self)
+
+
+def measure_store(
+    files: int,
+    *,
+    dim: int = 4096,
+    segments_per_file: int = 1,
+    commit_every: int = 256,
+    workdir: str | Path | None = None,
+    seed: int = 0,
+) -> StoreRun:
+    """Land ``files`` synthetic files into a fresh index the way indexing does, and time it.
+
+    Args:
+        files: files to land.
+        dim: vector dimension (4096 for Qwen2-Audio-7B).
+        segments_per_file: vectors per file (a 30 s file is one, longer files have one per window).
+        commit_every: commit after at least this many segments, at a file boundary (as ``index`` does).
+        workdir: where the temporary index goes (default: the system's temporary directory); removed after.
+        seed: seed of the random vectors.
+
+    Raises:
+        ValueError: a count below 1.
+    """
+    for name, value in (("files", files), ("dim", dim), ("segments_per_file", segments_per_file)):
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value}")
+    if commit_every < 1:
+        raise ValueError(f"commit_every must be at least 1, got {commit_every}")
+    scratch = Path(tempfile.mkdtemp(prefix="vela-bench-store-", dir=workdir))
+    try:
+        root = scratch / "index"
+        fingerprint = {"model": _FINGERPRINT_MODEL, "dim": dim}
+        index = AudioIndex.create(root, fingerprint=fingerprint, dim=dim)
+        rng = np.random.default_rng(seed)
+        vectors = rng.standard_normal((64, segments_per_file, dim)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=-1, keepdims=True)
+        tenth = max(1, files // 10)
+        curve: list[tuple[int, float]] = []
+        commits = uncommitted = 0
+        with index.writer(fingerprint=fingerprint) as writer:
+            started = mark = time.perf_counter()
+            for number in range(files):
+                path = f"/library/folder-{number % 97:02d}/sound-{number:07d}.wav"
+                sha = f"{number:064x}"
+                writer.add(
+                    vectors[number % len(vectors)],
+                    [
+                        {
+                            "path": path,
+                            "root": "/library",
+                            "content_sha256": sha,
+                            "segment": s,
+                            "start_s": 10.0 * s,
+                            "end_s": 10.0 * s + 10.0,
+                            "duration_s": 10.0 * segments_per_file,
+                        }
+                        for s in range(segments_per_file)
+                    ],
+                )
+                writer.put_files(
+                    [
+                        {
+                            "path": path,
+                            "size": 100_000 + number,
+                            "mtime_ns": number,
+                            "sha256": sha,
+                            "duration_s": 10.0 * segments_per_file,
+                            "status": "indexed",
+                            "error": None,
+                            "segments": segments_per_file,
+                            "root": "/library",
+                        }
+                    ]
+                )
+                uncommitted += segments_per_file
+                if uncommitted >= commit_every:
+                    writer.commit()
+                    commits, uncommitted = commits + 1, 0
+                if (number + 1) % tenth == 0 or number + 1 == files:
+                    now = time.perf_counter()
+                    landed = number + 1 - (curve[-1][0] if curve else 0)
+                    curve.append((number + 1, (now - mark) * 1000 / landed))
+                    mark = now
+            if uncommitted:
+                writer.commit()
+                commits += 1
+            total = time.perf_counter() - started
+        stored = AudioIndex.open(root).files().num_rows
+        if stored != files:  # the benchmark must have done the work it timed
+            raise RuntimeError(f"the index holds {stored} files rows after landing {files}")
+        return StoreRun(
+            files=files,
+            segments_per_file=segments_per_file,
+            dim=dim,
+            commit_every=commit_every,
+            commits=commits,
+            total_s=total,
+            ms_per_file=total * 1000 / files,
+            curve=curve,
+        )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
