@@ -55,6 +55,65 @@ def test_padded_queries_equal_the_plain_full_forward(embedders):
         np.testing.assert_allclose(on.embed_items([item]), on.embed_naive([item]), atol=1e-4)
 
 
+# Ops whose output size depends on tensor values: on CUDA they wait for the device, which a capture forbids.
+DATA_DEPENDENT_OPS = {
+    "aten.nonzero.default",
+    "aten.masked_select.default",
+    "aten._unique2.default",
+    "aten.unique_dim.default",
+    "aten.unique_consecutive.default",
+    "aten.repeat_interleave.Tensor",
+}
+
+
+def _traced_ops(forward, *args) -> list[torch.fx.Node]:
+    """The aten ops `forward` runs, recorded by make_fx (which raises on a host read of a tensor value)."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    with torch.no_grad():
+        graph = make_fx(forward, tracing_mode="real")(*args).graph
+    return [node for node in graph.nodes if node.op == "call_function"]
+
+
+def _host_waits(nodes: list[torch.fx.Node]) -> list[str]:
+    waits = [str(n.target) for n in nodes if str(n.target) in DATA_DEPENDENT_OPS]
+    for node in nodes:
+        if str(node.target) == "aten.index.Tensor":  # a boolean index is a nonzero in disguise
+            waits += [
+                "boolean index"
+                for idx in node.args[1]
+                if idx is not None and idx.meta["val"].dtype == torch.bool
+            ]
+    return waits
+
+
+def test_the_query_forward_never_waits_for_the_device(embedders):
+    """What a CUDA graph capture needs, checked on the CPU: recording a bucket's forward (embedding, every
+    layer behind the prefix, pooling) op by op finds no read of a tensor's value on the host (``.item()``,
+    ``if mask.all()``) and no op whose output size depends on values."""
+    on, _ = embedders
+    on.embed_text(["dog barking then a car passes"], "caption")
+    (runner,) = on._graphs._runners.values()
+    nodes = _traced_ops(runner.forward, runner.ids, runner.last)
+    names = [str(n.target) for n in nodes]
+    layers = on.backbone.model.config.text_config.num_hidden_layers
+    assert names.count("aten.sigmoid.default") == layers  # every layer's prefix merge was recorded
+    assert _host_waits(nodes) == []
+
+    # The check sees both kinds of wait.
+    def reads_a_value(ids: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        return runner.forward(ids, last) if int(last.item()) >= 0 else runner.forward(ids, last * 0)
+
+    with pytest.raises(RuntimeError, match="_local_scalar_dense"):
+        _traced_ops(reads_a_value, runner.ids, runner.last)
+
+    def pools_by_mask(ids: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        vector = runner.forward(ids, last)
+        return vector[vector.norm(dim=-1) > 0]
+
+    assert _host_waits(_traced_ops(pools_by_mask, runner.ids, runner.last)) == ["boolean index"]
+
+
 def test_queries_longer_than_every_bucket_take_the_batch_path(embedders):
     on, off = embedders
     text = " ".join(["a long field recording of wind in the pines"] * 40)
