@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ..errors import IndexNotFoundError, StoreError
 from . import cleanup, faiss_ops, fsio, layout, manifest
@@ -127,8 +126,9 @@ class IndexWriter:
         self._tables: list[pa.Table] = []
         self._schema: pa.Schema | None = None
         self._files: pa.Table | None = None
-        # Files rows put since `_files` was last merged, by path (the last put of a path wins).
-        self._file_changes: dict[str, dict[str, Any]] = {}
+        # Files rows put (a row) or removed (None) since `_files` was last merged, by path; the last wins.
+        self._file_changes: dict[str, dict[str, Any] | None] = {}
+        self._file_paths: set[str] | None = None  # paths of files() with the changes, once needed
         self._files_dirty = False
         self._deleted: np.ndarray | None = None
         self._deleted_new: list[np.ndarray] = []
@@ -191,7 +191,8 @@ class IndexWriter:
             # each of them made every landed file cost milliseconds in a large collection.
             changes, self._file_changes = self._file_changes, {}
             kept = drop_files(self._files, changes.keys())
-            self._files = pa.concat_tables([kept, to_files_table(changes.values())]).combine_chunks()
+            put = to_files_table(row for row in changes.values() if row is not None)
+            self._files = pa.concat_tables([kept, put]).combine_chunks()
         return self._files
 
     def deleted_ids(self) -> np.ndarray:
@@ -323,18 +324,20 @@ class IndexWriter:
         if new.num_rows:
             for row in new.to_pylist():
                 self._file_changes[row["path"]] = row
+                if self._file_paths is not None:
+                    self._file_paths.add(row["path"])
             self._files_dirty = self._dirty = True
 
     def remove_files(self, paths: Iterable[str]) -> None:
         """Remove files rows by path (their segments are deleted separately, with `delete`)."""
         self._check_open()
-        paths = [str(p) for p in paths]
-        if not paths:
-            return
-        before = self.files()
-        if pc.any(pc.is_in(before["path"], value_set=pa.array(paths, type=pa.string()))).as_py():
-            self._files = drop_files(before, paths)
-            self._files_dirty = self._dirty = True
+        if self._file_paths is None:
+            self._file_paths = set(self.files()["path"].to_pylist())
+        for path in map(str, paths):
+            if path in self._file_paths:  # removing an unknown path changes nothing (and commits nothing)
+                self._file_paths.discard(path)
+                self._file_changes[path] = None
+                self._files_dirty = self._dirty = True
 
     # ----- commits -----
 
