@@ -22,8 +22,25 @@ def test_a_run_shorter_than_ten_files_still_has_a_curve(tmp_path):
     assert [landed for landed, _ in run.curve] == [1, 2, 3] and run.commits == 1
 
 
-@pytest.mark.parametrize("bad", [{"files": 0}, {"dim": 0}, {"segments_per_file": 0}, {"commit_every": 0}])
-def test_counts_below_one_are_refused(bad, tmp_path):
+def test_moves_relink_files_under_their_new_path(tmp_path):
+    run = measure_store(30, dim=4, commit_every=10, moves=12, workdir=tmp_path)
+    # The run checks its index itself (30 rows, 12 under the moved folder) and raises otherwise.
+    assert run.moves == 12 and run.ms_per_move is not None and run.ms_per_move > 0
+    assert run.commits == 3 + 2  # 30 files landed, then 12 moves: 10 + 2
+    assert measure_store(5, dim=4, workdir=tmp_path).ms_per_move is None
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"files": 0}, "at least 1"),
+        ({"dim": 0}, "at least 1"),
+        ({"segments_per_file": 0}, "at least 1"),
+        ({"commit_every": 0}, "at least 1"),
+        ({"moves": 6}, "moves must be from 0"),
+    ],
+)
+def test_bad_counts_are_refused(bad, message, tmp_path):
     args = {"files": 5, "dim": 4, **bad}
-    with pytest.raises(ValueError, match="at least 1"):
+    with pytest.raises(ValueError, match=message):
         measure_store(args.pop("files"), workdir=tmp_path, **args)

@@ -158,9 +158,12 @@ def test_pipeline_benchmark_reports_the_three_timings(tiny_model_dir, tmp_path):
 
 
 def test_store_benchmark_prints_the_curve_and_writes_json(tmp_path):
-    result = invoke("store", "--files", "40", "--dim", "8", "--workdir", str(tmp_path), "--json", "-")
+    result = invoke(
+        "store", "--files", "40", "--dim", "8", "--moves", "5", "--workdir", str(tmp_path), "--json", "-"
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout[result.stdout.index("{") :])
-    assert report["files"] == 40 and report["dim"] == 8 and report["commits"] == 1
+    assert report["files"] == 40 and report["dim"] == 8 and report["commits"] == 2
     assert [landed for landed, _ in report["curve"]] == list(range(4, 41, 4))
-    assert "ms per file" in result.stderr
+    assert report["moves"] == 5 and report["ms_per_move"] > 0
+    assert "ms per file" in result.stderr and "5 moved files" in result.stderr

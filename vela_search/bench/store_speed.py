@@ -27,7 +27,7 @@ _FINGERPRINT_MODEL = "bench-store (random vectors)"
 
 @dataclass
 class StoreRun:
-    """Writer time per landed file, overall and per tenth of the run."""
+    """Writer time per landed file, overall and per tenth of the run, and per moved file when measured."""
 
     files: int
     segments_per_file: int
@@ -38,10 +38,61 @@ class StoreRun:
     ms_per_file: float
     # (files landed so far, ms per file over the last tenth)
     curve: list[tuple[int, float]] = field(default_factory=list)
+    moves: int = 0
+    ms_per_move: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
         return asdict(self)
+
+
+def _segment_rows(path: str, sha: str, segments: int) -> list[dict[str, Any]]:
+    """A file's segment rows, as indexing writes them."""
+    return [
+        {
+            "path": path,
+            "root": "/library",
+            "content_sha256": sha,
+            "segment": s,
+            "start_s": 10.0 * s,
+            "end_s": 10.0 * s + 10.0,
+            "duration_s": 10.0 * segments,
+        }
+        for s in range(segments)
+    ]
+
+
+def _files_row(path: str, sha: str, number: int, segments: int) -> dict[str, Any]:
+    """A file's files-table row, as indexing writes it."""
+    return {
+        "path": path,
+        "size": 100_000 + number,
+        "mtime_ns": number,
+        "sha256": sha,
+        "duration_s": 10.0 * segments,
+        "status": "indexed",
+        "error": None,
+        "segments": segments,
+        "root": "/library",
+    }
+
+
+class _Committer:
+    """Commits after at least ``every`` segments, at a file boundary, as ``vela-search index`` does."""
+
+    def __init__(self, writer: Any, every: int) -> None:
+        self.writer, self.every = writer, every
+        self.commits = self.uncommitted = 0
+
+    def landed(self, segments: int) -> None:
+        self.uncommitted += segments
+        if self.uncommitted >= self.every:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.uncommitted:
+            self.writer.commit()
+            self.commits, self.uncommitted = self.commits + 1, 0
 
 
 def measure_store(
@@ -50,6 +101,7 @@ def measure_store(
     dim: int = 4096,
     segments_per_file: int = 1,
     commit_every: int = 256,
+    moves: int = 0,
     workdir: str | Path | None = None,
     seed: int = 0,
 ) -> StoreRun:
@@ -60,17 +112,21 @@ def measure_store(
         dim: vector dimension (4096 for Qwen2-Audio-7B).
         segments_per_file: vectors per file (a 30 s file is one, longer files have one per window).
         commit_every: commit after at least this many segments, at a file boundary (as ``index`` does).
+        moves: then move this many of the files to a new folder, with the writer calls a relink makes
+            (vectors added under the new path, old segments tombstoned, old row removed, new row put).
         workdir: where the temporary index goes (default: the system's temporary directory); removed after.
         seed: seed of the random vectors.
 
     Raises:
-        ValueError: a count below 1.
+        ValueError: a count below 1, or more moves than files.
     """
     for name, value in (("files", files), ("dim", dim), ("segments_per_file", segments_per_file)):
         if value < 1:
             raise ValueError(f"{name} must be at least 1, got {value}")
     if commit_every < 1:
         raise ValueError(f"commit_every must be at least 1, got {commit_every}")
+    if not 0 <= moves <= files:
+        raise ValueError(f"moves must be from 0 to the number of files ({files}), got {moves}")
     scratch = Path(tempfile.mkdtemp(prefix="vela-bench-store-", dir=workdir))
     try:
         root = scratch / "index"
@@ -81,67 +137,57 @@ def measure_store(
         vectors /= np.linalg.norm(vectors, axis=-1, keepdims=True)
         tenth = max(1, files // 10)
         curve: list[tuple[int, float]] = []
-        commits = uncommitted = 0
+        ms_per_move = None
         with index.writer(fingerprint=fingerprint) as writer:
+            committer = _Committer(writer, commit_every)
+            ids: list[Any] = []
             started = mark = time.perf_counter()
             for number in range(files):
                 path = f"/library/folder-{number % 97:02d}/sound-{number:07d}.wav"
                 sha = f"{number:064x}"
-                writer.add(
-                    vectors[number % len(vectors)],
-                    [
-                        {
-                            "path": path,
-                            "root": "/library",
-                            "content_sha256": sha,
-                            "segment": s,
-                            "start_s": 10.0 * s,
-                            "end_s": 10.0 * s + 10.0,
-                            "duration_s": 10.0 * segments_per_file,
-                        }
-                        for s in range(segments_per_file)
-                    ],
+                ids.append(
+                    writer.add(vectors[number % len(vectors)], _segment_rows(path, sha, segments_per_file))
                 )
-                writer.put_files(
-                    [
-                        {
-                            "path": path,
-                            "size": 100_000 + number,
-                            "mtime_ns": number,
-                            "sha256": sha,
-                            "duration_s": 10.0 * segments_per_file,
-                            "status": "indexed",
-                            "error": None,
-                            "segments": segments_per_file,
-                            "root": "/library",
-                        }
-                    ]
-                )
-                uncommitted += segments_per_file
-                if uncommitted >= commit_every:
-                    writer.commit()
-                    commits, uncommitted = commits + 1, 0
+                writer.put_files([_files_row(path, sha, number, segments_per_file)])
+                committer.landed(segments_per_file)
                 if (number + 1) % tenth == 0 or number + 1 == files:
                     now = time.perf_counter()
                     landed = number + 1 - (curve[-1][0] if curve else 0)
                     curve.append((number + 1, (now - mark) * 1000 / landed))
                     mark = now
-            if uncommitted:
-                writer.commit()
-                commits += 1
+            committer.flush()
             total = time.perf_counter() - started
-        stored = AudioIndex.open(root).files().num_rows
-        if stored != files:  # the benchmark must have done the work it timed
-            raise RuntimeError(f"the index holds {stored} files rows after landing {files}")
+            if moves:
+                started = time.perf_counter()
+                for number in range(moves):
+                    old = f"/library/folder-{number % 97:02d}/sound-{number:07d}.wav"
+                    new = f"/library/moved/sound-{number:07d}.wav"
+                    sha = f"{number:064x}"
+                    writer.add(vectors[number % len(vectors)], _segment_rows(new, sha, segments_per_file))
+                    writer.delete(ids[number])
+                    writer.remove_files([old])
+                    writer.put_files([_files_row(new, sha, number, segments_per_file)])
+                    committer.landed(segments_per_file)
+                committer.flush()
+                ms_per_move = (time.perf_counter() - started) * 1000 / moves
+        with AudioIndex.open(root) as done:  # the benchmark must have done the work it timed
+            paths = done.files()["path"].to_pylist()
+        moved = sum(p.startswith("/library/moved/") for p in paths)
+        if len(paths) != files or moved != moves:
+            raise RuntimeError(
+                f"the index holds {len(paths)} files rows ({moved} moved) after landing {files}"
+            )
         return StoreRun(
             files=files,
             segments_per_file=segments_per_file,
             dim=dim,
             commit_every=commit_every,
-            commits=commits,
+            commits=committer.commits,
             total_s=total,
             ms_per_file=total * 1000 / files,
             curve=curve,
+            moves=moves,
+            ms_per_move=ms_per_move,
         )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

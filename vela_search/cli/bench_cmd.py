@@ -347,6 +347,9 @@ def store(
     dim: int = typer.Option(4096, "--dim", min=1, help="Vector dimension (4096 for Qwen2-Audio-7B)."),
     segments_per_file: int = typer.Option(1, "--segments-per-file", min=1, help="Vectors per file."),
     commit_every: int = typer.Option(256, "--commit-every", min=1, help="Commit after this many segments."),
+    moves: int = typer.Option(
+        0, "--moves", min=0, help="Then move this many files (relinked, not embedded)."
+    ),
     workdir: Path | None = typer.Option(None, "--workdir", help="Where the temporary index goes."),
     json_out: str | None = typer.Option(None, "--json", metavar="OUT", help=JSON_HELP),
 ) -> None:
@@ -355,7 +358,12 @@ def store(
 
     with err_console.status(f"landing {files:,} files …", spinner="dots"):
         run = measure_store(
-            files, dim=dim, segments_per_file=segments_per_file, commit_every=commit_every, workdir=workdir
+            files,
+            dim=dim,
+            segments_per_file=segments_per_file,
+            commit_every=commit_every,
+            moves=moves,
+            workdir=workdir,
         )
 
     def render(target: Any) -> None:
@@ -369,6 +377,8 @@ def store(
             table.add_row(f"{landed:,}", f"{ms:.3f}")
         target.print(table)
         target.print(f"total {run.total_s:.2f} s, {run.ms_per_file:.3f} ms per file")
+        if run.ms_per_move is not None:
+            target.print(f"then {run.moves:,} moved files: {run.ms_per_move:.3f} ms per move")
 
     _emit(run.to_dict(), json_out, render)
 
