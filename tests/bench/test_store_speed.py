@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from vela_search.bench.store_speed import measure_store
+from vela_search.errors import VelaError
 
 
 def test_lands_every_file_commits_at_file_boundaries_and_cleans_up(tmp_path):
@@ -42,5 +43,5 @@ def test_moves_relink_files_under_their_new_path(tmp_path):
 )
 def test_bad_counts_are_refused(bad, message, tmp_path):
     args = {"files": 5, "dim": 4, **bad}
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(VelaError, match=message):
         measure_store(args.pop("files"), workdir=tmp_path, **args)

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from vela_search.errors import VelaError
 from vela_search.store import AudioIndex
 
 __all__ = ["StoreRun", "measure_store"]
@@ -118,15 +119,15 @@ def measure_store(
         seed: seed of the random vectors.
 
     Raises:
-        ValueError: a count below 1, or more moves than files.
+        VelaError: a count below 1, or more moves than files.
     """
     for name, value in (("files", files), ("dim", dim), ("segments_per_file", segments_per_file)):
         if value < 1:
-            raise ValueError(f"{name} must be at least 1, got {value}")
+            raise VelaError(f"{name} must be at least 1, got {value}")
     if commit_every < 1:
-        raise ValueError(f"commit_every must be at least 1, got {commit_every}")
+        raise VelaError(f"commit_every must be at least 1, got {commit_every}")
     if not 0 <= moves <= files:
-        raise ValueError(f"moves must be from 0 to the number of files ({files}), got {moves}")
+        raise VelaError(f"moves must be from 0 to the number of files ({files}), got {moves}")
     scratch = Path(tempfile.mkdtemp(prefix="vela-bench-store-", dir=workdir))
     try:
         root = scratch / "index"
