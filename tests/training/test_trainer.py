@@ -4,7 +4,6 @@ bad data, settings, the 4-bit path and the bitsandbytes no_grad pitfall."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 from pathlib import Path
 
@@ -163,7 +162,10 @@ def test_interrupt_then_resume_equals_one_uninterrupted_run(trained, tmp_path):
 
     def ctrl_c_at_half(event):
         if event.kind == "step" and event.step == HALF:
-            os.kill(os.getpid(), signal.SIGINT)  # as a user's Ctrl-C: the step finishes, then it stops
+            # As a user's Ctrl-C: the step finishes, then it stops. raise_signal delivers it to this thread
+            # before it returns; a signal sent to the process (os.kill) may be taken by any thread, torch's
+            # workers included, which would leave its arrival relative to the next step to chance.
+            signal.raise_signal(signal.SIGINT)
 
     first = train(config(out), progress=ctrl_c_at_half)
     assert first.interrupted and first.steps == HALF and first.embedder is None
