@@ -216,6 +216,21 @@ def test_where_filters_by_path_before_top_k(collection):
     assert empty.exit_code == 0 and "no hits" in empty.stdout
 
 
+def test_paths_output_lists_the_hits_for_other_programs(collection):
+    _, index = collection
+    for extra in ([], ["--segments"], ["--where", "a/*"]):
+        hits = query_json(index, "a low hum", "-k", "4", *extra)
+        result = query(index, "a low hum", "-k", "4", "--paths", *extra)
+        assert result.exit_code == 0, result.output
+        lines = result.stdout.splitlines()
+        if "--segments" in extra:
+            expected = [f"{h['path']}\t{h['start_s']:.3f}\t{h['end_s']:.3f}" for h in hits]
+        else:
+            expected = [h["path"] for h in hits]
+        assert lines == expected and len(lines) == len(hits) > 0
+        assert all(Path(line.split("\t")[0]).is_file() for line in lines)  # absolute, usable as they are
+
+
 def test_min_score_drops_weaker_hits(collection):
     audio, index = collection
     every = query_json(index, "--audio", str(audio / "long.wav"), "--start", "20", "--end", "30")
@@ -296,6 +311,8 @@ def test_mismatched_embedder(collection, capsys):
         (["--long", "--instruction", "find:", "dog"], "choose one query mode"),
         (["--audio", "{audio}/long.wav", "--start", "0", "--end", "40"], "at most 30 s"),
         (["--audio", "{audio}/nope.wav"], "does not exist"),
+        (["dog", "--paths", "--json"], "choose one output"),
+        (["--queries", "-", "--paths"], "with --queries use --json"),
     ],
 )
 def test_bad_options(collection, capsys, args, needle):

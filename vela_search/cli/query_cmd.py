@@ -78,6 +78,12 @@ def query(
         "JSON object per line.",
     ),
     json_output: bool = typer.Option(False, "--json", help="Print the hits as one JSON array of objects."),
+    paths_output: bool = typer.Option(
+        False,
+        "--paths",
+        help="Print only the hits' file paths, one per line, best first, for other programs (with "
+        "--segments: path, start and end seconds, tab-separated).",
+    ),
 ) -> None:
     """Search the index with a text, a long passage, an instruction or an audio clip."""
     from vela_search.errors import QueryError
@@ -100,6 +106,10 @@ def query(
         raise QueryError("--queries reads the queries from a file or standard input; give no other query")
     if audio is None and (start is not None or end is not None):
         raise QueryError("--start and --end choose a span of the --audio file; they need --audio")
+    if paths_output and json_output:
+        raise QueryError("choose one output: --json or --paths")
+    if paths_output and queries is not None:
+        raise QueryError("--paths prints one query's hits; with --queries use --json (one line per query)")
     mode = "long" if long else "instruction" if instruction is not None else "caption"
     if queries is not None:
         lines = _query_source(queries)
@@ -140,6 +150,9 @@ def query(
     if json_output:
         print_json([dict(hit.to_dict(), notice=searcher.notice) for hit in hits])
         return
+    if paths_output:
+        _print_paths(hits, segments=segments)
+        return
     _print_table(hits, segments=segments, filtered=where is not None or min_score is not None)
 
 
@@ -168,6 +181,14 @@ def _print_table(hits: list[Hit], *, segments: bool, filtered: bool) -> None:
             format_timestamp(hit.duration_s),
         )
     console.print(table)
+
+
+def _print_paths(hits: list[Hit], *, segments: bool) -> None:
+    """Plain lines for pipes (no colour, no wrapping): a path per hit, or path, start and end per segment."""
+    for hit in hits:
+        line = f"{hit.path}\t{hit.start_s:.3f}\t{hit.end_s:.3f}" if segments else hit.path
+        sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 def _query_source(source: str) -> Iterator[str]:
