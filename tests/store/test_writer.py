@@ -306,9 +306,8 @@ def test_rows_like_earlier_ones_keep_their_exact_values(index):
             unit(2, seed=1),
             [{"n": 2, "x": 1, "tag": None, "flag": False}, {"n": 3, "x": 2.0, "tag": "b", "flag": None}],
         )
-        w.add(
-            unit(1, seed=2), [{"n": 2.5, "x": 3.5, "tag": "c", "flag": True}]
-        )  # int column widens, no truncation
+        # A float in the int column: the column widens to float, the value is not truncated to 2.
+        w.add(unit(1, seed=2), [{"n": 2.5, "x": 3.5, "tag": "c", "flag": True}])
         with pytest.raises(ValueError, match="do not match"):
             w.add(unit(1, seed=3), [{"n": 1.0, "x": True, "tag": "d", "flag": True}])  # bool is not a number
         with pytest.raises(ValueError, match="do not match"):
