@@ -294,6 +294,55 @@ def test_over_long_query(collection, capsys):
     assert "tokens" in err and "8192 positions" in err and "never truncated" in err
 
 
+def test_a_query_that_cannot_fit_is_refused_before_the_model_loads(collection, capsys, monkeypatch):
+    import vela_search.search as search
+
+    _, index = collection
+    room = json.loads((index / "embedder.json").read_text())["embedders"][-1]["query_room"]
+    assert (
+        room == {"prefix_tokens": room["prefix_tokens"], "max_positions": 8192} and room["prefix_tokens"] > 0
+    )
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(search, "load_index_embedder", no_model)
+    text = "dog barking then a car passes " * 2000
+    code, out, err = run_cli(capsys, "query", "--long", text, "--index", str(index), "--device", "cpu")
+    assert code == 1 and out == ""
+    assert (
+        "at least" in err and f"at most {8192 - room['prefix_tokens']} fit" in err and "8192 positions" in err
+    )
+
+
+def test_short_queries_do_not_read_the_tokenizer_early_and_long_ones_that_fit_run(collection, monkeypatch):
+    import vela_search.embedding.backbone as backbone
+
+    _, index = collection
+    real = backbone.load_tokenizer
+    calls = []
+    monkeypatch.setattr(backbone, "load_tokenizer", lambda *a, **k: calls.append(a) or real(*a, **k))
+    assert len(query_json(index, "a low hum", "-k", "2")) == 2
+    assert calls == []  # a few bytes always fit: nothing is read before the model
+    text = "dog barking then a car passes " * 300  # more bytes than positions left, far fewer tokens
+    assert len(text.encode()) > 8192 and len(query_json(index, "--long", text, "-k", "2")) == 2
+    assert len(calls) == 1
+
+
+def test_without_a_recorded_room_the_check_after_loading_still_refuses(collection, tmp_path, capsys):
+    _, index = collection
+    copy = tmp_path / "idx"
+    shutil.copytree(index, copy)
+    record = json.loads((copy / "embedder.json").read_text())
+    for entry in record["embedders"]:
+        entry.pop("query_room", None)  # as an index written before the room was recorded
+    (copy / "embedder.json").write_text(json.dumps(record))
+    text = "dog barking then a car passes " * 2000
+    code, out, err = run_cli(capsys, "query", "--long", text, "--index", str(copy), "--device", "cpu")
+    assert code == 1 and out == ""
+    assert "at least" not in err and "tokens but at most" in err and "never truncated" in err
+
+
 def test_mismatched_embedder(collection, capsys):
     _, index = collection
     code, out, err = run_cli(capsys, "query", "dog", "--index", str(index), "--demos", "default")

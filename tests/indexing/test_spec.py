@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import json
 
-from vela_search.indexing.spec import SPEC_FILE, EmbedderSpec, choose_spec, record_spec, recorded_spec
+from vela_search.indexing.spec import (
+    SPEC_FILE,
+    EmbedderSpec,
+    QueryRoom,
+    choose_spec,
+    record_spec,
+    recorded_room,
+    recorded_spec,
+)
 from vela_search.store import AudioIndex
 
 FP = {
@@ -36,6 +44,20 @@ def test_record_is_keyed_by_fingerprint_and_replaced_atomically(tmp_path):
     data = json.loads((root / SPEC_FILE).read_text())
     assert len(data["embedders"]) == 2  # one entry per fingerprint
     assert not [p for p in root.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_the_query_room_is_recorded_per_fingerprint(tmp_path, tiny_embedder):
+    root = _index(tmp_path, EmbedderSpec(model="tiny", demos="none"))
+    assert recorded_room(root, FP) is None  # recorded without one (as indexes before it existed)
+    room = QueryRoom.from_embedder(tiny_embedder)
+    assert (room.prefix_tokens, room.max_positions) == (tiny_embedder.prefix_length, 8192)
+    assert room.tokens == 8192 - tiny_embedder.prefix_length
+    record_spec(root, FP, EmbedderSpec(model="tiny", demos="none"), room)
+    assert recorded_room(root, FP) == room and recorded_room(root, dict(FP, dim=8)) is None
+    data = json.loads((root / SPEC_FILE).read_text())
+    data["embedders"][-1]["query_room"] = {"prefix_tokens": "many"}  # damaged: ignored, not fatal
+    (root / SPEC_FILE).write_text(json.dumps(data))
+    assert recorded_room(root, FP) is None
 
 
 def test_flags_override_the_recorded_embedder(tmp_path):

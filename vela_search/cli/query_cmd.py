@@ -91,7 +91,9 @@ def query(
         Searcher,
         check_k,
         check_not_empty,
+        check_query_fits,
         check_text_query,
+        embedder_spec,
         load_index_embedder,
         load_query_clip,
     )
@@ -126,6 +128,9 @@ def query(
         check_not_empty(idx)
         # Decoded before the model loads, so that a bad file or span fails fast.
         clip = load_query_clip(audio, start, end) if audio is not None else None
+        if text is not None:  # likewise a text that cannot fit behind the prefix (needs only the tokenizer)
+            spec = embedder_spec(idx, model=model, adapter=adapter, demos=demos)
+            check_query_fits(idx, text, instruction, model=spec.model, revision=spec.revision)
         with err_console.status("loading the model …", spinner="dots"):
             embedder = load_index_embedder(idx, model=model, adapter=adapter, demos=demos, device=device)
         searcher = Searcher(idx, embedder)

@@ -21,6 +21,7 @@ from vela_search.errors import ModelLoadError
 # bitsandbytes (imported by peft) warns on every CPU start that an optional kernels package is missing; the
 # fallback it uses is correct, so the warning would only alarm users.
 logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "Qwen/Qwen2-Audio-7B-Instruct"
 Quantization = Literal["4bit", "8bit"]
@@ -271,6 +272,31 @@ def load_backbone(
         dtype=torch_dtype,
         is_tiny=is_tiny,
     )
+
+
+def load_tokenizer(model: str | os.PathLike[str], *, revision: str | None = None) -> Any | None:
+    """The model's tokenizer alone (no weights), from local files only; None when it cannot be read.
+
+    For checks worth making before a slow model load; the caller must not depend on it.
+    """
+    from transformers import AutoTokenizer
+
+    model_str = str(model)
+    local = Path(model_str).expanduser()
+    kwargs: dict[str, Any] = {"local_files_only": True}
+    if model_str == TINY_MODEL_ID or model_str.startswith("shape:"):
+        source: str | Path = ensure_tiny_checkpoint()  # shape models use the tiny model's tokenizer
+    elif local.is_dir():
+        source = local
+    else:
+        source = model_str
+        if revision:
+            kwargs["revision"] = revision
+    try:
+        return AutoTokenizer.from_pretrained(source, **kwargs)
+    except Exception:  # not in the local cache, unreadable, ...: the check after loading still applies
+        logger.debug("no tokenizer for %s before loading the model", model_str, exc_info=True)
+        return None
 
 
 def _check_hub_reachable(repo_id: str, revision: str | None) -> None:

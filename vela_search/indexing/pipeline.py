@@ -35,7 +35,7 @@ from vela_search.indexing.plan import (
 )
 from vela_search.indexing.prefetch import Failed, SegmentPrefetcher
 from vela_search.indexing.report import IndexProgress, IndexReport
-from vela_search.indexing.spec import EmbedderSpec, record_spec
+from vela_search.indexing.spec import EmbedderSpec, QueryRoom, record_spec, recorded_room
 
 if TYPE_CHECKING:
     from vela_search.embedding.embedder import VelaEmbedder
@@ -343,7 +343,9 @@ def index_paths(
     report = IndexReport(index_dir=str(index_dir))
     writer = _open_writer(index_dir, embedder, rebuild=rebuild, factory=factory)
     try:
-        record_spec(index_dir, writer.fingerprint, EmbedderSpec.from_embedder(embedder))
+        # The prefix is rendered once per embedder: a rerun that embeds nothing keeps the recorded room.
+        room = recorded_room(index_dir, writer.fingerprint) or QueryRoom.from_embedder(embedder)
+        record_spec(index_dir, writer.fingerprint, EmbedderSpec.from_embedder(embedder), room)
         roots = [os.path.abspath(os.path.expanduser(str(p))) for p in paths]
         if rebuild or not roots:
             with AudioIndex.open(index_dir) as current:

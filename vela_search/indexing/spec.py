@@ -2,7 +2,8 @@
 
 The manifest holds the embedder *fingerprint* (digests that decide whether vectors are comparable); this
 module keeps what is needed to *load* that embedder again (model id or directory, adapter directory, demo
-set, quantization) in ``embedder.json`` in the index directory, one entry per fingerprint. Entries are
+set, quantization), and the room a query has behind its prefix, in ``embedder.json`` in the index
+directory, one entry per fingerprint. Entries are
 looked up by the fingerprint of the generation in use, so a crashed rebuild that recorded a new embedder
 never changes which embedder the current generation is reopened with.
 """
@@ -82,6 +83,28 @@ class EmbedderSpec:
         )
 
 
+@dataclass(frozen=True)
+class QueryRoom:
+    """What a query must fit into: the model's positions less those its shared prefix takes.
+
+    Recorded beside the spec so that ``vela-search query`` can refuse a text that cannot fit before it
+    spends minutes loading a 7B model to find out.
+    """
+
+    prefix_tokens: int
+    max_positions: int
+
+    @property
+    def tokens(self) -> int:
+        """Positions left for a query after the prefix."""
+        return self.max_positions - self.prefix_tokens
+
+    @classmethod
+    def from_embedder(cls, embedder: VelaEmbedder) -> QueryRoom:
+        """The room of a loaded embedder (renders its prefix if it has not yet)."""
+        return cls(prefix_tokens=int(embedder.prefix_length), max_positions=int(embedder.max_positions))
+
+
 def _read(index_dir: Path) -> list[dict[str, Any]]:
     try:
         data = json.loads((index_dir / SPEC_FILE).read_text(encoding="utf-8"))
@@ -97,21 +120,27 @@ def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
-def record_spec(index_dir: str | os.PathLike[str], fingerprint: dict[str, Any], spec: EmbedderSpec) -> None:
-    """Remember ``spec`` as the way to load the embedder with ``fingerprint`` (atomic replace).
+def record_spec(
+    index_dir: str | os.PathLike[str],
+    fingerprint: dict[str, Any],
+    spec: EmbedderSpec,
+    room: QueryRoom | None = None,
+) -> None:
+    """Remember ``spec`` (and the query ``room``, if given) for the embedder with ``fingerprint`` (atomic).
 
     Call it while holding the index's writer lock, so that two writers never race on the file.
     """
     index_dir = Path(index_dir)
     fingerprint = json.loads(json.dumps(fingerprint, sort_keys=True))
     entries = [e for e in _read(index_dir) if not _same(e.get("fingerprint", {}), fingerprint)]
-    entries.append(
-        {
-            "fingerprint": fingerprint,
-            "spec": spec.to_dict(),
-            "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-    )
+    entry: dict[str, Any] = {
+        "fingerprint": fingerprint,
+        "spec": spec.to_dict(),
+        "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    if room is not None:
+        entry["query_room"] = asdict(room)
+    entries.append(entry)
     payload = {"format": SPEC_FORMAT, "version": 1, "embedders": entries[-_MAX_ENTRIES:]}
     fd, tmp = tempfile.mkstemp(prefix=".tmp-embedder-", dir=index_dir)
     try:
@@ -133,6 +162,18 @@ def recorded_spec(index_dir: str | os.PathLike[str], fingerprint: dict[str, Any]
         if _same(entry.get("fingerprint", {}), fingerprint) and isinstance(entry.get("spec"), dict):
             with contextlib.suppress(KeyError, TypeError, ValueError):
                 return EmbedderSpec.from_dict(entry["spec"])
+    return None
+
+
+def recorded_room(index_dir: str | os.PathLike[str], fingerprint: dict[str, Any]) -> QueryRoom | None:
+    """The query room recorded for ``fingerprint``, or None (indexes written before it was recorded)."""
+    fingerprint = json.loads(json.dumps(fingerprint, sort_keys=True))
+    for entry in reversed(_read(Path(index_dir))):
+        if _same(entry.get("fingerprint", {}), fingerprint):
+            room = entry.get("query_room")
+            with contextlib.suppress(KeyError, TypeError, ValueError):
+                return QueryRoom(int(room["prefix_tokens"]), int(room["max_positions"]))
+            return None
     return None
 
 

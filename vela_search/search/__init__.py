@@ -27,6 +27,7 @@ from vela_search.search.validation import (
     TEXT_MODES,
     check_k,
     check_not_empty,
+    check_query_fits,
     check_text_query,
     normalize_glob,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "check_compatible",
     "check_k",
     "check_not_empty",
+    "check_query_fits",
     "check_text_query",
     "embedder_spec",
     "format_timestamp",

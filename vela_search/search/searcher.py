@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from vela_search.errors import QueryError
 from vela_search.search.clips import load_query_clip
 from vela_search.search.grouping import _file_key, _FilesLookup, _grouping_done, _make_hit
 from vela_search.search.hits import Hit
@@ -21,6 +20,7 @@ from vela_search.search.validation import (
     check_not_empty,
     check_text_query,
     normalize_glob,
+    too_long_error,
 )
 
 if TYPE_CHECKING:
@@ -329,12 +329,7 @@ class Searcher:
                     continue
                 count = emb.token_count(item)
                 if prefix + count > emb.max_positions:
-                    room = emb.max_positions - prefix
-                    where = f" after the {prefix}-token shared prefix (system turn, demos)" if prefix else ""
-                    raise QueryError(
-                        f"the query is {count} tokens but at most {room} fit{where} (the model has "
-                        f"{emb.max_positions} positions); shorten the query: it is never truncated"
-                    )
+                    raise too_long_error(count, prefix, emb.max_positions)
             return emb.embed_items(items)
 
     def _files_lookup(self) -> _FilesLookup:

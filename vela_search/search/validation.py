@@ -19,7 +19,9 @@ __all__ = [
     "TEXT_MODES",
     "check_k",
     "check_not_empty",
+    "check_query_fits",
     "check_text_query",
+    "too_long_error",
     "normalize_glob",
 ]
 
@@ -94,6 +96,52 @@ def check_text_query(query: str, mode: str = "caption", instruction: str | None 
     elif instruction is not None:
         raise QueryError(f"an instruction applies to instruction mode only, not to {mode} mode")
     return mode
+
+
+def too_long_error(
+    count: int, prefix_tokens: int, max_positions: int, *, at_least: bool = False
+) -> QueryError:
+    """The error for a query of ``count`` tokens that does not fit behind the prefix."""
+    room = max_positions - prefix_tokens
+    where = f" after the {prefix_tokens}-token shared prefix (system turn, demos)" if prefix_tokens else ""
+    return QueryError(
+        f"the query is {'at least ' if at_least else ''}{count} tokens but at most {room} fit{where} (the "
+        f"model has {max_positions} positions); shorten the query: it is never truncated"
+    )
+
+
+# The prompt around a text may merge a token or two across the text's edges, so the text's own token count
+# less this is a lower bound on what it takes in the prompt.
+_EDGE_TOKENS = 2
+
+
+def check_query_fits(
+    index: AudioIndex, query: str, instruction: str | None, *, model: str, revision: str | None = None
+) -> None:
+    """Refuse, before any model is loaded, a text query that cannot fit behind the index's prefix.
+
+    Uses the query room ``vela-search index`` records (prefix tokens, positions). A text with no more UTF-8
+    bytes than free positions is left to the exact check after loading (a byte-level BPE token covers at
+    least one byte, so such a text is rarely the problem); a longer one is counted with the model's
+    tokenizer alone, read from local files. Without a record or a tokenizer this check does nothing.
+
+    Raises:
+        QueryError: the text alone takes more positions than are left after the prefix.
+    """
+    from vela_search.indexing.spec import recorded_room
+
+    room = recorded_room(index.root, dict(index.fingerprint))
+    texts = [query] + ([instruction] if instruction else [])
+    if room is None or sum(len(t.encode("utf-8")) for t in texts) <= room.tokens:
+        return
+    from vela_search.embedding.backbone import load_tokenizer
+
+    tokenizer = load_tokenizer(model, revision=revision)
+    if tokenizer is None:
+        return
+    count = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts) - _EDGE_TOKENS
+    if count > room.tokens:
+        raise too_long_error(count, room.prefix_tokens, room.max_positions, at_least=True)
 
 
 def check_not_empty(index: AudioIndex) -> None:
