@@ -3,9 +3,9 @@
 The manifest holds the embedder *fingerprint* (digests that decide whether vectors are comparable); this
 module keeps what is needed to *load* that embedder again (model id or directory, adapter directory, demo
 set, quantization), and the room a query has behind its prefix, in ``embedder.json`` in the index
-directory, one entry per fingerprint. Entries are
-looked up by the fingerprint of the generation in use, so a crashed rebuild that recorded a new embedder
-never changes which embedder the current generation is reopened with.
+directory, one entry per fingerprint. Entries are looked up by the fingerprint of the generation in use, so
+a crashed rebuild that recorded a new embedder never changes which embedder the current generation is
+reopened with.
 """
 
 from __future__ import annotations

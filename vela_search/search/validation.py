@@ -21,8 +21,8 @@ __all__ = [
     "check_not_empty",
     "check_query_fits",
     "check_text_query",
-    "too_long_error",
     "normalize_glob",
+    "too_long_error",
 ]
 
 DEFAULT_K = 10
@@ -110,8 +110,8 @@ def too_long_error(
     )
 
 
-# The prompt around a text may merge a token or two across the text's edges, so the text's own token count
-# less this is a lower bound on what it takes in the prompt.
+# The prompt around a text may merge a token or two across each of the text's edges, so the text's own
+# token count less this (per text) is a lower bound on what it takes in the prompt.
 _EDGE_TOKENS = 2
 
 
@@ -139,7 +139,7 @@ def check_query_fits(
     tokenizer = load_tokenizer(model, revision=revision)
     if tokenizer is None:
         return
-    count = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts) - _EDGE_TOKENS
+    count = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) - _EDGE_TOKENS for t in texts)
     if count > room.tokens:
         raise too_long_error(count, room.prefix_tokens, room.max_positions, at_least=True)
 
