@@ -233,6 +233,29 @@ def test_same_content_is_embedded_once_and_every_path_listed(tmp_path, emb):
     assert [os.path.basename(s[0]) for s in live_segments(tmp_path / "idx")] == ["clip000.wav", "clip001.wav"]
 
 
+def test_a_file_owns_its_content_before_links_to_it(tmp_path, emb):
+    audio = tmp_path / "audio"
+    (audio / "z_library").mkdir(parents=True)
+    write_audio(audio / "z_library" / "door.wav", tone(1.0, freq=300), SR)
+    write_audio(audio / "z_library" / "bell.wav", tone(1.0, freq=900), SR)
+    (audio / "a_favourite.wav").symlink_to(audio / "z_library" / "door.wav")  # first in path order
+    (audio / "b_shortcut").symlink_to(audio / "z_library", target_is_directory=True)
+    index_paths([audio], tmp_path / "idx", emb)
+    states = {path: status for path, status, _ in file_states(tmp_path / "idx")}
+    real = str(audio / "z_library" / "door.wav")
+    assert states == {
+        str(audio / "a_favourite.wav"): "duplicate",
+        str(audio / "b_shortcut" / "bell.wav"): "duplicate",
+        str(audio / "b_shortcut" / "door.wav"): "duplicate",
+        str(audio / "z_library" / "bell.wav"): "indexed",
+        real: "indexed",
+    }
+    assert {path for path, _, _ in live_segments(tmp_path / "idx")} == {
+        real,
+        str(audio / "z_library" / "bell.wav"),
+    }
+
+
 def test_owner_changing_content_hands_the_old_content_to_its_copy(tmp_path, emb):
     paths = small_collection(tmp_path / "audio", 1)
     copy = tmp_path / "audio" / "copy.wav"

@@ -7,7 +7,8 @@ generation being written and decides, per file:
 
 - unchanged (same size and mtime, or the same digest after a touch): skipped;
 - new or changed content: embedded (it becomes the owner) unless an owner of that content already exists,
-  in which case it is a duplicate; among new files, the first in path order owns the content;
+  in which case it is a duplicate; among new files, the first in path order owns the content, paths
+  reached through a symbolic link coming after the others (hits then name the file itself, not a link);
 - vanished (under a given root and gone from disk): its row is removed (``prune``);
 - moved or renamed (a vanished owner's content found under a new path, or in a remaining duplicate): that
   path takes over the stored segments (a :class:`RelinkJob`: vectors read back from the store, nothing
@@ -253,6 +254,11 @@ def segment_groups(writer: IndexWriter) -> dict[tuple[str, str], np.ndarray]:
     }
 
 
+def _through_a_link(state: FileState) -> bool:
+    """Whether the path reaches its file through a symbolic link (the file itself, or a folder above it)."""
+    return os.path.realpath(state.path) != state.path
+
+
 def recorded_roots(files: pa.Table) -> list[str]:
     """Distinct roots recorded in a files table, sorted."""
     if files.num_rows == 0:
@@ -373,7 +379,8 @@ def plan_run(
             changed_owner[state.path] = old_segments(state.path)
 
     jobs_by_sha: dict[str, EmbedJob | RelinkJob] = {}
-    for state in placements:  # in path order: the first new path with a content owns it
+    placements.sort(key=_through_a_link)  # stable: path order otherwise
+    for state in placements:  # the first new path with a content owns it
         sha = state.sha256
         assert sha is not None
         row = rows.get(state.path)
