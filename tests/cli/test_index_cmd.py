@@ -82,8 +82,12 @@ def test_index_json_strict_rerun_info_and_compact(tmp_path, tiny_model_dir):
     assert info["files"] == {"total": 3 + len(broken), "indexed": 3, "duplicate": 0, "failed": len(broken)}
     assert info["embedder"]["model"] == "tiny" and info["embedder"]["demos"] == "none"
     assert info["vectors"] == 3 and len(info["shards"]) == 3 and info["roots"] == [str(audio)]
+    # demos none: the prefix is the system turn alone
+    assert info["query_room"]["max_positions"] == 8192 and 0 < info["query_room"]["prefix_tokens"] < 64
+    assert info["query_room"]["tokens"] == 8192 - info["query_room"]["prefix_tokens"]
     human = invoke("info", "--index", idx)
     assert human.exit_code == 0 and "format version" in human.stdout and "SQfp16" in human.stdout
+    assert f"{info['query_room']['tokens']} tokens" in human.stdout
 
     compacted = json.loads(invoke("compact", "--index", idx, "--json").stdout)
     assert compacted["shards_before"] == 3 and compacted["shards_after"] == 1 and compacted["changed"]

@@ -370,6 +370,15 @@ def _print_info(info: dict[str, Any]) -> None:
         ("adapter", spec.get("adapter") or "none"),
         ("demos", spec.get("demos") or "(not recorded)"),
     ]
+    room = info.get("query_room")
+    if room:
+        rows.append(
+            (
+                "query room",
+                f"{room['tokens']} tokens (the model's {room['max_positions']} positions less the "
+                f"{room['prefix_tokens']}-token prefix)",
+            )
+        )
     for key, value in sorted(info["fingerprint"].items()):
         rows.append((f"fingerprint.{key}", value if value is not None else "none"))
     staged = info.get("staged_rebuild")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from vela_search.indexing.plan import recorded_roots
-from vela_search.indexing.spec import recorded_spec
+from vela_search.indexing.spec import recorded_room, recorded_spec
 
 DEFAULT_TARGET_SHARD_SIZE = 100_000
 
@@ -74,6 +74,7 @@ def index_info(index_dir: str | os.PathLike[str]) -> dict[str, Any]:
         files = index.files()
         statuses = Counter(files["status"].to_pylist()) if files.num_rows else Counter()
         spec = recorded_spec(index_dir, data["fingerprint"])
+        room = recorded_room(index_dir, data["fingerprint"])
         staging = index.staging
         info: dict[str, Any] = {
             "index_dir": str(index_dir),
@@ -96,6 +97,15 @@ def index_info(index_dir: str | os.PathLike[str]) -> dict[str, Any]:
             else 0,
             "roots": recorded_roots(files),
             "embedder": spec.to_dict() if spec is not None else None,
+            "query_room": (
+                {
+                    "tokens": room.tokens,
+                    "prefix_tokens": room.prefix_tokens,
+                    "max_positions": room.max_positions,
+                }
+                if room is not None
+                else None
+            ),
             "staged_rebuild": None,
         }
         if staging is not None:
