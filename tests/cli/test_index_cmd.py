@@ -95,6 +95,28 @@ def test_index_json_strict_rerun_info_and_compact(tmp_path, tiny_model_dir):
     assert "nothing to merge" in invoke("compact", "--index", idx).stdout
 
 
+def test_dry_run_loads_no_model_and_changes_nothing(tmp_path, monkeypatch, capsys):
+    import vela_search.cli.index_cmd as index_cmd
+
+    def no_model(*args, **kwargs):  # noqa: ANN002, ANN003
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(index_cmd, "_load", no_model)
+    audio, idx = tmp_path / "audio", tmp_path / "idx"
+    small_collection(audio, 3)
+    result = invoke("index", audio, "--index", idx, *TINY, "--dry-run")
+    assert result.exit_code == 0, result.output
+    flat = " ".join(result.stdout.split())
+    assert "(new index): what a run would do (dry run: nothing changed)" in flat and "to embed" in flat
+    preview = json.loads(invoke("index", audio, "--index", idx, "--dry-run", "--json").stdout)
+    assert (
+        preview["files_to_embed"] == 3 and preview["segments_to_embed"] == 3 and not preview["index_exists"]
+    )
+    assert not idx.exists()
+    code, _, err = run_cli(capsys, "index", audio, "--index", idx, "--dry-run", "--rebuild")
+    assert code == 1 and "--dry-run previews incremental runs" in err
+
+
 def test_default_index_location_and_clear_errors(tmp_path, tiny_model_dir, monkeypatch, capsys):
     monkeypatch.setenv("VELA_INDEX_DIR", str(tmp_path / "home"))
     small_collection(tmp_path / "audio", 1)

@@ -104,6 +104,12 @@ def index_command(
         "--rebuild",
         help="Re-embed everything with the given embedder; the old index serves until done.",
     ),
+    dry_run: bool = typer.Option(
+        False,
+        "--dry-run",
+        help="Only say what the run would do (new, moved, gone, unchanged files; segments and hours to "
+        "embed): files are scanned and hashed, no model is loaded and the index is not changed.",
+    ),
     json_output: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Index audio files: incremental, resumable after a crash, broken files recorded and skipped."""
@@ -119,6 +125,13 @@ def index_command(
     exists = AudioIndex.exists(root)
     if not paths and not exists:
         raise VelaError(f"give audio files or folders to index (no index at {root} yet)")
+    if dry_run:
+        if rebuild:
+            raise VelaError("a rebuild embeds every file again: --dry-run previews incremental runs only")
+        _dry_run(
+            [str(p) for p in paths or []], root, window=window, hop=hop, prune=prune, json_output=json_output
+        )
+        return
     if exists:
         _check_not_locked(root)  # before the (slow) model load
 
@@ -328,6 +341,47 @@ def _print_summary(report: IndexReport) -> None:
         console.print(note)
     _print_paths("failed files", report.failures, "red")
     _print_paths("paths that could not be searched", report.problems, "yellow")
+
+
+def _dry_run(
+    paths: list[str], root: Path, *, window: float, hop: float, prune: bool, json_output: bool
+) -> None:
+    from vela_search.indexing import preview_index
+
+    with err_console.status("scanning and hashing files …", spinner="dots"):
+        preview = preview_index(paths, root, window_s=window, hop_s=hop, prune=prune)
+    if json_output:
+        print_json(preview.to_dict())
+        return
+    state = "" if preview.index_exists else " (new index)"
+    table = Table(
+        title=f"index {escape(preview.index_dir)}{state}: what a run would do (dry run: nothing changed)",
+        show_header=False,
+        title_justify="left",
+    )
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    seconds = preview.audio_seconds_to_embed
+    length = f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
+    unknown = (
+        f" (+{preview.files_without_duration} of unknown length)" if preview.files_without_duration else ""
+    )
+    rows = [
+        ("files found", str(preview.files_seen)),
+        ("to embed", str(preview.files_to_embed)),
+        ("  segments to embed", str(preview.segments_to_embed)),
+        ("  audio to embed", f"{length}{unknown}"),
+        ("to relink (moved: vectors reused)", str(preview.files_to_relink)),
+        ("unchanged (skipped)", str(preview.files_unchanged)),
+        ("duplicates (same content)", str(preview.files_duplicates)),
+        ("to remove (gone from disk)", str(preview.files_to_remove)),
+        ("unreadable now", str(len(preview.failures))),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)
+    _print_paths("files that cannot be read", preview.failures, "red")
+    _print_paths("paths that could not be searched", preview.problems, "yellow")
 
 
 def _print_paths(title: str, items: list[tuple[str, str]], style: str) -> None:

@@ -1,7 +1,8 @@
 """Indexing an audio collection: files → windows → embeddings → committed shards, incremental and resumable.
 
-The entry point is :func:`index_paths`; :func:`compact_index` and :func:`index_info` maintain and describe
-an index, and :func:`measure_pipeline_overlap` times how well decoding hides behind embedding.
+The entry point is :func:`index_paths`; :func:`preview_index` says what a run would do without running it,
+:func:`compact_index` and :func:`index_info` maintain and describe an index, and
+:func:`measure_pipeline_overlap` times how well decoding hides behind embedding.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from vela_search.indexing.pipeline import (
     DEFAULT_WINDOW_S,
     index_paths,
 )
+from vela_search.indexing.preview import IndexPreview, preview_index
 from vela_search.indexing.profile import PipelineTiming, measure_pipeline_overlap
 from vela_search.indexing.report import IndexProgress, IndexReport
 from vela_search.indexing.spec import EmbedderSpec, choose_spec, recorded_spec
@@ -25,6 +27,7 @@ __all__ = [
     "DEFAULT_WINDOW_S",
     "CompactReport",
     "EmbedderSpec",
+    "IndexPreview",
     "IndexProgress",
     "IndexReport",
     "PipelineTiming",
@@ -33,5 +36,6 @@ __all__ = [
     "index_info",
     "index_paths",
     "measure_pipeline_overlap",
+    "preview_index",
     "recorded_spec",
 ]

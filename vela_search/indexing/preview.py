@@ -1,0 +1,148 @@
+"""What an ``index`` run would do, without loading a model or changing the index (``--dry-run``).
+
+Before a run that may take hours on a large library, a user wants to know how much is new, what moved and
+will be relinked rather than embedded, and what is gone. The preview scans and hashes the files exactly as a
+run does (:func:`~vela_search.indexing.plan.plan_run`) against the index's files table, and stops there:
+nothing is decoded, embedded or committed.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vela_search.errors import VelaError
+from vela_search.indexing.plan import RunPlan, plan_run, recorded_roots
+
+__all__ = ["IndexPreview", "preview_index"]
+
+# A new index has no files table to compare with: the plan runs against an empty one with this fingerprint.
+_EMPTY_FINGERPRINT = {"model": "preview (no embedder)"}
+
+
+@dataclass
+class IndexPreview:
+    """The counts a run over the same paths would report, decided from the files alone.
+
+    Attributes:
+        index_dir: the index.
+        index_exists: False for an index the run would create.
+        roots: the folders and files scanned.
+        files_seen: audio files found.
+        files_to_embed: files whose content would be decoded and embedded (a broken one then fails).
+        segments_to_embed: their segments, from the durations in their headers (a file whose header gives
+            none counts as one).
+        audio_seconds_to_embed: their audio, from the headers.
+        files_without_duration: files to embed whose header gives no duration (not counted in the seconds).
+        files_to_relink: moved or renamed files whose stored vectors would be reused.
+        files_duplicates: paths recorded as copies of content held under another path.
+        files_unchanged: files the run would skip.
+        files_to_remove: rows of files gone from disk that the run would remove (moved files' old rows
+            included, as the run counts them).
+        failures: files that cannot be read now, with the reason (the run records them as failed).
+        problems: paths that could not be searched (broken links, unreadable folders).
+    """
+
+    index_dir: str
+    index_exists: bool
+    roots: list[str]
+    files_seen: int
+    files_to_embed: int
+    segments_to_embed: int
+    audio_seconds_to_embed: float
+    files_without_duration: int
+    files_to_relink: int
+    files_duplicates: int
+    files_unchanged: int
+    files_to_remove: int
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    problems: list[tuple[str, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return asdict(self)
+
+
+def preview_index(
+    paths: Sequence[str | os.PathLike[str]],
+    index_dir: str | os.PathLike[str],
+    *,
+    window_s: float,
+    hop_s: float,
+    prune: bool = True,
+    on_progress: Callable[[str, int, int, str | None], None] | None = None,
+) -> IndexPreview:
+    """What ``index_paths`` would do with these paths, without a model and without writing anything.
+
+    The embedder is not loaded, so whether the index's embedder matches the one a run would use is not
+    checked here; a rebuild embeds every file again and is not previewed.
+
+    Args:
+        paths: files and folders; none rescans the folders the index records.
+        index_dir: the index (need not exist yet).
+        window_s: window length for files longer than 30 s (segment counts).
+        hop_s: hop between windows.
+        prune: whether the run would remove rows of files gone from disk.
+        on_progress: called as ``(phase, done, total, path)`` while scanning and hashing.
+
+    Raises:
+        IndexLockedError: another process is writing the index (its files table is about to change).
+        VelaError: no paths, and the index records none (or does not exist).
+    """
+    from vela_search.store import AudioIndex, IndexWriter
+
+    index_dir = Path(index_dir).expanduser()
+    roots = [os.path.abspath(os.path.expanduser(str(p))) for p in paths]
+    exists = AudioIndex.exists(index_dir)
+    if exists and not roots:
+        with AudioIndex.open(index_dir) as current:
+            roots = recorded_roots(current.files())
+    if not roots:
+        raise VelaError(
+            f"nothing to preview: give audio files or directories (index {index_dir} records none)"
+        )
+    if exists:
+        with AudioIndex.open(index_dir) as current:
+            fingerprint = dict(current.fingerprint)
+        # The writer's lock keeps another run from changing the files table while it is read; nothing is
+        # committed, so the index is left exactly as it was.
+        with IndexWriter(index_dir, fingerprint=fingerprint) as writer:
+            plan = plan_run(
+                writer, roots, window_s=window_s, hop_s=hop_s, prune=prune, on_progress=on_progress
+            )
+    else:
+        with tempfile.TemporaryDirectory(prefix="vela-preview-") as scratch:
+            empty = Path(scratch) / "index"
+            AudioIndex.create(empty, fingerprint=_EMPTY_FINGERPRINT, dim=1).close()
+            with IndexWriter(empty, fingerprint=_EMPTY_FINGERPRINT) as writer:
+                plan = plan_run(
+                    writer, roots, window_s=window_s, hop_s=hop_s, prune=prune, on_progress=on_progress
+                )
+    return _preview_of(plan, index_dir, exists, roots)
+
+
+def _preview_of(plan: RunPlan, index_dir: Path, exists: bool, roots: list[str]) -> IndexPreview:
+    durations = [job.file.header_duration_s for job in plan.jobs]
+    return IndexPreview(
+        index_dir=str(index_dir),
+        index_exists=exists,
+        roots=roots,
+        files_seen=plan.files_seen,
+        files_to_embed=len(plan.jobs),
+        segments_to_embed=plan.planned_segments,
+        audio_seconds_to_embed=float(sum(d for d in durations if d is not None)),
+        files_without_duration=sum(d is None for d in durations),
+        files_to_relink=len(plan.relinks),
+        # As the run counts them: copies decided now, and those recorded when their content lands.
+        files_duplicates=plan.duplicates
+        + sum(len(job.duplicates) for job in plan.jobs)
+        + sum(len(job.duplicates) for job in plan.relinks),
+        files_unchanged=plan.skipped,
+        files_to_remove=len(plan.remove_paths) + len(plan.relinks),
+        failures=list(plan.failures),
+        problems=list(plan.problems),
+    )
