@@ -7,7 +7,7 @@ import shutil
 import pytest
 from audio_factory import tone, write_audio
 
-from vela_search.errors import IndexLockedError, VelaError
+from vela_search.errors import VelaError
 from vela_search.indexing import index_paths, preview_index
 from vela_search.store import IndexWriter
 
@@ -58,11 +58,13 @@ def test_a_preview_counts_what_the_run_then_does_and_changes_nothing(tmp_path, e
     assert (again.files_to_embed, again.files_to_relink, again.files_unchanged) == (0, 0, again.files_seen)
 
 
-def test_a_preview_needs_paths_and_waits_for_no_writer(tmp_path, emb):
+def test_a_preview_needs_paths_and_reads_only_what_is_committed(tmp_path, emb):
     with pytest.raises(VelaError, match="nothing to preview"):
         preview_index([], tmp_path / "nowhere", **WINDOWS)
-    small_collection(tmp_path / "audio", 1, seconds=0.5)
+    small_collection(tmp_path / "audio", 2, seconds=0.5)
     index_paths([tmp_path / "audio"], tmp_path / "idx", emb)
-    with IndexWriter(tmp_path / "idx", fingerprint=emb.fingerprint.to_dict()):
-        with pytest.raises(IndexLockedError):
-            preview_index([tmp_path / "audio"], tmp_path / "idx", **WINDOWS)
+    # A run in progress (its writer holds the lock, its change not committed yet) does not block a preview.
+    with IndexWriter(tmp_path / "idx", fingerprint=emb.fingerprint.to_dict()) as writer:
+        writer.remove_files([str(tmp_path / "audio" / "clip000.wav")])
+        preview = preview_index([tmp_path / "audio"], tmp_path / "idx", **WINDOWS)
+    assert (preview.files_unchanged, preview.files_to_embed) == (2, 0)

@@ -41,7 +41,7 @@ from vela_search.audio import discover_audio_files, plan_windows
 from vela_search.errors import AudioDecodeError
 
 if TYPE_CHECKING:
-    from vela_search.store import IndexWriter
+    from vela_search.store import AudioIndex, IndexWriter
 
 INDEXED, DUPLICATE, FAILED = "indexed", "duplicate", "failed"
 _HASH_BLOCK = 1 << 20
@@ -222,8 +222,8 @@ def planned_segments(duration_s: float | None, window_s: float, hop_s: float) ->
     return len(plan_windows(duration_s, window_s, hop_s))
 
 
-def segment_groups(writer: IndexWriter) -> dict[tuple[str, str], np.ndarray]:
-    """Live segment ids of the writer's generation, grouped by ``(path, content_sha256)``.
+def segment_groups(writer: IndexWriter | AudioIndex) -> dict[tuple[str, str], np.ndarray]:
+    """Live segment ids of the writer's generation (or of a snapshot), grouped by ``(path, content_sha256)``.
 
     Segments without those columns (added by other code through the store API) are left out.
     """
@@ -267,7 +267,7 @@ def recorded_roots(files: pa.Table) -> list[str]:
 
 
 def plan_run(
-    writer: IndexWriter,
+    writer: IndexWriter | AudioIndex,
     paths: Sequence[str | os.PathLike[str]],
     *,
     window_s: float,
@@ -279,7 +279,8 @@ def plan_run(
     """Compare the files under ``paths`` with the writer's files table and decide what the run does.
 
     Args:
-        writer: the open writer (its files table and shards describe the current state).
+        writer: the open writer (its files table and shards describe the current state), or a read-only
+            snapshot of the index for a preview (nothing is written either way).
         paths: files and directories to index.
         window_s: window length for files longer than 30 s (for planned segment counts).
         hop_s: hop between windows.

@@ -8,6 +8,7 @@ nothing is decoded, embedded or committed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -90,38 +91,28 @@ def preview_index(
         on_progress: called as ``(phase, done, total, path)`` while scanning and hashing.
 
     Raises:
-        IndexLockedError: another process is writing the index (its files table is about to change).
         VelaError: no paths, and the index records none (or does not exist).
     """
-    from vela_search.store import AudioIndex, IndexWriter
+    from vela_search.store import AudioIndex
 
     index_dir = Path(index_dir).expanduser()
     roots = [os.path.abspath(os.path.expanduser(str(p))) for p in paths]
     exists = AudioIndex.exists(index_dir)
-    if exists and not roots:
-        with AudioIndex.open(index_dir) as current:
-            roots = recorded_roots(current.files())
-    if not roots:
-        raise VelaError(
-            f"nothing to preview: give audio files or directories (index {index_dir} records none)"
-        )
-    if exists:
-        with AudioIndex.open(index_dir) as current:
-            fingerprint = dict(current.fingerprint)
-        # The writer's lock keeps another run from changing the files table while it is read; nothing is
-        # committed, so the index is left exactly as it was.
-        with IndexWriter(index_dir, fingerprint=fingerprint) as writer:
-            plan = plan_run(
-                writer, roots, window_s=window_s, hop_s=hop_s, prune=prune, on_progress=on_progress
+    with contextlib.ExitStack() as stack:
+        if exists:
+            # A read-only snapshot: the last committed state, whatever a running writer does meanwhile.
+            snapshot = stack.enter_context(AudioIndex.open(index_dir))
+            if not roots:
+                roots = recorded_roots(snapshot.files())
+        else:  # compared with an empty files table
+            scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="vela-preview-"))
+            AudioIndex.create(Path(scratch) / "index", fingerprint=_EMPTY_FINGERPRINT, dim=1).close()
+            snapshot = stack.enter_context(AudioIndex.open(Path(scratch) / "index"))
+        if not roots:
+            raise VelaError(
+                f"nothing to preview: give audio files or directories (index {index_dir} records none)"
             )
-    else:
-        with tempfile.TemporaryDirectory(prefix="vela-preview-") as scratch:
-            empty = Path(scratch) / "index"
-            AudioIndex.create(empty, fingerprint=_EMPTY_FINGERPRINT, dim=1).close()
-            with IndexWriter(empty, fingerprint=_EMPTY_FINGERPRINT) as writer:
-                plan = plan_run(
-                    writer, roots, window_s=window_s, hop_s=hop_s, prune=prune, on_progress=on_progress
-                )
+        plan = plan_run(snapshot, roots, window_s=window_s, hop_s=hop_s, prune=prune, on_progress=on_progress)
     return _preview_of(plan, index_dir, exists, roots)
 
 
