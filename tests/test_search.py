@@ -238,6 +238,73 @@ def test_long_query_file_uses_its_first_window(searcher, collection):
     assert hits[0].score >= 0.999
 
 
+# ------------------------------------------------------------------------------------ more like a stored file
+
+
+def test_like_a_stored_clip_equals_query_by_example(searcher, collection):
+    _, files = collection
+    for key in ("a220", "a660", "b1320"):
+        like = searcher.search_like(files[key], k=5)
+        example = searcher.search_audio(files[key], k=5)
+        assert [h.path for h in like] == [h.path for h in example]
+        assert [h.score for h in like] == pytest.approx([h.score for h in example], abs=2e-3)  # fp16 storage
+        assert like[0].path == str(files[key]) and like[0].score >= 0.999
+
+
+def test_like_a_copy_uses_the_vectors_of_its_original(searcher, collection):
+    _, files = collection
+    hit = searcher.search_like(files["copy"], k=1)[0]
+    assert hit.path == str(files["a220"]) and hit.score >= 0.999
+    assert hit.paths == (str(files["a220"]), str(files["copy"]))
+
+
+def test_like_a_long_file_averages_its_windows_or_those_of_a_span(searcher, collection):
+    from vela_search.search.similar import stored_file_vector
+
+    _, files = collection
+    index = searcher.index
+    ids = index.ids_with_path(str(files["long"]))
+    rows = index.segment_rows(ids)
+    assert len(ids) == 7  # 40 s in 10 s windows every 5 s
+
+    def expected(keep: list[bool]) -> np.ndarray:
+        mean = index.vectors(ids[np.asarray(keep)]).mean(axis=0)
+        return mean / np.linalg.norm(mean)
+
+    np.testing.assert_allclose(stored_file_vector(index, files["long"]), expected([True] * 7), atol=1e-6)
+    span = [r["end_s"] > 20 and r["start_s"] < 30 for r in rows]  # 15-25, 20-30, 25-35
+    assert sum(span) == 3
+    np.testing.assert_allclose(
+        stored_file_vector(index, files["long"], start_s=20, end_s=30), expected(span), atol=1e-6
+    )
+    late = [r["end_s"] > 32 for r in rows]  # --start alone: to the end
+    np.testing.assert_allclose(
+        stored_file_vector(index, files["long"], start_s=32), expected(late), atol=1e-6
+    )
+
+
+def test_like_needs_a_file_the_index_holds(searcher, collection, tmp_path):
+    _, files = collection
+    stray = write_audio(tmp_path / "stray.wav", tone(1, freq=500), SR)
+    with pytest.raises(QueryError, match="is not in this index"):
+        searcher.search_like(stray)
+    with pytest.raises(QueryError, match="no segment of .* overlaps"):
+        searcher.search_like(files["long"], start_s=45)
+    with pytest.raises(QueryError, match="must be after"):
+        searcher.search_like(files["long"], start_s=20, end_s=10)
+
+
+def test_a_searcher_without_a_model_searches_stored_vectors_only(index_dir, collection):
+    _, files = collection
+    with Searcher(AudioIndex.open(index_dir), None) as bare:
+        assert bare.notice == "tiny random model: results carry no meaning"  # from the index's fingerprint
+        assert bare.search_like(files["a660"], k=1)[0].path == str(files["a660"])
+        with pytest.raises(QueryError, match="no model"):
+            bare.search("dog barking")
+        with pytest.raises(QueryError, match="no model"):
+            bare.search_audio(files["a660"])
+
+
 # ---------------------------------------------------------------------------------------------- grouping
 
 

@@ -216,6 +216,24 @@ def test_where_filters_by_path_before_top_k(collection):
     assert empty.exit_code == 0 and "no hits" in empty.stdout
 
 
+def test_like_answers_from_the_stored_vectors_without_a_model(collection, monkeypatch):
+    import vela_search.search as search
+
+    audio, index = collection
+    example = query_json(index, "--audio", str(audio / "a" / "t660.wav"), "-k", "3")
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(search, "load_index_embedder", no_model)
+    like = query_json(index, "--like", str(audio / "a" / "t660.wav"), "-k", "3")
+    assert [h["path"] for h in like] == [h["path"] for h in example]
+    assert [h["score"] for h in like] == pytest.approx([h["score"] for h in example], abs=2e-3)
+    assert like[0]["notice"] == "tiny random model: results carry no meaning"
+    spans = query(index, "--like", str(audio / "long.wav"), "--start", "20", "--end", "30", "--paths")
+    assert spans.exit_code == 0 and spans.stdout.splitlines()  # a long file's windows, a span of them
+
+
 def test_paths_output_lists_the_hits_for_other_programs(collection):
     _, index = collection
     for extra in ([], ["--segments"], ["--where", "a/*"]):
@@ -361,6 +379,10 @@ def test_mismatched_embedder(collection, capsys):
         (["--audio", "{audio}/long.wav", "--start", "0", "--end", "40"], "at most 30 s"),
         (["--audio", "{audio}/nope.wav"], "does not exist"),
         (["dog", "--paths", "--json"], "choose one output"),
+        (["dog", "--like", "{audio}/long.wav"], "not both"),
+        (["--like", "{audio}/long.wav", "--audio", "{audio}/long.wav"], "choose one query mode"),
+        (["--like", "{audio}/long.wav", "--model", "tiny"], "loads no model"),
+        (["--like", "{audio}/nope.wav"], "is not in this index"),
         (["--queries", "-", "--paths"], "with --queries use --json"),
     ],
 )

@@ -49,8 +49,20 @@ def query(
     audio: Path | None = typer.Option(
         None, "--audio", help="Query by example: an audio file, embedded as audio."
     ),
-    start: float | None = typer.Option(None, "--start", help="With --audio: span start in seconds."),
-    end: float | None = typer.Option(None, "--end", help="With --audio: span end in seconds (span <= 30 s)."),
+    like: Path | None = typer.Option(
+        None,
+        "--like",
+        help="More like a file of the index: search with its stored vectors (no model is loaded, so it "
+        "answers at once).",
+    ),
+    start: float | None = typer.Option(
+        None, "--start", help="With --audio or --like: span start in seconds."
+    ),
+    end: float | None = typer.Option(
+        None,
+        "--end",
+        help="With --audio or --like: span end in seconds (with --audio at most 30 s after the start).",
+    ),
     segments: bool = typer.Option(
         False, "--segments", help="List every matching segment, not the best per file."
     ),
@@ -100,14 +112,21 @@ def query(
     from vela_search.store import AudioIndex
 
     # Everything that can be checked without the model is checked first: loading a 7B model takes a while.
-    if sum([long, instruction is not None, audio is not None]) > 1:
-        raise QueryError("choose one query mode: --long, --instruction TEXT or --audio FILE")
-    if audio is not None and text is not None:
-        raise QueryError("give either a text query or --audio FILE, not both")
-    if queries is not None and (text is not None or audio is not None):
+    if sum([long, instruction is not None, audio is not None, like is not None]) > 1:
+        raise QueryError("choose one query mode: --long, --instruction TEXT, --audio FILE or --like FILE")
+    if (audio is not None or like is not None) and text is not None:
+        raise QueryError("give either a text query or --audio/--like FILE, not both")
+    if queries is not None and (text is not None or audio is not None or like is not None):
         raise QueryError("--queries reads the queries from a file or standard input; give no other query")
-    if audio is None and (start is not None or end is not None):
-        raise QueryError("--start and --end choose a span of the --audio file; they need --audio")
+    if audio is None and like is None and (start is not None or end is not None):
+        raise QueryError(
+            "--start and --end choose a span of the --audio or --like file; they need --audio or --like"
+        )
+    if like is not None and (model is not None or adapter is not None or demos is not None):
+        raise QueryError(
+            "--like searches with the vectors stored in the index and loads no model: drop --model, "
+            "--adapter and --demos"
+        )
     if paths_output and json_output:
         raise QueryError("choose one output: --json or --paths")
     if paths_output and queries is not None:
@@ -115,7 +134,7 @@ def query(
     mode = "long" if long else "instruction" if instruction is not None else "caption"
     if queries is not None:
         lines = _query_source(queries)
-    elif audio is None:
+    elif audio is None and like is None:
         if text is None:
             raise QueryError(
                 'the query is empty; give some words to search for, e.g. vela-search query "dog barking"'
@@ -126,6 +145,22 @@ def query(
     idx = AudioIndex.open(resolve_index(index))
     try:
         check_not_empty(idx)
+        if like is not None:
+            searcher = Searcher(idx, None)  # stored vectors only
+            hits = searcher.search_like(
+                like, start, end, k=k, min_score=min_score, path_glob=where, group=not segments
+            )
+            if searcher.notice:
+                err_console.print(f"[yellow]note:[/] {searcher.notice}")
+            _print_hits(
+                hits,
+                searcher.notice,
+                json_output=json_output,
+                paths_output=paths_output,
+                segments=segments,
+                filtered=where is not None or min_score is not None,
+            )
+            return
         # Decoded before the model loads, so that a bad file or span fails fast.
         clip = load_query_clip(audio, start, end) if audio is not None else None
         if text is not None:  # likewise a text that cannot fit behind the prefix (needs only the tokenizer)
@@ -152,13 +187,31 @@ def query(
     finally:
         idx.close()
 
+    _print_hits(
+        hits,
+        searcher.notice,
+        json_output=json_output,
+        paths_output=paths_output,
+        segments=segments,
+        filtered=where is not None or min_score is not None,
+    )
+
+
+def _print_hits(
+    hits: list[Hit],
+    notice: str | None,
+    *,
+    json_output: bool,
+    paths_output: bool,
+    segments: bool,
+    filtered: bool,
+) -> None:
     if json_output:
-        print_json([dict(hit.to_dict(), notice=searcher.notice) for hit in hits])
-        return
-    if paths_output:
+        print_json([dict(hit.to_dict(), notice=notice) for hit in hits])
+    elif paths_output:
         _print_paths(hits, segments=segments)
-        return
-    _print_table(hits, segments=segments, filtered=where is not None or min_score is not None)
+    else:
+        _print_table(hits, segments=segments, filtered=filtered)
 
 
 def _print_table(hits: list[Hit], *, segments: bool, filtered: bool) -> None:

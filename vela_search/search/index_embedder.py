@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from vela_search.indexing.spec import EmbedderSpec
     from vela_search.store import AudioIndex
 
-__all__ = ["check_compatible", "embedder_spec", "load_index_embedder"]
+__all__ = ["check_compatible", "embedder_spec", "load_index_embedder", "notice_for_model"]
 
 _FIELD_LABELS = {
     "model": "model",
@@ -127,6 +127,18 @@ def _precheck(index: AudioIndex, spec: EmbedderSpec) -> None:
     differing = {name: value for name, value in diffs.items() if name in fp and fp[name] != value}
     if differing:
         raise _mismatch_error(index, differing)
+
+
+def notice_for_model(ref: str) -> str | None:
+    """The notice of the embedder a fingerprint's model reference names (random-weight models have one)."""
+    from vela_search.embedding.shapes import SHAPE_NOTICE, SHAPE_PREFIX
+    from vela_search.embedding.tiny import TINY_NOTICE
+
+    if ref.startswith("tiny@"):
+        return TINY_NOTICE
+    if ref.startswith(SHAPE_PREFIX):
+        return SHAPE_NOTICE
+    return None
 
 
 def _model_from_ref(ref: str) -> tuple[str | None, str | None]:

@@ -9,10 +9,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from vela_search.errors import QueryError
 from vela_search.search.clips import load_query_clip
 from vela_search.search.grouping import _file_key, _FilesLookup, _grouping_done, _make_hit
 from vela_search.search.hits import Hit
-from vela_search.search.index_embedder import check_compatible, load_index_embedder
+from vela_search.search.index_embedder import check_compatible, load_index_embedder, notice_for_model
+from vela_search.search.similar import stored_file_vector
 from vela_search.search.validation import (
     DEFAULT_K,
     _check_min_score,
@@ -48,14 +50,15 @@ class Searcher:
     are loaded once. Calls are serialised on the embedder, so a Searcher may be shared between threads.
     """
 
-    def __init__(self, index: AudioIndex, embedder: VelaEmbedder) -> None:
-        """Pair an open index with an embedder.
+    def __init__(self, index: AudioIndex, embedder: VelaEmbedder | None) -> None:
+        """Pair an open index with an embedder (None: searches with stored vectors only, no model).
 
         Raises:
             FingerprintMismatchError: the embedder is not the one the index was built with; the message
                 names the differing fields and the fix.
         """
-        check_compatible(index, embedder)
+        if embedder is not None:
+            check_compatible(index, embedder)
         self.index = index
         self.embedder = embedder
         self._lock = threading.RLock()
@@ -122,7 +125,9 @@ class Searcher:
     @property
     def notice(self) -> str | None:
         """A warning that belongs beside every result (the tiny random model's), or None."""
-        return self.embedder.notice
+        if self.embedder is not None:
+            return self.embedder.notice
+        return notice_for_model(str(self.index.fingerprint.get("model") or ""))
 
     def refresh(self) -> bool:
         """Switch to the index's latest committed generation, if a newer one exists.
@@ -140,7 +145,8 @@ class Searcher:
             latest.close()
             return False
         try:
-            check_compatible(latest, self.embedder)
+            if self.embedder is not None:
+                check_compatible(latest, self.embedder)
         except BaseException:
             latest.close()
             raise
@@ -262,6 +268,39 @@ class Searcher:
         vectors = self._embed([EmbedItem("audio", wave=wave)])
         return self.search_vectors(vectors, k=k, min_score=min_score, path_glob=path_glob, group=group)[0]
 
+    def search_like(
+        self,
+        path: str | Path,
+        start_s: float | None = None,
+        end_s: float | None = None,
+        *,
+        k: int = DEFAULT_K,
+        min_score: float | None = None,
+        path_glob: str | None = None,
+        group: bool = True,
+    ) -> list[Hit]:
+        """More like a file the index holds: search with its stored vectors, no model needed.
+
+        For a file of up to 30 s this is query by example without embedding (its one stored vector); for a
+        longer file, the normalised mean of its windows' vectors, or of those overlapping the span.
+
+        Args:
+            path: a file of the index (a copy's path works too).
+            start_s: with ``end_s``, only the windows overlapping this span.
+            end_s: end of the span.
+            k, min_score, path_glob, group: as in :meth:`search`.
+
+        Raises:
+            QueryError: the file is not in the index, no window overlaps the span, k out of bounds.
+            EmptyIndexError: the index holds no vectors.
+        """
+        k = check_k(k)
+        min_score = _check_min_score(min_score)
+        check_not_empty(self.index)
+        with self._lock:
+            vector = stored_file_vector(self.index, path, start_s=start_s, end_s=end_s)
+        return self.search_vectors(vector, k=k, min_score=min_score, path_glob=path_glob, group=group)[0]
+
     # ----------------------------------------------------------------------------------- vector queries
     def search_vectors(
         self,
@@ -322,6 +361,11 @@ class Searcher:
 
     def _embed(self, items: list[EmbedItem]) -> np.ndarray:
         emb = self.embedder
+        if emb is None:
+            raise QueryError(
+                "this Searcher has no model: it searches with stored vectors (search_like, search_vectors) "
+                "only; open it with Searcher.open(...) to embed queries"
+            )
         with self._lock:
             prefix = emb.prefix_length
             for item in items:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -284,6 +285,36 @@ class AudioIndex:
             for w, r in zip(which.tolist(), inverse.tolist(), strict=True):
                 out[w] = dict(rows[r])
         return out  # type: ignore[return-value]
+
+    def ids_with_path(self, path: str) -> np.ndarray:
+        """Sorted ids of the live segments whose `path` is exactly `path` (or whose `paths` list holds it)."""
+        pattern = re.compile(re.escape(path) + r"\Z")
+        found = [np.empty(0, np.int64)]
+        for i, shard in enumerate(self._shards):
+            mask = shard.path_mask(pattern)
+            deleted = self._deleted_mask(i)
+            if deleted is not None:
+                mask &= ~deleted
+            found.append(shard.ids[mask])
+        return np.sort(np.concatenate(found))
+
+    def vectors(self, ids: Iterable[int]) -> np.ndarray:
+        """The stored vectors of the given ids, in the same order, as the index holds them (fp16-rounded
+        for the default SQfp16).
+
+        Raises:
+            KeyError: an id is not in this generation.
+            StoreError: the index type cannot return its stored vectors.
+        """
+        ids = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64)
+        out = np.empty((len(ids), self.dim), dtype=np.float32)
+        if ids.size == 0:
+            return out
+        shard_of, row_of = self._locate(ids)
+        for s in np.unique(shard_of).tolist():
+            which = np.flatnonzero(shard_of == s)
+            out[which] = faiss_ops.reconstruct_rows(self._shards[s].index(), row_of[which])
+        return out
 
     def all_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """Ids and decoded vectors of every live segment, in id order of the shards.
