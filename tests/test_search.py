@@ -294,6 +294,18 @@ def test_like_needs_a_file_the_index_holds(searcher, collection, tmp_path):
         searcher.search_like(files["long"], start_s=20, end_s=10)
 
 
+def test_like_a_file_that_failed_to_index_says_why(tmp_path, collection, tiny_embedder):
+    root, files = collection
+    build_index(root, tmp_path / "idx", tiny_embedder, [files["a660"]], {})
+    broken = str(root / "broken.wav")
+    with AudioIndex.open(tmp_path / "idx").writer(fingerprint=tiny_embedder.fingerprint.to_dict()) as writer:
+        writer.put_files([{"path": broken, "status": "failed", "error": "file is empty (0 bytes)"}])
+        writer.commit()
+    with Searcher(AudioIndex.open(tmp_path / "idx"), None) as bare:
+        with pytest.raises(QueryError, match=r"could not be indexed \(file is empty \(0 bytes\)\)"):
+            bare.search_like(broken)
+
+
 def test_a_searcher_without_a_model_searches_stored_vectors_only(index_dir, collection):
     _, files = collection
     with Searcher(AudioIndex.open(index_dir), None) as bare:
