@@ -317,6 +317,40 @@ def test_a_searcher_without_a_model_searches_stored_vectors_only(index_dir, coll
             bare.search_audio(files["a660"])
 
 
+# ------------------------------------------------------------------------------------------ file length
+
+
+def test_duration_filters_files_by_length_before_top_k(searcher, collection):
+    _, files = collection
+    lengths = {
+        str(files["a220"]): 3.0,
+        str(files["a660"]): 2.0,
+        str(files["b1320"]): 4.0,
+        str(files["long"]): 40.0,
+    }
+    for duration, expected in (
+        ((None, 3.0), {str(files["a220"]), str(files["a660"])}),
+        ((3.5, None), {str(files["b1320"]), str(files["long"])}),
+        ((2.5, 3.5), {str(files["a220"])}),
+        ((5.0, 39.0), set()),
+    ):
+        hits = searcher.search("dog barking", k=10, duration=duration)
+        assert {h.path for h in hits} == expected
+        assert all(h.duration_s == pytest.approx(lengths[h.path]) for h in hits)
+    # Before top-k: the best file of the allowed length comes back even at k=1.
+    best = searcher.search_audio(files["b1320"], k=1, duration=(None, 3.0))
+    assert len(best) == 1 and best[0].path in {str(files["a220"]), str(files["a660"])}
+
+
+@pytest.mark.parametrize(
+    ("duration", "needle"),
+    [((-1.0, None), "minimum duration"), ((None, float("nan")), "maximum duration"), ((5.0, 2.0), "above")],
+)
+def test_bad_duration_filters_are_refused(searcher, duration, needle):
+    with pytest.raises(QueryError, match=needle):
+        searcher.search("dog", duration=duration)
+
+
 # ---------------------------------------------------------------------------------------------- grouping
 
 

@@ -249,6 +249,19 @@ def test_paths_output_lists_the_hits_for_other_programs(collection):
         assert all(Path(line.split("\t")[0]).is_file() for line in lines)  # absolute, usable as they are
 
 
+def test_duration_options_keep_files_of_that_length(collection):
+    audio, index = collection
+    short = query_json(index, "a low hum", "--max-duration", "3", "-k", "10")
+    assert {Path(h["path"]).name for h in short} == {"t220.wav", "t660.wav"}
+    assert all(h["duration_s"] <= 3 for h in short)
+    long = query_json(index, "a low hum", "--min-duration", "30", "-k", "10")
+    assert [Path(h["path"]).name for h in long] == ["long.wav"]
+    like = query_json(index, "--like", str(audio / "long.wav"), "--max-duration", "3.5", "-k", "10")
+    assert like and all(h["duration_s"] <= 3.5 for h in like)
+    none = query(index, "a low hum", "--min-duration", "100")
+    assert none.exit_code == 0 and "no hits" in none.stdout
+
+
 def test_min_score_drops_weaker_hits(collection):
     audio, index = collection
     every = query_json(index, "--audio", str(audio / "long.wav"), "--start", "20", "--end", "30")
@@ -379,6 +392,8 @@ def test_mismatched_embedder(collection, capsys):
         (["--audio", "{audio}/long.wav", "--start", "0", "--end", "40"], "at most 30 s"),
         (["--audio", "{audio}/nope.wav"], "does not exist"),
         (["dog", "--paths", "--json"], "choose one output"),
+        (["dog", "--min-duration", "5", "--max-duration", "2"], "above the maximum"),
+        (["dog", "--min-duration", "-1"], "minimum duration"),
         (["dog", "--like", "{audio}/long.wav"], "not both"),
         (["--like", "{audio}/long.wav", "--audio", "{audio}/long.wav"], "choose one query mode"),
         (["--like", "{audio}/long.wav", "--model", "tiny"], "loads no model"),

@@ -160,6 +160,28 @@ def test_path_filter_applies_before_top_k(index, root, pattern):
         np.testing.assert_allclose([h.score for h in hits], ws, atol=1e-5)
 
 
+@pytest.mark.parametrize("low_high", [(10.0, 30.0), (None, 5.0), (55.0, None), (100.0, 200.0)])
+def test_numeric_ranges_apply_before_top_k(index, root, low_high):
+    ids, vecs, rows = _build(index)
+    with index.writer(fingerprint=FP) as w:
+        w.delete(ids[::7].tolist())
+        w.commit()
+    r = AudioIndex.open(root)
+    low, high = low_high
+    starts = np.array([row["start_s"] for row in rows])
+    inside = (starts >= (low if low is not None else -np.inf)) & (
+        starts <= (high if high is not None else np.inf)
+    )
+    live = ~np.isin(ids, ids[::7]) & inside & glob_mask(rows, "/audio/a/*")
+    queries = unit(3, seed=4)
+    got = r.search(queries, 10, path_glob="/audio/a/*", ranges={"start_s": low_high})
+    want_ids, _ = brute_force(ids[live], vecs[live], queries, 10)
+    for hits, wi in zip(got, want_ids, strict=True):
+        assert len(hits) == min(10, int(live.sum())) and [h.id for h in hits] == wi.tolist()
+    # A column the rows do not have: nothing is inside its range.
+    assert r.search(queries, 10, ranges={"loudness": (0.0, None)}) == [[], [], []]
+
+
 def test_k_larger_than_index(index, root):
     with index.writer(fingerprint=FP) as w:
         w.add(unit(3), rows_for(0, 3))

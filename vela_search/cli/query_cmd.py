@@ -73,6 +73,14 @@ def query(
         help="Only files whose path matches this glob, e.g. 'birds/*.flac' (any folder "
         "named birds) or '/data/birds/*'; applied before top-k.",
     ),
+    min_duration: float | None = typer.Option(
+        None, "--min-duration", help="Only files at least this many seconds long (applied before top-k)."
+    ),
+    max_duration: float | None = typer.Option(
+        None,
+        "--max-duration",
+        help="Only files at most this many seconds long, e.g. 2 for one-shots (applied before top-k).",
+    ),
     model: str | None = typer.Option(None, "--model", help=MODEL_HELP + " Default: the index's model."),
     adapter: Path | None = typer.Option(
         None, "--adapter", help=ADAPTER_HELP + " Default: the index's adapter."
@@ -101,6 +109,7 @@ def query(
     from vela_search.errors import QueryError
     from vela_search.search import (
         Searcher,
+        check_duration,
         check_k,
         check_not_empty,
         check_query_fits,
@@ -141,6 +150,10 @@ def query(
             )
         check_text_query(text, mode, instruction)
     check_k(k)
+    duration = None
+    if min_duration is not None or max_duration is not None:
+        duration = check_duration((min_duration, max_duration))
+    filtered = where is not None or min_score is not None or duration is not None
 
     idx = AudioIndex.open(resolve_index(index))
     try:
@@ -148,7 +161,14 @@ def query(
         if like is not None:
             searcher = Searcher(idx, None)  # stored vectors only
             hits = searcher.search_like(
-                like, start, end, k=k, min_score=min_score, path_glob=where, group=not segments
+                like,
+                start,
+                end,
+                k=k,
+                min_score=min_score,
+                path_glob=where,
+                duration=duration,
+                group=not segments,
             )
             if searcher.notice:
                 err_console.print(f"[yellow]note:[/] {searcher.notice}")
@@ -158,7 +178,7 @@ def query(
                 json_output=json_output,
                 paths_output=paths_output,
                 segments=segments,
-                filtered=where is not None or min_score is not None,
+                filtered=filtered,
             )
             return
         # Decoded before the model loads, so that a bad file or span fails fast.
@@ -171,9 +191,14 @@ def query(
         searcher = Searcher(idx, embedder)
         if searcher.notice:
             err_console.print(f"[yellow]note:[/] {searcher.notice}")
-        options: dict[str, Any] = {"k": k, "min_score": min_score, "path_glob": where, "group": not segments}
+        options: dict[str, Any] = {
+            "k": k,
+            "min_score": min_score,
+            "path_glob": where,
+            "duration": duration,
+            "group": not segments,
+        }
         if queries is not None:
-            filtered = where is not None or min_score is not None
             failed = _run_queries(
                 searcher, lines, mode, instruction, options, json_output=json_output, filtered=filtered
             )
@@ -193,7 +218,7 @@ def query(
         json_output=json_output,
         paths_output=paths_output,
         segments=segments,
-        filtered=where is not None or min_score is not None,
+        filtered=filtered,
     )
 
 
@@ -218,7 +243,9 @@ def _print_table(hits: list[Hit], *, segments: bool, filtered: bool) -> None:
     from vela_search.search import format_timestamp
 
     if not hits:
-        console.print("no hits" + (" (try a looser --where or --min-score)" if filtered else ""))
+        console.print(
+            "no hits" + (" (try a looser --where, --min-score or duration filter)" if filtered else "")
+        )
         return
     table = Table(caption="score: cosine similarity, higher is closer", caption_justify="left")
     table.add_column("#", justify="right", no_wrap=True)

@@ -18,6 +18,7 @@ from vela_search.search.similar import stored_file_vector
 from vela_search.search.validation import (
     DEFAULT_K,
     _check_min_score,
+    check_duration,
     check_k,
     check_not_empty,
     check_text_query,
@@ -165,6 +166,7 @@ class Searcher:
         k: int = DEFAULT_K,
         min_score: float | None = None,
         path_glob: str | None = None,
+        duration: tuple[float | None, float | None] | None = None,
         group: bool = True,
     ) -> list[Hit]:
         """Search with one text query.
@@ -180,6 +182,8 @@ class Searcher:
             path_glob: only files whose path matches this fnmatch pattern, applied before top-k. ``*``
                 also matches ``/``; a pattern not starting with ``/`` or ``*`` may match from any
                 directory down (``birds/*.flac`` means ``*/birds/*.flac``). See :func:`normalize_glob`.
+            duration: only files whose length in seconds lies in ``(min, max)`` (inclusive; None for an open
+                end), applied before top-k, e.g. ``(None, 2.0)`` for one-shots of up to 2 s.
             group: one hit per file (its best segment); False lists every segment.
 
         Raises:
@@ -194,6 +198,7 @@ class Searcher:
             k=k,
             min_score=min_score,
             path_glob=path_glob,
+            duration=duration,
             group=group,
         )[0]
 
@@ -206,6 +211,7 @@ class Searcher:
         k: int = DEFAULT_K,
         min_score: float | None = None,
         path_glob: str | None = None,
+        duration: tuple[float | None, float | None] | None = None,
         group: bool = True,
     ) -> list[list[Hit]]:
         """Search with many text queries at once (embedded in shared batches, searched together).
@@ -228,7 +234,9 @@ class Searcher:
 
         items = [EmbedItem(mode, text=q, instruction=instruction) for q in queries]
         vectors = self._embed(items)
-        return self.search_vectors(vectors, k=k, min_score=min_score, path_glob=path_glob, group=group)
+        return self.search_vectors(
+            vectors, k=k, min_score=min_score, path_glob=path_glob, duration=duration, group=group
+        )
 
     # ------------------------------------------------------------------------------------ audio queries
     def search_audio(
@@ -240,6 +248,7 @@ class Searcher:
         k: int = DEFAULT_K,
         min_score: float | None = None,
         path_glob: str | None = None,
+        duration: tuple[float | None, float | None] | None = None,
         group: bool = True,
     ) -> list[Hit]:
         """Query by example: embed an audio clip as audio and search with it.
@@ -252,7 +261,7 @@ class Searcher:
             source: an audio file (any supported format) or a 16 kHz mono float32 waveform.
             start_s: start of the span in seconds.
             end_s: end of the span in seconds.
-            k, min_score, path_glob, group: as in :meth:`search`.
+            k, min_score, path_glob, duration, group: as in :meth:`search`.
 
         Raises:
             QueryError: an invalid span or one longer than 30 s, k out of bounds.
@@ -266,7 +275,9 @@ class Searcher:
 
         wave = load_query_clip(source, start_s, end_s)
         vectors = self._embed([EmbedItem("audio", wave=wave)])
-        return self.search_vectors(vectors, k=k, min_score=min_score, path_glob=path_glob, group=group)[0]
+        return self.search_vectors(
+            vectors, k=k, min_score=min_score, path_glob=path_glob, duration=duration, group=group
+        )[0]
 
     def search_like(
         self,
@@ -277,6 +288,7 @@ class Searcher:
         k: int = DEFAULT_K,
         min_score: float | None = None,
         path_glob: str | None = None,
+        duration: tuple[float | None, float | None] | None = None,
         group: bool = True,
     ) -> list[Hit]:
         """More like a file the index holds: search with its stored vectors, no model needed.
@@ -288,7 +300,7 @@ class Searcher:
             path: a file of the index (a copy's path works too).
             start_s: with ``end_s``, only the windows overlapping this span.
             end_s: end of the span.
-            k, min_score, path_glob, group: as in :meth:`search`.
+            k, min_score, path_glob, duration, group: as in :meth:`search`.
 
         Raises:
             QueryError: the file is not in the index, no window overlaps the span, k out of bounds.
@@ -299,7 +311,9 @@ class Searcher:
         check_not_empty(self.index)
         with self._lock:
             vector = stored_file_vector(self.index, path, start_s=start_s, end_s=end_s)
-        return self.search_vectors(vector, k=k, min_score=min_score, path_glob=path_glob, group=group)[0]
+        return self.search_vectors(
+            vector, k=k, min_score=min_score, path_glob=path_glob, duration=duration, group=group
+        )[0]
 
     # ----------------------------------------------------------------------------------- vector queries
     def search_vectors(
@@ -309,6 +323,7 @@ class Searcher:
         k: int = DEFAULT_K,
         min_score: float | None = None,
         path_glob: str | None = None,
+        duration: tuple[float | None, float | None] | None = None,
         group: bool = True,
     ) -> list[list[Hit]]:
         """Search with query vectors already embedded by this Searcher's embedder.
@@ -319,7 +334,7 @@ class Searcher:
 
         Args:
             vectors: (n, dim) float32 unit vectors (a single (dim,) vector is one query).
-            k, min_score, path_glob, group: as in :meth:`search`.
+            k, min_score, path_glob, duration, group: as in :meth:`search`.
 
         Returns:
             One list of hits per query.
@@ -327,6 +342,7 @@ class Searcher:
         k = check_k(k)
         min_score = _check_min_score(min_score)
         path_glob = normalize_glob(path_glob)
+        ranges = {"duration_s": check_duration(duration)} if duration is not None else None
         q = np.asarray(vectors, dtype=np.float32)
         if q.ndim == 1:
             q = q[None, :]
@@ -339,7 +355,7 @@ class Searcher:
             results: list[list[SearchHit] | None] = [None] * len(q)
             pending = list(range(len(q)))
             while pending:
-                found = index.search(q[pending], fetch, path_glob=path_glob)
+                found = index.search(q[pending], fetch, path_glob=path_glob, ranges=ranges)
                 still = []
                 for i, hits in zip(pending, found, strict=True):
                     results[i] = hits

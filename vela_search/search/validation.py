@@ -17,6 +17,7 @@ __all__ = [
     "DEFAULT_K",
     "MAX_K",
     "TEXT_MODES",
+    "check_duration",
     "check_k",
     "check_not_empty",
     "check_query_fits",
@@ -96,6 +97,26 @@ def check_text_query(query: str, mode: str = "caption", instruction: str | None 
     elif instruction is not None:
         raise QueryError(f"an instruction applies to instruction mode only, not to {mode} mode")
     return mode
+
+
+def check_duration(duration: tuple[float | None, float | None]) -> tuple[float | None, float | None]:
+    """Validate a file-length filter ``(min, max)`` in seconds (None: open end).
+
+    Raises:
+        QueryError: a bound that is not a number >= 0, or min above max.
+    """
+    try:
+        low, high = duration
+    except (TypeError, ValueError):
+        raise QueryError(f"a duration filter is (min, max) in seconds, got {duration!r}") from None
+    for name, value in (("minimum", low), ("maximum", high)):
+        if value is not None and not (
+            isinstance(value, (int, float)) and math.isfinite(value) and value >= 0
+        ):
+            raise QueryError(f"the {name} duration must be a number of seconds >= 0, got {value!r}")
+    if low is not None and high is not None and low > high:
+        raise QueryError(f"the minimum duration ({low:g} s) is above the maximum ({high:g} s)")
+    return (None if low is None else float(low), None if high is None else float(high))
 
 
 def too_long_error(

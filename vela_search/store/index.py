@@ -19,7 +19,7 @@ from .shards import ShardReader, compile_glob
 from .tables import FILES_SCHEMA, empty_files, read_ids
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
 
     from .writer import IndexWriter
 
@@ -332,16 +332,26 @@ class AudioIndex:
 
     # ----- search -----
 
-    def search(self, queries: np.ndarray, k: int, *, path_glob: str | None = None) -> list[list[SearchHit]]:
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        path_glob: str | None = None,
+        ranges: Mapping[str, tuple[float | None, float | None]] | None = None,
+    ) -> list[list[SearchHit]]:
         """Global top-k of each query over all shards, best first.
 
         Deleted segments and, with `path_glob`, segments whose `path` (or any of `paths`) does not
-        match the fnmatch-style pattern are excluded before top-k, so each query gets up to k hits.
+        match the fnmatch-style pattern, and with `ranges`, segments whose numeric metadata lies outside
+        a range, are excluded before top-k, so each query gets up to k hits.
 
         Args:
             queries: (q, dim) float32 (a single (dim,) vector is taken as one query).
             k: hits per query (at least 1).
             path_glob: optional pattern such as "*/birds/*.flac".
+            ranges: optional ``{column: (low, high)}``, inclusive, None for an open end, e.g.
+                ``{"duration_s": (None, 2.0)}``.
 
         Raises:
             EmptyIndexError: the index holds no live vectors.
@@ -368,6 +378,9 @@ class AudioIndex:
             if pattern is not None:
                 match = shard.path_mask(pattern)
                 allowed = match if allowed is None else allowed & match
+            for column, (low, high) in (ranges or {}).items():
+                inside = shard.range_mask(column, low, high)
+                allowed = inside if allowed is None else allowed & inside
             if allowed is not None:
                 if not allowed.any():
                     continue

@@ -79,6 +79,7 @@ class ShardReader:
         self._index: Any = None
         self._search_index: Any = None
         self._paths: tuple[pa.Array | None, pa.ListArray | None] | None = None
+        self._numbers: dict[str, np.ndarray | None] = {}
 
     def close(self) -> None:
         """Release the open files and loaded data."""
@@ -169,6 +170,27 @@ class ShardReader:
         if paths is not None and pa.types.is_list(paths.type) and len(paths.values):
             parents = pc.list_parent_indices(paths).to_numpy()
             mask[parents[_glob_mask(pc.list_flatten(paths), pattern)]] = True
+        return mask
+
+    def range_mask(self, column: str, low: float | None, high: float | None) -> np.ndarray:
+        """Rows whose numeric `column` lies in [low, high] (an open end where None); rows without a value,
+        and every row of a shard without that column, are outside."""
+        with self._lock:
+            if column not in self._numbers:
+                values = None
+                if column in self.parquet.schema_arrow.names:
+                    read = self.parquet.read(columns=[column])[column]
+                    if pa.types.is_integer(read.type) or pa.types.is_floating(read.type):
+                        values = read.to_numpy(zero_copy_only=False).astype(np.float64)  # nulls become NaN
+                self._numbers[column] = values
+            values = self._numbers[column]
+        if values is None:
+            return np.zeros(self.count, dtype=bool)
+        mask = ~np.isnan(values)
+        if low is not None:
+            mask &= values >= low
+        if high is not None:
+            mask &= values <= high
         return mask
 
     def rows(self, positions: np.ndarray) -> list[dict]:
