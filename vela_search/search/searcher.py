@@ -225,6 +225,8 @@ class Searcher:
             raise TypeError("search_many takes a sequence of queries; use search() for one")
         k = check_k(k)
         min_score = _check_min_score(min_score)
+        if duration is not None:
+            duration = check_duration(duration)  # before any embedding work
         if not queries:
             return []
         for query in queries:
@@ -270,6 +272,8 @@ class Searcher:
         """
         k = check_k(k)
         min_score = _check_min_score(min_score)
+        if duration is not None:
+            duration = check_duration(duration)  # before any embedding work
         check_not_empty(self.index)
         from vela_search.embedding.embedder import EmbedItem
 
@@ -308,6 +312,8 @@ class Searcher:
         """
         k = check_k(k)
         min_score = _check_min_score(min_score)
+        if duration is not None:
+            duration = check_duration(duration)  # before any embedding work
         check_not_empty(self.index)
         with self._lock:
             vector = stored_file_vector(self.index, path, start_s=start_s, end_s=end_s)
