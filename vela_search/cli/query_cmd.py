@@ -105,7 +105,7 @@ def query(
         "--segments: path, start and end seconds, tab-separated).",
     ),
 ) -> None:
-    """Search the index with a text, a long passage, an instruction or an audio clip."""
+    """Search the index with a text, a long passage, an instruction, an audio clip or one of its files."""
     from vela_search.errors import QueryError
     from vela_search.search import (
         Searcher,
