@@ -158,39 +158,6 @@ def query(
     idx = AudioIndex.open(resolve_index(index))
     try:
         check_not_empty(idx)
-        if like is not None:
-            searcher = Searcher(idx, None)  # stored vectors only
-            hits = searcher.search_like(
-                like,
-                start,
-                end,
-                k=k,
-                min_score=min_score,
-                path_glob=where,
-                duration=duration,
-                group=not segments,
-            )
-            if searcher.notice:
-                err_console.print(f"[yellow]note:[/] {searcher.notice}")
-            _print_hits(
-                hits,
-                searcher.notice,
-                json_output=json_output,
-                paths_output=paths_output,
-                segments=segments,
-                filtered=filtered,
-            )
-            return
-        # Decoded before the model loads, so that a bad file or span fails fast.
-        clip = load_query_clip(audio, start, end) if audio is not None else None
-        if text is not None:  # likewise a text that cannot fit behind the prefix (needs only the tokenizer)
-            spec = embedder_spec(idx, model=model, adapter=adapter, demos=demos)
-            check_query_fits(idx, text, instruction, model=spec.model, revision=spec.revision)
-        with err_console.status("loading the model …", spinner="dots"):
-            embedder = load_index_embedder(idx, model=model, adapter=adapter, demos=demos, device=device)
-        searcher = Searcher(idx, embedder)
-        if searcher.notice:
-            err_console.print(f"[yellow]note:[/] {searcher.notice}")
         options: dict[str, Any] = {
             "k": k,
             "min_score": min_score,
@@ -198,41 +165,38 @@ def query(
             "duration": duration,
             "group": not segments,
         }
-        if queries is not None:
-            failed = _run_queries(
-                searcher, lines, mode, instruction, options, json_output=json_output, filtered=filtered
-            )
-            if failed:
-                raise typer.Exit(1)
-            return
-        if clip is not None:
-            hits = searcher.search_audio(clip, **options)
+        if like is not None:
+            searcher = Searcher(idx, None)  # stored vectors only
+            hits = searcher.search_like(like, start, end, **options)
+            if searcher.notice:
+                err_console.print(f"[yellow]note:[/] {searcher.notice}")
         else:
-            hits = searcher.search(text, mode=mode, instruction=instruction, **options)  # type: ignore[arg-type]
+            # Decoded before the model loads, so that a bad file or span fails fast.
+            clip = load_query_clip(audio, start, end) if audio is not None else None
+            if text is not None:  # likewise a text that cannot fit behind the prefix (tokenizer only)
+                spec = embedder_spec(idx, model=model, adapter=adapter, demos=demos)
+                check_query_fits(idx, text, instruction, model=spec.model, revision=spec.revision)
+            with err_console.status("loading the model …", spinner="dots"):
+                embedder = load_index_embedder(idx, model=model, adapter=adapter, demos=demos, device=device)
+            searcher = Searcher(idx, embedder)
+            if searcher.notice:
+                err_console.print(f"[yellow]note:[/] {searcher.notice}")
+            if queries is not None:
+                failed = _run_queries(
+                    searcher, lines, mode, instruction, options, json_output=json_output, filtered=filtered
+                )
+                if failed:
+                    raise typer.Exit(1)
+                return
+            if clip is not None:
+                hits = searcher.search_audio(clip, **options)
+            else:
+                hits = searcher.search(text, mode=mode, instruction=instruction, **options)  # type: ignore[arg-type]
     finally:
         idx.close()
 
-    _print_hits(
-        hits,
-        searcher.notice,
-        json_output=json_output,
-        paths_output=paths_output,
-        segments=segments,
-        filtered=filtered,
-    )
-
-
-def _print_hits(
-    hits: list[Hit],
-    notice: str | None,
-    *,
-    json_output: bool,
-    paths_output: bool,
-    segments: bool,
-    filtered: bool,
-) -> None:
     if json_output:
-        print_json([dict(hit.to_dict(), notice=notice) for hit in hits])
+        print_json([dict(hit.to_dict(), notice=searcher.notice) for hit in hits])
     elif paths_output:
         _print_paths(hits, segments=segments)
     else:

@@ -186,22 +186,10 @@ def load_backbone(
     hf_logging.disable_progress_bar()
 
     model_str = str(model)
-    is_tiny = model_str == TINY_MODEL_ID
     # `shape:<name>`: random weights in a real model's shapes, built on the device (embedding.shapes).
     is_shape = model_str.startswith("shape:")
-    local = Path(model_str).expanduser()
-    if is_shape:
-        source = model_str
-    elif is_tiny:
-        source: str | Path = ensure_tiny_checkpoint()
-    elif local.is_dir():
-        source = local.resolve()
-    elif local.suffix or model_str.startswith((".", "/", "~")) or model_str.count("/") != 1:
-        raise ModelLoadError(
-            f"model {model_str!r} is neither a local checkpoint directory nor a Hub id (org/name)"
-        )
-    else:
-        source = model_str
+    is_tiny = model_str == TINY_MODEL_ID
+    source = model_str if is_shape else _model_source(model_str)
 
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
@@ -274,6 +262,24 @@ def load_backbone(
     )
 
 
+def _model_source(model_str: str) -> str | Path:
+    """Where ``tiny``, a local checkpoint directory or a Hub id loads from (a Path for local files).
+
+    Raises:
+        ModelLoadError: neither a directory nor something shaped like a Hub id (org/name).
+    """
+    local = Path(model_str).expanduser()
+    if model_str == TINY_MODEL_ID:
+        return ensure_tiny_checkpoint()
+    if local.is_dir():
+        return local.resolve()
+    if local.suffix or model_str.startswith((".", "/", "~")) or model_str.count("/") != 1:
+        raise ModelLoadError(
+            f"model {model_str!r} is neither a local checkpoint directory nor a Hub id (org/name)"
+        )
+    return model_str
+
+
 def load_tokenizer(model: str | os.PathLike[str], *, revision: str | None = None) -> Any | None:
     """The model's tokenizer alone (no weights), from local files only; None when it cannot be read.
 
@@ -282,17 +288,12 @@ def load_tokenizer(model: str | os.PathLike[str], *, revision: str | None = None
     from transformers import AutoTokenizer
 
     model_str = str(model)
-    local = Path(model_str).expanduser()
     kwargs: dict[str, Any] = {"local_files_only": True}
-    if model_str == TINY_MODEL_ID or model_str.startswith("shape:"):
-        source: str | Path = ensure_tiny_checkpoint()  # shape models use the tiny model's tokenizer
-    elif local.is_dir():
-        source = local
-    else:
-        source = model_str
-        if revision:
-            kwargs["revision"] = revision
     try:
+        # Shape models tokenize with the tiny model's tokenizer (embedding.shapes).
+        source = ensure_tiny_checkpoint() if model_str.startswith("shape:") else _model_source(model_str)
+        if revision and not isinstance(source, Path):
+            kwargs["revision"] = revision
         return AutoTokenizer.from_pretrained(source, **kwargs)
     except Exception:  # not in the local cache, unreadable, ...: the check after loading still applies
         logger.debug("no tokenizer for %s before loading the model", model_str, exc_info=True)
