@@ -24,7 +24,11 @@ def test_a_run_shorter_than_ten_files_still_has_a_curve(tmp_path):
 
 
 def test_moves_relink_files_under_their_new_path(tmp_path):
-    run = measure_store(30, dim=4, commit_every=10, moves=12, workdir=tmp_path)
+    calls = []
+    run = measure_store(
+        30, dim=4, commit_every=10, moves=12, workdir=tmp_path, progress=lambda *a: calls.append(a)
+    )
+    assert calls == [("land", n, 30) for n in range(3, 31, 3)] + [("move", 12, 12)]
     # The run checks its index itself (30 rows, 12 under the moved folder) and raises otherwise.
     assert run.moves == 12 and run.ms_per_move is not None and run.ms_per_move > 0
     assert run.commits == 3 + 2  # 30 files landed, then 12 moves: 10 + 2

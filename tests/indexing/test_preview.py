@@ -47,7 +47,10 @@ def test_a_preview_counts_what_the_run_then_does_and_changes_nothing(tmp_path, e
     shutil.copyfile(paths[2], audio / "copy.wav")
     before = generation(idx)
 
-    changed = preview_index([], idx, **WINDOWS)  # no paths: the folders the index records
+    events = []
+    changed = preview_index([], idx, **WINDOWS, progress=events.append)  # no paths: the recorded folders
+    assert {e.phase for e in events} == {"scan", "hash"}  # the same progress events as a run's
+    assert events[-1].files_done == events[-1].files_total
     assert changed.index_exists and changed.roots == [str(audio)]
     assert (changed.files_to_embed, changed.files_to_relink, changed.files_duplicates) == (1, 1, 1)
     assert changed.files_to_remove == 2  # the deleted file, and the moved file's old row

@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,7 @@ def measure_store(
     moves: int = 0,
     workdir: str | Path | None = None,
     seed: int = 0,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> StoreRun:
     """Land ``files`` synthetic files into a fresh index the way indexing does, and time it.
 
@@ -117,6 +119,8 @@ def measure_store(
             (vectors added under the new path, old segments tombstoned, old row removed, new row put).
         workdir: where the temporary index goes (default: the system's temporary directory); removed after.
         seed: seed of the random vectors.
+        progress: called as ``(phase, done, total)`` with ``land`` after each tenth of the files and ``move``
+            after the moves (a few calls, outside the per-file work).
 
     Raises:
         VelaError: a count below 1, or more moves than files.
@@ -155,7 +159,9 @@ def measure_store(
                     now = time.perf_counter()
                     landed = number + 1 - (curve[-1][0] if curve else 0)
                     curve.append((number + 1, (now - mark) * 1000 / landed))
-                    mark = now
+                    if progress is not None:
+                        progress("land", number + 1, files)
+                    mark = time.perf_counter()
             committer.flush()
             total = time.perf_counter() - started
             if moves:
@@ -171,6 +177,8 @@ def measure_store(
                     committer.landed(segments_per_file)
                 committer.flush()
                 ms_per_move = (time.perf_counter() - started) * 1000 / moves
+                if progress is not None:
+                    progress("move", moves, moves)
         with AudioIndex.open(root) as done:  # the benchmark must have done the work it timed
             paths = done.files()["path"].to_pylist()
         moved = sum(p.startswith("/library/moved/") for p in paths)

@@ -354,9 +354,19 @@ def store(
     json_out: str | None = typer.Option(None, "--json", metavar="OUT", help=JSON_HELP),
 ) -> None:
     """The index writer's time per file at library scale, without a model (random vectors)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
     from vela_search.bench.store_speed import measure_store
 
-    with err_console.status(f"landing {files:,} files …", spinner="dots"):
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err_console, transient=True) as bar:
+        tasks = {"land": bar.add_task("landing files", total=files)}
+        if moves:
+            tasks["move"] = bar.add_task("moving files", total=moves)
+
+        def advance(phase: str, done: int, total: int) -> None:
+            bar.update(tasks[phase], completed=done, total=total)
+
         run = measure_store(
             files,
             dim=dim,
@@ -364,6 +374,7 @@ def store(
             commit_every=commit_every,
             moves=moves,
             workdir=workdir,
+            progress=advance,
         )
 
     def render(target: Any) -> None:

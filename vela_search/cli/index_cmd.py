@@ -348,8 +348,8 @@ def _dry_run(
 ) -> None:
     from vela_search.indexing import preview_index
 
-    with err_console.status("scanning and hashing files …", spinner="dots"):
-        preview = preview_index(paths, root, window_s=window, hop_s=hop, prune=prune)
+    with _ProgressView(enabled=True) as view:  # scanning and hashing a large library takes a while
+        preview = preview_index(paths, root, window_s=window, hop_s=hop, prune=prune, progress=view.update)
     if json_output:
         print_json(preview.to_dict())
         return

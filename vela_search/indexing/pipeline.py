@@ -13,7 +13,7 @@ import math
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,7 +34,7 @@ from vela_search.indexing.plan import (
     recorded_roots,
 )
 from vela_search.indexing.prefetch import Failed, SegmentPrefetcher
-from vela_search.indexing.report import IndexProgress, IndexReport
+from vela_search.indexing.report import IndexProgress, IndexReport, ProgressCallback, scan_progress
 from vela_search.indexing.spec import EmbedderSpec, QueryRoom, record_spec, recorded_room
 
 if TYPE_CHECKING:
@@ -53,8 +53,6 @@ RELINK_BATCH_SEGMENTS = 4096
 # Auto-compaction: merge when at least this many shards hold fewer than SMALL_SHARD vectors.
 COMPACT_MIN_SMALL_SHARDS = 8
 SMALL_SHARD = 4096
-
-ProgressCallback = Callable[[IndexProgress], None]
 
 
 def default_decode_workers() -> int:
@@ -355,12 +353,9 @@ def index_paths(
             raise VelaError(
                 f"nothing to index: give audio files or directories (index {index_dir} records none)"
             )
-
-        def on_scan(phase: str, done: int, total: int, path: str | None) -> None:
-            if progress is not None:
-                progress(IndexProgress(phase=phase, files_done=done, files_total=total, path=path))  # type: ignore[arg-type]
-
-        plan = plan_run(writer, roots, window_s=window_s, hop_s=hop_s, prune=prune, on_progress=on_scan)
+        plan = plan_run(
+            writer, roots, window_s=window_s, hop_s=hop_s, prune=prune, on_progress=scan_progress(progress)
+        )
         _apply_plan(writer, plan, report)
         run = _Run(
             writer,

@@ -11,13 +11,14 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vela_search.errors import VelaError
 from vela_search.indexing.plan import RunPlan, plan_run, recorded_roots
+from vela_search.indexing.report import ProgressCallback, scan_progress
 
 __all__ = ["IndexPreview", "preview_index"]
 
@@ -75,7 +76,7 @@ def preview_index(
     window_s: float,
     hop_s: float,
     prune: bool = True,
-    on_progress: Callable[[str, int, int, str | None], None] | None = None,
+    progress: ProgressCallback | None = None,
 ) -> IndexPreview:
     """What ``index_paths`` would do with these paths, without a model and without writing anything.
 
@@ -88,7 +89,7 @@ def preview_index(
         window_s: window length for files longer than 30 s (segment counts).
         hop_s: hop between windows.
         prune: whether the run would remove rows of files gone from disk.
-        on_progress: called as ``(phase, done, total, path)`` while scanning and hashing.
+        progress: called with ``scan`` and ``hash`` :class:`IndexProgress` events, as a run's.
 
     Raises:
         VelaError: no paths, and the index records none (or does not exist).
@@ -112,7 +113,9 @@ def preview_index(
             raise VelaError(
                 f"nothing to preview: give audio files or directories (index {index_dir} records none)"
             )
-        plan = plan_run(snapshot, roots, window_s=window_s, hop_s=hop_s, prune=prune, on_progress=on_progress)
+        plan = plan_run(
+            snapshot, roots, window_s=window_s, hop_s=hop_s, prune=prune, on_progress=scan_progress(progress)
+        )
     return _preview_of(plan, index_dir, exists, roots)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -30,6 +31,19 @@ class IndexProgress:
     segments_done: int = 0
     segments_total: int = 0
     path: str | None = None
+
+
+ProgressCallback = Callable[[IndexProgress], None]
+
+
+def scan_progress(progress: ProgressCallback | None) -> Callable[[str, int, int, str | None], None]:
+    """The planner's ``(phase, done, total, path)`` callback, as :class:`IndexProgress` events."""
+
+    def on_scan(phase: str, done: int, total: int, path: str | None) -> None:
+        if progress is not None:
+            progress(IndexProgress(phase=phase, files_done=done, files_total=total, path=path))  # type: ignore[arg-type]
+
+    return on_scan
 
 
 @dataclass
