@@ -1,14 +1,26 @@
 """User-facing errors.
 
 Every error a user can cause (bad input, wrong flags, a locked index) is a `VelaError`: the CLI prints its
-message without a traceback and exits non-zero. Anything else is a bug and keeps its traceback.
+message without a traceback and exits with the error's `exit_code`. Anything else is a bug and keeps its
+traceback.
 """
 
 from __future__ import annotations
 
+EXIT_INTERRUPTED = 130
+"""Exit status of a run stopped by Ctrl-C: the shell's 128 + SIGINT."""
+
 
 class VelaError(Exception):
     """Base class of errors whose message is meant for the user."""
+
+    exit_code: int = 1
+
+
+class RunInterrupted(VelaError):
+    """Ctrl-C stopped a run; the message says what was kept and how to continue."""
+
+    exit_code = EXIT_INTERRUPTED
 
 
 class AudioDecodeError(VelaError):

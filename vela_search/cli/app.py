@@ -14,6 +14,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Click's plain help: flags read as flags (`--json`, not `--json <bool>` as Typer's rich panels show).
+    rich_markup_mode=None,
 )
 
 

@@ -14,10 +14,13 @@ from vela_search.cli.common import (
     ADAPTER_HELP,
     DEMOS_HELP,
     DEVICE_HELP,
+    DTYPE_CHOICES,
     MODEL_HELP,
+    check_device,
     console,
     err_console,
     load_embedder,
+    one_of,
     print_json,
     resolve_index,
 )
@@ -29,6 +32,7 @@ if TYPE_CHECKING:
 bench_app = typer.Typer(
     help="Benchmarks: Clotho and AudioCaps retrieval (R@k, mAP@10, modality gap) and embedding/search speed.",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 app.add_typer(bench_app, name="bench")
 
@@ -40,8 +44,8 @@ BATCH_TOKENS_HELP = "Item tokens per batch (default: sized from free GPU memory;
 ModelOpt = Annotated[str | None, typer.Option("--model", help=MODEL_HELP)]
 AdapterOpt = Annotated[Path | None, typer.Option("--adapter", help=ADAPTER_HELP)]
 DemosOpt = Annotated[str | None, typer.Option("--demos", help=DEMOS_HELP)]
-DeviceOpt = Annotated[str, typer.Option("--device", help=DEVICE_HELP)]
-DtypeOpt = Annotated[str, typer.Option("--dtype", help=DTYPE_HELP)]
+DeviceOpt = Annotated[str, typer.Option("--device", callback=check_device, help=DEVICE_HELP)]
+DtypeOpt = Annotated[str, typer.Option("--dtype", callback=one_of(*DTYPE_CHOICES), help=DTYPE_HELP)]
 BatchTokensOpt = Annotated[int | None, typer.Option("--batch-tokens", min=1, help=BATCH_TOKENS_HELP)]
 REUSE_INDEX_HELP = "Reuse the vectors of an index built from the same clips with the same embedder."
 ReuseIndexOpt = Annotated[str | None, typer.Option("--index", help=REUSE_INDEX_HELP)]
@@ -52,7 +56,12 @@ JsonOpt = Annotated[str | None, typer.Option("--json", metavar="OUT", help=JSON_
 @bench_app.command("clotho")
 def clotho(
     data_dir: Path = typer.Option(Path("data/clotho"), "--data-dir", help="Folder of the Clotho v2.1 files."),
-    split: str = typer.Option("evaluation", "--split", help="development, validation or evaluation."),
+    split: str = typer.Option(
+        "evaluation",
+        "--split",
+        callback=one_of("development", "validation", "evaluation"),
+        help="development, validation or evaluation.",
+    ),
     limit: int | None = typer.Option(
         None, "--limit", min=1, help="Score only the first N clips (quick runs)."
     ),
@@ -79,7 +88,9 @@ def audiocaps(
         "--data-dir",
         help="Folder of the AudioCaps CSV and audio (see docs/benchmarks.md).",
     ),
-    split: str = typer.Option("test", "--split", help="test, val or train."),
+    split: str = typer.Option(
+        "test", "--split", callback=one_of("test", "val", "train"), help="test, val or train."
+    ),
     limit: int | None = typer.Option(
         None, "--limit", min=1, help="Score only the first N clips (quick runs)."
     ),
@@ -246,11 +257,12 @@ def speed(
         100_000, "--search-vectors", min=0, help="Synthetic vectors for the search latency (0 skips it)."
     ),
     search_k: int = typer.Option(10, "--search-k", min=1, help="Top-k of the search."),
-    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
-    dtype: str = typer.Option("auto", "--dtype", help=DTYPE_HELP),
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
     quantize: str | None = typer.Option(
         None,
         "--quantize",
+        callback=one_of("4bit", "8bit", "none"),
         help="4bit or 8bit (bitsandbytes); shape models are quantized through a temporary checkpoint.",
     ),
     batch_tokens: int | None = typer.Option(None, "--batch-tokens", min=1, help=BATCH_TOKENS_HELP),
@@ -307,7 +319,7 @@ def pipeline(
     paths: list[Path] = typer.Argument(..., help="Audio files or folders to measure on (held in memory)."),
     model: str = typer.Option("tiny", "--model", help=MODEL_HELP),
     demos: str | None = typer.Option(None, "--demos", help=DEMOS_HELP),
-    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    device: DeviceOpt = "auto",
     window: float = typer.Option(10.0, "--window", help="Window length in seconds for files over 30 s."),
     hop: float = typer.Option(5.0, "--hop", help="Hop between windows in seconds."),
     decode_workers: int | None = typer.Option(None, "--decode-workers", min=1, help="Decoding threads."),

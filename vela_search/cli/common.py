@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 if TYPE_CHECKING:
     from vela_search.embedding.embedder import VelaEmbedder
@@ -23,32 +25,64 @@ DEFAULT_INDEX_NAME = "default"
 
 
 def run_app(app: typer.Typer, argv: list[str] | None = None) -> int:
-    """Run ``app``; a :class:`VelaError` prints ``error: <message>`` on stderr and returns 1."""
-    from vela_search.errors import VelaError
+    """Run ``app`` as the ``vela-search`` command and return its exit status.
 
+    The Click main loop is run here rather than through ``app(standalone_mode=...)``: Typer 0.26+ vendors
+    its own Click whose exceptions are not ``click``'s, and in non-standalone mode it *returns* the status
+    of ``typer.Exit`` and of Ctrl-C instead of raising. Owning the loop keeps one behaviour for every Typer
+    the project allows:
+
+    - usage errors (unknown flag, bad value, missing option, unknown command) print Click's usage message
+      on stderr and return 2;
+    - a :class:`VelaError` prints ``error: <message>`` on stderr and returns its ``exit_code`` (1, or 130
+      for an interrupted run, whose message is printed as it is);
+    - Ctrl-C anywhere else prints ``interrupted`` and returns 130;
+    - a closed stdout pipe (``vela-search query ... | head -1``) ends quietly with 1.
+
+    Anything else is a bug and keeps its traceback.
+    """
+    from vela_search.errors import EXIT_INTERRUPTED, RunInterrupted, VelaError
+
+    click_exceptions = _click_exceptions()
+    # Typer 0.26+ has its own Exit/Abort (Click's in older versions): catch whichever this Typer raises.
+    exits = (typer.Exit, getattr(click_exceptions, "Exit", typer.Exit))
+    aborts = (typer.Abort, getattr(click_exceptions, "Abort", typer.Abort))
+    command = typer.main.get_command(app)
+    args = sys.argv[1:] if argv is None else list(argv)
     try:
-        app(args=argv, standalone_mode=False)
-    except VelaError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        return 1
-    except typer.Exit as exc:
+        with command.make_context("vela-search", args) as ctx:
+            command.invoke(ctx)
+    except click_exceptions.ClickException as exc:  # usage errors and the no-argument help: exit 2
+        exc.show()
         return exc.exit_code
-    except typer.Abort:
+    except exits as exc:  # --help, --version, typer.Exit(n)
+        return int(getattr(exc, "exit_code", 0) or 0)
+    except aborts:
         err_console.print("aborted")
-        return 130
+        return EXIT_INTERRUPTED
+    except VelaError as exc:
+        if isinstance(exc, RunInterrupted):
+            err_console.print(str(exc), highlight=False, soft_wrap=True, markup=False)
+        else:
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        return exc.exit_code
     except KeyboardInterrupt:
         err_console.print("interrupted")
-        return 130
-    except Exception as exc:  # click usage errors carry their own exit code and formatting
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            return exc.exit_code
-        if isinstance(exc, click.exceptions.Exit):
-            return exc.exit_code
-        raise
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away: silence the final flush of the interpreter and stop.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     return 0
+
+
+def _click_exceptions() -> Any:
+    """The exceptions module of the Click that Typer runs on (vendored as ``typer._click`` since 0.26)."""
+    import importlib
+
+    # typer.BadParameter is Click's own class re-exported, so its module is the right one in every version.
+    return importlib.import_module(typer.BadParameter.__module__)
 
 
 def index_home() -> Path:
@@ -101,6 +135,36 @@ def load_embedder(
         err_console.print(f"[yellow]note:[/] {embedder.notice}")
     return embedder
 
+
+def check_device(value: str | None) -> str | None:
+    """``--device`` callback: auto, cpu, cuda or cuda:N, checked when the command line is parsed.
+
+    Checked as text, without importing torch, so a typo is a usage error at once (torch would raise a
+    ``RuntimeError`` after the model started loading).
+    """
+    if value is None:
+        return value
+    normalized = value.strip().lower()
+    if normalized in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", normalized):
+        return normalized
+    raise typer.BadParameter(f"{value!r} is not a device; use auto, cpu, cuda or cuda:N (e.g. cuda:0)")
+
+
+def one_of(*choices: str) -> Any:
+    """An option callback that accepts only ``choices`` (and an unset option), as a usage error otherwise.
+
+    Used instead of an Enum type so that help and ``--json`` output keep plain strings.
+    """
+
+    def check(value: str | None) -> str | None:
+        if value is None or value in choices:
+            return value
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}")
+
+    return check
+
+
+DTYPE_CHOICES = ("auto", "bf16", "fp16", "fp32")  # mirrors embedding.backbone.DTYPES (no torch import here)
 
 # Options shared by the commands that load a model.
 MODEL_HELP = "Hub id, local checkpoint directory, or 'tiny' (offline random model for trying things out)."

@@ -22,10 +22,13 @@ from vela_search.cli.app import app
 from vela_search.cli.common import (
     ADAPTER_HELP,
     DEVICE_HELP,
+    DTYPE_CHOICES,
     MODEL_HELP,
+    check_device,
     console,
     err_console,
     load_embedder,
+    one_of,
     print_json,
     resolve_index,
 )
@@ -76,12 +79,18 @@ def index_command(
         min=1,
         help="Item tokens per embedding batch (memory knob; default: automatic).",
     ),
-    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    device: str = typer.Option("auto", "--device", callback=check_device, help=DEVICE_HELP),
     dtype: str = typer.Option(
-        "auto", "--dtype", help="auto (bf16 on CUDA, fp32 on the CPU), bf16, fp16 or fp32."
+        "auto",
+        "--dtype",
+        callback=one_of(*DTYPE_CHOICES),
+        help="auto (bf16 on CUDA, fp32 on the CPU), bf16, fp16 or fp32.",
     ),
     quantize: str | None = typer.Option(
-        None, "--quantize", help="4bit, 8bit or none (default: the index's; none for a new one)."
+        None,
+        "--quantize",
+        callback=one_of("4bit", "8bit", "none"),
+        help="4bit, 8bit or none (default: the index's; none for a new one).",
     ),
     faiss_factory: str | None = typer.Option(
         None,
@@ -118,8 +127,6 @@ def index_command(
     from vela_search.indexing.pipeline import validate_options
     from vela_search.store import AudioIndex
 
-    if quantize is not None and quantize not in ("4bit", "8bit", "none"):
-        raise VelaError(f"--quantize must be 4bit, 8bit or none, not {quantize!r}")
     validate_options(window, hop, commit_every)
     root = resolve_index(index)
     exists = AudioIndex.exists(root)

@@ -17,6 +17,7 @@ from vela_search.cli.common import (
     ADAPTER_HELP,
     DEVICE_HELP,
     MODEL_HELP,
+    check_device,
     console,
     err_console,
     print_json,
@@ -88,7 +89,7 @@ def query(
     demos: str | None = typer.Option(
         None, "--demos", help="In-context demos: 'default', 'none' or a JSONL file. Default: the index's."
     ),
-    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    device: str = typer.Option("auto", "--device", callback=check_device, help=DEVICE_HELP),
     queries: str | None = typer.Option(
         None,
         "--queries",

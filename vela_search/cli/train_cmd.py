@@ -8,7 +8,17 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from vela_search.cli.app import app
-from vela_search.cli.common import DEVICE_HELP, MODEL_HELP, console, err_console, print_json
+from vela_search.cli.common import (
+    DEVICE_HELP,
+    DTYPE_CHOICES,
+    MODEL_HELP,
+    check_device,
+    console,
+    err_console,
+    one_of,
+    print_json,
+)
+from vela_search.errors import EXIT_INTERRUPTED
 
 # Light by design (stdlib + dataclasses; torch loads inside `train()`): the defaults live in one place.
 from vela_search.training.trainer import TrainConfig
@@ -17,7 +27,6 @@ if TYPE_CHECKING:
     from vela_search.training.trainer import TrainEvent, TrainResult
 
 _D = TrainConfig(data="", output="")
-EXIT_INTERRUPTED = 130
 
 
 @app.command("train")
@@ -34,12 +43,18 @@ def train_command(
         "--demos",
         help="Demos to train behind: 'none' (cheapest), 'default' or a JSONL file; kept in the record.",
     ),
-    device: str = typer.Option(_D.device, "--device", help=DEVICE_HELP),
+    device: str = typer.Option(_D.device, "--device", callback=check_device, help=DEVICE_HELP),
     dtype: str = typer.Option(
-        _D.dtype, "--dtype", help="Base weights: auto (bf16 on CUDA, fp32 on CPU), bf16, fp16, fp32."
+        _D.dtype,
+        "--dtype",
+        callback=one_of(*DTYPE_CHOICES),
+        help="Base weights: auto (bf16 on CUDA, fp32 on CPU), bf16, fp16, fp32.",
     ),
     quantize: str = typer.Option(
-        _D.quantize, "--quantize", help="auto (4bit on CUDA, none on CPU), 4bit, 8bit or none."
+        _D.quantize,
+        "--quantize",
+        callback=one_of("auto", "4bit", "8bit", "none"),
+        help="auto (4bit on CUDA, none on CPU), 4bit, 8bit or none.",
     ),
     epochs: int = typer.Option(_D.epochs, "--epochs", help="Passes over the training rows."),
     max_steps: int | None = typer.Option(
@@ -61,7 +76,10 @@ def train_command(
         _D.warmup_ratio, "--warmup-ratio", help="Warm-up as a share of all steps."
     ),
     scheduler: str = typer.Option(
-        _D.scheduler, "--scheduler", help="Decay after warm-up: linear, cosine or constant."
+        _D.scheduler,
+        "--scheduler",
+        callback=one_of("linear", "cosine", "constant"),
+        help="Decay after warm-up: linear, cosine or constant.",
     ),
     max_grad_norm: float = typer.Option(
         _D.max_grad_norm or 0.0, "--max-grad-norm", help="Gradient clipping (0: off)."

@@ -71,7 +71,10 @@ def resolve_device(device: str = "auto") -> Any:
 
     if device == "auto":
         return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:  # torch's "Expected one of cpu, cuda, ... device type"
+        raise ModelLoadError(f"unsupported device {device!r}; use auto, cpu, cuda or cuda:N") from exc
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ModelLoadError(f"device {device!r} requested but CUDA is not available on this machine")
     if resolved.type not in ("cpu", "cuda"):
