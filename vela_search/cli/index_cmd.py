@@ -122,7 +122,7 @@ def index_command(
     json_output: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Index audio files: incremental, resumable after a crash, broken files recorded and skipped."""
-    from vela_search.errors import VelaError
+    from vela_search.errors import RunInterrupted, VelaError
     from vela_search.indexing import EmbedderSpec, choose_spec, index_paths
     from vela_search.indexing.pipeline import validate_options
     from vela_search.store import AudioIndex
@@ -141,6 +141,10 @@ def index_command(
         return
     if exists:
         _check_not_locked(root)  # before the (slow) model load
+    elif paths:
+        # A new index from paths that hold no audio (an empty folder, a typo) would be an empty index:
+        # refuse before the model loads. An existing index runs, so that vanished files are pruned.
+        _require_audio([str(p) for p in paths])
 
     _, spec = choose_spec(
         root,
@@ -152,30 +156,38 @@ def index_command(
     )
     embedder = _load(spec, device=device, dtype=dtype, batch_tokens=batch_tokens, quiet=False)
 
-    with _ProgressView(enabled=True) as view:
-        report = index_paths(
-            [str(p) for p in paths or []],
-            root,
-            embedder,
-            window_s=window,
-            hop_s=hop,
-            commit_every=commit_every,
-            prune=prune,
-            rebuild=rebuild,
-            factory=faiss_factory,
-            decode_workers=decode_workers,
-            progress=view.update,
-        )
+    try:
+        with _ProgressView(enabled=True) as view:
+            report = index_paths(
+                [str(p) for p in paths or []],
+                root,
+                embedder,
+                window_s=window,
+                hop_s=hop,
+                commit_every=commit_every,
+                prune=prune,
+                rebuild=rebuild,
+                factory=faiss_factory,
+                decode_workers=decode_workers,
+                progress=view.update,
+            )
+    except KeyboardInterrupt:
+        # index_paths has committed every whole file that landed; a rerun skips them.
+        raise RunInterrupted(
+            "interrupted: the files indexed so far are saved; run the same command again to continue"
+        ) from None
 
     if json_output:
         loaded = EmbedderSpec.from_embedder(embedder).to_dict()
         print_json({**report.to_dict(), "notice": embedder.notice, "embedder_spec": loaded})
     else:
         _print_summary(report)
-    if strict and (report.failures or report.problems):
+    if report.files_seen == 0:
+        err_console.print(f"[yellow]warning:[/] {escape(_no_audio_message(paths, report.problems))}")
+    if strict and (report.failures or report.problems or report.files_seen == 0):
         err_console.print(
-            f"[bold red]error:[/] {len(report.failures)} file(s) failed and {len(report.problems)} path(s) "
-            "could not be searched (--strict)",
+            f"[bold red]error:[/] {len(report.failures)} file(s) failed, {len(report.problems)} path(s) "
+            f"could not be searched and {report.files_seen} audio file(s) were found (--strict)",
             highlight=False,
         )
         raise typer.Exit(1)
@@ -220,6 +232,24 @@ def compact_command(
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+def _require_audio(paths: list[str]) -> None:
+    """Refuse a new index when ``paths`` hold no audio file (names only: nothing is read or hashed)."""
+    from vela_search.audio.discovery import discover_audio_files
+    from vela_search.errors import VelaError
+
+    found = discover_audio_files(paths)
+    if not found.files:
+        problems = [(str(path), reason) for path, reason in found.problems]
+        raise VelaError(_no_audio_message(paths, problems) + "; no index was created")
+
+
+def _no_audio_message(paths: list[Path] | list[str] | None, problems: list[tuple[str, str]]) -> str:
+    where = ", ".join(str(p) for p in paths) if paths else "the folders the index records"
+    reasons = "; ".join(f"{path}: {reason}" for path, reason in problems[:3])
+    more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
+    return f"no audio files found in {where}" + (f" ({reasons}{more})" if reasons else "")
+
+
 def _check_not_locked(root: Path) -> None:
     from vela_search.store.lock import WriterLock
 
