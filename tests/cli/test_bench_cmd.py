@@ -167,3 +167,36 @@ def test_store_benchmark_prints_the_curve_and_writes_json(tmp_path):
     assert [landed for landed, _ in report["curve"]] == list(range(4, 41, 4))
     assert report["moves"] == 5 and report["ms_per_move"] > 0
     assert "ms per file" in result.stderr and "5 moved files" in result.stderr
+
+
+def test_clotho_with_index_loads_the_index_embedder_without_model(tmp_path, tiny_model_dir, capsys):
+    from vela_search.cli.common import run_app
+
+    data = make_clotho(tmp_path / "clotho", 3, seconds=0.5)
+    idx = tmp_path / "idx"
+    assert run_app(app, ["index", str(data / "evaluation"), "--index", str(idx), *TINY]) == 0
+    capsys.readouterr()
+    # No --model: the index's recorded tiny embedder, as `query` does (not the 7B default, which is offline).
+    code = run_app(app, ["bench", "clotho", "--data-dir", str(data), "--index", str(idx), "--json", "-"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    report = json.loads(captured.out)
+    assert report["n_from_index"] == 3 and report["fingerprint"]["model"].startswith("tiny@")
+
+
+def test_download_offline_leaves_no_empty_folder(tmp_path, monkeypatch, capsys):
+    import socket
+
+    from vela_search.bench import download as dl
+    from vela_search.cli.common import run_app
+
+    with socket.socket() as sock:  # a port nothing listens on: the connection is refused, as offline
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    remote = dl.RemoteFile(url=f"http://127.0.0.1:{port}/captions.csv", filename="c.csv", md5=None, size=None)
+    monkeypatch.setitem(dl.REMOTE_FILES, "clotho", {"evaluation": (remote,)})
+    target = tmp_path / "data" / "clotho"
+    code = run_app(app, ["bench", "clotho", "--download", "--data-dir", str(target), *TINY])
+    err = capsys.readouterr().err
+    assert code == 1 and err.strip().startswith("error: cannot download") and "Traceback" not in err
+    assert not (tmp_path / "data").exists()

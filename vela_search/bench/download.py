@@ -142,15 +142,26 @@ def download_dataset(
             f"cannot download {key} split {split!r}: choose one of {', '.join(REMOTE_FILES[key])}."
         )
     data_dir = Path(data_dir).expanduser()
+    created = [p for p in (data_dir, *data_dir.parents) if not p.exists()]  # deepest first
     data_dir.mkdir(parents=True, exist_ok=True)
-    for remote in REMOTE_FILES[key][split]:
-        path = download_file(
-            remote.url, data_dir / remote.filename, md5=remote.md5, size=remote.size, progress=progress
-        )
-        if remote.extract:
-            extract_7z(path, data_dir)
-        if key == "audiocaps":
-            _check_audiocaps_csv(path)
+    try:
+        for remote in REMOTE_FILES[key][split]:
+            path = download_file(
+                remote.url, data_dir / remote.filename, md5=remote.md5, size=remote.size, progress=progress
+            )
+            if remote.extract:
+                extract_7z(path, data_dir)
+            if key == "audiocaps":
+                _check_audiocaps_csv(path)
+    except BaseException:
+        # Offline or refused before any byte landed: leave no empty folders behind. A partial download
+        # (kept for resuming) keeps its folder, as rmdir only removes empty ones.
+        for folder in created:
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
     if key == "audiocaps":
         logger.info(AUDIOCAPS_AUDIO_NOTE)
     return data_dir

@@ -47,7 +47,10 @@ DemosOpt = Annotated[str | None, typer.Option("--demos", help=DEMOS_HELP)]
 DeviceOpt = Annotated[str, typer.Option("--device", callback=check_device, help=DEVICE_HELP)]
 DtypeOpt = Annotated[str, typer.Option("--dtype", callback=one_of(*DTYPE_CHOICES), help=DTYPE_HELP)]
 BatchTokensOpt = Annotated[int | None, typer.Option("--batch-tokens", min=1, help=BATCH_TOKENS_HELP)]
-REUSE_INDEX_HELP = "Reuse the vectors of an index built from the same clips with the same embedder."
+REUSE_INDEX_HELP = (
+    "Reuse the vectors of an index built from the same clips; its recorded embedder is loaded unless "
+    "--model/--adapter/--demos say otherwise."
+)
 ReuseIndexOpt = Annotated[str | None, typer.Option("--index", help=REUSE_INDEX_HELP)]
 JsonOpt = Annotated[str | None, typer.Option("--json", metavar="OUT", help=JSON_HELP)]
 
@@ -147,9 +150,31 @@ def _run_retrieval(
     # Opened before the model loads, so a wrong --index fails in a second, not after loading 16 GB.
     idx = AudioIndex.open(resolve_index(index)) if index is not None else None
     try:
-        embedder = load_embedder(
-            model=model, adapter=adapter, demos=demos, device=device, dtype=dtype, batch_tokens=batch_tokens
-        )
+        if idx is not None:
+            # Like `query`: the index's recorded embedder, unless --model/--adapter/--demos override it.
+            from vela_search.search import load_index_embedder
+
+            with err_console.status("loading the index's model …", spinner="dots"):
+                embedder = load_index_embedder(
+                    idx,
+                    model=model,
+                    adapter=adapter,
+                    demos=demos,
+                    device=device,
+                    dtype=dtype,
+                    batch_tokens=batch_tokens,
+                )
+            if embedder.notice:
+                err_console.print(f"[yellow]note:[/] {embedder.notice}")
+        else:
+            embedder = load_embedder(
+                model=model,
+                adapter=adapter,
+                demos=demos,
+                device=device,
+                dtype=dtype,
+                batch_tokens=batch_tokens,
+            )
     except BaseException:
         if idx is not None:
             idx.close()

@@ -222,8 +222,9 @@ def load_backbone(
             net = Qwen2AudioForConditionalGeneration.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as exc:
         hint = (
-            "download it first (needs internet once: `hf download Qwen/Qwen2-Audio-7B-Instruct`, ~16 GB) "
-            "or pass a local directory; `--model tiny` runs offline"
+            f"download it first (needs internet once: `hf download {source}`"
+            + (", ~16 GB" if source == DEFAULT_MODEL else "")
+            + ") or pass a local directory; `--model tiny` runs offline"
             if not isinstance(source, Path)
             else "check that the directory holds config.json, weights and processor files"
         )
