@@ -141,6 +141,10 @@ def test_user_errors_are_one_line_and_exit_1(script, tmp_path, no_torch_env):
         )
         assert len(proc.stderr.strip().splitlines()) == 1, (args, proc.stderr)
     assert not (tmp_path / "new").exists()  # nothing found: no empty index left behind
+    # A Hub model that is neither cached nor reachable: the error names it, not the default model.
+    other = run("bench", "pipeline", empty, "--model", "someone/other", "--device", "cpu")
+    assert other.returncode == 1 and "hf download someone/other" in other.stderr, other.stderr
+    assert "Qwen2-Audio" not in other.stderr
     train = run("train", "--data", tmp_path / "none.csv", "-o", tmp_path / "out", "--device", "cpu")
     assert train.returncode == 1 and train.stdout == "" and "none.csv" in train.stderr, train
 
@@ -184,6 +188,7 @@ def test_index_ctrl_c_exits_130_then_resumes_and_strict_exits_1(script, tiny_mod
 
     # The rerun resumes; a broken file and a missing path make --strict exit 1, with the report on stdout.
     write_broken_files(audio / "broken")
+    (audio / "broken" / "notes.mp3").write_text("meeting notes, saved with the wrong name\n" * 50)
     rerun = run("index", audio, tmp_path / "missing", "--index", idx, *TINY, "--strict", "--json")
     assert rerun.returncode == 1, rerun.stderr
     report = json.loads(rerun.stdout)
@@ -191,6 +196,10 @@ def test_index_ctrl_c_exits_130_then_resumes_and_strict_exits_1(script, tiny_mod
     assert report["files_failed"] > 0
     assert any(p["path"].endswith("missing") for p in report["problems"])
     assert "(--strict)" in rerun.stderr
+    # The MP3 decoder's complaint about the text file stays off the terminal and is kept with the failure.
+    assert "MPEG" not in rerun.stderr
+    reason = next(f["reason"] for f in report["failures"] if f["path"].endswith("notes.mp3"))
+    assert "contains text" in reason and "Illegal Audio-MPEG-Header" in reason
 
     info = run("info", "--index", idx, "--json")
     assert info.returncode == 0 and json.loads(info.stdout)["vectors"] == 24

@@ -8,13 +8,16 @@ share.
 from __future__ import annotations
 
 import abc
+import contextlib
 import os
 import re
 import shutil
 import stat
 import struct
 import subprocess
+import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -370,16 +373,51 @@ class _FfmpegSource(_Source):
                 proc.wait()
 
 
+# One capture of file descriptor 2 at a time: it is shared by the whole process.
+_NATIVE_STDERR_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _native_stderr_captured() -> Iterator[list[str]]:
+    """Keep what C decoders write to file descriptor 2 off the terminal and return it as lines.
+
+    libsndfile's MP3 decoder (mpg123) prints "Note: Illegal Audio-MPEG-Header ... Trying to resync" straight
+    to fd 2 while it probes a file that is not MP3 (text saved as .mp3), which no Python-level redirect
+    catches and which breaks the progress display. Only the short open is wrapped; lines from the terminal
+    display (escape sequences) that land in the window are dropped, not recorded.
+    """
+    said: list[str] = []
+    with _NATIVE_STDERR_LOCK, tempfile.TemporaryFile() as sink:
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError, AttributeError):  # no fd 2 (a daemon): nothing to keep off
+            yield said
+            return
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield said
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            text = sink.read().decode("utf-8", errors="replace")
+            said.extend(line.strip() for line in text.splitlines() if line.strip() and "\x1b" not in line)
+
+
 def _open_source(path: str | Path) -> _Source:
     path = Path(path)
     head = _precheck(path)
-    try:
-        handle = _soundfile().SoundFile(str(path))
-    except _soundfile().LibsndfileError as exc:
-        sf_reason = _libsndfile_reason(exc)
-    except (OSError, RuntimeError) as exc:
-        sf_reason = str(exc)
-    else:
+    with _native_stderr_captured() as decoder_said:
+        try:
+            handle = _soundfile().SoundFile(str(path))
+        except _soundfile().LibsndfileError as exc:
+            sf_reason = _libsndfile_reason(exc)
+        except (OSError, RuntimeError) as exc:
+            sf_reason = str(exc)
+        else:
+            sf_reason = None
+    if sf_reason is None:
         problem = _header_problem(handle.extra_info)
         if problem is not None:
             handle.close()
@@ -389,10 +427,13 @@ def _open_source(path: str | Path) -> _Source:
             raise _error(path, "contains no audio samples")
         return _SoundFileSource(path, handle)
 
+    # What the decoder printed while it tried belongs with the failure, not on the terminal.
+    said = " / ".join(dict.fromkeys(decoder_said))
+    said = f"; the decoder said: {said[:300]}{'…' if len(said) > 300 else ''}" if said else ""
     suffix = path.suffix.lower()
     if _looks_like_text(head):
         # Never audio, whatever the extension; no need to ask ffmpeg.
-        raise _error(path, "not an audio file (it contains text)")
+        raise _error(path, f"not an audio file (it contains text){said}")
     if suffix in _FFMPEG_ONLY_EXTENSIONS:
         failure = "ffmpeg could not decode it ({detail})"
         no_ffmpeg = (
@@ -404,7 +445,7 @@ def _open_source(path: str | Path) -> _Source:
         known = sf_reason.startswith(("Format not recognised", "File contains data in an unknown format"))
         base = "not a recognised audio format" if known else "corrupt or truncated header"
         failure = f"{base} (libsndfile: {sf_reason}; ffmpeg: " + "{detail})"
-        no_ffmpeg = f"{base} (libsndfile: {sf_reason})"
+        no_ffmpeg = f"{base} (libsndfile: {sf_reason}){said}"
     ffmpeg = _ffmpeg_path()
     if ffmpeg is not None:
         return _FfmpegSource(path, ffmpeg, failure)
