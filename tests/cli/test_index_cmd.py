@@ -256,3 +256,28 @@ def test_rebuild_killed_half_way_keeps_the_old_generation_and_resumes(tmp_path, 
         assert index.fingerprint == new.fingerprint.to_dict() != old_fingerprint
         assert index.staging is None
     assert live_segments(idx) == before
+
+
+def test_progress_counts_show_no_made_up_total():
+    """Before a phase knows its total, the bar shows what is done ("0/1 files" was shown while scanning)."""
+    from vela_search.cli.index_cmd import _PHASES, _CountColumn, _ProgressView
+    from vela_search.indexing import IndexProgress
+
+    view = _ProgressView(enabled=False)
+
+    def shown() -> tuple[str, str]:
+        task = view._progress.tasks[-1]
+        counts = [c for c in view._progress.columns if isinstance(c, _CountColumn)]
+        files = task.fields.get("files", "")
+        return task.description, " ".join(x for x in (str(counts[0].render(task)), files) if x)
+
+    view.update(IndexProgress("scan"))
+    assert shown() == (_PHASES["scan"], "")
+    view.update(IndexProgress("scan", files_done=3, files_total=10))
+    assert shown()[1].startswith("3/10 files")
+    view.update(IndexProgress("hash", files_done=0, files_total=0))
+    assert shown() == ("hashing new files", "")
+    view.update(IndexProgress("embed", files_done=0, files_total=2, segments_done=0, segments_total=0))
+    assert "0/1" not in shown()[1] and "segments" not in shown()[1]
+    view.update(IndexProgress("embed", files_done=1, files_total=2, segments_done=2, segments_total=0))
+    assert "2 segments" in shown()[1] and "1/2 files" in shown()[1]

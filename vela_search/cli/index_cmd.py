@@ -41,8 +41,8 @@ INDEX_HELP = "Index name (under $VELA_INDEX_DIR or ./indexes) or directory."
 # Failed files listed in the summary; the rest are counted (all of them are in --json).
 _MAX_LISTED = 50
 _PHASES = {
-    "scan": "scanning files",
-    "hash": "reading new files",
+    "scan": "checking files",
+    "hash": "hashing new files",
     "relink": "relinking moved files",
     "embed": "embedding",
     "commit": "committing",
@@ -279,6 +279,16 @@ def _load(
     )
 
 
+class _CountColumn(ProgressColumn):
+    """``done/total unit`` once the total is known; until then only what is done (never a made-up total)."""
+
+    def render(self, task: Any) -> Text:
+        unit = task.fields.get("unit", "")
+        if task.total is None:
+            return Text(f"{task.completed:.0f} {unit}" if task.completed else "", style="progress.download")
+        return Text(f"{task.completed:.0f}/{task.total:.0f} {unit}", style="progress.download")
+
+
 class _SpeedColumn(ProgressColumn):
     """Segments per second while embedding."""
 
@@ -296,7 +306,7 @@ class _ProgressView:
             TextColumn("{task.description}"),
             BarColumn(),
             TextColumn("{task.fields[files]}"),
-            TextColumn("{task.completed:.0f}/{task.total:.0f} {task.fields[unit]}"),
+            _CountColumn(),
             _SpeedColumn(),
             TimeRemainingColumn(),
             console=err_console,
@@ -308,6 +318,8 @@ class _ProgressView:
 
     def __enter__(self) -> _ProgressView:
         self._progress.__enter__()
+        # Finding the files sends no event until it is done: say what is happening meanwhile.
+        self._task = self._progress.add_task("finding audio files", total=None, files="", unit="")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -319,8 +331,9 @@ class _ProgressView:
             if self._task is not None:
                 self._progress.remove_task(self._task)
             embedding = event.phase == "embed"
+            # The total stays unknown (an indeterminate bar) until an event gives it.
             self._task = self._progress.add_task(
-                _PHASES[event.phase], total=1, files="", unit="segments" if embedding else "files"
+                _PHASES[event.phase], total=None, files="", unit="segments" if embedding else "files"
             )
             self._phase = event.phase
         if self._task is None:
@@ -331,7 +344,7 @@ class _ProgressView:
             self._progress.update(
                 self._task,
                 completed=event.segments_done,
-                total=max(event.segments_total, 1),
+                total=event.segments_total or None,
                 files=f"{event.files_done}/{event.files_total} files",
                 description=description,
             )
@@ -339,7 +352,7 @@ class _ProgressView:
             self._progress.update(
                 self._task,
                 completed=event.files_done,
-                total=max(event.files_total, 1),
+                total=event.files_total or None,
                 description=description,
             )
         else:
