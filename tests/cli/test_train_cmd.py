@@ -74,7 +74,7 @@ def test_train_json(tiny_model_dir, tmp_path):
 def test_train_summary_table_and_resume(tiny_model_dir, tmp_path):
     out = tmp_path / "adapter"
     args = ["train", "--data", str(SHIPPED), "--output", str(out), *FAST]
-    first = runner.invoke(app, [*args, "--max-steps", "2"])
+    first = runner.invoke(app, [*args, "--max-steps", "2"], env={"COLUMNS": "200"})
     assert first.exit_code == 0, first.output
     text = first.output
     for expected in (
@@ -91,10 +91,15 @@ def test_train_summary_table_and_resume(tiny_model_dir, tmp_path):
         "tiny random model: results carry no meaning",
     ):
         assert expected in text, expected
+    # The smoothed loss is labelled and shown beside the last step's, which the progress bar showed.
+    assert "(mean of the last 2 steps; last step: " in text
     again = runner.invoke(app, [*args, "--max-steps", "4", "--resume", "--json"])
     assert again.exit_code == 0, again.output
     payload = json.loads(again.stdout)
     assert payload["steps"] == 4 and payload["resumed_from"].endswith("step-2")
+    more = runner.invoke(app, [*args, "--max-steps", "6", "--resume"], env={"COLUMNS": "200"})
+    assert more.exit_code == 0, more.output
+    assert "time (all parts)" in more.output and "resumed from step-4" in more.output
 
 
 def test_bad_rows_are_reported(tiny_model_dir, tmp_path):

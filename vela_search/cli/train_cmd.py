@@ -239,7 +239,7 @@ def _print_summary(result: TrainResult) -> None:
     table.add_column(style="bold")
     table.add_column()
     table.add_row("steps", f"{result.steps} / {result.total_steps} ({result.epochs:.2f} epochs)")
-    table.add_row("final loss", "-" if result.final_loss is None else f"{result.final_loss:.4f}")
+    table.add_row("final loss", _loss_text(result))
     before, after = result.eval_before, result.eval_after
     for key, label in (
         ("triplet_accuracy", "held-out triplet accuracy"),
@@ -251,7 +251,13 @@ def _print_summary(result: TrainResult) -> None:
     if result.skipped:
         reasons = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in sorted(result.skipped_reasons.items()))
         table.add_row("skipped rows", f"{result.skipped} ({reasons})")
-    table.add_row("time", f"{result.wall_time_s:.1f} s")
+    if result.resumed_from is not None:
+        # The run's state carries the time of the parts before the resume: say that the sum is shown.
+        table.add_row(
+            "time (all parts)", f"{result.wall_time_s:.1f} s, resumed from {result.resumed_from.name}"
+        )
+    else:
+        table.add_row("time", f"{result.wall_time_s:.1f} s")
     table.add_row("device", result.device + (f", {result.quantization}" if result.quantization else ""))
     table.add_row("output", str(result.output if not result.interrupted else result.checkpoint))
     console.print(table)
@@ -267,6 +273,20 @@ def _print_summary(result: TrainResult) -> None:
         )
     if result.model_notice:
         err_console.print(f"[yellow]note:[/] {result.model_notice}", highlight=False)
+
+
+def _loss_text(result: TrainResult) -> str:
+    """The smoothed final loss, labelled, beside the last step's loss that the progress bar showed."""
+    if result.final_loss is None or not result.loss_curve:
+        return "-"
+    from vela_search.training.record import FINAL_LOSS_WINDOW
+
+    averaged = min(FINAL_LOSS_WINDOW, len(result.loss_curve))
+    if averaged == 1:
+        return f"{result.final_loss:.4f} (the only step)"
+    return (
+        f"{result.final_loss:.4f} (mean of the last {averaged} steps; last step: {result.loss_curve[-1]:.4f})"
+    )
 
 
 def _metric(metrics: dict[str, Any] | None, key: str) -> str:
