@@ -215,3 +215,28 @@ def test_end_to_end_process(tiny_model_dir, tmp_path):
     used = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, env=env, timeout=300)
     assert used.returncode == 0, used.stderr
     assert used.stdout.split() == [f"tiny@recipe-{TINY_RECIPE_VERSION}", "none", "True"]
+    # The installed command on an index built with the adapter: library warnings (transformers'
+    # FutureWarning on loading a LoRA adapter) stay off the terminal.
+    from indexing.helpers import small_collection
+
+    small_collection(tmp_path / "clips", 1)
+    script = Path(sys.executable).with_name("vela-search")
+    env.pop("PYTHONPATH")
+    indexed = subprocess.run(
+        [
+            str(script),
+            "index",
+            str(tmp_path / "clips"),
+            "--index",
+            str(tmp_path / "idx"),
+            "--adapter",
+            str(out),
+        ]
+        + ["--device", "cpu", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert indexed.returncode == 0, indexed.stderr
+    assert "Warning" not in indexed.stderr and "warnings.warn" not in indexed.stderr, indexed.stderr

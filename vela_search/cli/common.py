@@ -43,6 +43,7 @@ def run_app(app: typer.Typer, argv: list[str] | None = None) -> int:
     """
     from vela_search.errors import EXIT_INTERRUPTED, RunInterrupted, VelaError
 
+    quiet_libraries()
     click_exceptions = _click_exceptions()
     # Typer 0.26+ has its own Exit/Abort (Click's in older versions): catch whichever this Typer raises.
     exits = (typer.Exit, getattr(click_exceptions, "Exit", typer.Exit))
@@ -75,6 +76,23 @@ def run_app(app: typer.Typer, argv: list[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 1
     return 0
+
+
+def quiet_libraries() -> None:
+    """Keep the libraries' own warnings, logs and progress bars off the user's terminal.
+
+    transformers, peft and torch print deprecation notices a user cannot act on (transformers' FutureWarning
+    about ``is_gradient_checkpointing`` on every load of a LoRA adapter), and their own progress bars would
+    tear ours. What matters reaches the user as vela-search's own ``note:``/``error:`` lines. A user who
+    asks for warnings (``PYTHONWARNINGS``, ``-W``) gets them; exported variables are respected.
+    """
+    import warnings
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # read when transformers is imported
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if not sys.warnoptions:
+        for category in (FutureWarning, DeprecationWarning, PendingDeprecationWarning, UserWarning):
+            warnings.filterwarnings("ignore", category=category)
 
 
 def _click_exceptions() -> Any:
