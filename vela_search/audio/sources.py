@@ -29,7 +29,7 @@ from vela_search.errors import AudioDecodeError
 if TYPE_CHECKING:
     import soundfile as sf
 
-__all__ = ["SAMPLE_RATE", "ffmpeg_available"]
+__all__ = ["SAMPLE_RATE", "ffmpeg_available", "native_stderr_captured"]
 
 SAMPLE_RATE: int = 16_000
 
@@ -378,7 +378,7 @@ _NATIVE_STDERR_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
-def _native_stderr_captured() -> Iterator[list[str]]:
+def native_stderr_captured() -> Iterator[list[str]]:
     """Keep what C decoders write to file descriptor 2 off the terminal and return it as lines.
 
     libsndfile's MP3 decoder (mpg123) prints "Note: Illegal Audio-MPEG-Header ... Trying to resync" straight
@@ -408,7 +408,7 @@ def _native_stderr_captured() -> Iterator[list[str]]:
 def _open_source(path: str | Path) -> _Source:
     path = Path(path)
     head = _precheck(path)
-    with _native_stderr_captured() as decoder_said:
+    with native_stderr_captured() as decoder_said:
         try:
             handle = _soundfile().SoundFile(str(path))
         except _soundfile().LibsndfileError as exc:

@@ -58,9 +58,9 @@ def run_app(app: typer.Typer, argv: list[str] | None = None) -> int:
         return exc.exit_code
     except exits as exc:  # --help, --version, typer.Exit(n)
         return int(getattr(exc, "exit_code", 0) or 0)
-    except aborts:
+    except aborts:  # a declined prompt, as Click reports it
         err_console.print("aborted")
-        return EXIT_INTERRUPTED
+        return 1
     except VelaError as exc:
         if isinstance(exc, RunInterrupted):
             err_console.print(str(exc), highlight=False, soft_wrap=True, markup=False)

@@ -400,6 +400,9 @@ def _dry_run(
 
     with _ProgressView(enabled=True) as view:  # scanning and hashing a large library takes a while
         preview = preview_index(paths, root, window_s=window, hop_s=hop, prune=prune, progress=view.update)
+    if preview.files_seen == 0:
+        problems = [(str(p), r) for p, r in preview.problems]
+        err_console.print(f"[yellow]warning:[/] {escape(_no_audio_message(paths, problems))}")
     if json_output:
         print_json(preview.to_dict())
         return

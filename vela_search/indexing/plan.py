@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 import soundfile
 
 from vela_search.audio import discover_audio_files, plan_windows
+from vela_search.audio.sources import native_stderr_captured
 from vela_search.errors import AudioDecodeError
 
 if TYPE_CHECKING:
@@ -209,7 +210,8 @@ def _probe(state: FileState) -> FileState:
         return state
     try:
         # For progress estimates only: a header read where libsndfile can (never a decode or ffprobe run).
-        state.header_duration_s = float(soundfile.info(state.path).duration)
+        with native_stderr_captured():  # the MP3 decoder's notes on a bad file: decoding records them
+            state.header_duration_s = float(soundfile.info(state.path).duration)
     except (RuntimeError, ValueError, OSError, TypeError):
         pass  # decoding reports the reason if the file is broken
     return state
