@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import threading
+from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
 from ..errors import StoreError
+from .integrity import damaged
 
 # IVF probes this many lists (at most nlist) by default; FAISS's own default of 1 loses most neighbours.
 DEFAULT_NPROBE = 16
@@ -119,6 +122,18 @@ def read(source: IO[bytes]) -> Any:
     if ivf is not None:
         ivf.nprobe = min(int(ivf.nlist), DEFAULT_NPROBE)
     return index
+
+
+def read_bytes(root: Path, relpath: str, data: bytes) -> Any:
+    """Deserialise the index file `relpath` from its bytes.
+
+    Raises:
+        IndexDamagedError: the bytes are not a FAISS index (the message names the file).
+    """
+    try:
+        return read(io.BytesIO(data))
+    except (RuntimeError, ValueError) as e:
+        raise damaged(root, relpath, f"it is not a readable FAISS index ({_message(e)})") from None
 
 
 def reconstruct_all(index: Any) -> np.ndarray:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import pyarrow as pa
 
 from ..errors import IndexNotFoundError, StoreError
 from . import cleanup, faiss_ops, fsio, layout, manifest
+from .integrity import read_verified, write_error
 from .lock import WriterLock
 from .shards import ShardReader, write_shard
 from .tables import (
@@ -137,6 +139,8 @@ class IndexWriter:
         self._pending_start = self._next_id
         self._ids_cache: dict[str, np.ndarray] = {}
         self._template: tuple[str, Any] | None = None
+        # Checksums of the data files written since the last commit, by relative path.
+        self._written: dict[str, str] = {}
 
     # ----- state -----
 
@@ -185,7 +189,7 @@ class IndexWriter:
         """The files table including uncommitted changes."""
         if self._files is None:
             name = self._base["files"]
-            self._files = read_files(self.root / name if name else None)
+            self._files = read_files(self.root, name, manifest.checksum(self._base, name) if name else None)
         if self._file_changes:
             # Merged lazily: indexing puts one file's rows at a time, and filtering the whole table for
             # each of them made every landed file cost milliseconds in a large collection.
@@ -199,7 +203,7 @@ class IndexWriter:
         """Sorted tombstoned ids including uncommitted deletions."""
         if self._deleted is None:
             name = self._base["deleted"]
-            self._deleted = read_ids(self.root / name if name else None)
+            self._deleted = read_ids(self.root, name, manifest.checksum(self._base, name) if name else None)
         if self._deleted_new:
             # Merged lazily: indexing calls delete() once per changed file.
             self._deleted = np.union1d(self._deleted, np.concatenate(self._deleted_new))
@@ -210,7 +214,7 @@ class IndexWriter:
         # Shard files are immutable, so their path is a safe cache key.
         ids = self._ids_cache.get(entry["meta"])
         if ids is None:
-            ids = read_ids(self.root / entry["meta"])
+            ids = read_ids(self.root, entry["meta"], manifest.checksum(self._base, entry["meta"]))
             self._ids_cache[entry["meta"]] = ids
         return ids
 
@@ -251,8 +255,19 @@ class IndexWriter:
         reader = self._segment_reader
         if reader is None or reader.entry["meta"] != entry["meta"]:
             self._close_segment_reader()
-            reader = self._segment_reader = ShardReader(self.root, entry, self.dim)
+            reader = self._segment_reader = self._reader(entry)
         return reader
+
+    def _reader(self, entry: dict) -> ShardReader:
+        return ShardReader(self.root, entry, self.dim, self._base.get("checksums"))
+
+    def shard_metadata(self, columns: list[str]) -> Iterator[pa.Table]:
+        """For each committed shard that has all of `columns`, those columns of its metadata table."""
+        self._check_open()
+        for entry in self._base["shards"]:
+            table = self._reader(entry).columns(columns)
+            if table is not None:
+                yield table
 
     def _close_segment_reader(self) -> None:
         if self._segment_reader is not None:
@@ -355,8 +370,8 @@ class IndexWriter:
         name = new["trained"]
         if name:
             if self._template is None or self._template[0] != name:
-                with open(self.root / name, "rb") as f:
-                    self._template = (name, faiss_ops.read(f))
+                data = read_verified(self.root, name, manifest.checksum(new, name))
+                self._template = (name, faiss_ops.read_bytes(self.root, name, data))
             return self._template[1]
         index = faiss_ops.build(self.factory, self.dim)
         if index.is_trained:
@@ -365,6 +380,7 @@ class IndexWriter:
         name = layout.trained_index(generation)
         with fsio.atomic_file(self.root / name) as f:
             faiss_ops.write(index, f)
+        self._written[name] = f.checksum
         new["trained"] = name
         self._template = (name, index)
         return index
@@ -381,7 +397,10 @@ class IndexWriter:
                 faiss_ops.clone(template) if template is not None else faiss_ops.build(self.factory, self.dim)
             )
             index.add(vectors[start:stop])
-            entry = write_shard(self.root, self._next_shard, index, metadata.slice(start, stop - start))
+            entry, checksums = write_shard(
+                self.root, self._next_shard, index, metadata.slice(start, stop - start)
+            )
+            self._written.update(checksums)
             self._next_shard += 1
             self._ids_cache[entry["meta"]] = ids[start:stop]
             entries.append(entry)
@@ -394,12 +413,12 @@ class IndexWriter:
             new["files"] = None
             if files.num_rows:
                 new["files"] = layout.files_table(generation)
-                write_parquet(self.root / new["files"], files)
+                self._written[new["files"]] = write_parquet(self.root / new["files"], files)
         if self._deleted_dirty:
             new["deleted"] = None
             if deleted.size:
                 new["deleted"] = layout.deleted_table(generation)
-                write_ids(self.root / new["deleted"], deleted)
+                self._written[new["deleted"]] = write_ids(self.root / new["deleted"], deleted)
         # Every file the manifest names must be durable before the manifest is.
         fsio.fsync_dir(self.root / layout.SHARD_DIR)
         fsio.fsync_dir(self.root)
@@ -411,6 +430,8 @@ class IndexWriter:
             num_deleted=int(deleted.size),
             num_vectors=sum(int(s["count"]) for s in new["shards"]) - int(deleted.size),
         )
+        manifest.keep_checksums(new, self._written)
+        self._written = {}
         if self.staged:
             new["retained"] = []
             manifest.write(self.root / layout.STAGING_MANIFEST, new)
@@ -442,6 +463,10 @@ class IndexWriter:
         self._check_open()
         if not self._dirty:
             return self.generation
+        with self._device_errors("committing"):
+            return self._commit()
+
+    def _commit(self) -> int:
         generation = self._next_generation()
         new = copy.deepcopy(self._base)
         if self._vectors:
@@ -468,6 +493,10 @@ class IndexWriter:
             raise ValueError(f"target_shard_size must be at least 1, not {target_shard_size}")
         self._close_segment_reader()  # compaction replaces shards
         self.commit()
+        with self._device_errors("compacting"):
+            return self._compact(target_shard_size)
+
+    def _compact(self, target_shard_size: int) -> int:
         deleted = self.deleted_ids()
         groups: list[list[tuple[dict, np.ndarray]]] = []
         size = target_shard_size + 1
@@ -490,7 +519,7 @@ class IndexWriter:
                 continue
             vectors, tables = [], []
             for entry, dead in group:
-                reader = ShardReader(self.root, entry, self.dim)
+                reader = self._reader(entry)
                 try:
                     vectors.append(reader.vectors()[~dead])
                     tables.append(reader.metadata().filter(pa.array(~dead)))
@@ -524,6 +553,10 @@ class IndexWriter:
         if not self.staged:
             raise StoreError("promote() applies only to a staged writer (writer(..., staged=True))")
         self.commit()
+        with self._device_errors("promoting the rebuilt generation"):
+            return self._promote()
+
+    def _promote(self) -> int:
         previous = manifest.read(self.root / layout.MANIFEST)
         generation = self._next_generation()
         promoted = copy.deepcopy(self._base)
@@ -541,6 +574,18 @@ class IndexWriter:
         self.staged = False
         cleanup.collect(self.root)
         return generation
+
+    @contextlib.contextmanager
+    def _device_errors(self, doing: str) -> Iterator[None]:
+        """Turn a full or read-only device into one clear error; the last commit stays intact."""
+        try:
+            yield
+        except OSError as e:
+            self._written = {}
+            error = write_error(self.root, e, doing=doing, generation=self.generation)
+            if error is None:
+                raise
+            raise error from e
 
     # ----- lifetime -----
 
