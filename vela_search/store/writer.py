@@ -20,6 +20,7 @@ from .shards import ShardReader, write_shard
 from .tables import (
     concat_metadata,
     drop_files,
+    empty_files,
     metadata_table,
     read_files,
     read_ids,
@@ -141,6 +142,7 @@ class IndexWriter:
         self._template: tuple[str, Any] | None = None
         # Checksums of the data files written since the last commit, by relative path.
         self._written: dict[str, str] = {}
+        self._dropped: set[int] = set()  # shard numbers drop_shards removes at the next commit
 
     # ----- state -----
 
@@ -327,8 +329,10 @@ class IndexWriter:
             self._deleted_dirty = self._dirty = True
 
     def _committed_ids(self) -> np.ndarray:
-        if self._committed is None:
-            parts = [self._shard_ids(e) for e in self._base["shards"]]
+        if self._committed is None or self._dropped:
+            parts = [
+                self._shard_ids(e) for e in self._base["shards"] if int(e["number"]) not in self._dropped
+            ]
             self._committed = np.sort(np.concatenate(parts + [np.empty(0, np.int64)]))
         return self._committed
 
@@ -353,6 +357,28 @@ class IndexWriter:
                 self._file_paths.discard(path)
                 self._file_changes[path] = None
                 self._files_dirty = self._dirty = True
+
+    def drop_shards(self, numbers: Iterable[int]) -> None:
+        """Remove whole shards from the generation at the next commit (for repairing damage).
+
+        Their rows vanish from the index, and their tombstones go with them. The caller decides what
+        their loss means for the files table (see `vela_search.store.repair`).
+        """
+        self._check_open()
+        numbers = {int(n) for n in numbers}
+        if numbers:
+            self._dropped |= numbers
+            self._dirty = True
+
+    def reset_tables(self, *, files: bool = False, deleted: bool = False) -> None:
+        """Start the files and/or deleted table afresh (empty) at the next commit, unread (for repair)."""
+        self._check_open()
+        if files:
+            self._files, self._file_changes, self._file_paths = empty_files(), {}, None
+            self._files_dirty = self._dirty = True
+        if deleted:
+            self._deleted, self._deleted_new = np.empty(0, np.int64), []
+            self._deleted_dirty = self._dirty = True
 
     # ----- commits -----
 
@@ -469,6 +495,18 @@ class IndexWriter:
     def _commit(self) -> int:
         generation = self._next_generation()
         new = copy.deepcopy(self._base)
+        if self._dropped:
+            dropped = [e for e in new["shards"] if int(e["number"]) in self._dropped]
+            new["shards"] = [e for e in new["shards"] if int(e["number"]) not in self._dropped]
+            if dropped:
+                gone = np.zeros(len(self.deleted_ids()), dtype=bool)
+                for entry in dropped:
+                    gone |= (self._deleted >= entry["min_id"]) & (self._deleted <= entry["max_id"])
+                if gone.any():
+                    self._deleted = self._deleted[~gone]
+                    self._deleted_dirty = True
+                self._committed = None
+            self._dropped = set()
         if self._vectors:
             vectors = np.concatenate(self._vectors)
             metadata = concat_metadata(self._tables)
