@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import threading
 from pathlib import Path
 from typing import IO, Any
@@ -133,7 +134,9 @@ def read_bytes(root: Path, relpath: str, data: bytes) -> Any:
     try:
         return read(io.BytesIO(data))
     except (RuntimeError, ValueError) as e:
-        raise damaged(root, relpath, f"it is not a readable FAISS index ({_message(e)})") from None
+        # Drop FAISS's C++ location ("Error in <function> at <file>:<line>: ").
+        why = re.sub(r"^Error in .*? at \S+:\d+: ", "", _message(e))
+        raise damaged(root, relpath, f"it is not a readable FAISS index ({why})") from None
 
 
 def reconstruct_all(index: Any) -> np.ndarray:

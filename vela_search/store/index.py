@@ -82,10 +82,13 @@ class AudioIndex:
             for entry in data["shards"]:
                 reader = ShardReader(self.root, entry, int(data["dim"]), checksums)
                 self._shards.append(reader.load(vectors=vectors))
-        self._files_bytes = self._read_table(data["files"])
-        self._deleted_bytes = self._read_table(data["deleted"])
-        self._files: pa.Table | None = None
-        self._deleted: np.ndarray | None = None
+        files, deleted = data["files"], data["deleted"]
+        self._files = files_from_bytes(self.root, files, self._read_table(files)) if files else empty_files()
+        self._deleted = (
+            ids_from_bytes(self.root, deleted, self._read_table(deleted))
+            if deleted
+            else np.empty(0, np.int64)
+        )
         self._deleted_masks: dict[int, np.ndarray | None] = {}
         self._locator: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
@@ -96,9 +99,7 @@ class AudioIndex:
             raise StoreError(f"this snapshot of {self.root} was opened without its {need}")
         return self._shards
 
-    def _read_table(self, relpath: str | None) -> bytes | None:
-        if relpath is None:
-            return None
+    def _read_table(self, relpath: str) -> bytes:
         return read_verified(self.root, relpath, manifest.checksum(self.manifest, relpath))
 
     # ----- opening -----
@@ -205,7 +206,6 @@ class AudioIndex:
         """Release the snapshot's loaded data (it holds no open files)."""
         for shard in self._shards:
             shard.close()
-        self._files_bytes = self._deleted_bytes = None
 
     def __enter__(self) -> AudioIndex:
         return self
@@ -260,27 +260,11 @@ class AudioIndex:
 
     def files(self) -> pa.Table:
         """The files table (FILES_SCHEMA), one row per source file."""
-        with self._lock:
-            if self._files is None:
-                name = self.manifest["files"]
-                if self._files_bytes is None:
-                    self._files = empty_files()
-                else:
-                    self._files = files_from_bytes(self.root, name, self._files_bytes)
-                    self._files_bytes = None
-            return self._files
+        return self._files
 
     def deleted_ids(self) -> np.ndarray:
         """Sorted ids of deleted (tombstoned) segments."""
-        with self._lock:
-            if self._deleted is None:
-                name = self.manifest["deleted"]
-                if self._deleted_bytes is None:
-                    self._deleted = np.empty(0, dtype=np.int64)
-                else:
-                    self._deleted = ids_from_bytes(self.root, name, self._deleted_bytes)
-                    self._deleted_bytes = None
-            return self._deleted
+        return self._deleted
 
     def shard_metadata(self, columns: list[str]) -> Iterator[pa.Table]:
         """For each shard that has all of `columns`, those columns of its metadata table."""

@@ -21,7 +21,7 @@ from ..errors import IndexFormatError, StoreError
 from . import faiss_ops, layout, manifest
 from .integrity import IndexDamagedError, read_verified
 from .shards import ShardReader
-from .tables import FILES_SCHEMA, files_from_bytes, ids_from_bytes
+from .tables import files_from_bytes, ids_from_bytes
 from .writer import IndexWriter
 
 
@@ -161,10 +161,11 @@ def repair_index(root: str | Path) -> CheckReport:
             writer.reset_tables(files=True)
         if "deleted" in kinds:
             writer.reset_tables(deleted=True)
-            if files is not None:
-                writer.delete(_stale_segments(root, data, intact, files))
-            else:  # neither table can be trusted: nothing can say which rows are current
-                writer.delete(_all_ids(root, data, intact))
+            # Rows whose content matches their file's indexed content stay live; every other row is
+            # tombstoned (an old version, or of unknown state), and its file is embedded again.
+            stale, unknown = _stale_segments(root, data, intact, files)
+            writer.delete(stale)
+            lost_paths |= unknown
         if lost_paths:
             writer.remove_files(lost_paths)
             writer.delete(_ids_with_paths(root, data, intact, lost_paths))
@@ -247,20 +248,28 @@ def _ids_with_paths(root: Path, data: dict, intact: list[dict], paths: set[str])
     return _ids_where(root, data, intact, ["path"], keep)
 
 
-def _stale_segments(root: Path, data: dict, intact: list[dict], files: pa.Table) -> np.ndarray:
-    """Segments whose (path, content) is not an indexed file's current content: the lost tombstones."""
-    current = {
-        (r["path"], r["sha256"]) for r in files.cast(FILES_SCHEMA).to_pylist() if r["status"] == "indexed"
-    }
+def _stale_segments(
+    root: Path, data: dict, intact: list[dict], files: pa.Table | None
+) -> tuple[np.ndarray, set[str]]:
+    """The lost tombstones: ids of rows that are not an indexed file's current content.
 
-    def keep(table: pa.Table) -> np.ndarray:
+    Returns:
+        (ids to tombstone, paths of files whose rows had no content digest to compare: re-embed them).
+    """
+    current = set()
+    if files is not None:
+        current = {(r["path"], r["sha256"]) for r in files.to_pylist() if r["status"] == "indexed"}
+    stale = [np.empty(0, np.int64)]
+    unknown: set[str] = set()
+    for entry in intact:
+        table = _metadata(root, data, entry, ["id", "path", "content_sha256"])
+        if table is None:
+            continue
         if not {"path", "content_sha256"} <= set(table.column_names):
-            return np.zeros(table.num_rows, dtype=bool)
+            stale.append(table["id"].to_numpy())
+            unknown |= _paths_of(table)
+            continue
         pairs = zip(table["path"].to_pylist(), table["content_sha256"].to_pylist(), strict=True)
-        return np.array([pair not in current for pair in pairs], dtype=bool)
-
-    return _ids_where(root, data, intact, ["path", "content_sha256"], keep)
-
-
-def _all_ids(root: Path, data: dict, intact: list[dict]) -> np.ndarray:
-    return _ids_where(root, data, intact, [], lambda table: np.ones(table.num_rows, dtype=bool))
+        mask = np.array([pair not in current for pair in pairs], dtype=bool)
+        stale.append(table["id"].to_numpy()[mask])
+    return np.concatenate(stale), unknown
