@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -142,17 +141,20 @@ def record_spec(
         entry["query_room"] = asdict(room)
     entries.append(entry)
     payload = {"format": SPEC_FORMAT, "version": 1, "embedders": entries[-_MAX_ENTRIES:]}
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-embedder-", dir=index_dir)
+    # Written like the index's own files (mode from the umask, as for every other file), so that whoever
+    # can read the index can also query it.
+    from vela_search.store import fsio
+    from vela_search.store.integrity import write_error
+
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(payload, indent=2) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, index_dir / SPEC_FILE)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+        with fsio.atomic_file(index_dir / SPEC_FILE) as fh:
+            fh.write((json.dumps(payload, indent=2) + "\n").encode("utf-8"))
+        fsio.fsync_dir(index_dir)
+    except OSError as e:
+        error = write_error(index_dir, e, doing=f"recording the embedder in {SPEC_FILE}", generation=None)
+        if error is None:
+            raise
+        raise error from e
 
 
 def recorded_spec(index_dir: str | os.PathLike[str], fingerprint: dict[str, Any]) -> EmbedderSpec | None:

@@ -142,8 +142,8 @@ def write_error(root: Path, error: OSError, *, doing: str, generation: int | Non
         generation: the index's last committed generation, which stays intact (None for a new index).
     """
     kept = (
-        f"index {root} is unchanged at generation {generation} (only the uncommitted batch is discarded: "
-        "a rerun redoes it)"
+        f"index {root} keeps its last commit (generation {generation}); only the batch being written is "
+        "dropped, and a rerun redoes it"
         if generation is not None
         else f"index {root} is unchanged"
     )

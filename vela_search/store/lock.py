@@ -84,7 +84,7 @@ class WriterLock:
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
-            error = write_error(self.root, e, doing="taking the writer lock", generation=None)
+            error = write_error(self.root, e, doing="opening it for writing", generation=None)
             if error is None:
                 raise
             raise error from None
@@ -113,7 +113,7 @@ class WriterLock:
         except OSError as e:
             _unlock(fd)
             os.close(fd)
-            error = write_error(self.root, e, doing="taking the writer lock", generation=None)
+            error = write_error(self.root, e, doing="opening it for writing", generation=None)
             if error is None:
                 raise
             raise error from None
