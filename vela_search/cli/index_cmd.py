@@ -143,6 +143,10 @@ def index_command(
         quantize=quantize,
         rebuild=rebuild,
     )
+    if model is None and adapter is None:  # the index's record decides which weights run: say whose
+        from vela_search.indexing.spec import describe_load
+
+        err_console.print(f"loading {escape(describe_load(spec))}", highlight=False)
     embedder = _load(spec, device=device, dtype=dtype, batch_tokens=batch_tokens, quiet=False)
 
     with _ProgressView(enabled=True) as view:

@@ -44,6 +44,10 @@ class EmbedderSpec:
     demos: str = "default"
     quantize: str | None = None
 
+    def describe(self) -> str:
+        """One line naming what loading this spec runs: model (and revision), adapter, quantization."""
+        return describe_load(asdict(self))
+
     @classmethod
     def from_embedder(cls, embedder: VelaEmbedder) -> EmbedderSpec:
         """The spec of a loaded embedder."""
@@ -117,6 +121,22 @@ def _read(index_dir: Path) -> list[dict[str, Any]]:
 
 def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def describe_load(spec: dict[str, Any]) -> str:
+    """One line naming the model (and revision), adapter and quantization a spec dict loads.
+
+    Shown before every load that an index's record decides, because the record can name any model: the
+    user sees whose weights run (always safetensors, never remote code; see `embedding.backbone`).
+    """
+    model = spec.get("model") or "the adapter's base model"
+    text = f"model {model}"
+    if spec.get("revision"):
+        text += f" (revision {str(spec['revision'])[:12]})"
+    text += f", adapter {spec['adapter']}" if spec.get("adapter") else ", no adapter"
+    if spec.get("quantize"):
+        text += f", {spec['quantize']}"
+    return text
 
 
 def record_spec(
