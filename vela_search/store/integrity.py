@@ -8,8 +8,10 @@ an `IndexDamagedError` naming it, whatever the parser would have said.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -160,3 +162,15 @@ def write_error(root: Path, error: OSError, *, doing: str, generation: int | Non
             "fix the permissions"
         )
     return None
+
+
+@contextlib.contextmanager
+def device_errors(root: Path, *, doing: str, generation: int | None) -> Iterator[None]:
+    """Turn a full or read-only device into one clear `IndexWriteError` (see `write_error`)."""
+    try:
+        yield
+    except OSError as e:
+        error = write_error(root, e, doing=doing, generation=generation)
+        if error is None:
+            raise
+        raise error from e

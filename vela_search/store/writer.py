@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from ..errors import IndexNotFoundError, StoreError
 from . import cleanup, faiss_ops, fsio, layout, manifest
-from .integrity import read_verified, write_error
+from .integrity import device_errors, read_verified
 from .lock import WriterLock
 from .shards import ShardReader, write_shard
 from .tables import (
@@ -613,17 +613,9 @@ class IndexWriter:
         cleanup.collect(self.root)
         return generation
 
-    @contextlib.contextmanager
-    def _device_errors(self, doing: str) -> Iterator[None]:
-        """Turn a full or read-only device into one clear error; the last commit stays intact."""
-        try:
-            yield
-        except OSError as e:
-            self._written = {}
-            error = write_error(self.root, e, doing=doing, generation=self.generation)
-            if error is None:
-                raise
-            raise error from e
+    def _device_errors(self, doing: str) -> contextlib.AbstractContextManager[None]:
+        self._written = {}  # a failed commit's files are collected as garbage; their checksums go too
+        return device_errors(self.root, doing=doing, generation=self.generation)
 
     # ----- lifetime -----
 
