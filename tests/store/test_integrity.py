@@ -245,3 +245,16 @@ def test_copy_of_an_index_elsewhere_still_opens(tmp_path):
     shutil.copytree(root, tmp_path / "moved")
     with AudioIndex.open(tmp_path / "moved") as index:
         assert index.num_vectors == 8 and len(index.search(np.ones(DIM, np.float32), 3)[0]) == 3
+
+
+def test_a_description_of_the_index_reads_no_shard(tmp_path):
+    root = tmp_path / "idx"
+    _build(root, shards=2).close()
+    (root / "shards/000001.faiss").unlink()  # what `info` needs does not include the shards
+    with AudioIndex.open(root, shards=False) as index:
+        assert index.num_shards == 2 and index.files().num_rows == 2
+        with pytest.raises(StoreError, match="opened without its shards"):
+            index.search(unit(1), 1)
+    from vela_search.indexing import index_info
+
+    assert index_info(root)["vectors"] == 8

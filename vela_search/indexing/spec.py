@@ -164,17 +164,12 @@ def record_spec(
     # Written like the index's own files (mode from the umask, as for every other file), so that whoever
     # can read the index can also query it.
     from vela_search.store import fsio
-    from vela_search.store.integrity import write_error
+    from vela_search.store.integrity import device_errors
 
-    try:
+    with device_errors(index_dir, doing=f"recording the embedder in {SPEC_FILE}", generation=None):
         with fsio.atomic_file(index_dir / SPEC_FILE) as fh:
             fh.write((json.dumps(payload, indent=2) + "\n").encode("utf-8"))
         fsio.fsync_dir(index_dir)
-    except OSError as e:
-        error = write_error(index_dir, e, doing=f"recording the embedder in {SPEC_FILE}", generation=None)
-        if error is None:
-            raise
-        raise error from e
 
 
 def recorded_spec(index_dir: str | os.PathLike[str], fingerprint: dict[str, Any]) -> EmbedderSpec | None:

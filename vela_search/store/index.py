@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from ..errors import EmptyIndexError, IndexNotFoundError, StoreError
 from . import faiss_ops, layout, manifest
-from .integrity import IndexDamagedError, read_verified, write_error
+from .integrity import IndexDamagedError, device_errors, read_verified
 from .lock import WriterLock
 from .shards import ShardReader, compile_glob
 from .tables import empty_files, files_from_bytes, ids_from_bytes
@@ -65,7 +65,8 @@ def _refuse_orphaned_data(root: Path) -> None:
 class AudioIndex:
     """A consistent, read-only snapshot of an index: one manifest and only the files it names.
 
-    Later commits do not change an open snapshot (its files are held open); reopen to see them.
+    Later commits do not change an open snapshot (its files are read into memory when it opens, and
+    closed); reopen to see them.
     Use `AudioIndex.open`, `create` or `open_or_create` rather than the constructor.
     """
 
@@ -95,7 +96,7 @@ class AudioIndex:
     def _readers(self, *, vectors: bool = False) -> list[ShardReader]:
         """The shard readers, refusing what this snapshot did not open."""
         if self._opened == "none" or (vectors and self._opened != "vectors"):
-            need = "vectors" if vectors else "shards"
+            need = "shards" if self._opened == "none" else "vectors"
             raise StoreError(f"this snapshot of {self.root} was opened without its {need}")
         return self._shards
 
@@ -164,18 +165,13 @@ class AudioIndex:
             raise ValueError(f"dim must be a positive integer, not {dim!r}")
         faiss_ops.build(factory, dim)  # fail now, not at the first commit
         data = manifest.new_manifest(fingerprint=fingerprint, dim=int(dim), factory=factory)
-        try:
+        with device_errors(root, doing="creating the index", generation=None):
             (root / layout.SHARD_DIR).mkdir(parents=True, exist_ok=True)
             with WriterLock(root):
                 if cls.exists(root):
                     raise StoreError(f"an index already exists at {root}")
                 _refuse_orphaned_data(root)
                 manifest.write(root / layout.MANIFEST, data)
-        except OSError as e:
-            error = write_error(root, e, doing="creating the index", generation=None)
-            if error is None:
-                raise
-            raise error from e
         return cls.open(root)
 
     @classmethod

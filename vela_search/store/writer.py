@@ -78,7 +78,7 @@ class IndexWriter:
         if not (self.root / layout.MANIFEST).is_file():
             raise IndexNotFoundError(f"no index at {self.root} (no {layout.MANIFEST})")
         self._lock = WriterLock(self.root)
-        # The shard last read by read_segments, kept open: callers read in id order, shard after shard.
+        # The shard last read by read_segments, kept loaded: callers read in id order, shard after shard.
         self._segment_reader: ShardReader | None = None
         self._lock.acquire()
         try:
