@@ -134,6 +134,8 @@ def index_command(
         return
     if exists:
         _check_not_locked(root)  # before the (slow) model load
+    else:
+        AudioIndex.check_creatable(root)  # a lost manifest's data is refused before the model load too
 
     _, spec = choose_spec(
         root,

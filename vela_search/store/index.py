@@ -148,6 +148,16 @@ class AudioIndex:
         raise StoreError(f"index {root} changed {_OPEN_ATTEMPTS} times while being opened; retry")
 
     @classmethod
+    def check_creatable(cls, root: str | Path) -> None:
+        """Fail now if `create` would refuse `root` for holding a lost index's data (before slow work).
+
+        Raises:
+            StoreError: the folder holds index data files but no manifest.
+        """
+        if not cls.exists(root):
+            _refuse_orphaned_data(Path(root))
+
+    @classmethod
     def create(cls, root: str | Path, *, fingerprint: dict, dim: int, factory: str = "SQfp16") -> AudioIndex:
         """Create an empty index (generation 0) at `root`.
 
