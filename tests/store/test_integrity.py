@@ -258,3 +258,20 @@ def test_a_description_of_the_index_reads_no_shard(tmp_path):
     from vela_search.indexing import index_info
 
     assert index_info(root)["vectors"] == 8
+
+
+def test_staged_rebuilds_and_trained_indexes_record_checksums_too(tmp_path):
+    root = tmp_path / "idx"
+    _build(root, shards=2).close()
+    other = {**FP, "revision": "r2"}
+    from vela_search.store import IndexWriter
+
+    with IndexWriter(root, fingerprint=other, staged=True, factory="IVF2,Flat") as w:
+        w.add(unit(8, seed=4), [{"path": f"/b/{i}.wav"} for i in range(8)])
+        w.commit()
+        w.promote()
+    data = _manifest(root)
+    assert data["trained"] and data["trained"] in data["checksums"]
+    report = check_index(root)
+    assert report.ok and report.unverified == 0
+    assert report.files_checked == 3  # one shard (vectors, metadata) and the trained index
