@@ -78,6 +78,7 @@ USAGE_ERRORS = [
     ["index", "x", "--window"],  # option without its value
     ["info", "--json", "true"],
     ["compact", "--index"],
+    ["check", "--repair", "yes"],
     ["train", "--data", "x"],  # --output missing
     ["train", "--data", "x", "-o", "y", "--scheduler", "steep"],
     ["train", "--data", "x", "-o", "y", "--device", "tpu"],
@@ -103,7 +104,7 @@ def test_usage_errors_print_usage_exit_2_and_load_no_torch(script, no_torch_env)
             assert "Usage: vela-search" in proc.stderr, (args, proc.stderr)
 
 
-HELP = [[], ["index"], ["info"], ["compact"], ["query"], ["train"], ["bench"]] + [
+HELP = [[], ["index"], ["info"], ["compact"], ["check"], ["query"], ["train"], ["bench"]] + [
     ["bench", name] for name in ("clotho", "audiocaps", "speed", "pipeline", "store")
 ]
 
@@ -125,6 +126,7 @@ def test_user_errors_are_one_line_and_exit_1(script, tmp_path, no_torch_env):
     empty.mkdir()
     cases = [
         (["info", "--index", tmp_path / "none"], "no index at"),
+        (["check", "--index", tmp_path / "none"], "no index at"),
         (["query", "dog", "--index", tmp_path / "none"], "no index at"),
         (["index", empty, "--index", tmp_path / "new"], "no audio files found in"),
         (["index", tmp_path / "typo", "--index", tmp_path / "new"], "does not exist"),
@@ -203,6 +205,8 @@ def test_index_ctrl_c_exits_130_then_resumes_and_strict_exits_1(script, tiny_mod
 
     info = run("info", "--index", idx, "--json")
     assert info.returncode == 0 and json.loads(info.stdout)["vectors"] == clips
+    check = run("check", "--index", idx, "--json")
+    assert check.returncode == 0 and isinstance(json.loads(check.stdout), dict), check.stderr
     compact = run("compact", "--index", idx, "--json")
     assert compact.returncode == 0 and "generation" in json.loads(compact.stdout)
 

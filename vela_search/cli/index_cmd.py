@@ -141,10 +141,12 @@ def index_command(
         return
     if exists:
         _check_not_locked(root)  # before the (slow) model load
-    elif paths:
-        # A new index from paths that hold no audio (an empty folder, a typo) would be an empty index:
-        # refuse before the model loads. An existing index runs, so that vanished files are pruned.
-        _require_audio([str(p) for p in paths])
+    else:
+        AudioIndex.check_creatable(root)  # a lost manifest's data is refused before the model load too
+        if paths:
+            # A new index from paths that hold no audio (an empty folder, a typo) would be an empty index:
+            # refuse before the model loads. An existing index runs, so that vanished files are pruned.
+            _require_audio([str(p) for p in paths])
 
     _, spec = choose_spec(
         root,
@@ -154,6 +156,10 @@ def index_command(
         quantize=quantize,
         rebuild=rebuild,
     )
+    if model is None and adapter is None:  # the index's record decides which weights run: say whose
+        from vela_search.indexing.spec import describe_load
+
+        err_console.print(f"loading {escape(describe_load(spec))}", highlight=False)
     embedder = _load(spec, device=device, dtype=dtype, batch_tokens=batch_tokens, quiet=False)
 
     try:
