@@ -23,6 +23,7 @@ from vela_search.cli.common import (
 )
 
 if TYPE_CHECKING:
+    from vela_search.bench.demo_comparison import DemoComparison
     from vela_search.bench.runner import BenchmarkReport
     from vela_search.bench.speed import SpeedReport
 
@@ -39,7 +40,8 @@ BATCH_TOKENS_HELP = "Item tokens per batch (default: sized from free GPU memory;
 # Options the two retrieval benchmarks share.
 ModelOpt = Annotated[str | None, typer.Option("--model", help=MODEL_HELP)]
 AdapterOpt = Annotated[Path | None, typer.Option("--adapter", help=ADAPTER_HELP)]
-DemosOpt = Annotated[str | None, typer.Option("--demos", help=DEMOS_HELP)]
+COMPARE_DEMOS_HELP = f"{DEMOS_HELP} Repeat to score several sets side by side with one model load."
+DemosOpt = Annotated[list[str] | None, typer.Option("--demos", help=COMPARE_DEMOS_HELP)]
 DeviceOpt = Annotated[str, typer.Option("--device", help=DEVICE_HELP)]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help=DTYPE_HELP)]
 BatchTokensOpt = Annotated[int | None, typer.Option("--batch-tokens", min=1, help=BATCH_TOKENS_HELP)]
@@ -110,7 +112,7 @@ def _run_retrieval(
     download: bool,
     model: str | None,
     adapter: Path | None,
-    demos: str | None,
+    demos: list[str] | None,
     device: str,
     dtype: str,
     batch_tokens: int | None,
@@ -121,6 +123,7 @@ def _run_retrieval(
 
     from vela_search.bench.datasets import load_dataset
     from vela_search.bench.runner import run_retrieval_benchmark
+    from vela_search.embedding.demos import DemoSet
     from vela_search.store import AudioIndex
 
     if download:
@@ -133,11 +136,17 @@ def _run_retrieval(
             f"[yellow]note:[/] {len(dataset.missing)} clip(s) listed in the {name} {split} captions have no "
             "audio file and are left out (the report counts them)"
         )
-    # Opened before the model loads, so a wrong --index fails in a second, not after loading 16 GB.
+    # Read before the model loads, so a wrong --demos or --index fails in a second, not after loading 16 GB.
+    more_demos = [(spec, DemoSet.load(spec)) for spec in (demos or [])[1:]]
     idx = AudioIndex.open(resolve_index(index)) if index is not None else None
     try:
         embedder = load_embedder(
-            model=model, adapter=adapter, demos=demos, device=device, dtype=dtype, batch_tokens=batch_tokens
+            model=model,
+            adapter=adapter,
+            demos=demos[0] if demos else None,
+            device=device,
+            dtype=dtype,
+            batch_tokens=batch_tokens,
         )
     except BaseException:
         if idx is not None:
@@ -153,11 +162,82 @@ def _run_retrieval(
                     tasks[stage] = bar.add_task(f"embedding {stage}", total=total)
                 bar.update(tasks[stage], completed=done, total=total)
 
-            report = run_retrieval_benchmark(dataset, embedder, index=idx, progress=progress)
+            if more_demos:
+                sets = [(demos[0], embedder.demos), *more_demos]  # type: ignore[index]
+                comparison = _compare_demos(dataset, embedder, sets, batch_tokens, idx, bar, tasks)
+            else:
+                report = run_retrieval_benchmark(dataset, embedder, index=idx, progress=progress)
     finally:
         if idx is not None:
             idx.close()
+    if more_demos:
+        _emit(comparison.to_dict(), json_out, lambda target: _print_comparison(comparison, target))
+        return
     _emit(report.to_dict(), json_out, lambda target: _print_retrieval(report, target))
+
+
+def _compare_demos(
+    dataset: Any,
+    embedder: Any,
+    sets: list[tuple[str, Any]],
+    batch_tokens: int | None,
+    idx: Any,
+    bar: Any,
+    tasks: dict[str, Any],
+) -> DemoComparison:
+    """Score each ``--demos`` set over the one loaded backbone."""
+    from vela_search.bench.demo_comparison import compare_demo_sets
+
+    def progress(name: str, stage: str, done: int, total: int) -> None:
+        key = f"{stage} ({name})"
+        if key not in tasks:
+            tasks[key] = bar.add_task(f"embedding {key}", total=total)
+        bar.update(tasks[key], completed=done, total=total)
+
+    return compare_demo_sets(
+        dataset, embedder.backbone, sets, batch_tokens=batch_tokens, index=idx, progress=progress
+    )
+
+
+def _print_comparison(comparison: DemoComparison, target: Any) -> None:
+    from vela_search.bench.metrics import RECALL_KS
+
+    first = comparison.runs[0].report
+    table = Table(
+        title=f"{comparison.dataset} {comparison.split}: {first.n_clips} clips, {first.n_captions} captions, "
+        f"{len(comparison.runs)} demo sets",
+        caption="R@k and mAP@10 in %, ranks 1-based; modality gap: distance between the audio and caption "
+        "centroids (smaller: closer spaces)",
+        caption_justify="left",
+    )
+    table.add_column("metric")
+    for run in comparison.runs:
+        table.add_column(run.demos, justify="right", overflow="fold")
+    table.add_column("paper", justify="right")
+    rows: list[list[str]] = [
+        ["demos (audio)", *(f"{r.n_demos} ({r.n_audio_demos})" for r in comparison.runs), "100 (35)"],
+        ["prefix tokens", *(f"{r.prefix_tokens:,}" for r in comparison.runs), "–"],
+    ]
+    names = [f"R@{k}" for k in RECALL_KS] + ["mAP@10", "median_rank", "mean_rank"]
+    for direction in ("t2a", "a2t"):
+        for metric in names:
+            key = f"{direction}_{metric}"
+            paper = first.paper.get(key)
+            rows.append(
+                [
+                    f"{direction} {metric.replace('_', ' ')}",
+                    *(f"{r.report.metrics[key]:.2f}" for r in comparison.runs),
+                    "–" if paper is None else f"{paper:.1f}",
+                ]
+            )
+    rows.append(["modality gap", *(f"{r.report.modality_gap:.4f}" for r in comparison.runs), "–"])
+    for row in rows:
+        table.add_row(*row)
+    target.print(table)
+    wall = sum(r.report.wall_s for r in comparison.runs)
+    target.print(f"{len(comparison.runs)} sets scored with one model load in {wall:.1f} s on {first.device}")
+    if first.notice:
+        target.print(f"[yellow]note:[/] {first.notice}")
 
 
 def _download(name: str, data_dir: Path, split: str) -> None:
