@@ -32,10 +32,12 @@ DEFAULT_MAX_NEW_TOKENS = 8
 
 @dataclass(frozen=True)
 class GeneratedLabel:
-    """The model's answer for one clip and the word taken from it (None when it holds no word)."""
+    """The model's answer for one clip, the word taken from it (None when it holds no word), and the
+    generated token ids."""
 
     word: str | None
     answer: str
+    tokens: tuple[int, ...] = ()
 
 
 def first_word(answer: str) -> str | None:
@@ -96,8 +98,9 @@ class ModelLabeller:
                 pad_token_id=pad,
                 eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
             )
-        answer = tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
-        return GeneratedLabel(word=first_word(answer), answer=answer.strip())
+        new_tokens = out[0, inputs["input_ids"].shape[1] :].tolist()
+        answer = tokenizer.decode(new_tokens, skip_special_tokens=True)
+        return GeneratedLabel(word=first_word(answer), answer=answer.strip(), tokens=tuple(new_tokens))
 
     def label_all(self, waves: Sequence[np.ndarray]) -> list[GeneratedLabel]:
         """:meth:`label` for each clip, in order."""
