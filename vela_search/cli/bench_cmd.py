@@ -212,7 +212,8 @@ def _print_comparison(comparison: DemoComparison, target: Any) -> None:
     )
     table.add_column("metric")
     for run in comparison.runs:
-        table.add_column(run.demos, justify="right", overflow="fold")
+        # A file's name heads its column (the full path is in the JSON report).
+        table.add_column(Path(run.demos).name or run.demos, justify="right", overflow="fold")
     table.add_column("paper", justify="right")
     rows: list[list[str]] = [
         ["demos (audio)", *(f"{r.n_demos} ({r.n_audio_demos})" for r in comparison.runs), "100 (35)"],
