@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -159,6 +160,9 @@ def test_table_sources_with_columns_and_audio_dir(tmp_path, counting_backbone):
         mixed, tmp_path / "m" / "set.jsonl", counting_backbone, n_audio=1, n_text=1, clip_seconds=1.0
     )
     assert {r.get("text") for r in _records(result.output)} == {None, "A rooster crows at dawn"}
+
+    from_csv = build_demo_set(source, tmp_path / "c" / "set.jsonl", counting_backbone, n_audio=2, n_text=1)
+    assert [Path(clip).name for clip, _ in from_csv.skipped] == ["missing.wav"]
 
     bad = tmp_path / "bad.csv"
     bad.write_text("file,word\na.wav,church bells\n")

@@ -366,7 +366,7 @@ def build_demo_set(
     rng = random.Random(seed)
 
     texts = _choose_texts(source, text_demos, n_text, rng)
-    skipped: list[tuple[str, str]] = []
+    skipped: list[tuple[str, str]] = list(source.problems)  # files the source named but could not offer
     trimmed: dict[Path, tuple[np.ndarray, float]] = {}
     generated: set[Path] = set()
     labelled = [c for c in source.clips if c.word is not None]
