@@ -64,3 +64,18 @@ def test_a_set_that_does_not_fit_is_refused_with_the_numbers(tmp_path, counting_
     assert f"prefix {budget.prefix_tokens} tokens (20 demos, 10 audio)" in message
     assert f"a 30 s clip {budget.item_tokens} tokens = {total} > limit 8192 positions" in message
     assert f"({-budget.room_left} over)" in message and message.endswith("use fewer demos")
+
+
+def test_counting_without_weights_agrees_with_the_loaded_model(
+    counting_backbone, tiny_embedder_default_demos
+):
+    loaded = tiny_embedder_default_demos
+    counting = VelaEmbedder(counting_backbone, loaded.demos)
+    assert next(counting_backbone.model.parameters()).device.type == "meta"
+    assert counting.prefix_length == loaded.prefix_length and counting.max_positions == loaded.max_positions
+    for item in (
+        EmbedItem("audio", wave=np.zeros(12345, np.float32)),
+        EmbedItem("caption", text="a dog barks"),
+    ):
+        assert counting.token_count(item) == loaded.token_count(item)
+    assert measure_demo_set(counting).to_dict() == measure_demo_set(loaded).to_dict()
