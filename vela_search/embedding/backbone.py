@@ -197,7 +197,8 @@ def load_backbone(
     torch_dtype = resolve_dtype(dtype, torch_device)
     quant_config = _quantization_config(quantize, torch_dtype)
     attn_name = register_attention()
-    kwargs: dict[str, Any] = {"dtype": torch_dtype}
+    # Whatever model an index's record names: weights from safetensors only (no pickle), no remote code.
+    kwargs: dict[str, Any] = {"dtype": torch_dtype, "use_safetensors": True, "trust_remote_code": False}
     if revision and not isinstance(source, Path):
         kwargs["revision"] = revision
     if quant_config is not None:
@@ -217,7 +218,7 @@ def load_backbone(
             revision_kw = {"revision": revision} if "revision" in kwargs else {}
             if not isinstance(source, Path):
                 _check_hub_reachable(source, revision)
-            processor = AutoProcessor.from_pretrained(source, **revision_kw)
+            processor = AutoProcessor.from_pretrained(source, trust_remote_code=False, **revision_kw)
             net = Qwen2AudioForConditionalGeneration.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as exc:
         hint = (
@@ -367,8 +368,9 @@ def load_backbone_without_weights(
             revision_kw = {"revision": revision} if revision and not isinstance(source, Path) else {}
             if not isinstance(source, Path):
                 _check_hub_reachable(source, revision)
-            processor = AutoProcessor.from_pretrained(source, **revision_kw)
-            config = AutoConfig.from_pretrained(source, **revision_kw)
+            # Never run code shipped with a checkpoint (as load_backbone).
+            processor = AutoProcessor.from_pretrained(source, trust_remote_code=False, **revision_kw)
+            config = AutoConfig.from_pretrained(source, trust_remote_code=False, **revision_kw)
             ref = f"tiny@recipe-{TINY_RECIPE_VERSION}" if is_tiny else str(source)
     except (OSError, ValueError) as exc:
         reason = " ".join(str(exc).split()).rstrip(".")
