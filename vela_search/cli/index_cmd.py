@@ -155,11 +155,16 @@ def index_command(
     if workers is not None and not ray:
         raise VelaError("--workers sets the Ray actor pool: use it with --ray")
     if ray:
-        from vela_search.indexing.cluster import check_address, import_ray
+        from vela_search.indexing.cluster import RayNotInstalledError, check_address, import_ray
 
         if ray_address is not None:
             check_address(ray_address)
-        import_ray()  # a missing extra is reported before the (slow) model load
+        try:
+            import_ray()  # a missing extra is reported before the (slow) model load
+        except RayNotInstalledError as exc:
+            # Printed here, escaped: the generic handler would read the message's "[ray]" as console markup.
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            raise SystemExit(1) from None
     if exists:
         _check_not_locked(root)  # before the (slow) model load
 
