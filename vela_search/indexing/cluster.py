@@ -212,6 +212,7 @@ class WindowEmbedder:
         self.embedder.refresh_prefix(now=True)  # the demo prefix, computed once for every batch
         self.worker = f"{socket.gethostname()}:{os.getpid()} ({'cuda' if on_gpu else 'cpu'})"
         self.load_s = time.perf_counter() - started
+        self.ready_at = time.time()  # wall clock: the driver compares it with its own
         self.loads_reported = False
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -240,6 +241,7 @@ class WindowEmbedder:
             "worker": np.array([self.worker] * n, dtype=object),
             "embed_s": np.full(n, busy / n),
             "load_s": np.array([load] + [0.0] * (n - 1)),
+            "ready_at": np.full(n, self.ready_at),
         }
 
 
@@ -269,6 +271,7 @@ class ClusterTiming:
         workers: embedding actors in the pool.
         wall_s: the embedding stage, from building the Dataset to the last file landed.
         first_result_s: until the first vectors came back (actor start and model load included).
+        first_actor_ready_s: until the first actor had loaded the embedder (process start, imports, load).
         decode_s: decoding in the CPU tasks.
         embed_s: embedding in the actors.
         load_s: actors loading the embedder and computing the prefix.
@@ -279,6 +282,7 @@ class ClusterTiming:
     workers: int = 0
     wall_s: float = 0.0
     first_result_s: float = 0.0
+    first_actor_ready_s: float = 0.0
     decode_s: float = 0.0
     embed_s: float = 0.0
     load_s: float = 0.0
@@ -477,7 +481,7 @@ def _embed_on_ray(
     """The embedding stage on Ray: files → decode tasks → embedding actors → landed on the driver."""
     from ray.data import ActorPoolStrategy, DataContext
 
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), time.time()
     context = DataContext.get_current()
     context.enable_progress_bars = False  # the run's own progress bar reports
     logging.getLogger("ray.data").setLevel(logging.WARNING)
@@ -507,6 +511,7 @@ def _embed_on_ray(
     for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
         if not timing.first_result_s:
             timing.first_result_s = time.perf_counter() - started
+            timing.first_actor_ready_s = max(0.0, float(np.min(batch["ready_at"])) - started_at)
         landing_started = time.perf_counter()
         _take(run, arrivals, batch, timing)
         timing.land_s += time.perf_counter() - landing_started
