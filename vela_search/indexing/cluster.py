@@ -484,7 +484,8 @@ def _embed_on_ray(
     started, started_at = time.perf_counter(), time.time()
     context = DataContext.get_current()
     context.enable_progress_bars = False  # the run's own progress bar reports
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    # ... and Ray Data would warn about that on every run.
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     resources = ray.cluster_resources()
     pool = workers or default_workers(resources)
     actor_options, threads = _actor_resources(resources, pool)
