@@ -430,11 +430,14 @@ def index_paths_on_ray(
         raise VelaError(f"--workers must be at least 1, got {workers}")
     if batch_windows < 1:
         raise VelaError(f"batch_windows must be at least 1, got {batch_windows}")
+    import_ray()  # a missing extra is reported before anything else
     recipe = EmbedderRecipe.from_embedder(embedder, dtype=dtype)
     timing = timing if timing is not None else ClusterTiming()
-    with ray_session(address) as ray:
 
-        def stage(run: _Run, jobs: list[EmbedJob]) -> None:
+    def stage(run: _Run, jobs: list[EmbedJob]) -> None:
+        # Ray is joined only when there is something to embed: a locked index or a rerun with nothing new
+        # never waits for it.
+        with ray_session(address) as ray:
             _embed_on_ray(
                 ray,
                 run,
@@ -447,21 +450,21 @@ def index_paths_on_ray(
                 timing=timing,
             )
 
-        report = run_index(
-            paths,
-            index_dir,
-            embedder,
-            stage,
-            window_s=window_s,
-            hop_s=hop_s,
-            commit_every=commit_every,
-            commit_interval_s=commit_interval_s,
-            prune=prune,
-            rebuild=rebuild,
-            factory=factory,
-            compact=compact,
-            progress=progress,
-        )
+    report = run_index(
+        paths,
+        index_dir,
+        embedder,
+        stage,
+        window_s=window_s,
+        hop_s=hop_s,
+        commit_every=commit_every,
+        commit_interval_s=commit_interval_s,
+        prune=prune,
+        rebuild=rebuild,
+        factory=factory,
+        compact=compact,
+        progress=progress,
+    )
     report.workers = [w.to_dict() for w in timing.per_worker.values()]
     return report
 
@@ -484,7 +487,8 @@ def _embed_on_ray(
     started, started_at = time.perf_counter(), time.time()
     context = DataContext.get_current()
     context.enable_progress_bars = False  # the run's own progress bar reports
-    # ... and Ray Data would warn about that on every run.
+    # ... and Ray Data would announce every execution and warn about the disabled bars on every run.
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     resources = ray.cluster_resources()
     pool = workers or default_workers(resources)
