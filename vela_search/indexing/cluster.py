@@ -389,6 +389,7 @@ def index_paths_on_ray(
     address: str | None = None,
     workers: int | None = None,
     dtype: str = "auto",
+    threads: int | None = None,
     batch_windows: int = DEFAULT_BATCH_WINDOWS,
     window_s: float = DEFAULT_WINDOW_S,
     hop_s: float = DEFAULT_HOP_S,
@@ -418,6 +419,7 @@ def index_paths_on_ray(
             Ray session already open in this process is used instead.
         workers: embedding actors (default :func:`default_workers`: one per GPU, or a small CPU pool).
         dtype: the workers' dtype (``auto``: bf16 on a GPU, fp32 on the CPU).
+        threads: torch threads of each CPU actor (default: the cluster's CPUs shared between the actors).
         batch_windows: windows per embedding call in an actor.
         timing: filled with where the embedding stage's time went (for the benchmark).
         Other arguments: as in :func:`~vela_search.indexing.index_paths`.
@@ -444,6 +446,7 @@ def index_paths_on_ray(
                 jobs,
                 recipe,
                 workers=workers,
+                threads=threads,
                 batch_windows=batch_windows,
                 window_s=window_s,
                 hop_s=hop_s,
@@ -476,6 +479,7 @@ def _embed_on_ray(
     recipe: EmbedderRecipe,
     *,
     workers: int | None,
+    threads: int | None,
     batch_windows: int,
     window_s: float,
     hop_s: float,
@@ -492,7 +496,9 @@ def _embed_on_ray(
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     resources = ray.cluster_resources()
     pool = workers or default_workers(resources)
-    actor_options, threads = _actor_resources(resources, pool)
+    actor_options, shared_threads = _actor_resources(resources, pool)
+    if threads is None:
+        threads = shared_threads
     timing.workers = pool
 
     files = [{"job": i, "path": job.file.path} for i, job in enumerate(jobs)]
