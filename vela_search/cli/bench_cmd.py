@@ -311,7 +311,9 @@ def pipeline(
     window: float = typer.Option(10.0, "--window", help="Window length in seconds for files over 30 s."),
     hop: float = typer.Option(5.0, "--hop", help="Hop between windows in seconds."),
     decode_workers: int | None = typer.Option(None, "--decode-workers", min=1, help="Decoding threads."),
-    threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads for torch."),
+    threads: int | None = typer.Option(
+        None, "--threads", min=1, help="CPU threads for torch (with --ray: in each actor too)."
+    ),
     ray: bool = typer.Option(
         False, "--ray", help="Index the files in one process and on Ray (a local Ray) and compare."
     ),
@@ -347,6 +349,7 @@ def pipeline(
             window=window,
             hop=hop,
             decode_workers=decode_workers,
+            threads=threads,
             json_out=json_out,
         )
         return
@@ -379,6 +382,7 @@ def _ray_pipeline(
     window: float,
     hop: float,
     decode_workers: int | None,
+    threads: int | None,
     json_out: str | None,
 ) -> None:
     from vela_search.indexing.profile import measure_ray_overhead
@@ -392,8 +396,9 @@ def _ray_pipeline(
             window_s=window,
             hop_s=hop,
             decode_workers=decode_workers,
+            threads=threads,
         )
-    payload = {**result.to_dict(), "model": model, "notice": embedder.notice}
+    payload = {**result.to_dict(), "model": model, "notice": embedder.notice, "threads": threads}
 
     def render(target: Any) -> None:
         timing = result.ray_timing

@@ -150,11 +150,13 @@ def measure_ray_overhead(
     window_s: float = DEFAULT_WINDOW_S,
     hop_s: float = DEFAULT_HOP_S,
     decode_workers: int | None = None,
+    threads: int | None = None,
 ) -> RayOverhead:
     """Index the same files in one process and on Ray (a local Ray, or the cluster at ``address``).
 
     The embedder is warmed up first (its demo prefix computed) so that neither run pays for it here; the
     Ray run's actors load their own copy, which is what a Ray run costs and is reported apart.
+    ``threads``: torch threads of each CPU actor (set this process's to the same for a fair comparison).
     """
     from vela_search.embedding.embedder import EmbedItem
     from vela_search.indexing.cluster import ClusterTiming, index_paths_on_ray, ray_session
@@ -187,6 +189,7 @@ def measure_ray_overhead(
                 hop_s=hop_s,
                 compact=False,
                 timing=timing,
+                threads=threads,
             )
             ray_s = time.perf_counter() - started
     if on_ray.segments_added != single.segments_added:  # the runs must have done the same work
