@@ -192,6 +192,35 @@ def test_driver_killed_then_a_rerun_whose_actor_is_killed_equals_a_clean_run(tmp
         np.testing.assert_allclose(vector, clean[place], atol=2e-3)
 
 
+@needs_ray
+def test_a_worker_that_cannot_load_the_embedder_is_reported_in_one_line():
+    from ray.exceptions import ActorDiedError, RayActorError
+
+    from vela_search.indexing.cluster import worker_start_error
+
+    # What Ray raises on the driver when an actor's __init__ failed (as seen with a fingerprint mismatch).
+    text = (
+        "The actor died because of an error raised in its creation task, ray::MapWorker(...).__init__() "
+        '(pid=1, ip=10.0.0.2)\n  File "cluster.py", line 131, in load\n    raise VelaError(\n'
+        "vela_search.errors.VelaError: worker gpu-7 loaded a different embedder than the driver (weights: "
+        "worker=5bdec7f79df3…, driver=other); every node needs the same model, adapter and demo files"
+    )
+    died = RayActorError(error_msg=text, actor_init_failed=True)
+    assert worker_start_error(died) == (
+        "worker gpu-7 loaded a different embedder than the driver (weights: worker=5bdec7f79df3…, "
+        "driver=other); every node needs the same model, adapter and demo files"
+    )
+    wrapped = RuntimeError("the dataset failed")
+    wrapped.__cause__ = died
+    assert worker_start_error(wrapped) is not None
+    # An actor that died mid-run (not in __init__), or a bug's traceback, stays as Ray raised it.
+    assert worker_start_error(ActorDiedError()) is None
+    bug = RayActorError(
+        error_msg=text.replace("vela_search.errors.VelaError", "KeyError"), actor_init_failed=True
+    )
+    assert worker_start_error(bug) is None
+
+
 # ------------------------------------------------------------------------------- without the extra
 def test_without_ray_installed_ray_says_what_to_install(tmp_path, tiny_model_dir):
     clips(tmp_path / "audio", 1)

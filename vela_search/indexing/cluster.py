@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import socket
 import time
 from collections.abc import Iterator, Sequence
@@ -519,17 +520,45 @@ def _embed_on_ray(
         )
     )
     arrivals = [_Arrivals(job) for job in jobs]
-    for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-        if not timing.first_result_s:
-            timing.first_result_s = time.perf_counter() - started
-            timing.first_actor_ready_s = max(0.0, float(np.min(batch["ready_at"])) - started_at)
-        landing_started = time.perf_counter()
-        _take(run, arrivals, batch, timing)
-        timing.land_s += time.perf_counter() - landing_started
+    try:
+        for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+            if not timing.first_result_s:
+                timing.first_result_s = time.perf_counter() - started
+                timing.first_actor_ready_s = max(0.0, float(np.min(batch["ready_at"])) - started_at)
+            landing_started = time.perf_counter()
+            _take(run, arrivals, batch, timing)
+            timing.land_s += time.perf_counter() - landing_started
+    except Exception as exc:
+        reason = worker_start_error(exc)
+        if reason is None:
+            raise
+        raise VelaError(f"an embedding worker could not start: {reason}") from exc
     timing.wall_s = time.perf_counter() - started
     missing = [a.job.file.path for a in arrivals if not a.landed]
     if missing:  # cannot happen unless Ray lost rows: never commit an incomplete file
         raise RuntimeError(f"{len(missing)} files did not come back from the cluster: {missing[:3]}")
+
+
+# The last line of a worker's traceback when it raised one of this project's user errors.
+_USER_ERROR_LINE = re.compile(r"^vela_search\.errors\.\w+: (.+)$", re.MULTILINE)
+
+
+def worker_start_error(exc: BaseException) -> str | None:
+    """The user error (a :class:`VelaError`, e.g. a model missing on that node) that kept an embedding actor
+    from starting, found in what Ray raised on the driver; None for anything else.
+
+    Ray reports an actor's failed ``__init__`` as an ``ActorDiedError`` that carries the worker's traceback
+    as text only, so the message is read from it.
+    """
+    from ray.exceptions import RayActorError
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, RayActorError) and seen.actor_init_failed:
+            found = _USER_ERROR_LINE.findall(str(seen))
+            return found[-1].strip() if found else None
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _take(run: _Run, arrivals: list[_Arrivals], batch: dict[str, np.ndarray], timing: ClusterTiming) -> None:
