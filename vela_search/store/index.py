@@ -19,7 +19,7 @@ from .shards import ShardReader, compile_glob
 from .tables import FILES_SCHEMA, empty_files, read_ids
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Iterable, Iterator, Mapping
 
     from .writer import IndexWriter
 
@@ -329,6 +329,25 @@ class AudioIndex:
             ids.append(shard.ids[keep])
             vectors.append(shard.vectors()[keep])
         return np.concatenate(ids), np.ascontiguousarray(np.concatenate(vectors), dtype=np.float32)
+
+    def shard_readers(self) -> list[ShardReader]:
+        """The snapshot's shards, in manifest order."""
+        return list(self._shards)
+
+    def live_shards(self) -> Iterator[tuple[pa.Table, np.ndarray]]:
+        """Per shard, in manifest order: the metadata rows of its live segments and their decoded vectors.
+
+        Deleted segments are left out; one shard at a time is held in memory.
+
+        Yields:
+            (metadata table with the `id` column, vectors float32 (rows, dim)) in the same row order.
+        """
+        for i, shard in enumerate(self._shards):
+            rows, vectors = shard.metadata(), shard.vectors()
+            mask = self._deleted_mask(i)
+            if mask is not None:
+                rows, vectors = rows.filter(pa.array(~mask)), vectors[~mask]
+            yield rows, np.ascontiguousarray(vectors, dtype=np.float32)
 
     # ----- search -----
 
