@@ -111,6 +111,21 @@ def index_command(
         "embed): files are scanned and hashed, no model is loaded and the index is not changed.",
     ),
     json_output: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    dataset: Path | None = typer.Option(
+        None,
+        "--dataset",
+        help="Index the audio rows of a Hugging Face dataset instead of files: a save_to_disk folder or "
+        "Parquet with an audio column (needs `pip install 'vela-search[datasets]'`).",
+    ),
+    split: str | None = typer.Option(None, "--split", help="The dataset split (default: its only one)."),
+    audio_column: str | None = typer.Option(
+        None, "--audio-column", help="The dataset's audio column (default: the first one)."
+    ),
+    key_column: str | None = typer.Option(
+        None,
+        "--key-column",
+        help="A dataset column naming rows across versions (default: audio file names, else row numbers).",
+    ),
 ) -> None:
     """Index audio files: incremental, resumable after a crash, broken files recorded and skipped."""
     from vela_search.errors import VelaError
@@ -123,7 +138,19 @@ def index_command(
     validate_options(window, hop, commit_every)
     root = resolve_index(index)
     exists = AudioIndex.exists(root)
-    if not paths and not exists:
+    listing = None
+    if dataset is not None:
+        if paths or rebuild or dry_run:
+            raise VelaError("--dataset is indexed on its own: without paths, --rebuild or --dry-run")
+        from vela_search.audio.hf_dataset import list_dataset_audio
+
+        with err_console.status(f"reading {dataset} …", spinner="dots"):
+            listing = list_dataset_audio(
+                dataset, split=split, audio_column=audio_column, key_column=key_column
+            )
+    elif split or audio_column or key_column:
+        raise VelaError("--split, --audio-column and --key-column go with --dataset")
+    if listing is None and not paths and not exists:
         raise VelaError(f"give audio files or folders to index (no index at {root} yet)")
     if dry_run:
         if rebuild:
@@ -158,6 +185,7 @@ def index_command(
             factory=faiss_factory,
             decode_workers=decode_workers,
             progress=view.update,
+            dataset=listing,
         )
 
     if json_output:
