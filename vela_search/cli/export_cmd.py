@@ -44,4 +44,5 @@ def export_command(
         f"{report.segments} segments ({report.dim}-dim {dtype} vectors) → {report.segments_file}\n"
         f"{report.files} files → {report.files_file}",
         highlight=False,
+        soft_wrap=True,  # paths stay whole, for copying
     )
