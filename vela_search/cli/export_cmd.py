@@ -23,12 +23,7 @@ def export_command(
     ),
     json_output: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
 ) -> None:
-    """Export live vectors (deleted segments left out) with segment and file metadata as Parquet.
-
-    segments.parquet has an id, a fixed-size-list `vector` column and the segment's metadata; files.parquet
-    the files table. Both carry the embedder fingerprint in their metadata. pyarrow, DuckDB and LanceDB
-    read them as they are.
-    """
+    """Export live vectors and their segment and file metadata as Parquet, for vector databases."""
     from vela_search.errors import VelaError
     from vela_search.store.export import export_index
 
