@@ -16,14 +16,16 @@ trap 'rm -rf "$work"' EXIT
 
 python3 -m venv "$work/venv"
 . "$work/venv/bin/activate"
-start=$(date +%s.%N)
-# The README's set-up: the CPU build of torch first, then the package with its extras (editable).
-python -m pip install --quiet torch==2.13.0
 if [ "$extras" = none ]; then target="$src"; else target="$src[$extras]"; fi
-python -m pip install --quiet -e "$target"
-end=$(date +%s.%N)
+# The README's set-up: the CPU build of torch first, then the package with its extras (editable). Timed as
+# wall seconds and CPU seconds (user + system; less sensitive to other work on the machine).
+TIMEFORMAT='%R %U %S'
+{ time {
+  python -m pip install --quiet torch==2.13.0 && python -m pip install --quiet -e "$target"
+} 2>&3; } 3>&2 2>"$work/time.txt"
+read -r wall_s user_s sys_s <"$work/time.txt"
 python -m pip check
 size_mb=$(du -sm "$work/venv" | cut -f1)
 dists=$(python -m pip list --format=freeze | wc -l)
-printf 'source=%s extras=%s install_s=%.0f venv_mb=%s distributions=%s\n' \
-  "$src" "$extras" "$(echo "$end - $start" | bc)" "$size_mb" "$dists"
+printf 'source=%s extras=%s install_s=%.0f cpu_s=%.0f venv_mb=%s distributions=%s\n' \
+  "$src" "$extras" "$wall_s" "$(echo "$user_s + $sys_s" | bc)" "$size_mb" "$dists"
