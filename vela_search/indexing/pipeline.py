@@ -354,7 +354,7 @@ def index_paths(
         record_spec(index_dir, writer.fingerprint, EmbedderSpec.from_embedder(embedder), room)
         roots = [os.path.abspath(os.path.expanduser(str(p))) for p in paths]
         if dataset is None and (rebuild or not roots):
-            with AudioIndex.open(index_dir) as current:
+            with AudioIndex.open(index_dir, shards=False) as current:
                 recorded = recorded_roots(current.files())
             if rebuild and any(is_dataset_uri(r) for r in recorded):
                 # A rebuild starts a new generation from the folders; dataset rows would be left out.
