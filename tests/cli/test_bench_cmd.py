@@ -9,7 +9,7 @@ import sys
 
 from typer.testing import CliRunner
 
-from tests.bench.dataset_factory import make_audiocaps, make_clotho, youtube_id
+from tests.bench.dataset_factory import make_audiocaps, make_clotho, write_tone, youtube_id
 from vela_search.cli.app import _register_commands, app
 from vela_search.errors import DatasetError, VelaError
 
@@ -167,3 +167,39 @@ def test_store_benchmark_prints_the_curve_and_writes_json(tmp_path):
     assert [landed for landed, _ in report["curve"]] == list(range(4, 41, 4))
     assert report["moves"] == 5 and report["ms_per_move"] > 0
     assert "ms per file" in result.stderr and "5 moved files" in result.stderr
+
+
+def test_two_demo_sets_are_scored_side_by_side_with_one_model_load(tmp_path, tiny_model_dir, monkeypatch):
+    import vela_search.embedding.embedder as embedder_module
+
+    loads = []
+    real_load = embedder_module.load_backbone
+    monkeypatch.setattr(
+        embedder_module, "load_backbone", lambda *a, **k: loads.append(a) or real_load(*a, **k)
+    )
+    data = make_clotho(tmp_path / "clotho", 3, seconds=0.5)
+    write_tone(tmp_path / "demos" / "clips" / "bark.wav", 7, seconds=0.5)
+    demo_file = tmp_path / "demos" / "mixed.jsonl"
+    demo_file.write_text(
+        '{"audio": "clips/bark.wav", "word": "dog"}\n{"text": "Rain falls on a roof", "word": "rain"}\n'
+    )
+    out = tmp_path / "compare.json"
+    result = invoke(
+        *("clotho", "--data-dir", str(data), "--model", "tiny", "--device", "cpu"),
+        *("--demos", "none", "--demos", str(demo_file), "--json", str(out)),
+    )
+    assert result.exit_code == 0, result.output
+    assert len(loads) == 1
+    assert "none" in result.output and "mixed.jsonl" in result.output and "modality gap" in result.output
+
+    comparison = json.loads(out.read_text())
+    assert comparison["dataset"] == "clotho"
+    none, mixed = comparison["runs"]
+    assert (none["demos"], mixed["demos"]) == ("none", str(demo_file))
+    assert (none["n_demos"], mixed["n_demos"], mixed["n_audio_demos"]) == (0, 2, 1)
+    assert none["prefix_tokens"] < mixed["prefix_tokens"]
+    assert none["report"]["fingerprint"]["demos"] == "none"
+    assert mixed["report"]["fingerprint"]["demos"] not in ("none", "default")
+    for run in (none, mixed):
+        assert set(run["report"]["metrics"]) == METRIC_KEYS and run["report"]["n_clips"] == 3
+    assert none["report"]["modality_gap"] != mixed["report"]["modality_gap"]

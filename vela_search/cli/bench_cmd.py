@@ -23,6 +23,7 @@ from vela_search.cli.common import (
 )
 
 if TYPE_CHECKING:
+    from vela_search.bench.demo_comparison import DemoComparison
     from vela_search.bench.runner import BenchmarkReport
     from vela_search.bench.speed import SpeedReport
 
@@ -39,7 +40,8 @@ BATCH_TOKENS_HELP = "Item tokens per batch (default: sized from free GPU memory;
 # Options the two retrieval benchmarks share.
 ModelOpt = Annotated[str | None, typer.Option("--model", help=MODEL_HELP)]
 AdapterOpt = Annotated[Path | None, typer.Option("--adapter", help=ADAPTER_HELP)]
-DemosOpt = Annotated[str | None, typer.Option("--demos", help=DEMOS_HELP)]
+COMPARE_DEMOS_HELP = f"{DEMOS_HELP} Repeat to score several sets side by side with one model load."
+DemosOpt = Annotated[list[str] | None, typer.Option("--demos", help=COMPARE_DEMOS_HELP)]
 DeviceOpt = Annotated[str, typer.Option("--device", help=DEVICE_HELP)]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help=DTYPE_HELP)]
 BatchTokensOpt = Annotated[int | None, typer.Option("--batch-tokens", min=1, help=BATCH_TOKENS_HELP)]
@@ -110,7 +112,7 @@ def _run_retrieval(
     download: bool,
     model: str | None,
     adapter: Path | None,
-    demos: str | None,
+    demos: list[str] | None,
     device: str,
     dtype: str,
     batch_tokens: int | None,
@@ -121,6 +123,7 @@ def _run_retrieval(
 
     from vela_search.bench.datasets import load_dataset
     from vela_search.bench.runner import run_retrieval_benchmark
+    from vela_search.embedding.demos import DemoSet
     from vela_search.store import AudioIndex
 
     if download:
@@ -133,11 +136,17 @@ def _run_retrieval(
             f"[yellow]note:[/] {len(dataset.missing)} clip(s) listed in the {name} {split} captions have no "
             "audio file and are left out (the report counts them)"
         )
-    # Opened before the model loads, so a wrong --index fails in a second, not after loading 16 GB.
+    # Read before the model loads, so a wrong --demos or --index fails in a second, not after loading 16 GB.
+    more_demos = [(spec, DemoSet.load(spec)) for spec in (demos or [])[1:]]
     idx = AudioIndex.open(resolve_index(index)) if index is not None else None
     try:
         embedder = load_embedder(
-            model=model, adapter=adapter, demos=demos, device=device, dtype=dtype, batch_tokens=batch_tokens
+            model=model,
+            adapter=adapter,
+            demos=demos[0] if demos else None,
+            device=device,
+            dtype=dtype,
+            batch_tokens=batch_tokens,
         )
     except BaseException:
         if idx is not None:
@@ -153,11 +162,83 @@ def _run_retrieval(
                     tasks[stage] = bar.add_task(f"embedding {stage}", total=total)
                 bar.update(tasks[stage], completed=done, total=total)
 
-            report = run_retrieval_benchmark(dataset, embedder, index=idx, progress=progress)
+            if more_demos:
+                sets = [(demos[0], embedder.demos), *more_demos]  # type: ignore[index]
+                comparison = _compare_demos(dataset, embedder, sets, batch_tokens, idx, bar, tasks)
+            else:
+                report = run_retrieval_benchmark(dataset, embedder, index=idx, progress=progress)
     finally:
         if idx is not None:
             idx.close()
+    if more_demos:
+        _emit(comparison.to_dict(), json_out, lambda target: _print_comparison(comparison, target))
+        return
     _emit(report.to_dict(), json_out, lambda target: _print_retrieval(report, target))
+
+
+def _compare_demos(
+    dataset: Any,
+    embedder: Any,
+    sets: list[tuple[str, Any]],
+    batch_tokens: int | None,
+    idx: Any,
+    bar: Any,
+    tasks: dict[str, Any],
+) -> DemoComparison:
+    """Score each ``--demos`` set over the one loaded backbone."""
+    from vela_search.bench.demo_comparison import compare_demo_sets
+
+    def progress(name: str, stage: str, done: int, total: int) -> None:
+        key = f"{stage} ({name})"
+        if key not in tasks:
+            tasks[key] = bar.add_task(f"embedding {key}", total=total)
+        bar.update(tasks[key], completed=done, total=total)
+
+    return compare_demo_sets(
+        dataset, embedder.backbone, sets, batch_tokens=batch_tokens, index=idx, progress=progress
+    )
+
+
+def _print_comparison(comparison: DemoComparison, target: Any) -> None:
+    from vela_search.bench.metrics import RECALL_KS
+
+    first = comparison.runs[0].report
+    table = Table(
+        title=f"{comparison.dataset} {comparison.split}: {first.n_clips} clips, {first.n_captions} captions, "
+        f"{len(comparison.runs)} demo sets",
+        caption="R@k and mAP@10 in %, ranks 1-based; modality gap: distance between the audio and caption "
+        "centroids (smaller: closer spaces)",
+        caption_justify="left",
+    )
+    table.add_column("metric")
+    for run in comparison.runs:
+        # A file's name heads its column (the full path is in the JSON report).
+        table.add_column(Path(run.demos).name or run.demos, justify="right", overflow="fold")
+    table.add_column("paper", justify="right")
+    rows: list[list[str]] = [
+        ["demos (audio)", *(f"{r.n_demos} ({r.n_audio_demos})" for r in comparison.runs), "100 (35)"],
+        ["prefix tokens", *(f"{r.prefix_tokens:,}" for r in comparison.runs), "–"],
+    ]
+    names = [f"R@{k}" for k in RECALL_KS] + ["mAP@10", "median_rank", "mean_rank"]
+    for direction in ("t2a", "a2t"):
+        for metric in names:
+            key = f"{direction}_{metric}"
+            paper = first.paper.get(key)
+            rows.append(
+                [
+                    f"{direction} {metric.replace('_', ' ')}",
+                    *(f"{r.report.metrics[key]:.2f}" for r in comparison.runs),
+                    "–" if paper is None else f"{paper:.1f}",
+                ]
+            )
+    rows.append(["modality gap", *(f"{r.report.modality_gap:.4f}" for r in comparison.runs), "–"])
+    for row in rows:
+        table.add_row(*row)
+    target.print(table)
+    wall = sum(r.report.wall_s for r in comparison.runs)
+    target.print(f"{len(comparison.runs)} sets scored with one model load in {wall:.1f} s on {first.device}")
+    if first.notice:
+        target.print(f"[yellow]note:[/] {first.notice}")
 
 
 def _download(name: str, data_dir: Path, split: str) -> None:
@@ -311,17 +392,48 @@ def pipeline(
     window: float = typer.Option(10.0, "--window", help="Window length in seconds for files over 30 s."),
     hop: float = typer.Option(5.0, "--hop", help="Hop between windows in seconds."),
     decode_workers: int | None = typer.Option(None, "--decode-workers", min=1, help="Decoding threads."),
-    threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads for torch."),
+    threads: int | None = typer.Option(
+        None, "--threads", min=1, help="CPU threads for torch (with --ray: in each actor too)."
+    ),
+    ray: bool = typer.Option(
+        False, "--ray", help="Index the files in one process and on Ray (a local Ray) and compare."
+    ),
+    ray_address: str | None = typer.Option(
+        None, "--ray-address", metavar="ADDRESS", help="With --ray: a running cluster instead of a local Ray."
+    ),
+    workers: int | None = typer.Option(None, "--workers", min=1, help="With --ray: embedding actors."),
     json_out: str | None = typer.Option(None, "--json", metavar="OUT", help=JSON_HELP),
 ) -> None:
-    """How well indexing hides decoding behind embedding: decode-only, embed-only and end-to-end times."""
+    """How well indexing hides decoding behind embedding: decode-only, embed-only and end-to-end times.
+
+    With --ray: the same files indexed in one process and on Ray, clips/s, the overhead ratio and where
+    the Ray run's time goes.
+    """
     from vela_search.indexing.profile import measure_pipeline_overlap
 
+    if ray or ray_address is not None:
+        from vela_search.indexing.cluster import import_ray
+
+        import_ray()
     if threads is not None:
         import torch
 
         torch.set_num_threads(threads)
     embedder = load_embedder(model=model, adapter=None, demos=demos, device=device)
+    if ray or ray_address is not None:
+        _ray_pipeline(
+            paths,
+            embedder,
+            model=model,
+            address=ray_address,
+            workers=workers,
+            window=window,
+            hop=hop,
+            decode_workers=decode_workers,
+            threads=threads,
+            json_out=json_out,
+        )
+        return
     with err_console.status("measuring decode-only, embed-only and end-to-end …", spinner="dots"):
         timing = measure_pipeline_overlap(
             [str(p) for p in paths], embedder, window_s=window, hop_s=hop, decode_workers=decode_workers
@@ -336,6 +448,60 @@ def pipeline(
         table.add_row("embed only (pre-decoded)", f"{timing.embed_s:.2f}")
         table.add_row("index end to end", f"{timing.end_to_end_s:.2f}")
         table.add_row("end to end / max(decode, embed)", f"{timing.overlap_ratio:.2f}")
+        target.print(table)
+
+    _emit(payload, json_out, render)
+
+
+def _ray_pipeline(
+    paths: list[Path],
+    embedder: Any,
+    *,
+    model: str,
+    address: str | None,
+    workers: int | None,
+    window: float,
+    hop: float,
+    decode_workers: int | None,
+    threads: int | None,
+    json_out: str | None,
+) -> None:
+    from vela_search.indexing.profile import measure_ray_overhead
+
+    with err_console.status("indexing in one process, then on Ray …", spinner="dots"):
+        result = measure_ray_overhead(
+            [str(p) for p in paths],
+            embedder,
+            address=address,
+            workers=workers,
+            window_s=window,
+            hop_s=hop,
+            decode_workers=decode_workers,
+            threads=threads,
+        )
+    payload = {**result.to_dict(), "model": model, "notice": embedder.notice, "threads": threads}
+
+    def render(target: Any) -> None:
+        timing = result.ray_timing
+        table = Table(
+            title=f"one process vs Ray ({result.workers} worker(s)): {result.files} files, "
+            f"{result.segments} segments"
+        )
+        table.add_column("measurement")
+        table.add_column("value", justify="right")
+        table.add_row("one process", f"{result.single_s:.2f} s ({result.single_clips_per_s:.1f} clips/s)")
+        table.add_row("Ray", f"{result.ray_s:.2f} s ({result.ray_clips_per_s:.1f} clips/s)")
+        table.add_row("overhead ratio (Ray / one process)", f"{result.overhead_ratio:.2f}")
+        table.add_row("  once the actors are up", f"{result.overhead_ratio_ready_pool:.2f}")
+        table.add_row("Ray start (once per session)", f"{result.ray_start_s:.2f} s")
+        table.add_row("Ray: until an actor was ready", f"{timing['first_actor_ready_s']:.2f} s")
+        table.add_row("  of which loading the model", f"{timing['load_s'] / max(1, result.workers):.2f} s")
+        table.add_row("Ray: until the first vectors", f"{timing['first_result_s']:.2f} s")
+        table.add_row("Ray: decoding (all tasks)", f"{timing['decode_s']:.2f} s")
+        table.add_row("Ray: embedding (all actors)", f"{timing['embed_s']:.2f} s")
+        table.add_row("Ray: landing and commits (driver)", f"{timing['land_s']:.2f} s")
+        for worker in timing["per_worker"]:
+            table.add_row(f"  {worker['worker']}", f"{worker['segments_per_s']:.1f} clips/s")
         target.print(table)
 
     _emit(payload, json_out, render)

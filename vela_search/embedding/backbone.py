@@ -11,6 +11,8 @@ import importlib.util
 import json
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -335,3 +337,75 @@ def _apply_adapter(net: Any, path: Path, *, trainable: bool) -> Any:
     inner = wrapped.base_model.model
     inner._vela_peft_wrapper = wrapped
     return inner
+
+
+def load_backbone_without_weights(
+    model: str | os.PathLike[str] = DEFAULT_MODEL, *, revision: str | None = None
+) -> Backbone:
+    """The backbone's processor and config with its modules on the meta device (no weights read).
+
+    Enough for everything that only counts tokens (prompt rendering, demo prefix length, budget checks):
+    it reads the config and processor files alone, so a 7B checkpoint costs a second instead of 16 GB.
+    Running it raises (meta tensors hold no data).
+
+    Raises:
+        ModelLoadError: The model's config or processor cannot be found or read.
+    """
+    import torch
+    from transformers import AutoConfig, AutoProcessor, Qwen2AudioForConditionalGeneration
+
+    model_str = str(model)
+    is_tiny = model_str == TINY_MODEL_ID
+    try:
+        if model_str.startswith("shape:"):
+            from vela_search.embedding.shapes import get_shape, shape_config
+
+            processor = AutoProcessor.from_pretrained(ensure_tiny_checkpoint())
+            config = shape_config(get_shape(model_str), processor.tokenizer)
+            ref = model_str
+        else:
+            source = _model_source(model_str)
+            revision_kw = {"revision": revision} if revision and not isinstance(source, Path) else {}
+            if not isinstance(source, Path):
+                _check_hub_reachable(source, revision)
+            # Never run code shipped with a checkpoint (as load_backbone).
+            processor = AutoProcessor.from_pretrained(source, trust_remote_code=False, **revision_kw)
+            config = AutoConfig.from_pretrained(source, trust_remote_code=False, **revision_kw)
+            ref = f"tiny@recipe-{TINY_RECIPE_VERSION}" if is_tiny else str(source)
+    except (OSError, ValueError) as exc:
+        reason = " ".join(str(exc).split()).rstrip(".")
+        raise ModelLoadError(
+            f"could not read the config and processor of model {model_str!r}: {reason}. Pass a local "
+            "directory, a cached Hub id, or 'tiny'"
+        ) from exc
+    with torch.device("meta"):
+        net = Qwen2AudioForConditionalGeneration._from_config(config)
+    processor.tokenizer.padding_side = "right"
+    return Backbone(
+        model=net.eval(),
+        processor=processor,
+        model_ref=ref,
+        weights_digest="not-loaded",
+        adapter_path=None,
+        adapter_digest=None,
+        quantization=None,
+        device=torch.device("cpu"),
+        dtype=torch.float32,
+        is_tiny=is_tiny,
+    )
+
+
+@contextmanager
+def stock_attention(backbone: Backbone) -> Iterator[None]:
+    """Run the language model with transformers' own SDPA attention inside the block (for ``generate``).
+
+    The embedding path's attention (:mod:`vela_search.embedding.attention`) serves prefill behind a shared
+    prefix, not step-by-step decoding with a growing cache; generation swaps it out and puts it back after.
+    """
+    config = backbone.language_model.config
+    saved = config._attn_implementation
+    config._attn_implementation = "sdpa"
+    try:
+        yield
+    finally:
+        config._attn_implementation = saved
