@@ -352,6 +352,7 @@ def index_paths(
         factory=factory,
         compact=compact,
         progress=progress,
+        dataset=dataset,
     )
 
 
@@ -370,6 +371,7 @@ def run_index(
     factory: str | None,
     compact: bool,
     progress: ProgressCallback | None,
+    dataset: DatasetListing | None = None,
 ) -> IndexReport:
     """One run with a given embedding stage: the planning, writing and commit rules of every run.
 
