@@ -669,3 +669,22 @@ def test_paths_relative_to_the_indexed_root(searcher, collection):
     data = hit.to_dict()
     assert data["path"] == str(files["b1320"]) and data["display_path"] == "b/t1320.wav"
     assert set(data) >= {"rank", "score", "path", "start_s", "end_s", "duration_s", "segment_id", "paths"}
+
+
+def test_scores_are_clamped_to_the_cosine_range():
+    from vela_search.search.hits import Hit
+
+    hit = Hit(path="a.wav", start_s=0.0, end_s=1.0, score=1.0000497, duration_s=1.0, segment_id=0, rank=1)
+    assert hit.score == 1.0 and hit.to_dict()["score"] == 1.0
+    low = Hit(path="a.wav", start_s=0.0, end_s=1.0, score=-1.0002, duration_s=1.0, segment_id=0, rank=1)
+    assert low.score == -1.0
+
+
+@pytest.mark.parametrize("bad", [2, -1.5, 1.0001])
+def test_min_score_outside_the_cosine_range_is_refused(bad):
+    from vela_search.errors import QueryError
+    from vela_search.search import check_min_score
+
+    with pytest.raises(QueryError, match=r"--min-score must be between -1 and 1"):
+        check_min_score(bad)
+    assert check_min_score(1) == 1.0 and check_min_score(-1) == -1.0

@@ -631,8 +631,11 @@ class VelaEmbedder:
                         .long()
                         .to(bb.device),
                     }
+                input_ids = torch.tensor([ids], device=bb.device)
+                # The mask only matters to the stock model's check for a one-token clip (no run of audio
+                # tokens looks to it like an unexpanded prompt, which needs a mask).
                 hidden = bb.core(
-                    input_ids=torch.tensor([ids], device=bb.device), use_cache=False, **extra
+                    input_ids=input_ids, attention_mask=torch.ones_like(input_ids), use_cache=False, **extra
                 ).last_hidden_state
             rows.append(torch.nn.functional.normalize(hidden[0, -1].float(), dim=-1).cpu().numpy())
         return np.stack(rows) if rows else np.zeros((0, self.dim), dtype=np.float32)
