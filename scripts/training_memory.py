@@ -37,7 +37,9 @@ def main() -> None:
     parser.add_argument("--demos", default="default")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    emb = VelaEmbedder.from_pretrained("tiny", demos=args.demos, device="cpu", max_batch_items=3 * args.triplets)
+    emb = VelaEmbedder.from_pretrained(
+        "tiny", demos=args.demos, device="cpu", max_batch_items=3 * args.triplets
+    )
     emb.avoid_no_grad = True
     torch.manual_seed(0)
     attach_lora(emb, LoraSettings())

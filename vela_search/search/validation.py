@@ -170,7 +170,11 @@ def check_query_fits(
     tokenizer = load_tokenizer(model, revision=revision)
     if tokenizer is None:
         return
-    count = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) - _EDGE_TOKENS for t in texts)
+    # split_special_tokens: user text is text, as the embedder tokenizes it.
+    count = sum(
+        len(tokenizer(t, add_special_tokens=False, split_special_tokens=True)["input_ids"]) - _EDGE_TOKENS
+        for t in texts
+    )
     if count > room.tokens:
         raise too_long_error(count, room.prefix_tokens, room.max_positions, at_least=True)
 

@@ -436,7 +436,10 @@ def _drop_long_rows(
         for start in range(0, len(rows), chunk):
             part = rows[start : start + chunk]
             texts = [text for t in part for text in (t.anchor, t.positive, t.negative)]
-            lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+            lengths = [
+                len(ids)
+                for ids in tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+            ]
             for i, row in enumerate(part):
                 if max(lengths[3 * i : 3 * i + 3]) <= limit:
                     kept.append(row)
