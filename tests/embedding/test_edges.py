@@ -151,16 +151,20 @@ def test_masks_behind_a_prefix_right_padded_work_left_padded_are_refused():
         vela_attention(module, q, k, v, _mask([6, 3], 6, left=True), scaling=0.3, vela_prefix=prefix)
 
 
-def test_the_language_model_receives_the_padding_mask(tiny_embedder):
-    """A 2-D attention_mask given to the model reaches the attention (transformers drops it otherwise)."""
+def test_the_language_model_runs_right_padding_and_refuses_left_padding(tiny_embedder):
+    """transformers gives a custom attention no mask: a 2-D mask must not be silently ignored."""
     lm = tiny_embedder.backbone.language_model
-    ids = torch.tensor([[5, 6, 7, 8], [0, 0, 7, 8]])
+    right = torch.tensor([[5, 6, 7, 8], [7, 8, 0, 0]])
     with torch.no_grad():
         padded = lm(
-            input_ids=ids, attention_mask=torch.tensor([[1, 1, 1, 1], [0, 0, 1, 1]])
+            input_ids=right, attention_mask=torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
         ).last_hidden_state
-        alone = lm(input_ids=ids[1:, 2:]).last_hidden_state
-    torch.testing.assert_close(padded[1, 2:], alone[0], atol=1e-4, rtol=1e-4)
+        alone = lm(input_ids=right[1:, :2]).last_hidden_state
+        torch.testing.assert_close(padded[1, :2], alone[0], atol=1e-5, rtol=1e-5)
+        with pytest.raises(ValueError, match="right-padded"):
+            lm(input_ids=right.flip(1), attention_mask=torch.tensor([[1, 1, 1, 1], [0, 0, 1, 1]]))
+        with pytest.raises(ValueError, match="2-D padding mask"):
+            lm(input_ids=right, attention_mask=torch.ones(2, 1, 4, 4, dtype=torch.bool))
 
 
 # ---------------------------------------------------------------------------------- fingerprint

@@ -11,9 +11,10 @@ the language model's attention implementation; it receives the prefix through th
 arguments (``vela_prefix=``), and records a forward's keys/values when asked (``vela_capture=``).
 
 Padding: the embedder right-pads its batches and passes no mask (causal masking alone is then exact for every
-real token). A caller that passes an ``attention_mask`` gets it honoured (transformers builds the 4-D mask,
-as for SDPA). Behind a prefix a left-padded batch is refused: its pads would sit between the prefix and the
-tokens and shift their distance to the prefix.
+real token). transformers hands a custom attention no mask, so :func:`guard_padding` checks a 2-D
+``attention_mask`` given to the language model: right padding runs, left padding is refused with a clear
+error. A 4-D mask that does reach :func:`vela_attention` is honoured, except left padding behind a prefix
+(its pads would sit between the prefix and the tokens), which is refused.
 
 Training: when the prefix's keys/values carry autograd history (``PrefixKV.keep_graph``), every item's
 attention backpropagates into them, so gradients equal those of a plain forward of prefix + item. The
@@ -54,13 +55,37 @@ class PrefixKV:
 def register_attention() -> str:
     """Register the prefix-aware attention with transformers (idempotent) and return its name."""
     from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
     AttentionInterface.register(ATTENTION_NAME, vela_attention)
-    # Without a mask function of its own, transformers drops every attention_mask before it reaches a
-    # custom attention. SDPA's: a boolean (batch, 1, q, k) mask, or None when causal masking is enough.
-    AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)
     return ATTENTION_NAME
+
+
+def guard_padding(language_model: torch.nn.Module) -> None:
+    """Refuse a forward whose ``attention_mask`` the prefix attention would get wrong.
+
+    transformers builds no mask for a custom attention (it would also check every forward's position ids
+    on the host, a GPU sync that CUDA graphs cannot capture), so a ``attention_mask=`` given to the
+    language model never reaches :func:`vela_attention`. Causal masking alone is exact for right-padded
+    rows; a left-padded (or holed) mask is refused here with a clear error instead of being ignored.
+    """
+    language_model.register_forward_pre_hook(_check_padding_mask, with_kwargs=True)
+
+
+def _check_padding_mask(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    mask = kwargs.get("attention_mask")
+    if mask is None:
+        return
+    if not isinstance(mask, torch.Tensor) or mask.dim() != 2:
+        raise ValueError(
+            "the Vela attention takes a 2-D padding mask (batch, tokens) with right padding, or none; "
+            f"got {type(mask).__name__}{tuple(mask.shape) if isinstance(mask, torch.Tensor) else ''}"
+        )
+    if _left_padded(mask.bool()[:, None, None, :]):
+        raise ValueError(
+            "the Vela attention needs right-padded batches (pads after the tokens; tokenizer "
+            "padding_side='right'): this attention_mask hides tokens before visible ones (left padding), "
+            "which causal masking cannot express and a shared prefix would see in the wrong place"
+        )
 
 
 def vela_attention(
