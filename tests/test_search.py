@@ -690,3 +690,14 @@ def test_min_score_outside_the_cosine_range_is_refused(bad):
     with pytest.raises(QueryError, match=r"--min-score must be between -1 and 1"):
         check_min_score(bad)
     assert check_min_score(1) == 1.0 and check_min_score(-1) == -1.0
+
+
+def test_query_text_that_is_not_utf8_is_refused():
+    import os
+
+    from vela_search.search.validation import check_text_query
+
+    with pytest.raises(QueryError, match=r"not valid UTF-8 text \(byte 0xff at character 5\)"):
+        check_text_query(os.fsdecode(b"dog \xff"))
+    with pytest.raises(QueryError, match="the instruction is not valid UTF-8"):
+        check_text_query("dog", "instruction", os.fsdecode(b"find \xfe"))
