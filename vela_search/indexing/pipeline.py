@@ -261,9 +261,15 @@ def validate_options(window_s: float, hop_s: float, commit_every: int) -> None:
 def _open_writer(
     index_dir: Path, embedder: VelaEmbedder, *, rebuild: bool, factory: str | None
 ) -> IndexWriter:
-    from vela_search.store import AudioIndex, IndexWriter
+    from vela_search.embedding.fingerprint import fingerprint_for_index
+    from vela_search.store import AudioIndex, IndexWriter, manifest
+    from vela_search.store.layout import MANIFEST
 
-    fingerprint = embedder.fingerprint.to_dict()
+    stored = manifest.read(index_dir / MANIFEST) if AudioIndex.exists(index_dir) else None
+    # An index from before the dtype was recorded stays writable (docs/format.md, embedder fingerprint).
+    fingerprint = fingerprint_for_index(
+        embedder.fingerprint.to_dict(), stored["fingerprint"] if stored and not rebuild else None
+    )
     if not AudioIndex.exists(index_dir):
         try:
             AudioIndex.create(
