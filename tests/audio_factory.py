@@ -131,7 +131,8 @@ BROKEN_FILE_ERRORS: dict[str, str] = {
     "no_samples": "contains no audio samples",
     "nan": "NaN or infinite",
     "inf": "NaN or infinite",
-    "needs_ffmpeg": "ffmpeg",  # "needs ffmpeg" without it, "ffmpeg could not decode it" with it
+    # "PyAV could not decode it" with PyAV installed, "need PyAV or ffmpeg" without either
+    "needs_ffmpeg": "PyAV",
 }
 
 
@@ -246,3 +247,58 @@ def write_fake_ffmpeg_file(path: str | Path, wave: np.ndarray, sr: int) -> Path:
     path.write_bytes(FAKE_MAGIC + tmp.read_bytes())
     os.unlink(tmp)
     return path
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Formats libsndfile cannot write (or read), encoded with PyAV (FFmpeg's libraries inside the `av` wheels).
+
+# Extension -> (encoder, container format or None for the extension's default, sample rate).
+PYAV_FORMATS: dict[str, tuple[str, str | None, int]] = {
+    "m4a": ("aac", None, 44_100),
+    "aac": ("aac", "adts", 44_100),
+    "webm": ("libopus", None, 48_000),
+    "wma": ("wmav2", None, 44_100),
+}
+
+
+def write_pyav(path: str | Path, wave: np.ndarray, sr: int, fmt: str | None = None) -> Path:
+    """Encode samples (shape (n,) or (n, channels)) as m4a/aac/webm/wma with PyAV.
+
+    Args:
+        path: destination; its extension picks the encoder and container (`PYAV_FORMATS`) unless ``fmt``.
+        wave: float samples in [-1, 1].
+        sr: sample rate (webm/Opus: 48 kHz).
+        fmt: key of `PYAV_FORMATS` (default: from the extension).
+    """
+    import av
+
+    path = Path(path)
+    codec, container_format, _ = PYAV_FORMATS[(fmt or path.suffix.lstrip(".")).lower()]
+    wave = np.asarray(wave, dtype=np.float32)
+    planar = wave[None, :] if wave.ndim == 1 else wave.T
+    layout = {1: "mono", 2: "stereo"}[planar.shape[0]]
+    with av.open(str(path), "w", format=container_format) as container:
+        stream = container.add_stream(codec, rate=sr)
+        stream.layout = layout
+        if codec == "wmav2":
+            stream.bit_rate = 128_000
+        for i in range(0, planar.shape[1], _WRITE_CHUNK):
+            # PyAV re-frames and converts the samples to what the encoder takes.
+            frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(planar[:, i : i + _WRITE_CHUNK]), format="fltp", layout=layout
+            )
+            frame.sample_rate, frame.pts = sr, i
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path
+
+
+def alignment_lag(decoded: np.ndarray, reference: np.ndarray, max_lag: int = 4000) -> int:
+    """The shift (in samples) that best lines ``decoded`` up with ``reference``: decoded[i + lag] ~ ref[i]."""
+    n = min(len(decoded), len(reference)) - 2 * max_lag
+    ref = reference[max_lag : max_lag + n]
+    lags = range(-max_lag, max_lag + 1)
+    scores = [float(np.dot(ref, decoded[max_lag + k : max_lag + k + n])) for k in lags]
+    return int(np.argmax(scores)) - max_lag

@@ -445,7 +445,9 @@ def test_min_score_drops_weaker_hits(searcher, collection):
     threshold = (every[1].score + every[2].score) / 2
     kept = searcher.search_audio(files["long"], start_s=20, end_s=30, k=10, min_score=threshold)
     assert as_tuples(kept) == as_tuples(every[:2])
-    assert searcher.search("dog", min_score=1.5) == []
+    assert all(hit.score >= 1.0 for hit in searcher.search("dog", min_score=1.0))
+    with pytest.raises(QueryError, match="between -1 and 1"):
+        searcher.search("dog", min_score=1.5)  # no cosine reaches it: a mistake, not an empty result
     with pytest.raises(QueryError, match="min_score"):
         searcher.search("dog", min_score=float("nan"))
 
@@ -669,6 +671,25 @@ def test_paths_relative_to_the_indexed_root(searcher, collection):
     data = hit.to_dict()
     assert data["path"] == str(files["b1320"]) and data["display_path"] == "b/t1320.wav"
     assert set(data) >= {"rank", "score", "path", "start_s", "end_s", "duration_s", "segment_id", "paths"}
+
+
+def test_scores_are_clamped_to_the_cosine_range():
+    from vela_search.search.hits import Hit
+
+    hit = Hit(path="a.wav", start_s=0.0, end_s=1.0, score=1.0000497, duration_s=1.0, segment_id=0, rank=1)
+    assert hit.score == 1.0 and hit.to_dict()["score"] == 1.0
+    low = Hit(path="a.wav", start_s=0.0, end_s=1.0, score=-1.0002, duration_s=1.0, segment_id=0, rank=1)
+    assert low.score == -1.0
+
+
+@pytest.mark.parametrize("bad", [2, -1.5, 1.0001])
+def test_min_score_outside_the_cosine_range_is_refused(bad):
+    from vela_search.errors import QueryError
+    from vela_search.search import check_min_score
+
+    with pytest.raises(QueryError, match=r"--min-score must be between -1 and 1"):
+        check_min_score(bad)
+    assert check_min_score(1) == 1.0 and check_min_score(-1) == -1.0
 
 
 def test_query_text_that_is_not_utf8_is_refused():

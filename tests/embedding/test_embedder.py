@@ -42,8 +42,12 @@ def test_repeated_runs_are_bitwise_identical(tiny_embedder):
 
 def test_different_inputs_give_different_vectors(tiny_embedder):
     vectors = tiny_embedder.embed_text(["a dog barks", "rain on a roof", "a dog barks"])
-    assert np.abs(vectors[0] - vectors[2]).max() == 0
+    # The same input twice in one batch: equal up to the GEMM's rounding at different row offsets.
+    assert np.abs(vectors[0] - vectors[2]).max() < 1e-6
     assert np.abs(vectors[0] - vectors[1]).max() > 1e-3
+    # Run again, the same batch gives bit-identical vectors (determinism).
+    again = tiny_embedder.embed_text(["a dog barks", "rain on a roof", "a dog barks"])
+    assert np.array_equal(vectors, again)
 
 
 def test_prefix_is_computed_once_and_never_copied(tiny_model_dir, tiny_embedder, monkeypatch):

@@ -370,3 +370,45 @@ def test_only_lora_of_the_language_model_may_train(tiny_model_dir):
     next(emb.backbone.core.audio_tower.parameters()).requires_grad_(True)
     with pytest.raises(RuntimeError, match="outside the language model's LoRA layers.*audio_tower"):
         assert_only_lora_trainable(peft_model)
+
+
+def test_resume_after_a_kill_between_the_final_checkpoint_and_the_adapter_finishes_the_run(
+    tiny_model_dir, tmp_path
+):
+    """SIGKILL right after the final checkpoint is written: --resume writes the adapter, not an error."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    script = (
+        "import os, signal\n"
+        "from pathlib import Path\n"
+        "from vela_search.training.trainer import TrainConfig, train\n"
+        f"cfg = TrainConfig(data=Path({str(SHIPPED)!r}), output=Path({str(out)!r}), model='tiny', "
+        "device='cpu', batch_size=4, lr=3e-3, max_steps=2, eval_fraction=0.05, eval_every=0, save_every=0, "
+        "keep_checkpoints=0, seed=0)\n"
+        "def kill(event):\n"
+        "    if event.kind == 'checkpoint' and event.step == 2:\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "train(cfg, progress=kill)\n"
+    )
+    killed = subprocess.run([sys.executable, "-c", script], env=os.environ.copy(), timeout=300)
+    assert killed.returncode == -signal.SIGKILL
+    assert (out / "checkpoints" / "step-2" / "trainer_state.json").is_file()
+    assert not (out / "adapter_model.safetensors").exists()
+
+    events = []
+    finished = train(small(out, max_steps=2, resume=True), progress=events.append)
+    assert finished.steps == 2 and not finished.interrupted
+    assert any("adapter was not written" in n for n in finished.notices)
+    assert not any(e.kind == "step" for e in events), "no step runs again"
+    record = json.loads((out / ADAPTER_RECORD).read_text())
+    assert record["complete"] is True and record["steps"] == 2
+    saved = load_file(out / "adapter_model.safetensors")
+    checkpoint = load_file(out / "checkpoints" / "step-2" / "adapter_model.safetensors")
+    assert saved.keys() == checkpoint.keys() and all(torch.equal(saved[k], checkpoint[k]) for k in saved)
+    assert VelaEmbedder.from_pretrained(adapter=out, device="cpu").fingerprint.adapter is not None
+    # Now the run is finished: resuming again is the old, clear refusal.
+    with pytest.raises(TrainingError, match="already did 2 of 2 steps"):
+        train(small(out, max_steps=2, resume=True))

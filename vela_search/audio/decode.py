@@ -9,7 +9,15 @@ from pathlib import Path
 
 import numpy as np
 
-from vela_search.audio.sources import SAMPLE_RATE, _error, _open_source, _resampled, _SoundFileSource
+from vela_search.audio.sources import (
+    SAMPLE_RATE,
+    AudioBytes,
+    _error,
+    _FfmpegSource,
+    _open_source,
+    _resampled,
+    _SoundFileSource,
+)
 
 __all__ = ["audio_duration", "decode_audio", "load_waveform", "validate_waveform"]
 
@@ -59,8 +67,10 @@ def _span_indices(start_s: float | None, end_s: float | None) -> tuple[int, int 
     return round(start * SAMPLE_RATE), round(end * SAMPLE_RATE)
 
 
-def decode_audio(path: str | Path, *, start_s: float | None = None, end_s: float | None = None) -> np.ndarray:
-    """Decode an audio file to 16 kHz mono float32.
+def decode_audio(
+    path: str | Path | AudioBytes, *, start_s: float | None = None, end_s: float | None = None
+) -> np.ndarray:
+    """Decode an audio file (or `AudioBytes` held in memory) to 16 kHz mono float32.
 
     Channels are averaged and the signal is resampled with soxr. With a span, only that part is decoded
     (plus a short margin so the resampler matches a whole-file decode); a span reaching past the end is cut
@@ -75,8 +85,8 @@ def decode_audio(path: str | Path, *, start_s: float | None = None, end_s: float
         A contiguous float32 array of samples at 16 kHz.
 
     Raises:
-        AudioDecodeError: the file is missing, empty, unreadable, truncated, not audio, needs ffmpeg that is
-            not installed, decodes to no samples, or holds NaN/inf samples.
+        AudioDecodeError: the file is missing, empty, unreadable, truncated, not audio, needs PyAV or ffmpeg
+            and neither is installed, decodes to no samples, or holds NaN/inf samples.
         ValueError: the span is invalid (negative start, end not after start).
     """
     i0, i1 = _span_indices(start_s, end_s)
@@ -121,10 +131,10 @@ def load_waveform(source: str | Path | np.ndarray) -> np.ndarray:
     return decode_audio(source)
 
 
-def audio_duration(path: str | Path) -> float:
+def audio_duration(path: str | Path | AudioBytes) -> float:
     """Duration of an audio file in seconds, read from the header when the format allows it.
 
-    Formats that only ffmpeg reads are measured with ffprobe when present, else by decoding.
+    Formats libsndfile cannot read are measured by decoding them (with ffprobe when only ffmpeg reads them).
 
     Raises:
         AudioDecodeError: the file cannot be decoded (same reasons as `decode_audio`).
@@ -132,7 +142,8 @@ def audio_duration(path: str | Path) -> float:
     with _open_source(path) as src:
         if isinstance(src, _SoundFileSource):
             return src.declared_frames / src.samplerate
-    ffprobe = shutil.which("ffprobe")
+        through_ffmpeg = isinstance(src, _FfmpegSource)
+    ffprobe = shutil.which("ffprobe") if through_ffmpeg else None
     if ffprobe is not None:
         try:
             out = subprocess.run(

@@ -1,4 +1,4 @@
-"""Native-rate decoders: open an audio file with libsndfile or an ``ffmpeg`` pipe and stream mono blocks.
+"""Native-rate decoders: open audio with libsndfile, PyAV or an ``ffmpeg`` pipe and stream mono blocks.
 
 Also the checks that turn a missing, empty, unreadable, truncated or non-audio file into an
 `AudioDecodeError` with a specific reason, and the stream resampler to 16 kHz that `decode` and `windows`
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import io
 import os
 import re
 import shutil
@@ -19,6 +20,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,7 +31,7 @@ from vela_search.errors import AudioDecodeError
 if TYPE_CHECKING:
     import soundfile as sf
 
-__all__ = ["SAMPLE_RATE", "ffmpeg_available", "native_stderr_captured"]
+__all__ = ["SAMPLE_RATE", "AudioBytes", "ffmpeg_available", "native_stderr_captured"]
 
 SAMPLE_RATE: int = 16_000
 
@@ -48,7 +50,7 @@ def _soxr():  # noqa: ANN202
     return soxr
 
 
-# Containers libsndfile cannot open at all; without ffmpeg the error says so instead of "not audio".
+# Containers libsndfile cannot open at all; without PyAV or ffmpeg the error says so instead of "not audio".
 _FFMPEG_ONLY_EXTENSIONS: frozenset[str] = frozenset({".m4a", ".aac", ".webm", ".wma"})
 
 # Native frames read per block: about a second of audio (at 48 kHz x 8 channels a 1.5 MB float32 block),
@@ -65,6 +67,22 @@ _UNKNOWN_SIZES = frozenset({0, 0xFFFFFFFF, 0x7FFFFFFF, 0xFFFFFFFE})
 _SHOULD_BE = re.compile(r"^\s*(data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
 
 
+@dataclass(frozen=True)
+class AudioBytes:
+    """An encoded audio file held in memory (e.g. the audio bytes of a dataset row), decoded like a file.
+
+    Attributes:
+        name: what errors call it; its extension, if any, names the format as a file's would.
+        data: the file's bytes.
+    """
+
+    name: str
+    data: bytes
+
+    def __str__(self) -> str:
+        return self.name
+
+
 # --------------------------------------------------------------------------------------------------------
 # small helpers
 
@@ -79,7 +97,7 @@ def _ffmpeg_path() -> str | None:
     return shutil.which("ffmpeg")
 
 
-def _error(path: str | Path, reason: str) -> AudioDecodeError:
+def _error(path: str | Path | AudioBytes, reason: str) -> AudioDecodeError:
     return AudioDecodeError(f"cannot decode audio file '{path}': {reason}")
 
 
@@ -97,11 +115,15 @@ def _looks_like_text(head: bytes) -> bool:
     return all(ch.isprintable() or ch in "\r\n\t\f" for ch in text)
 
 
-def _precheck(path: Path) -> bytes:
+def _precheck(path: Path | AudioBytes) -> bytes:
     """Fail early with a specific reason for missing, empty, unreadable or non-regular files.
 
     Returns the first bytes of the file, used to tell text from binary when no decoder accepts it.
     """
+    if isinstance(path, AudioBytes):
+        if not path.data:
+            raise _error(path, "file is empty (0 bytes)")
+        return path.data[:512]
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -405,15 +427,18 @@ def native_stderr_captured() -> Iterator[list[str]]:
             said.extend(line.strip() for line in text.splitlines() if line.strip() and "\x1b" not in line)
 
 
-def _open_source(path: str | Path) -> _Source:
-    path = Path(path)
+def _open_source(path: str | Path | AudioBytes) -> _Source:
+    """Open a file (or in-memory audio) with libsndfile, else PyAV, else an ``ffmpeg`` executable."""
+    in_memory = isinstance(path, AudioBytes)
+    if not in_memory:
+        path = Path(path)
     head = _precheck(path)
     with native_stderr_captured() as decoder_said:
         try:
-            handle = _soundfile().SoundFile(str(path))
+            handle = _soundfile().SoundFile(io.BytesIO(path.data) if in_memory else str(path))
         except _soundfile().LibsndfileError as exc:
             sf_reason = _libsndfile_reason(exc)
-        except (OSError, RuntimeError) as exc:
+        except (OSError, RuntimeError, TypeError) as exc:
             sf_reason = str(exc)
         else:
             sf_reason = None
@@ -425,31 +450,52 @@ def _open_source(path: str | Path) -> _Source:
         if handle.frames == 0:
             handle.close()
             raise _error(path, "contains no audio samples")
-        return _SoundFileSource(path, handle)
+        return _SoundFileSource(path, handle)  # type: ignore[arg-type]
 
     # What the decoder printed while it tried belongs with the failure, not on the terminal.
     said = " / ".join(dict.fromkeys(decoder_said))
     said = f"; the decoder said: {said[:300]}{'…' if len(said) > 300 else ''}" if said else ""
-    suffix = path.suffix.lower()
+    suffix = Path(str(path)).suffix.lower()
     if _looks_like_text(head):
-        # Never audio, whatever the extension; no need to ask ffmpeg.
+        # Never audio, whatever the extension; no need to ask another decoder.
         raise _error(path, f"not an audio file (it contains text){said}")
+    # Classified the same whichever decoders are installed, so that messages do not depend on the machine.
     if suffix in _FFMPEG_ONLY_EXTENSIONS:
-        failure = "ffmpeg could not decode it ({detail})"
-        no_ffmpeg = (
-            f"'{suffix}' files need ffmpeg, which is not installed "
-            "(install it, e.g. `apt-get install ffmpeg`)"
-        )
+        base, sf_part = None, ""
     else:
-        # Classified the same with or without ffmpeg so that messages do not depend on the machine.
         known = sf_reason.startswith(("Format not recognised", "File contains data in an unknown format"))
         base = "not a recognised audio format" if known else "corrupt or truncated header"
-        failure = f"{base} (libsndfile: {sf_reason}; ffmpeg: " + "{detail})"
-        no_ffmpeg = f"{base} (libsndfile: {sf_reason}){said}"
-    ffmpeg = _ffmpeg_path()
+        sf_part = f"libsndfile: {sf_reason}; "
+
+    from vela_search.audio.pyav_source import open_pyav, pyav_available
+
+    pyav_reason = None
+    if pyav_available():
+        opened = open_pyav(path)  # type: ignore[arg-type]
+        if not isinstance(opened, str):
+            return opened
+        pyav_reason = opened
+    ffmpeg = None if in_memory else _ffmpeg_path()
     if ffmpeg is not None:
-        return _FfmpegSource(path, ffmpeg, failure)
-    raise _error(path, no_ffmpeg)
+        tried = "" if pyav_reason is None else f"PyAV: {pyav_reason}; "
+        if base is None:
+            failure = f"PyAV and ffmpeg could not decode it ({tried}ffmpeg: " + "{detail})"
+            if pyav_reason is None:
+                failure = "ffmpeg could not decode it ({detail})"
+        else:
+            failure = f"{base} ({sf_part}{tried}ffmpeg: " + "{detail})"
+        return _FfmpegSource(path, ffmpeg, failure)  # type: ignore[arg-type]
+    if pyav_reason is not None:
+        if base is None:
+            raise _error(path, f"PyAV could not decode it ({pyav_reason})")
+        raise _error(path, f"{base} ({sf_part}PyAV: {pyav_reason}){said}")
+    if base is None:
+        raise _error(
+            path,
+            f"'{suffix}' files need PyAV or ffmpeg, and neither is installed "
+            "(install one: `pip install av`, or e.g. `apt-get install ffmpeg`)",
+        )
+    raise _error(path, f"{base} (libsndfile: {sf_reason}){said}")
 
 
 def _resampled(blocks: Iterator[np.ndarray], samplerate: int) -> Iterator[np.ndarray]:

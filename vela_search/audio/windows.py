@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vela_search.audio.sources import SAMPLE_RATE, _error, _open_source, _resampled
+from vela_search.audio.sources import SAMPLE_RATE, AudioBytes, _error, _open_source, _resampled
 
 __all__ = ["AudioSegment", "Window", "iter_segments", "plan_windows"]
 
@@ -124,7 +124,7 @@ class _Buffer:
 
 
 def iter_segments(
-    path: str | Path, *, window_s: float = 10.0, hop_s: float = 5.0, single_max_s: float = 30.0
+    path: str | Path | AudioBytes, *, window_s: float = 10.0, hop_s: float = 5.0, single_max_s: float = 30.0
 ) -> Iterator[AudioSegment]:
     """Stream the windows of `plan_windows` over a file, decoding it once with bounded memory.
 

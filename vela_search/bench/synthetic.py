@@ -174,7 +174,6 @@ def _prefix_tokens(emb: Any, demo_waves: Any) -> int:
     from vela_search.embedding.embedder import EmbedItem
 
     probe = EmbedItem("caption", text="probe")
-    tokenizer = emb.backbone.processor.tokenizer
-    text_tokens = len(tokenizer(emb.full_prompt(probe))["input_ids"]) - emb.token_count(probe)
+    text_tokens = len(emb.full_prompt_ids(probe)) - emb.token_count(probe)
     # Each <|AUDIO|> token expands to the clip's audio tokens.
     return text_tokens + sum(audio_token_count(len(w)) - 1 for w in demo_waves)

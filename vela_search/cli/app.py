@@ -40,6 +40,7 @@ def _register_commands() -> None:
         bench_cmd,
         check_cmd,
         demos_cmd,
+        export_cmd,
         index_cmd,
         query_cmd,
         train_cmd,

@@ -139,6 +139,21 @@ def index_command(
         help="Embedding actors with --ray (default: one per GPU of the cluster, or a small CPU pool).",
     ),
     json_output: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    dataset: Path | None = typer.Option(
+        None,
+        "--dataset",
+        help="Index the audio rows of a Hugging Face dataset instead of files: a save_to_disk folder or "
+        "Parquet with an audio column (needs `pip install 'vela-search[datasets]'`).",
+    ),
+    split: str | None = typer.Option(None, "--split", help="The dataset split (default: its only one)."),
+    audio_column: str | None = typer.Option(
+        None, "--audio-column", help="The dataset's audio column (default: the first one)."
+    ),
+    key_column: str | None = typer.Option(
+        None,
+        "--key-column",
+        help="A dataset column naming rows across versions (default: audio file names, else row numbers).",
+    ),
 ) -> None:
     """Index audio files: incremental, resumable after a crash, broken files recorded and skipped."""
     from vela_search.errors import RunInterrupted, VelaError
@@ -149,7 +164,19 @@ def index_command(
     validate_options(window, hop, commit_every)
     root = resolve_index(index)
     exists = AudioIndex.exists(root)
-    if not paths and not exists:
+    listing = None
+    if dataset is not None:
+        if paths or rebuild or dry_run or ray or ray_address is not None:
+            raise VelaError("--dataset is indexed on its own: without paths, --rebuild, --dry-run or --ray")
+        from vela_search.audio.hf_dataset import list_dataset_audio
+
+        with err_console.status(f"reading {dataset} …", spinner="dots"):
+            listing = list_dataset_audio(
+                dataset, split=split, audio_column=audio_column, key_column=key_column
+            )
+    elif split or audio_column or key_column:
+        raise VelaError("--split, --audio-column and --key-column go with --dataset")
+    if listing is None and not paths and not exists:
         raise VelaError(f"give audio files or folders to index (no index at {root} yet)")
     if dry_run:
         if rebuild:
@@ -162,16 +189,11 @@ def index_command(
     if workers is not None and not ray:
         raise VelaError("--workers sets the Ray actor pool: use it with --ray")
     if ray:
-        from vela_search.indexing.cluster import RayNotInstalledError, check_address, import_ray
+        from vela_search.indexing.cluster import check_address, import_ray
 
         if ray_address is not None:
             check_address(ray_address)
-        try:
-            import_ray()  # a missing extra is reported before the (slow) model load
-        except RayNotInstalledError as exc:
-            # Printed here, escaped: the generic handler would read the message's "[ray]" as console markup.
-            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            raise SystemExit(1) from None
+        import_ray()  # a missing extra is reported before the (slow) model load
     if exists:
         _check_not_locked(root)  # before the (slow) model load
     else:
@@ -225,6 +247,7 @@ def index_command(
                     embedder,
                     decode_workers=decode_workers,
                     progress=view.update,
+                    dataset=listing,
                     **options,
                 )
     except KeyboardInterrupt:

@@ -112,6 +112,7 @@ def query(
         Searcher,
         check_duration,
         check_k,
+        check_min_score,
         check_not_empty,
         check_query_fits,
         check_text_query,
@@ -151,6 +152,7 @@ def query(
             )
         check_text_query(text, mode, instruction)
     check_k(k)
+    check_min_score(min_score)
     duration = None
     if min_duration is not None or max_duration is not None:
         duration = check_duration((min_duration, max_duration))

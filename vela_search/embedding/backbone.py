@@ -185,7 +185,7 @@ def load_backbone(
     from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
     from transformers.utils import logging as hf_logging
 
-    from vela_search.embedding.attention import register_attention
+    from vela_search.embedding.attention import guard_padding, register_attention
 
     # Our own commands show progress; transformers' per-load bars would only clutter stderr.
     hf_logging.disable_progress_bar()
@@ -238,6 +238,7 @@ def load_backbone(
     net.eval()
     # Only the language model uses the prefix-aware attention; the audio tower keeps its own.
     net.model.language_model.config._attn_implementation = attn_name
+    guard_padding(net.model.language_model)
     processor.tokenizer.padding_side = "right"
 
     if is_shape:

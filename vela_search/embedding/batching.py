@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 if TYPE_CHECKING:
@@ -70,7 +71,28 @@ def auto_batch_tokens(backbone: Backbone, *, memory_fraction: float = 0.5) -> in
     return int(min(1 << 17, max(1024, free * memory_fraction // per_token)))
 
 
+# Samples per mel frame (the Whisper feature extractor's hop at 16 kHz).
+HOP_SAMPLES = 160
+# The shortest clip the encoder turns into at least one audio token: 3 mel frames (ceil(n / 160) >= 3).
+# Shorter clips would give zero audio tokens (an input with no audio at all), so they are padded with
+# silence up to this length (:func:`pad_short_clip`).
+MIN_CLIP_SAMPLES = 2 * HOP_SAMPLES + 1
+
+
 def audio_token_count(n_samples: int) -> int:
-    """Audio tokens Qwen2-Audio spends on a clip of ``n_samples`` at 16 kHz (25 per second)."""
-    frames = max(1, min(n_samples, int(MAX_CLIP_SECONDS * SAMPLE_RATE)) // 160)
-    return ((frames - 1) // 2 + 1 - 2) // 2 + 1
+    """Audio tokens Qwen2-Audio spends on a clip of ``n_samples`` at 16 kHz (25 per second).
+
+    The processor counts ``ceil(n / 160)`` valid mel frames (a partial hop still makes a frame), then the
+    encoder's stride-2 convolution and stride-2 pooling reduce them: 16,000 samples -> 25 tokens,
+    16,400 -> 26.
+    """
+    samples = min(n_samples, int(MAX_CLIP_SECONDS * SAMPLE_RATE))
+    frames = max(1, -(-samples // HOP_SAMPLES))
+    return max(0, ((frames - 1) // 2 + 1 - 2) // 2 + 1)
+
+
+def pad_short_clip(wave: np.ndarray) -> np.ndarray:
+    """``wave`` padded with trailing silence to :data:`MIN_CLIP_SAMPLES` if shorter (else unchanged)."""
+    if 0 < len(wave) < MIN_CLIP_SAMPLES:
+        return np.pad(wave, (0, MIN_CLIP_SAMPLES - len(wave)))
+    return wave

@@ -9,6 +9,7 @@ attends to them in place (see :mod:`vela_search.embedding.attention`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -22,21 +23,23 @@ import torch
 
 from vela_search.embedding import prompts
 from vela_search.embedding.attention import PrefixKV
-from vela_search.embedding.audio_encoder import encode_audio
+from vela_search.embedding.audio_encoder import conv_lengths, encode_audio
 from vela_search.embedding.backbone import DEFAULT_MODEL, Backbone, load_backbone
 from vela_search.embedding.batching import (
     DEFAULT_MAX_BATCH_ITEMS,
     MAX_CLIP_SECONDS,
+    MIN_CLIP_SAMPLES,
     SAMPLE_RATE,
     PreparedBatch,
     audio_token_count,
     auto_batch_tokens,
+    pad_short_clip,
     plan_batches,
 )
 from vela_search.embedding.demos import Demo, DemoSet
-from vela_search.embedding.fingerprint import Fingerprint
+from vela_search.embedding.fingerprint import Fingerprint, dtype_name
 from vela_search.embedding.query_graphs import QueryGraphs
-from vela_search.embedding.rendering import PromptTemplates
+from vela_search.embedding.rendering import PromptTemplates, encode_prompt
 from vela_search.embedding.shapes import SHAPE_NOTICE, SHAPE_PREFIX
 from vela_search.embedding.tiny import TINY_NOTICE
 from vela_search.errors import DemoFileError, ModelLoadError, TokenBudgetError, VelaError
@@ -191,6 +194,7 @@ class VelaEmbedder:
             demos=self.demos.digest if len(self.demos) else "none",
             dim=self.dim,
             quantization=self.backbone.quantization,
+            dtype=dtype_name(self.backbone.dtype),
         )
 
     @property
@@ -252,17 +256,19 @@ class VelaEmbedder:
     def encode(self, items: Sequence[EmbedItem], *, grad: bool = False) -> torch.Tensor:
         """Embed items as a ``(n, dim)`` tensor on the model's device (graph kept when ``grad``).
 
+        With ``grad`` the shared prefix is recomputed in the same graph (once per call), so the gradient is
+        that of a plain forward of prefix + item for every item; without, the cached prefix is used.
+
         Host work for the next batch (tokenising, log-mel features, pinned copies) runs in a background
         thread while the current batch is on the model. A single short text (a search query) goes through
         the fixed-size query path instead (:mod:`vela_search.embedding.query_graphs`).
         """
-        for item in items:
-            self._validate(item)
+        items = self._checked(items)
         token_ids = self._text_token_ids(items)
         lengths = self._item_lengths(items, token_ids)
         for item, length in zip(items, lengths, strict=True):
             self._check_fits(item, length)
-        prefix = self._prefix_kv()
+        prefix = self._prefix_kv(grad=grad)
         if self._takes_query_path(items, grad):
             with torch.no_grad():
                 vector = self._query_graphs(prefix).embed(token_ids[0])  # type: ignore[arg-type]
@@ -437,20 +443,66 @@ class VelaEmbedder:
     def _prefix_input(self) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
         if self._prefix_ids is None:
             waves = [self._demo_wave(d) for d in self.demos.demos if d.is_audio]
-            processor = self.backbone.processor
+            ids = self._prefix_token_ids()
             if waves:
-                enc = processor(
-                    text=[self._templates.prefix], audio=waves, sampling_rate=SAMPLE_RATE, return_tensors="pt"
-                )
-                self._prefix_features = (enc["input_features"], enc["feature_attention_mask"].sum(-1))
-            else:
-                enc = processor.tokenizer([self._templates.prefix], return_tensors="pt")
-            self._prefix_ids = enc["input_ids"]
+                self._prefix_features = self._audio_features(waves)
+                ids = self._expand_audio(ids, self._prefix_features[1])
+            self._prefix_ids = torch.tensor([ids], dtype=torch.long)
         return self._prefix_ids, self._prefix_features
 
-    def _prefix_kv(self) -> PrefixKV:
-        if self._prefix is not None:
-            return self._prefix
+    def _prefix_token_ids(self) -> list[int]:
+        """The prefix's ids, one ``<|AUDIO|>`` per audio demo (demo texts and words tokenized as text)."""
+        templates = self._templates
+        return encode_prompt(self.backbone.processor.tokenizer, templates.prefix, templates.prefix_user_spans)
+
+    def _audio_features(
+        self, waves: Sequence[np.ndarray], device: str = "cpu"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-mel features padded to 30 s and each clip's valid frames, as Qwen2-Audio's processor does."""
+        enc = self.backbone.processor.feature_extractor(
+            list(waves),
+            sampling_rate=SAMPLE_RATE,
+            return_attention_mask=True,
+            padding="max_length",
+            return_tensors="pt",
+            device=device,
+        )
+        return enc["input_features"], enc["attention_mask"].sum(-1)
+
+    def _expand_audio(self, ids: list[int], frames: torch.Tensor) -> list[int]:
+        """Each ``<|AUDIO|>`` id repeated once per audio token of its clip (as the processor does)."""
+        audio_id = self.backbone.model.config.audio_token_index
+        counts = iter(int(n) for n in conv_lengths(frames)[1])
+        out: list[int] = []
+        for token in ids:
+            out.extend([token] * next(counts) if token == audio_id else [token])
+        return out
+
+    def full_prompt_ids(self, item: EmbedItem) -> list[int]:
+        """The whole prompt's ids (prefix + item, one ``<|AUDIO|>`` per clip) for a plain forward."""
+        return self._prefix_token_ids() + self._suffix_token_ids(item)
+
+    def _suffix_token_ids(self, item: EmbedItem) -> list[int]:
+        suffix, span = self._templates.suffix_and_span(
+            item.mode, text=item.text, instruction=item.instruction
+        )
+        return encode_prompt(self.backbone.processor.tokenizer, suffix, [span] if span else [])
+
+    def _prefix_kv(self, *, grad: bool = False) -> PrefixKV:
+        """The prefix's keys/values: cached for inference; with ``grad``, computed afresh with autograd.
+
+        Training needs the gradient of a plain forward of prefix + item. The prefix's keys/values depend on
+        the LoRA weights of the k/v projections (and, through earlier layers, on all of them), so they are
+        computed once per :meth:`encode` call inside the graph, and every item's attention backpropagates
+        into them: one prefix forward per call, not one per item.
+        """
+        if grad:
+            return self._compute_prefix(grad=True)
+        if self._prefix is None:
+            self._prefix = self._compute_prefix(grad=False)
+        return self._prefix
+
+    def _compute_prefix(self, *, grad: bool) -> PrefixKV:
         bb = self.backbone
         ids, features = self._prefix_input()
         if ids.shape[1] >= self.max_positions:
@@ -458,8 +510,8 @@ class VelaEmbedder:
                 f"the demonstrations alone take {ids.shape[1]} tokens, the model's limit is "
                 f"{self.max_positions} positions; use fewer or shorter demos (--demos FILE or --demos none)"
             )
-        capture = PrefixKV()
-        with self._grad_context(False):
+        capture = PrefixKV(keep_graph=grad)
+        with self._grad_context(grad):
             ids = ids.to(bb.device)
             bb.language_model(
                 inputs_embeds=self._input_embeddings(ids, features),
@@ -467,7 +519,6 @@ class VelaEmbedder:
                 use_cache=False,
                 vela_capture=capture,
             )
-        self._prefix = capture
         self.prefix_computations += 1
         return capture
 
@@ -491,11 +542,23 @@ class VelaEmbedder:
         return self._templates.prefix + self._suffix_text(item)
 
     # ---------------------------------------------------------------------------------- checks
+    def _checked(self, items: Sequence[EmbedItem]) -> list[EmbedItem]:
+        """Validate every item; clips too short for one audio token come back padded with silence."""
+        out = []
+        for item in items:
+            self._validate(item)
+            if item.is_audio:
+                item = dataclasses.replace(item, wave=pad_short_clip(item.wave))  # type: ignore[arg-type]
+            out.append(item)
+        return out
+
     def _validate(self, item: EmbedItem) -> None:
         prompts.check_mode(item.mode)
         if item.is_audio:
             if item.wave is None:
                 raise ValueError("an audio item needs a waveform")
+            if len(item.wave) == 0:
+                raise VelaError("cannot embed an empty clip (0 samples)")
             if len(item.wave) > MAX_CLIP_SECONDS * SAMPLE_RATE + 1:
                 raise VelaError(
                     f"a clip of {len(item.wave) / SAMPLE_RATE:.1f} s is longer than the 30 s the audio "
@@ -508,12 +571,9 @@ class VelaEmbedder:
     def _text_token_ids(self, items: Sequence[EmbedItem]) -> list[list[int] | None]:
         """Each text item's suffix token ids (None for audio items), tokenised in one call."""
         out: list[list[int] | None] = [None] * len(items)
-        text_idx = [i for i, it in enumerate(items) if not it.is_audio]
-        if text_idx:
-            tokenizer = self.backbone.processor.tokenizer
-            encoded = tokenizer([self._suffix_text(items[i]) for i in text_idx])["input_ids"]
-            for i, ids in zip(text_idx, encoded, strict=True):
-                out[i] = list(ids)
+        for i, item in enumerate(items):
+            if not item.is_audio:
+                out[i] = self._suffix_token_ids(item)
         return out
 
     def _item_lengths(self, items: Sequence[EmbedItem], token_ids: Sequence[list[int] | None]) -> list[int]:
@@ -523,7 +583,7 @@ class VelaEmbedder:
             tokenizer = self.backbone.processor.tokenizer
             base = len(tokenizer(self._templates.suffixes["audio"])["input_ids"]) - 1
             for i in audio_idx:
-                lengths[i] = base + audio_token_count(len(items[i].wave))  # type: ignore[arg-type]
+                lengths[i] = base + audio_token_count(max(len(items[i].wave), MIN_CLIP_SAMPLES))  # type: ignore[arg-type]
         return lengths
 
     def _check_fits(self, item: EmbedItem, length: int) -> None:
@@ -555,22 +615,27 @@ class VelaEmbedder:
         bb = self.backbone
         rows = []
         demo_waves = [self._demo_wave(d) for d in self.demos.demos if d.is_audio]
-        for item in items:
-            self._validate(item)
+        for item in self._checked(items):
             waves = demo_waves + ([item.wave] if item.is_audio else [])
-            text = [self.full_prompt(item)]
+            ids = self.full_prompt_ids(item)
             with torch.no_grad():
+                extra = {}
                 if waves:
-                    enc = bb.processor(text=text, audio=waves, sampling_rate=SAMPLE_RATE, return_tensors="pt")
+                    features, frames = self._audio_features(waves)
+                    ids = self._expand_audio(ids, frames)
                     extra = {
-                        "input_features": enc["input_features"].to(bb.device, bb.dtype),
-                        "feature_attention_mask": enc["feature_attention_mask"].to(bb.device),
+                        "input_features": features.to(bb.device, bb.dtype),
+                        "feature_attention_mask": (
+                            torch.arange(features.shape[-1])[None, :] < frames[:, None]
+                        )
+                        .long()
+                        .to(bb.device),
                     }
-                else:
-                    enc = bb.processor.tokenizer(text, return_tensors="pt")
-                    extra = {}
+                input_ids = torch.tensor([ids], device=bb.device)
+                # The mask only matters to the stock model's check for a one-token clip (no run of audio
+                # tokens looks to it like an unexpanded prompt, which needs a mask).
                 hidden = bb.core(
-                    input_ids=enc["input_ids"].to(bb.device), use_cache=False, **extra
+                    input_ids=input_ids, attention_mask=torch.ones_like(input_ids), use_cache=False, **extra
                 ).last_hidden_state
             rows.append(torch.nn.functional.normalize(hidden[0, -1].float(), dim=-1).cpu().numpy())
         return np.stack(rows) if rows else np.zeros((0, self.dim), dtype=np.float32)

@@ -1,4 +1,15 @@
-"""The embedder fingerprint: what must match for two sets of vectors to be comparable."""
+"""The embedder fingerprint: what must match for two sets of vectors to be comparable.
+
+Compatibility rules (docs/format.md, "Embedder fingerprint"):
+
+- Every field must match for vectors to be *stored* together in one index.
+- ``dtype`` (the precision the model computed in) is the one field a *query* may differ in: a bf16 GPU
+  index can be queried by an fp32 CPU embedder of the same model, because the query vector is compared,
+  never stored, and the precision changes the vectors only by rounding noise.
+- An index written before the dtype was recorded has no ``dtype`` key. It stays usable as it is: queries
+  and writes of any dtype are accepted, and writes keep its fingerprint without ``dtype``
+  (:func:`fingerprint_for_index`). ``vela-search index PATH --rebuild`` records the dtype.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +29,8 @@ class Fingerprint:
         demos: Digest of the demonstration set (``none`` when there are no demos).
         dim: Embedding dimension (the LLM's hidden size).
         quantization: ``4bit``, ``8bit`` or None.
+        dtype: Precision the model computed the vectors in: ``fp32``, ``bf16`` or ``fp16`` (the compute
+            dtype of a 4/8-bit model). None only in fingerprints read from old indexes.
     """
 
     model: str
@@ -27,6 +40,7 @@ class Fingerprint:
     demos: str
     dim: int
     quantization: str | None
+    dtype: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -62,3 +76,24 @@ class Fingerprint:
 def _short(value: Any) -> str:
     text = str(value)
     return text[:12] + "…" if len(text) == 64 and all(c in "0123456789abcdef" for c in text) else text
+
+
+# Fields a query embedder may differ in from the index it searches (see the module docstring).
+QUERY_TOLERATED_FIELDS = frozenset({"dtype"})
+
+
+def fingerprint_for_index(mine: dict[str, Any], stored: dict[str, Any] | None) -> dict[str, Any]:
+    """The fingerprint a writer records into an index whose fingerprint is ``stored`` (None: a new index).
+
+    An index from before the dtype was recorded keeps its fingerprint without ``dtype``, so that it stays
+    writable; every other index records (and must match) the writer's dtype.
+    """
+    if stored is not None and "dtype" not in stored:
+        return {k: v for k, v in mine.items() if k != "dtype"}
+    return dict(mine)
+
+
+def dtype_name(dtype: Any) -> str:
+    """``torch.float32`` -> ``fp32``, ``torch.bfloat16`` -> ``bf16``, ``torch.float16`` -> ``fp16``."""
+    text = str(dtype).removeprefix("torch.")
+    return {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}.get(text, text)

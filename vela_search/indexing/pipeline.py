@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vela_search.audio import AudioSegment, plan_windows
+from vela_search.audio.hf_dataset import is_dataset_uri
 from vela_search.errors import StoreError, VelaError
 from vela_search.indexing.plan import (
     DUPLICATE,
@@ -38,6 +39,7 @@ from vela_search.indexing.report import IndexProgress, IndexReport, ProgressCall
 from vela_search.indexing.spec import EmbedderSpec, QueryRoom, record_spec, recorded_room
 
 if TYPE_CHECKING:
+    from vela_search.audio.hf_dataset import DatasetListing
     from vela_search.embedding.embedder import VelaEmbedder
     from vela_search.store import IndexWriter
 
@@ -259,9 +261,15 @@ def validate_options(window_s: float, hop_s: float, commit_every: int) -> None:
 def _open_writer(
     index_dir: Path, embedder: VelaEmbedder, *, rebuild: bool, factory: str | None
 ) -> IndexWriter:
-    from vela_search.store import AudioIndex, IndexWriter
+    from vela_search.embedding.fingerprint import fingerprint_for_index
+    from vela_search.store import AudioIndex, IndexWriter, manifest
+    from vela_search.store.layout import MANIFEST
 
-    fingerprint = embedder.fingerprint.to_dict()
+    stored = manifest.read(index_dir / MANIFEST) if AudioIndex.exists(index_dir) else None
+    # An index from before the dtype was recorded stays writable (docs/format.md, embedder fingerprint).
+    fingerprint = fingerprint_for_index(
+        embedder.fingerprint.to_dict(), stored["fingerprint"] if stored and not rebuild else None
+    )
     if not AudioIndex.exists(index_dir):
         try:
             AudioIndex.create(
@@ -291,6 +299,7 @@ def index_paths(
     decode_workers: int | None = None,
     compact: bool = True,
     progress: ProgressCallback | None = None,
+    dataset: DatasetListing | None = None,
 ) -> IndexReport:
     """Index the audio files under ``paths`` into the index at ``index_dir`` (created if missing).
 
@@ -321,6 +330,9 @@ def index_paths(
         decode_workers: decoding threads (default :func:`default_decode_workers`).
         compact: merge small shards at the end when there are many.
         progress: called with an :class:`IndexProgress` as the run advances.
+        dataset: index the rows of a dataset split instead of ``paths`` (see
+            :func:`vela_search.audio.hf_dataset.list_dataset_audio`); incremental in the same way, with
+            rows for files.
 
     Returns:
         The :class:`IndexReport`.
@@ -346,6 +358,7 @@ def index_paths(
         factory=factory,
         compact=compact,
         progress=progress,
+        dataset=dataset,
     )
 
 
@@ -364,6 +377,7 @@ def run_index(
     factory: str | None,
     compact: bool,
     progress: ProgressCallback | None,
+    dataset: DatasetListing | None = None,
 ) -> IndexReport:
     """One run with a given embedding stage: the planning, writing and commit rules of every run.
 
@@ -376,10 +390,12 @@ def run_index(
     index_dir = Path(index_dir).expanduser()
     from vela_search.store import AudioIndex
 
-    if not paths and not AudioIndex.exists(index_dir):
+    if dataset is not None and (paths or rebuild):
+        raise VelaError("a dataset is indexed on its own: give no paths (and no --rebuild) with it")
+    if dataset is None and not paths and not AudioIndex.exists(index_dir):
         raise VelaError(f"nothing to index: give audio files or directories (no index at {index_dir} yet)")
     missing = [str(p) for p in paths if not os.path.lexists(os.path.expanduser(str(p)))]
-    if paths and len(missing) == len(paths) and not AudioIndex.exists(index_dir):
+    if dataset is None and paths and len(missing) == len(paths) and not AudioIndex.exists(index_dir):
         # A typo should not leave an empty index behind; for an existing index a vanished root is pruned.
         raise VelaError(f"no such file or directory: {', '.join(missing)}")
     report = IndexReport(index_dir=str(index_dir))
@@ -389,16 +405,30 @@ def run_index(
         room = recorded_room(index_dir, writer.fingerprint) or QueryRoom.from_embedder(embedder)
         record_spec(index_dir, writer.fingerprint, EmbedderSpec.from_embedder(embedder), room)
         roots = [os.path.abspath(os.path.expanduser(str(p))) for p in paths]
-        if rebuild or not roots:
+        if dataset is None and (rebuild or not roots):
             with AudioIndex.open(index_dir, shards=False) as current:
-                roots += [r for r in recorded_roots(current.files()) if r not in roots]
-            roots += [r for r in recorded_roots(writer.files()) if r not in roots]
-        if not roots:
+                recorded = recorded_roots(current.files())
+            if rebuild and any(is_dataset_uri(r) for r in recorded):
+                # A rebuild starts a new generation from the folders; dataset rows would be left out.
+                raise VelaError(
+                    "--rebuild re-embeds folders, and this index also holds dataset rows: rebuild into a "
+                    "new index (--index NEW) from the folders and each dataset (--dataset)"
+                )
+            # Rescans cover folders; a dataset is indexed again only when it is given (--dataset).
+            roots += [r for r in recorded if r not in roots and not is_dataset_uri(r)]
+            roots += [r for r in recorded_roots(writer.files(), folders_only=True) if r not in roots]
+        if dataset is None and not roots:
             raise VelaError(
                 f"nothing to index: give audio files or directories (index {index_dir} records none)"
             )
         plan = plan_run(
-            writer, roots, window_s=window_s, hop_s=hop_s, prune=prune, on_progress=scan_progress(progress)
+            writer,
+            roots,
+            window_s=window_s,
+            hop_s=hop_s,
+            prune=prune,
+            on_progress=scan_progress(progress),
+            dataset=dataset,
         )
         _apply_plan(writer, plan, report)
         run = _Run(
@@ -534,7 +564,7 @@ def _embed_jobs(run: _Run, jobs: list[EmbedJob], *, window_s: float, hop_s: floa
         run.maybe_commit()
 
     prefetcher = SegmentPrefetcher(
-        [job.file.path for job in jobs],
+        [job.file.source for job in jobs],
         window_s=window_s,
         hop_s=hop_s,
         workers=workers,

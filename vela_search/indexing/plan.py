@@ -36,10 +36,13 @@ import pyarrow.compute as pc
 import soundfile
 
 from vela_search.audio import discover_audio_files, plan_windows
+from vela_search.audio.hf_dataset import is_dataset_uri
 from vela_search.audio.sources import native_stderr_captured
 from vela_search.errors import AudioDecodeError
 
 if TYPE_CHECKING:
+    from vela_search.audio import AudioBytes
+    from vela_search.audio.hf_dataset import DatasetListing
     from vela_search.store import AudioIndex, IndexWriter
 
 INDEXED, DUPLICATE, FAILED = "indexed", "duplicate", "failed"
@@ -57,6 +60,13 @@ class FileState:
     sha256: str | None = None
     header_duration_s: float | None = None
     error: str | None = None
+    # A dataset row: reads its audio bytes (the path is then the row's name, not a file).
+    audio: Callable[[], AudioBytes] | None = field(default=None, repr=False)
+
+    @property
+    def source(self) -> str | Callable[[], AudioBytes]:
+        """What the decoder reads: the file's path, or the dataset row's loader."""
+        return self.audio if self.audio is not None else self.path
 
     def row(
         self, status: str, *, error: str | None = None, duration_s: float | None = None, segments: int = 0
@@ -188,7 +198,12 @@ def _under_roots(path: str, roots: Sequence[str]) -> bool:
 
 
 def _vanished(path: str) -> bool:
-    """Gone from disk. A file that merely cannot be stat-ed now (permissions) is not."""
+    """Gone from disk. A file that merely cannot be stat-ed now (permissions) is not.
+
+    A dataset row that the run's listing of its split lacks is gone.
+    """
+    if is_dataset_uri(path):
+        return True
     try:
         os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
@@ -250,14 +265,22 @@ def segment_groups(writer: IndexWriter | AudioIndex) -> dict[tuple[str, str], np
 
 def _through_a_link(state: FileState) -> bool:
     """Whether the path reaches its file through a symbolic link (the file itself, or a folder above it)."""
-    return os.path.realpath(state.path) != state.path
+    return state.audio is None and os.path.realpath(state.path) != state.path
 
 
-def recorded_roots(files: pa.Table) -> list[str]:
-    """Distinct roots recorded in a files table, sorted."""
+def recorded_roots(files: pa.Table, *, folders_only: bool = False) -> list[str]:
+    """Distinct roots recorded in a files table, sorted (``folders_only``: without dataset splits)."""
     if files.num_rows == 0:
         return []
-    return sorted({r for r in files["root"].to_pylist() if r})
+    return sorted({r for r in files["root"].to_pylist() if r and not (folders_only and is_dataset_uri(r))})
+
+
+def _dataset_states(dataset: DatasetListing) -> list[FileState]:
+    """Dataset rows as the run sees files: size and digest known, bytes read when decoded."""
+    return [
+        FileState(path=row.uri, root=dataset.root, size=row.size, sha256=row.sha256, audio=row.load)
+        for row in dataset.rows
+    ]
 
 
 def plan_run(
@@ -269,6 +292,7 @@ def plan_run(
     prune: bool,
     hash_workers: int = 4,
     on_progress: Callable[[str, int, int, str | None], None] | None = None,
+    dataset: DatasetListing | None = None,
 ) -> RunPlan:
     """Compare the files under ``paths`` with the writer's files table and decide what the run does.
 
@@ -281,19 +305,26 @@ def plan_run(
         prune: remove rows of files under ``paths`` that are gone from disk.
         hash_workers: threads digesting files.
         on_progress: called as ``(phase, done, total, path)`` while scanning and hashing.
+        dataset: the rows of a dataset split to index instead of ``paths`` (already digested); rows of
+            that split that the listing lacks are removed (``prune``).
     """
     report = on_progress or (lambda *a: None)
-    roots = [os.path.abspath(os.path.expanduser(p)) for p in paths]
-    found = discover_audio_files(roots)
-    plan = RunPlan(files_seen=len(found.files), problems=[(str(p), r) for p, r in found.problems])
+    if dataset is not None:
+        roots = [dataset.root]
+        found = None
+        plan = RunPlan(files_seen=len(dataset.rows), problems=list(dataset.problems))
+    else:
+        roots = [os.path.abspath(os.path.expanduser(p)) for p in paths]
+        found = discover_audio_files(roots)
+        plan = RunPlan(files_seen=len(found.files), problems=[(str(p), r) for p, r in found.problems])
 
     rows: dict[str, dict[str, Any]] = {r["path"]: r for r in writer.files().to_pylist()}
     groups = segment_groups(writer)
 
     # 1. stat: unchanged files are settled without reading them.
-    states: list[FileState] = []
+    states: list[FileState] = [] if dataset is None else _dataset_states(dataset)
     candidates: list[FileState] = []
-    for done, path in enumerate(found.files, start=1):
+    for done, path in enumerate(found.files if found is not None else [], start=1):
         key = str(path)
         state = FileState(path=key, root=_root_of(key, roots))
         try:

@@ -12,10 +12,10 @@ import os
 import sys
 import threading
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from vela_search.audio import AudioSegment, iter_segments
+from vela_search.audio import AudioBytes, AudioSegment, iter_segments
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ class SegmentPrefetcher:
         ...             ...
 
     Args:
-        paths: files, in the order they will be consumed.
+        paths: files, in the order they will be consumed (or callables returning `AudioBytes`).
         window_s: window length for files longer than 30 s.
         hop_s: hop between windows.
         workers: decoding threads.
@@ -66,7 +66,7 @@ class SegmentPrefetcher:
 
     def __init__(
         self,
-        paths: Sequence[str],
+        paths: Sequence[str | Callable[[], AudioBytes]],
         *,
         window_s: float = 10.0,
         hop_s: float = 5.0,
@@ -104,7 +104,10 @@ class SegmentPrefetcher:
                 self._buffers[index] = deque()
                 self._counts[index] = 0
             try:
-                for seg in iter_segments(self._paths[index], window_s=self._window_s, hop_s=self._hop_s):
+                source = self._paths[index]
+                if callable(source):  # a dataset row: its bytes are read here, in the worker
+                    source = source()
+                for seg in iter_segments(source, window_s=self._window_s, hop_s=self._hop_s):
                     if not self._put(index, Segment(seg)):
                         return
                 self._put(index, None, counted=False)

@@ -104,7 +104,7 @@ def preview_index(
             # A read-only snapshot: the last committed state, whatever a running writer does meanwhile.
             snapshot = stack.enter_context(AudioIndex.open(index_dir, vectors=False))
             if not roots:
-                roots = recorded_roots(snapshot.files())
+                roots = recorded_roots(snapshot.files(), folders_only=True)
         else:  # compared with an empty files table
             scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="vela-preview-"))
             AudioIndex.create(Path(scratch) / "index", fingerprint=_EMPTY_FINGERPRINT, dim=1).close()

@@ -7,7 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Any
 
-__all__ = ["Hit", "format_timestamp", "relative_to_root"]
+__all__ = ["Hit", "clamp_score", "format_timestamp", "relative_to_root"]
+
+
+def clamp_score(score: float) -> float:
+    """A cosine similarity clamped to [-1, 1] (stored fp16 vectors are unit-norm only to ~1e-4); NaN stays."""
+    return min(1.0, max(-1.0, float(score))) if not math.isnan(score) else float(score)
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,11 @@ class Hit:
     paths: tuple[str, ...] = ()
     root: str | None = None
     file: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # Vectors are stored as fp16, so a cosine can come back as 1.00005: clamp to the cosine's range
+        # here, where every result (text, JSON, the service) is made.
+        object.__setattr__(self, "score", clamp_score(self.score))
 
     @property
     def display_path(self) -> str:

@@ -176,10 +176,17 @@ def check_compatible(index: AudioIndex, embedder: VelaEmbedder) -> None:
         FingerprintMismatchError: naming each differing field (model, adapter, prompt version, demos,
             ...) with both values, and the fix.
     """
+    from vela_search.embedding.fingerprint import QUERY_TOLERATED_FIELDS
     from vela_search.store.manifest import normalize_fingerprint
 
     mine = normalize_fingerprint(embedder.fingerprint.to_dict())
-    differing = {name: value for name, value in mine.items() if index.fingerprint.get(name) != value}
+    # A query may use another precision than the index (fp32 CPU against a bf16 GPU index): the vectors
+    # differ only by rounding. Everything else must match.
+    differing = {
+        name: value
+        for name, value in mine.items()
+        if name not in QUERY_TOLERATED_FIELDS and index.fingerprint.get(name) != value
+    }
     if not differing and int(index.dim) != int(embedder.dim):
         differing["dim"] = embedder.dim
     if differing:

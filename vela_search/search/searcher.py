@@ -17,9 +17,9 @@ from vela_search.search.index_embedder import check_compatible, load_index_embed
 from vela_search.search.similar import stored_file_vector
 from vela_search.search.validation import (
     DEFAULT_K,
-    _check_min_score,
     check_duration,
     check_k,
+    check_min_score,
     check_not_empty,
     check_text_query,
     normalize_glob,
@@ -224,7 +224,7 @@ class Searcher:
         if isinstance(queries, str):
             raise TypeError("search_many takes a sequence of queries; use search() for one")
         k = check_k(k)
-        min_score = _check_min_score(min_score)
+        min_score = check_min_score(min_score)
         if duration is not None:
             duration = check_duration(duration)  # before any embedding work
         if not queries:
@@ -271,7 +271,7 @@ class Searcher:
             EmptyIndexError: the index holds no vectors.
         """
         k = check_k(k)
-        min_score = _check_min_score(min_score)
+        min_score = check_min_score(min_score)
         if duration is not None:
             duration = check_duration(duration)  # before any embedding work
         check_not_empty(self.index)
@@ -311,7 +311,7 @@ class Searcher:
             EmptyIndexError: the index holds no vectors.
         """
         k = check_k(k)
-        min_score = _check_min_score(min_score)
+        min_score = check_min_score(min_score)
         if duration is not None:
             duration = check_duration(duration)  # before any embedding work
         check_not_empty(self.index)
@@ -346,7 +346,7 @@ class Searcher:
             One list of hits per query.
         """
         k = check_k(k)
-        min_score = _check_min_score(min_score)
+        min_score = check_min_score(min_score)
         path_glob = normalize_glob(path_glob)
         ranges = {"duration_s": check_duration(duration)} if duration is not None else None
         q = np.asarray(vectors, dtype=np.float32)

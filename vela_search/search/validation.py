@@ -19,6 +19,7 @@ __all__ = [
     "TEXT_MODES",
     "check_duration",
     "check_k",
+    "check_min_score",
     "check_not_empty",
     "check_query_fits",
     "check_text_query",
@@ -62,7 +63,12 @@ def check_k(k: int) -> int:
     return int(k)
 
 
-def _check_min_score(min_score: float | None) -> float | None:
+def check_min_score(min_score: float | None) -> float | None:
+    """Return ``min_score`` as a float if it is None or a number in [-1, 1] (the range of a cosine).
+
+    Raises:
+        QueryError: not a number, NaN, or outside [-1, 1].
+    """
     if min_score is None:
         return None
     try:
@@ -71,6 +77,10 @@ def _check_min_score(min_score: float | None) -> float | None:
         raise QueryError(f"min_score must be a number, got {min_score!r}") from None
     if math.isnan(value):
         raise QueryError("min_score must be a number, got NaN")
+    if not -1.0 <= value <= 1.0:
+        raise QueryError(
+            f"--min-score must be between -1 and 1 (scores are cosine similarities), got {value:g}"
+        )
     return value
 
 
@@ -179,7 +189,11 @@ def check_query_fits(
     tokenizer = load_tokenizer(model, revision=revision)
     if tokenizer is None:
         return
-    count = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) - _EDGE_TOKENS for t in texts)
+    # split_special_tokens: user text is text, as the embedder tokenizes it.
+    count = sum(
+        len(tokenizer(t, add_special_tokens=False, split_special_tokens=True)["input_ids"]) - _EDGE_TOKENS
+        for t in texts
+    )
     if count > room.tokens:
         raise too_long_error(count, room.prefix_tokens, room.max_positions, at_least=True)
 

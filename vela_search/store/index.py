@@ -377,6 +377,25 @@ class AudioIndex:
             vectors.append(shard.vectors()[keep])
         return np.concatenate(ids), np.ascontiguousarray(np.concatenate(vectors), dtype=np.float32)
 
+    def shard_readers(self) -> list[ShardReader]:
+        """The snapshot's shards, in manifest order."""
+        return list(self._readers())
+
+    def live_shards(self) -> Iterator[tuple[pa.Table, np.ndarray]]:
+        """Per shard, in manifest order: the metadata rows of its live segments and their decoded vectors.
+
+        Deleted segments are left out; the decoded vectors of one shard at a time are held.
+
+        Yields:
+            (metadata table with the `id` column, vectors float32 (rows, dim)) in the same row order.
+        """
+        for i, shard in enumerate(self._readers(vectors=True)):
+            rows, vectors = shard.metadata(), shard.vectors()
+            mask = self._deleted_mask(i)
+            if mask is not None:
+                rows, vectors = rows.filter(pa.array(~mask)), vectors[~mask]
+            yield rows, np.ascontiguousarray(vectors, dtype=np.float32)
+
     # ----- search -----
 
     def search(

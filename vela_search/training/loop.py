@@ -133,11 +133,13 @@ class _Loop:
         self.state.loss_curve.append(mean_loss)
         self.state.lr_curve.append(lr)
         self.updating = False
-        self.refresh_prefix()
+        # The cached inference prefix is stale now; the next evaluation rebuilds it (in eval mode). Steps
+        # compute their own prefix, with gradient, in `encode(grad=True)`.
+        self.embedder.refresh_prefix()
         return mean_loss
 
     def refresh_prefix(self) -> None:
-        """Recompute the shared prefix's keys/values from the current weights, as inference would.
+        """Recompute the cached prefix's keys/values from the current weights, as inference would.
 
         Done in eval mode (no LoRA dropout).
         """

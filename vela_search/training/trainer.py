@@ -6,9 +6,11 @@ and, when demos are used, behind the same demonstration prefix. Each step embeds
 (anchor, positive, hard negative) triplets and minimises SimCSE's InfoNCE over in-batch positives and hard
 negatives.
 
-The prefix (system turn plus demos) is computed once per step from the current weights and gets no
-gradient: only the item tokens carry gradient into the LoRA weights, as the prefix's keys/values are a
-shared constant at inference too. With ``demos="none"`` the prefix is just the system turn.
+The prefix (system turn plus demos) is computed once per contrastive batch, with autograd, from the
+current weights, and every text's attention backpropagates into its keys/values: LoRA changes the k/v
+projections that produce them, so the gradient equals that of a plain forward of prefix + text for every
+text (tests/training/test_prefix_gradient.py), at the cost of one prefix forward per batch, not one per
+text. With ``demos="none"`` the prefix is just the system turn.
 
 bitsandbytes pitfall: a 4-bit model that ever ran a forward in which nothing required grad (under
 ``torch.no_grad()``, or with every weight frozen) fails in training afterwards ("a view of a leaf Variable
@@ -181,13 +183,26 @@ def train(config: TrainConfig, *, progress: ProgressCallback | None = None) -> T
     )
 
     run_identity = _run_identity(config, embedder, data)
+    # A run killed after its final checkpoint but before its adapter was written has every step done:
+    # resuming it only finishes it (final evaluation, adapter and record).
+    finishing = False
     if checkpoint is not None:
         _check_resumable(checkpoint.state, run_identity, checkpoint.path)
         if checkpoint.step >= total_steps:
-            raise TrainingError(
-                f"the run in {output} already did {checkpoint.step} of {total_steps} steps; "
-                "raise --max-steps or "
-                "--epochs to train further"
+            if _adapter_written(output, checkpoint.step):
+                raise TrainingError(
+                    f"the run in {output} already did {checkpoint.step} of {total_steps} steps; "
+                    "raise --max-steps or "
+                    "--epochs to train further"
+                )
+            if checkpoint.step > total_steps:
+                raise TrainingError(
+                    f"the checkpoint {checkpoint.path} is at step {checkpoint.step}, past this run's "
+                    f"{total_steps} steps; raise --max-steps or --epochs to at least {checkpoint.step}"
+                )
+            finishing = True
+            notices.append(
+                f"all {total_steps} steps were done but the adapter was not written; writing it now"
             )
         previous_total = checkpoint.state.get("total_steps")
         if previous_total != total_steps:
@@ -336,16 +351,35 @@ def train(config: TrainConfig, *, progress: ProgressCallback | None = None) -> T
         return result(record(complete=False), interrupted=True)
 
     if eval_rows:
-        state.eval_after = {"step": state.step, **trainer.evaluate(eval_rows)}
-        if not state.eval_history or state.eval_history[-1]["step"] != state.step:
-            state.eval_history.append(state.eval_after)
+        if finishing and state.eval_history and state.eval_history[-1]["step"] == state.step:
+            state.eval_after = state.eval_history[-1]  # evaluated before the final checkpoint
+        else:
+            state.eval_after = {"step": state.step, **trainer.evaluate(eval_rows)}
+            if not state.eval_history or state.eval_history[-1]["step"] != state.step:
+                state.eval_history.append(state.eval_after)
         emit(TrainEvent("eval", state.step, total_steps, metrics=state.eval_after))
-    save(state.step)
+    if not finishing:
+        save(state.step)
     final_record = record(complete=True)
     _write_adapter(output, peft_model, final_record)
     _finish_embedder(embedder, peft_model, output)
     emit(TrainEvent("done", state.step, total_steps, path=output))
     return result(final_record, interrupted=False)
+
+
+def _adapter_written(output: Path, step: int) -> bool:
+    """Whether ``output`` holds the finished adapter of a run that did ``step`` steps."""
+    import json
+
+    from vela_search.embedding.embedder import ADAPTER_RECORD
+
+    if not all((output / name).is_file() for name in ADAPTER_FILES):
+        return False
+    try:
+        record = json.loads((output / ADAPTER_RECORD).read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return isinstance(record, dict) and record.get("complete") is True and record.get("steps") == step
 
 
 def evaluate(embedder: VelaEmbedder, triplets: Sequence[Triplet], *, chunk: int = 192) -> dict[str, Any]:
@@ -375,16 +409,18 @@ def evaluate(embedder: VelaEmbedder, triplets: Sequence[Triplet], *, chunk: int 
 
 
 def _embed_detached(embedder: VelaEmbedder, texts: list[str], *, chunk: int) -> torch.Tensor:
-    """Caption embeddings without a graph, computed under enable_grad (never no_grad: see module doc)."""
+    """Caption embeddings, detached, behind the cached prefix.
+
+    A training embedder (``avoid_no_grad``) runs them under enable_grad, never no_grad (see module doc).
+    """
     import torch
 
     from vela_search.embedding.embedder import EmbedItem
 
     items = [EmbedItem("caption", text=t) for t in texts]
     parts = []
-    with torch.enable_grad():
-        for start in range(0, len(items), chunk):
-            parts.append(embedder.encode(items[start : start + chunk], grad=True).detach())
+    for start in range(0, len(items), chunk):
+        parts.append(embedder.encode(items[start : start + chunk], grad=False).detach())
     return torch.cat(parts)
 
 
@@ -400,7 +436,10 @@ def _drop_long_rows(
         for start in range(0, len(rows), chunk):
             part = rows[start : start + chunk]
             texts = [text for t in part for text in (t.anchor, t.positive, t.negative)]
-            lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+            lengths = [
+                len(ids)
+                for ids in tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+            ]
             for i, row in enumerate(part):
                 if max(lengths[3 * i : 3 * i + 3]) <= limit:
                     kept.append(row)
