@@ -38,6 +38,7 @@ def _register_commands() -> None:
         bench_cmd,
         index_cmd,
         query_cmd,
+        serve_cmd,
         train_cmd,
     )
 
