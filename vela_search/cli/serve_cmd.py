@@ -42,7 +42,7 @@ def serve(
 ) -> None:
     """Serve indexes over HTTP: a JSON API (/docs), a page to search and listen (/), live index updates."""
     from vela_search.errors import VelaError
-    from vela_search.serve.server import check_bind, run_server
+    from vela_search.serve.server import check_bind, check_port, run_server
     from vela_search.serve.service import ServeSettings
 
     token = token or os.environ.get(TOKEN_ENV) or None
@@ -51,6 +51,7 @@ def serve(
         raise VelaError("--max-batch must be >= 1, --batch-window-ms >= 0, the limits and --timeout > 0")
     if not 0 <= port <= 65535:
         raise VelaError(f"--port must be from 0 to 65535, got {port}")
+    check_port(host, port)
     roots: list[tuple[str, Path]] = []
     for value in index or ["default"]:
         root = resolve_index(value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import signal
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from vela_search.errors import VelaError
 from vela_search.serve.discovery import remove_serve_file, write_serve_file
 from vela_search.serve.service import ServeSettings, Service
 
-__all__ = ["check_bind", "is_loopback", "run_server"]
+__all__ = ["check_bind", "check_port", "is_loopback", "run_server"]
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -41,6 +42,23 @@ def check_bind(host: str, token: str | None) -> None:
         )
 
 
+def check_port(host: str, port: int) -> None:
+    """Refuse a port that another process listens on (port 0, any free port, always passes).
+
+    Raises:
+        VelaError: the address cannot be bound.
+    """
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise VelaError(f"could not listen on {host}:{port} ({exc.strerror}; is the port in use?)") from None
+
+
 def run_server(
     roots: list[tuple[str, Path]],
     settings: ServeSettings,
@@ -62,6 +80,7 @@ def run_server(
     from vela_search.serve.app import create_app
 
     check_bind(settings.host, settings.token)
+    check_port(settings.host, settings.port)  # before the model loads: a busy port fails at once
     service = Service.open(roots, settings)
     config = uvicorn.Config(
         create_app(service),

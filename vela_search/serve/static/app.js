@@ -92,7 +92,7 @@ function showSummary() {
 }
 
 function commonOptions() {
-  const options = { index: state.index, k: Number($("k").value) || 10 };
+  const options = { index: state.index, k: Number($("k").value) || 10, segments: $("segments").checked };
   const low = $("min-duration").value, high = $("max-duration").value;
   if (low !== "") options.min_duration = Number(low);
   if (high !== "") options.max_duration = Number(high);
