@@ -85,7 +85,13 @@ def test_healthz_and_indexes(client, serve_collection):
 
 def test_openapi_documents_every_route(client):
     paths = client.get("/openapi.json").json()["paths"]
-    for path in ("/api/search", "/api/search/audio", "/api/search/like", "/api/audio/{segment_id}", "/api/indexes"):
+    for path in (
+        "/api/search",
+        "/api/search/audio",
+        "/api/search/like",
+        "/api/audio/{segment_id}",
+        "/api/indexes",
+    ):
         assert path in paths
     assert client.get("/docs").status_code == 200
 
@@ -217,7 +223,9 @@ def test_upload_errors(client, tmp_path):
     assert_error(client.post("/api/search/audio", files={"file": ("e.wav", b"")}), 415, "empty")
     assert_error(client.post("/api/search/audio", data={"k": "3"}), 422, "file:")
     ok = wav_bytes(tone(2))
-    assert_error(client.post("/api/search/audio", files={"file": ("a.wav", ok)}, data={"k": "0"}), 400, "1 to 1000")
+    assert_error(
+        client.post("/api/search/audio", files={"file": ("a.wav", ok)}, data={"k": "0"}), 400, "1 to 1000"
+    )
     response = client.post("/api/search/audio", files={"file": ("a.wav", ok)}, data={"start": "5"})
     assert_error(response, 400, "past the end")
 
@@ -393,7 +401,9 @@ def test_token_is_checked_on_every_api_call(token_client):
 
 
 def test_a_search_over_the_time_limit_is_a_504(token_client):
-    response = token_client.post("/api/search", json={"query": "dog"}, headers={"Authorization": f"Bearer {TOKEN}"})
+    response = token_client.post(
+        "/api/search", json={"query": "dog"}, headers={"Authorization": f"Bearer {TOKEN}"}
+    )
     assert_error(response, 504, "took longer than")
 
 

@@ -12,7 +12,16 @@ from vela_search.embedding.embedder import EmbedItem
 from vela_search.errors import QueryError
 from vela_search.serve.batching import QueryBatcher
 
-CANDIDATES = ["dog barking", "rain falling", "car horns", "birds", "a door", "wind noise", "glass breaks", "a bell"]
+CANDIDATES = [
+    "dog barking",
+    "rain falling",
+    "car horns",
+    "birds",
+    "a door",
+    "wind noise",
+    "glass breaks",
+    "a bell",
+]
 MIXED = [
     EmbedItem("caption", text="a dog barks twice"),
     EmbedItem("caption", text="rain on a roof at night with thunder far away and a car passing by"),
@@ -72,7 +81,9 @@ def test_a_query_that_cannot_fit_fails_alone(tiny_embedder):
 
 
 def test_the_event_loop_keeps_running_while_the_model_works(tiny_embedder):
-    items = [EmbedItem("long", text=f"passage {i}: " + "waves and wind over the bay " * 30) for i in range(16)]
+    items = [
+        EmbedItem("long", text=f"passage {i}: " + "waves and wind over the bay " * 30) for i in range(16)
+    ]
     batcher = QueryBatcher(tiny_embedder, window_s=0.0)
 
     async def main() -> tuple[int, float]:

@@ -49,7 +49,9 @@ def test_searches_while_an_index_run_commits(serve_collection, tmp_path):
                         pytest.fail(f"a request failed during the index run: {response.text}")
                     if response.headers["content-type"].startswith("application/json"):
                         body = response.json()
-                        generations.add(body.get("generation", body.get("indexes", [{}])[0].get("generation")))
+                        generations.add(
+                            body.get("generation", body.get("indexes", [{}])[0].get("generation"))
+                        )
         finally:
             out, err = run.communicate(timeout=300)
         assert run.returncode == 0, err

@@ -35,7 +35,9 @@ def test_query_uses_a_running_server_with_identical_output(index, serve_collecti
     audio, _ = serve_collection
     like = ["query", "--like", str(audio / "long.wav"), "--start", "10", "--end", "20", "-k", "3"]
     # A record left by a server that is gone does not stop a query: it runs here.
-    (index / SERVE_FILE).write_text(json.dumps({"url": "http://127.0.0.1:9", "pid": 2**22 + 12345, "name": "x"}))
+    (index / SERVE_FILE).write_text(
+        json.dumps({"url": "http://127.0.0.1:9", "pid": 2**22 + 12345, "name": "x"})
+    )
     local = vela(*QUERY, "--index", str(index))
     assert local.returncode == 0, local.stderr
     local_like = vela(*like, "--index", str(index))
@@ -55,8 +57,20 @@ def test_query_uses_a_running_server_with_identical_output(index, serve_collecti
         explicit = vela(*QUERY, "--index", str(index), "--server", url)
         assert explicit.returncode == 0 and explicit.stdout == local.stdout
         # The server's refusal reads as the local one.
-        refused = vela("query", "x", "-k", "3", "--where", "*.nothing", "--min-duration", "9", "--max-duration", "1",
-                       "--index", str(index))
+        refused = vela(
+            "query",
+            "x",
+            "-k",
+            "3",
+            "--where",
+            "*.nothing",
+            "--min-duration",
+            "9",
+            "--max-duration",
+            "1",
+            "--index",
+            str(index),
+        )
         assert refused.returncode == 1 and "above the maximum" in refused.stderr
         # Stopping: SIGTERM ends it cleanly and the record goes with it.
         proc.send_signal(signal.SIGTERM)

@@ -208,7 +208,13 @@ def query(
                 err_console.print(f"[yellow]note:[/] {searcher.notice}")
             if queries is not None:
                 failed = _run_queries(
-                    searcher, lines, mode, instruction, options, json_output=json_output, filtered=request.filtered
+                    searcher,
+                    lines,
+                    mode,
+                    instruction,
+                    options,
+                    json_output=json_output,
+                    filtered=request.filtered,
                 )
                 if failed:
                     raise typer.Exit(1)

@@ -22,7 +22,9 @@ def serve(
         help="Index to serve (name under $VELA_INDEX_DIR or ./indexes, or a directory); repeat for several, "
         "the first is the default. Default: 'default'.",
     ),
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (other than loopback needs a token)."),
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="Address to listen on (other than loopback needs a token)."
+    ),
     port: int = typer.Option(8000, "--port", "-p", help="Port to listen on (0: any free port)."),
     token: str | None = typer.Option(
         None,

@@ -115,7 +115,9 @@ class QueryRequest:
                 )
             check_text_query(self.text, self.mode, self.instruction)
             if self.start_s is not None or self.end_s is not None:
-                raise QueryError("a start and end choose a span of an audio clip or indexed file, not of a text")
+                raise QueryError(
+                    "a start and end choose a span of an audio clip or indexed file, not of a text"
+                )
         elif self.kind == "like_segment" and (self.start_s is not None or self.end_s is not None):
             raise QueryError("a segment is searched whole: drop the start and end")
         if self.kind != "text" and self.instruction is not None:

@@ -19,10 +19,10 @@ from vela_search.search.validation import (
     DEFAULT_K,
     _check_min_score,
     check_duration,
+    check_fits,
     check_k,
     check_not_empty,
     check_text_query,
-    check_fits,
     normalize_glob,
 )
 

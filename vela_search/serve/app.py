@@ -44,7 +44,9 @@ __all__ = ["create_app"]
 log = logging.getLogger("vela_search.serve")
 
 STATIC_DIR = Path(str(resources.files("vela_search.serve") / "static"))
-_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (400, 401, 404, 409, 413, 415, 422, 504)}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody} for code in (400, 401, 404, 409, 413, 415, 422, 504)
+}
 
 
 class UploadTooLargeError(VelaError):
@@ -87,7 +89,9 @@ def create_app(service: Service) -> FastAPI:
         try:
             hits = await asyncio.wait_for(service.search(served, request, clip), settings.request_timeout_s)
         except TimeoutError:
-            raise HTTPException(504, f"the search took longer than {settings.request_timeout_s:g} s") from None
+            raise HTTPException(
+                504, f"the search took longer than {settings.request_timeout_s:g} s"
+            ) from None
         notice = served.searcher.notice
         return {
             "index": served.name,
@@ -154,7 +158,9 @@ def create_app(service: Service) -> FastAPI:
     async def audio(
         segment_id: int,
         index: str | None = Query(None),
-        start: float | None = Query(None, description="Span start in seconds: answer with a WAV of the span."),
+        start: float | None = Query(
+            None, description="Span start in seconds: answer with a WAV of the span."
+        ),
         end: float | None = Query(None, description="Span end in seconds."),
         segment: bool = Query(False, description="Answer with the segment's own span as WAV."),
     ) -> Response:
@@ -216,7 +222,8 @@ def _load_upload(path: Path, name: str, start: float | None, end: float | None, 
         seconds = audio_duration(path)
         if seconds > max_seconds:
             raise UploadTooLargeError(
-                f"the uploaded audio is {seconds:.1f} s long; this server takes clips of up to {max_seconds:g} s"
+                f"the uploaded audio is {seconds:.1f} s long; this server takes clips of up to "
+                f"{max_seconds:g} s"
             )
         if start is not None and start >= seconds:
             raise QueryError(f"start {start:g} s is past the end of the {seconds:.3f} s clip")

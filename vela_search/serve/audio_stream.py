@@ -42,7 +42,9 @@ class AudioSource:
     @property
     def media_type(self) -> str:
         suffix = self.path.suffix.lower()
-        return _AUDIO_TYPES.get(suffix) or mimetypes.guess_type(self.path.name)[0] or "application/octet-stream"
+        return (
+            _AUDIO_TYPES.get(suffix) or mimetypes.guess_type(self.path.name)[0] or "application/octet-stream"
+        )
 
 
 class MissingAudioError(QueryError):

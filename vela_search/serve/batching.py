@@ -53,7 +53,11 @@ class QueryBatcher:
     """
 
     def __init__(
-        self, embedder: VelaEmbedder, *, window_s: float = DEFAULT_WINDOW_S, max_batch: int = DEFAULT_MAX_BATCH
+        self,
+        embedder: VelaEmbedder,
+        *,
+        window_s: float = DEFAULT_WINDOW_S,
+        max_batch: int = DEFAULT_MAX_BATCH,
     ) -> None:
         if max_batch < 1 or window_s < 0:
             raise ValueError("max_batch must be >= 1 and window_s >= 0")

@@ -19,7 +19,14 @@ from vela_search.errors import QueryError, VelaError
 if TYPE_CHECKING:
     from vela_search.search import Hit, QueryRequest
 
-__all__ = ["SERVE_FILE", "TOKEN_ENV", "ask_server", "read_serve_file", "remove_serve_file", "write_serve_file"]
+__all__ = [
+    "SERVE_FILE",
+    "TOKEN_ENV",
+    "ask_server",
+    "read_serve_file",
+    "remove_serve_file",
+    "write_serve_file",
+]
 
 SERVE_FILE = "serve.json"
 TOKEN_ENV = "VELA_SERVE_TOKEN"
@@ -88,7 +95,12 @@ def request_body(request: QueryRequest, index: str | None) -> tuple[str, dict[st
         "index": index,
     }
     if request.kind == "like":
-        return "/api/search/like", {"path": str(request.like), "start": request.start_s, "end": request.end_s, **options}
+        return "/api/search/like", {
+            "path": str(request.like),
+            "start": request.start_s,
+            "end": request.end_s,
+            **options,
+        }
     if request.kind == "like_segment":
         return "/api/search/like", {"segment_id": request.like_segment, **options}
     if request.kind != "text":
@@ -128,7 +140,9 @@ def ask_server(
         answer = _call(url + path, body)
     except _Unreachable as exc:
         if explicit:
-            raise QueryError(f"no vela-search server answers at {url} ({exc}); start one with `vela-search serve`")
+            raise QueryError(
+                f"no vela-search server answers at {url} ({exc}); start one with `vela-search serve`"
+            )
         return None
     return hits_from_records(answer["hits"]), answer.get("notice")
 
@@ -156,7 +170,9 @@ def _call(url: str, body: dict[str, Any] | None) -> dict[str, Any]:
     token = os.environ.get(TOKEN_ENV)
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    req = urllib.request.Request(url, data=data, headers=headers, method="POST" if body is not None else "GET")
+    req = urllib.request.Request(
+        url, data=data, headers=headers, method="POST" if body is not None else "GET"
+    )
     try:
         with urllib.request.urlopen(req, timeout=_TIMEOUT_S) as response:
             return json.loads(response.read())

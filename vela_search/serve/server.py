@@ -56,7 +56,9 @@ def check_port(host: str, port: int) -> None:
         try:
             probe.bind((host, port))
         except OSError as exc:
-            raise VelaError(f"could not listen on {host}:{port} ({exc.strerror}; is the port in use?)") from None
+            raise VelaError(
+                f"could not listen on {host}:{port} ({exc.strerror}; is the port in use?)"
+            ) from None
 
 
 def run_server(

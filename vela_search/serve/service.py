@@ -173,8 +173,10 @@ class Service:
             served = ", ".join(self.indexes)
             raise UnknownIndexError(f"unknown index {name!r}; this server serves: {served}") from None
 
-    async def search(self, served: ServedIndex, request: QueryRequest, clip: np.ndarray | None = None) -> list[Hit]:
-        """Answer ``request``: embed it in a micro-batch when it needs the model, then search (off the loop)."""
+    async def search(
+        self, served: ServedIndex, request: QueryRequest, clip: np.ndarray | None = None
+    ) -> list[Hit]:
+        """Answer ``request``: embed it in a micro-batch if it needs the model, then search (off the loop)."""
         request.validate()
         vector = None
         if request.needs_model:
@@ -196,7 +198,9 @@ class Service:
             if batcher is None or id(batcher) in seen:
                 continue
             seen.add(id(batcher))
-            await batcher.run_on_model_thread(lambda e=batcher.embedder: e.prefix_length and e.embed_text(["warm up"]))
+            await batcher.run_on_model_thread(
+                lambda e=batcher.embedder: e.prefix_length and e.embed_text(["warm up"])
+            )
 
     async def close(self) -> None:
         """Stop the batchers and close the index snapshots."""
