@@ -192,7 +192,7 @@ def run_serve_benchmark(
     """
     if clients < 1 or queries < 1:
         raise VelaError("--clients and --queries must be at least 1")
-    index = Path(index)
+    index = Path(index).resolve()  # the server reads a bare name as one under indexes/
     texts = synthetic_queries(clients * queries + warmup)
     runs: list[LoadRun] = []
     for batching in (True, False):
