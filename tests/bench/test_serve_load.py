@@ -10,16 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from vela_search.bench.serve_load import synthetic_queries
-
 VELA_SEARCH = Path(sys.executable).with_name("vela-search")
 SAMPLES = Path(__file__).resolve().parents[2] / "data" / "samples"
-
-
-def test_synthetic_queries_are_deterministic_and_distinct():
-    queries = synthetic_queries(50)
-    assert queries == synthetic_queries(50) and len(set(queries)) == 50
-    assert all(2 <= len(q.split()) <= 13 for q in queries)
 
 
 def test_a_missing_index_fails_before_any_server_starts(tmp_path):

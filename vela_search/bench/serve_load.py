@@ -21,23 +21,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vela_search.bench.synthetic import synthetic_queries
 from vela_search.bench.timing import percentile
 from vela_search.errors import VelaError
 
-__all__ = ["LoadRun", "run_serve_benchmark", "synthetic_queries"]
-
-_WORDS = (
-    "dog barking rain thunder car engine idling birds chirping door slam glass breaking footsteps on gravel "
-    "wind through trees a crowd cheering church bells a kettle whistling waves on a beach a train passing"
-).split()
-
-
-def synthetic_queries(n: int, seed: int = 0) -> list[str]:
-    """``n`` caption-like queries of 2-12 words, different from each other (deterministic)."""
-    import random
-
-    rng = random.Random(seed)
-    return [" ".join(rng.choices(_WORDS, k=rng.randint(2, 12))) + f" {i}" for i in range(n)]
+__all__ = ["LoadRun", "run_serve_benchmark"]
 
 
 @dataclass
@@ -70,7 +58,9 @@ def _get_json(url: str, timeout: float = 10.0) -> dict[str, Any]:
         return json.loads(response.read())
 
 
-def _start_server(index: Path, *, batching: bool, device: str, startup_timeout_s: float) -> tuple[subprocess.Popen, str]:
+def _start_server(
+    index: Path, *, batching: bool, device: str, startup_timeout_s: float
+) -> tuple[subprocess.Popen, str]:
     port = _free_port()
     command = [sys.executable, "-m", "vela_search", "serve", "--index", str(index), "--port", str(port)]
     command += ["--device", device, "--max-batch", "32" if batching else "1"]
@@ -193,13 +183,15 @@ def run_serve_benchmark(
     if clients < 1 or queries < 1:
         raise VelaError("--clients and --queries must be at least 1")
     index = Path(index).resolve()  # the server reads a bare name as one under indexes/
-    texts = synthetic_queries(clients * queries + warmup)
+    texts = synthetic_queries(clients * queries + warmup, seed=0)
     runs: list[LoadRun] = []
     for batching in (True, False):
         label = "on" if batching else "off"
         if progress:
             progress(f"starting a server (batching {label})")
-        proc, url = _start_server(index, batching=batching, device=device, startup_timeout_s=startup_timeout_s)
+        proc, url = _start_server(
+            index, batching=batching, device=device, startup_timeout_s=startup_timeout_s
+        )
         try:
             _load(url, texts[:warmup], 1, warmup, k, batching)
             if progress:
@@ -211,7 +203,9 @@ def run_serve_benchmark(
         finally:
             _stop_server(proc)
     loaded = {run.batching: run for run in runs if run.clients == clients}
-    speedup = loaded[True].queries_per_s / loaded[False].queries_per_s if loaded[False].queries_per_s else None
+    speedup = (
+        loaded[True].queries_per_s / loaded[False].queries_per_s if loaded[False].queries_per_s else None
+    )
     fingerprint: dict[str, Any] = {}
     try:
         fingerprint = json.loads((index / "manifest.json").read_text()).get("fingerprint", {})

@@ -36,7 +36,15 @@ def serve_load(
 
     def render(target: Any) -> None:
         table = Table(title=f"vela-search serve, {report['model']}, {report['device']}: {root}")
-        for column in ("batching", "clients x queries", "queries/s", "p50 ms", "p99 ms", "errors", "forwards"):
+        for column in (
+            "batching",
+            "clients x queries",
+            "queries/s",
+            "p50 ms",
+            "p99 ms",
+            "errors",
+            "forwards",
+        ):
             table.add_column(column, justify="right")
         for run in report["runs"]:
             table.add_row(
