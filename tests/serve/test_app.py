@@ -411,3 +411,15 @@ def test_json_errors_stay_json_for_unknown_routes(client):
     response = client.get("/api/nothing-here")
     assert_error(response, 404, "Not Found")
     assert json.loads(response.text)
+
+
+def test_an_empty_index_is_served_and_says_so(tmp_path, serve_collection):
+    fingerprint = dict(AudioIndex.open(serve_collection[1]).fingerprint)
+    empty = tmp_path / "empty"
+    AudioIndex.create(empty, fingerprint=fingerprint, dim=int(fingerprint["dim"])).close()
+    service = Service.open([("empty", empty)], ServeSettings())  # loads no model: nothing to search yet
+    with TestClient(create_app(service), raise_server_exceptions=False) as test_client:
+        info = test_client.get("/api/indexes").json()["indexes"][0]
+        assert info["vectors"] == 0 and info["files"] == 0
+        assert_error(test_client.post("/api/search", json={"query": "dog"}), 409, "holds no vectors")
+        assert_error(test_client.post("/api/search/like", json={"segment_id": 0}), 409, "holds no vectors")
