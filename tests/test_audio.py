@@ -600,3 +600,18 @@ def test_discovery_relative_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.chdir(tmp_path)
     result = discover_audio_files(["b"])
     assert result.files == [tmp_path / "b" / "four.ogg"]
+
+
+def test_a_file_name_that_is_not_utf8_is_reported_not_found(tmp_path):
+    from vela_search.audio import discover_audio_files
+
+    good = tmp_path / "good.wav"
+    good.write_bytes(b"")
+    bad = tmp_path / os.fsdecode(b"bad\xff.wav")
+    bad.write_bytes(b"")
+    found = discover_audio_files([tmp_path])
+    assert found.files == [good]
+    assert [(str(p), r.split(":")[0]) for p, r in found.problems] == [
+        (str(tmp_path / "bad\\xff.wav"), "file name is not valid UTF-8")
+    ]
+    str(found.problems[0][0]).encode("utf-8")  # shown escaped: printable, storable

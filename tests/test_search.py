@@ -669,3 +669,14 @@ def test_paths_relative_to_the_indexed_root(searcher, collection):
     data = hit.to_dict()
     assert data["path"] == str(files["b1320"]) and data["display_path"] == "b/t1320.wav"
     assert set(data) >= {"rank", "score", "path", "start_s", "end_s", "duration_s", "segment_id", "paths"}
+
+
+def test_query_text_that_is_not_utf8_is_refused():
+    import os
+
+    from vela_search.search.validation import check_text_query
+
+    with pytest.raises(QueryError, match=r"not valid UTF-8 text \(byte 0xff at character 5\)"):
+        check_text_query(os.fsdecode(b"dog \xff"))
+    with pytest.raises(QueryError, match="the instruction is not valid UTF-8"):
+        check_text_query("dog", "instruction", os.fsdecode(b"find \xfe"))

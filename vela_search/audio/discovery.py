@@ -48,13 +48,30 @@ def discover_audio_files(roots: Sequence[str | Path]) -> DiscoveryResult:
             _walk(top, (st.st_dev, st.st_ino), found, problems)
         elif stat.S_ISREG(st.st_mode):
             if top.suffix.lower() in AUDIO_EXTENSIONS:
-                found.add(top)
+                _add(top, found, problems)
             else:
                 problems.append((top, f"not a supported audio file extension ('{top.suffix}')"))
         else:
             problems.append((top, "not a regular file or directory"))
     problems.sort(key=lambda item: (str(item[0]), item[1]))
     return DiscoveryResult(files=sorted(found, key=str), problems=problems)
+
+
+def _add(path: Path, found: set[Path], problems: list[tuple[Path, str]]) -> None:
+    """Keep an audio file, or report it when its name cannot be stored (not valid UTF-8)."""
+    name = str(path)
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        # The OS handed over bytes that are not UTF-8 (kept by Python as surrogate escapes). An index
+        # stores paths as UTF-8 text, so the file is reported, shown with its bytes escaped, and the run
+        # goes on with the other files.
+        shown = Path(os.fsencode(name).decode("utf-8", "backslashreplace"))
+        problems.append(
+            (shown, "file name is not valid UTF-8: rename the file (e.g. with `convmv`) to index it")
+        )
+        return
+    found.add(path)
 
 
 def _os_reason(exc: OSError) -> str:
@@ -100,5 +117,5 @@ def _walk(top: Path, top_key: tuple[int, int], found: set[Path], problems: list[
                     continue
                 subdirs.append((path, {**ancestors, key: path}))
             elif stat.S_ISREG(st.st_mode) and path.suffix.lower() in AUDIO_EXTENSIONS:
-                found.add(path)
+                _add(path, found, problems)
         stack.extend(reversed(subdirs))

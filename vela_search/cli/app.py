@@ -37,6 +37,7 @@ def _register_commands() -> None:
     from vela_search.cli import (  # noqa: F401
         bench_cmd,
         bench_serve_cmd,
+        check_cmd,
         index_cmd,
         query_cmd,
         serve_cmd,

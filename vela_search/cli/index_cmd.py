@@ -134,6 +134,8 @@ def index_command(
         return
     if exists:
         _check_not_locked(root)  # before the (slow) model load
+    else:
+        AudioIndex.check_creatable(root)  # a lost manifest's data is refused before the model load too
 
     _, spec = choose_spec(
         root,
@@ -143,6 +145,10 @@ def index_command(
         quantize=quantize,
         rebuild=rebuild,
     )
+    if model is None and adapter is None:  # the index's record decides which weights run: say whose
+        from vela_search.indexing.spec import describe_load
+
+        err_console.print(f"loading {escape(describe_load(spec))}", highlight=False)
     embedder = _load(spec, device=device, dtype=dtype, batch_tokens=batch_tokens, quiet=False)
 
     with _ProgressView(enabled=True) as view:

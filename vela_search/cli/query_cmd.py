@@ -198,9 +198,10 @@ def query(
         else:
             # Decoded before the model loads, so that a bad file or span fails fast.
             clip = load_query_clip(audio, start, end) if audio is not None else None
+            spec = embedder_spec(idx, model=model, adapter=adapter, demos=demos)
             if text is not None:  # likewise a text that cannot fit behind the prefix (tokenizer only)
-                spec = embedder_spec(idx, model=model, adapter=adapter, demos=demos)
                 check_query_fits(idx, text, instruction, model=spec.model, revision=spec.revision)
+            err_console.print(f"loading {escape(spec.describe())}", highlight=False)
             with err_console.status("loading the model …", spinner="dots"):
                 embedder = load_index_embedder(idx, model=model, adapter=adapter, demos=demos, device=device)
             searcher = Searcher(idx, embedder)
@@ -314,7 +315,8 @@ def _query_source(source: str) -> Iterator[str]:
 
 def _stdin_lines() -> Iterator[str]:
     if not sys.stdin.isatty():
-        yield from (line.rstrip("\n") for line in sys.stdin)
+        # Read bytes: a line that is not UTF-8 fails on its own (as a bad query), not the whole run.
+        yield from (raw.decode("utf-8", "surrogateescape").rstrip("\r\n") for raw in sys.stdin.buffer)
         return
     err_console.print("one query per line; an empty line or Ctrl-D ends")
     while True:

@@ -195,7 +195,8 @@ def load_backbone(
     torch_dtype = resolve_dtype(dtype, torch_device)
     quant_config = _quantization_config(quantize, torch_dtype)
     attn_name = register_attention()
-    kwargs: dict[str, Any] = {"dtype": torch_dtype}
+    # Whatever model an index's record names: weights from safetensors only (no pickle), no remote code.
+    kwargs: dict[str, Any] = {"dtype": torch_dtype, "use_safetensors": True, "trust_remote_code": False}
     if revision and not isinstance(source, Path):
         kwargs["revision"] = revision
     if quant_config is not None:
@@ -215,7 +216,7 @@ def load_backbone(
             revision_kw = {"revision": revision} if "revision" in kwargs else {}
             if not isinstance(source, Path):
                 _check_hub_reachable(source, revision)
-            processor = AutoProcessor.from_pretrained(source, **revision_kw)
+            processor = AutoProcessor.from_pretrained(source, trust_remote_code=False, **revision_kw)
             net = Qwen2AudioForConditionalGeneration.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as exc:
         hint = (

@@ -42,7 +42,7 @@ def compact_index(
     from vela_search.store import AudioIndex, IndexWriter
 
     index_dir = Path(index_dir)
-    with AudioIndex.open(index_dir) as current:
+    with AudioIndex.open(index_dir, shards=False) as current:
         fingerprint = dict(current.fingerprint)
     with IndexWriter(index_dir, fingerprint=fingerprint) as writer:
         before = writer.manifest
@@ -69,7 +69,8 @@ def index_info(index_dir: str | os.PathLike[str]) -> dict[str, Any]:
     from vela_search.store import AudioIndex
 
     index_dir = Path(index_dir)
-    with AudioIndex.open(index_dir) as index:
+    # The manifest and the files table only: describing an index reads no shard.
+    with AudioIndex.open(index_dir, shards=False) as index:
         data = index.manifest
         files = index.files()
         statuses = Counter(files["status"].to_pylist()) if files.num_rows else Counter()

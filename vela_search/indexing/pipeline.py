@@ -346,7 +346,7 @@ def index_paths(
         record_spec(index_dir, writer.fingerprint, EmbedderSpec.from_embedder(embedder), room)
         roots = [os.path.abspath(os.path.expanduser(str(p))) for p in paths]
         if rebuild or not roots:
-            with AudioIndex.open(index_dir) as current:
+            with AudioIndex.open(index_dir, shards=False) as current:
                 roots += [r for r in recorded_roots(current.files()) if r not in roots]
             roots += [r for r in recorded_roots(writer.files()) if r not in roots]
         if not roots:

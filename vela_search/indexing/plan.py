@@ -28,13 +28,11 @@ import stat as stat_mod
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import soundfile
 
 from vela_search.audio import discover_audio_files, plan_windows
@@ -228,13 +226,7 @@ def segment_groups(writer: IndexWriter | AudioIndex) -> dict[tuple[str, str], np
     Segments without those columns (added by other code through the store API) are left out.
     """
     deleted = writer.deleted_ids()
-    tables = []
-    for entry in writer.manifest["shards"]:
-        meta = Path(writer.root) / entry["meta"]
-        names = set(pq.read_schema(meta).names)
-        if not {"path", "content_sha256"} <= names:
-            continue
-        tables.append(pq.read_table(meta, columns=["id", "path", "content_sha256"]))
+    tables = list(writer.shard_metadata(["id", "path", "content_sha256"]))
     if not tables:
         return {}
     table = pa.concat_tables(tables)

@@ -102,7 +102,7 @@ def preview_index(
     with contextlib.ExitStack() as stack:
         if exists:
             # A read-only snapshot: the last committed state, whatever a running writer does meanwhile.
-            snapshot = stack.enter_context(AudioIndex.open(index_dir))
+            snapshot = stack.enter_context(AudioIndex.open(index_dir, vectors=False))
             if not roots:
                 roots = recorded_roots(snapshot.files())
         else:  # compared with an empty files table

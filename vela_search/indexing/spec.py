@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -44,6 +43,10 @@ class EmbedderSpec:
     adapter: str | None = None
     demos: str = "default"
     quantize: str | None = None
+
+    def describe(self) -> str:
+        """One line naming what loading this spec runs: model (and revision), adapter, quantization."""
+        return describe_load(asdict(self))
 
     @classmethod
     def from_embedder(cls, embedder: VelaEmbedder) -> EmbedderSpec:
@@ -120,6 +123,22 @@ def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
+def describe_load(spec: dict[str, Any]) -> str:
+    """One line naming the model (and revision), adapter and quantization a spec dict loads.
+
+    Shown before every load that an index's record decides, because the record can name any model: the
+    user sees whose weights run (always safetensors, never remote code; see `embedding.backbone`).
+    """
+    model = spec.get("model") or "the adapter's base model"
+    text = f"model {model}"
+    if spec.get("revision"):
+        text += f" (revision {str(spec['revision'])[:12]})"
+    text += f", adapter {spec['adapter']}" if spec.get("adapter") else ", no adapter"
+    if spec.get("quantize"):
+        text += f", {spec['quantize']}"
+    return text
+
+
 def record_spec(
     index_dir: str | os.PathLike[str],
     fingerprint: dict[str, Any],
@@ -142,17 +161,15 @@ def record_spec(
         entry["query_room"] = asdict(room)
     entries.append(entry)
     payload = {"format": SPEC_FORMAT, "version": 1, "embedders": entries[-_MAX_ENTRIES:]}
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-embedder-", dir=index_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(payload, indent=2) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, index_dir / SPEC_FILE)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    # Written like the index's own files (mode from the umask, as for every other file), so that whoever
+    # can read the index can also query it.
+    from vela_search.store import fsio
+    from vela_search.store.integrity import device_errors
+
+    with device_errors(index_dir, doing=f"recording the embedder in {SPEC_FILE}", generation=None):
+        with fsio.atomic_file(index_dir / SPEC_FILE) as fh:
+            fh.write((json.dumps(payload, indent=2) + "\n").encode("utf-8"))
+        fsio.fsync_dir(index_dir)
 
 
 def recorded_spec(index_dir: str | os.PathLike[str], fingerprint: dict[str, Any]) -> EmbedderSpec | None:

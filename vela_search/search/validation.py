@@ -76,6 +76,22 @@ def _check_min_score(min_score: float | None) -> float | None:
     return value
 
 
+def check_utf8(text: str, what: str) -> None:
+    """Refuse text that came from bytes which are not UTF-8 (Python keeps them as lone surrogates).
+
+    Raises:
+        QueryError: naming the first bad byte.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raw = text[e.start : e.end].encode("utf-8", "surrogateescape")
+        raise QueryError(
+            f"{what} is not valid UTF-8 text (byte 0x{raw[0]:02x} at character {e.start + 1}); "
+            "give it in UTF-8 (check the terminal's or the file's encoding)"
+        ) from None
+
+
 def check_text_query(query: str, mode: str = "caption", instruction: str | None = None) -> str:
     """Validate a text query without a model: non-empty text, a known mode, an instruction where needed.
 
@@ -90,6 +106,9 @@ def check_text_query(query: str, mode: str = "caption", instruction: str | None 
         raise QueryError(f"unknown query mode {mode!r}; use one of {', '.join(TEXT_MODES)} (or search_audio)")
     if not isinstance(query, str) or not query.strip():
         raise QueryError("the query is empty; give some words to search for")
+    check_utf8(query, "the query")
+    if instruction is not None:
+        check_utf8(instruction, "the instruction")
     if mode == "instruction":
         if instruction is None or not instruction.strip():
             raise QueryError(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from .faiss_ops import IndexTrainingError
 from .index import AudioIndex, SearchHit
+from .integrity import IndexDamagedError, IndexWriteError
 from .layout import FORMAT_VERSION
 from .tables import FILE_STATUSES, FILES_SCHEMA
 from .writer import IndexWriter
@@ -16,7 +17,9 @@ __all__ = [
     "FILE_STATUSES",
     "FORMAT_VERSION",
     "AudioIndex",
+    "IndexDamagedError",
     "IndexTrainingError",
+    "IndexWriteError",
     "IndexWriter",
     "SearchHit",
 ]

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import io
+import re
 import threading
+from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
 from ..errors import StoreError
+from .integrity import damaged
 
 # IVF probes this many lists (at most nlist) by default; FAISS's own default of 1 loses most neighbours.
 DEFAULT_NPROBE = 16
@@ -119,6 +123,20 @@ def read(source: IO[bytes]) -> Any:
     if ivf is not None:
         ivf.nprobe = min(int(ivf.nlist), DEFAULT_NPROBE)
     return index
+
+
+def read_bytes(root: Path, relpath: str, data: bytes) -> Any:
+    """Deserialise the index file `relpath` from its bytes.
+
+    Raises:
+        IndexDamagedError: the bytes are not a FAISS index (the message names the file).
+    """
+    try:
+        return read(io.BytesIO(data))
+    except (RuntimeError, ValueError) as e:
+        # Drop FAISS's C++ location ("Error in <function> at <file>:<line>: ").
+        why = re.sub(r"^Error in .*? at \S+:\d+: ", "", _message(e))
+        raise damaged(root, relpath, f"it is not a readable FAISS index ({why})") from None
 
 
 def reconstruct_all(index: Any) -> np.ndarray:

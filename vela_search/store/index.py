@@ -10,16 +10,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from ..errors import EmptyIndexError, IndexFormatError, IndexNotFoundError, StoreError
-from . import faiss_ops, fsio, layout, manifest
+from ..errors import EmptyIndexError, IndexNotFoundError, StoreError
+from . import faiss_ops, layout, manifest
+from .integrity import IndexDamagedError, device_errors, read_verified
 from .lock import WriterLock
 from .shards import ShardReader, compile_glob
-from .tables import FILES_SCHEMA, empty_files, read_ids
+from .tables import empty_files, files_from_bytes, ids_from_bytes
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Iterable, Iterator, Mapping
 
     from .writer import IndexWriter
 
@@ -43,34 +43,65 @@ class SearchHit:
     row: dict
 
 
+def _refuse_orphaned_data(root: Path) -> None:
+    """Refuse to start a new index in a folder that holds another index's data files but no manifest.
+
+    The first commit of a new index garbage-collects every data file its manifest does not name, so
+    starting one there would delete an index whose manifest.json was lost.
+
+    Raises:
+        StoreError: such files exist (the message says what to do).
+    """
+    found = layout.owned_files(root)
+    if found:
+        raise StoreError(
+            f"{root} holds {len(found)} data file(s) of an index (e.g. {found[0]}) but no "
+            f"{layout.MANIFEST}: its manifest was deleted or lost. Refusing to start a new index there, "
+            f"which would delete them. Restore {layout.MANIFEST} (e.g. from a backup), or move the folder "
+            "away (or choose another --index) to start afresh"
+        )
+
+
 class AudioIndex:
     """A consistent, read-only snapshot of an index: one manifest and only the files it names.
 
-    Later commits do not change an open snapshot (its files are held open); reopen to see them.
+    Later commits do not change an open snapshot (its files are read into memory when it opens, and
+    closed); reopen to see them.
     Use `AudioIndex.open`, `create` or `open_or_create` rather than the constructor.
     """
 
-    def __init__(self, root: Path, data: dict) -> None:
+    def __init__(self, root: Path, data: dict, *, shards: bool = True, vectors: bool = True) -> None:
         self.root = Path(root)
         self.manifest = data
         self._lock = threading.Lock()
+        self._opened = "vectors" if shards and vectors else "metadata" if shards else "none"
+        checksums = data.get("checksums") or {}
+        # Every file is read into memory (and checked) now and closed: the snapshot then survives the
+        # commits that delete its files, and holds no open files however many shards there are.
         self._shards: list[ShardReader] = []
-        self._files_file: pa.NativeFile | None = None
-        self._deleted_file: pa.NativeFile | None = None
-        try:
+        if shards:
             for entry in data["shards"]:
-                self._shards.append(ShardReader(self.root, entry, int(data["dim"])))
-            if data["files"]:
-                self._files_file = fsio.open_native(self.root / data["files"])
-            if data["deleted"]:
-                self._deleted_file = fsio.open_native(self.root / data["deleted"])
-        except BaseException:
-            self.close()
-            raise
-        self._files: pa.Table | None = None
-        self._deleted: np.ndarray | None = None
+                reader = ShardReader(self.root, entry, int(data["dim"]), checksums)
+                self._shards.append(reader.load(vectors=vectors))
+        files, deleted = data["files"], data["deleted"]
+        self._files = files_from_bytes(self.root, files, self._read_table(files)) if files else empty_files()
+        self._deleted = (
+            ids_from_bytes(self.root, deleted, self._read_table(deleted))
+            if deleted
+            else np.empty(0, np.int64)
+        )
         self._deleted_masks: dict[int, np.ndarray | None] = {}
         self._locator: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def _readers(self, *, vectors: bool = False) -> list[ShardReader]:
+        """The shard readers, refusing what this snapshot did not open."""
+        if self._opened == "none" or (vectors and self._opened != "vectors"):
+            need = "shards" if self._opened == "none" else "vectors"
+            raise StoreError(f"this snapshot of {self.root} was opened without its {need}")
+        return self._shards
+
+    def _read_table(self, relpath: str) -> bytes:
+        return read_verified(self.root, relpath, manifest.checksum(self.manifest, relpath))
 
     # ----- opening -----
 
@@ -80,12 +111,23 @@ class AudioIndex:
         return (Path(root) / layout.MANIFEST).is_file()
 
     @classmethod
-    def open(cls, root: str | Path) -> AudioIndex:
+    def open(cls, root: str | Path, *, shards: bool = True, vectors: bool = True) -> AudioIndex:
         """Open the current generation of the index at `root`.
+
+        Every file the snapshot needs is read now, checked against the checksum the manifest records,
+        and closed.
+
+        Args:
+            root: the index directory.
+            shards: False opens only the manifest and the files and deleted tables (for a description of
+                the index or the planning of a run); shard methods then raise `StoreError`.
+            vectors: False leaves out the shards' FAISS files (metadata only); searches and vector
+                methods then raise `StoreError`.
 
         Raises:
             IndexNotFoundError: no index there.
-            IndexFormatError: the manifest or a file it names is unreadable.
+            IndexFormatError: the manifest is unreadable.
+            IndexDamagedError: a file it names is missing or damaged (the message names it).
         """
         root = Path(root)
         for _ in range(_OPEN_ATTEMPTS):
@@ -95,17 +137,25 @@ class AudioIndex:
                     f"no index at {root} (no {layout.MANIFEST}); build one with `vela-search index PATH`"
                 )
             try:
-                return cls(root, data)
-            except FileNotFoundError as e:
-                # A commit between reading the manifest and opening its files may have collected
+                return cls(root, data, shards=shards, vectors=vectors)
+            except IndexDamagedError:
+                # A commit between reading the manifest and reading its files may have collected
                 # them; a newer manifest then exists and is the snapshot to use.
                 again = manifest.read(root / layout.MANIFEST)
                 if again is not None and again["generation"] != data["generation"]:
                     continue
-                raise IndexFormatError(
-                    f"index {root} is damaged: {e.filename} named by {layout.MANIFEST} is missing"
-                ) from e
+                raise
         raise StoreError(f"index {root} changed {_OPEN_ATTEMPTS} times while being opened; retry")
+
+    @classmethod
+    def check_creatable(cls, root: str | Path) -> None:
+        """Fail now if `create` would refuse `root` for holding a lost index's data (before slow work).
+
+        Raises:
+            StoreError: the folder holds index data files but no manifest.
+        """
+        if not cls.exists(root):
+            _refuse_orphaned_data(Path(root))
 
     @classmethod
     def create(cls, root: str | Path, *, fingerprint: dict, dim: int, factory: str = "SQfp16") -> AudioIndex:
@@ -125,11 +175,13 @@ class AudioIndex:
             raise ValueError(f"dim must be a positive integer, not {dim!r}")
         faiss_ops.build(factory, dim)  # fail now, not at the first commit
         data = manifest.new_manifest(fingerprint=fingerprint, dim=int(dim), factory=factory)
-        (root / layout.SHARD_DIR).mkdir(parents=True, exist_ok=True)
-        with WriterLock(root):
-            if cls.exists(root):
-                raise StoreError(f"an index already exists at {root}")
-            manifest.write(root / layout.MANIFEST, data)
+        with device_errors(root, doing="creating the index", generation=None):
+            (root / layout.SHARD_DIR).mkdir(parents=True, exist_ok=True)
+            with WriterLock(root):
+                if cls.exists(root):
+                    raise StoreError(f"an index already exists at {root}")
+                _refuse_orphaned_data(root)
+                manifest.write(root / layout.MANIFEST, data)
         return cls.open(root)
 
     @classmethod
@@ -157,12 +209,9 @@ class AudioIndex:
         return IndexWriter(self.root, fingerprint=fingerprint, staged=staged, **options)
 
     def close(self) -> None:
-        """Close the snapshot's open files."""
+        """Release the snapshot's loaded data (it holds no open files)."""
         for shard in self._shards:
             shard.close()
-        for f in (self._files_file, self._deleted_file):
-            if f is not None:
-                f.close()
 
     def __enter__(self) -> AudioIndex:
         return self
@@ -206,7 +255,7 @@ class AudioIndex:
     @property
     def num_shards(self) -> int:
         """Number of shards."""
-        return len(self._shards)
+        return len(self.manifest["shards"])
 
     @property
     def staging(self) -> dict | None:
@@ -217,25 +266,23 @@ class AudioIndex:
 
     def files(self) -> pa.Table:
         """The files table (FILES_SCHEMA), one row per source file."""
-        with self._lock:
-            if self._files is None:
-                if self._files_file is None:
-                    self._files = empty_files()
-                else:
-                    self._files = pq.ParquetFile(self._files_file).read().cast(FILES_SCHEMA)
-            return self._files
+        return self._files
 
     def deleted_ids(self) -> np.ndarray:
         """Sorted ids of deleted (tombstoned) segments."""
-        with self._lock:
-            if self._deleted is None:
-                self._deleted = read_ids(self._deleted_file)
-            return self._deleted
+        return self._deleted
+
+    def shard_metadata(self, columns: list[str]) -> Iterator[pa.Table]:
+        """For each shard that has all of `columns`, those columns of its metadata table."""
+        for shard in self._readers():
+            table = shard.columns(columns)
+            if table is not None:
+                yield table
 
     def _deleted_mask(self, i: int) -> np.ndarray | None:
         if i not in self._deleted_masks:
             deleted = self.deleted_ids()
-            shard = self._shards[i]
+            shard = self._readers()[i]
             # Only tombstones inside the shard's id range can hit it.
             lo = np.searchsorted(deleted, shard.entry["min_id"], side="left")
             hi = np.searchsorted(deleted, shard.entry["max_id"], side="right")
@@ -246,7 +293,7 @@ class AudioIndex:
     def _locate(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with self._lock:
             if self._locator is None:
-                all_ids = np.concatenate([s.ids for s in self._shards] or [np.empty(0, np.int64)])
+                all_ids = np.concatenate([s.ids for s in self._readers()] or [np.empty(0, np.int64)])
                 shard_of = np.repeat(np.arange(len(self._shards)), [s.count for s in self._shards])
                 row_of = np.concatenate([np.arange(s.count) for s in self._shards] or [np.empty(0, np.int64)])
                 order = np.argsort(all_ids, kind="stable")
@@ -281,7 +328,7 @@ class AudioIndex:
         for s in np.unique(shard_of).tolist():
             which = np.flatnonzero(shard_of == s)
             positions, inverse = np.unique(row_of[which], return_inverse=True)
-            rows = self._shards[s].rows(positions)
+            rows = self._readers()[s].rows(positions)
             for w, r in zip(which.tolist(), inverse.tolist(), strict=True):
                 out[w] = dict(rows[r])
         return out  # type: ignore[return-value]
@@ -290,7 +337,7 @@ class AudioIndex:
         """Sorted ids of the live segments whose `path` is exactly `path` (or whose `paths` list holds it)."""
         pattern = re.compile(re.escape(path) + r"\Z")
         found = [np.empty(0, np.int64)]
-        for i, shard in enumerate(self._shards):
+        for i, shard in enumerate(self._readers()):
             mask = shard.path_mask(pattern)
             deleted = self._deleted_mask(i)
             if deleted is not None:
@@ -313,7 +360,7 @@ class AudioIndex:
         shard_of, row_of = self._locate(ids)
         for s in np.unique(shard_of).tolist():
             which = np.flatnonzero(shard_of == s)
-            out[which] = faiss_ops.reconstruct_rows(self._shards[s].index(), row_of[which])
+            out[which] = faiss_ops.reconstruct_rows(self._readers(vectors=True)[s].index(), row_of[which])
         return out
 
     def all_vectors(self) -> tuple[np.ndarray, np.ndarray]:
@@ -323,7 +370,7 @@ class AudioIndex:
             (ids int64 (n,), vectors float32 (n, dim)).
         """
         ids, vectors = [np.empty(0, np.int64)], [np.empty((0, self.dim), np.float32)]
-        for i, shard in enumerate(self._shards):
+        for i, shard in enumerate(self._readers(vectors=True)):
             mask = self._deleted_mask(i)
             keep = slice(None) if mask is None else ~mask
             ids.append(shard.ids[keep])
@@ -372,7 +419,7 @@ class AudioIndex:
         k = int(k)
         pattern = compile_glob(path_glob) if path_glob else None
         scores, ids = [], []
-        for i, shard in enumerate(self._shards):
+        for i, shard in enumerate(self._readers(vectors=True)):
             deleted = self._deleted_mask(i)
             allowed = None if deleted is None else ~deleted
             if pattern is not None:

@@ -55,6 +55,18 @@ def is_temporary(name: str) -> bool:
     return name.startswith(TMP_PREFIX)
 
 
+def owned_files(root: Path) -> list[str]:
+    """Relative paths of the store's data files present in `root` (named by a manifest or not), sorted."""
+    found = []
+    for directory in (root, root / SHARD_DIR):
+        if directory.is_dir():
+            for entry in directory.iterdir():
+                rel = entry.relative_to(root).as_posix()
+                if is_owned(rel) and entry.is_file():
+                    found.append(rel)
+    return sorted(found)
+
+
 def highest_shard_number(root: Path) -> int:
     """Highest shard number present in `root/shards` (referenced or not), or -1."""
     best = -1

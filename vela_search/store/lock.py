@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from ..errors import IndexLockedError
+from .integrity import write_error
 from .layout import LOCK_FILE
 
 try:
@@ -80,7 +81,13 @@ class WriterLock:
         """
         if self._fd is not None:
             return
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            error = write_error(self.root, e, doing="opening it for writing", generation=None)
+            if error is None:
+                raise
+            raise error from None
         try:
             _try_lock(fd)
         except OSError:
@@ -98,10 +105,18 @@ class WriterLock:
         previous = _read_holder(fd)
         self.previous_holder = previous or None
         record = {"pid": os.getpid(), "hostname": socket.gethostname(), "since": time.time()}
-        os.ftruncate(fd, 0)
-        os.lseek(fd, 0, os.SEEK_SET)
-        os.write(fd, json.dumps(record).encode("utf-8"))
-        os.fsync(fd)
+        try:
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, json.dumps(record).encode("utf-8"))
+            os.fsync(fd)
+        except OSError as e:
+            _unlock(fd)
+            os.close(fd)
+            error = write_error(self.root, e, doing="opening it for writing", generation=None)
+            if error is None:
+                raise
+            raise error from None
         self._fd = fd
 
     def release(self) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 from ..errors import FingerprintMismatchError, IndexFormatError
 from . import fsio
+from .integrity import check_relpath
 from .layout import FORMAT_NAME, FORMAT_VERSION
 
 METRIC = "inner_product"
@@ -66,6 +67,7 @@ def new_manifest(*, fingerprint: dict, dim: int, factory: str, staged: bool = Fa
         "files": None,
         "deleted": None,
         "retained": [],
+        "checksums": {},
     }
 
 
@@ -96,7 +98,46 @@ def read(path: Path) -> dict | None:
     missing = [k for k in _REQUIRED if k not in data]
     if missing:
         raise IndexFormatError(f"{path} lacks the keys {', '.join(missing)}; the index is damaged")
+    _check_paths(path, data)
     return data
+
+
+def _check_paths(path: Path, data: dict) -> None:
+    """Refuse a manifest that names files outside the index folder (or malformed shard entries)."""
+    shards = data["shards"]
+    if not isinstance(shards, list) or not all(
+        isinstance(s, dict) and {"index", "meta", "count", "min_id", "max_id"} <= s.keys() for s in shards
+    ):
+        raise IndexFormatError(f"{path} has a malformed shard list; the index is damaged")
+    retained = data.get("retained") or []
+    if not isinstance(retained, list):
+        raise IndexFormatError(f"{path} has a malformed retained list; the index is damaged")
+    for name in (data["files"], data["deleted"], data["trained"]):
+        if name is not None:
+            check_relpath(name, where=str(path))
+    for entry in shards:
+        check_relpath(entry["index"], where=str(path))
+        check_relpath(entry["meta"], where=str(path))
+    for name in retained:
+        check_relpath(name, where=str(path))
+    checksums = data.get("checksums")
+    if checksums is not None and not (
+        isinstance(checksums, dict) and all(isinstance(v, str) for v in checksums.values())
+    ):
+        raise IndexFormatError(f"{path} has a malformed checksums map; the index is damaged")
+
+
+def checksum(data: dict, relpath: str) -> str | None:
+    """The checksum `data` records for the file `relpath`, or None (manifests before checksums)."""
+    return (data.get("checksums") or {}).get(relpath)
+
+
+def keep_checksums(data: dict, written: dict[str, str]) -> None:
+    """Record the checksums of newly `written` files in `data`, dropping those of files it no longer names."""
+    known = dict(data.get("checksums") or {})
+    known.update(written)
+    refs = references(data)
+    data["checksums"] = {p: c for p, c in sorted(known.items()) if p in refs}
 
 
 def write(path: Path, data: dict) -> None:

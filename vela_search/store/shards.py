@@ -13,23 +13,28 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..errors import IndexFormatError
 from . import faiss_ops, fsio, layout
-from .tables import ID_COLUMN, ROW_GROUP_SIZE
+from .integrity import damaged, read_verified
+from .tables import ID_COLUMN, ROW_GROUP_SIZE, first_line, parse_parquet, read_parquet
 
 
-def write_shard(root: Path, number: int, index: Any, metadata: pa.Table) -> dict:
-    """Write shard `number` (index and metadata, each atomically) and return its manifest entry.
+def write_shard(root: Path, number: int, index: Any, metadata: pa.Table) -> tuple[dict, dict[str, str]]:
+    """Write shard `number` (index and metadata, each atomically).
 
     Row i of `metadata` describes vector i of `index`; its `id` column holds the global ids.
+
+    Returns:
+        The shard's manifest entry, and the checksums of its two files by relative path.
     """
     index_rel, meta_rel = layout.shard_files(number)
     with fsio.atomic_file(root / index_rel) as f:
         faiss_ops.write(index, f)
+    index_sum = f.checksum
     with fsio.atomic_file(root / meta_rel) as f:
         pq.write_table(metadata, f, row_group_size=ROW_GROUP_SIZE, compression="zstd")
+    meta_sum = f.checksum
     ids = metadata[ID_COLUMN]
-    return {
+    entry = {
         "number": number,
         "index": index_rel,
         "meta": meta_rel,
@@ -37,6 +42,7 @@ def write_shard(root: Path, number: int, index: Any, metadata: pa.Table) -> dict
         "min_id": int(pc.min(ids).as_py()),
         "max_id": int(pc.max(ids).as_py()),
     }
+    return entry, {index_rel: index_sum, meta_rel: meta_sum}
 
 
 def _glob_mask(values: pa.Array, pattern: re.Pattern[str]) -> np.ndarray:
@@ -58,21 +64,18 @@ def compile_glob(glob: str) -> re.Pattern[str]:
 class ShardReader:
     """Read access to one shard of a snapshot.
 
-    Both files are opened when the reader is made and kept open, so the snapshot stays readable even
-    after a later commit garbage-collects the files; their content is loaded on first use.
+    Each file is read whole into memory, checked against the manifest's checksum, parsed, and closed at
+    once: a reader holds no open files, however many shards there are. `load()` reads both files now
+    (a snapshot does so when it opens, so later commits cannot take its files away); otherwise each file
+    is read on first use (a writer's own generation, which nobody else removes).
     """
 
-    def __init__(self, root: Path, entry: dict, dim: int) -> None:
+    def __init__(self, root: Path, entry: dict, dim: int, checksums: dict[str, str] | None = None) -> None:
         self.entry = entry
         self.count = int(entry["count"])
+        self._root = Path(root)
         self._dim = dim
-        self._index_path = root / entry["index"]
-        self._index_file = open(self._index_path, "rb")  # noqa: SIM115 - lives as long as the reader
-        try:
-            self._meta_file = fsio.open_native(root / entry["meta"])
-        except BaseException:
-            self._index_file.close()
-            raise
+        self._checksums = checksums or {}
         self._lock = threading.RLock()
         self._parquet: pq.ParquetFile | None = None
         self._ids: np.ndarray | None = None
@@ -81,31 +84,49 @@ class ShardReader:
         self._paths: tuple[pa.Array | None, pa.ListArray | None] | None = None
         self._numbers: dict[str, np.ndarray | None] = {}
 
+    def load(self, *, vectors: bool = True) -> ShardReader:
+        """Read and check the metadata file (and, with `vectors`, the FAISS file) now.
+
+        Raises:
+            IndexDamagedError: a file is missing, corrupted or unreadable (the message names it).
+        """
+        _ = self.parquet
+        if vectors:
+            self.index()
+        return self
+
     def close(self) -> None:
-        """Release the open files and loaded data."""
-        self._index_file.close()
-        self._meta_file.close()
+        """Release the loaded data."""
         self._index = self._search_index = self._parquet = None
+
+    def _read(self, relpath: str) -> bytes:
+        return read_verified(self._root, relpath, self._checksums.get(relpath))
 
     @property
     def parquet(self) -> pq.ParquetFile:
         """The metadata Parquet file."""
         with self._lock:
             if self._parquet is None:
-                self._parquet = pq.ParquetFile(self._meta_file)
-                if self._parquet.metadata.num_rows != self.count:
-                    raise IndexFormatError(
-                        f"{self.entry['meta']} has {self._parquet.metadata.num_rows} rows, "
-                        f"the manifest says {self.count}; the index is damaged"
+                rel = self.entry["meta"]
+                parquet = parse_parquet(self._root, rel, self._read(rel))
+                if parquet.metadata.num_rows != self.count:
+                    raise damaged(
+                        self._root,
+                        rel,
+                        f"it has {parquet.metadata.num_rows} rows, the manifest says {self.count}",
                     )
+                self._parquet = parquet
             return self._parquet
+
+    def _read_columns(self, **kwargs: Any) -> pa.Table:
+        return read_parquet(self._root, self.entry["meta"], self.parquet, **kwargs)
 
     @property
     def ids(self) -> np.ndarray:
         """Global ids of the shard's rows, in row order."""
         with self._lock:
             if self._ids is None:
-                column = self.parquet.read(columns=[ID_COLUMN])[ID_COLUMN]
+                column = self._read_columns(columns=[ID_COLUMN])[ID_COLUMN]
                 self._ids = column.to_numpy().astype(np.int64, copy=False)
             return self._ids
 
@@ -113,12 +134,14 @@ class ShardReader:
         """The shard's FAISS index on the CPU."""
         with self._lock:
             if self._index is None:
-                self._index_file.seek(0)
-                index = faiss_ops.read(self._index_file)
+                rel = self.entry["index"]
+                index = faiss_ops.read_bytes(self._root, rel, self._read(rel))
                 if int(index.ntotal) != self.count or int(index.d) != self._dim:
-                    raise IndexFormatError(
-                        f"{self.entry['index']} holds {index.ntotal} vectors of dim {index.d}, the "
-                        f"manifest says {self.count} of dim {self._dim}; the index is damaged"
+                    raise damaged(
+                        self._root,
+                        rel,
+                        f"it holds {index.ntotal} vectors of dim {index.d}, the manifest says "
+                        f"{self.count} of dim {self._dim}",
                     )
                 self._index = index
             return self._index
@@ -151,7 +174,13 @@ class ShardReader:
 
     def metadata(self) -> pa.Table:
         """The whole metadata table."""
-        return self.parquet.read()
+        return self._read_columns()
+
+    def columns(self, names: list[str]) -> pa.Table | None:
+        """The given metadata columns, or None when the shard lacks one of them."""
+        if not set(names) <= set(self.parquet.schema_arrow.names):
+            return None
+        return self._read_columns(columns=names)
 
     def path_mask(self, pattern: re.Pattern[str]) -> np.ndarray:
         """Rows whose `path` (or any entry of a `paths` list) matches `pattern`."""
@@ -159,7 +188,7 @@ class ShardReader:
             if self._paths is None:
                 names = set(self.parquet.schema_arrow.names)
                 wanted = [c for c in ("path", "paths") if c in names]
-                table = self.parquet.read(columns=wanted) if wanted else None
+                table = self._read_columns(columns=wanted) if wanted else None
                 path = table["path"].combine_chunks() if "path" in wanted else None
                 paths = table["paths"].combine_chunks() if "paths" in wanted else None
                 self._paths = (path, paths)
@@ -179,7 +208,7 @@ class ShardReader:
             if column not in self._numbers:
                 values = None
                 if column in self.parquet.schema_arrow.names:
-                    read = self.parquet.read(columns=[column])[column]
+                    read = self._read_columns(columns=[column])[column]
                     if pa.types.is_integer(read.type) or pa.types.is_floating(read.type):
                         values = read.to_numpy(zero_copy_only=False).astype(np.float64)  # nulls become NaN
                 self._numbers[column] = values
@@ -200,7 +229,12 @@ class ShardReader:
         ends = np.cumsum(sizes)
         groups = np.searchsorted(ends, positions, side="right")
         wanted = np.unique(groups)
-        table = parquet.read_row_groups(wanted.tolist())
+        try:
+            table = parquet.read_row_groups(wanted.tolist())
+        except (pa.ArrowException, OSError, ValueError) as e:
+            raise damaged(
+                self._root, self.entry["meta"], f"its data cannot be decoded ({first_line(e)})"
+            ) from None
         # Offset of each wanted group inside the concatenated table.
         starts = ends - np.asarray(sizes)
         local_base = np.cumsum(np.concatenate([[0], np.asarray(sizes)[wanted][:-1]]))

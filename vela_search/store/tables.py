@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import fsio
+from .integrity import damaged, read_verified
 
 FILES_SCHEMA = pa.schema(
     [
@@ -34,10 +35,36 @@ ID_COLUMN = "id"
 ROW_GROUP_SIZE = 4096
 
 
-def write_parquet(path: Path, table: pa.Table) -> None:
-    """Write `table` to `path` atomically (temporary name, fsync, rename)."""
+def write_parquet(path: Path, table: pa.Table) -> str:
+    """Write `table` to `path` atomically (temporary name, fsync, rename); returns its checksum."""
     with fsio.atomic_file(path) as f:
         pq.write_table(table, f, row_group_size=ROW_GROUP_SIZE, compression="zstd")
+    return f.checksum
+
+
+def parse_parquet(root: Path, relpath: str, data: bytes) -> pq.ParquetFile:
+    """A Parquet file parsed from the bytes of index file `relpath`.
+
+    Raises:
+        IndexDamagedError: the bytes are not a readable Parquet file.
+    """
+    try:
+        return pq.ParquetFile(pa.BufferReader(data))
+    except (pa.ArrowException, OSError, ValueError) as e:
+        raise damaged(root, relpath, f"it is not a readable Parquet file ({first_line(e)})") from None
+
+
+def read_parquet(root: Path, relpath: str, parquet: pq.ParquetFile, **kwargs: Any) -> pa.Table:
+    """`parquet.read(**kwargs)`, with damage inside the file reported as damage of `relpath`."""
+    try:
+        return parquet.read(**kwargs)
+    except (pa.ArrowException, OSError, ValueError) as e:
+        raise damaged(root, relpath, f"its data cannot be decoded ({first_line(e)})") from None
+
+
+def first_line(error: Exception) -> str:
+    """The first line of an error's message (parsers' messages can run over several lines)."""
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def empty_files() -> pa.Table:
@@ -89,24 +116,56 @@ def drop_files(current: pa.Table, paths: pa.Array | pa.ChunkedArray | Iterable[s
     return current.filter(pc.invert(pc.is_in(current["path"], value_set=paths)))
 
 
-def read_files(path: Path | None) -> pa.Table:
-    """Read a files table (empty when the manifest names none)."""
-    if path is None:
+def read_files(root: Path, relpath: str | None, checksum: str | None = None) -> pa.Table:
+    """Read and check the files table `relpath` of the index at `root` (empty when the manifest names none).
+
+    Raises:
+        IndexDamagedError: the file is missing, corrupted or not a files table.
+    """
+    if relpath is None:
         return empty_files()
-    return pq.read_table(path).cast(FILES_SCHEMA)
+    return files_from_bytes(root, relpath, read_verified(root, relpath, checksum))
 
 
-def write_ids(path: Path, ids: np.ndarray) -> None:
-    """Write sorted int64 ids as a one-column Parquet table."""
-    write_parquet(path, pa.table({ID_COLUMN: pa.array(ids, type=pa.int64())}))
+def files_from_bytes(root: Path, relpath: str, data: bytes) -> pa.Table:
+    """Parse a files table from the bytes of index file `relpath` (see `read_files`)."""
+    from .shards import parse_parquet, read_parquet
+
+    table = read_parquet(root, relpath, parse_parquet(root, relpath, data))
+    try:
+        return table.cast(FILES_SCHEMA)
+    except (pa.ArrowException, ValueError) as e:
+        raise damaged(root, relpath, f"it is not a files table ({' '.join(str(e).split())[:200]})") from None
 
 
-def read_ids(source: Path | pa.NativeFile | None) -> np.ndarray:
-    """Read a one-column id table (empty when the manifest names none)."""
-    if source is None:
+def write_ids(path: Path, ids: np.ndarray) -> str:
+    """Write sorted int64 ids as a one-column Parquet table; returns its checksum."""
+    return write_parquet(path, pa.table({ID_COLUMN: pa.array(ids, type=pa.int64())}))
+
+
+def read_ids(root: Path, relpath: str | None, checksum: str | None = None) -> np.ndarray:
+    """Read and check a one-column id table (empty when the manifest names none).
+
+    Raises:
+        IndexDamagedError: the file is missing, corrupted or has no `id` column.
+    """
+    if relpath is None:
         return np.empty(0, dtype=np.int64)
-    column = pq.ParquetFile(source).read(columns=[ID_COLUMN])[ID_COLUMN]
-    return column.to_numpy().astype(np.int64, copy=False)
+    return ids_from_bytes(root, relpath, read_verified(root, relpath, checksum))
+
+
+def ids_from_bytes(root: Path, relpath: str, data: bytes) -> np.ndarray:
+    """Parse a one-column id table from the bytes of index file `relpath` (see `read_ids`)."""
+    from .shards import parse_parquet, read_parquet
+
+    parquet = parse_parquet(root, relpath, data)
+    if ID_COLUMN not in parquet.schema_arrow.names:
+        raise damaged(root, relpath, f"it has no {ID_COLUMN!r} column")
+    column = read_parquet(root, relpath, parquet, columns=[ID_COLUMN])[ID_COLUMN]
+    try:
+        return column.to_numpy().astype(np.int64, copy=False)
+    except (pa.ArrowException, ValueError, TypeError) as e:
+        raise damaged(root, relpath, f"its ids are not integers ({e})") from None
 
 
 def metadata_table(

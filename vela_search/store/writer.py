@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +14,13 @@ import pyarrow as pa
 
 from ..errors import IndexNotFoundError, StoreError
 from . import cleanup, faiss_ops, fsio, layout, manifest
+from .integrity import device_errors, read_verified
 from .lock import WriterLock
 from .shards import ShardReader, write_shard
 from .tables import (
     concat_metadata,
     drop_files,
+    empty_files,
     metadata_table,
     read_files,
     read_ids,
@@ -75,7 +78,7 @@ class IndexWriter:
         if not (self.root / layout.MANIFEST).is_file():
             raise IndexNotFoundError(f"no index at {self.root} (no {layout.MANIFEST})")
         self._lock = WriterLock(self.root)
-        # The shard last read by read_segments, kept open: callers read in id order, shard after shard.
+        # The shard last read by read_segments, kept loaded: callers read in id order, shard after shard.
         self._segment_reader: ShardReader | None = None
         self._lock.acquire()
         try:
@@ -137,6 +140,9 @@ class IndexWriter:
         self._pending_start = self._next_id
         self._ids_cache: dict[str, np.ndarray] = {}
         self._template: tuple[str, Any] | None = None
+        # Checksums of the data files written since the last commit, by relative path.
+        self._written: dict[str, str] = {}
+        self._dropped: set[int] = set()  # shard numbers drop_shards removes at the next commit
 
     # ----- state -----
 
@@ -185,7 +191,7 @@ class IndexWriter:
         """The files table including uncommitted changes."""
         if self._files is None:
             name = self._base["files"]
-            self._files = read_files(self.root / name if name else None)
+            self._files = read_files(self.root, name, manifest.checksum(self._base, name) if name else None)
         if self._file_changes:
             # Merged lazily: indexing puts one file's rows at a time, and filtering the whole table for
             # each of them made every landed file cost milliseconds in a large collection.
@@ -199,7 +205,7 @@ class IndexWriter:
         """Sorted tombstoned ids including uncommitted deletions."""
         if self._deleted is None:
             name = self._base["deleted"]
-            self._deleted = read_ids(self.root / name if name else None)
+            self._deleted = read_ids(self.root, name, manifest.checksum(self._base, name) if name else None)
         if self._deleted_new:
             # Merged lazily: indexing calls delete() once per changed file.
             self._deleted = np.union1d(self._deleted, np.concatenate(self._deleted_new))
@@ -210,7 +216,7 @@ class IndexWriter:
         # Shard files are immutable, so their path is a safe cache key.
         ids = self._ids_cache.get(entry["meta"])
         if ids is None:
-            ids = read_ids(self.root / entry["meta"])
+            ids = read_ids(self.root, entry["meta"], manifest.checksum(self._base, entry["meta"]))
             self._ids_cache[entry["meta"]] = ids
         return ids
 
@@ -251,8 +257,19 @@ class IndexWriter:
         reader = self._segment_reader
         if reader is None or reader.entry["meta"] != entry["meta"]:
             self._close_segment_reader()
-            reader = self._segment_reader = ShardReader(self.root, entry, self.dim)
+            reader = self._segment_reader = self._reader(entry)
         return reader
+
+    def _reader(self, entry: dict) -> ShardReader:
+        return ShardReader(self.root, entry, self.dim, self._base.get("checksums"))
+
+    def shard_metadata(self, columns: list[str]) -> Iterator[pa.Table]:
+        """For each committed shard that has all of `columns`, those columns of its metadata table."""
+        self._check_open()
+        for entry in self._base["shards"]:
+            table = self._reader(entry).columns(columns)
+            if table is not None:
+                yield table
 
     def _close_segment_reader(self) -> None:
         if self._segment_reader is not None:
@@ -312,8 +329,10 @@ class IndexWriter:
             self._deleted_dirty = self._dirty = True
 
     def _committed_ids(self) -> np.ndarray:
-        if self._committed is None:
-            parts = [self._shard_ids(e) for e in self._base["shards"]]
+        if self._committed is None or self._dropped:
+            parts = [
+                self._shard_ids(e) for e in self._base["shards"] if int(e["number"]) not in self._dropped
+            ]
             self._committed = np.sort(np.concatenate(parts + [np.empty(0, np.int64)]))
         return self._committed
 
@@ -339,6 +358,28 @@ class IndexWriter:
                 self._file_changes[path] = None
                 self._files_dirty = self._dirty = True
 
+    def drop_shards(self, numbers: Iterable[int]) -> None:
+        """Remove whole shards from the generation at the next commit (for repairing damage).
+
+        Their rows vanish from the index, and their tombstones go with them. The caller decides what
+        their loss means for the files table (see `vela_search.store.repair`).
+        """
+        self._check_open()
+        numbers = {int(n) for n in numbers}
+        if numbers:
+            self._dropped |= numbers
+            self._dirty = True
+
+    def reset_tables(self, *, files: bool = False, deleted: bool = False) -> None:
+        """Start the files and/or deleted table afresh (empty) at the next commit, unread (for repair)."""
+        self._check_open()
+        if files:
+            self._files, self._file_changes, self._file_paths = empty_files(), {}, None
+            self._files_dirty = self._dirty = True
+        if deleted:
+            self._deleted, self._deleted_new = np.empty(0, np.int64), []
+            self._deleted_dirty = self._dirty = True
+
     # ----- commits -----
 
     def _next_generation(self) -> int:
@@ -355,8 +396,8 @@ class IndexWriter:
         name = new["trained"]
         if name:
             if self._template is None or self._template[0] != name:
-                with open(self.root / name, "rb") as f:
-                    self._template = (name, faiss_ops.read(f))
+                data = read_verified(self.root, name, manifest.checksum(new, name))
+                self._template = (name, faiss_ops.read_bytes(self.root, name, data))
             return self._template[1]
         index = faiss_ops.build(self.factory, self.dim)
         if index.is_trained:
@@ -365,6 +406,7 @@ class IndexWriter:
         name = layout.trained_index(generation)
         with fsio.atomic_file(self.root / name) as f:
             faiss_ops.write(index, f)
+        self._written[name] = f.checksum
         new["trained"] = name
         self._template = (name, index)
         return index
@@ -381,7 +423,10 @@ class IndexWriter:
                 faiss_ops.clone(template) if template is not None else faiss_ops.build(self.factory, self.dim)
             )
             index.add(vectors[start:stop])
-            entry = write_shard(self.root, self._next_shard, index, metadata.slice(start, stop - start))
+            entry, checksums = write_shard(
+                self.root, self._next_shard, index, metadata.slice(start, stop - start)
+            )
+            self._written.update(checksums)
             self._next_shard += 1
             self._ids_cache[entry["meta"]] = ids[start:stop]
             entries.append(entry)
@@ -394,12 +439,12 @@ class IndexWriter:
             new["files"] = None
             if files.num_rows:
                 new["files"] = layout.files_table(generation)
-                write_parquet(self.root / new["files"], files)
+                self._written[new["files"]] = write_parquet(self.root / new["files"], files)
         if self._deleted_dirty:
             new["deleted"] = None
             if deleted.size:
                 new["deleted"] = layout.deleted_table(generation)
-                write_ids(self.root / new["deleted"], deleted)
+                self._written[new["deleted"]] = write_ids(self.root / new["deleted"], deleted)
         # Every file the manifest names must be durable before the manifest is.
         fsio.fsync_dir(self.root / layout.SHARD_DIR)
         fsio.fsync_dir(self.root)
@@ -411,6 +456,8 @@ class IndexWriter:
             num_deleted=int(deleted.size),
             num_vectors=sum(int(s["count"]) for s in new["shards"]) - int(deleted.size),
         )
+        manifest.keep_checksums(new, self._written)
+        self._written = {}
         if self.staged:
             new["retained"] = []
             manifest.write(self.root / layout.STAGING_MANIFEST, new)
@@ -442,8 +489,24 @@ class IndexWriter:
         self._check_open()
         if not self._dirty:
             return self.generation
+        with self._device_errors("committing"):
+            return self._commit()
+
+    def _commit(self) -> int:
         generation = self._next_generation()
         new = copy.deepcopy(self._base)
+        if self._dropped:
+            dropped = [e for e in new["shards"] if int(e["number"]) in self._dropped]
+            new["shards"] = [e for e in new["shards"] if int(e["number"]) not in self._dropped]
+            if dropped:
+                gone = np.zeros(len(self.deleted_ids()), dtype=bool)
+                for entry in dropped:
+                    gone |= (self._deleted >= entry["min_id"]) & (self._deleted <= entry["max_id"])
+                if gone.any():
+                    self._deleted = self._deleted[~gone]
+                    self._deleted_dirty = True
+                self._committed = None
+            self._dropped = set()
         if self._vectors:
             vectors = np.concatenate(self._vectors)
             metadata = concat_metadata(self._tables)
@@ -468,6 +531,10 @@ class IndexWriter:
             raise ValueError(f"target_shard_size must be at least 1, not {target_shard_size}")
         self._close_segment_reader()  # compaction replaces shards
         self.commit()
+        with self._device_errors("compacting"):
+            return self._compact(target_shard_size)
+
+    def _compact(self, target_shard_size: int) -> int:
         deleted = self.deleted_ids()
         groups: list[list[tuple[dict, np.ndarray]]] = []
         size = target_shard_size + 1
@@ -490,7 +557,7 @@ class IndexWriter:
                 continue
             vectors, tables = [], []
             for entry, dead in group:
-                reader = ShardReader(self.root, entry, self.dim)
+                reader = self._reader(entry)
                 try:
                     vectors.append(reader.vectors()[~dead])
                     tables.append(reader.metadata().filter(pa.array(~dead)))
@@ -524,6 +591,10 @@ class IndexWriter:
         if not self.staged:
             raise StoreError("promote() applies only to a staged writer (writer(..., staged=True))")
         self.commit()
+        with self._device_errors("promoting the rebuilt generation"):
+            return self._promote()
+
+    def _promote(self) -> int:
         previous = manifest.read(self.root / layout.MANIFEST)
         generation = self._next_generation()
         promoted = copy.deepcopy(self._base)
@@ -541,6 +612,10 @@ class IndexWriter:
         self.staged = False
         cleanup.collect(self.root)
         return generation
+
+    def _device_errors(self, doing: str) -> contextlib.AbstractContextManager[None]:
+        self._written = {}  # a failed commit's files are collected as garbage; their checksums go too
+        return device_errors(self.root, doing=doing, generation=self.generation)
 
     # ----- lifetime -----
 

@@ -1,0 +1,71 @@
+"""``vela-search check``: find damaged index files and, with ``--repair``, commit an index without them."""
+
+from __future__ import annotations
+
+import typer
+from rich.markup import escape
+
+from vela_search.cli.app import app
+from vela_search.cli.common import console, err_console, print_json, resolve_index
+
+INDEX_HELP = "Index name (under $VELA_INDEX_DIR or ./indexes) or directory."
+
+
+@app.command("check")
+def check_command(
+    index: str | None = typer.Option(None, "--index", "-i", help=INDEX_HELP),
+    repair: bool = typer.Option(
+        False,
+        "--repair",
+        help="Drop damaged shards and mark the audio files they held for re-embedding at the next "
+        "`vela-search index` run.",
+    ),
+    json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Verify every data file of an index (checksums and contents); exit 1 when damage remains."""
+    from vela_search.errors import StoreError
+    from vela_search.store.repair import check_index, repair_index
+
+    root = resolve_index(index)
+    with err_console.status("checking index files …", spinner="dots"):
+        report = repair_index(root) if repair else check_index(root)
+    if json_output:
+        print_json(report.to_dict())
+    else:
+        _print(report)
+    # An error (not typer.Exit) so that the exit status is 1 whatever the typer version.
+    if report.damaged and not report.repaired:
+        raise StoreError(
+            f"{len(report.damaged)} damaged file(s) in {report.index_dir}; "
+            f"run `vela-search check --index {report.index_dir} --repair`"
+        )
+    if report.unrepairable:
+        raise StoreError(
+            f"{len(report.unrepairable)} damaged file(s) in {report.index_dir} cannot be repaired"
+        )
+
+
+def _print(report) -> None:  # noqa: ANN001 - a CheckReport
+    where = escape(report.index_dir)
+    if report.ok:
+        note = (
+            f" ({report.unverified} written before checksums were recorded: parsed, not checksummed)"
+            if report.unverified
+            else ""
+        )
+        console.print(
+            f"index {where}: {report.files_checked} files checked, all intact{note}", highlight=False
+        )
+        return
+    for damage in report.damaged:
+        err_console.print(f"[red]damaged:[/] {escape(damage.path)}: {escape(damage.reason)}", highlight=False)
+    if not report.repaired:
+        return
+    console.print(
+        f"repaired {where} (generation {report.repaired_generation}): dropped {len(report.dropped_shards)} "
+        f"shard(s) with {report.rows_dropped} segment(s); {len(report.files_to_reembed)} audio file(s) will "
+        "be embedded again by the next `vela-search index` run",
+        highlight=False,
+    )
+    for line in report.unrepairable:
+        err_console.print(f"[red]cannot repair:[/] {escape(line)}", highlight=False)

@@ -1,0 +1,176 @@
+"""Integrity of index files: checksums, confinement to the index folder, and one-line damage errors.
+
+Every data file a manifest names is read whole into memory, checked against the checksum the manifest
+records for it (when it records one: manifests written before checksums existed do not), and parsed
+from memory; the file is closed at once, so a reader holds no open files. A damaged file is reported as
+an `IndexDamagedError` naming it, whatever the parser would have said.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ..errors import IndexFormatError, StoreError
+from . import layout
+
+CHECKSUM_ALGORITHM = "crc32"
+
+# errno values that mean "the device is full" (no space, or the user's quota is spent).
+_FULL = {errno.ENOSPC, errno.EDQUOT}
+# errno values that mean "this folder cannot be written" (read-only mount, no permission).
+_READ_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+class IndexDamagedError(IndexFormatError):
+    """A data file of the index is missing, truncated, corrupted, or outside the index folder.
+
+    Attributes:
+        path: the damaged file, relative to the index folder (as the manifest names it).
+    """
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class IndexWriteError(StoreError):
+    """Writing to the index failed because of the device (full, read-only); nothing committed is lost."""
+
+
+class Checksum:
+    """A running CRC-32 of bytes as they are written (see `fsio.atomic_file`)."""
+
+    def __init__(self) -> None:
+        self._value = 0
+
+    def update(self, data: bytes | bytearray | memoryview) -> None:
+        """Add `data` to the checksum."""
+        self._value = zlib.crc32(data, self._value)
+
+    def hexdigest(self) -> str:
+        """The checksum as it is written in a manifest, e.g. ``crc32:1a2b3c4d``."""
+        return f"{CHECKSUM_ALGORITHM}:{self._value:08x}"
+
+
+def checksum_of(data: bytes | bytearray | memoryview) -> str:
+    """The manifest checksum of `data`."""
+    c = Checksum()
+    c.update(data)
+    return c.hexdigest()
+
+
+def check_relpath(relpath: Any, *, where: str) -> str:
+    """Validate a path named by an index file: one of the store's own names, relative to the index folder.
+
+    This confines every path a manifest names to the index folder: ``../other/...``, absolute paths and
+    anything that is not a shard, table or trained-index name of this store are refused.
+
+    Args:
+        relpath: the value found in the manifest.
+        where: what names it, for the message (e.g. ``"manifest.json"``).
+
+    Raises:
+        IndexDamagedError: the value is not such a path.
+    """
+    if not isinstance(relpath, str) or not layout.is_owned(relpath):
+        raise IndexDamagedError(
+            f"{where} names {relpath!r} as an index file, which is not a file of this index folder "
+            "(index files are shards/NNNNNN.faiss|parquet, files-N.parquet, deleted-N.parquet, "
+            "trained-N.faiss, inside the index folder); the manifest is damaged or was edited: "
+            "restore it from a backup or rebuild the index",
+            str(relpath),
+        )
+    return relpath
+
+
+def read_verified(root: Path, relpath: str, expected: str | None) -> bytes:
+    """Read the index file `relpath` whole and check it against its recorded checksum.
+
+    Args:
+        root: the index folder.
+        relpath: the file, as the manifest names it (validated by `check_relpath`).
+        expected: the manifest's checksum of the file, or None where it records none (older indexes).
+
+    Raises:
+        IndexDamagedError: the file is missing, unreadable or does not match its checksum.
+    """
+    check_relpath(relpath, where=layout.MANIFEST)
+    path = root / relpath
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise damaged(root, relpath, "it is missing") from None
+    except IsADirectoryError:
+        raise damaged(root, relpath, "it is a directory") from None
+    except OSError as e:
+        if e.errno in (errno.EMFILE, errno.ENFILE):
+            raise StoreError(f"cannot open {path}: too many open files ({e.strerror})") from None
+        raise damaged(root, relpath, f"it cannot be read ({e.strerror or e})") from None
+    if expected is not None:
+        actual = checksum_of(data)
+        if actual != expected:
+            raise damaged(
+                root,
+                relpath,
+                f"its checksum is {actual}, the manifest recorded {expected} (corrupted on disk)",
+            )
+    return data
+
+
+def damaged(root: Path, relpath: str, why: str) -> IndexDamagedError:
+    """The one-line error for a damaged index file, with how to find and repair the damage."""
+    why = " ".join(why.split())
+    return IndexDamagedError(
+        f"index file {Path(root) / relpath} is damaged: {why}. "
+        f"Run `vela-search check --index {root} --repair` to find every damaged file, drop its rows and "
+        "re-embed the affected audio at the next `vela-search index` run",
+        relpath,
+    )
+
+
+def write_error(root: Path, error: OSError, *, doing: str, generation: int | None) -> StoreError | None:
+    """A one-line error for a failed write caused by the device (full or read-only), else None.
+
+    Args:
+        root: the index folder.
+        error: what the write raised.
+        doing: what was being written, e.g. ``"committing"``.
+        generation: the index's last committed generation, which stays intact (None for a new index).
+    """
+    kept = (
+        f"index {root} keeps its last commit (generation {generation}); only the batch being written is "
+        "dropped, and a rerun redoes it"
+        if generation is not None
+        else f"index {root} is unchanged"
+    )
+    if error.errno in _FULL:
+        return IndexWriteError(
+            f"no space left on the device of {root} while {doing}: nothing was lost, {kept}. "
+            "Free some space (or move the index with --index) and run the command again"
+        )
+    if error.errno in _READ_ONLY:
+        what = "is on a read-only file system" if error.errno == errno.EROFS else "is not writable by you"
+        return IndexWriteError(
+            f"index folder {root} {what} ({error.strerror}), so it cannot be changed while {doing}. "
+            "Queries and `vela-search info` still work; to write, use a writable copy (--index) or "
+            "fix the permissions"
+        )
+    return None
+
+
+@contextlib.contextmanager
+def device_errors(root: Path, *, doing: str, generation: int | None) -> Iterator[None]:
+    """Turn a full or read-only device into one clear `IndexWriteError` (see `write_error`)."""
+    try:
+        yield
+    except OSError as e:
+        error = write_error(root, e, doing=doing, generation=generation)
+        if error is None:
+            raise
+        raise error from e
