@@ -51,10 +51,14 @@ def page(browser, server):
     assert errors == [], errors
 
 
+# The status line once an answer is shown (while a search runs it ends with "…").
+ANSWERED = r"/: (\d+ hits? in \d+ ms|no hits)$/.test(document.getElementById('status').textContent)"
+
+
 def search(page, text: str) -> None:
     page.fill("#query", text)
     page.press("#query", "Enter")  # keyboard: Enter searches
-    page.wait_for_function("document.getElementById('status').textContent.includes('hit')")
+    page.wait_for_function(ANSWERED)
 
 
 def test_search_shows_hits_with_paths_as_text(page):
@@ -98,7 +102,8 @@ def test_more_like_this_puts_the_hit_first(page):
     # A file whose sound no other file shares (long.wav opens with t220.wav's tone: a near tie in fp16).
     name = "tones/t1320.flac"
     page.locator(".hit", has=page.locator(".path", has_text=name)).locator(".like").click()
-    page.wait_for_function("document.getElementById('status').textContent.startsWith('More like')")
+    like_answered = f"document.getElementById('status').textContent.startsWith('More like') && {ANSWERED}"
+    page.wait_for_function(like_answered)
     first = page.locator(".hit").first
     assert first.locator(".path").text_content() == name
     assert float(first.locator(".score").text_content()) > 0.99
