@@ -311,17 +311,48 @@ def pipeline(
     window: float = typer.Option(10.0, "--window", help="Window length in seconds for files over 30 s."),
     hop: float = typer.Option(5.0, "--hop", help="Hop between windows in seconds."),
     decode_workers: int | None = typer.Option(None, "--decode-workers", min=1, help="Decoding threads."),
-    threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads for torch."),
+    threads: int | None = typer.Option(
+        None, "--threads", min=1, help="CPU threads for torch (with --ray: in each actor too)."
+    ),
+    ray: bool = typer.Option(
+        False, "--ray", help="Index the files in one process and on Ray (a local Ray) and compare."
+    ),
+    ray_address: str | None = typer.Option(
+        None, "--ray-address", metavar="ADDRESS", help="With --ray: a running cluster instead of a local Ray."
+    ),
+    workers: int | None = typer.Option(None, "--workers", min=1, help="With --ray: embedding actors."),
     json_out: str | None = typer.Option(None, "--json", metavar="OUT", help=JSON_HELP),
 ) -> None:
-    """How well indexing hides decoding behind embedding: decode-only, embed-only and end-to-end times."""
+    """How well indexing hides decoding behind embedding: decode-only, embed-only and end-to-end times.
+
+    With --ray: the same files indexed in one process and on Ray, clips/s, the overhead ratio and where
+    the Ray run's time goes.
+    """
     from vela_search.indexing.profile import measure_pipeline_overlap
 
+    if ray or ray_address is not None:
+        from vela_search.indexing.cluster import import_ray
+
+        import_ray()
     if threads is not None:
         import torch
 
         torch.set_num_threads(threads)
     embedder = load_embedder(model=model, adapter=None, demos=demos, device=device)
+    if ray or ray_address is not None:
+        _ray_pipeline(
+            paths,
+            embedder,
+            model=model,
+            address=ray_address,
+            workers=workers,
+            window=window,
+            hop=hop,
+            decode_workers=decode_workers,
+            threads=threads,
+            json_out=json_out,
+        )
+        return
     with err_console.status("measuring decode-only, embed-only and end-to-end …", spinner="dots"):
         timing = measure_pipeline_overlap(
             [str(p) for p in paths], embedder, window_s=window, hop_s=hop, decode_workers=decode_workers
@@ -336,6 +367,60 @@ def pipeline(
         table.add_row("embed only (pre-decoded)", f"{timing.embed_s:.2f}")
         table.add_row("index end to end", f"{timing.end_to_end_s:.2f}")
         table.add_row("end to end / max(decode, embed)", f"{timing.overlap_ratio:.2f}")
+        target.print(table)
+
+    _emit(payload, json_out, render)
+
+
+def _ray_pipeline(
+    paths: list[Path],
+    embedder: Any,
+    *,
+    model: str,
+    address: str | None,
+    workers: int | None,
+    window: float,
+    hop: float,
+    decode_workers: int | None,
+    threads: int | None,
+    json_out: str | None,
+) -> None:
+    from vela_search.indexing.profile import measure_ray_overhead
+
+    with err_console.status("indexing in one process, then on Ray …", spinner="dots"):
+        result = measure_ray_overhead(
+            [str(p) for p in paths],
+            embedder,
+            address=address,
+            workers=workers,
+            window_s=window,
+            hop_s=hop,
+            decode_workers=decode_workers,
+            threads=threads,
+        )
+    payload = {**result.to_dict(), "model": model, "notice": embedder.notice, "threads": threads}
+
+    def render(target: Any) -> None:
+        timing = result.ray_timing
+        table = Table(
+            title=f"one process vs Ray ({result.workers} worker(s)): {result.files} files, "
+            f"{result.segments} segments"
+        )
+        table.add_column("measurement")
+        table.add_column("value", justify="right")
+        table.add_row("one process", f"{result.single_s:.2f} s ({result.single_clips_per_s:.1f} clips/s)")
+        table.add_row("Ray", f"{result.ray_s:.2f} s ({result.ray_clips_per_s:.1f} clips/s)")
+        table.add_row("overhead ratio (Ray / one process)", f"{result.overhead_ratio:.2f}")
+        table.add_row("  once the actors are up", f"{result.overhead_ratio_ready_pool:.2f}")
+        table.add_row("Ray start (once per session)", f"{result.ray_start_s:.2f} s")
+        table.add_row("Ray: until an actor was ready", f"{timing['first_actor_ready_s']:.2f} s")
+        table.add_row("  of which loading the model", f"{timing['load_s'] / max(1, result.workers):.2f} s")
+        table.add_row("Ray: until the first vectors", f"{timing['first_result_s']:.2f} s")
+        table.add_row("Ray: decoding (all tasks)", f"{timing['decode_s']:.2f} s")
+        table.add_row("Ray: embedding (all actors)", f"{timing['embed_s']:.2f} s")
+        table.add_row("Ray: landing and commits (driver)", f"{timing['land_s']:.2f} s")
+        for worker in timing["per_worker"]:
+            table.add_row(f"  {worker['worker']}", f"{worker['segments_per_s']:.1f} clips/s")
         target.print(table)
 
     _emit(payload, json_out, render)

@@ -110,6 +110,25 @@ def index_command(
         help="Only say what the run would do (new, moved, gone, unchanged files; segments and hours to "
         "embed): files are scanned and hashed, no model is loaded and the index is not changed.",
     ),
+    ray: bool = typer.Option(
+        False,
+        "--ray",
+        help="Decode and embed on Ray: a local Ray on this machine, or the cluster of --ray-address. "
+        'Needs pip install "vela-search[ray]".',
+    ),
+    ray_address: str | None = typer.Option(
+        None,
+        "--ray-address",
+        metavar="ADDRESS",
+        help="Join a running Ray cluster: 'auto' (this node's), 'ray://head:10001' or 'head:6379' "
+        "(implies --ray).",
+    ),
+    workers: int | None = typer.Option(
+        None,
+        "--workers",
+        min=1,
+        help="Embedding actors with --ray (default: one per GPU of the cluster, or a small CPU pool).",
+    ),
     json_output: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Index audio files: incremental, resumable after a crash, broken files recorded and skipped."""
@@ -132,6 +151,20 @@ def index_command(
             [str(p) for p in paths or []], root, window=window, hop=hop, prune=prune, json_output=json_output
         )
         return
+    ray = ray or ray_address is not None
+    if workers is not None and not ray:
+        raise VelaError("--workers sets the Ray actor pool: use it with --ray")
+    if ray:
+        from vela_search.indexing.cluster import RayNotInstalledError, check_address, import_ray
+
+        if ray_address is not None:
+            check_address(ray_address)
+        try:
+            import_ray()  # a missing extra is reported before the (slow) model load
+        except RayNotInstalledError as exc:
+            # Printed here, escaped: the generic handler would read the message's "[ray]" as console markup.
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            raise SystemExit(1) from None
     if exists:
         _check_not_locked(root)  # before the (slow) model load
     else:
@@ -151,20 +184,37 @@ def index_command(
         err_console.print(f"loading {escape(describe_load(spec))}", highlight=False)
     embedder = _load(spec, device=device, dtype=dtype, batch_tokens=batch_tokens, quiet=False)
 
+    options: dict[str, Any] = {
+        "window_s": window,
+        "hop_s": hop,
+        "commit_every": commit_every,
+        "prune": prune,
+        "rebuild": rebuild,
+        "factory": faiss_factory,
+    }
     with _ProgressView(enabled=True) as view:
-        report = index_paths(
-            [str(p) for p in paths or []],
-            root,
-            embedder,
-            window_s=window,
-            hop_s=hop,
-            commit_every=commit_every,
-            prune=prune,
-            rebuild=rebuild,
-            factory=faiss_factory,
-            decode_workers=decode_workers,
-            progress=view.update,
-        )
+        if ray:
+            from vela_search.indexing.cluster import index_paths_on_ray
+
+            report = index_paths_on_ray(
+                [str(p) for p in paths or []],
+                root,
+                embedder,
+                address=ray_address,
+                workers=workers,
+                dtype=dtype,
+                progress=view.update,
+                **options,
+            )
+        else:
+            report = index_paths(
+                [str(p) for p in paths or []],
+                root,
+                embedder,
+                decode_workers=decode_workers,
+                progress=view.update,
+                **options,
+            )
 
     if json_output:
         loaded = EmbedderSpec.from_embedder(embedder).to_dict()
@@ -345,8 +395,30 @@ def _print_summary(report: IndexReport) -> None:
         notes.append("small shards were merged")
     for note in notes:
         console.print(note)
+    _print_workers(report.workers)
     _print_paths("failed files", report.failures, "red")
     _print_paths("paths that could not be searched", report.problems, "yellow")
+
+
+def _print_workers(workers: list[dict[str, Any]]) -> None:
+    """Per-worker throughput of a Ray run."""
+    if not workers:
+        return
+    table = Table(title="embedding workers (Ray)", title_justify="left")
+    table.add_column("worker")
+    table.add_column("segments", justify="right")
+    table.add_column("embedding", justify="right")
+    table.add_column("segments/s", justify="right")
+    table.add_column("model load", justify="right")
+    for worker in workers:
+        table.add_row(
+            escape(worker["worker"]),
+            str(worker["segments"]),
+            f"{worker['busy_s']:.1f} s",
+            f"{worker['segments_per_s']:.1f}",
+            f"{worker['load_s']:.1f} s",
+        )
+    console.print(table)
 
 
 def _dry_run(

@@ -1,12 +1,14 @@
 """Indexing an audio collection: files → windows → embeddings → committed shards, incremental and resumable.
 
-The entry point is :func:`index_paths`; :func:`preview_index` says what a run would do without running it,
+The entry point is :func:`index_paths` (:func:`index_paths_on_ray` spreads decoding and embedding over a Ray
+cluster); :func:`preview_index` says what a run would do without running it,
 :func:`compact_index` and :func:`index_info` maintain and describe an index, and
 :func:`measure_pipeline_overlap` times how well decoding hides behind embedding.
 """
 
 from __future__ import annotations
 
+from vela_search.indexing.cluster import index_paths_on_ray
 from vela_search.indexing.maintenance import CompactReport, compact_index, index_info
 from vela_search.indexing.pipeline import (
     DEFAULT_COMMIT_EVERY,
@@ -35,6 +37,7 @@ __all__ = [
     "compact_index",
     "index_info",
     "index_paths",
+    "index_paths_on_ray",
     "measure_pipeline_overlap",
     "preview_index",
     "recorded_spec",

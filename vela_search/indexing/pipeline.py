@@ -13,7 +13,7 @@ import math
 import os
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,6 +40,9 @@ from vela_search.indexing.spec import EmbedderSpec, QueryRoom, record_spec, reco
 if TYPE_CHECKING:
     from vela_search.embedding.embedder import VelaEmbedder
     from vela_search.store import IndexWriter
+
+# Decodes, embeds and lands every job of a run (see :func:`run_index`).
+EmbedStage = Callable[["_Run", list[EmbedJob]], None]
 
 DEFAULT_WINDOW_S = 10.0
 DEFAULT_HOP_S = 5.0
@@ -327,6 +330,47 @@ def index_paths(
         IndexLockedError: another process is writing the index.
         VelaError: invalid options (window, hop, factory) or no paths for an index that records none.
     """
+    return run_index(
+        paths,
+        index_dir,
+        embedder,
+        lambda run, jobs: _embed_jobs(
+            run, jobs, window_s=window_s, hop_s=hop_s, workers=decode_workers or default_decode_workers()
+        ),
+        window_s=window_s,
+        hop_s=hop_s,
+        commit_every=commit_every,
+        commit_interval_s=commit_interval_s,
+        prune=prune,
+        rebuild=rebuild,
+        factory=factory,
+        compact=compact,
+        progress=progress,
+    )
+
+
+def run_index(
+    paths: Sequence[str | os.PathLike[str]],
+    index_dir: str | os.PathLike[str],
+    embedder: VelaEmbedder,
+    embed_stage: EmbedStage,
+    *,
+    window_s: float,
+    hop_s: float,
+    commit_every: int,
+    commit_interval_s: float,
+    prune: bool,
+    rebuild: bool,
+    factory: str | None,
+    compact: bool,
+    progress: ProgressCallback | None,
+) -> IndexReport:
+    """One run with a given embedding stage: the planning, writing and commit rules of every run.
+
+    :func:`index_paths` embeds in this process; :mod:`vela_search.indexing.cluster` embeds on a Ray
+    cluster. ``embed_stage(run, jobs)`` must decode, embed and land (``run.land``) every job, calling
+    ``run.maybe_commit()`` between files. Arguments as in :func:`index_paths`.
+    """
     started = time.monotonic()
     validate_options(window_s, hop_s, commit_every)
     index_dir = Path(index_dir).expanduser()
@@ -373,13 +417,9 @@ def index_paths(
             unreadable = _relink_jobs(run, plan.relinks, window_s=window_s, hop_s=hop_s)
             run.files_total += len(unreadable)
             run.segments_total += sum(job.planned_segments for job in unreadable)
-            _embed_jobs(
-                run,
-                [*plan.jobs, *unreadable],
-                window_s=window_s,
-                hop_s=hop_s,
-                workers=decode_workers or default_decode_workers(),
-            )
+            jobs = [*plan.jobs, *unreadable]
+            if jobs:
+                embed_stage(run, jobs)
         except BaseException:
             # Keep the files that already landed (each is whole); the rest is redone by a rerun.
             if run.dirty:

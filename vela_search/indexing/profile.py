@@ -103,3 +103,110 @@ def measure_pipeline_overlap(
         end_to_end_s=end_to_end_s,
         overlap_ratio=end_to_end_s / max(decode_s, embed_s, 1e-9),
     )
+
+
+@dataclass(frozen=True)
+class RayOverhead:
+    """The same files indexed in one process and on Ray, and where the Ray run's time went.
+
+    Attributes:
+        files: audio files measured.
+        segments: windows embedded (each run).
+        workers: embedding actors of the Ray run.
+        ray_start_s: starting (or joining) Ray; paid once per session, not per run.
+        single_s: ``index_paths`` into a fresh index.
+        ray_s: ``index_paths_on_ray`` into a fresh index (actor start and model load included).
+        single_clips_per_s: segments per second, one process.
+        ray_clips_per_s: segments per second on Ray.
+        overhead_ratio: ``ray_s / single_s``.
+        overhead_ratio_ready_pool: the same with the pool's start-up (until the first actor had started
+            and loaded the embedder) taken out of ``ray_s``: the pipeline's own cost once the actors are
+            up (an approximation: decoding already runs during the start-up).
+        ray_timing: where the Ray run's time went (:class:`~vela_search.indexing.cluster.ClusterTiming`).
+    """
+
+    files: int
+    segments: int
+    workers: int
+    ray_start_s: float
+    single_s: float
+    ray_s: float
+    single_clips_per_s: float
+    ray_clips_per_s: float
+    overhead_ratio: float
+    overhead_ratio_ready_pool: float
+    ray_timing: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def measure_ray_overhead(
+    paths: Sequence[str | os.PathLike[str]],
+    embedder: VelaEmbedder,
+    *,
+    address: str | None = None,
+    workers: int | None = None,
+    window_s: float = DEFAULT_WINDOW_S,
+    hop_s: float = DEFAULT_HOP_S,
+    decode_workers: int | None = None,
+    threads: int | None = None,
+) -> RayOverhead:
+    """Index the same files in one process and on Ray (a local Ray, or the cluster at ``address``).
+
+    The embedder is warmed up first (its demo prefix computed) so that neither run pays for it here; the
+    Ray run's actors load their own copy, which is what a Ray run costs and is reported apart.
+    ``threads``: torch threads of each CPU actor (set this process's to the same for a fair comparison).
+    """
+    from vela_search.embedding.embedder import EmbedItem
+    from vela_search.indexing.cluster import ClusterTiming, index_paths_on_ray, ray_session
+
+    files = [str(p) for p in discover_audio_files(paths).files]
+    embedder.embed_items([EmbedItem("audio", wave=np.zeros(16_000, np.float32))])
+    with tempfile.TemporaryDirectory(prefix="vela-ray-bench-") as tmp:
+        started = time.perf_counter()
+        single = index_paths(
+            files,
+            os.path.join(tmp, "single"),
+            embedder,
+            window_s=window_s,
+            hop_s=hop_s,
+            decode_workers=decode_workers,
+            compact=False,
+        )
+        single_s = time.perf_counter() - started
+        started = time.perf_counter()
+        with ray_session(address):
+            ray_start_s = time.perf_counter() - started
+            timing = ClusterTiming()
+            started = time.perf_counter()
+            on_ray = index_paths_on_ray(
+                files,
+                os.path.join(tmp, "ray"),
+                embedder,
+                workers=workers,
+                window_s=window_s,
+                hop_s=hop_s,
+                compact=False,
+                timing=timing,
+                threads=threads,
+            )
+            ray_s = time.perf_counter() - started
+    if on_ray.segments_added != single.segments_added:  # the runs must have done the same work
+        raise RuntimeError(
+            f"Ray embedded {on_ray.segments_added} segments, one process {single.segments_added}"
+        )
+    segments = single.segments_added
+    return RayOverhead(
+        files=len(files),
+        segments=segments,
+        workers=timing.workers,
+        ray_start_s=ray_start_s,
+        single_s=single_s,
+        ray_s=ray_s,
+        single_clips_per_s=segments / max(single_s, 1e-9),
+        ray_clips_per_s=segments / max(ray_s, 1e-9),
+        overhead_ratio=ray_s / max(single_s, 1e-9),
+        overhead_ratio_ready_pool=max(ray_s - timing.first_actor_ready_s, 0.0) / max(single_s, 1e-9),
+        ray_timing=timing.to_dict(),
+    )

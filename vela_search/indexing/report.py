@@ -72,6 +72,8 @@ class IndexReport:
         failures: ``(path, reason)`` of every file that failed.
         problems: ``(path, reason)`` of paths that could not be searched (missing, unreadable, loops).
         fingerprint: the embedder fingerprint of the index.
+        workers: per embedding worker of a Ray run (``worker``, ``segments``, ``busy_s``, ``load_s``,
+            ``segments_per_s``); empty for a single-process run.
     """
 
     index_dir: str
@@ -94,6 +96,7 @@ class IndexReport:
     failures: list[tuple[str, str]] = field(default_factory=list)
     problems: list[tuple[str, str]] = field(default_factory=list)
     fingerprint: dict[str, Any] = field(default_factory=dict)
+    workers: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
