@@ -25,7 +25,7 @@ from vela_search.cli.common import (
 )
 
 if TYPE_CHECKING:
-    from vela_search.search import Hit, Searcher
+    from vela_search.search import Hit, QueryRequest, Searcher
 
 DEFAULT_K = 10  # mirrors vela_search.search.DEFAULT_K (imported lazily to keep --help instant)
 
@@ -98,6 +98,14 @@ def query(
         "(a prompt at a terminal). Empty lines and lines starting with # are skipped. With --json, one "
         "JSON object per line.",
     ),
+    server: str | None = typer.Option(
+        None,
+        "--server",
+        metavar="URL",
+        help="Ask this running `vela-search serve` (e.g. http://127.0.0.1:8000). Without it, a server "
+        "that serves the index on this machine is found by itself (its serve.json beside the index); "
+        "when none answers the query runs here.",
+    ),
     json_output: bool = typer.Option(False, "--json", help="Print the hits as one JSON array of objects."),
     paths_output: bool = typer.Option(
         False,
@@ -109,16 +117,14 @@ def query(
     """Search the index with a text, a long passage, an instruction, an audio clip or one of its files."""
     from vela_search.errors import QueryError
     from vela_search.search import (
+        QueryRequest,
         Searcher,
-        check_duration,
-        check_k,
-        check_min_score,
         check_not_empty,
         check_query_fits,
-        check_text_query,
         embedder_spec,
         load_index_embedder,
         load_query_clip,
+        run_query,
     )
     from vela_search.store import AudioIndex
 
@@ -142,35 +148,52 @@ def query(
         raise QueryError("choose one output: --json or --paths")
     if paths_output and queries is not None:
         raise QueryError("--paths prints one query's hits; with --queries use --json (one line per query)")
+    if server is not None and (queries is not None or audio is not None or model or adapter or demos):
+        raise QueryError(
+            "--server answers one text or --like query with the server's own model: drop --queries, "
+            "--audio, --model, --adapter and --demos"
+        )
     mode = "long" if long else "instruction" if instruction is not None else "caption"
+    request = QueryRequest(
+        text=text,
+        mode=mode,
+        instruction=instruction,
+        audio=audio,
+        like=None if like is None else _absolute(like),
+        start_s=start,
+        end_s=end,
+        k=k,
+        group=not segments,
+        min_score=min_score,
+        path_glob=where,
+        min_duration=min_duration,
+        max_duration=max_duration,
+    )
     if queries is not None:
         lines = _query_source(queries)
-    elif audio is None and like is None:
-        if text is None:
-            raise QueryError(
-                'the query is empty; give some words to search for, e.g. vela-search query "dog barking"'
-            )
-        check_text_query(text, mode, instruction)
-    check_k(k)
-    check_min_score(min_score)
-    duration = None
-    if min_duration is not None or max_duration is not None:
-        duration = check_duration((min_duration, max_duration))
-    filtered = where is not None or min_score is not None or duration is not None
+        request.validate_options()
+    else:
+        request.validate()
+    root = resolve_index(index)
 
-    idx = AudioIndex.open(resolve_index(index))
+    # A running `vela-search serve` for this index answers at once, with the model it keeps loaded.
+    local_only = queries is not None or audio is not None or model or adapter or demos
+    if server is not None or not local_only:
+        answered = _ask_server(root, request, server)
+        if answered is not None:
+            hits, notice = answered
+            if notice:
+                err_console.print(f"[yellow]note:[/] {notice}")
+            _print_hits(hits, notice, request, json_output=json_output, paths_output=paths_output)
+            return
+
+    idx = AudioIndex.open(root)
     try:
         check_not_empty(idx)
-        options: dict[str, Any] = {
-            "k": k,
-            "min_score": min_score,
-            "path_glob": where,
-            "duration": duration,
-            "group": not segments,
-        }
+        options = request.search_options()
         if like is not None:
             searcher = Searcher(idx, None)  # stored vectors only
-            hits = searcher.search_like(like, start, end, **options)
+            hits = run_query(searcher, request)
             if searcher.notice:
                 err_console.print(f"[yellow]note:[/] {searcher.notice}")
         else:
@@ -187,7 +210,13 @@ def query(
                 err_console.print(f"[yellow]note:[/] {searcher.notice}")
             if queries is not None:
                 failed = _run_queries(
-                    searcher, lines, mode, instruction, options, json_output=json_output, filtered=filtered
+                    searcher,
+                    lines,
+                    mode,
+                    instruction,
+                    options,
+                    json_output=json_output,
+                    filtered=request.filtered,
                 )
                 if failed:
                     raise typer.Exit(1)
@@ -195,16 +224,41 @@ def query(
             if clip is not None:
                 hits = searcher.search_audio(clip, **options)
             else:
-                hits = searcher.search(text, mode=mode, instruction=instruction, **options)  # type: ignore[arg-type]
+                hits = run_query(searcher, request)
     finally:
         idx.close()
+    _print_hits(hits, searcher.notice, request, json_output=json_output, paths_output=paths_output)
+
+
+def _absolute(path: Path) -> str:
+    """A --like path as the index stores paths (absolute), so a server in another directory finds it."""
+    import os
+
+    return os.path.abspath(os.path.expanduser(str(path)))
+
+
+def _ask_server(root: Path, request: QueryRequest, url: str | None) -> tuple[list[Hit], str | None] | None:
+    """The hits of a running server for the index (``url``, else the one the index's serve.json names).
+
+    Returns None when no server answers for the index (the query then runs here); with an explicit
+    ``url`` a server that does not answer is an error.
+    """
+    from vela_search.serve.discovery import ask_server
+
+    return ask_server(root, request, url=url)
+
+
+def _print_hits(
+    hits: list[Hit], notice: str | None, request: QueryRequest, *, json_output: bool, paths_output: bool
+) -> None:
+    from vela_search.search import hit_record
 
     if json_output:
-        print_json([dict(hit.to_dict(), notice=searcher.notice) for hit in hits])
+        print_json([hit_record(hit, notice) for hit in hits])
     elif paths_output:
-        _print_paths(hits, segments=segments)
+        _print_paths(hits, segments=not request.group)
     else:
-        _print_table(hits, segments=segments, filtered=filtered)
+        _print_table(hits, segments=not request.group, filtered=request.filtered)
 
 
 def _print_table(hits: list[Hit], *, segments: bool, filtered: bool) -> None:

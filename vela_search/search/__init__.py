@@ -10,6 +10,7 @@ Modules:
 - ``searcher``: the :class:`Searcher` (text, audio and vector queries, over-fetch for grouping).
 - ``hits``: the :class:`Hit` result and its display helpers.
 - ``grouping``: turning the store's segment hits into per-file hits with duplicate paths.
+- ``request``: a :class:`QueryRequest` and :func:`run_query`, shared by the CLI and the HTTP service.
 - ``validation``: checks that need no model (k, mode, text, path filter, an empty index).
 - ``clips``: the audio clip a query by example is embedded from.
 - ``index_embedder``: which embedder an index needs, and refusing one that does not match.
@@ -18,14 +19,16 @@ Modules:
 from __future__ import annotations
 
 from vela_search.search.clips import AUDIO_QUERY_WINDOW_S, MAX_AUDIO_QUERY_S, load_query_clip
-from vela_search.search.hits import Hit, format_timestamp, relative_to_root
+from vela_search.search.hits import Hit, HitRecord, format_timestamp, hit_record, relative_to_root
 from vela_search.search.index_embedder import check_compatible, embedder_spec, load_index_embedder
+from vela_search.search.request import QueryRequest, hits_from_records, run_query
 from vela_search.search.searcher import Searcher
 from vela_search.search.validation import (
     DEFAULT_K,
     MAX_K,
     TEXT_MODES,
     check_duration,
+    check_fits,
     check_k,
     check_min_score,
     check_not_empty,
@@ -41,9 +44,12 @@ __all__ = [
     "MAX_K",
     "TEXT_MODES",
     "Hit",
+    "HitRecord",
+    "QueryRequest",
     "Searcher",
     "check_compatible",
     "check_duration",
+    "check_fits",
     "check_k",
     "check_min_score",
     "check_not_empty",
@@ -51,8 +57,11 @@ __all__ = [
     "check_text_query",
     "embedder_spec",
     "format_timestamp",
+    "hit_record",
+    "hits_from_records",
     "load_index_embedder",
     "load_query_clip",
     "normalize_glob",
     "relative_to_root",
+    "run_query",
 ]

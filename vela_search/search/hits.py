@@ -5,14 +5,33 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import PurePath
-from typing import Any
+from typing import Any, TypedDict
 
-__all__ = ["Hit", "clamp_score", "format_timestamp", "relative_to_root"]
+__all__ = ["Hit", "HitRecord", "clamp_score", "format_timestamp", "hit_record", "relative_to_root"]
 
 
 def clamp_score(score: float) -> float:
     """A cosine similarity clamped to [-1, 1] (stored fp16 vectors are unit-norm only to ~1e-4); NaN stays."""
     return min(1.0, max(-1.0, float(score))) if not math.isnan(score) else float(score)
+
+
+class HitRecord(TypedDict):
+    """A hit as JSON: what ``vela-search query --json`` prints and the HTTP API returns (one schema).
+
+    ``notice`` is a warning that applies to every hit (the tiny random model's), otherwise None.
+    """
+
+    rank: int
+    score: float
+    path: str
+    display_path: str
+    start_s: float
+    end_s: float
+    duration_s: float | None
+    segment_id: int
+    paths: list[str]
+    root: str | None
+    notice: str | None
 
 
 @dataclass(frozen=True)
@@ -68,6 +87,26 @@ class Hit:
             "paths": list(self.paths),
             "root": self.root,
         }
+
+    @classmethod
+    def from_record(cls, record: HitRecord | dict[str, Any]) -> Hit:
+        """A hit back from its JSON record (the files-table row is not part of it)."""
+        return cls(
+            path=record["path"],
+            start_s=float(record["start_s"]),
+            end_s=float(record["end_s"]) if record["end_s"] is not None else float("nan"),
+            score=float(record["score"]),
+            duration_s=None if record["duration_s"] is None else float(record["duration_s"]),
+            segment_id=int(record["segment_id"]),
+            rank=int(record["rank"]),
+            paths=tuple(record["paths"]),
+            root=record["root"],
+        )
+
+
+def hit_record(hit: Hit, notice: str | None) -> HitRecord:
+    """The JSON record of a hit, with the notice that applies to the whole result."""
+    return HitRecord(**hit.to_dict(), notice=notice)  # type: ignore[typeddict-item]
 
 
 def relative_to_root(path: str, root: str | None) -> str:

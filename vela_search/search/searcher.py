@@ -14,16 +14,16 @@ from vela_search.search.clips import load_query_clip
 from vela_search.search.grouping import _file_key, _FilesLookup, _grouping_done, _make_hit
 from vela_search.search.hits import Hit
 from vela_search.search.index_embedder import check_compatible, load_index_embedder, notice_for_model
-from vela_search.search.similar import stored_file_vector
+from vela_search.search.similar import segment_row, stored_file_vector, stored_segment_vector
 from vela_search.search.validation import (
     DEFAULT_K,
     check_duration,
+    check_fits,
     check_k,
     check_min_score,
     check_not_empty,
     check_text_query,
     normalize_glob,
-    too_long_error,
 )
 
 if TYPE_CHECKING:
@@ -321,6 +321,42 @@ class Searcher:
             vector, k=k, min_score=min_score, path_glob=path_glob, duration=duration, group=group
         )[0]
 
+    def search_like_segment(
+        self,
+        segment_id: int,
+        *,
+        k: int = DEFAULT_K,
+        min_score: float | None = None,
+        path_glob: str | None = None,
+        duration: tuple[float | None, float | None] | None = None,
+        group: bool = True,
+    ) -> list[Hit]:
+        """More like one indexed segment (the ``segment_id`` of a hit): search with its stored vector.
+
+        Raises:
+            QueryError: no live segment has this id in the current snapshot, k out of bounds.
+            EmptyIndexError: the index holds no vectors.
+        """
+        k = check_k(k)
+        min_score = check_min_score(min_score)
+        if duration is not None:
+            duration = check_duration(duration)
+        check_not_empty(self.index)
+        with self._lock:
+            vector = stored_segment_vector(self.index, segment_id)
+        return self.search_vectors(
+            vector, k=k, min_score=min_score, path_glob=path_glob, duration=duration, group=group
+        )[0]
+
+    def segment(self, segment_id: int) -> dict:
+        """The metadata row of a live segment of the current snapshot (path, start_s, end_s, ...).
+
+        Raises:
+            QueryError: no live segment has this id.
+        """
+        with self._lock:
+            return segment_row(self.index, segment_id)
+
     # ----------------------------------------------------------------------------------- vector queries
     def search_vectors(
         self,
@@ -389,13 +425,8 @@ class Searcher:
                 "only; open it with Searcher.open(...) to embed queries"
             )
         with self._lock:
-            prefix = emb.prefix_length
             for item in items:
-                if item.is_audio:
-                    continue
-                count = emb.token_count(item)
-                if prefix + count > emb.max_positions:
-                    raise too_long_error(count, prefix, emb.max_positions)
+                check_fits(emb, item)
             return emb.embed_items(items)
 
     def _files_lookup(self) -> _FilesLookup:

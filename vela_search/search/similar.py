@@ -17,7 +17,11 @@ from vela_search.errors import QueryError
 if TYPE_CHECKING:
     from vela_search.store import AudioIndex
 
-__all__ = ["stored_file_vector"]
+__all__ = ["UnknownSegmentError", "segment_row", "stored_file_vector", "stored_segment_vector"]
+
+
+class UnknownSegmentError(QueryError):
+    """A segment id that no live segment of the index has."""
 
 
 def stored_file_vector(
@@ -82,3 +86,33 @@ def _owner_path(index: AudioIndex, path: str) -> str:
             f"{path} is recorded as a copy, but the file holding its content is not in the index"
         )
     return str(owners["path"][0].as_py())
+
+
+def segment_row(index: AudioIndex, segment_id: int) -> dict:
+    """The metadata row of a live segment (not deleted) of ``index``.
+
+    Raises:
+        UnknownSegmentError: no live segment has this id (never indexed, or its file changed or vanished).
+    """
+    wanted = int(segment_id)
+    deleted = index.deleted_ids()
+    position = np.searchsorted(deleted, wanted)
+    if position < len(deleted) and deleted[position] == wanted:
+        raise UnknownSegmentError(
+            f"segment {wanted} is no longer in the index (its file changed or was removed)"
+        )
+    try:
+        return index.segment_rows([wanted])[0]
+    except KeyError:
+        raise UnknownSegmentError(f"no segment with id {wanted} in this index") from None
+
+
+def stored_segment_vector(index: AudioIndex, segment_id: int) -> np.ndarray:
+    """The stored (unit) vector of a live segment, as a query vector.
+
+    Raises:
+        QueryError: no live segment has this id.
+    """
+    segment_row(index, segment_id)
+    vector = index.vectors([int(segment_id)])[0]
+    return (vector / np.linalg.norm(vector)).astype(np.float32)

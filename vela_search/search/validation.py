@@ -11,6 +11,7 @@ import numpy as np
 from vela_search.errors import EmptyIndexError, QueryError
 
 if TYPE_CHECKING:
+    from vela_search.embedding.embedder import EmbedItem, VelaEmbedder
     from vela_search.store import AudioIndex
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "MAX_K",
     "TEXT_MODES",
     "check_duration",
+    "check_fits",
     "check_k",
     "check_min_score",
     "check_not_empty",
@@ -158,6 +160,20 @@ def too_long_error(
         f"the query is {'at least ' if at_least else ''}{count} tokens but at most {room} fit{where} (the "
         f"model has {max_positions} positions); shorten the query: it is never truncated"
     )
+
+
+def check_fits(embedder: VelaEmbedder, item: EmbedItem) -> None:
+    """Refuse a text item that does not fit behind the embedder's prefix (audio items always fit).
+
+    Raises:
+        QueryError: naming the item's token count and the room left.
+    """
+    if item.is_audio:
+        return
+    prefix = embedder.prefix_length
+    count = embedder.token_count(item)
+    if prefix + count > embedder.max_positions:
+        raise too_long_error(count, prefix, embedder.max_positions)
 
 
 # The prompt around a text may merge a token or two across each of the text's edges, so the text's own

@@ -1,0 +1,116 @@
+"""Micro-batching: concurrent queries share forwards, get the vectors they get alone, never block the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from vela_search.embedding.embedder import EmbedItem
+from vela_search.errors import QueryError
+from vela_search.serve.batching import QueryBatcher
+
+CANDIDATES = [
+    "dog barking",
+    "rain falling",
+    "car horns",
+    "birds",
+    "a door",
+    "wind noise",
+    "glass breaks",
+    "a bell",
+]
+MIXED = [
+    EmbedItem("caption", text="a dog barks twice"),
+    EmbedItem("caption", text="rain on a roof at night with thunder far away and a car passing by"),
+    EmbedItem("long", text="A long passage about a harbour at dawn, gulls and ropes. " * 6),
+    EmbedItem("instruction", text="a kettle", instruction="find recordings with the same sound source as:"),
+    EmbedItem("audio", wave=(0.3 * np.sin(np.arange(16_000) * 0.05)).astype(np.float32)),
+]
+
+
+def embed_concurrently(batcher: QueryBatcher, items: list[EmbedItem]) -> list[np.ndarray | BaseException]:
+    async def main() -> list[np.ndarray | BaseException]:
+        try:
+            return await asyncio.gather(*(batcher.embed(item) for item in items), return_exceptions=True)
+        finally:
+            await batcher.close()
+
+    return asyncio.run(main())
+
+
+def test_queries_of_one_batch_get_their_own_vectors(tiny_embedder):
+    by_length: dict[int, list[EmbedItem]] = {}
+    for text in CANDIDATES:
+        item = EmbedItem("caption", text=text)
+        by_length.setdefault(tiny_embedder.token_count(item), []).append(item)
+    same = max(by_length.values(), key=len)  # queries of one token length (no padding between them)
+    # fp32 on the CPU: what differs is rounding only (kernels of other shapes), far below any score gap.
+    batcher = QueryBatcher(tiny_embedder, window_s=0.05)
+    vectors = embed_concurrently(batcher, same + MIXED)
+    assert batcher.stats.batches == 1 and batcher.stats.items == len(same) + len(MIXED)
+    alone = np.stack([tiny_embedder.embed_items([item])[0] for item in same + MIXED])
+    np.testing.assert_allclose(np.stack(vectors), alone, atol=1e-6, rtol=0)
+    # A batch holding the same query twice gives it the same vector twice.
+    batcher = QueryBatcher(tiny_embedder, window_s=0.05)
+    twice = embed_concurrently(batcher, [same[0], MIXED[1], same[0]])
+    assert np.array_equal(twice[0], twice[2])
+
+
+def test_batches_are_bounded_and_one_is_one_forward_per_query(tiny_embedder):
+    items = [EmbedItem("caption", text=f"sound number {i}") for i in range(10)]
+    bounded = QueryBatcher(tiny_embedder, window_s=0.05, max_batch=4)
+    embed_concurrently(bounded, items)
+    assert bounded.stats.largest == 4 and bounded.stats.items == 10 and bounded.stats.batches == 3
+    single = QueryBatcher(tiny_embedder, window_s=0.05, max_batch=1)
+    embed_concurrently(single, items)
+    assert single.stats.batches == 10 and single.stats.largest == 1
+
+
+def test_a_query_that_cannot_fit_fails_alone(tiny_embedder):
+    room = tiny_embedder.max_positions - tiny_embedder.prefix_length
+    too_long = EmbedItem("long", text="word " * (room + 20))
+    ok = EmbedItem("caption", text="a dog barks")
+    batcher = QueryBatcher(tiny_embedder, window_s=0.05)
+    results = embed_concurrently(batcher, [ok, too_long, ok])
+    assert isinstance(results[1], QueryError) and "tokens but at most" in str(results[1])
+    assert np.array_equal(results[0], tiny_embedder.embed_items([ok])[0])
+    assert np.array_equal(results[2], results[0])
+
+
+def test_the_event_loop_keeps_running_while_the_model_works(tiny_embedder):
+    items = [
+        EmbedItem("long", text=f"passage {i}: " + "waves and wind over the bay " * 30) for i in range(16)
+    ]
+    batcher = QueryBatcher(tiny_embedder, window_s=0.0)
+
+    async def main() -> tuple[int, float]:
+        ticks = 0
+        done = asyncio.Event()
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not done.is_set():
+                ticks += 1
+                await asyncio.sleep(0.001)
+
+        task = asyncio.create_task(ticker())
+        started = time.perf_counter()
+        await asyncio.gather(*(batcher.embed(item) for item in items))
+        took = time.perf_counter() - started
+        done.set()
+        await task
+        await batcher.close()
+        return ticks, took
+
+    ticks, took = asyncio.run(main())
+    assert took > 0.05, "the batch should take a while for this test to mean anything"
+    # A blocked loop would tick once or twice; a free one ticks every few milliseconds.
+    assert ticks >= min(20, took / 0.01), (ticks, took)
+
+
+def test_bad_settings_are_refused(tiny_embedder):
+    with pytest.raises(ValueError):
+        QueryBatcher(tiny_embedder, max_batch=0)

@@ -1,0 +1,116 @@
+"""A real `vela-search serve` on a loopback port: `vela-search query` through it, and clean shutdowns."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import urllib.request
+
+import pytest
+
+from vela_search.serve.discovery import SERVE_FILE
+
+from .helpers import copy_index, index_command, start_server, stop_server
+
+QUERY = ["query", "a low hum", "-k", "3", "--json"]
+
+
+def vela(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(index_command(*args), capture_output=True, text=True, timeout=timeout)
+
+
+def health(url: str) -> dict:
+    with urllib.request.urlopen(url + "/healthz", timeout=10) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture(scope="module")
+def index(serve_collection, tmp_path_factory):
+    """A private copy: the server writes serve.json beside it."""
+    return copy_index(serve_collection[1], tmp_path_factory.mktemp("server") / "idx")
+
+
+def test_query_uses_a_running_server_with_identical_output(index, serve_collection):
+    audio, _ = serve_collection
+    like = ["query", "--like", str(audio / "long.wav"), "--start", "10", "--end", "20", "-k", "3"]
+    # A record left by a server that is gone does not stop a query: it runs here.
+    (index / SERVE_FILE).write_text(
+        json.dumps({"url": "http://127.0.0.1:9", "pid": 2**22 + 12345, "name": "x"})
+    )
+    local = vela(*QUERY, "--index", str(index))
+    assert local.returncode == 0, local.stderr
+    local_like = vela(*like, "--index", str(index))
+    assert local_like.returncode == 0, local_like.stderr
+
+    proc, url = start_server(index)
+    try:
+        record = json.loads((index / SERVE_FILE).read_text())
+        assert record["url"] == url and record["pid"] == proc.pid and record["name"] == "idx"
+        before = health(url)["batched_items"]
+        served = vela(*QUERY, "--index", str(index))
+        assert served.returncode == 0, served.stderr
+        assert served.stdout == local.stdout  # identical, byte for byte
+        assert health(url)["batched_items"] == before + 1  # and the server answered it
+        assert "loading the model" not in served.stderr
+        assert vela(*like, "--index", str(index)).stdout == local_like.stdout
+        explicit = vela(*QUERY, "--index", str(index), "--server", url)
+        assert explicit.returncode == 0 and explicit.stdout == local.stdout
+        # The server's refusal reads as the local one.
+        refused = vela(
+            "query",
+            "x",
+            "-k",
+            "3",
+            "--where",
+            "*.nothing",
+            "--min-duration",
+            "9",
+            "--max-duration",
+            "1",
+            "--index",
+            str(index),
+        )
+        assert refused.returncode == 1 and "above the maximum" in refused.stderr
+        # Stopping: SIGTERM ends it cleanly and the record goes with it.
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        assert "stopped" in err and "Traceback" not in err
+        assert not (index / SERVE_FILE).exists()
+    finally:
+        stop_server(proc)
+
+
+def test_an_explicit_server_that_does_not_answer_is_an_error(index):
+    result = vela("query", "dog", "--index", str(index), "--server", "http://127.0.0.1:9")
+    assert result.returncode == 1
+    assert "no vela-search server answers at http://127.0.0.1:9" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_busy_port_is_a_clear_error_and_ctrl_c_stops_the_server_cleanly(index):
+    proc, url = start_server(index)
+    try:
+        port = url.rsplit(":", 1)[1]
+        busy = vela("serve", "--index", str(index), "--port", port, timeout=120)
+        assert busy.returncode == 1
+        assert f"could not listen on 127.0.0.1:{port}" in busy.stderr and "Traceback" not in busy.stderr
+        assert "loading the model" not in busy.stderr  # refused before any work
+        assert json.loads((index / SERVE_FILE).read_text())["pid"] == proc.pid  # left to its owner
+        assert health(url)["status"] == "ok"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        assert "stopped" in err and "Traceback" not in err
+        assert not (index / SERVE_FILE).exists()
+    finally:
+        stop_server(proc)
+
+
+def test_a_public_bind_needs_a_token(index, monkeypatch):
+    monkeypatch.delenv("VELA_SERVE_TOKEN", raising=False)
+    result = vela("serve", "--index", str(index), "--host", "0.0.0.0", "--port", "0", timeout=60)
+    assert result.returncode == 1
+    assert "--token" in result.stderr and "VELA_SERVE_TOKEN" in result.stderr
+    assert "loading the model" not in result.stderr  # refused before any work

@@ -1,0 +1,225 @@
+"""Load benchmark of ``vela-search serve``: concurrent loopback clients, with batching on and off.
+
+For each setting a real server is started in a subprocess (``vela-search serve --port N``, one model
+load each) and measured end to end through HTTP: first one client alone (the single-query latency),
+then N clients sending M text queries each, as fast as answers come back. Clients are threads with one
+keep-alive connection each (standard library ``http.client``), in this process.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vela_search.bench.synthetic import synthetic_queries
+from vela_search.bench.timing import percentile
+from vela_search.errors import VelaError
+
+__all__ = ["LoadRun", "run_serve_benchmark"]
+
+
+@dataclass
+class LoadRun:
+    """One measurement: ``clients`` x ``per_client`` queries against one server setting."""
+
+    batching: bool
+    clients: int
+    per_client: int
+    queries: int
+    errors: int
+    wall_s: float
+    queries_per_s: float
+    p50_ms: float
+    p99_ms: float
+    mean_ms: float
+    batches: int
+    largest_batch: int
+    error_samples: list[str] = field(default_factory=list)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _get_json(url: str, timeout: float = 10.0) -> dict[str, Any]:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+def _start_server(
+    index: Path, *, batching: bool, device: str, startup_timeout_s: float
+) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    command = [sys.executable, "-m", "vela_search", "serve", "--index", str(index), "--port", str(port)]
+    command += ["--device", device, "--max-batch", "32" if batching else "1"]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + startup_timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise VelaError(f"the server did not start: {proc.stderr.read().strip()}")  # type: ignore[union-attr]
+        try:
+            _get_json(url + "/healthz", timeout=2)
+            return proc, url
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise VelaError(f"the server did not answer within {startup_timeout_s:g} s")
+
+
+def _stop_server(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _client(
+    url: str, queries: list[str], k: int, latencies: list[float], errors: list[str], start: threading.Barrier
+) -> None:
+    host, port = url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=120)
+    start.wait()
+    for text in queries:
+        body = json.dumps({"query": text, "k": k})
+        began = time.perf_counter()
+        try:
+            connection.request("POST", "/api/search", body, {"Content-Type": "application/json"})
+            response = connection.getresponse()
+            payload = response.read()
+            if response.status != 200:
+                errors.append(f"{response.status}: {payload[:200]!r}")
+                continue
+        except (OSError, http.client.HTTPException) as exc:
+            errors.append(f"{type(exc).__name__}: {exc}")
+            connection.close()
+            connection = http.client.HTTPConnection(host, int(port), timeout=120)
+            continue
+        latencies.append(time.perf_counter() - began)
+    connection.close()
+
+
+def _load(url: str, queries: list[str], clients: int, per_client: int, k: int, batching: bool) -> LoadRun:
+    before = _get_json(url + "/healthz")
+    latencies: list[float] = []
+    errors: list[str] = []
+    barrier = threading.Barrier(clients + 1)
+    threads = [
+        threading.Thread(
+            target=_client,
+            args=(url, queries[c * per_client : (c + 1) * per_client], k, latencies, errors, barrier),
+            daemon=True,
+        )
+        for c in range(clients)
+    ]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    began = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - began
+    after = _get_json(url + "/healthz")
+    done = len(latencies)
+    ms = [x * 1000 for x in latencies] or [float("nan")]
+    return LoadRun(
+        batching=batching,
+        clients=clients,
+        per_client=per_client,
+        queries=clients * per_client,
+        errors=len(errors),
+        wall_s=wall,
+        queries_per_s=done / wall if wall > 0 else 0.0,
+        p50_ms=percentile(ms, 50),
+        p99_ms=percentile(ms, 99),
+        mean_ms=sum(ms) / len(ms),
+        batches=after["batches"] - before["batches"],
+        largest_batch=after["largest_batch"],
+        error_samples=errors[:5],
+    )
+
+
+def run_serve_benchmark(
+    index: str | os.PathLike[str],
+    *,
+    clients: int = 8,
+    queries: int = 20,
+    k: int = 10,
+    device: str = "auto",
+    warmup: int = 4,
+    startup_timeout_s: float = 600.0,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Measure a served index with batching on and off: one client alone, then ``clients`` at once.
+
+    Args:
+        index: the index directory (it must hold vectors; its recorded embedder is loaded).
+        clients: concurrent clients of the loaded runs.
+        queries: queries per client.
+        k: hits per query.
+        device: the server's ``--device``.
+        warmup: queries sent before measuring (first-query costs are not latency under load).
+        startup_timeout_s: how long a server may take to load its model.
+        progress: called with a short description before each phase.
+
+    Returns:
+        The report: ``runs`` (a :class:`LoadRun` as a dict per setting and load), the command
+        settings, ``speedup`` (batched over one-at-a-time queries/s under load) and the date.
+    """
+    if clients < 1 or queries < 1:
+        raise VelaError("--clients and --queries must be at least 1")
+    index = Path(index).resolve()  # the server reads a bare name as one under indexes/
+    texts = synthetic_queries(clients * queries + warmup, seed=0)
+    runs: list[LoadRun] = []
+    for batching in (True, False):
+        label = "on" if batching else "off"
+        if progress:
+            progress(f"starting a server (batching {label})")
+        proc, url = _start_server(
+            index, batching=batching, device=device, startup_timeout_s=startup_timeout_s
+        )
+        try:
+            _load(url, texts[:warmup], 1, warmup, k, batching)
+            if progress:
+                progress(f"batching {label}: 1 client x {queries} queries")
+            runs.append(_load(url, texts[warmup:], 1, queries, k, batching))
+            if progress:
+                progress(f"batching {label}: {clients} clients x {queries} queries")
+            runs.append(_load(url, texts[warmup:], clients, queries, k, batching))
+        finally:
+            _stop_server(proc)
+    loaded = {run.batching: run for run in runs if run.clients == clients}
+    speedup = (
+        loaded[True].queries_per_s / loaded[False].queries_per_s if loaded[False].queries_per_s else None
+    )
+    fingerprint: dict[str, Any] = {}
+    try:
+        fingerprint = json.loads((index / "manifest.json").read_text()).get("fingerprint", {})
+    except (OSError, ValueError):
+        pass
+    return {
+        "index": str(index),
+        "model": fingerprint.get("model"),
+        "device": device,
+        "clients": clients,
+        "queries_per_client": queries,
+        "k": k,
+        "runs": [asdict(run) for run in runs],
+        "speedup": speedup,
+        "errors": sum(run.errors for run in runs),
+        "date": time.strftime("%Y-%m-%d"),
+    }

@@ -1,0 +1,82 @@
+"""``vela-search serve``: the long-lived search service (JSON API and a page to search and listen)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+
+from vela_search.cli.app import app
+from vela_search.cli.common import DEVICE_HELP, err_console, resolve_index
+
+TOKEN_ENV = "VELA_SERVE_TOKEN"  # mirrors vela_search.serve.discovery.TOKEN_ENV (kept lazy for --help)
+
+
+@app.command()
+def serve(
+    index: list[str] = typer.Option(
+        None,
+        "--index",
+        "-i",
+        help="Index to serve (name under $VELA_INDEX_DIR or ./indexes, or a directory); repeat for several, "
+        "the first is the default. Default: 'default'.",
+    ),
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="Address to listen on (other than loopback needs a token)."
+    ),
+    port: int = typer.Option(8000, "--port", "-p", help="Port to listen on (0: any free port)."),
+    token: str | None = typer.Option(
+        None,
+        "--token",
+        help=f"Require this token on every API call ('Authorization: Bearer TOKEN'). Default: ${TOKEN_ENV}.",
+    ),
+    batch_window_ms: float = typer.Option(
+        2.0, "--batch-window-ms", help="How long a query waits for others to share its forward."
+    ),
+    max_batch: int = typer.Option(32, "--max-batch", help="Queries per forward at most (1: no batching)."),
+    max_upload_mb: float = typer.Option(50.0, "--max-upload-mb", help="Largest audio upload accepted."),
+    max_upload_seconds: float = typer.Option(
+        600.0, "--max-upload-seconds", help="Longest audio upload accepted, in seconds."
+    ),
+    timeout: float = typer.Option(30.0, "--timeout", help="Seconds a search may take before it fails (504)."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+) -> None:
+    """Serve indexes over HTTP: a JSON API (/docs), a page to search and listen (/), live index updates."""
+    from vela_search.errors import VelaError
+    from vela_search.serve.server import check_bind, check_port, run_server
+    from vela_search.serve.service import ServeSettings
+
+    token = token or os.environ.get(TOKEN_ENV) or None
+    check_bind(host, token)  # before loading any model
+    if max_batch < 1 or batch_window_ms < 0 or max_upload_mb <= 0 or max_upload_seconds <= 0 or timeout <= 0:
+        raise VelaError("--max-batch must be >= 1, --batch-window-ms >= 0, the limits and --timeout > 0")
+    if not 0 <= port <= 65535:
+        raise VelaError(f"--port must be from 0 to 65535, got {port}")
+    check_port(host, port)
+    roots: list[tuple[str, Path]] = []
+    for value in index or ["default"]:
+        root = resolve_index(value)
+        name = root.name
+        if any(name == n for n, _ in roots):
+            raise VelaError(f"two indexes would be served as {name!r}; give directories with other names")
+        roots.append((name, root))
+    settings = ServeSettings(
+        host=host,
+        port=port,
+        token=token,
+        batch_window_s=batch_window_ms / 1000,
+        max_batch=max_batch,
+        max_upload_bytes=int(max_upload_mb * 1_000_000),
+        max_upload_seconds=max_upload_seconds,
+        request_timeout_s=timeout,
+        device=device,
+    )
+
+    def ready(url: str) -> None:
+        names = ", ".join(name for name, _ in roots)
+        err_console.print(f"serving {names} at [bold]{url}[/] (page: {url}/, API: {url}/docs); Ctrl-C stops")
+
+    err_console.print("loading the model …")
+    run_server(roots, settings, on_ready=ready)
+    err_console.print("stopped")

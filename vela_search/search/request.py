@@ -1,0 +1,197 @@
+"""One query, whatever asks it: the request, its model-free checks, and running it on a `Searcher`.
+
+The command line (``vela-search query``) and the HTTP service (``vela-search serve``) both describe a
+search as a :class:`QueryRequest` and answer it with :func:`run_query`, so a query means the same thing,
+is refused with the same message and returns the same hits (:func:`hit_record`) on either path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from vela_search.errors import QueryError
+from vela_search.search.hits import Hit, HitRecord, hit_record
+from vela_search.search.validation import (
+    DEFAULT_K,
+    check_duration,
+    check_k,
+    check_min_score,
+    check_text_query,
+    normalize_glob,
+)
+
+if TYPE_CHECKING:
+    from vela_search.embedding.embedder import EmbedItem
+    from vela_search.search.searcher import Searcher
+
+__all__ = ["HitRecord", "QueryRequest", "hit_record", "hits_from_records", "run_query"]
+
+
+@dataclass(frozen=True)
+class QueryRequest:
+    """A search: exactly one of a text, an audio clip, an indexed file or an indexed segment, and options.
+
+    Attributes:
+        text: a text query (with ``mode`` and, in instruction mode, ``instruction``).
+        mode: ``caption``, ``long`` or ``instruction`` (text queries only).
+        instruction: the request that precedes the text in instruction mode.
+        audio: query by example: an audio file or a 16 kHz mono waveform, embedded as audio.
+        like: more like this indexed file (its stored vectors; no model).
+        like_segment: more like this indexed segment id (its stored vector; no model).
+        start_s, end_s: the span of ``audio`` or ``like``.
+        k: hits, 1..MAX_K (files when grouped, segments otherwise).
+        group: one hit per file (its best segment); False lists every segment.
+        min_score: drop hits scoring below this.
+        path_glob: only files whose path matches this glob (see :func:`normalize_glob`).
+        min_duration, max_duration: only files of this length in seconds (None: open end).
+    """
+
+    text: str | None = None
+    mode: str = "caption"
+    instruction: str | None = None
+    audio: str | Path | np.ndarray | None = None
+    like: str | Path | None = None
+    like_segment: int | None = None
+    start_s: float | None = None
+    end_s: float | None = None
+    k: int = DEFAULT_K
+    group: bool = True
+    min_score: float | None = None
+    path_glob: str | None = None
+    min_duration: float | None = None
+    max_duration: float | None = None
+
+    @property
+    def kind(self) -> str:
+        """``text``, ``audio``, ``like`` or ``like_segment``."""
+        if self.audio is not None:
+            return "audio"
+        if self.like is not None:
+            return "like"
+        if self.like_segment is not None:
+            return "like_segment"
+        return "text"
+
+    @property
+    def needs_model(self) -> bool:
+        """Whether the query is embedded by the model (text and audio) rather than read from the index."""
+        return self.kind in ("text", "audio")
+
+    @property
+    def duration(self) -> tuple[float | None, float | None] | None:
+        if self.min_duration is None and self.max_duration is None:
+            return None
+        return (self.min_duration, self.max_duration)
+
+    @property
+    def filtered(self) -> bool:
+        """Whether a filter may have removed hits (for the "no hits" hint)."""
+        return self.path_glob is not None or self.min_score is not None or self.duration is not None
+
+    def validate(self) -> QueryRequest:
+        """Every check that needs no model and no index, so that a bad query fails before any slow work.
+
+        Returns:
+            The request itself.
+
+        Raises:
+            QueryError: no query or more than one, an empty text, an unknown mode, an instruction outside
+                instruction mode, a span without a clip, k out of bounds, a bad score or duration filter,
+                an empty path filter.
+        """
+        given = sum(x is not None for x in (self.audio, self.like, self.like_segment))
+        if given > 1:
+            raise QueryError("give one query by example: an audio clip, an indexed file or a segment")
+        if given and self.text is not None:
+            raise QueryError("give either a text query or an audio clip / indexed file, not both")
+        if self.kind == "text":
+            if self.text is None:
+                raise QueryError(
+                    'the query is empty; give some words to search for, e.g. vela-search query "dog barking"'
+                )
+            check_text_query(self.text, self.mode, self.instruction)
+            if self.start_s is not None or self.end_s is not None:
+                raise QueryError(
+                    "a start and end choose a span of an audio clip or indexed file, not of a text"
+                )
+        elif self.kind == "like_segment" and (self.start_s is not None or self.end_s is not None):
+            raise QueryError("a segment is searched whole: drop the start and end")
+        if self.kind != "text" and self.instruction is not None:
+            raise QueryError("an instruction applies to a text query in instruction mode only")
+        return self.validate_options()
+
+    def validate_options(self) -> QueryRequest:
+        """The checks of the options alone (k, score, path and duration filters), for any query.
+
+        Raises:
+            QueryError: k out of bounds, a bad score or duration filter, an empty path filter.
+        """
+        check_k(self.k)
+        check_min_score(self.min_score)
+        normalize_glob(self.path_glob)
+        if self.duration is not None:
+            check_duration(self.duration)
+        return self
+
+    def embed_item(self, clip: np.ndarray | None = None) -> EmbedItem:
+        """What the model embeds for a text or audio query (``clip``: the decoded audio, for audio queries).
+
+        Raises:
+            QueryError: the request is answered from stored vectors and has nothing to embed.
+        """
+        from vela_search.embedding.embedder import EmbedItem
+
+        if self.kind == "text":
+            return EmbedItem(self.mode, text=self.text, instruction=self.instruction)
+        if self.kind == "audio":
+            if clip is None:
+                from vela_search.search.clips import load_query_clip
+
+                clip = load_query_clip(self.audio, self.start_s, self.end_s)  # type: ignore[arg-type]
+            return EmbedItem("audio", wave=clip)
+        raise QueryError("a search by an indexed file or segment uses stored vectors: nothing to embed")
+
+    def search_options(self) -> dict[str, Any]:
+        """Keyword arguments of the Searcher's search methods."""
+        return {
+            "k": self.k,
+            "min_score": self.min_score,
+            "path_glob": self.path_glob,
+            "duration": self.duration,
+            "group": self.group,
+        }
+
+
+def run_query(searcher: Searcher, request: QueryRequest, *, vector: np.ndarray | None = None) -> list[Hit]:
+    """Answer ``request`` with ``searcher``.
+
+    Args:
+        searcher: the index and (for text and audio queries) its embedder.
+        request: the query, validated here again.
+        vector: the query's unit vector when the caller embedded it already (e.g. in a batch with other
+            queries); otherwise text and audio queries are embedded by the searcher's embedder.
+
+    Raises:
+        QueryError, EmptyIndexError, AudioDecodeError: as the Searcher's methods.
+    """
+    request.validate()
+    options = request.search_options()
+    if vector is not None:
+        return searcher.search_vectors(vector, **options)[0]
+    kind = request.kind
+    if kind == "like":
+        return searcher.search_like(request.like, request.start_s, request.end_s, **options)  # type: ignore[arg-type]
+    if kind == "like_segment":
+        return searcher.search_like_segment(request.like_segment, **options)  # type: ignore[arg-type]
+    if kind == "audio":
+        return searcher.search_audio(request.audio, request.start_s, request.end_s, **options)  # type: ignore[arg-type]
+    return searcher.search(request.text, mode=request.mode, instruction=request.instruction, **options)  # type: ignore[arg-type]
+
+
+def hits_from_records(records: list[HitRecord]) -> list[Hit]:
+    """Hits back from their JSON records (what a server answered), for the same rendering as local hits."""
+    return [Hit.from_record(r) for r in records]
