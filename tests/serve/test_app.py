@@ -112,7 +112,7 @@ TEXT_QUERIES = [
     ({"query": "tones", "where": "tones/*"}, QueryRequest(text="tones", path_glob="tones/*")),
     ({"query": "tones", "max_duration": 3.5}, QueryRequest(text="tones", max_duration=3.5)),
     ({"query": "tones", "min_duration": 30}, QueryRequest(text="tones", min_duration=30)),
-    ({"query": "tones", "min_score": 2.0}, QueryRequest(text="tones", min_score=2.0)),
+    ({"query": "tones", "min_score": 1.0}, QueryRequest(text="tones", min_score=1.0)),
 ]
 
 
@@ -137,7 +137,7 @@ def test_filters_apply(client):
     assert len(long_segments) > 1 and any(h["start_s"] > 0 for h in long_segments)
     _, short = post(client, "/api/search", {"query": "tones", "max_duration": 3.5})
     assert short["hits"] and all(h["duration_s"] <= 3.5 for h in short["hits"])
-    _, none = post(client, "/api/search", {"query": "tones", "min_score": 2.0})
+    _, none = post(client, "/api/search", {"query": "tones", "min_score": 1.0})
     assert none["hits"] == []
 
 
@@ -156,6 +156,7 @@ def test_filters_apply(client):
         ({"query": "dog", "index": "nope"}, 404, "unknown index 'nope'"),
         ({"query": "dog", "min_duration": 9, "max_duration": 2}, 400, "above the maximum"),
         ({"query": "dog", "where": " "}, 400, "path filter"),
+        ({"query": "dog", "min_score": 2.0}, 400, "between -1 and 1"),
     ],
 )
 def test_search_errors_are_json_with_the_right_code(client, body, status, needle):

@@ -76,8 +76,9 @@ def test_a_query_that_cannot_fit_fails_alone(tiny_embedder):
     batcher = QueryBatcher(tiny_embedder, window_s=0.05)
     results = embed_concurrently(batcher, [ok, too_long, ok])
     assert isinstance(results[1], QueryError) and "tokens but at most" in str(results[1])
-    assert np.array_equal(results[0], tiny_embedder.embed_items([ok])[0])
-    assert np.array_equal(results[2], results[0])
+    # The same vector as alone, within fp32 rounding (a row's position in a batch changes the last bits).
+    np.testing.assert_allclose(results[0], tiny_embedder.embed_items([ok])[0], atol=1e-6, rtol=0)
+    np.testing.assert_allclose(results[2], results[0], atol=1e-6, rtol=0)
 
 
 def test_the_event_loop_keeps_running_while_the_model_works(tiny_embedder):
