@@ -7,7 +7,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from vela_search.cli.bench_cmd import JSON_HELP, _emit, bench_app
+from vela_search.cli.bench_common import JSON_HELP, _emit, bench_app
 from vela_search.cli.common import DEVICE_HELP, err_console, resolve_index
 
 

@@ -9,12 +9,10 @@ attends to them in place (see :mod:`vela_search.embedding.attention`).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,33 +31,19 @@ from vela_search.embedding.batching import (
     PreparedBatch,
     audio_token_count,
     auto_batch_tokens,
-    pad_short_clip,
     plan_batches,
 )
 from vela_search.embedding.demos import Demo, DemoSet
 from vela_search.embedding.fingerprint import Fingerprint, dtype_name
+from vela_search.embedding.items import EmbedItem, checked_items
 from vela_search.embedding.query_graphs import QueryGraphs
 from vela_search.embedding.rendering import PromptTemplates, encode_prompt
 from vela_search.embedding.shapes import SHAPE_NOTICE, SHAPE_PREFIX
 from vela_search.embedding.tiny import TINY_NOTICE
-from vela_search.errors import DemoFileError, ModelLoadError, TokenBudgetError, VelaError
+from vela_search.errors import DemoFileError, ModelLoadError, TokenBudgetError
 
 # The training record an adapter directory carries, read back so that `--adapter DIR` needs no other flags.
 ADAPTER_RECORD = "vela_training.json"
-
-
-@dataclass(frozen=True)
-class EmbedItem:
-    """One input: an audio clip (16 kHz mono) or a text in one of the text modes."""
-
-    mode: str
-    text: str | None = None
-    instruction: str | None = None
-    wave: np.ndarray | None = None
-
-    @property
-    def is_audio(self) -> bool:
-        return self.mode == "audio"
 
 
 class VelaEmbedder:
@@ -263,7 +247,7 @@ class VelaEmbedder:
         thread while the current batch is on the model. A single short text (a search query) goes through
         the fixed-size query path instead (:mod:`vela_search.embedding.query_graphs`).
         """
-        items = self._checked(items)
+        items = checked_items(items)
         token_ids = self._text_token_ids(items)
         lengths = self._item_lengths(items, token_ids)
         for item, length in zip(items, lengths, strict=True):
@@ -542,32 +526,6 @@ class VelaEmbedder:
         return self._templates.prefix + self._suffix_text(item)
 
     # ---------------------------------------------------------------------------------- checks
-    def _checked(self, items: Sequence[EmbedItem]) -> list[EmbedItem]:
-        """Validate every item; clips too short for one audio token come back padded with silence."""
-        out = []
-        for item in items:
-            self._validate(item)
-            if item.is_audio:
-                item = dataclasses.replace(item, wave=pad_short_clip(item.wave))  # type: ignore[arg-type]
-            out.append(item)
-        return out
-
-    def _validate(self, item: EmbedItem) -> None:
-        prompts.check_mode(item.mode)
-        if item.is_audio:
-            if item.wave is None:
-                raise ValueError("an audio item needs a waveform")
-            if len(item.wave) == 0:
-                raise VelaError("cannot embed an empty clip (0 samples)")
-            if len(item.wave) > MAX_CLIP_SECONDS * SAMPLE_RATE + 1:
-                raise VelaError(
-                    f"a clip of {len(item.wave) / SAMPLE_RATE:.1f} s is longer than the 30 s the audio "
-                    "encoder "
-                    "reads; cut it into windows (vela_search.audio.plan_windows) first"
-                )
-        elif item.text is None or not item.text.strip():
-            raise VelaError("cannot embed an empty text")
-
     def _text_token_ids(self, items: Sequence[EmbedItem]) -> list[list[int] | None]:
         """Each text item's suffix token ids (None for audio items), tokenised in one call."""
         out: list[list[int] | None] = [None] * len(items)
@@ -615,7 +573,7 @@ class VelaEmbedder:
         bb = self.backbone
         rows = []
         demo_waves = [self._demo_wave(d) for d in self.demos.demos if d.is_audio]
-        for item in self._checked(items):
+        for item in checked_items(items):
             waves = demo_waves + ([item.wave] if item.is_audio else [])
             ids = self.full_prompt_ids(item)
             with torch.no_grad():

@@ -1,0 +1,50 @@
+"""The ``vela-search bench`` group: its Typer app, the options its modules share, the report output."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from vela_search.cli.app import app
+from vela_search.cli.common import (
+    DEVICE_HELP,
+    DTYPE_CHOICES,
+    check_device,
+    console,
+    err_console,
+    one_of,
+    print_json,
+)
+
+bench_app = typer.Typer(
+    help="Benchmarks: Clotho and AudioCaps retrieval (R@k, mAP@10, modality gap) and embedding/search speed.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(bench_app, name="bench")
+
+JSON_HELP = "Write the full report as JSON to this file ('-' for stdout; the table then goes to stderr)."
+DTYPE_HELP = "auto (bf16 on CUDA, fp32 on the CPU), bf16, fp16 or fp32."
+BATCH_TOKENS_HELP = "Item tokens per batch (default: sized from free GPU memory; 8192 on the CPU)."
+
+# Options the retrieval and the speed benchmarks share.
+DeviceOpt = Annotated[str, typer.Option("--device", callback=check_device, help=DEVICE_HELP)]
+DtypeOpt = Annotated[str, typer.Option("--dtype", callback=one_of(*DTYPE_CHOICES), help=DTYPE_HELP)]
+
+
+# ----------------------------------------------------------------------------------------------- output
+def _emit(payload: dict[str, Any], json_out: str | None, render: Any) -> None:
+    """Render the table (stdout, or stderr when the JSON goes to stdout) and write the JSON report."""
+    if json_out == "-":
+        render(err_console)
+        print_json(payload)
+        return
+    render(console)
+    if json_out is not None:
+        path = Path(json_out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(payload, indent=2, ensure_ascii=False, default=str) + "\n")
+        err_console.print(f"report written to {path}")
