@@ -9,6 +9,8 @@ or deleted table is rebuilt from what the shards still say.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,27 +91,15 @@ def check_index(root: str | Path) -> CheckReport:
         verify("shard", entry["meta"], lambda r=reader: r.load(vectors=False).ids, int(entry["number"]))
         verify("shard", entry["index"], lambda r=reader: r.index(), int(entry["number"]))
         reader.close()
-    if data["files"]:
-        name = data["files"]
-        verify(
-            "files",
-            name,
-            lambda: files_from_bytes(root, name, read_verified(root, name, checksums.get(name))),
-        )
-    if data["deleted"]:
-        name = data["deleted"]
-        verify(
-            "deleted",
-            name,
-            lambda: ids_from_bytes(root, name, read_verified(root, name, checksums.get(name))),
-        )
-    if data["trained"]:
-        name = data["trained"]
-        verify(
-            "trained",
-            name,
-            lambda: faiss_ops.read_bytes(root, name, read_verified(root, name, checksums.get(name))),
-        )
+    # The tables beside the shards: each is read whole, checked against its checksum, then parsed.
+    parsers = {"files": files_from_bytes, "deleted": ids_from_bytes, "trained": faiss_ops.read_bytes}
+
+    def read_table(parse: Callable[[Path, str, bytes], object], name: str) -> object:
+        return parse(root, name, read_verified(root, name, checksums.get(name)))
+
+    for kind, parse in parsers.items():
+        if data[kind]:
+            verify(kind, data[kind], functools.partial(read_table, parse, data[kind]))
     return report
 
 
