@@ -1,7 +1,7 @@
 """Finding damaged index files and repairing an index around them, losing nothing silently.
 
 `check_index` reads every data file the manifest names whole, checks its checksum (where the manifest
-records one) and parses it. `repair_index` then commits a generation without the damage: damaged shards
+records one) and parses it (a memory-mapped shard file is mapped and streamed through the checksum). `repair_index` then commits a generation without the damage: damaged shards
 are dropped, and the source files whose segments they held are taken out of the files table (and their
 remaining segments tombstoned), so the next `vela-search index` run embeds them again. A damaged files
 or deleted table is rebuilt from what the shards still say.
@@ -89,7 +89,7 @@ def check_index(root: str | Path) -> CheckReport:
     for entry in data["shards"]:
         reader = ShardReader(root, entry, int(data["dim"]), checksums)
         verify("shard", entry["meta"], lambda r=reader: r.load(vectors=False).ids, int(entry["number"]))
-        verify("shard", entry["index"], lambda r=reader: r.index(), int(entry["number"]))
+        verify("shard", entry["index"], lambda r=reader: r.index(verify=True), int(entry["number"]))
         reader.close()
     # The tables beside the shards: each is read whole, checked against its checksum, then parsed.
     parsers = {"files": files_from_bytes, "deleted": ids_from_bytes, "trained": faiss_ops.read_bytes}

@@ -245,7 +245,8 @@ class IndexWriter:
             if inside.size == 0:
                 continue
             reader = self._shard_for_reading(entry)
-            vectors[inside] = faiss_ops.reconstruct_rows(reader.index(), at)
+            # Checked whole first: these vectors go into new files with fresh checksums.
+            vectors[inside] = faiss_ops.reconstruct_rows(reader.index(verify=True), at)
             for where, row in zip(inside.tolist(), reader.rows(at), strict=True):
                 rows[where] = row
             found[inside] = True
