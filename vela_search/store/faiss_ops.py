@@ -225,7 +225,9 @@ def _search_params(index: Any, k: int, selector: Any) -> Any:
     return f.SearchParameters(sel=selector)
 
 
-def search(index: Any, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def search(
+    index: Any, queries: np.ndarray, k: int, allowed: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
     """Top-k of `queries` over the rows of the CPU index `index` where `allowed` is True.
 
     Excluded rows are removed before top-k, with an IDSelectorBitmap; an index type that rejects

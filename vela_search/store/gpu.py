@@ -125,7 +125,9 @@ def _fp16_flat(index: Any) -> Any:
 def _clone(index: Any) -> Any:
     f = faiss_ops.faiss()
     options = f.GpuClonerOptions()
-    options.useFloat16 = True  # IVF-Flat: fp16 storage; IVF-PQ: fp16 lookup tables (needed for many sub-quantizers)
+    options.useFloat16 = (
+        True  # IVF-Flat: fp16 storage; IVF-PQ: fp16 lookup tables (needed for many sub-quantizers)
+    )
     if hasattr(options, "allowCpuCoarseQuantizer"):
         options.allowCpuCoarseQuantizer = True  # an HNSW coarse quantizer has no GPU version
     if hasattr(options, "use_cuvs"):

@@ -1,10 +1,11 @@
 """Finding damaged index files and repairing an index around them, losing nothing silently.
 
 `check_index` reads every data file the manifest names whole, checks its checksum (where the manifest
-records one) and parses it (a memory-mapped shard file is mapped and streamed through the checksum). `repair_index` then commits a generation without the damage: damaged shards
-are dropped, and the source files whose segments they held are taken out of the files table (and their
-remaining segments tombstoned), so the next `vela-search index` run embeds them again. A damaged files
-or deleted table is rebuilt from what the shards still say.
+records one) and parses it (a memory-mapped shard file is mapped and streamed through the checksum).
+`repair_index` then commits a generation without the damage: damaged shards are dropped, and the source
+files whose segments they held are taken out of the files table (and their remaining segments
+tombstoned), so the next `vela-search index` run embeds them again. A damaged files or deleted table is
+rebuilt from what the shards still say.
 """
 
 from __future__ import annotations
