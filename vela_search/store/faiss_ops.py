@@ -270,6 +270,12 @@ def bitmap_selector(allowed: np.ndarray) -> Any:
     return selector
 
 
+def allowed_at(allowed: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Whether each result label is allowed: False for -1 (no result) and for labels past the mask."""
+    inside = (labels >= 0) & (labels < len(allowed))
+    return inside & allowed[np.where(inside, labels, 0)]
+
+
 def keep_allowed(
     scores: np.ndarray, positions: np.ndarray, allowed: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -277,14 +283,13 @@ def keep_allowed(
 
     Args:
         scores, positions: (q, w) candidates, best first, position -1 for none.
-        allowed: boolean mask over the index's rows.
+        allowed: boolean mask indexed by the labels the index returns (row positions for shards).
         k: results to keep per query.
 
     Returns:
         (scores, positions), each (q, min(k, w)); missing results have position -1 and score -inf.
     """
-    ok = positions >= 0
-    ok &= allowed[np.where(ok, positions, 0)]
+    ok = allowed_at(allowed, positions)
     order = np.argsort(~ok, axis=1, kind="stable")[:, :k]
     scores = np.take_along_axis(scores, order, axis=1)
     positions = np.take_along_axis(positions, order, axis=1)
@@ -292,10 +297,3 @@ def keep_allowed(
     positions[~keep] = -1
     scores[~keep] = -np.inf
     return scores, positions
-
-
-def to_gpu(index: Any) -> Any:
-    """A GPU copy of `index` where FAISS has GPUs, else `index` itself (see `gpu.to_gpu`)."""
-    from . import gpu
-
-    return gpu.to_gpu(index)

@@ -152,7 +152,8 @@ def search(
         cpu_index: the CPU index, for queries the GPU cannot answer exactly.
         queries: (q, d) float32.
         k: results per query.
-        allowed: boolean mask over the rows, or None for all rows.
+        allowed: boolean mask indexed by the labels the index returns (row positions for shards; the
+            ids of an index built with `add_with_ids`), as a CPU selector would test them; None for all.
 
     Returns:
         (scores, positions), each (q, min(k, ntotal)); missing results have position -1.
@@ -166,14 +167,16 @@ def search(
             return gpu_index.search(queries, k)
         except RuntimeError:
             return faiss_ops.search(cpu_index, queries, k, None)
-    needed = k + (n - int(np.count_nonzero(allowed)))
+    # (For a mask longer than the index, e.g. over global ids, this over-counts: more CPU, never wrong.)
+    excluded = min(len(allowed) - int(np.count_nonzero(allowed)), n)
+    needed = k + excluded
     width = min(needed, n, GPU_MAX_K)
     try:
         scores, positions = gpu_index.search(queries, width)
     except RuntimeError:
         return faiss_ops.search(cpu_index, queries, k, allowed)
     valid = positions >= 0
-    found = (valid & allowed[np.where(valid, positions, 0)]).sum(axis=1)
+    found = faiss_ops.allowed_at(allowed, positions).sum(axis=1)
     # Proven: k allowed rows found, every row or every excluded row seen, or the candidates ran out.
     final = (found >= k) | (width >= min(needed, n)) | ~valid[:, -1]
     scores, positions = faiss_ops.keep_allowed(scores, positions, allowed, k)
