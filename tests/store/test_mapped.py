@@ -201,3 +201,25 @@ def test_index_types_faiss_cannot_map_are_read_whole_and_checksummed(tmp_path, l
     _flip(target, target.stat().st_size - 20)
     with pytest.raises(IndexDamagedError, match="its checksum"):
         AudioIndex.open(root)
+
+
+def test_the_writer_checks_each_shard_it_copies_from_once(tmp_path, large_index_policy, monkeypatch):
+    # Reruns reuse stored vectors file after file, back and forth between shards: one pass per shard.
+    from vela_search.store import shards
+
+    root = tmp_path / "idx"
+    _build(root, shards=2)
+    checked: list[str] = []
+    verify = shards.verify_file
+
+    def counted(root_, relpath, expected, **kwargs):  # noqa: ANN001, ANN202
+        checked.append(relpath)
+        return verify(root_, relpath, expected, **kwargs)
+
+    monkeypatch.setattr(shards, "verify_file", counted)
+    with IndexWriter(root, fingerprint=FP) as w:
+        for _ in range(3):
+            for ids in ([0, 1], [5], [2]):
+                vectors, _ = w.read_segments(np.array(ids))
+                assert vectors.shape == (len(ids), DIM)
+    assert sorted(checked) == ["shards/000000.faiss", "shards/000001.faiss"]

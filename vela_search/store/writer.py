@@ -139,6 +139,7 @@ class IndexWriter:
         self._committed: np.ndarray | None = None
         self._pending_start = self._next_id
         self._ids_cache: dict[str, np.ndarray] = {}
+        self._verified: set[str] = set()  # shard files whose checksum read_segments has checked
         self._template: tuple[str, Any] | None = None
         # Checksums of the data files written since the last commit, by relative path.
         self._written: dict[str, str] = {}
@@ -245,8 +246,10 @@ class IndexWriter:
             if inside.size == 0:
                 continue
             reader = self._shard_for_reading(entry)
-            # Checked whole first: these vectors go into new files with fresh checksums.
-            vectors[inside] = faiss_ops.reconstruct_rows(reader.index(verify=True), at)
+            # Checked whole first (once per writer): these vectors go into new files with fresh checksums.
+            verify = entry["index"] not in self._verified
+            vectors[inside] = faiss_ops.reconstruct_rows(reader.index(verify=verify), at)
+            self._verified.add(entry["index"])
             for where, row in zip(inside.tolist(), reader.rows(at), strict=True):
                 rows[where] = row
             found[inside] = True
