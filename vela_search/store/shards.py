@@ -92,19 +92,15 @@ class ShardReader:
         self._paths: tuple[pa.Array | None, pa.ListArray | None] | None = None
         self._numbers: dict[str, np.ndarray | None] = {}
 
-    def load(self, *, vectors: bool = True, verify: bool = False) -> ShardReader:
+    def load(self, *, vectors: bool = True) -> ShardReader:
         """Read and check the metadata file (and, with `vectors`, open the FAISS file) now.
-
-        Args:
-            vectors: also open the FAISS file.
-            verify: also check a memory-mapped FAISS file's checksum (see `index`).
 
         Raises:
             IndexDamagedError: a file is missing, corrupted or unreadable (the message names it).
         """
         _ = self.parquet
         if vectors:
-            self.index(verify=verify)
+            self.index()
         return self
 
     def close(self) -> None:
