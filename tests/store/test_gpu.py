@@ -184,3 +184,23 @@ def test_faiss_build_describes_the_installed_faiss():
     assert build["compile_options"] == f.get_compile_options().split()
     assert build["gpu_support"] == hasattr(f, "StandardGpuResources")
     assert build["gpus"] == gpu.gpu_count() and isinstance(build["cuvs"], bool)
+
+
+@pytest.mark.gpu
+def test_on_a_real_gpu_filtered_searches_match_the_cpu(tmp_path, monkeypatch):
+    # Needs a GPU build of FAISS and a GPU (`python -m pytest -m gpu`); the default run deselects it.
+    if gpu.gpu_count() == 0:
+        pytest.skip("FAISS sees no GPU")
+    live, vectors, rows = _collection(tmp_path / "idx")
+    queries = unit(8, seed=5)
+    filters = [{}, {"path_glob": "/birds/*"}, {"ranges": {"duration_s": (None, 3.0)}}]
+    with AudioIndex.open(tmp_path / "idx") as index:
+        on_gpu = [_hits(index, queries, 5, **f) for f in filters]
+        assert all(r.search_index() is not r.index() for r in index.shard_readers())
+    monkeypatch.setattr(gpu, "to_gpu", lambda index: index)
+    with AudioIndex.open(tmp_path / "idx") as index:
+        assert on_gpu == [_hits(index, queries, 5, **f) for f in filters]
+    ivfpq = faiss_ops.build("IVF4,PQ4", DIM)
+    faiss_ops.train(ivfpq, unit(600, seed=1), "IVF4,PQ4")
+    ivfpq.add(unit(600, seed=1))
+    assert gpu.to_gpu(ivfpq) is not ivfpq  # IVF-PQ moves to the GPU
