@@ -3,8 +3,8 @@
 Each commit appends a shard. Left alone, a long or interrupted run would leave one shard per commit (a
 million files committed every 256 segments are ~4,000 shards). As log-structured stores do, items of
 similar size are merged as they land: an item's *tier* is ``floor(log_fanout(size))``, and once `fanout`
-items of one tier sit at the tail of the list (behind the newest item of that tier, with only smaller
-ones between them), that tail is merged into one item of the next tier. Merging only a tail keeps the
+items of one tier sit at the tail of the list (led by one of them, with only smaller ones between
+them), that tail is merged into one item of a higher tier. Merging only a tail keeps the
 list in id order and each row is rewritten about ``log_fanout(max_size / commit size)`` times, so the
 number of items grows like ``log(N)``: at most about ``2 * (fanout - 1)`` per tier, plus the full ones.
 
@@ -53,18 +53,21 @@ def tier(size: int, fanout: int = DEFAULT_FANOUT) -> int:
 
 
 def _tail_to_merge(sizes: list[int], max_size: int, fanout: int) -> int | None:
-    """Start of the shortest tail that holds `fanout` items of its largest tier, led by one; or None."""
+    """Start of the longest tail that holds `fanout` items of its largest tier, led by one; or None.
+
+    The longest, so that smaller items left behind an earlier merge join the next one of their tier.
+    """
     counts: dict[int, int] = {}
-    highest = -1
+    highest, found = -1, None
     for i in range(len(sizes) - 1, -1, -1):
         if sizes[i] >= max_size:
-            return None  # a full item ends the mergeable tail
+            break  # a full item ends the mergeable tail
         level = tier(sizes[i], fanout)
         counts[level] = counts.get(level, 0) + 1
         highest = max(highest, level)
         if level == highest and counts[level] >= fanout:
-            return i
-    return None
+            found = i
+    return found
 
 
 def merge_start(sizes: Sequence[int], *, max_size: int, policy: TierPolicy = TierPolicy()) -> int | None:
