@@ -40,7 +40,9 @@ def _check(reader: AudioIndex) -> None:
     # Commits merge the newest shards by size tiers (dropping deleted rows and their tombstones), so the
     # shards stay few and hold exactly the live rows plus the tombstoned ones not yet merged away.
     assert reader.num_shards <= 12
-    assert sum(s["count"] for s in reader.manifest["shards"]) == reader.num_vectors + reader.deleted_ids().size
+    assert (
+        sum(s["count"] for s in reader.manifest["shards"]) == reader.num_vectors + reader.deleted_ids().size
+    )
     assert reader.deleted_ids().size <= max(g - 1, 0)
     if g:
         ids, _ = reader.all_vectors()

@@ -92,7 +92,7 @@ def _last_per_path(changes: pa.Table) -> pa.Table:
     """The last row of each path in `changes` (in file order), sorted by path."""
     seq = pa.array(np.arange(changes.num_rows, dtype=np.int64))
     last = changes.append_column("_seq", seq).group_by("path", use_threads=False).aggregate([("_seq", "max")])
-    return changes.take(pc.sort_indices(last["_seq_max"])).sort_by("path")
+    return changes.take(last["_seq_max"]).sort_by("path")
 
 
 def apply_files_deltas(base: pa.Table, changes: list[pa.Table]) -> pa.Table:
