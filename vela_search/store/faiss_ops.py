@@ -139,16 +139,21 @@ def read_bytes(root: Path, relpath: str, data: bytes) -> Any:
         raise damaged(root, relpath, f"it is not a readable FAISS index ({why})") from None
 
 
-def reconstruct_all(index: Any) -> np.ndarray:
-    """Decode every stored vector (exact for SQfp16 up to fp16 rounding; approximate for PQ)."""
+def reconstruct_all(index: Any, out: np.ndarray | None = None) -> np.ndarray:
+    """Decode every stored vector (exact for SQfp16 up to fp16 rounding; approximate for PQ).
+
+    Args:
+        index: the FAISS index.
+        out: optional C-contiguous float32 array of shape (ntotal, d) to decode into (saves a copy).
+    """
     n, d = int(index.ntotal), int(index.d)
     if n == 0:
-        return np.empty((0, d), dtype=np.float32)
+        return np.empty((0, d), dtype=np.float32) if out is None else out
     ivf = _ivf(index)
     if ivf is not None:
         ivf.make_direct_map()
     try:
-        return index.reconstruct_n(0, n)
+        return index.reconstruct_n(0, n, out) if out is not None else index.reconstruct_n(0, n)
     except RuntimeError as e:
         raise StoreError(f"this index type cannot return its stored vectors: {_message(e)}") from e
 

@@ -496,31 +496,31 @@ class IndexWriter:
         """
         deleted = self.deleted_ids()
         dead = [contains(deleted, self._shard_ids(e)) for e in entries]
-        total = sum(len(d) - int(d.sum()) for d in dead) + (len(extra[0]) if extra else 0)
-        if total == 0:
-            for entry, gone in zip(entries, dead, strict=True):
-                self._deleted.drop(self._shard_ids(entry)[gone])
-            return []
-        # Filled in place, one shard at a time: a merge holds its output and one input at most.
-        vectors = np.empty((total, self.dim), dtype=np.float32)
+        extra_rows = len(extra[0]) if extra else 0
+        # Shards are decoded straight into one array (deleted rows squeezed out after), one at a time:
+        # a merge holds its output and one input at most.
+        vectors = np.empty((sum(len(d) for d in dead) + extra_rows, self.dim), dtype=np.float32)
         tables, at = [], 0
         for entry, gone in zip(entries, dead, strict=True):
             reader = self._reader(entry)
             try:
-                shard_vectors, table = reader.vectors(), reader.metadata()
+                faiss_ops.reconstruct_all(reader.index(), out=vectors[at : at + len(gone)])
+                table = reader.metadata()
             finally:
                 reader.close()
             if gone.any():
-                shard_vectors, table = shard_vectors[~gone], table.filter(pa.array(~gone))
+                vectors[at : at + int((~gone).sum())] = vectors[at : at + len(gone)][~gone]
+                table = table.filter(pa.array(~gone))
                 self._deleted.drop(self._shard_ids(entry)[gone])
-            vectors[at : at + len(shard_vectors)] = shard_vectors
-            at += len(shard_vectors)
+            at += table.num_rows
             tables.append(table)
-            del shard_vectors
-        if extra is not None and len(extra[0]):
-            vectors[at:] = extra[0]
+        if extra_rows:
+            vectors[at : at + extra_rows] = extra[0]
             tables.append(extra[1])
-        return self._write_shards(new, vectors, concat_metadata(tables), generation, size)
+            at += extra_rows
+        if at == 0:
+            return []
+        return self._write_shards(new, vectors[:at], concat_metadata(tables), generation, size)
 
     def compact(self, *, target_shard_size: int = 100_000) -> int:
         """Merge runs of small shards into shards of up to `target_shard_size` live vectors.
