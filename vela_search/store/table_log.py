@@ -223,6 +223,8 @@ class FilesLog:
             log.append({"path": path, "rows": delta.num_rows})
         new[DELTA_KEYS["files"]] = log
         self._changes, self._reset = {}, False
+        if self._table is None:
+            self._unmerged = {}  # the committed table now holds them; it is read when first needed
         return written
 
     def committed(self, data: dict) -> None:
