@@ -62,6 +62,13 @@ def test_many_commits_read_back_as_the_changes_applied(tmp_path, deltas_only):
         assert reader.files().to_pylist() == want
     with index.writer(fingerprint=FP) as w:  # a new writer reads base and deltas too
         assert w.files().sort_by("path").to_pylist() == want
+    # What `info` and `export` show is the merged table too.
+    from vela_search.indexing import index_info
+    from vela_search.store.export import export_index
+
+    assert index_info(root)["files"]["total"] == len(model)
+    export_index(root, tmp_path / "export")
+    assert pq.read_table(tmp_path / "export" / "files.parquet").to_pylist() == want
 
 
 def _nulls() -> dict:
