@@ -225,3 +225,20 @@ def test_an_interrupted_run_leaves_few_shards_and_answers_exactly(tmp_path):
         want_ids, _ = brute_force(np.arange(len(vectors)), vectors, queries, 10)
         assert [[h.id for h in hits] for hits in index.search(queries, 10)] == want_ids.tolist()
         assert index.files().num_rows == commits
+
+
+def test_a_merge_past_the_shard_size_is_written_in_full_shards_and_a_remainder(tmp_path):
+    merged, plain = tmp_path / "merged", tmp_path / "plain"
+    for root, policy in ((merged, TierPolicy(min_items=0)), (plain, None)):
+        AudioIndex.create(root, fingerprint=FP, dim=16)
+        with AudioIndex.open(root).writer(fingerprint=FP, max_shard_size=10, merge_policy=policy) as w:
+            for c in range(14):
+                ids = w.add(unit(7, seed=c), rows_for(c * 7, 7))
+                w.delete(ids[:1])
+                w.commit()
+    a, b = AudioIndex.open(merged), AudioIndex.open(plain)
+    counts = [s["count"] for s in a.manifest["shards"]]
+    assert max(counts) <= 10 and counts.count(10) >= 5 and len(counts) < 14
+    queries = unit(4, seed=3)
+    assert _hits(a, queries, k=40) == _hits(b, queries, k=40)
+    assert a.num_vectors == b.num_vectors == 14 * 6

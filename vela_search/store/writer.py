@@ -495,32 +495,49 @@ class IndexWriter:
         Their deleted rows are left out, and those rows' tombstones dropped.
         """
         deleted = self.deleted_ids()
-        dead = [contains(deleted, self._shard_ids(e)) for e in entries]
-        extra_rows = len(extra[0]) if extra else 0
-        # Shards are decoded straight into one array (deleted rows squeezed out after), one at a time:
-        # a merge holds its output and one input at most.
-        vectors = np.empty((sum(len(d) for d in dead) + extra_rows, self.dim), dtype=np.float32)
-        tables, at = [], 0
-        for entry, gone in zip(entries, dead, strict=True):
+        # Rows are decoded a piece at a time into one buffer, and a shard is written each time it fills:
+        # a merge holds one output shard and one input, however long the merged tail.
+        total = sum(int(e["count"]) for e in entries) + (len(extra[0]) if extra else 0)
+        buffer = np.empty((min(size, total), self.dim), dtype=np.float32)
+        tables: list[pa.Table] = []
+        out: list[dict] = []
+        at = 0
+
+        def append(vectors: Any, table: pa.Table, gone: np.ndarray | None) -> None:
+            nonlocal at
+            pos = 0
+            while pos < table.num_rows:
+                take = min(size - at, table.num_rows - pos)
+                piece = buffer[at : at + take]
+                if isinstance(vectors, np.ndarray):
+                    piece[:] = vectors[pos : pos + take]
+                else:
+                    faiss_ops.reconstruct_all(vectors, out=piece, start=pos)
+                rows = table.slice(pos, take)
+                keep = None if gone is None else ~gone[pos : pos + take]
+                if keep is not None and not keep.all():  # squeeze out the deleted rows
+                    buffer[at : at + int(keep.sum())] = piece[keep]
+                    rows = rows.filter(pa.array(keep))
+                tables.append(rows)
+                at, pos = at + rows.num_rows, pos + take
+                if at == size:
+                    out.extend(self._write_shards(new, buffer, concat_metadata(tables), generation, size))
+                    tables.clear()
+                    at = 0
+
+        for entry in entries:
             reader = self._reader(entry)
             try:
-                faiss_ops.reconstruct_all(reader.index(), out=vectors[at : at + len(gone)])
-                table = reader.metadata()
+                gone = contains(deleted, self._shard_ids(entry))
+                append(reader.index(), reader.metadata(), gone)
             finally:
                 reader.close()
-            if gone.any():
-                vectors[at : at + int((~gone).sum())] = vectors[at : at + len(gone)][~gone]
-                table = table.filter(pa.array(~gone))
-                self._deleted.drop(self._shard_ids(entry)[gone])
-            at += table.num_rows
-            tables.append(table)
-        if extra_rows:
-            vectors[at : at + extra_rows] = extra[0]
-            tables.append(extra[1])
-            at += extra_rows
-        if at == 0:
-            return []
-        return self._write_shards(new, vectors[:at], concat_metadata(tables), generation, size)
+            self._deleted.drop(self._shard_ids(entry)[gone])
+        if extra is not None:
+            append(extra[0], extra[1], None)
+        if at:
+            out.extend(self._write_shards(new, buffer[:at], concat_metadata(tables), generation, size))
+        return out
 
     def compact(self, *, target_shard_size: int = 100_000) -> int:
         """Merge runs of small shards into shards of up to `target_shard_size` live vectors.
