@@ -36,8 +36,8 @@ def test_moves_relink_files_under_their_new_path(tmp_path):
 
 
 def test_reports_the_shards_a_run_leaves_uncompacted_and_its_first_and_last_tenth(tmp_path):
-    run = measure_store(400, dim=4, commit_every=4, workdir=tmp_path)
-    assert run.commits == 100
+    run = measure_store(240, dim=4, commit_every=4, workdir=tmp_path)
+    assert run.commits == 60
     # One shard per commit without tiered merging; merged as they land, they stay few.
     assert 1 <= run.shards_at_end <= run.peak_shards <= 12
     assert run.first_tenth_ms == run.curve[0][1] and run.last_tenth_ms == run.curve[-1][1]

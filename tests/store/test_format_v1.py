@@ -90,10 +90,11 @@ def test_a_version_1_index_becomes_version_2_at_its_next_commit_without_a_rewrit
         assert index.num_shards == 1 and index.deleted_ids().size == 0
         assert _search_ids(index, queries, 8) == want.tolist()
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    for args in (["check", "--index", str(root)], ["info", "--index", str(root), "--json"]):
-        done = subprocess.run([CLI, *args], capture_output=True, text=True, env=env, timeout=120)
-        assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["format_version"] == 2
+    done = subprocess.run([CLI, "check", "--index", str(root)], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    from vela_search.indexing import index_info
+
+    assert index_info(root)["format_version"] == 2
 
 
 def test_a_version_1_reader_refuses_a_version_2_index(root, monkeypatch):

@@ -207,7 +207,6 @@ def test_a_damaged_delta_is_found_by_check_and_repaired(tmp_path, deltas_only, k
     assert [d.path for d in check_index(root).damaged] == [target]
     report = repair_index(root)
     assert report.repaired and check_index(root).ok
-    assert _cli("check", "--index", root).returncode == 0
     with AudioIndex.open(root) as reader:
         if kind == "files":  # an unreadable files table is emptied: the next run rescans every file
             assert reader.files().num_rows == 0
