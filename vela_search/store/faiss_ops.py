@@ -186,16 +186,23 @@ def read_bytes(root: Path, relpath: str, data: bytes) -> Any:
         raise damaged(root, relpath, _unreadable(e)) from None
 
 
-def reconstruct_all(index: Any) -> np.ndarray:
-    """Decode every stored vector (exact for SQfp16 up to fp16 rounding; approximate for PQ)."""
+def reconstruct_all(index: Any, out: np.ndarray | None = None, start: int = 0) -> np.ndarray:
+    """Decode every stored vector (exact for SQfp16 up to fp16 rounding; approximate for PQ).
+
+    Args:
+        index: the FAISS index.
+        out: optional C-contiguous float32 array (rows, d) to decode rows ``start:start + rows`` into
+            (saves a copy, and lets a large index be decoded a piece at a time).
+        start: the first row decoded into `out`.
+    """
     n, d = int(index.ntotal), int(index.d)
-    if n == 0:
-        return np.empty((0, d), dtype=np.float32)
+    if n == 0 or (out is not None and len(out) == 0):
+        return np.empty((0, d), dtype=np.float32) if out is None else out
     ivf = _ivf(index)
     if ivf is not None:
         ivf.make_direct_map()
     try:
-        return index.reconstruct_n(0, n)
+        return index.reconstruct_n(start, len(out), out) if out is not None else index.reconstruct_n(0, n)
     except RuntimeError as e:
         raise StoreError(f"this index type cannot return its stored vectors: {_message(e)}") from e
 

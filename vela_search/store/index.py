@@ -12,11 +12,10 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import EmptyIndexError, IndexNotFoundError, StoreError
-from . import faiss_ops, layout, manifest
+from . import faiss_ops, layout, manifest, table_log
 from .integrity import IndexDamagedError, device_errors, read_verified
 from .lock import WriterLock
 from .shards import ShardReader, compile_glob
-from .tables import empty_files, files_from_bytes, ids_from_bytes
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping
@@ -93,13 +92,9 @@ class AudioIndex:
             if vectors and sum(r.mapped_bytes for r in self._shards) <= VERIFY_AT_OPEN_BYTES:
                 for reader in self._shards:
                     reader.index(verify=True)
-        files, deleted = data["files"], data["deleted"]
-        self._files = files_from_bytes(self.root, files, self._read_table(files)) if files else empty_files()
-        self._deleted = (
-            ids_from_bytes(self.root, deleted, self._read_table(deleted))
-            if deleted
-            else np.empty(0, np.int64)
-        )
+        # Each table is its base file with the deltas committed since applied (format version 2).
+        self._files = table_log.read_files(self.root, data, self._read_table)
+        self._deleted = table_log.read_deleted(self.root, data, self._read_table)
         self._deleted_masks: dict[int, np.ndarray | None] = {}
         self._locator: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 

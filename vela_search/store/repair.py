@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import IndexFormatError, StoreError
-from . import faiss_ops, layout, manifest
+from . import faiss_ops, layout, manifest, table_log
 from .integrity import IndexDamagedError, read_verified
 from .shards import ShardReader
 from .tables import files_from_bytes, ids_from_bytes
@@ -101,6 +101,13 @@ def check_index(root: str | Path) -> CheckReport:
     for kind, parse in parsers.items():
         if data[kind]:
             verify(kind, data[kind], functools.partial(read_table, parse, data[kind]))
+    # The tables' deltas (format version 2): a damaged delta is damage of its table.
+    read = table_log.verified_reader(root, data)
+    for kind in manifest.DELTA_KEYS:
+        for delta in manifest.deltas(data, kind):
+            verify(
+                kind, delta["path"], functools.partial(table_log.read_delta, root, kind, delta["path"], read)
+            )
     return report
 
 
