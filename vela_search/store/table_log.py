@@ -352,6 +352,9 @@ class DeletedLog:
         added = np.unique(np.concatenate(self._added)) if self._added else np.empty(0, np.int64)
         # Not already tombstoned, and not purged in the same commit.
         added = added[~contains(before, added) & contains(ids, added)]
+        if not (len(added) or len(dropped) or self._reset):  # only ids that were tombstoned already
+            self._added, self._at_commit = [], ids
+            return written
         log = deltas(new, "deleted")
         base_rows = int(new.get("num_deleted") or 0)  # an upper bound of the base's rows is enough here
         if rebase_due(base_rows, sum(d["rows"] for d in log) + len(added) + len(dropped), reset=self._reset):
