@@ -533,7 +533,8 @@ class IndexWriter:
             reader = self._reader(entry)
             try:
                 gone = contains(deleted, self._shard_ids(entry))
-                append(reader.index(), reader.metadata(), gone)
+                # Checked before copying: a merge would otherwise give damaged vectors a new checksum.
+                append(reader.index(verify=True), reader.metadata(), gone)
             finally:
                 reader.close()
             self._deleted.drop(self._shard_ids(entry)[gone])
