@@ -59,8 +59,9 @@ def resolve_policy(
             return EXACT_FACTORY, auto_policy(max_index_memory)
         if main and not is_auto(main) and main.get("factory") != EXACT_FACTORY:
             raise StoreError(
-                f"index {root} has the fixed FAISS factory {main['factory']!r}; switching it to the automatic "
-                "choice re-encodes every vector: `vela-search index PATH --rebuild --faiss-factory auto`"
+                f"index {root} has the fixed FAISS factory {main['factory']!r}; switching it to the "
+                "automatic choice re-encodes every vector: "
+                "`vela-search index PATH --rebuild --faiss-factory auto`"
             )
         current = (main.get("policy") or {}).get("max_index_memory") if is_auto(main) else None
         wanted = int(max_index_memory or current or DEFAULT_MAX_INDEX_MEMORY)
@@ -169,7 +170,11 @@ class CodesKeeper:
     def _encode(
         self, template: Any, number: int, generation: int, reader: Any, rows: int
     ) -> tuple[str, str, Any]:
-        """Write the codes of one shard's `rows` vectors (read in chunks from `reader`); returns (path, checksum, index)."""
+        """Write the codes of one shard's `rows` vectors, read in chunks from `reader`.
+
+        Returns:
+            (path, checksum, the encoded index).
+        """
         index = faiss_ops.clone(template)
         for start in range(0, rows, _ENCODE_CHUNK):
             vectors, ids = reader(start, min(start + _ENCODE_CHUNK, rows))
@@ -302,7 +307,7 @@ class CodesKeeper:
         truth: _RunningTopK,
         choice: IndexChoice,
     ) -> float:
-        """recall@10 of compressed search with re-ranking vs exact search, each query's own vector left out."""
+        """recall@10 of compressed search with re-ranking vs exact search (queries' own vectors left out)."""
         merged = merge_codes(encoded)
         live_ids = np.concatenate([r.ids[m] for r, m in zip(readers, masks, strict=True)])
         allowed = np.zeros(int(live_ids.max()) + 1, dtype=bool)

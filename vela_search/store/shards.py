@@ -158,7 +158,8 @@ class ShardReader:
             raise damaged(
                 self._root,
                 rel,
-                f"it holds {index.ntotal} codes of dim {index.d}, the manifest says {self.count} of dim {self._dim}",
+                f"it holds {index.ntotal} codes of dim {index.d}, the manifest says {self.count} of "
+                f"dim {self._dim}",
             )
         return index
 
