@@ -218,6 +218,7 @@ class CodesKeeper:
             new["policy"], self.pending_policy = self.pending_policy, None
         if not is_auto(new):
             return {}
+        new.setdefault("codes", None)
         live = sum(int(s["count"]) for s in new["shards"]) - int(deleted.size)
         budget = int(new["policy"].get("max_index_memory") or DEFAULT_MAX_INDEX_MEMORY)
         choice = choose_index(live, self.dim, budget, self.limits)

@@ -199,7 +199,7 @@ class AudioIndex:
         faiss_ops.build(concrete, dim)  # fail now, not at the first commit
         data = manifest.new_manifest(fingerprint=fingerprint, dim=int(dim), factory=concrete)
         if policy is not None:
-            data["policy"] = policy
+            data.update(policy=policy, codes=None)
         with device_errors(root, doing="creating the index", generation=None):
             (root / layout.SHARD_DIR).mkdir(parents=True, exist_ok=True)
             with WriterLock(root):

@@ -382,6 +382,11 @@ class IndexWriter:
             self._dropped |= numbers
             self._dirty = True
 
+    def rebuild_codes(self) -> None:
+        """Re-train and rewrite the compressed codes from the exact vectors at the next commit (repair)."""
+        self._check_open()
+        self._codes.force_retrain = self._dirty = True
+
     def reset_tables(self, *, files: bool = False, deleted: bool = False) -> None:
         """Start the files and/or deleted table afresh (empty) at the next commit, unread (for repair)."""
         self._check_open()
