@@ -250,3 +250,21 @@ def test_the_memory_budget_is_recorded_and_can_change(tmp_path: Path) -> None:
     with IndexWriter(root, fingerprint=FP, max_index_memory=1 << 30) as w:
         w.commit()
     assert json.loads((root / layout.MANIFEST).read_text())["policy"]["max_index_memory"] == 1 << 30
+
+
+def test_compaction_gives_merged_shards_codes_from_the_template(tmp_path: Path) -> None:
+    root = tmp_path / "idx"
+    build_compressed(root, commits=3)
+    before = json.loads((root / layout.MANIFEST).read_text())
+    with IndexWriter(root, fingerprint=FP, choice_limits=LIMITS) as w:
+        w.delete(np.arange(0, 3_000, 7))
+        w.compact(target_shard_size=10_000)
+    data = json.loads((root / layout.MANIFEST).read_text())
+    assert len(data["shards"]) == 1 < len(before["shards"])
+    assert data["codes"]["trained"] == before["codes"]["trained"]  # not re-trained: encoded from it
+    assert data["shards"][0]["codes"] and data["shards"][0]["codes"] in data["checksums"]
+    q = clustered(20, seed=11)
+    with AudioIndex.open(root) as index:
+        found = index.search(q, 10)
+        assert not {h.id for row in found for h in row} & set(range(0, 3_000, 7))
+        assert _recall(found, index.search(q, 10, exact=True)) >= 0.9
