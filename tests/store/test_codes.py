@@ -50,6 +50,10 @@ def test_switches_to_compressed_codes_past_the_threshold(tmp_path: Path) -> None
     assert {codes["trained"], *(s["codes"] for s in data["shards"])} <= set(data["checksums"])
     with AudioIndex.open(root) as index:
         assert index.index_info()["choice"] == "compressed"
+    # The PCA's training-only eigenvectors (dim x dim) are not copied into the template and codes files.
+    template = faiss_ops.read_bytes(root, codes["trained"], (root / codes["trained"]).read_bytes())
+    pca = faiss_ops.faiss().downcast_VectorTransform(faiss_ops.faiss().downcast_index(template).chain.at(0))
+    assert pca.PCAMat.size() == 0 and pca.A.size() == 64 * DIM
 
 
 def test_compressed_search_recall_against_exact(compressed) -> None:  # noqa: ANN001

@@ -258,6 +258,7 @@ class CodesKeeper:
         _, sample = _gather(readers, masks, np.sort(picks[n_queries:]))
         template = faiss_ops.build(choice.factory, self.dim)
         faiss_ops.train(template, sample, choice.factory, cap=len(sample))
+        faiss_ops.drop_pca_training_state(template)  # else each codes file carries 64 MB at 4,096 dims
         del sample
         trained = layout.trained_index(generation)
         with fsio.atomic_file(self.root / trained) as f:

@@ -135,6 +135,22 @@ def _single_thread_when_small(floats: int) -> Iterator[None]:
         f.omp_set_num_threads(before)
 
 
+def drop_pca_training_state(index: Any) -> None:
+    """Free a trained PCA's full eigenvector matrix, which FAISS keeps only for training.
+
+    Applying the PCA needs only its projection (d_out x d_in), but the index also stores every
+    eigenvector (d_in x d_in: 64 MB at 4,096 dims) and would copy it into each clone and file.
+    """
+    f = faiss()
+    concrete = f.downcast_index(index)
+    if not isinstance(concrete, f.IndexPreTransform):
+        return
+    for i in range(concrete.chain.size()):
+        transform = f.downcast_VectorTransform(concrete.chain.at(i))
+        if isinstance(transform, f.PCAMatrix):
+            transform.PCAMat.resize(0)
+
+
 def clone(index: Any) -> Any:
     """A deep copy of `index` (used to start a shard from the trained, empty index)."""
     return faiss().clone_index(index)

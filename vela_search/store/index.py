@@ -95,6 +95,7 @@ class AudioIndex:
         self._locator: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         # Automatic indexes past exact size: every shard's codes merged into one candidate index.
         self._codes: CodesSearcher | None = None
+        self._live_ids: tuple[np.ndarray | None] | None = None  # cached mask of undeleted ids
         if shards and vectors and data.get("codes") and data["shards"]:
             self._codes = CodesSearcher(
                 merge_codes([s.codes_index() for s in self._shards]),
@@ -543,12 +544,17 @@ class AudioIndex:
         self, pattern: re.Pattern[str] | None, ranges: Mapping[str, tuple[float | None, float | None]] | None
     ) -> np.ndarray | None:
         """Searchable global ids as a mask indexed by id (None: every stored id)."""
+        unfiltered = pattern is None and not ranges
+        if unfiltered and self._live_ids is not None:
+            return self._live_ids[0]  # deletions only: the same mask for every query
         masks = [self._allowed_rows(i, pattern, ranges) for i in range(len(self._shards))]
-        if all(m is None for m in masks):
-            return None
-        allowed = np.zeros(int(self.manifest["next_id"]), dtype=bool)
-        for shard, mask in zip(self._shards, masks, strict=True):
-            allowed[shard.ids if mask is None else shard.ids[mask]] = True
+        allowed = None
+        if any(m is not None for m in masks):
+            allowed = np.zeros(int(self.manifest["next_id"]), dtype=bool)
+            for shard, mask in zip(self._shards, masks, strict=True):
+                allowed[shard.ids if mask is None else shard.ids[mask]] = True
+        if unfiltered:
+            self._live_ids = (allowed,)
         return allowed
 
     def index_info(self) -> dict[str, Any]:

@@ -159,7 +159,7 @@ def choose_index(
     rotation = f"PCAR{rotated}," if rotated < dim else ""
     pq = f"PQ{code_bytes}" if nbits == 8 else f"PQ{code_bytes}x{nbits}"
     factory = f"{rotation}IVF{nlist}_HNSW32,{pq}"
-    nprobe = min(nlist, max(16, nlist // 16))
+    nprobe = min(nlist, max(16, nlist // 32))
     train_size = min(n, limits.train_max, max(nlist, 1 << nbits) * ppc * 2)
     return IndexChoice(
         "compressed", factory, nlist, code_bytes, nprobe, limits.min_rerank, train_size, memory, n
