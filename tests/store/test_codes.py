@@ -272,3 +272,14 @@ def test_compaction_gives_merged_shards_codes_from_the_template(tmp_path: Path) 
         found = index.search(q, 10)
         assert not {h.id for row in found for h in row} & set(range(0, 3_000, 7))
         assert _recall(found, index.search(q, 10, exact=True)) >= 0.9
+
+
+def test_a_new_budget_that_changes_the_codes_retrains_them(tmp_path: Path) -> None:
+    root = tmp_path / "idx"
+    build_compressed(root, commits=2)
+    before = json.loads((root / layout.MANIFEST).read_text())["codes"]
+    with IndexWriter(root, fingerprint=FP, choice_limits=LIMITS, max_index_memory=60_000) as w:
+        w.commit()  # 2,000 vectors in 60 kB: smaller codes
+    after = json.loads((root / layout.MANIFEST).read_text())["codes"]
+    assert after["trained"] != before["trained"] and after["factory"] != before["factory"]
+    assert after["memory_bytes"] <= 60_000

@@ -208,8 +208,9 @@ class CodesKeeper:
         """Bring `new`'s codes in line with the policy before it is published.
 
         Drops the codes when exact search suffices again; trains them (all shards, one commit) when
-        the collection outgrew exact search or grew past `growth_factor` x the design size, or when
-        repair asked; encodes shards that lack codes (e.g. written by a path that does not know them).
+        the collection outgrew exact search or grew past `growth_factor` x the design size, when the
+        budget now chooses other codes, or when repair asked; encodes shards that lack codes (e.g.
+        written by a path that does not know them).
 
         Returns:
             Checksums of the files written, by path.
@@ -230,7 +231,11 @@ class CodesKeeper:
                     entry.pop("codes", None)
             return {}
         outgrown = codes is None or live > self.limits.growth_factor * int(codes["design_size"])
-        if outgrown or self.force_retrain:
+        # A new memory budget (or policy) would choose other codes for the same design size.
+        changed = codes is not None and (
+            choose_index(int(codes["design_size"]), self.dim, budget, self.limits).factory != codes["factory"]
+        )
+        if outgrown or changed or self.force_retrain:
             self.force_retrain = False
             return self._train(new, generation, deleted, choice)
         written = {}
