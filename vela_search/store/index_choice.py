@@ -145,7 +145,7 @@ def choose_index(
     nlist = max(nlist, min(limits.min_nlist, _power_of_two_at_most(n / ppc)))
     # PQ centroids per sub-quantizer also need points: fewer bits on small collections.
     nbits = min(8, max(1, int(math.floor(math.log2(max(n / ppc, 2))))))
-    ceiling = min(limits.max_code_bytes, dim * 2 // 8, dim)  # at most 1/8 of the fp16 vectors
+    ceiling = min(limits.max_code_bytes, dim * 2 // 8 - _ID_BYTES, dim)  # codes + ids <= 1/8 of fp16
     per_vector = max_index_memory / n - _ID_BYTES
     code_bytes = _power_of_two_at_most(min(ceiling, max(per_vector, 1)))
     while True:
