@@ -133,6 +133,8 @@ def test_forced_factory_trains_on_a_uniform_sample_of_the_commit(tmp_path: Path,
     )
     parts = [clustered(800, seed=c, clusters=slice(40 * c, 40 * c + 40)) for c in range(3)]
     with IndexWriter(root, fingerprint=FP) as w:
+        # Indexing runs buffer 39 vectors per centroid before the first commit, not just one.
+        assert (w.training_vectors_needed, w.training_vectors_wanted) == (4, 4 * 39)
         for c, part in enumerate(parts):
             w.add(part, [{"path": f"/{c}.wav"}] * len(part))
         w.commit()

@@ -17,6 +17,8 @@ from .integrity import damaged
 
 # IVF probes this many lists (at most nlist) by default; FAISS's own default of 1 loses most neighbours.
 DEFAULT_NPROBE = 16
+# FAISS warns when k-means gets fewer points than this per centroid.
+MIN_POINTS_PER_CENTROID = 39
 # Training uses at most this many vectors per centroid (FAISS subsamples beyond 256 anyway).
 _TRAIN_POINTS_PER_CENTROID = 256
 # Trainings on fewer floats than this run on one thread (see single_thread).
