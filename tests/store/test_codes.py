@@ -285,3 +285,23 @@ def test_a_new_budget_that_changes_the_codes_retrains_them(tmp_path: Path) -> No
     after = json.loads((root / layout.MANIFEST).read_text())["codes"]
     assert after["trained"] != before["trained"] and after["factory"] != before["factory"]
     assert after["memory_bytes"] <= 60_000
+
+
+def test_a_shard_without_codes_is_searched_exactly_then_encoded_at_the_next_commit(tmp_path: Path) -> None:
+    root = tmp_path / "idx"
+    build_compressed(root, commits=2)
+    data = json.loads((root / layout.MANIFEST).read_text())
+    del data["shards"][0]["codes"]  # as a writer that does not know codes would leave it
+    (root / layout.MANIFEST).write_text(json.dumps(data))
+    q = clustered(3, seed=4)
+    with AudioIndex.open(root) as index:
+        assert index._codes is None
+        exact = index.search(q, 10)
+    with IndexWriter(root, fingerprint=FP, choice_limits=LIMITS) as w:
+        w.add(clustered(10, seed=9), [{"path": "/x.wav"}] * 10)
+        w.commit()
+    data = json.loads((root / layout.MANIFEST).read_text())
+    assert all(s.get("codes") for s in data["shards"])
+    with AudioIndex.open(root) as index:
+        assert index._codes is not None
+        assert _recall(index.search(q, 10), exact) >= 0.9

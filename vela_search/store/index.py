@@ -96,7 +96,10 @@ class AudioIndex:
         # Automatic indexes past exact size: every shard's codes merged into one candidate index.
         self._codes: CodesSearcher | None = None
         self._live_ids: tuple[np.ndarray | None] | None = None  # cached mask of undeleted ids
-        if shards and vectors and data.get("codes") and data["shards"]:
+        # (A shard without codes, e.g. written by an older writer, means exact search until the next commit
+        # encodes it.)
+        coded = data.get("codes") and data["shards"] and all(e.get("codes") for e in data["shards"])
+        if shards and vectors and coded:
             self._codes = CodesSearcher(
                 merge_codes([s.codes_index() for s in self._shards]),
                 nprobe=int(data["codes"]["nprobe"]),
