@@ -174,9 +174,9 @@ def test_damaged_compressed_codes_are_reported_and_re_encoded(tmp_path):
     from vela_search.store.writer import IndexWriter
 
     idx = tmp_path / "idx"
-    AudioIndex.create(idx, fingerprint=FP, dim=DIM, max_index_memory=100_000).close()
-    with IndexWriter(idx, fingerprint=FP) as w:  # 2,000 x 128 fp16 = 512 kB > 100 kB: compressed
-        w.add(clustered(2_000, seed=0), rows(0, 2_000, "a"))
+    AudioIndex.create(idx, fingerprint=FP, dim=DIM, max_index_memory=200_000).close()
+    with IndexWriter(idx, fingerprint=FP) as w:  # 5,000 x 128 fp16 = 1.3 MB > 200 kB: compressed
+        w.add(clustered(5_000, seed=0), rows(0, 5_000, "a"))
         w.commit()
     data = json.loads((idx / "manifest.json").read_text())
     broken = data["shards"][0]["codes"]
@@ -188,6 +188,6 @@ def test_damaged_compressed_codes_are_reported_and_re_encoded(tmp_path):
     assert "re-encoded from the exact vectors" in " ".join(fixed.stdout.split())
     assert run("check", "--index", idx).returncode == 0
     repaired = json.loads((idx / "manifest.json").read_text())
-    assert repaired["codes"]["trained"] != data["codes"]["trained"] and repaired["num_vectors"] == 2_000
+    assert repaired["codes"]["trained"] != data["codes"]["trained"] and repaired["num_vectors"] == 5_000
     with AudioIndex.open(idx) as index:
         assert len(index.search(clustered(1, seed=5), 10)[0]) == 10

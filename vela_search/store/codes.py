@@ -192,7 +192,7 @@ class CodesKeeper:
         Returns:
             Checksums of the written file by path (empty when the index has no codes).
         """
-        if not new.get("codes"):
+        if not new.get("codes") or len(ids) < self.limits.min_coded_rows:
             return {}
         name, checksum, _ = self._encode(
             self.template(new),
@@ -241,7 +241,7 @@ class CodesKeeper:
         written = {}
         template = self.template(new)
         for entry in new["shards"]:
-            if not entry.get("codes"):
+            if not entry.get("codes") and int(entry["count"]) >= self.limits.min_coded_rows:
                 reader = self._open(entry)
                 name, checksum, _ = self._encode(
                     template, int(entry["number"]), generation, _rows_of(reader), int(entry["count"])
@@ -270,26 +270,36 @@ class CodesKeeper:
             faiss_ops.write(template, f)
         written = {trained: f.checksum}
         self._template = (trained, template)
-        # Encode every shard from its exact vectors; on the way, the exact top-k of the queries.
+        # Encode every large shard from its exact vectors (small ones stay exact: a codes file carries
+        # the template's fixed parts); on the way, the exact top-k of the queries.
         truth = _RunningTopK(queries, _RECALL_K + 1)
+        uncoded = _RunningTopK(queries, _RECALL_K + 1)  # what searches find exactly in small shards
         encoded = []
         for entry, reader, mask in zip(new["shards"], readers, masks, strict=True):
             rows = _rows_of(reader)
+            small = reader.count < self.limits.min_coded_rows
 
             def exact_rows(
-                a: int, b: int, rows: Any = rows, mask: np.ndarray = mask
+                a: int, b: int, rows: Any = rows, mask: np.ndarray = mask, small: bool = small
             ) -> tuple[np.ndarray, np.ndarray]:
                 vectors, ids = rows(a, b)
                 truth.add(vectors[mask[a:b]], ids[mask[a:b]])
+                if small:
+                    uncoded.add(vectors[mask[a:b]], ids[mask[a:b]])
                 return vectors, ids
 
-            name, checksum, index = self._encode(
-                template, int(entry["number"]), generation, exact_rows, reader.count
-            )
+            entry.pop("codes", None)
+            if small:
+                for start in range(0, reader.count, _ENCODE_CHUNK):
+                    exact_rows(start, min(start + _ENCODE_CHUNK, reader.count))
+            else:
+                name, checksum, index = self._encode(
+                    template, int(entry["number"]), generation, exact_rows, reader.count
+                )
+                entry["codes"], written[name] = name, checksum
+                encoded.append(index)
             reader.close()
-            entry["codes"], written[name] = name, checksum
-            encoded.append(index)
-        recall = self._measure(encoded, readers, masks, queries, query_ids, truth, choice)
+        recall = self._measure(encoded, readers, masks, queries, query_ids, (truth, uncoded), choice)
         new["codes"] = {
             "factory": choice.factory,
             "trained": trained,
@@ -311,10 +321,14 @@ class CodesKeeper:
         masks: list[np.ndarray],
         queries: np.ndarray,
         query_ids: np.ndarray,
-        truth: _RunningTopK,
+        truths: tuple[_RunningTopK, _RunningTopK],
         choice: IndexChoice,
     ) -> float:
-        """recall@10 of compressed search with re-ranking vs exact search (queries' own vectors left out)."""
+        """recall@10 of compressed search with re-ranking (and exact search of the shards without codes)
+        vs exact search over everything, the queries' own vectors left out."""
+        truth, uncoded = truths
+        if not encoded:
+            return 1.0  # every shard is small: searched exactly
         merged = merge_codes(encoded)
         live_ids = np.concatenate([r.ids[m] for r, m in zip(readers, masks, strict=True)])
         allowed = np.zeros(int(live_ids.max()) + 1, dtype=bool)
@@ -334,7 +348,9 @@ class CodesKeeper:
                     reader.close()
             return out
 
-        _, found = rerank(queries, candidates, vectors_of, _RECALL_K + 1)
+        scores, found = rerank(queries, candidates, vectors_of, _RECALL_K + 1)
+        uncoded.add_results(scores, found)
+        _, found = uncoded.result()
         _, exact = truth.result()
         hits = 0
         for own, got, want in zip(query_ids.tolist(), found, exact, strict=True):
@@ -363,6 +379,15 @@ class _RunningTopK:
             return
         scores = np.hstack([self.scores, self.queries @ vectors.T])
         all_ids = np.hstack([self.ids, np.broadcast_to(ids, (len(self.queries), len(ids)))])
+        order = np.lexsort((all_ids, -scores), axis=-1)[:, : self.k]
+        self.scores = np.take_along_axis(scores, order, axis=1)
+        self.ids = np.take_along_axis(all_ids, order, axis=1)
+
+    def add_results(self, scores: np.ndarray, ids: np.ndarray) -> None:
+        """Merge per-query (scores, ids) lists found elsewhere (-1 ids are ignored)."""
+        scores = np.where(ids >= 0, scores, -np.inf).astype(np.float32)
+        scores = np.hstack([self.scores, scores])
+        all_ids = np.hstack([self.ids, ids])
         order = np.lexsort((all_ids, -scores), axis=-1)[:, : self.k]
         self.scores = np.take_along_axis(scores, order, axis=1)
         self.ids = np.take_along_axis(all_ids, order, axis=1)

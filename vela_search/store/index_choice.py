@@ -37,6 +37,8 @@ class ChoiceLimits:
         dims_per_subquantizer: PQ sub-vector width after the rotation; the rotation keeps
             code_bytes x this many dimensions (PCA with a random rotation, cheap to train at 4,096).
         min_rerank: fewest candidates re-ranked with exact inner products per query.
+        min_coded_rows: shards with fewer rows get no codes file and are searched exactly (each codes
+            file carries the template's fixed parts, ~5 MB at 4,096 dims; scanning 4,096 rows takes ~3 ms).
         growth_factor: re-train the codes once the live count exceeds the design size by this factor.
         train_max: at most this many vectors are sampled for training (bounds its time and memory).
         measure_base: vectors of the collection searched when recall@10 is measured at training time.
@@ -50,6 +52,7 @@ class ChoiceLimits:
     max_code_bytes: int = 64
     dims_per_subquantizer: int = 4
     min_rerank: int = 100
+    min_coded_rows: int = 4_096
     growth_factor: float = 4.0
     train_max: int = 65_536
     measure_base: int = 20_000
