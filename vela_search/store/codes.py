@@ -1,9 +1,10 @@
 """Compressed candidate codes beside the exact shards: training, encoding, re-training, measuring.
 
 In automatic mode (manifest ``policy.mode == "auto"``) every shard keeps its exact fp16 vectors, and
-once `index_choice.choose_index` says the collection outgrew exact search each shard also gets
-``shards/<n>.codes-<gen>.faiss``: a clone of one trained template (``trained-<gen>.faiss``) holding the
-shard's vectors under their global ids. The template is trained on a uniform random sample of every
+once `index_choice.choose_index` says the collection outgrew exact search each shard (of at least
+`min_coded_rows` rows; smaller ones are searched exactly) also gets ``shards/<n>.codes-<gen>.faiss``:
+a clone of one trained template (``trained-<gen>.faiss``) holding the shard's vectors under their
+global ids. The template is trained on a uniform random sample of every
 live vector of the collection (all shards), and re-trained, with every codes file rewritten from the
 exact vectors in the same commit, when the live count passes `growth_factor` x its design size. At
 training time the expected recall@10 is measured and recorded in the manifest's ``codes`` entry.
