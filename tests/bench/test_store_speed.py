@@ -35,6 +35,16 @@ def test_moves_relink_files_under_their_new_path(tmp_path):
     assert measure_store(5, dim=4, workdir=tmp_path).ms_per_move is None
 
 
+def test_reports_the_shards_a_run_leaves_uncompacted_and_its_first_and_last_tenth(tmp_path):
+    run = measure_store(240, dim=4, commit_every=4, workdir=tmp_path)
+    assert run.commits == 60
+    # One shard per commit without tiered merging; merged as they land, they stay few.
+    assert 1 <= run.shards_at_end <= run.peak_shards <= 12
+    assert run.first_tenth_ms == run.curve[0][1] and run.last_tenth_ms == run.curve[-1][1]
+    assert run.last_vs_first == pytest.approx(run.last_tenth_ms / run.first_tenth_ms)
+    assert run.max_shard_size == 100_000
+
+
 @pytest.mark.parametrize(
     ("bad", "message"),
     [

@@ -167,6 +167,8 @@ def test_store_benchmark_prints_the_curve_and_writes_json(tmp_path):
     assert [landed for landed, _ in report["curve"]] == list(range(4, 41, 4))
     assert report["moves"] == 5 and report["ms_per_move"] > 0
     assert "ms per file" in result.stderr and "5 moved files" in result.stderr
+    assert report["shards_at_end"] == 1 and report["peak_shards"] == 2 and report["last_vs_first"] > 0
+    assert "shards after the landing (not compacted" in " ".join(result.stderr.split())
 
 
 def test_clotho_with_index_loads_the_index_embedder_without_model(tmp_path, tiny_model_dir, capsys):

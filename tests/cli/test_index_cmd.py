@@ -344,3 +344,36 @@ def test_a_bad_memory_budget_is_one_clear_line(capsys, tmp_path, size):
     assert code == 1
     assert err.startswith("error: --max-index-memory:") and "(e.g. 4G)" in err
     assert "Traceback" not in err and not (tmp_path / "i").exists()
+
+
+def test_info_says_which_faiss_build_and_gpus_without_reading_shards(tmp_path):
+    # The installed console script, on an index whose shard files are gone: info reads none of them.
+    import sys
+    from pathlib import Path
+
+    import faiss
+    import numpy as np
+
+    root = tmp_path / "idx"
+    fingerprint = {"model": "m", "dim": 4}
+    AudioIndex.create(root, fingerprint=fingerprint, dim=4).close()
+    with AudioIndex.open(root).writer(fingerprint=fingerprint) as w:
+        w.add(np.eye(4, dtype=np.float32), [{"path": f"/a/{i}.wav"} for i in range(4)])
+        w.commit()
+    for shard in (root / "shards").glob("*.faiss"):
+        shard.unlink()
+    cli = str(Path(sys.executable).with_name("vela-search"))
+    wide = {**cli_env(), "COLUMNS": "200"}  # one table row per line
+    text = subprocess.run([cli, "info", "--index", root], capture_output=True, text=True, env=wide)
+    assert text.returncode == 0, text.stderr
+    [line] = [" ".join(row.replace("│", " ").split()) for row in text.stdout.splitlines() if "FAISS" in row]
+    assert line.startswith(f"FAISS {faiss.__version__}, CPU build (")
+    assert line.endswith("0 GPUs (searches run on the CPU)")
+    done = subprocess.run(
+        [cli, "info", "--index", root, "--json"], capture_output=True, text=True, env=cli_env()
+    )
+    assert done.returncode == 0, done.stderr
+    info = json.loads(done.stdout)
+    assert info["gpus"] == 0 and info["faiss_build"]["version"] == faiss.__version__
+    assert info["faiss_build"]["compile_options"] == faiss.get_compile_options().split()
+    assert info["faiss_build"]["gpu_support"] is False and info["faiss_build"]["cuvs"] is False

@@ -483,10 +483,12 @@ def test_rebuild_with_an_adapter_replaces_the_generation(tmp_path, emb, tiny_mod
 
 
 def test_many_small_commits_are_merged_at_the_end(tmp_path, emb):
-    small_collection(tmp_path / "audio", 9, seconds=0.5)
+    # Eight one-segment commits: too few shards for the commits' own tiered merging (more than 8), enough
+    # small ones for the end of the run to compact them.
+    small_collection(tmp_path / "audio", 8, seconds=0.5)
     report = index_paths([tmp_path / "audio"], tmp_path / "idx", emb, commit_every=1)
-    assert report.compacted and report.shards == 1 and report.vectors == 9
-    assert len(live_segments(tmp_path / "idx")) == 9
+    assert report.compacted and report.shards == 1 and report.vectors == 8
+    assert len(live_segments(tmp_path / "idx")) == 8
     few = index_paths([tmp_path / "audio"], tmp_path / "few", emb, commit_every=3)
     assert not few.compacted and few.shards == 3
 

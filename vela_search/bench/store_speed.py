@@ -3,7 +3,9 @@
 Indexing lands each file with one ``IndexWriter.add`` (its segments' vectors and metadata rows) and one
 ``put_files`` (its files-table row), and commits every few hundred segments. This benchmark makes the same
 calls with random vectors into a fresh index and reports the time per file along the way, so a cost that
-grows with the collection shows up as a rising curve rather than being lost in an average.
+grows with the collection shows up as a rising curve rather than being lost in an average. It also counts
+the shards as commits land (tiered merging keeps them few) and at the end of the landing loop, which is
+what an interrupted run leaves: the run is never compacted.
 """
 
 from __future__ import annotations
@@ -42,6 +44,13 @@ class StoreRun:
     curve: list[tuple[int, float]] = field(default_factory=list)
     moves: int = 0
     ms_per_move: float | None = None
+    # ms per file over the first and the last tenth of the landing, and their ratio (flat: near 1)
+    first_tenth_ms: float = 0.0
+    last_tenth_ms: float = 0.0
+    last_vs_first: float = 0.0
+    shards_at_end: int = 0  # after the landing loop, before any compaction (what an interrupted run leaves)
+    peak_shards: int = 0  # the most shards any commit left
+    max_shard_size: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
@@ -84,7 +93,7 @@ class _Committer:
 
     def __init__(self, writer: Any, every: int) -> None:
         self.writer, self.every = writer, every
-        self.commits = self.uncommitted = 0
+        self.commits = self.uncommitted = self.peak_shards = 0
 
     def landed(self, segments: int) -> None:
         self.uncommitted += segments
@@ -95,6 +104,7 @@ class _Committer:
         if self.uncommitted:
             self.writer.commit()
             self.commits, self.uncommitted = self.commits + 1, 0
+            self.peak_shards = max(self.peak_shards, len(self.writer.manifest["shards"]))
 
 
 def measure_store(
@@ -164,6 +174,8 @@ def measure_store(
                     mark = time.perf_counter()
             committer.flush()
             total = time.perf_counter() - started
+            shards_at_end = len(writer.manifest["shards"])
+            max_shard_size = writer.max_shard_size
             if moves:
                 started = time.perf_counter()
                 for number in range(moves):
@@ -179,7 +191,8 @@ def measure_store(
                 ms_per_move = (time.perf_counter() - started) * 1000 / moves
                 if progress is not None:
                     progress("move", moves, moves)
-        with AudioIndex.open(root) as done:  # the benchmark must have done the work it timed
+        # The benchmark must have done the work it timed (the files table only: the vectors may be GBs).
+        with AudioIndex.open(root, shards=False) as done:
             paths = done.files()["path"].to_pylist()
         moved = sum(p.startswith("/library/moved/") for p in paths)
         if len(paths) != files or moved != moves:
@@ -197,6 +210,12 @@ def measure_store(
             curve=curve,
             moves=moves,
             ms_per_move=ms_per_move,
+            first_tenth_ms=curve[0][1],
+            last_tenth_ms=curve[-1][1],
+            last_vs_first=curve[-1][1] / curve[0][1] if curve[0][1] else 0.0,
+            shards_at_end=shards_at_end,
+            peak_shards=committer.peak_shards,
+            max_shard_size=max_shard_size,
         )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -287,6 +287,12 @@ def store(
             table.add_row(f"{landed:,}", f"{ms:.3f}")
         target.print(table)
         target.print(f"total {run.total_s:.2f} s, {run.ms_per_file:.3f} ms per file")
+        target.print(
+            f"last tenth vs first: {run.last_tenth_ms:.3f} / {run.first_tenth_ms:.3f} ms per file = "
+            f"{run.last_vs_first:.2f}x; shards after the landing (not compacted, as an interrupted run "
+            f"leaves them): {run.shards_at_end}, at most {run.peak_shards} (shards of up to "
+            f"{run.max_shard_size:,} vectors)"
+        )
         if run.ms_per_move is not None:
             target.print(f"then {run.moves:,} moved files: {run.ms_per_move:.3f} ms per move")
 

@@ -638,6 +638,9 @@ def _print_info(info: dict[str, Any]) -> None:
                 f"{room['prefix_tokens']}-token prefix)",
             )
         )
+    build = info.get("faiss_build")
+    if build:
+        rows.append(("FAISS", _describe_faiss(build)))
     for key, value in sorted(info["fingerprint"].items()):
         rows.append((f"fingerprint.{key}", value if value is not None else "none"))
     staged = info.get("staged_rebuild")
@@ -652,3 +655,21 @@ def _print_info(info: dict[str, Any]) -> None:
     for key, value in rows:
         table.add_row(key, escape(str(value)))
     console.print(table)
+
+
+def _describe_faiss(build: dict[str, Any]) -> str:
+    """E.g. ``1.15.1, CPU build (OPTIMIZE AVX2), 0 GPUs`` or ``1.15.1, GPU build with cuVS (…), 2 GPUs``."""
+    kind = "GPU build" if build["gpu_support"] else "CPU build"
+    if build["cuvs"]:
+        kind += " with cuVS"
+    options = " ".join(build["compile_options"])
+    gpus = build["gpus"]
+    return (
+        f"{build['version']}, {kind}"
+        + (f" ({options})" if options else "")
+        + (
+            f", {gpus} GPU{'s' if gpus != 1 else ''} (searches run on GPU 0)"
+            if gpus
+            else ", 0 GPUs (searches run on the CPU)"
+        )
+    )

@@ -68,6 +68,7 @@ def index_info(index_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """
     from vela_search.store import AudioIndex
     from vela_search.store.codes import describe as describe_search
+    from vela_search.store.gpu import faiss_build, gpu_count
 
     index_dir = Path(index_dir)
     # The manifest and the files table only: describing an index reads no shard.
@@ -110,6 +111,9 @@ def index_info(index_dir: str | os.PathLike[str]) -> dict[str, Any]:
                 else None
             ),
             "staged_rebuild": None,
+            # The FAISS that searches run on here (not a property of the index): build and GPUs.
+            "faiss_build": faiss_build(),
+            "gpus": gpu_count(),
         }
         if staging is not None:
             info["staged_rebuild"] = {

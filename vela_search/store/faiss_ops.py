@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import re
-import threading
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -24,9 +24,13 @@ _TRAIN_POINTS_PER_CENTROID = 256
 # Trainings on fewer floats than this run on one thread (see single_thread).
 _SMALL_TRAINING_FLOATS = 1 << 24
 
+# FAISS maps files only on Linux (faiss/impl/mapped_io.cpp); elsewhere every index file is read whole.
+MAPPING_SUPPORTED = sys.platform.startswith("linux")
+# The four-byte tags that start FAISS files of the types it memory-maps: IndexFlatCodes (flat vectors,
+# scalar-quantizer codes such as SQfp16, PQ codes). Other types (IVF, HNSW, ...) are read into memory.
+_MAPPABLE_TAGS = {b"IxFI", b"IxF2", b"IxFl", b"IxSQ", b"IxPq"}
+
 _faiss: Any = None
-_gpu_lock = threading.Lock()
-_gpu_resources: Any = None
 
 
 class IndexTrainingError(StoreError):
@@ -177,6 +181,51 @@ def read(source: IO[bytes]) -> Any:
     return index
 
 
+def _unreadable(error: Exception) -> str:
+    # Drop FAISS's C++ location ("Error in <function> at <file>:<line>: ").
+    why = re.sub(r"^Error in .*? at \S+:\d+: ", "", _message(error))
+    return f"it is not a readable FAISS index ({why})"
+
+
+def mappable(path: Path) -> bool:
+    """Whether the FAISS file at `path` is of a type FAISS memory-maps here (reads its first 4 bytes).
+
+    False also when the file cannot be read: the ordinary whole-file read then reports why.
+    """
+    if not MAPPING_SUPPORTED or not hasattr(faiss(), "IO_FLAG_MMAP_IFC"):
+        return False
+    try:
+        os_path = str(path)
+        os_path.encode("utf-8")  # FAISS takes the name as UTF-8 text
+        with open(path, "rb") as f:
+            return f.read(4) in _MAPPABLE_TAGS
+    except (OSError, UnicodeError):
+        return False
+
+
+def read_mapped(root: Path, relpath: str) -> Any:
+    """Open the index file `relpath` memory-mapped (a `mappable` type): its vectors stay on disk.
+
+    The mapping keeps the file's data readable after the file is deleted, and FAISS closes the file
+    descriptor once the mapping exists. The file's structure is checked (header, and that it is long
+    enough for the vectors it declares); its checksum is not (see `integrity.verify_file`).
+
+    Raises:
+        IndexDamagedError: the file is missing, truncated or not a FAISS index (the message names it).
+        StoreError: the process is out of file descriptors.
+    """
+    f = faiss()
+    path = Path(root) / relpath
+    try:
+        return f.read_index(str(path), f.IO_FLAG_MMAP_IFC)
+    except RuntimeError as e:
+        if not path.exists():
+            raise damaged(root, relpath, "it is missing") from None
+        if "Too many open files" in str(e):
+            raise StoreError(f"cannot open {path}: too many open files") from None
+        raise damaged(root, relpath, _unreadable(e)) from None
+
+
 def read_bytes(root: Path, relpath: str, data: bytes) -> Any:
     """Deserialise the index file `relpath` from its bytes.
 
@@ -186,21 +235,26 @@ def read_bytes(root: Path, relpath: str, data: bytes) -> Any:
     try:
         return read(io.BytesIO(data))
     except (RuntimeError, ValueError) as e:
-        # Drop FAISS's C++ location ("Error in <function> at <file>:<line>: ").
-        why = re.sub(r"^Error in .*? at \S+:\d+: ", "", _message(e))
-        raise damaged(root, relpath, f"it is not a readable FAISS index ({why})") from None
+        raise damaged(root, relpath, _unreadable(e)) from None
 
 
-def reconstruct_all(index: Any) -> np.ndarray:
-    """Decode every stored vector (exact for SQfp16 up to fp16 rounding; approximate for PQ)."""
+def reconstruct_all(index: Any, out: np.ndarray | None = None, start: int = 0) -> np.ndarray:
+    """Decode every stored vector (exact for SQfp16 up to fp16 rounding; approximate for PQ).
+
+    Args:
+        index: the FAISS index.
+        out: optional C-contiguous float32 array (rows, d) to decode rows ``start:start + rows`` into
+            (saves a copy, and lets a large index be decoded a piece at a time).
+        start: the first row decoded into `out`.
+    """
     n, d = int(index.ntotal), int(index.d)
-    if n == 0:
-        return np.empty((0, d), dtype=np.float32)
+    if n == 0 or (out is not None and len(out) == 0):
+        return np.empty((0, d), dtype=np.float32) if out is None else out
     ivf = _ivf(index)
     if ivf is not None:
         ivf.make_direct_map()
     try:
-        return index.reconstruct_n(0, n)
+        return index.reconstruct_n(start, len(out), out) if out is not None else index.reconstruct_n(0, n)
     except RuntimeError as e:
         raise StoreError(f"this index type cannot return its stored vectors: {_message(e)}") from e
 
@@ -231,20 +285,20 @@ def _search_params(index: Any, k: int, selector: Any) -> Any:
 
 
 def search(
-    index: Any, queries: np.ndarray, k: int, allowed: np.ndarray | None, fallback: Any = None
+    index: Any, queries: np.ndarray, k: int, allowed: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k of `queries` over the rows of `index` where `allowed` is True.
+    """Top-k of `queries` over the rows of the CPU index `index` where `allowed` is True.
 
     Excluded rows are removed before top-k, with an IDSelectorBitmap; an index type that rejects
-    selectors is searched instead for k + (number of excluded rows) candidates, which for an exact
-    index always contains the k best allowed rows.
+    selectors is searched instead for k + (number of excluded rows) candidates, which always contain
+    the k best allowed rows the index would return (see `keep_allowed`). GPU indexes go through
+    `gpu.search`, which never trusts them with a selector they might ignore.
 
     Args:
-        index: the index to search (possibly a GPU copy).
+        index: the CPU index to search.
         queries: (q, d) float32.
         k: how many results per query.
         allowed: boolean mask over the index's rows, or None for all rows.
-        fallback: a CPU copy used when `index` cannot take a selector (defaults to `index`).
 
     Returns:
         (scores, positions), each (q, min(k, ntotal)); missing results have position -1.
@@ -257,17 +311,44 @@ def search(
             # HNSW returns at most efSearch results; widen it for large k.
             return index.search(queries, k, params=_search_params(index, k, None))
         return index.search(queries, k)
-    bitmap = np.packbits(allowed, bitorder="little")
-    selector = f.IDSelectorBitmap(n, f.swig_ptr(bitmap))
     try:
-        return index.search(queries, k, params=_search_params(index, k, selector))
+        return index.search(queries, k, params=_search_params(index, k, bitmap_selector(allowed)))
     except RuntimeError:
         pass
-    target = fallback if fallback is not None else index
     wide = min(n, k + int(n - np.count_nonzero(allowed)))
-    scores, positions = target.search(queries, wide)
-    ok = positions >= 0
-    ok &= allowed[np.where(ok, positions, 0)]
+    scores, positions = index.search(queries, wide)
+    return keep_allowed(scores, positions, allowed, k)
+
+
+def bitmap_selector(allowed: np.ndarray) -> Any:
+    """A FAISS selector of the rows where `allowed` is True (keeps its bitmap alive with it)."""
+    f = faiss()
+    bitmap = np.packbits(allowed, bitorder="little")
+    selector = f.IDSelectorBitmap(len(allowed), f.swig_ptr(bitmap))
+    selector.bitmap_owner = bitmap  # FAISS holds a raw pointer: the array must live as long as it
+    return selector
+
+
+def allowed_at(allowed: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Whether each result label is allowed: False for -1 (no result) and for labels past the mask."""
+    inside = (labels >= 0) & (labels < len(allowed))
+    return inside & allowed[np.where(inside, labels, 0)]
+
+
+def keep_allowed(
+    scores: np.ndarray, positions: np.ndarray, allowed: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The first k allowed candidates of each row of a best-first candidate list.
+
+    Args:
+        scores, positions: (q, w) candidates, best first, position -1 for none.
+        allowed: boolean mask indexed by the labels the index returns (row positions for shards).
+        k: results to keep per query.
+
+    Returns:
+        (scores, positions), each (q, min(k, w)); missing results have position -1 and score -inf.
+    """
+    ok = allowed_at(allowed, positions)
     order = np.argsort(~ok, axis=1, kind="stable")[:, :k]
     scores = np.take_along_axis(scores, order, axis=1)
     positions = np.take_along_axis(positions, order, axis=1)
@@ -275,29 +356,3 @@ def search(
     positions[~keep] = -1
     scores[~keep] = -np.inf
     return scores, positions
-
-
-def to_gpu(index: Any) -> Any:
-    """A GPU copy of `index` when FAISS has GPU support, else `index` itself.
-
-    GPUs have no flat scalar-quantizer index, so an SQfp16 shard becomes a flat index stored in fp16:
-    the same exact search over the same fp16 values. Types FAISS cannot move stay on the CPU.
-    """
-    global _gpu_resources
-    f = faiss()
-    if not hasattr(f, "StandardGpuResources") or f.get_num_gpus() == 0:
-        return index
-    try:
-        with _gpu_lock:
-            if _gpu_resources is None:
-                _gpu_resources = f.StandardGpuResources()
-        options = f.GpuClonerOptions()
-        options.useFloat16 = True
-        source = index
-        concrete = f.downcast_index(index)
-        if isinstance(concrete, f.IndexScalarQuantizer) and concrete.sq.qtype == f.ScalarQuantizer.QT_fp16:
-            source = f.IndexFlatIP(index.d)
-            source.add(reconstruct_all(index))
-        return f.index_cpu_to_gpu(_gpu_resources, 0, source, options)
-    except (RuntimeError, AttributeError):
-        return index

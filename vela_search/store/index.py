@@ -12,17 +12,22 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import EmptyIndexError, IndexNotFoundError, StoreError
-from . import codes, faiss_ops, layout, manifest
+from . import codes, faiss_ops, layout, manifest, table_log
 from .integrity import IndexDamagedError, device_errors, read_verified
 from .lock import WriterLock
 from .rerank import CodesSearcher, merge_codes
 from .shards import ShardReader, compile_glob
-from .tables import empty_files, files_from_bytes, ids_from_bytes
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping
 
     from .writer import IndexWriter
+
+# A snapshot also checks its memory-mapped shard files against their checksums when it opens, while
+# they total at most this many bytes (one streaming CRC pass: about 0.1 s). Beyond it, their structure is
+# checked at open, and their checksums by `vela-search check` and by the writer before it copies
+# vectors out of them (docs/format.md, "Checksums and paths").
+VERIFY_AT_OPEN_BYTES = 256 << 20
 
 # How many times open() re-reads the manifest when a commit removes files between reading it and
 # opening the files it names.
@@ -75,8 +80,9 @@ def _merge_top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarra
 class AudioIndex:
     """A consistent, read-only snapshot of an index: one manifest and only the files it names.
 
-    Later commits do not change an open snapshot (its files are read into memory when it opens, and
-    closed); reopen to see them.
+    Later commits do not change an open snapshot (its files are opened when it opens: tables read into
+    memory, shard vectors memory-mapped, every file closed; a mapping keeps a deleted file's data);
+    reopen to see them.
     Use `AudioIndex.open`, `create` or `open_or_create` rather than the constructor.
     """
 
@@ -86,20 +92,19 @@ class AudioIndex:
         self._lock = threading.Lock()
         self._opened = "vectors" if shards and vectors else "metadata" if shards else "none"
         checksums = data.get("checksums") or {}
-        # Every file is read into memory (and checked) now and closed: the snapshot then survives the
-        # commits that delete its files, and holds no open files however many shards there are.
+        # Every file is opened (read into memory or mapped, and checked) now and closed: the snapshot then
+        # survives the commits that delete its files, and holds no open files however many shards there are.
         self._shards: list[ShardReader] = []
         if shards:
             for entry in data["shards"]:
                 reader = ShardReader(self.root, entry, int(data["dim"]), checksums)
                 self._shards.append(reader.load(vectors=vectors))
-        files, deleted = data["files"], data["deleted"]
-        self._files = files_from_bytes(self.root, files, self._read_table(files)) if files else empty_files()
-        self._deleted = (
-            ids_from_bytes(self.root, deleted, self._read_table(deleted))
-            if deleted
-            else np.empty(0, np.int64)
-        )
+            if vectors and sum(r.mapped_bytes for r in self._shards) <= VERIFY_AT_OPEN_BYTES:
+                for reader in self._shards:
+                    reader.index(verify=True)
+        # Each table is its base file with the deltas committed since applied (format version 2).
+        self._files = table_log.read_files(self.root, data, self._read_table)
+        self._deleted = table_log.read_deleted(self.root, data, self._read_table)
         self._deleted_masks: dict[int, np.ndarray | None] = {}
         self._locator: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         # Automatic indexes past exact size: every shard's codes merged into one candidate index.
@@ -135,8 +140,9 @@ class AudioIndex:
     def open(cls, root: str | Path, *, shards: bool = True, vectors: bool = True) -> AudioIndex:
         """Open the current generation of the index at `root`.
 
-        Every file the snapshot needs is read now, checked against the checksum the manifest records,
-        and closed.
+        Every file the snapshot needs is opened now and closed: tables are read and checked against the
+        checksums the manifest records; shard vectors are memory-mapped where FAISS can map them (their
+        structure checked, and their checksums while they total at most `VERIFY_AT_OPEN_BYTES`).
 
         Args:
             root: the index directory.
@@ -254,7 +260,7 @@ class AudioIndex:
         return IndexWriter(self.root, fingerprint=fingerprint, staged=staged, **options)
 
     def close(self) -> None:
-        """Release the snapshot's loaded data (it holds no open files)."""
+        """Release the snapshot's loaded data and mappings (it holds no open files)."""
         for shard in self._shards:
             shard.close()
 

@@ -1,15 +1,18 @@
 """Integrity of index files: checksums, confinement to the index folder, and one-line damage errors.
 
-Every data file a manifest names is read whole into memory, checked against the checksum the manifest
-records for it (when it records one: manifests written before checksums existed do not), and parsed
-from memory; the file is closed at once, so a reader holds no open files. A damaged file is reported as
-an `IndexDamagedError` naming it, whatever the parser would have said.
+Every data file a manifest names is checked against the checksum the manifest records for it (when it
+records one: manifests written before checksums existed do not). Tables and FAISS files of types that
+cannot be memory-mapped are read whole into memory, checked and parsed from memory; memory-mapped shard
+files are checked by streaming them through the CRC (`verify_file`), which keeps none of their pages.
+Files are closed at once, so a reader holds no open files. A damaged file is reported as an
+`IndexDamagedError` naming it, whatever the parser would have said.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -107,12 +110,8 @@ def read_verified(root: Path, relpath: str, expected: str | None) -> bytes:
             data = f.read()
     except FileNotFoundError:
         raise damaged(root, relpath, "it is missing") from None
-    except IsADirectoryError:
-        raise damaged(root, relpath, "it is a directory") from None
     except OSError as e:
-        if e.errno in (errno.EMFILE, errno.ENFILE):
-            raise StoreError(f"cannot open {path}: too many open files ({e.strerror})") from None
-        raise damaged(root, relpath, f"it cannot be read ({e.strerror or e})") from None
+        raise _read_error(root, relpath, e) from None
     if expected is not None:
         actual = checksum_of(data)
         if actual != expected:
@@ -122,6 +121,65 @@ def read_verified(root: Path, relpath: str, expected: str | None) -> bytes:
                 f"its checksum is {actual}, the manifest recorded {expected} (corrupted on disk)",
             )
     return data
+
+
+# Bytes read per step when a file is checked without being kept (see `verify_file`).
+_VERIFY_CHUNK = 8 << 20
+
+
+def verify_file(root: Path, relpath: str, expected: str | None, *, missing_ok: bool = False) -> bool:
+    """Check the index file `relpath` against its recorded checksum, streaming it from disk.
+
+    Only one chunk of the file is in this process's memory at a time (the pages read stay in the
+    operating system's cache, not in the process), so checking a multi-GB shard costs one sequential
+    read and no memory.
+
+    Args:
+        root: the index folder.
+        relpath: the file, as the manifest names it.
+        expected: the manifest's checksum of the file, or None where it records none (nothing to check).
+        missing_ok: return False instead of raising when the file no longer exists (a snapshot's file
+            collected by a later commit, after the snapshot mapped it).
+
+    Returns:
+        Whether the file was checked (False: no checksum recorded, or missing with `missing_ok`).
+
+    Raises:
+        IndexDamagedError: the file is missing, unreadable or does not match its checksum.
+    """
+    check_relpath(relpath, where=layout.MANIFEST)
+    if expected is None:
+        return False
+    path = root / relpath
+    checksum = Checksum()
+    buffer = bytearray(_VERIFY_CHUNK)
+    view = memoryview(buffer)
+    try:
+        with open(path, "rb", buffering=0) as f:
+            if hasattr(os, "posix_fadvise"):
+                os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+            while n := f.readinto(buffer):
+                checksum.update(view[:n])
+    except FileNotFoundError:
+        if missing_ok:
+            return False
+        raise damaged(root, relpath, "it is missing") from None
+    except OSError as e:
+        raise _read_error(root, relpath, e) from None
+    actual = checksum.hexdigest()
+    if actual != expected:
+        raise damaged(
+            root, relpath, f"its checksum is {actual}, the manifest recorded {expected} (corrupted on disk)"
+        )
+    return True
+
+
+def _read_error(root: Path, relpath: str, error: OSError) -> StoreError:
+    if error.errno in (errno.EMFILE, errno.ENFILE):
+        return StoreError(f"cannot open {root / relpath}: too many open files ({error.strerror})")
+    if isinstance(error, IsADirectoryError):
+        return damaged(root, relpath, "it is a directory")
+    return damaged(root, relpath, f"it cannot be read ({error.strerror or error})")
 
 
 def damaged(root: Path, relpath: str, why: str) -> IndexDamagedError:

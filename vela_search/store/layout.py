@@ -6,7 +6,8 @@ import re
 from pathlib import Path
 
 FORMAT_NAME = "vela-search-index"
-FORMAT_VERSION = 1
+# 2: the files and deleted tables may have deltas (`files_deltas`, `deleted_deltas`); see docs/format.md.
+FORMAT_VERSION = 2
 
 MANIFEST = "manifest.json"
 STAGING_MANIFEST = "manifest.staging.json"
@@ -18,6 +19,8 @@ TMP_PREFIX = ".tmp-"
 _OWNED = (
     re.compile(r"^files-\d+\.parquet$"),
     re.compile(r"^deleted-\d+\.parquet$"),
+    re.compile(r"^files-delta-\d+\.parquet$"),
+    re.compile(r"^deleted-delta-\d+\.parquet$"),
     re.compile(r"^trained-\d+\.faiss$"),
     re.compile(r"^shards/\d+\.(faiss|parquet)$"),
     re.compile(r"^shards/\d+\.codes-\d+\.faiss$"),
@@ -44,6 +47,16 @@ def files_table(generation: int) -> str:
 def deleted_table(generation: int) -> str:
     """Relative path of the tombstone table written by `generation`."""
     return f"deleted-{generation}.parquet"
+
+
+def files_delta(generation: int) -> str:
+    """Relative path of the files-table delta written by `generation` (format version 2)."""
+    return f"files-delta-{generation}.parquet"
+
+
+def deleted_delta(generation: int) -> str:
+    """Relative path of the tombstone delta written by `generation` (format version 2)."""
+    return f"deleted-delta-{generation}.parquet"
 
 
 def trained_index(generation: int) -> str:

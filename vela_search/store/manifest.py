@@ -13,6 +13,8 @@ from .integrity import check_relpath
 from .layout import FORMAT_NAME, FORMAT_VERSION
 
 METRIC = "inner_product"
+# Manifest keys of the files and deleted tables' deltas (format version 2; absent in version 1: none).
+DELTA_KEYS = {"files": "files_deltas", "deleted": "deleted_deltas"}
 
 _REQUIRED = (
     "format",
@@ -65,7 +67,9 @@ def new_manifest(*, fingerprint: dict, dim: int, factory: str, staged: bool = Fa
         "num_deleted": 0,
         "shards": [],
         "files": None,
+        "files_deltas": [],
         "deleted": None,
+        "deleted_deltas": [],
         "retained": [],
         "checksums": {},
     }
@@ -125,11 +129,33 @@ def _check_paths(path: Path, data: dict) -> None:
             check_relpath(entry["codes"], where=str(path))
     for name in retained:
         check_relpath(name, where=str(path))
+    _check_deltas(path, data)
     checksums = data.get("checksums")
     if checksums is not None and not (
         isinstance(checksums, dict) and all(isinstance(v, str) for v in checksums.values())
     ):
         raise IndexFormatError(f"{path} has a malformed checksums map; the index is damaged")
+
+
+def _check_deltas(path: Path, data: dict) -> None:
+    """Refuse malformed delta lists (format version 2): each ``{"path", "rows"}`` naming its kind's file."""
+    for kind, key in DELTA_KEYS.items():
+        value = data.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, list) or not all(
+            isinstance(d, dict) and isinstance(d.get("rows"), int) and "path" in d for d in value
+        ):
+            raise IndexFormatError(f"{path} has a malformed {key} list; the index is damaged")
+        for d in value:
+            check_relpath(d["path"], where=str(path))
+            if not d["path"].startswith(f"{kind}-delta-"):
+                raise IndexFormatError(f"{path} names {d['path']!r} as a {kind} delta; the index is damaged")
+
+
+def deltas(data: dict, kind: str) -> list[dict]:
+    """The deltas (``{"path", "rows"}``, oldest first) `data` names for table `kind` (files, deleted)."""
+    return list(data.get(DELTA_KEYS[kind]) or [])
 
 
 def checksum(data: dict, relpath: str) -> str | None:
@@ -159,6 +185,7 @@ def references(data: dict | None) -> set[str]:
     refs = {
         p for p in (data.get("files"), data.get("deleted"), data.get("trained"), codes.get("trained")) if p
     }
+    refs.update(d["path"] for kind in DELTA_KEYS for d in deltas(data, kind))
     for shard in data["shards"]:
         refs.add(shard["index"])
         refs.add(shard["meta"])

@@ -1,10 +1,11 @@
 """Finding damaged index files and repairing an index around them, losing nothing silently.
 
 `check_index` reads every data file the manifest names whole, checks its checksum (where the manifest
-records one) and parses it. `repair_index` then commits a generation without the damage: damaged shards
-are dropped, and the source files whose segments they held are taken out of the files table (and their
-remaining segments tombstoned), so the next `vela-search index` run embeds them again. A damaged files
-or deleted table is rebuilt from what the shards still say.
+records one) and parses it (a memory-mapped shard file is mapped and streamed through the checksum).
+`repair_index` then commits a generation without the damage: damaged shards are dropped, and the source
+files whose segments they held are taken out of the files table (and their remaining segments
+tombstoned), so the next `vela-search index` run embeds them again. A damaged files or deleted table is
+rebuilt from what the shards still say.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import IndexFormatError, StoreError
-from . import faiss_ops, layout, manifest
+from . import faiss_ops, layout, manifest, table_log
 from .integrity import IndexDamagedError, read_verified
 from .shards import ShardReader
 from .tables import files_from_bytes, ids_from_bytes
@@ -90,7 +91,7 @@ def check_index(root: str | Path) -> CheckReport:
     for entry in data["shards"]:
         reader = ShardReader(root, entry, int(data["dim"]), checksums)
         verify("shard", entry["meta"], lambda r=reader: r.load(vectors=False).ids, int(entry["number"]))
-        verify("shard", entry["index"], lambda r=reader: r.index(), int(entry["number"]))
+        verify("shard", entry["index"], lambda r=reader: r.index(verify=True), int(entry["number"]))
         if entry.get("codes"):
             verify("codes", entry["codes"], lambda r=reader: r.codes_index(), int(entry["number"]))
         reader.close()
@@ -106,6 +107,13 @@ def check_index(root: str | Path) -> CheckReport:
     if data.get("codes"):
         name = data["codes"]["trained"]
         verify("codes", name, functools.partial(read_table, faiss_ops.read_bytes, name))
+    # The tables' deltas (format version 2): a damaged delta is damage of its table.
+    read = table_log.verified_reader(root, data)
+    for kind in manifest.DELTA_KEYS:
+        for delta in manifest.deltas(data, kind):
+            verify(
+                kind, delta["path"], functools.partial(table_log.read_delta, root, kind, delta["path"], read)
+            )
     return report
 
 

@@ -13,8 +13,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from . import faiss_ops, fsio, layout
-from .integrity import damaged, read_verified
+from . import faiss_ops, fsio, gpu, layout
+from .integrity import check_relpath, damaged, read_verified, verify_file
 from .tables import ID_COLUMN, ROW_GROUP_SIZE, first_line, parse_parquet, read_parquet
 
 
@@ -64,10 +64,17 @@ def compile_glob(glob: str) -> re.Pattern[str]:
 class ShardReader:
     """Read access to one shard of a snapshot.
 
-    Each file is read whole into memory, checked against the manifest's checksum, parsed, and closed at
-    once: a reader holds no open files, however many shards there are. `load()` reads both files now
-    (a snapshot does so when it opens, so later commits cannot take its files away); otherwise each file
-    is read on first use (a writer's own generation, which nobody else removes).
+    The metadata file is read whole into memory, checked against the manifest's checksum and parsed.
+    The FAISS file is memory-mapped where FAISS can map its type (flat and scalar-quantizer shards such
+    as the default SQfp16, on Linux): its vectors stay on disk and only the pages a search touches are
+    read, into the operating system's cache. Other types are read whole, checked and parsed. Either way
+    every file is closed at once (a mapping needs no open file): a reader holds no open files, however
+    many shards there are. `load()` opens both files now (a snapshot does so when it opens: a mapping,
+    like a copy in memory, keeps a file's data after a later commit deletes it); otherwise each file
+    is opened on first use (a writer's own generation, which nobody else removes).
+
+    A mapped file's structure is checked when it opens; its checksum when `index(verify=True)` asks for
+    it, streaming the file without keeping it (see docs/format.md, "Checksums and paths").
     """
 
     def __init__(self, root: Path, entry: dict, dim: int, checksums: dict[str, str] | None = None) -> None:
@@ -80,12 +87,13 @@ class ShardReader:
         self._parquet: pq.ParquetFile | None = None
         self._ids: np.ndarray | None = None
         self._index: Any = None
+        self._verified = False  # the FAISS file's checksum has been checked
         self._search_index: Any = None
         self._paths: tuple[pa.Array | None, pa.ListArray | None] | None = None
         self._numbers: dict[str, np.ndarray | None] = {}
 
     def load(self, *, vectors: bool = True) -> ShardReader:
-        """Read and check the metadata file (and, with `vectors`, the FAISS file) now.
+        """Read and check the metadata file (and, with `vectors`, open the FAISS file) now.
 
         Raises:
             IndexDamagedError: a file is missing, corrupted or unreadable (the message names it).
@@ -96,8 +104,20 @@ class ShardReader:
         return self
 
     def close(self) -> None:
-        """Release the loaded data."""
+        """Release the loaded data (and a FAISS file's mapping)."""
         self._index = self._search_index = self._parquet = None
+        self._verified = False
+
+    @property
+    def mapped_bytes(self) -> int:
+        """Size of the FAISS file when it is open memory-mapped and not yet checksummed, else 0."""
+        with self._lock:
+            if self._index is None or self._verified:
+                return 0
+            try:
+                return (self._root / self.entry["index"]).stat().st_size
+            except OSError:
+                return 0
 
     def _read(self, relpath: str) -> bytes:
         return read_verified(self._root, relpath, self._checksums.get(relpath))
@@ -130,12 +150,29 @@ class ShardReader:
                 self._ids = column.to_numpy().astype(np.int64, copy=False)
             return self._ids
 
-    def index(self) -> Any:
-        """The shard's FAISS index on the CPU."""
+    def index(self, *, verify: bool = False) -> Any:
+        """The shard's FAISS index on the CPU, memory-mapped where FAISS can map its type.
+
+        Args:
+            verify: also check the file against its checksum (once per reader), reading it from disk a
+                chunk at a time. Files read whole are always checked; a mapped file only with `verify`,
+                and not once a later commit has deleted it (its mapping passed the structure check).
+                Use it before copying vectors into new files, so damage is never re-checksummed.
+
+        Raises:
+            IndexDamagedError: the file is missing, truncated, not a FAISS index, holds another number
+                of vectors or dimension than the manifest says, or (reading it whole, or with `verify`)
+                does not match its checksum.
+        """
         with self._lock:
+            rel = self.entry["index"]
             if self._index is None:
-                rel = self.entry["index"]
-                index = faiss_ops.read_bytes(self._root, rel, self._read(rel))
+                check_relpath(rel, where=layout.MANIFEST)
+                if faiss_ops.mappable(self._root / rel):
+                    index = faiss_ops.read_mapped(self._root, rel)
+                else:
+                    index = faiss_ops.read_bytes(self._root, rel, self._read(rel))
+                    self._verified = True
                 if int(index.ntotal) != self.count or int(index.d) != self._dim:
                     raise damaged(
                         self._root,
@@ -144,6 +181,9 @@ class ShardReader:
                         f"{self.count} of dim {self._dim}",
                     )
                 self._index = index
+            if verify and not self._verified:
+                verify_file(self._root, rel, self._checksums.get(rel), missing_ok=True)
+                self._verified = True
             return self._index
 
     def codes_index(self) -> Any:
@@ -167,27 +207,24 @@ class ShardReader:
         """The index searches use: a GPU copy, made once, where FAISS has GPUs, else the CPU index."""
         with self._lock:
             if self._search_index is None:
-                self._search_index = faiss_ops.to_gpu(self.index())
+                self._search_index = gpu.to_gpu(self.index())
             return self._search_index
 
     def search(
         self, queries: np.ndarray, k: int, allowed: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k over the allowed rows: (scores, global ids), id -1 where there are fewer results."""
-        index = self.search_index()
-        try:
-            scores, positions = faiss_ops.search(index, queries, k, allowed, fallback=self.index())
-        except RuntimeError:
-            if index is self.index():
-                raise
-            # GPU indexes have limits the CPU one lacks (e.g. k <= 2048).
-            scores, positions = faiss_ops.search(self.index(), queries, k, allowed)
+        index, cpu = self.search_index(), self.index()
+        if index is cpu:
+            scores, positions = faiss_ops.search(cpu, queries, k, allowed)
+        else:  # a GPU copy, which may ignore selectors: see `gpu.search`
+            scores, positions = gpu.search(index, cpu, queries, k, allowed)
         ids = np.where(positions >= 0, self.ids[np.maximum(positions, 0)], -1)
         return scores, ids
 
     def vectors(self) -> np.ndarray:
-        """All stored vectors, decoded, in row order."""
-        return faiss_ops.reconstruct_all(self.index())
+        """All stored vectors, decoded, in row order (the file's checksum is checked first)."""
+        return faiss_ops.reconstruct_all(self.index(verify=True))
 
     def metadata(self) -> pa.Table:
         """The whole metadata table."""

@@ -19,18 +19,9 @@ from .index_choice import ChoiceLimits
 from .integrity import device_errors, read_verified
 from .lock import WriterLock
 from .shards import ShardReader, write_shard
-from .tables import (
-    concat_metadata,
-    drop_files,
-    empty_files,
-    metadata_table,
-    read_files,
-    read_ids,
-    to_files_table,
-    unify_schemas,
-    write_ids,
-    write_parquet,
-)
+from .table_log import DeletedLog, FilesLog, contains
+from .tables import concat_metadata, metadata_table, read_ids, to_files_table, unify_schemas
+from .tiers import TierPolicy, merge_start
 
 DEFAULT_MAX_SHARD_SIZE = 100_000
 
@@ -58,6 +49,7 @@ class IndexWriter:
         max_shard_size: int = DEFAULT_MAX_SHARD_SIZE,
         max_index_memory: int | None = None,
         choice_limits: ChoiceLimits | None = None,
+        merge_policy: TierPolicy | None = TierPolicy(),
     ) -> None:
         """Open the writer of the index at `root`.
 
@@ -73,6 +65,8 @@ class IndexWriter:
             max_shard_size: a commit splits its vectors into shards of at most this many.
             max_index_memory: memory budget (bytes) of an automatic index's search index.
             choice_limits: thresholds of the automatic choice (tests shrink them).
+            merge_policy: how commits merge the newest shards by size tiers so that their number stays
+                logarithmic (see `vela_search.store.tiers`); None leaves every commit's shards as written.
 
         Raises:
             IndexNotFoundError: no index at `root`.
@@ -83,6 +77,7 @@ class IndexWriter:
         if max_shard_size < 1:
             raise ValueError(f"max_shard_size must be at least 1, not {max_shard_size}")
         self.max_shard_size = int(max_shard_size)
+        self.merge_policy = merge_policy
         if not (self.root / layout.MANIFEST).is_file():
             raise IndexNotFoundError(f"no index at {self.root} (no {layout.MANIFEST})")
         self._lock = WriterLock(self.root)
@@ -140,17 +135,12 @@ class IndexWriter:
         self._vectors: list[np.ndarray] = []
         self._tables: list[pa.Table] = []
         self._schema: pa.Schema | None = None
-        self._files: pa.Table | None = None
-        # Files rows put (a row) or removed (None) since `_files` was last merged, by path; the last wins.
-        self._file_changes: dict[str, dict[str, Any] | None] = {}
-        self._file_paths: set[str] | None = None  # paths of files() with the changes, once needed
-        self._files_dirty = False
-        self._deleted: np.ndarray | None = None
-        self._deleted_new: list[np.ndarray] = []
-        self._deleted_dirty = False
-        self._committed: np.ndarray | None = None
+        # The files and deleted tables: committed base and deltas, and this commit's changes.
+        self._files = FilesLog(self.root, base)
+        self._deleted = DeletedLog(self.root, base)
         self._pending_start = self._next_id
         self._ids_cache: dict[str, np.ndarray] = {}
+        self._verified: set[str] = set()  # shard files whose checksum read_segments has checked
         self._template: tuple[str, Any] | None = None
         # Checksums of the data files written since the last commit, by relative path.
         self._written: dict[str, str] = {}
@@ -209,28 +199,11 @@ class IndexWriter:
 
     def files(self) -> pa.Table:
         """The files table including uncommitted changes."""
-        if self._files is None:
-            name = self._base["files"]
-            self._files = read_files(self.root, name, manifest.checksum(self._base, name) if name else None)
-        if self._file_changes:
-            # Merged lazily: indexing puts one file's rows at a time, and filtering the whole table for
-            # each of them made every landed file cost milliseconds in a large collection.
-            changes, self._file_changes = self._file_changes, {}
-            kept = drop_files(self._files, changes.keys())
-            put = to_files_table(row for row in changes.values() if row is not None)
-            self._files = pa.concat_tables([kept, put]).combine_chunks()
-        return self._files
+        return self._files.table()
 
     def deleted_ids(self) -> np.ndarray:
         """Sorted tombstoned ids including uncommitted deletions."""
-        if self._deleted is None:
-            name = self._base["deleted"]
-            self._deleted = read_ids(self.root, name, manifest.checksum(self._base, name) if name else None)
-        if self._deleted_new:
-            # Merged lazily: indexing calls delete() once per changed file.
-            self._deleted = np.union1d(self._deleted, np.concatenate(self._deleted_new))
-            self._deleted_new = []
-        return self._deleted
+        return self._deleted.ids()
 
     def _shard_ids(self, entry: dict) -> np.ndarray:
         # Shard files are immutable, so their path is a safe cache key.
@@ -265,7 +238,10 @@ class IndexWriter:
             if inside.size == 0:
                 continue
             reader = self._shard_for_reading(entry)
-            vectors[inside] = faiss_ops.reconstruct_rows(reader.index(), at)
+            # Checked whole first (once per writer): these vectors go into new files with fresh checksums.
+            verify = entry["index"] not in self._verified
+            vectors[inside] = faiss_ops.reconstruct_rows(reader.index(verify=verify), at)
+            self._verified.add(entry["index"])
             for where, row in zip(inside.tolist(), reader.rows(at), strict=True):
                 rows[where] = row
             found[inside] = True
@@ -339,44 +315,30 @@ class IndexWriter:
         ids = np.unique(np.asarray(ids if isinstance(ids, np.ndarray) else list(ids), dtype=np.int64))
         if ids.size == 0:
             return
-        committed = self._committed_ids()
-        at = np.minimum(np.searchsorted(committed, ids), max(len(committed) - 1, 0))
-        known = committed[at] == ids if len(committed) else np.zeros(len(ids), dtype=bool)
+        known = np.zeros(len(ids), dtype=bool)
+        for entry in self._base["shards"]:  # in id order; a shard's ids are sorted
+            lo, hi = np.searchsorted(ids, [int(entry["min_id"]), int(entry["max_id"]) + 1])
+            if hi > lo and int(entry["number"]) not in self._dropped:
+                known[lo:hi] = contains(self._shard_ids(entry), ids[lo:hi])
         # Pending ids are exactly the range issued since the last commit.
         known |= (ids >= self._pending_start) & (ids < self._next_id)
         if known.any():
-            self._deleted_new.append(ids[known])
-            self._deleted_dirty = self._dirty = True
-
-    def _committed_ids(self) -> np.ndarray:
-        if self._committed is None or self._dropped:
-            parts = [
-                self._shard_ids(e) for e in self._base["shards"] if int(e["number"]) not in self._dropped
-            ]
-            self._committed = np.sort(np.concatenate(parts + [np.empty(0, np.int64)]))
-        return self._committed
+            self._deleted.add(ids[known])
+            self._dirty = True
 
     def put_files(self, table_or_rows: pa.Table | Iterable[Mapping[str, Any]]) -> None:
         """Insert or replace files rows (FILES_SCHEMA columns; missing optional ones are null) by path."""
         self._check_open()
         new = to_files_table(table_or_rows)
         if new.num_rows:
-            for row in new.to_pylist():
-                self._file_changes[row["path"]] = row
-                if self._file_paths is not None:
-                    self._file_paths.add(row["path"])
-            self._files_dirty = self._dirty = True
+            self._files.put(new)
+            self._dirty = True
 
     def remove_files(self, paths: Iterable[str]) -> None:
         """Remove files rows by path (their segments are deleted separately, with `delete`)."""
         self._check_open()
-        if self._file_paths is None:
-            self._file_paths = set(self.files()["path"].to_pylist())
-        for path in map(str, paths):
-            if path in self._file_paths:  # removing an unknown path changes nothing (and commits nothing)
-                self._file_paths.discard(path)
-                self._file_changes[path] = None
-                self._files_dirty = self._dirty = True
+        if self._files.remove(map(str, paths)):
+            self._dirty = True
 
     def drop_shards(self, numbers: Iterable[int]) -> None:
         """Remove whole shards from the generation at the next commit (for repairing damage).
@@ -399,11 +361,11 @@ class IndexWriter:
         """Start the files and/or deleted table afresh (empty) at the next commit, unread (for repair)."""
         self._check_open()
         if files:
-            self._files, self._file_changes, self._file_paths = empty_files(), {}, None
-            self._files_dirty = self._dirty = True
+            self._files.reset()
+            self._dirty = True
         if deleted:
-            self._deleted, self._deleted_new = np.empty(0, np.int64), []
-            self._deleted_dirty = self._dirty = True
+            self._deleted.reset()
+            self._dirty = True
 
     # ----- commits -----
 
@@ -460,30 +422,24 @@ class IndexWriter:
             entries.append(entry)
         return entries
 
-    def _publish(self, new: dict, generation: int, deleted: np.ndarray) -> int:
+    def _publish(self, new: dict, generation: int) -> int:
         """Write the changed tables, then the manifest (the commit point), then collect garbage."""
-        self._written.update(self._codes.refresh(new, generation, deleted))  # (re-)train codes if due
-        if self._files_dirty:
-            files = self._files = self.files().sort_by("path")
-            new["files"] = None
-            if files.num_rows:
-                new["files"] = layout.files_table(generation)
-                self._written[new["files"]] = write_parquet(self.root / new["files"], files)
-        if self._deleted_dirty:
-            new["deleted"] = None
-            if deleted.size:
-                new["deleted"] = layout.deleted_table(generation)
-                self._written[new["deleted"]] = write_ids(self.root / new["deleted"], deleted)
+        # Codes first: (re-)training may add files and set new["codes"] and the shards' "codes" entries.
+        self._written.update(self._codes.refresh(new, generation, self._deleted.ids()))
+        self._written.update(self._files.commit(new, generation))
+        self._written.update(self._deleted.commit(new, generation))
         # Every file the manifest names must be durable before the manifest is.
         fsio.fsync_dir(self.root / layout.SHARD_DIR)
         fsio.fsync_dir(self.root)
+        num_deleted = int(self._deleted.ids().size)
         new.update(
+            format_version=layout.FORMAT_VERSION,  # a version-1 index becomes version 2 here, unrewritten
             generation=generation,
             staged=self.staged,
             next_id=self._next_id,
             next_shard=self._next_shard,
-            num_deleted=int(deleted.size),
-            num_vectors=sum(int(s["count"]) for s in new["shards"]) - int(deleted.size),
+            num_deleted=num_deleted,
+            num_vectors=sum(int(s["count"]) for s in new["shards"]) - num_deleted,
         )
         manifest.keep_checksums(new, self._written)
         self._written = {}
@@ -495,10 +451,13 @@ class IndexWriter:
             new["retained"] = sorted(manifest.references(previous) - manifest.references(new))
             manifest.write(self.root / layout.MANIFEST, new)
         if new["shards"] != self._base["shards"]:
-            self._committed = None
+            live = {e["meta"] for e in new["shards"]}
+            self._ids_cache = {k: v for k, v in self._ids_cache.items() if k in live}
         self._base = new
+        self._files.committed(new)
+        self._deleted.committed(new)
         self._pending_start = self._next_id
-        self._files_dirty = self._deleted_dirty = self._dirty = False
+        self._dirty = False
         cleanup.collect(self.root)
         return generation
 
@@ -506,7 +465,8 @@ class IndexWriter:
         """Make all buffered changes visible as a new generation (a no-op when nothing changed).
 
         Buffered vectors become one new shard, or several of at most `max_shard_size`. With a FAISS
-        factory that needs training, the first commit trains it on its vectors.
+        factory that needs training, the first commit trains it on its vectors. When the newest shards
+        then fill a size tier, they are merged (see `merge_policy`), dropping their deleted rows.
 
         Returns:
             The generation now current for this writer.
@@ -525,26 +485,93 @@ class IndexWriter:
         generation = self._next_generation()
         new = copy.deepcopy(self._base)
         if self._dropped:
-            dropped = [e for e in new["shards"] if int(e["number"]) in self._dropped]
+            deleted = self.deleted_ids()
+            for entry in new["shards"]:
+                if int(entry["number"]) in self._dropped:  # their rows go, and their tombstones with them
+                    self._deleted.drop(deleted[(deleted >= entry["min_id"]) & (deleted <= entry["max_id"])])
             new["shards"] = [e for e in new["shards"] if int(e["number"]) not in self._dropped]
-            if dropped:
-                gone = np.zeros(len(self.deleted_ids()), dtype=bool)
-                for entry in dropped:
-                    gone |= (self._deleted >= entry["min_id"]) & (self._deleted <= entry["max_id"])
-                if gone.any():
-                    self._deleted = self._deleted[~gone]
-                    self._deleted_dirty = True
-                self._committed = None
             self._dropped = set()
         if self._vectors:
-            vectors = np.concatenate(self._vectors)
-            metadata = concat_metadata(self._tables)
-            new["shards"] = new["shards"] + self._write_shards(
-                new, vectors, metadata, generation, self.max_shard_size
-            )
-        self._publish(new, generation, self.deleted_ids())
+            self._land(new, np.concatenate(self._vectors), concat_metadata(self._tables), generation)
+        self._publish(new, generation)
         self._vectors, self._tables, self._schema = [], [], None
         return generation
+
+    def _land(self, new: dict, vectors: np.ndarray, metadata: pa.Table, generation: int) -> None:
+        """Add the commit's vectors to `new` as shards, merging the newest shards when a tier fills."""
+        shards, size = new["shards"], self.max_shard_size
+        pieces = [min(size, len(vectors) - at) for at in range(0, len(vectors), size)]
+        start = None
+        if self.merge_policy is not None:
+            counts = [int(e["count"]) for e in shards] + pieces
+            start = merge_start(counts, max_size=size, policy=self.merge_policy)
+        if start is None:
+            new["shards"] = shards + self._write_shards(new, vectors, metadata, generation, size)
+            return
+        # The tail from `start` is merged: older shards there are rewritten with the commit's vectors;
+        # pieces of the commit before `start` (full ones) are written as they are.
+        self._close_segment_reader()
+        split = max(0, start - len(shards)) * size
+        as_is = self._write_shards(new, vectors[:split], metadata.slice(0, split), generation, size)
+        merged = self._merge(new, shards[start:], generation, size, (vectors[split:], metadata.slice(split)))
+        new["shards"] = shards[:start] + as_is + merged
+
+    def _merge(
+        self,
+        new: dict,
+        entries: list[dict],
+        generation: int,
+        size: int,
+        extra: tuple[np.ndarray, pa.Table] | None = None,
+    ) -> list[dict]:
+        """Rewrite adjacent shards `entries` (then the `extra` rows) as shards of at most `size` rows.
+
+        Their deleted rows are left out, and those rows' tombstones dropped.
+        """
+        deleted = self.deleted_ids()
+        # Rows are decoded a piece at a time into one buffer, and a shard is written each time it fills:
+        # a merge holds one output shard and one input, however long the merged tail.
+        total = sum(int(e["count"]) for e in entries) + (len(extra[0]) if extra else 0)
+        buffer = np.empty((min(size, total), self.dim), dtype=np.float32)
+        tables: list[pa.Table] = []
+        out: list[dict] = []
+        at = 0
+
+        def append(vectors: Any, table: pa.Table, gone: np.ndarray | None) -> None:
+            nonlocal at
+            pos = 0
+            while pos < table.num_rows:
+                take = min(size - at, table.num_rows - pos)
+                piece = buffer[at : at + take]
+                if isinstance(vectors, np.ndarray):
+                    piece[:] = vectors[pos : pos + take]
+                else:
+                    faiss_ops.reconstruct_all(vectors, out=piece, start=pos)
+                rows = table.slice(pos, take)
+                keep = None if gone is None else ~gone[pos : pos + take]
+                if keep is not None and not keep.all():  # squeeze out the deleted rows
+                    buffer[at : at + int(keep.sum())] = piece[keep]
+                    rows = rows.filter(pa.array(keep))
+                tables.append(rows)
+                at, pos = at + rows.num_rows, pos + take
+                if at == size:
+                    out.extend(self._write_shards(new, buffer, concat_metadata(tables), generation, size))
+                    tables.clear()
+                    at = 0
+
+        for entry in entries:
+            reader = self._reader(entry)
+            try:
+                gone = contains(deleted, self._shard_ids(entry))
+                append(reader.index(), reader.metadata(), gone)
+            finally:
+                reader.close()
+            self._deleted.drop(self._shard_ids(entry)[gone])
+        if extra is not None:
+            append(extra[0], extra[1], None)
+        if at:
+            out.extend(self._write_shards(new, buffer[:at], concat_metadata(tables), generation, size))
+        return out
 
     def compact(self, *, target_shard_size: int = 100_000) -> int:
         """Merge runs of small shards into shards of up to `target_shard_size` live vectors.
@@ -565,44 +592,28 @@ class IndexWriter:
 
     def _compact(self, target_shard_size: int) -> int:
         deleted = self.deleted_ids()
-        groups: list[list[tuple[dict, np.ndarray]]] = []
+        groups: list[list[tuple[dict, bool]]] = []
         size = target_shard_size + 1
         for entry in self._base["shards"]:
-            dead = np.isin(self._shard_ids(entry), deleted)
-            live = int(entry["count"]) - int(dead.sum())
+            dead = int(contains(deleted, self._shard_ids(entry)).sum())
+            live = int(entry["count"]) - dead
             if not groups or size + live > target_shard_size:
                 groups.append([])
                 size = 0
-            groups[-1].append((entry, dead))
+            groups[-1].append((entry, dead > 0))
             size += live
-        if all(len(g) == 1 and not g[0][1].any() for g in groups):
+        if all(len(g) == 1 and not g[0][1] for g in groups):
             return self.generation
         generation = self._next_generation()
         new = copy.deepcopy(self._base)
-        shards, purged = [], [np.empty(0, np.int64)]
+        shards = []
         for group in groups:
-            if len(group) == 1 and not group[0][1].any():
+            if len(group) == 1 and not group[0][1]:
                 shards.append(group[0][0])
-                continue
-            vectors, tables = [], []
-            for entry, dead in group:
-                reader = self._reader(entry)
-                try:
-                    vectors.append(reader.vectors()[~dead])
-                    tables.append(reader.metadata().filter(pa.array(~dead)))
-                finally:
-                    reader.close()
-                purged.append(self._shard_ids(entry)[dead])
-            merged = np.ascontiguousarray(np.concatenate(vectors), dtype=np.float32)
-            if len(merged):
-                metadata = concat_metadata(tables)
-                shards.extend(self._write_shards(new, merged, metadata, generation, max(len(merged), 1)))
+            else:
+                shards.extend(self._merge(new, [e for e, _ in group], generation, target_shard_size))
         new["shards"] = shards
-        remaining = np.setdiff1d(deleted, np.concatenate(purged))
-        if remaining.size != deleted.size:
-            self._deleted = remaining
-            self._deleted_dirty = True
-        return self._publish(new, generation, remaining)
+        return self._publish(new, generation)
 
     def promote(self) -> int:
         """Commit the staged generation and make it the current one, atomically.
@@ -628,6 +639,7 @@ class IndexWriter:
         generation = self._next_generation()
         promoted = copy.deepcopy(self._base)
         promoted.update(
+            format_version=layout.FORMAT_VERSION,
             generation=generation,
             staged=False,
             retained=sorted(manifest.references(previous) - manifest.references(promoted)),
