@@ -14,6 +14,8 @@ import pyarrow as pa
 
 from ..errors import IndexNotFoundError, StoreError
 from . import cleanup, faiss_ops, fsio, layout, manifest
+from .codes import CodesKeeper, resolve_policy
+from .index_choice import ChoiceLimits
 from .integrity import device_errors, read_verified
 from .lock import WriterLock
 from .shards import ShardReader, write_shard
@@ -54,6 +56,8 @@ class IndexWriter:
         dim: int | None = None,
         factory: str | None = None,
         max_shard_size: int = DEFAULT_MAX_SHARD_SIZE,
+        max_index_memory: int | None = None,
+        choice_limits: ChoiceLimits | None = None,
     ) -> None:
         """Open the writer of the index at `root`.
 
@@ -63,8 +67,12 @@ class IndexWriter:
             staged: build a new generation beside the current one (see class docs).
             dim: dimension of a fresh staged generation (default: the fingerprint's int `dim` key, else
                 the current index's).
-            factory: FAISS factory of a fresh staged generation (default: the current index's).
+            factory: FAISS factory of a fresh staged generation (default: the current index's);
+                "auto" chooses exact or compressed search from the size (see `index_choice`), and
+                turns an existing exact SQfp16 index automatic at the next commit.
             max_shard_size: a commit splits its vectors into shards of at most this many.
+            max_index_memory: memory budget (bytes) of an automatic index's search index.
+            choice_limits: thresholds of the automatic choice (tests shrink them).
 
         Raises:
             IndexNotFoundError: no index at `root`.
@@ -82,7 +90,11 @@ class IndexWriter:
         self._segment_reader: ShardReader | None = None
         self._lock.acquire()
         try:
+            main = manifest.read(self.root / layout.MANIFEST) or {}
+            factory, policy = resolve_policy(self.root, factory, main, max_index_memory, staged=staged)
             self._load(manifest.normalize_fingerprint(fingerprint), staged, dim, factory)
+            self._codes = CodesKeeper(self.root, self.dim, self._reader, choice_limits, policy=policy)
+            self._dirty = self._dirty or policy is not None
         except BaseException:
             self._lock.release()
             raise
@@ -370,6 +382,11 @@ class IndexWriter:
             self._dropped |= numbers
             self._dirty = True
 
+    def rebuild_codes(self) -> None:
+        """Re-train and rewrite the compressed codes from the exact vectors at the next commit (repair)."""
+        self._check_open()
+        self._codes.force_retrain = self._dirty = True
+
     def reset_tables(self, *, files: bool = False, deleted: bool = False) -> None:
         """Start the files and/or deleted table afresh (empty) at the next commit, unread (for repair)."""
         self._check_open()
@@ -427,6 +444,9 @@ class IndexWriter:
                 self.root, self._next_shard, index, metadata.slice(start, stop - start)
             )
             self._written.update(checksums)
+            self._written.update(
+                self._codes.encode_new_shard(new, entry, vectors[start:stop], ids[start:stop], generation)
+            )
             self._next_shard += 1
             self._ids_cache[entry["meta"]] = ids[start:stop]
             entries.append(entry)
@@ -434,6 +454,7 @@ class IndexWriter:
 
     def _publish(self, new: dict, generation: int, deleted: np.ndarray) -> int:
         """Write the changed tables, then the manifest (the commit point), then collect garbage."""
+        self._written.update(self._codes.refresh(new, generation, deleted))  # (re-)train codes if due
         if self._files_dirty:
             files = self._files = self.files().sort_by("path")
             new["files"] = None
