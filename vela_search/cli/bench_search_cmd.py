@@ -102,7 +102,8 @@ def search_index(
         target.print(table)
         target.print(
             f"index memory {run.index_memory_bytes / 2**20:,.1f} MiB = {run.memory_fraction:.4f} of the "
-            f"fp16 vectors ({run.fp16_bytes / 2**20:,.1f} MiB); peak RSS {run.peak_rss_bytes / 2**30:.2f} GiB",
+            f"fp16 vectors ({run.fp16_bytes / 2**20:,.1f} MiB); "
+            f"peak RSS {run.peak_rss_bytes / 2**30:.2f} GiB",
             highlight=False,
         )
         if run.default.mode == "compressed":
