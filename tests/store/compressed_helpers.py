@@ -13,7 +13,9 @@ from vela_search.store.writer import IndexWriter
 DIM = 128
 FP = {"model": "tiny", "revision": "r1", "prompt_version": "1", "dim": DIM}
 # Exact search up to 1,500 vectors: a few thousand are "large", and compressed (PCA to 64 dims, PQ16).
-LIMITS = ChoiceLimits(exact_max_elements=1_500 * DIM, max_code_bytes=16, measure_queries=50)
+LIMITS = ChoiceLimits(
+    exact_max_elements=1_500 * DIM, max_code_bytes=16, measure_queries=50, min_coded_rows=100
+)
 _CENTRES = np.random.default_rng(1234).standard_normal((120, DIM)).astype(np.float32)
 
 

@@ -3,6 +3,7 @@ training-sample spread, filters, check/repair and old indexes."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,7 +12,6 @@ import pytest
 
 from vela_search.store import AudioIndex, faiss_ops, layout
 from vela_search.store import codes as codes_module
-from vela_search.store.index_choice import ChoiceLimits
 from vela_search.store.integrity import IndexDamagedError
 from vela_search.store.repair import check_index, repair_index
 from vela_search.store.rerank import rerank, search_candidates
@@ -50,6 +50,10 @@ def test_switches_to_compressed_codes_past_the_threshold(tmp_path: Path) -> None
     assert {codes["trained"], *(s["codes"] for s in data["shards"])} <= set(data["checksums"])
     with AudioIndex.open(root) as index:
         assert index.index_info()["choice"] == "compressed"
+    # The PCA's training-only eigenvectors (dim x dim) are not copied into the template and codes files.
+    template = faiss_ops.read_bytes(root, codes["trained"], (root / codes["trained"]).read_bytes())
+    pca = faiss_ops.faiss().downcast_VectorTransform(faiss_ops.faiss().downcast_index(template).chain.at(0))
+    assert pca.PCAMat.size() == 0 and pca.A.size() == 64 * DIM
 
 
 def test_compressed_search_recall_against_exact(compressed) -> None:  # noqa: ANN001
@@ -129,6 +133,8 @@ def test_forced_factory_trains_on_a_uniform_sample_of_the_commit(tmp_path: Path,
     )
     parts = [clustered(800, seed=c, clusters=slice(40 * c, 40 * c + 40)) for c in range(3)]
     with IndexWriter(root, fingerprint=FP) as w:
+        # Indexing runs buffer 39 vectors per centroid before the first commit, not just one.
+        assert (w.training_vectors_needed, w.training_vectors_wanted) == (4, 4 * 39)
         for c, part in enumerate(parts):
             w.add(part, [{"path": f"/{c}.wav"}] * len(part))
         w.commit()
@@ -140,9 +146,7 @@ def test_forced_factory_trains_on_a_uniform_sample_of_the_commit(tmp_path: Path,
 
 def test_retrains_past_the_design_size_and_old_snapshots_still_answer(tmp_path: Path) -> None:
     root = tmp_path / "idx"
-    limits = ChoiceLimits(
-        exact_max_elements=1_500 * DIM, max_code_bytes=16, measure_queries=30, growth_factor=2
-    )
+    limits = dataclasses.replace(LIMITS, measure_queries=30, growth_factor=2)
     AudioIndex.create(root, fingerprint=FP, dim=DIM).close()
     for c in range(2):
         add_commit(root, clustered(1_000, seed=c), f"f{c}", limits)
@@ -168,7 +172,7 @@ def test_retrains_past_the_design_size_and_old_snapshots_still_answer(tmp_path: 
     data = json.loads((root / layout.MANIFEST).read_text())
     present = set(layout.owned_files(root))
     assert first["trained"] not in present
-    assert {data["codes"]["trained"], *(s["codes"] for s in data["shards"])} <= present
+    assert {data["codes"]["trained"], *(s["codes"] for s in data["shards"] if s.get("codes"))} <= present
 
 
 def test_deletions_and_filters_hold_in_the_compressed_path(tmp_path: Path) -> None:
@@ -268,3 +272,58 @@ def test_compaction_gives_merged_shards_codes_from_the_template(tmp_path: Path) 
         found = index.search(q, 10)
         assert not {h.id for row in found for h in row} & set(range(0, 3_000, 7))
         assert _recall(found, index.search(q, 10, exact=True)) >= 0.9
+
+
+def test_a_new_budget_that_changes_the_codes_retrains_them(tmp_path: Path) -> None:
+    root = tmp_path / "idx"
+    build_compressed(root, commits=2)
+    before = json.loads((root / layout.MANIFEST).read_text())["codes"]
+    with IndexWriter(root, fingerprint=FP, choice_limits=LIMITS, max_index_memory=60_000) as w:
+        w.commit()  # 2,000 vectors in 60 kB: smaller codes
+    after = json.loads((root / layout.MANIFEST).read_text())["codes"]
+    assert after["trained"] != before["trained"] and after["factory"] != before["factory"]
+    assert after["memory_bytes"] <= 60_000
+
+
+def test_a_shard_without_codes_is_searched_exactly_then_encoded_at_the_next_commit(tmp_path: Path) -> None:
+    root = tmp_path / "idx"
+    build_compressed(root, commits=2)
+    data = json.loads((root / layout.MANIFEST).read_text())
+    del data["shards"][0]["codes"]  # as a writer that does not know codes would leave it
+    (root / layout.MANIFEST).write_text(json.dumps(data))
+    q = clustered(3, seed=4)
+    with AudioIndex.open(root) as index:
+        assert index._codes is not None and index._uncoded == [0]
+        exact = index.search(q, 10, exact=True)
+        assert _recall(index.search(q, 10), exact) >= 0.9
+    with IndexWriter(root, fingerprint=FP, choice_limits=LIMITS) as w:
+        w.add(clustered(100, seed=9), [{"path": "/x.wav"}] * 100)
+        w.commit()
+    data = json.loads((root / layout.MANIFEST).read_text())
+    assert all(s.get("codes") for s in data["shards"])
+    with AudioIndex.open(root) as index:
+        assert index._codes is not None
+        assert _recall(index.search(q, 10), exact) >= 0.9
+
+
+def test_small_shards_get_no_codes_and_are_searched_exactly_beside_them(tmp_path: Path) -> None:
+    root = tmp_path / "idx"
+    limits = dataclasses.replace(LIMITS, min_coded_rows=500)
+    AudioIndex.create(root, fingerprint=FP, dim=DIM).close()
+    vectors = [clustered(1_000, seed=c) for c in range(3)]
+    for c, v in enumerate(vectors):
+        add_commit(root, v, f"f{c}", limits)  # shards of 700 (coded) and 300 rows (exact)
+    data = json.loads((root / layout.MANIFEST).read_text())
+    assert [bool(s.get("codes")) for s in data["shards"]] == [s["count"] >= 500 for s in data["shards"]]
+    assert {s["count"] for s in data["shards"]} == {700, 300}
+    assert data["codes"]["recall_at_10"] >= 0.9
+    small = next(s for s in data["shards"] if s["count"] == 300)
+    queries = np.concatenate(vectors)[[small["min_id"] + 5, 10, 1_800]]
+    with AudioIndex.open(root) as index:
+        found = index.search(queries, 10)
+        exact = index.search(queries, 10, exact=True)
+        assert found[0][0].id == small["min_id"] + 5  # a vector of a shard without codes is found
+        assert _recall(found, exact) >= 0.9
+        for row in found:
+            scores = [h.score for h in row]
+            assert scores == sorted(scores, reverse=True) and len({h.id for h in row}) == 10

@@ -228,8 +228,9 @@ class _Run:
 
     def commit(self) -> None:
         writer = self.writer
-        # A factory that needs training (IVF, PQ) trains on its first commit: wait for enough vectors.
-        need = writer.training_vectors_needed
+        # A factory that needs training (IVF, PQ) trains on its first commit: wait for enough vectors
+        # (39 per centroid, or the whole run when smaller: the final commit trains on what there is).
+        need = writer.training_vectors_wanted
         if need and writer.num_pending < need:
             return
         self.emit("commit")

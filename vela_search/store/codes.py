@@ -1,9 +1,10 @@
 """Compressed candidate codes beside the exact shards: training, encoding, re-training, measuring.
 
 In automatic mode (manifest ``policy.mode == "auto"``) every shard keeps its exact fp16 vectors, and
-once `index_choice.choose_index` says the collection outgrew exact search each shard also gets
-``shards/<n>.codes-<gen>.faiss``: a clone of one trained template (``trained-<gen>.faiss``) holding the
-shard's vectors under their global ids. The template is trained on a uniform random sample of every
+once `index_choice.choose_index` says the collection outgrew exact search each shard (of at least
+`min_coded_rows` rows; smaller ones are searched exactly) also gets ``shards/<n>.codes-<gen>.faiss``:
+a clone of one trained template (``trained-<gen>.faiss``) holding the shard's vectors under their
+global ids. The template is trained on a uniform random sample of every
 live vector of the collection (all shards), and re-trained, with every codes file rewritten from the
 exact vectors in the same commit, when the live count passes `growth_factor` x its design size. At
 training time the expected recall@10 is measured and recorded in the manifest's ``codes`` entry.
@@ -192,7 +193,7 @@ class CodesKeeper:
         Returns:
             Checksums of the written file by path (empty when the index has no codes).
         """
-        if not new.get("codes"):
+        if not new.get("codes") or len(ids) < self.limits.min_coded_rows:
             return {}
         name, checksum, _ = self._encode(
             self.template(new),
@@ -208,8 +209,9 @@ class CodesKeeper:
         """Bring `new`'s codes in line with the policy before it is published.
 
         Drops the codes when exact search suffices again; trains them (all shards, one commit) when
-        the collection outgrew exact search or grew past `growth_factor` x the design size, or when
-        repair asked; encodes shards that lack codes (e.g. written by a path that does not know them).
+        the collection outgrew exact search or grew past `growth_factor` x the design size, when the
+        budget now chooses other codes, or when repair asked; encodes shards that lack codes (e.g.
+        written by a path that does not know them).
 
         Returns:
             Checksums of the files written, by path.
@@ -230,13 +232,17 @@ class CodesKeeper:
                     entry.pop("codes", None)
             return {}
         outgrown = codes is None or live > self.limits.growth_factor * int(codes["design_size"])
-        if outgrown or self.force_retrain:
+        # A new memory budget (or policy) would choose other codes for the same design size.
+        changed = codes is not None and (
+            choose_index(int(codes["design_size"]), self.dim, budget, self.limits).factory != codes["factory"]
+        )
+        if outgrown or changed or self.force_retrain:
             self.force_retrain = False
             return self._train(new, generation, deleted, choice)
         written = {}
         template = self.template(new)
         for entry in new["shards"]:
-            if not entry.get("codes"):
+            if not entry.get("codes") and int(entry["count"]) >= self.limits.min_coded_rows:
                 reader = self._open(entry)
                 name, checksum, _ = self._encode(
                     template, int(entry["number"]), generation, _rows_of(reader), int(entry["count"])
@@ -258,32 +264,43 @@ class CodesKeeper:
         _, sample = _gather(readers, masks, np.sort(picks[n_queries:]))
         template = faiss_ops.build(choice.factory, self.dim)
         faiss_ops.train(template, sample, choice.factory, cap=len(sample))
+        faiss_ops.drop_pca_training_state(template)  # else each codes file carries 64 MB at 4,096 dims
         del sample
         trained = layout.trained_index(generation)
         with fsio.atomic_file(self.root / trained) as f:
             faiss_ops.write(template, f)
         written = {trained: f.checksum}
         self._template = (trained, template)
-        # Encode every shard from its exact vectors; on the way, the exact top-k of the queries.
+        # Encode every large shard from its exact vectors (small ones stay exact: a codes file carries
+        # the template's fixed parts); on the way, the exact top-k of the queries.
         truth = _RunningTopK(queries, _RECALL_K + 1)
+        uncoded = _RunningTopK(queries, _RECALL_K + 1)  # what searches find exactly in small shards
         encoded = []
         for entry, reader, mask in zip(new["shards"], readers, masks, strict=True):
             rows = _rows_of(reader)
+            small = reader.count < self.limits.min_coded_rows
 
             def exact_rows(
-                a: int, b: int, rows: Any = rows, mask: np.ndarray = mask
+                a: int, b: int, rows: Any = rows, mask: np.ndarray = mask, small: bool = small
             ) -> tuple[np.ndarray, np.ndarray]:
                 vectors, ids = rows(a, b)
                 truth.add(vectors[mask[a:b]], ids[mask[a:b]])
+                if small:
+                    uncoded.add(vectors[mask[a:b]], ids[mask[a:b]])
                 return vectors, ids
 
-            name, checksum, index = self._encode(
-                template, int(entry["number"]), generation, exact_rows, reader.count
-            )
+            entry.pop("codes", None)
+            if small:
+                for start in range(0, reader.count, _ENCODE_CHUNK):
+                    exact_rows(start, min(start + _ENCODE_CHUNK, reader.count))
+            else:
+                name, checksum, index = self._encode(
+                    template, int(entry["number"]), generation, exact_rows, reader.count
+                )
+                entry["codes"], written[name] = name, checksum
+                encoded.append(index)
             reader.close()
-            entry["codes"], written[name] = name, checksum
-            encoded.append(index)
-        recall = self._measure(encoded, readers, masks, queries, query_ids, truth, choice)
+        recall = self._measure(encoded, readers, masks, queries, query_ids, (truth, uncoded), choice)
         new["codes"] = {
             "factory": choice.factory,
             "trained": trained,
@@ -305,10 +322,14 @@ class CodesKeeper:
         masks: list[np.ndarray],
         queries: np.ndarray,
         query_ids: np.ndarray,
-        truth: _RunningTopK,
+        truths: tuple[_RunningTopK, _RunningTopK],
         choice: IndexChoice,
     ) -> float:
-        """recall@10 of compressed search with re-ranking vs exact search (queries' own vectors left out)."""
+        """recall@10 of compressed search with re-ranking (and exact search of the shards without codes)
+        vs exact search over everything, the queries' own vectors left out."""
+        truth, uncoded = truths
+        if not encoded:
+            return 1.0  # every shard is small: searched exactly
         merged = merge_codes(encoded)
         live_ids = np.concatenate([r.ids[m] for r, m in zip(readers, masks, strict=True)])
         allowed = np.zeros(int(live_ids.max()) + 1, dtype=bool)
@@ -328,7 +349,9 @@ class CodesKeeper:
                     reader.close()
             return out
 
-        _, found = rerank(queries, candidates, vectors_of, _RECALL_K + 1)
+        scores, found = rerank(queries, candidates, vectors_of, _RECALL_K + 1)
+        uncoded.add_results(scores, found)
+        _, found = uncoded.result()
         _, exact = truth.result()
         hits = 0
         for own, got, want in zip(query_ids.tolist(), found, exact, strict=True):
@@ -357,6 +380,15 @@ class _RunningTopK:
             return
         scores = np.hstack([self.scores, self.queries @ vectors.T])
         all_ids = np.hstack([self.ids, np.broadcast_to(ids, (len(self.queries), len(ids)))])
+        order = np.lexsort((all_ids, -scores), axis=-1)[:, : self.k]
+        self.scores = np.take_along_axis(scores, order, axis=1)
+        self.ids = np.take_along_axis(all_ids, order, axis=1)
+
+    def add_results(self, scores: np.ndarray, ids: np.ndarray) -> None:
+        """Merge per-query (scores, ids) lists found elsewhere (-1 ids are ignored)."""
+        scores = np.where(ids >= 0, scores, -np.inf).astype(np.float32)
+        scores = np.hstack([self.scores, scores])
+        all_ids = np.hstack([self.ids, ids])
         order = np.lexsort((all_ids, -scores), axis=-1)[:, : self.k]
         self.scores = np.take_along_axis(scores, order, axis=1)
         self.ids = np.take_along_axis(all_ids, order, axis=1)

@@ -17,9 +17,11 @@ from .integrity import damaged
 
 # IVF probes this many lists (at most nlist) by default; FAISS's own default of 1 loses most neighbours.
 DEFAULT_NPROBE = 16
+# FAISS warns when k-means gets fewer points than this per centroid.
+MIN_POINTS_PER_CENTROID = 39
 # Training uses at most this many vectors per centroid (FAISS subsamples beyond 256 anyway).
 _TRAIN_POINTS_PER_CENTROID = 256
-# Trainings on fewer floats than this run on one thread (see _single_thread_when_small).
+# Trainings on fewer floats than this run on one thread (see single_thread).
 _SMALL_TRAINING_FLOATS = 1 << 24
 
 _faiss: Any = None
@@ -111,7 +113,7 @@ def train(index: Any, vectors: np.ndarray, factory: str, *, cap: int | None = No
         # stays 0), and its annealing took 10 s of a 0.2 s training on 2,000 x 64 vectors.
         concrete.do_polysemous_training = False
     try:
-        with _single_thread_when_small(vectors.size):
+        with single_thread(vectors.size < _SMALL_TRAINING_FLOATS):
             index.train(np.ascontiguousarray(vectors, dtype=np.float32))
     except RuntimeError as e:
         raise IndexTrainingError(
@@ -120,11 +122,15 @@ def train(index: Any, vectors: np.ndarray, factory: str, *, cap: int | None = No
 
 
 @contextlib.contextmanager
-def _single_thread_when_small(floats: int) -> Iterator[None]:
-    """One OpenMP thread for small trainings: k-means of PQ codebooks runs thousands of tiny parallel
-    regions, and on a busy 2-core machine their barriers made a 0.3 s training take 9 s."""
+def single_thread(enabled: bool = True) -> Iterator[None]:
+    """Run FAISS on one OpenMP thread (of the calling thread) within the block, when `enabled`.
+
+    For small work only: PQ-codebook k-means runs thousands of tiny parallel regions, and a one-query
+    search a few; on a busy 2-core machine their barriers cost more than the work (a 0.3 s training
+    took 9 s, a 2 ms candidate search 11 ms).
+    """
     f = faiss()
-    if floats >= _SMALL_TRAINING_FLOATS:
+    if not enabled:
         yield
         return
     before = f.omp_get_max_threads()
@@ -133,6 +139,22 @@ def _single_thread_when_small(floats: int) -> Iterator[None]:
         yield
     finally:
         f.omp_set_num_threads(before)
+
+
+def drop_pca_training_state(index: Any) -> None:
+    """Free a trained PCA's full eigenvector matrix, which FAISS keeps only for training.
+
+    Applying the PCA needs only its projection (d_out x d_in), but the index also stores every
+    eigenvector (d_in x d_in: 64 MB at 4,096 dims) and would copy it into each clone and file.
+    """
+    f = faiss()
+    concrete = f.downcast_index(index)
+    if not isinstance(concrete, f.IndexPreTransform):
+        return
+    for i in range(concrete.chain.size()):
+        transform = f.downcast_VectorTransform(concrete.chain.at(i))
+        if isinstance(transform, f.PCAMatrix):
+            transform.PCAMat.resize(0)
 
 
 def clone(index: Any) -> Any:

