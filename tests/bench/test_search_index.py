@@ -15,11 +15,11 @@ DIM = 64
 def test_a_small_budget_builds_compressed_codes_and_exact_search_stays_exact(tmp_path):
     calls = []
     run = measure_index_search(
-        3000,
+        5000,  # one shard of 5,000: over the 4,096 rows a shard needs to get codes
         dim=DIM,
         queries=30,
         exact_queries=10,
-        max_index_memory=100 << 10,  # below the 384 KiB of fp16 vectors: the choice must compress
+        max_index_memory=200 << 10,  # below the 625 KiB of fp16 vectors: the choice must compress
         workdir=tmp_path,
         progress=lambda *a: calls.append(a),
     )
@@ -30,11 +30,11 @@ def test_a_small_budget_builds_compressed_codes_and_exact_search_stays_exact(tmp
     assert 0.8 <= run.default.recall_at_k <= 1.0
     for side in (run.default, run.exact):
         assert 0 < side.latency_ms_p50 <= side.latency_ms_p99
-    assert run.fp16_bytes == 3000 * DIM * 2
+    assert run.fp16_bytes == 5000 * DIM * 2
     assert 0 < run.index_memory_bytes < run.fp16_bytes
     assert run.memory_fraction == pytest.approx(run.index_memory_bytes / run.fp16_bytes, abs=1e-5)
     assert run.build_s > 0 and run.commits == 1 and run.shards >= 1 and run.peak_rss_bytes > 0
-    assert calls[-3:] == [("build", 3000, 3000), ("search", 1, 2), ("search", 2, 2)]
+    assert calls[-3:] == [("build", 5000, 5000), ("search", 1, 2), ("search", 2, 2)]
     assert list(tmp_path.iterdir()) == []  # the index is removed
 
 
@@ -45,6 +45,14 @@ def test_a_collection_that_fits_stays_exact_and_says_so(tmp_path):
     assert run.index_memory_bytes > run.fp16_bytes * 0.9  # the fp16 shards themselves
     assert any("kept exact search" in note for note in run.notes)
     assert any("index kept at" in note for note in run.notes) and (tmp_path.iterdir())
+
+
+def test_trained_codes_without_a_coded_shard_are_reported_as_exact_search(tmp_path):
+    # 3,000 vectors in one shard: the budget asks for codes, but a shard needs 4,096 rows to get them.
+    run = measure_index_search(3000, dim=DIM, queries=5, max_index_memory=100 << 10, workdir=tmp_path)
+    assert run.choice["choice"] == "compressed" and run.default.mode == "exact"
+    assert run.default.recall_at_k == 1.0 and run.index_memory_bytes == run.fp16_bytes
+    assert any("too small for codes" in note for note in run.notes)
 
 
 def test_a_forced_lossy_factory_has_no_exact_side(tmp_path):

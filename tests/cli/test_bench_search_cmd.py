@@ -20,17 +20,17 @@ def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def test_reports_compressed_and_exact_search_with_memory(tmp_path):
     result = _run(
-        "--vectors", "3000", "--dim", "64", "--queries", "20", "--exact-queries", "5",
-        "--max-index-memory", "100K", "--workdir", str(tmp_path), "--json", "-",
+        "--vectors", "5000", "--dim", "64", "--queries", "20", "--exact-queries", "5",
+        "--max-index-memory", "200K", "--workdir", str(tmp_path), "--json", "-",
         cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert report["vectors"] == 3000 and report["dim"] == 64 and report["k"] == 10
-    assert report["choice"]["choice"] == "compressed" and report["choice"]["max_index_memory"] == 100 << 10
+    assert report["vectors"] == 5000 and report["dim"] == 64 and report["k"] == 10
+    assert report["choice"]["choice"] == "compressed" and report["choice"]["max_index_memory"] == 200 << 10
     assert report["default"]["mode"] == "compressed" and 0.8 <= report["default"]["recall_at_k"] <= 1.0
     assert report["exact"]["recall_at_k"] == 1.0 and report["exact"]["queries"] == 5
-    assert 0 < report["index_memory_bytes"] < report["fp16_bytes"] == 3000 * 64 * 2
+    assert 0 < report["index_memory_bytes"] < report["fp16_bytes"] == 5000 * 64 * 2
     # The table goes to stderr when the JSON goes to stdout.
     assert "compressed" in result.stderr and "index memory" in result.stderr and "targets:" in result.stderr
     assert list(tmp_path.iterdir()) == []

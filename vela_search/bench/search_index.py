@@ -152,12 +152,15 @@ def _measure_side(
 
 
 def _codes_memory(index: Any) -> int:
-    """Bytes of the merged candidate index a compressed search holds (codes, ids, quantizer, transform)."""
+    """Bytes the default search of a compressed index holds: the merged candidate index (codes, ids, coarse
+    quantizer, transform), plus the fp16 vectors of shards too small to have codes (searched exactly)."""
     from vela_search.store import faiss_ops
     from vela_search.store.rerank import merge_codes
 
-    merged = merge_codes([reader.codes_index() for reader in index.shard_readers()])
-    return int(faiss_ops.faiss().serialize_index(merged).size)
+    readers = index.shard_readers()
+    coded = [reader.codes_index() for reader in readers if reader.entry.get("codes")]
+    uncoded = sum(int(r.entry["count"]) for r in readers if not r.entry.get("codes")) * index.dim * 2
+    return (int(faiss_ops.faiss().serialize_index(merge_codes(coded)).size) if coded else 0) + uncoded
 
 
 def _shards_bytes(root: Path, manifest: dict) -> int:
@@ -240,12 +243,16 @@ def measure_index_search(
                     progress("build", stop, n_vectors)
         with AudioIndex.open(root) as index:
             info = index.index_info()
-            compressed = info.get("choice") == "compressed"
+            # Shards too small for codes are searched exactly; with none coded, search is all exact.
+            coded = any(entry.get("codes") for entry in index.manifest["shards"])
+            compressed = info.get("choice") == "compressed" and coded
             has_exact = info.get("choice") != "fixed" or index.factory == "SQfp16"
             fp16 = n_vectors * dim * 2
             memory = _codes_memory(index) if compressed else _shards_bytes(root, index.manifest)
             mode = "compressed" if compressed else "exact" if has_exact else "fixed"
-            if not compressed and has_exact:
+            if info.get("choice") == "compressed" and not coded:
+                notes.append("the codes are trained but every shard is too small for codes: all exact")
+            elif not compressed and has_exact:
                 notes.append(
                     "the automatic choice kept exact search at this size: lower --max-index-memory or add "
                     "--vectors to reach the compressed index"
