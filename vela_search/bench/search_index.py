@@ -275,7 +275,7 @@ def measure_index_search(
             if progress is not None:
                 progress("search", 2, 2)
             shards = index.num_shards
-            used_factory = info.get("factory") or index.factory
+            used_factory = info.get("factory") if compressed else index.factory
         if keep:
             notes.append(f"index kept at {root}")
         return IndexSearchRun(
