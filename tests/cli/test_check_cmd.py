@@ -164,3 +164,30 @@ def test_embedder_record_is_readable_by_other_users(built):
     mode = (index / "embedder.json").stat().st_mode & 0o777
     assert mode == (index / "manifest.json").stat().st_mode & 0o777
     assert mode & 0o044 == 0o044
+
+
+def test_damaged_compressed_codes_are_reported_and_re_encoded(tmp_path):
+    """An automatic index compressed by its memory budget (default thresholds): a broken codes file is named,
+    `check --repair` re-encodes the codes from the exact vectors, and queries work again."""
+    from store.compressed_helpers import DIM, FP, clustered, rows
+
+    from vela_search.store.writer import IndexWriter
+
+    idx = tmp_path / "idx"
+    AudioIndex.create(idx, fingerprint=FP, dim=DIM, max_index_memory=200_000).close()
+    with IndexWriter(idx, fingerprint=FP) as w:  # 5,000 x 128 fp16 = 1.3 MB > 200 kB: compressed
+        w.add(clustered(5_000, seed=0), rows(0, 5_000, "a"))
+        w.commit()
+    data = json.loads((idx / "manifest.json").read_text())
+    broken = data["shards"][0]["codes"]
+    (idx / broken).write_bytes(b"garbage")
+    found = run("check", "--index", idx)
+    assert found.returncode == 1 and broken in found.stderr
+    fixed = run("check", "--index", idx, "--repair")
+    assert fixed.returncode == 0, fixed.stderr
+    assert "re-encoded from the exact vectors" in " ".join(fixed.stdout.split())
+    assert run("check", "--index", idx).returncode == 0
+    repaired = json.loads((idx / "manifest.json").read_text())
+    assert repaired["codes"]["trained"] != data["codes"]["trained"] and repaired["num_vectors"] == 5_000
+    with AudioIndex.open(idx) as index:
+        assert len(index.search(clustered(1, seed=5), 10)[0]) == 10

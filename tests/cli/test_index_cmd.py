@@ -283,6 +283,69 @@ def test_progress_counts_show_no_made_up_total():
     assert "2 segments" in shown()[1] and "1/2 files" in shown()[1]
 
 
+# ------------------------------------------------------------------ automatic choice (compressed codes)
+
+
+def _console_script() -> str:
+    import sys
+    from pathlib import Path
+
+    return str(Path(sys.executable).parent / "vela-search")
+
+
+def test_new_index_is_automatic_with_the_given_budget_and_info_says_so(tmp_path, tiny_model_dir):
+    audio = tmp_path / "audio"
+    small_collection(audio, 2)
+    idx = tmp_path / "idx"
+    env = cli_env()
+    made = subprocess.run(
+        [_console_script(), "index", str(audio), "--index", str(idx), *TINY, "--max-index-memory", "1G"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert made.returncode == 0, made.stderr
+    shown = subprocess.run(
+        [_console_script(), "info", "--index", str(idx), "--json"], env=env, capture_output=True, text=True
+    )
+    search = json.loads(shown.stdout)["search"]
+    assert search["mode"] == "auto" and search["choice"] == "exact" and search["max_index_memory"] == 1 << 30
+    text = subprocess.run(
+        [_console_script(), "info", "--index", str(idx)], env=env, capture_output=True, text=True
+    )
+    assert "exact SQfp16 (auto; budget 1.0 GiB" in " ".join(text.stdout.split())
+
+
+def test_info_shows_the_compressed_choice_and_its_measured_recall(tmp_path):
+    from store.compressed_helpers import build_compressed
+
+    idx = tmp_path / "idx"
+    build_compressed(idx, commits=2)
+    env = cli_env()
+    shown = subprocess.run(
+        [_console_script(), "info", "--index", str(idx), "--json"], env=env, capture_output=True, text=True
+    )
+    search = json.loads(shown.stdout)["search"]
+    assert search["choice"] == "compressed" and search["factory"].startswith("PCAR64,IVF")
+    assert search["design_size"] == 2_000 and search["recall_at_10"] >= 0.9 and search["measured_at"]
+    text = subprocess.run(
+        [_console_script(), "info", "--index", str(idx)], env=env, capture_output=True, text=True
+    )
+    flat = " ".join(text.stdout.split())
+    assert "compressed PCAR64,IVF" in flat and "expected recall@10" in flat and "designed for 2000" in flat
+
+
+@pytest.mark.parametrize("size", ["4X", "lots", "-2G"])
+def test_a_bad_memory_budget_is_one_clear_line(capsys, tmp_path, size):
+    code, out, err = run_cli(
+        capsys, "index", str(tmp_path), "--index", str(tmp_path / "i"), "--max-index-memory", size
+    )
+    assert code == 1
+    assert err.startswith("error: --max-index-memory:") and "(e.g. 4G)" in err
+    assert "Traceback" not in err and not (tmp_path / "i").exists()
+
+
 def test_info_says_which_faiss_build_and_gpus_without_reading_shards(tmp_path):
     # The installed console script, on an index whose shard files are gone: info reads none of them.
     import sys

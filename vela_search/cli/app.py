@@ -38,6 +38,7 @@ def _register_commands() -> None:
     # Importing the modules registers their commands on `app`.
     from vela_search.cli import (  # noqa: F401
         bench_cmd,
+        bench_search_cmd,
         bench_serve_cmd,
         check_cmd,
         demos_cmd,

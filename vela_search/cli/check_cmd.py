@@ -18,7 +18,7 @@ def check_command(
         False,
         "--repair",
         help="Drop damaged shards and mark the audio files they held for re-embedding at the next "
-        "`vela-search index` run.",
+        "`vela-search index` run; re-encode damaged compressed codes from the exact vectors.",
     ),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
@@ -67,5 +67,9 @@ def _print(report) -> None:  # noqa: ANN001 - a CheckReport
         "be embedded again by the next `vela-search index` run",
         highlight=False,
     )
+    if report.codes_rebuilt:
+        console.print(
+            "compressed search codes re-trained and re-encoded from the exact vectors", highlight=False
+        )
     for line in report.unrepairable:
         err_console.print(f"[red]cannot repair:[/] {escape(line)}", highlight=False)

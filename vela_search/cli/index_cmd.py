@@ -95,7 +95,15 @@ def index_command(
     faiss_factory: str | None = typer.Option(
         None,
         "--faiss-factory",
-        help="FAISS index-factory string for a new index or a rebuild (default SQfp16: exact).",
+        help="'auto' (default for a new index: exact SQfp16 while it fits and is fast, then compressed "
+        "codes with exact re-ranking; also turns an existing SQfp16 index automatic) or a FAISS "
+        "index-factory string for a new index or a rebuild.",
+    ),
+    max_index_memory: str | None = typer.Option(
+        None,
+        "--max-index-memory",
+        metavar="SIZE",
+        help="Memory budget of an automatic index's search index, e.g. 512M or 4G (default 4G).",
     ),
     commit_every: int = typer.Option(
         256,
@@ -162,6 +170,7 @@ def index_command(
     from vela_search.store import AudioIndex
 
     validate_options(window, hop, commit_every)
+    memory_budget = _parse_memory(max_index_memory)
     root = resolve_index(index)
     exists = AudioIndex.exists(root)
     listing = None
@@ -224,6 +233,7 @@ def index_command(
         "prune": prune,
         "rebuild": rebuild,
         "factory": faiss_factory,
+        "max_index_memory": memory_budget,
     }
     try:
         with _ProgressView(enabled=True) as view:
@@ -311,6 +321,19 @@ def compact_command(
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+def _parse_memory(text: str | None) -> int | None:
+    """Bytes of --max-index-memory, or None when not given (one-line error otherwise)."""
+    if text is None:
+        return None
+    from vela_search.errors import VelaError
+    from vela_search.store.index_choice import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise VelaError(f"--max-index-memory: {e}") from None
+
+
 def _require_audio(paths: list[str]) -> None:
     """Refuse a new index when ``paths`` hold no audio file (names only: nothing is read or hashed)."""
     from vela_search.audio.discovery import discover_audio_files
@@ -551,6 +574,33 @@ def _print_paths(title: str, items: list[tuple[str, str]], style: str) -> None:
         console.print(f"… and {len(items) - _MAX_LISTED} more (all are listed with --json)")
 
 
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def _describe_search(search: dict[str, Any] | None) -> str:
+    """One line: how queries are answered (exact, compressed with re-ranking, or a fixed factory)."""
+    if not search:
+        return "-"
+    mode = search["mode"]
+    budget = f"; budget {_size(search['max_index_memory'])}" if search.get("max_index_memory") else ""
+    if search["choice"] == "exact":
+        return f"exact {search['factory']} ({mode}{budget}; {_size(search['memory_bytes'])} of fp16 vectors)"
+    if search["choice"] == "fixed":
+        return f"{search['factory']} (fixed factory)"
+    recall = search.get("recall_at_10")
+    return (
+        f"compressed {search['factory']} + exact re-rank of {search['rerank']} candidates "
+        f"({mode}{budget}; {_size(search['memory_bytes'])}; nprobe {search['nprobe']}; designed for "
+        f"{search['design_size']} vectors; expected recall@10 "
+        f"{'?' if recall is None else f'{recall:.3f}'} measured {search.get('measured_at') or '?'})"
+    )
+
+
 def _print_info(info: dict[str, Any]) -> None:
     table = Table(title=f"index {escape(info['index_dir'])}", show_header=False, title_justify="left")
     table.add_column("key", style="bold")
@@ -568,6 +618,7 @@ def _print_info(info: dict[str, Any]) -> None:
             + (" …" if len(info["shards"]) > 20 else ""),
         ),
         ("index type", f"{info['factory']} ({info['metric']}, dim {info['dim']})"),
+        ("search", _describe_search(info.get("search"))),
         (
             "files",
             f"{files['total']}: {files['indexed']} indexed, {files['duplicate']} duplicate, "

@@ -402,6 +402,7 @@ def index_paths_on_ray(
     compact: bool = True,
     progress: ProgressCallback | None = None,
     timing: ClusterTiming | None = None,
+    max_index_memory: int | None = None,
 ) -> IndexReport:
     """Index like :func:`~vela_search.indexing.index_paths`, decoding and embedding on a Ray cluster.
 
@@ -466,6 +467,7 @@ def index_paths_on_ray(
         prune=prune,
         rebuild=rebuild,
         factory=factory,
+        max_index_memory=max_index_memory,
         compact=compact,
         progress=progress,
     )

@@ -67,6 +67,7 @@ def index_info(index_dir: str | os.PathLike[str]) -> dict[str, Any]:
         IndexNotFoundError: no index there.
     """
     from vela_search.store import AudioIndex
+    from vela_search.store.codes import describe as describe_search
     from vela_search.store.gpu import faiss_build, gpu_count
 
     index_dir = Path(index_dir)
@@ -87,6 +88,7 @@ def index_info(index_dir: str | os.PathLike[str]) -> dict[str, Any]:
             "dim": data["dim"],
             "metric": data["metric"],
             "factory": data["factory"],
+            "search": describe_search(data),
             "vectors": data["num_vectors"],
             "deleted": data.get("num_deleted", 0),
             "shards": [{"number": s["number"], "vectors": s["count"]} for s in data["shards"]],

@@ -50,7 +50,7 @@ DEFAULT_WINDOW_S = 10.0
 DEFAULT_HOP_S = 5.0
 DEFAULT_COMMIT_EVERY = 256
 DEFAULT_COMMIT_INTERVAL_S = 60.0
-DEFAULT_FACTORY = "SQfp16"
+DEFAULT_FACTORY = "auto"  # exact SQfp16 while it fits and is fast, then compressed codes + re-rank
 # A file up to this long is one segment (what the audio encoder reads at once).
 SINGLE_SEGMENT_MAX_S = 30.0
 # Moved files' stored segments are read back this many at a time (bounds memory: 64 MiB at 4096 dims).
@@ -228,8 +228,9 @@ class _Run:
 
     def commit(self) -> None:
         writer = self.writer
-        # A factory that needs training (IVF, PQ) trains on its first commit: wait for enough vectors.
-        need = writer.training_vectors_needed
+        # A factory that needs training (IVF, PQ) trains on its first commit: wait for enough vectors
+        # (39 per centroid, or the whole run when smaller: the final commit trains on what there is).
+        need = writer.training_vectors_wanted
         if need and writer.num_pending < need:
             return
         self.emit("commit")
@@ -259,7 +260,12 @@ def validate_options(window_s: float, hop_s: float, commit_every: int) -> None:
 
 
 def _open_writer(
-    index_dir: Path, embedder: VelaEmbedder, *, rebuild: bool, factory: str | None
+    index_dir: Path,
+    embedder: VelaEmbedder,
+    *,
+    rebuild: bool,
+    factory: str | None,
+    max_index_memory: int | None = None,
 ) -> IndexWriter:
     from vela_search.embedding.fingerprint import fingerprint_for_index
     from vela_search.store import AudioIndex, IndexWriter, manifest
@@ -273,15 +279,20 @@ def _open_writer(
     if not AudioIndex.exists(index_dir):
         try:
             AudioIndex.create(
-                index_dir, fingerprint=fingerprint, dim=embedder.dim, factory=factory or DEFAULT_FACTORY
+                index_dir,
+                fingerprint=fingerprint,
+                dim=embedder.dim,
+                factory=factory or DEFAULT_FACTORY,
+                max_index_memory=max_index_memory,
             ).close()
         except StoreError:
             if not AudioIndex.exists(index_dir):
                 raise  # not the race with another creator: a real error (e.g. a bad factory string)
         rebuild = False  # nothing to rebuild in a new index
+    memory = {"max_index_memory": max_index_memory}
     if rebuild:
-        return IndexWriter(index_dir, fingerprint=fingerprint, staged=True, factory=factory)
-    return IndexWriter(index_dir, fingerprint=fingerprint, factory=factory)
+        return IndexWriter(index_dir, fingerprint=fingerprint, staged=True, factory=factory, **memory)
+    return IndexWriter(index_dir, fingerprint=fingerprint, factory=factory, **memory)
 
 
 def index_paths(
@@ -296,6 +307,7 @@ def index_paths(
     prune: bool = True,
     rebuild: bool = False,
     factory: str | None = None,
+    max_index_memory: int | None = None,
     decode_workers: int | None = None,
     compact: bool = True,
     progress: ProgressCallback | None = None,
@@ -326,7 +338,10 @@ def index_paths(
         prune: remove files that are gone from disk (only under ``paths``).
         rebuild: re-embed every file (those under ``paths`` and the index's recorded roots) into a staged
             generation that replaces the current one only when complete; rerun after a crash to resume.
-        factory: FAISS index-factory string for a new index or a rebuild (default ``SQfp16``, exact).
+        factory: "auto" (the default for a new index: exact SQfp16 while it fits and is fast, then
+            compressed codes with exact re-ranking) or a FAISS index-factory string, for a new index or
+            a rebuild; "auto" also turns an existing exact SQfp16 index automatic.
+        max_index_memory: memory budget in bytes of an automatic index's search index (default 4 GiB).
         decode_workers: decoding threads (default :func:`default_decode_workers`).
         compact: merge small shards at the end when there are many.
         progress: called with an :class:`IndexProgress` as the run advances.
@@ -356,6 +371,7 @@ def index_paths(
         prune=prune,
         rebuild=rebuild,
         factory=factory,
+        max_index_memory=max_index_memory,
         compact=compact,
         progress=progress,
         dataset=dataset,
@@ -378,6 +394,7 @@ def run_index(
     compact: bool,
     progress: ProgressCallback | None,
     dataset: DatasetListing | None = None,
+    max_index_memory: int | None = None,
 ) -> IndexReport:
     """One run with a given embedding stage: the planning, writing and commit rules of every run.
 
@@ -399,7 +416,9 @@ def run_index(
         # A typo should not leave an empty index behind; for an existing index a vanished root is pruned.
         raise VelaError(f"no such file or directory: {', '.join(missing)}")
     report = IndexReport(index_dir=str(index_dir))
-    writer = _open_writer(index_dir, embedder, rebuild=rebuild, factory=factory)
+    writer = _open_writer(
+        index_dir, embedder, rebuild=rebuild, factory=factory, max_index_memory=max_index_memory
+    )
     try:
         # The prefix is rendered once per embedder: a rerun that embeds nothing keeps the recorded room.
         room = recorded_room(index_dir, writer.fingerprint) or QueryRoom.from_embedder(embedder)

@@ -12,9 +12,10 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import EmptyIndexError, IndexNotFoundError, StoreError
-from . import faiss_ops, layout, manifest, table_log
+from . import codes, faiss_ops, layout, manifest, table_log
 from .integrity import IndexDamagedError, device_errors, read_verified
 from .lock import WriterLock
+from .rerank import CodesSearcher, merge_codes
 from .shards import ShardReader, compile_glob
 
 if TYPE_CHECKING:
@@ -67,6 +68,15 @@ def _refuse_orphaned_data(root: Path) -> None:
         )
 
 
+def _merge_top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The best k of per-query lists (-1 ids last): best score first, equal scores by ascending id, so
+    results do not depend on shard layout."""
+    scores = scores.astype(np.float32)
+    scores[ids < 0] = -np.inf
+    order = np.lexsort((ids, -scores), axis=-1)[:, :k]
+    return np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1)
+
+
 class AudioIndex:
     """A consistent, read-only snapshot of an index: one manifest and only the files it names.
 
@@ -97,6 +107,17 @@ class AudioIndex:
         self._deleted = table_log.read_deleted(self.root, data, self._read_table)
         self._deleted_masks: dict[int, np.ndarray | None] = {}
         self._locator: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        # Automatic indexes past exact size: every shard's codes merged into one candidate index.
+        self._codes: CodesSearcher | None = None
+        self._live_ids: tuple[np.ndarray | None] | None = None  # cached mask of undeleted ids
+        # Shards without codes (small ones) are searched exactly beside them.
+        self._uncoded = [i for i, e in enumerate(data["shards"]) if not e.get("codes")]
+        if shards and vectors and data.get("codes") and len(self._uncoded) < len(data["shards"]):
+            self._codes = CodesSearcher(
+                merge_codes([s.codes_index() for s in self._shards if s.entry.get("codes")]),
+                nprobe=int(data["codes"]["nprobe"]),
+                rerank_depth=int(data["codes"]["rerank"]),
+            )
 
     def _readers(self, *, vectors: bool = False) -> list[ShardReader]:
         """The shard readers, refusing what this snapshot did not open."""
@@ -164,14 +185,26 @@ class AudioIndex:
             _refuse_orphaned_data(Path(root))
 
     @classmethod
-    def create(cls, root: str | Path, *, fingerprint: dict, dim: int, factory: str = "SQfp16") -> AudioIndex:
+    def create(
+        cls,
+        root: str | Path,
+        *,
+        fingerprint: dict,
+        dim: int,
+        factory: str = codes.AUTO,
+        max_index_memory: int | None = None,
+    ) -> AudioIndex:
         """Create an empty index (generation 0) at `root`.
 
         Args:
             root: the index directory (created if missing).
             fingerprint: JSON-able description of the embedder whose vectors the index holds.
             dim: vector dimension.
-            factory: FAISS index-factory string; the default "SQfp16" is exact search on fp16 vectors.
+            factory: "auto" (the default): exact fp16 shards, searched exactly while that fits
+                `max_index_memory` and is fast, else through compressed codes with exact re-ranking
+                (see `index_choice`); or a FAISS index-factory string used for every shard
+                ("SQfp16": always exact).
+            max_index_memory: memory budget in bytes of the searched index ("auto" only; default 4 GiB).
 
         Raises:
             StoreError: an index already exists there, or the factory string is invalid.
@@ -179,8 +212,12 @@ class AudioIndex:
         root = Path(root)
         if not isinstance(dim, (int, np.integer)) or dim < 1:
             raise ValueError(f"dim must be a positive integer, not {dim!r}")
-        faiss_ops.build(factory, dim)  # fail now, not at the first commit
-        data = manifest.new_manifest(fingerprint=fingerprint, dim=int(dim), factory=factory)
+        concrete, policy = codes.resolve_policy(root, factory, {}, max_index_memory, staged=True)
+        concrete = concrete or factory
+        faiss_ops.build(concrete, dim)  # fail now, not at the first commit
+        data = manifest.new_manifest(fingerprint=fingerprint, dim=int(dim), factory=concrete)
+        if policy is not None:
+            data.update(policy=policy, codes=None)
         with device_errors(root, doing="creating the index", generation=None):
             (root / layout.SHARD_DIR).mkdir(parents=True, exist_ok=True)
             with WriterLock(root):
@@ -192,12 +229,20 @@ class AudioIndex:
 
     @classmethod
     def open_or_create(
-        cls, root: str | Path, *, fingerprint: dict, dim: int, factory: str = "SQfp16"
+        cls,
+        root: str | Path,
+        *,
+        fingerprint: dict,
+        dim: int,
+        factory: str = codes.AUTO,
+        max_index_memory: int | None = None,
     ) -> AudioIndex:
         """Open the index at `root`, creating it first if there is none (writers check the fingerprint)."""
         if not cls.exists(root):
             try:
-                return cls.create(root, fingerprint=fingerprint, dim=dim, factory=factory)
+                return cls.create(
+                    root, fingerprint=fingerprint, dim=dim, factory=factory, max_index_memory=max_index_memory
+                )
             except StoreError:
                 if not cls.exists(root):  # a real failure, not a concurrent creation
                     raise
@@ -411,8 +456,13 @@ class AudioIndex:
         *,
         path_glob: str | None = None,
         ranges: Mapping[str, tuple[float | None, float | None]] | None = None,
+        exact: bool = False,
     ) -> list[list[SearchHit]]:
         """Global top-k of each query over all shards, best first.
+
+        An automatic index that outgrew exact search takes candidates from its compressed codes and
+        re-ranks them with exact inner products from the stored fp16 vectors (scores are exact; the
+        expected recall@10 is in `index_info()`); `exact=True` scans the exact shards instead.
 
         Deleted segments and, with `path_glob`, segments whose `path` (or any of `paths`) does not
         match the fnmatch-style pattern, and with `ranges`, segments whose numeric metadata lies outside
@@ -424,6 +474,7 @@ class AudioIndex:
             path_glob: optional pattern such as "*/birds/*.flac".
             ranges: optional ``{column: (low, high)}``, inclusive, None for an open end, e.g.
                 ``{"duration_s": (None, 2.0)}``.
+            exact: scan every stored vector even where compressed codes exist.
 
         Raises:
             EmptyIndexError: the index holds no live vectors.
@@ -443,33 +494,17 @@ class AudioIndex:
         q = np.ascontiguousarray(q)
         k = int(k)
         pattern = compile_glob(path_glob) if path_glob else None
-        scores, ids = [], []
-        for i, shard in enumerate(self._readers(vectors=True)):
-            deleted = self._deleted_mask(i)
-            allowed = None if deleted is None else ~deleted
-            if pattern is not None:
-                match = shard.path_mask(pattern)
-                allowed = match if allowed is None else allowed & match
-            for column, (low, high) in (ranges or {}).items():
-                inside = shard.range_mask(column, low, high)
-                allowed = inside if allowed is None else allowed & inside
-            if allowed is not None:
-                if not allowed.any():
-                    continue
-                if allowed.all():
-                    allowed = None
-            s, d = shard.search(q, k, allowed)
-            scores.append(s)
-            ids.append(d)
-        if not scores:
+        if self._codes is not None and not exact:
+            top_scores, top_ids = self._codes.search(q, k, self._allowed_ids(pattern, ranges), self.vectors)
+            if self._uncoded:  # exact scores on both sides: one merged top-k
+                more_scores, more_ids = self._exact_search(q, k, pattern, ranges, self._uncoded)
+                top_scores, top_ids = _merge_top_k(
+                    np.hstack([top_scores, more_scores]), np.hstack([top_ids, more_ids]), k
+                )
+        else:
+            top_scores, top_ids = self._exact_search(q, k, pattern, ranges)
+        if top_ids.size == 0:
             return [[] for _ in range(len(q))]
-        all_scores = np.hstack(scores).astype(np.float32)
-        all_ids = np.hstack(ids)
-        all_scores[all_ids < 0] = -np.inf
-        # Best score first; equal scores by ascending id, so results do not depend on shard layout.
-        order = np.lexsort((all_ids, -all_scores), axis=-1)[:, :k]
-        top_ids = np.take_along_axis(all_ids, order, axis=1)
-        top_scores = np.take_along_axis(all_scores, order, axis=1)
         wanted = np.unique(top_ids[top_ids >= 0])
         rows = dict(zip(wanted.tolist(), self.segment_rows(wanted), strict=True))
         return [
@@ -480,3 +515,69 @@ class AudioIndex:
             ]
             for row_ids, row_scores in zip(top_ids.tolist(), top_scores.tolist(), strict=True)
         ]
+
+    def _allowed_rows(
+        self,
+        i: int,
+        pattern: re.Pattern[str] | None,
+        ranges: Mapping[str, tuple[float | None, float | None]] | None,
+    ) -> np.ndarray | None:
+        """Shard i's rows that deletions and filters leave searchable (None: all of them)."""
+        shard = self._readers()[i]
+        deleted = self._deleted_mask(i)
+        allowed = None if deleted is None else ~deleted
+        if pattern is not None:
+            match = shard.path_mask(pattern)
+            allowed = match if allowed is None else allowed & match
+        for column, (low, high) in (ranges or {}).items():
+            inside = shard.range_mask(column, low, high)
+            allowed = inside if allowed is None else allowed & inside
+        return allowed
+
+    def _exact_search(
+        self,
+        q: np.ndarray,
+        k: int,
+        pattern: re.Pattern[str] | None,
+        ranges: Mapping[str, tuple[float | None, float | None]] | None,
+        only: list[int] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, ids) of the exact top-k over every shard, or over the shards listed in `only`."""
+        scores, ids = [], []
+        for i, shard in enumerate(self._readers(vectors=True)):
+            if only is not None and i not in only:
+                continue
+            allowed = self._allowed_rows(i, pattern, ranges)
+            if allowed is not None:
+                if not allowed.any():
+                    continue
+                if allowed.all():
+                    allowed = None
+            s, d = shard.search(q, k, allowed)
+            scores.append(s)
+            ids.append(d)
+        if not scores:
+            return np.empty((len(q), 0), np.float32), np.empty((len(q), 0), np.int64)
+        return _merge_top_k(np.hstack(scores), np.hstack(ids), k)
+
+    def _allowed_ids(
+        self, pattern: re.Pattern[str] | None, ranges: Mapping[str, tuple[float | None, float | None]] | None
+    ) -> np.ndarray | None:
+        """Searchable global ids as a mask indexed by id (None: every stored id)."""
+        unfiltered = pattern is None and not ranges
+        if unfiltered and self._live_ids is not None:
+            return self._live_ids[0]  # deletions only: the same mask for every query
+        masks = [self._allowed_rows(i, pattern, ranges) for i in range(len(self._shards))]
+        allowed = None
+        if any(m is not None for m in masks):
+            allowed = np.zeros(int(self.manifest["next_id"]), dtype=bool)
+            for shard, mask in zip(self._shards, masks, strict=True):
+                allowed[shard.ids if mask is None else shard.ids[mask]] = True
+        if unfiltered:
+            self._live_ids = (allowed,)
+        return allowed
+
+    def index_info(self) -> dict[str, Any]:
+        """How this snapshot is searched: the choice (exact, compressed with its factory, or a fixed
+        factory), its memory, design size, and the recall@10 measured when the codes were trained."""
+        return codes.describe(self.manifest)

@@ -83,7 +83,8 @@ def check_relpath(relpath: Any, *, where: str) -> str:
     if not isinstance(relpath, str) or not layout.is_owned(relpath):
         raise IndexDamagedError(
             f"{where} names {relpath!r} as an index file, which is not a file of this index folder "
-            "(index files are shards/NNNNNN.faiss|parquet, files-N.parquet, deleted-N.parquet, "
+            "(index files are shards/NNNNNN.faiss|parquet, shards/NNNNNN.codes-N.faiss, files-N.parquet, "
+            "deleted-N.parquet, "
             "trained-N.faiss, inside the index folder); the manifest is damaged or was edited: "
             "restore it from a backup or rebuild the index",
             str(relpath),

@@ -23,6 +23,7 @@ _OWNED = (
     re.compile(r"^deleted-delta-\d+\.parquet$"),
     re.compile(r"^trained-\d+\.faiss$"),
     re.compile(r"^shards/\d+\.(faiss|parquet)$"),
+    re.compile(r"^shards/\d+\.codes-\d+\.faiss$"),
 )
 _SHARD_NUMBER = re.compile(r"^(\d+)\.(faiss|parquet)$")
 
@@ -31,6 +32,11 @@ def shard_files(number: int) -> tuple[str, str]:
     """Relative paths of shard `number`'s FAISS index and Parquet metadata."""
     stem = f"{SHARD_DIR}/{number:06d}"
     return f"{stem}.faiss", f"{stem}.parquet"
+
+
+def codes_file(number: int, generation: int) -> str:
+    """Relative path of shard `number`'s compressed candidate codes, encoded by `generation`."""
+    return f"{SHARD_DIR}/{number:06d}.codes-{generation}.faiss"
 
 
 def files_table(generation: int) -> str:

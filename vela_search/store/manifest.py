@@ -116,12 +116,17 @@ def _check_paths(path: Path, data: dict) -> None:
     retained = data.get("retained") or []
     if not isinstance(retained, list):
         raise IndexFormatError(f"{path} has a malformed retained list; the index is damaged")
-    for name in (data["files"], data["deleted"], data["trained"]):
+    codes = data.get("codes")
+    if codes is not None and not (isinstance(codes, dict) and isinstance(codes.get("trained"), str)):
+        raise IndexFormatError(f"{path} has a malformed codes entry; the index is damaged")
+    for name in (data["files"], data["deleted"], data["trained"], (codes or {}).get("trained")):
         if name is not None:
             check_relpath(name, where=str(path))
     for entry in shards:
         check_relpath(entry["index"], where=str(path))
         check_relpath(entry["meta"], where=str(path))
+        if entry.get("codes") is not None:
+            check_relpath(entry["codes"], where=str(path))
     for name in retained:
         check_relpath(name, where=str(path))
     _check_deltas(path, data)
@@ -176,11 +181,16 @@ def references(data: dict | None) -> set[str]:
     """Relative paths of every data file a manifest names (its snapshot)."""
     if data is None:
         return set()
-    refs = {p for p in (data.get("files"), data.get("deleted"), data.get("trained")) if p}
+    codes = data.get("codes") or {}
+    refs = {
+        p for p in (data.get("files"), data.get("deleted"), data.get("trained"), codes.get("trained")) if p
+    }
     refs.update(d["path"] for kind in DELTA_KEYS for d in deltas(data, kind))
     for shard in data["shards"]:
         refs.add(shard["index"])
         refs.add(shard["meta"])
+        if shard.get("codes"):
+            refs.add(shard["codes"])
     return refs
 
 

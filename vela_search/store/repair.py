@@ -33,7 +33,7 @@ class Damage:
     """One damaged file: its path relative to the index folder, what it is, and why it is damaged."""
 
     path: str
-    kind: str  # "shard", "files", "deleted" or "trained"
+    kind: str  # "shard", "files", "deleted", "trained" or "codes"
     reason: str
     shard: int | None = None
 
@@ -53,6 +53,7 @@ class CheckReport:
     rows_dropped: int = 0
     files_to_reembed: list[str] = field(default_factory=list)
     unrepairable: list[str] = field(default_factory=list)
+    codes_rebuilt: bool = False  # compressed codes re-trained and re-encoded from the exact vectors
 
     @property
     def ok(self) -> bool:
@@ -91,6 +92,8 @@ def check_index(root: str | Path) -> CheckReport:
         reader = ShardReader(root, entry, int(data["dim"]), checksums)
         verify("shard", entry["meta"], lambda r=reader: r.load(vectors=False).ids, int(entry["number"]))
         verify("shard", entry["index"], lambda r=reader: r.index(verify=True), int(entry["number"]))
+        if entry.get("codes"):
+            verify("codes", entry["codes"], lambda r=reader: r.codes_index(), int(entry["number"]))
         reader.close()
     # The tables beside the shards: each is read whole, checked against its checksum, then parsed.
     parsers = {"files": files_from_bytes, "deleted": ids_from_bytes, "trained": faiss_ops.read_bytes}
@@ -101,6 +104,9 @@ def check_index(root: str | Path) -> CheckReport:
     for kind, parse in parsers.items():
         if data[kind]:
             verify(kind, data[kind], functools.partial(read_table, parse, data[kind]))
+    if data.get("codes"):
+        name = data["codes"]["trained"]
+        verify("codes", name, functools.partial(read_table, faiss_ops.read_bytes, name))
     # The tables' deltas (format version 2): a damaged delta is damage of its table.
     read = table_log.verified_reader(root, data)
     for kind in manifest.DELTA_KEYS:
@@ -127,7 +133,9 @@ def repair_index(root: str | Path) -> CheckReport:
     and its other segments tombstoned, so the next `vela-search index` run embeds it again. A damaged
     deleted table is rebuilt by tombstoning the segments whose content no longer matches the files
     table; a damaged files table is emptied, so the next run rescans every file (reusing the stored
-    vectors of unchanged content). A damaged trained index cannot be rebuilt here: it is reported.
+    vectors of unchanged content). Damaged compressed codes (or their template) are re-trained and
+    re-encoded from the exact vectors, which lose nothing. A damaged trained index of a fixed factory
+    cannot be rebuilt here: it is reported.
 
     Raises:
         IndexLockedError: another process is writing the index.
@@ -167,6 +175,9 @@ def repair_index(root: str | Path) -> CheckReport:
         if lost_paths:
             writer.remove_files(lost_paths)
             writer.delete(_ids_with_paths(root, data, intact, lost_paths))
+        if "codes" in kinds:
+            writer.rebuild_codes()
+            report.codes_rebuilt = True
         report.files_to_reembed = sorted(lost_paths)
         report.repaired_generation = writer.commit()
         report.repaired = True

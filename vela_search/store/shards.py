@@ -186,6 +186,23 @@ class ShardReader:
                 self._verified = True
             return self._index
 
+    def codes_index(self) -> Any:
+        """The shard's compressed candidate codes (automatic indexes that outgrew exact search), read now.
+
+        Raises:
+            IndexDamagedError: the codes file is missing, corrupted, or holds another row count.
+        """
+        rel = self.entry["codes"]
+        index = faiss_ops.read_bytes(self._root, rel, self._read(rel))
+        if int(index.ntotal) != self.count or int(index.d) != self._dim:
+            raise damaged(
+                self._root,
+                rel,
+                f"it holds {index.ntotal} codes of dim {index.d}, the manifest says {self.count} of "
+                f"dim {self._dim}",
+            )
+        return index
+
     def search_index(self) -> Any:
         """The index searches use: a GPU copy, made once, where FAISS has GPUs, else the CPU index."""
         with self._lock:

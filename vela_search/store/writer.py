@@ -14,6 +14,8 @@ import pyarrow as pa
 
 from ..errors import IndexNotFoundError, StoreError
 from . import cleanup, faiss_ops, fsio, layout, manifest
+from .codes import CodesKeeper, resolve_policy
+from .index_choice import ChoiceLimits
 from .integrity import device_errors, read_verified
 from .lock import WriterLock
 from .shards import ShardReader, write_shard
@@ -45,6 +47,8 @@ class IndexWriter:
         dim: int | None = None,
         factory: str | None = None,
         max_shard_size: int = DEFAULT_MAX_SHARD_SIZE,
+        max_index_memory: int | None = None,
+        choice_limits: ChoiceLimits | None = None,
         merge_policy: TierPolicy | None = TierPolicy(),
     ) -> None:
         """Open the writer of the index at `root`.
@@ -55,8 +59,12 @@ class IndexWriter:
             staged: build a new generation beside the current one (see class docs).
             dim: dimension of a fresh staged generation (default: the fingerprint's int `dim` key, else
                 the current index's).
-            factory: FAISS factory of a fresh staged generation (default: the current index's).
+            factory: FAISS factory of a fresh staged generation (default: the current index's);
+                "auto" chooses exact or compressed search from the size (see `index_choice`), and
+                turns an existing exact SQfp16 index automatic at the next commit.
             max_shard_size: a commit splits its vectors into shards of at most this many.
+            max_index_memory: memory budget (bytes) of an automatic index's search index.
+            choice_limits: thresholds of the automatic choice (tests shrink them).
             merge_policy: how commits merge the newest shards by size tiers so that their number stays
                 logarithmic (see `vela_search.store.tiers`); None leaves every commit's shards as written.
 
@@ -77,7 +85,11 @@ class IndexWriter:
         self._segment_reader: ShardReader | None = None
         self._lock.acquire()
         try:
+            main = manifest.read(self.root / layout.MANIFEST) or {}
+            factory, policy = resolve_policy(self.root, factory, main, max_index_memory, staged=staged)
             self._load(manifest.normalize_fingerprint(fingerprint), staged, dim, factory)
+            self._codes = CodesKeeper(self.root, self.dim, self._reader, choice_limits, policy=policy)
+            self._dirty = self._dirty or policy is not None
         except BaseException:
             self._lock.release()
             raise
@@ -172,6 +184,14 @@ class IndexWriter:
         if self._base["trained"]:
             return 0
         return faiss_ops.training_vectors_needed(faiss_ops.build(self.factory, self.dim))
+
+    @property
+    def training_vectors_wanted(self) -> int:
+        """Vectors worth buffering before the first commit of a factory that needs training: 39 per
+        centroid (FAISS's minimum for good centroids), at most 1 GiB of buffered vectors, at least
+        `training_vectors_needed`. Training then draws a uniform sample from more of the collection."""
+        need = self.training_vectors_needed
+        return max(need, min(need * faiss_ops.MIN_POINTS_PER_CENTROID, (1 << 30) // (4 * self.dim)))
 
     def _check_open(self) -> None:
         if not self._lock.held:
@@ -332,6 +352,11 @@ class IndexWriter:
             self._dropped |= numbers
             self._dirty = True
 
+    def rebuild_codes(self) -> None:
+        """Re-train and rewrite the compressed codes from the exact vectors at the next commit (repair)."""
+        self._check_open()
+        self._codes.force_retrain = self._dirty = True
+
     def reset_tables(self, *, files: bool = False, deleted: bool = False) -> None:
         """Start the files and/or deleted table afresh (empty) at the next commit, unread (for repair)."""
         self._check_open()
@@ -389,6 +414,9 @@ class IndexWriter:
                 self.root, self._next_shard, index, metadata.slice(start, stop - start)
             )
             self._written.update(checksums)
+            self._written.update(
+                self._codes.encode_new_shard(new, entry, vectors[start:stop], ids[start:stop], generation)
+            )
             self._next_shard += 1
             self._ids_cache[entry["meta"]] = ids[start:stop]
             entries.append(entry)
@@ -396,6 +424,8 @@ class IndexWriter:
 
     def _publish(self, new: dict, generation: int) -> int:
         """Write the changed tables, then the manifest (the commit point), then collect garbage."""
+        # Codes first: (re-)training may add files and set new["codes"] and the shards' "codes" entries.
+        self._written.update(self._codes.refresh(new, generation, self._deleted.ids()))
         self._written.update(self._files.commit(new, generation))
         self._written.update(self._deleted.commit(new, generation))
         # Every file the manifest names must be durable before the manifest is.
@@ -533,7 +563,7 @@ class IndexWriter:
             reader = self._reader(entry)
             try:
                 gone = contains(deleted, self._shard_ids(entry))
-                # Checked whole first: merged vectors go into new files with fresh checksums.
+                # Checked before copying: a merge would otherwise give damaged vectors a new checksum.
                 append(reader.index(verify=True), reader.metadata(), gone)
             finally:
                 reader.close()

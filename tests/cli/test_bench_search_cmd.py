@@ -1,0 +1,44 @@
+"""`vela-search bench search` through the installed console script."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+CLI = str(Path(sys.executable).with_name("vela-search"))
+
+
+def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [CLI, "bench", "search", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=120
+    )
+
+
+def test_reports_compressed_and_exact_search_with_memory(tmp_path):
+    result = _run(
+        "--vectors", "5000", "--dim", "64", "--queries", "20", "--exact-queries", "5",
+        "--max-index-memory", "200K", "--workdir", str(tmp_path), "--json", "-",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["vectors"] == 5000 and report["dim"] == 64 and report["k"] == 10
+    assert report["choice"]["choice"] == "compressed" and report["choice"]["max_index_memory"] == 200 << 10
+    assert report["default"]["mode"] == "compressed" and 0.8 <= report["default"]["recall_at_k"] <= 1.0
+    assert report["exact"]["recall_at_k"] == 1.0 and report["exact"]["queries"] == 5
+    assert 0 < report["index_memory_bytes"] < report["fp16_bytes"] == 5000 * 64 * 2
+    # The table goes to stderr when the JSON goes to stdout.
+    assert "compressed" in result.stderr and "index memory" in result.stderr and "targets:" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_bad_memory_size_is_one_line(tmp_path):
+    result = _run("--vectors", "100", "--max-index-memory", "lots", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: --max-index-memory: 'lots' is not a size: give bytes or a number with K, M, G or T (e.g. 4G)"
+    ]

@@ -1,0 +1,73 @@
+"""The automatic index choice: a pure policy from size, dimension and memory budget."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from vela_search.store import faiss_ops
+from vela_search.store.index_choice import (
+    DEFAULT_MAX_INDEX_MEMORY,
+    ChoiceLimits,
+    choose_index,
+    exact_memory,
+    parse_size,
+)
+
+
+def test_small_collections_stay_exact() -> None:
+    choice = choose_index(40_000, 4096)
+    assert choice.kind == "exact"
+    assert choice.memory_bytes == 40_000 * 4096 * 2
+    assert choose_index(0, 4096).kind == "exact"
+
+
+def test_past_the_exact_threshold_a_compressed_index_is_chosen() -> None:
+    choice = choose_index(1_000_000, 4096)
+    assert choice.kind == "compressed"
+    assert re.fullmatch(r"PCAR\d+,IVF\d+_HNSW32,PQ\d+", choice.factory), choice.factory
+    # Enough training points per centroid, for the lists and for the PQ codebooks.
+    assert choice.nlist * 39 <= choice.train_size
+    assert 256 * 39 <= choice.train_size
+    # Within the budget and at most 1/8 of the fp16 vectors.
+    assert choice.memory_bytes <= DEFAULT_MAX_INDEX_MEMORY
+    assert choice.memory_bytes <= exact_memory(1_000_000, 4096) / 8
+    assert choice.nprobe <= choice.nlist and choice.rerank >= 100
+    assert choice.design_size == 1_000_000
+
+
+def test_a_small_budget_shrinks_the_codes() -> None:
+    roomy = choose_index(1_000_000, 4096, 4 << 30)
+    tight = choose_index(1_000_000, 4096, 40 << 20)
+    assert tight.code_bytes < roomy.code_bytes
+    assert tight.memory_bytes <= 40 << 20
+
+
+def test_vectors_over_the_budget_are_compressed_even_when_few() -> None:
+    assert choose_index(10_000, 4096, 1 << 20).kind == "compressed"
+
+
+def test_tiny_thresholds_make_a_few_thousand_vectors_large() -> None:
+    limits = ChoiceLimits(exact_max_elements=1_000 * 64)
+    assert choose_index(1_000, 64, limits=limits).kind == "exact"
+    choice = choose_index(3_000, 64, limits=limits)
+    assert choice.kind == "compressed"
+    assert choice.nlist * 39 <= 3_000
+    nbits = int(choice.factory.rsplit("x", 1)[1]) if "x" in choice.factory else 8
+    assert (1 << nbits) * 39 <= 3_000  # PQ centroids get enough points too
+    faiss_ops.build(choice.factory, 64)  # a factory FAISS accepts
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("512M", 512 << 20), ("4G", 4 << 30), ("1.5GiB", 3 << 29), ("1000", 1000), ("64kb", 64 << 10), (7, 7)],
+)
+def test_parse_size(text: str | int, expected: int) -> None:
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["4X", "", "-1G", "G", "0", "four gigs"])
+def test_parse_size_refuses_non_sizes(text: str) -> None:
+    with pytest.raises(ValueError, match="size"):
+        parse_size(text)

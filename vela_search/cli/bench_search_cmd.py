@@ -1,0 +1,123 @@
+"""``vela-search bench search``: compressed and exact search of a synthetic library built by the writer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from vela_search.cli.bench_common import JSON_HELP, _emit, bench_app
+from vela_search.cli.common import err_console
+
+# The issue's targets on the 2-core reference machine (docs/benchmarks.md).
+_TARGET_RECALL = 0.95
+_TARGET_P50_MS = 50.0
+_TARGET_MEMORY_FRACTION = 1 / 8
+
+
+@bench_app.command("search")
+def search_index(
+    vectors: int = typer.Option(200_000, "--vectors", min=1, help="Synthetic vectors to index."),
+    dim: int = typer.Option(4096, "--dim", min=2, help="Vector dimension (4096 for Qwen2-Audio-7B)."),
+    queries: int = typer.Option(200, "--queries", min=1, help="Fresh queries (recall and latency)."),
+    k: int = typer.Option(10, "-k", "--k", min=1, max=1000, help="Hits per query (recall@k)."),
+    exact_queries: int = typer.Option(
+        20, "--exact-queries", min=1, help="Of the queries, how many also run as an exact scan."
+    ),
+    max_index_memory: str | None = typer.Option(
+        None,
+        "--max-index-memory",
+        metavar="SIZE",
+        help="Memory budget of the automatic choice, e.g. 512M or 1G (default: the store's, 4G).",
+    ),
+    factory: str = typer.Option(
+        "auto", "--factory", help="'auto' (the store's automatic choice) or a FAISS factory to force."
+    ),
+    workdir: Path | None = typer.Option(None, "--workdir", help="Where the index is built (removed after)."),
+    keep: bool = typer.Option(False, "--keep", help="Keep the built index in --workdir."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the vectors and queries."),
+    json_out: str | None = typer.Option(None, "--json", metavar="OUT", help=JSON_HELP),
+) -> None:
+    """Build an index of synthetic clustered vectors through the writer; recall@k, latency and memory of
+    its search, with the exact search of the same store beside it."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from vela_search.bench.search_index import measure_index_search
+    from vela_search.cli.index_cmd import _parse_memory
+
+    budget = _parse_memory(max_index_memory)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err_console, transient=True) as bar:
+        tasks = {
+            "build": bar.add_task("indexing vectors", total=vectors),
+            "search": bar.add_task("searching", total=2),
+        }
+
+        def advance(phase: str, done: int, total: int) -> None:
+            bar.update(tasks[phase], completed=done, total=total)
+
+        run = measure_index_search(
+            vectors,
+            dim=dim,
+            queries=queries,
+            k=k,
+            exact_queries=exact_queries,
+            max_index_memory=budget,
+            factory=factory,
+            workdir=workdir,
+            keep=keep,
+            seed=seed,
+            progress=advance,
+        )
+
+    def render(target: Any) -> None:
+        choice = run.choice
+        target.print(
+            f"{run.vectors:,} x {run.dim} synthetic vectors ({run.clusters} clusters, seed {run.seed}): "
+            f"built in {run.build_s:.1f} s ({run.commits} commits, {run.shards} shards; generating them "
+            f"{run.generate_s:.1f} s more), {run.faiss_threads} FAISS threads",
+            highlight=False,
+        )
+        detail = ""
+        if choice.get("choice") == "compressed":
+            detail = (
+                f", nprobe {choice.get('nprobe')}, re-rank {choice.get('rerank')}, "
+                f"recall@10 measured at training {choice.get('recall_at_10')}"
+            )
+        target.print(f"search index: {run.factory}{detail}", highlight=False)
+        table = Table(title=f"top-{run.k} of {run.vectors:,} x {run.dim}, one query at a time")
+        for column in ("search", "queries", f"recall@{run.k}", "p50 ms", "p99 ms"):
+            table.add_column(column, justify="right" if column != "search" else "left")
+        for side in (run.default, run.exact):
+            if side is not None:
+                table.add_row(
+                    side.mode,
+                    str(side.queries),
+                    f"{side.recall_at_k:.4f}",
+                    f"{side.latency_ms_p50:.2f}",
+                    f"{side.latency_ms_p99:.2f}",
+                )
+        target.print(table)
+        target.print(
+            f"index memory {run.index_memory_bytes / 2**20:,.1f} MiB = {run.memory_fraction:.4f} of the "
+            f"fp16 vectors ({run.fp16_bytes / 2**20:,.1f} MiB); "
+            f"peak RSS {run.peak_rss_bytes / 2**30:.2f} GiB",
+            highlight=False,
+        )
+        if run.default.mode == "compressed":
+            met = (
+                run.default.recall_at_k >= _TARGET_RECALL,
+                run.default.latency_ms_p50 <= _TARGET_P50_MS,
+                run.memory_fraction <= _TARGET_MEMORY_FRACTION,
+            )
+            verdict = ", ".join(
+                f"{name} {'met' if ok else 'MISSED'}"
+                for name, ok in zip(("recall >= 0.95", "p50 <= 50 ms", "memory <= 1/8"), met, strict=True)
+            )
+            target.print(f"targets: {verdict}", highlight=False)
+        for note in run.notes:
+            target.print(f"note: {note}", highlight=False)
+
+    _emit(run.to_dict(), json_out, render)

@@ -1,0 +1,169 @@
+"""The automatic index choice: exact fp16 search while it fits and is fast, else compressed codes.
+
+A pure policy (no I/O, no FAISS): given the live vector count, the dimension and a memory budget, it
+says whether exact `SQfp16` search is enough or which compressed candidate index to train (an IVF index
+with an HNSW coarse quantizer and PQ codes, behind a PCA rotation at large dimensions), how many lists
+a query probes and how many candidates are re-ranked exactly. The thresholds are fields of
+`ChoiceLimits`, so tests can make a few thousand vectors "large".
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass
+
+# 4 GiB: a machine that searches a 1M x 4096 library (8 GB of fp16 vectors) holds its codes in memory.
+DEFAULT_MAX_INDEX_MEMORY = 4 << 30
+
+_ID_BYTES = 8  # an IVF list stores one int64 id per vector beside its code
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+@dataclass(frozen=True)
+class ChoiceLimits:
+    """The thresholds of the policy (the defaults are for real collections; tests shrink them).
+
+    Attributes:
+        exact_max_elements: exact search is kept while vectors x dim stays at or below this. Measured on
+            this project's 2-core reference machine (docs/benchmarks.md): one query over 50,000 x 4,096
+            SQfp16 vectors takes 39 ms (a scan at ~10 GB/s), so 2e8 elements (~49,000 vectors of 4,096)
+            keeps an exact query near 40 ms, inside the 50 ms target.
+        points_per_centroid: training vectors per k-means centroid (FAISS warns below 39).
+        max_nlist: most IVF lists.
+        min_nlist: fewest IVF lists.
+        max_code_bytes: most PQ bytes per vector (query cost grows with it).
+        dims_per_subquantizer: PQ sub-vector width after the rotation; the rotation keeps
+            code_bytes x this many dimensions (PCA with a random rotation, cheap to train at 4,096).
+        min_rerank: fewest candidates re-ranked with exact inner products per query.
+        min_coded_rows: shards with fewer rows get no codes file and are searched exactly (each codes
+            file carries the template's fixed parts, ~5 MB at 4,096 dims; scanning 4,096 rows takes ~3 ms).
+        growth_factor: re-train the codes once the live count exceeds the design size by this factor.
+        train_max: at most this many vectors are sampled for training (bounds its time and memory).
+        measure_base: vectors of the collection searched when recall@10 is measured at training time.
+        measure_queries: held-out stored vectors used as queries for that measurement.
+    """
+
+    exact_max_elements: int = 200_000_000
+    points_per_centroid: int = 39
+    max_nlist: int = 16_384
+    min_nlist: int = 4
+    max_code_bytes: int = 64
+    dims_per_subquantizer: int = 4
+    min_rerank: int = 100
+    min_coded_rows: int = 4_096
+    growth_factor: float = 4.0
+    train_max: int = 65_536
+    measure_base: int = 20_000
+    measure_queries: int = 100
+
+
+@dataclass(frozen=True)
+class IndexChoice:
+    """What the policy chose for a collection.
+
+    Attributes:
+        kind: "exact" (SQfp16 scan) or "compressed" (codes for candidates, exact re-rank).
+        factory: the FAISS factory of the compressed candidate index ("" for exact).
+        nlist: IVF lists (0 for exact).
+        code_bytes: PQ bytes per vector (0 for exact).
+        nprobe: lists probed per query (0 for exact).
+        rerank: candidates re-ranked per query (0 for exact).
+        train_size: vectors sampled to train it (0 for exact).
+        memory_bytes: estimated memory of the searched index (fp16 vectors when exact).
+        design_size: the live count it was chosen for.
+    """
+
+    kind: str
+    factory: str
+    nlist: int
+    code_bytes: int
+    nprobe: int
+    rerank: int
+    train_size: int
+    memory_bytes: int
+    design_size: int
+
+    def to_dict(self) -> dict:
+        """JSON-able form."""
+        return asdict(self)
+
+
+def parse_size(text: str | int) -> int:
+    """Bytes from a size such as ``512M``, ``4G``, ``1.5GiB`` or ``1000000`` (binary units).
+
+    Raises:
+        ValueError: not a positive size (one line saying what is accepted).
+    """
+    if isinstance(text, int):
+        value = text
+    else:
+        match = _SIZE.match(str(text))
+        if not match or (match.group(3) and not match.group(2) and match.group(3).lower() != "b"):
+            raise ValueError(f"{text!r} is not a size: give bytes or a number with K, M, G or T (e.g. 4G)")
+        value = int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+    if value < 1:
+        raise ValueError(f"a memory size must be positive, not {text!r}")
+    return value
+
+
+def _power_of_two_at_most(x: float) -> int:
+    return 1 << max(0, int(math.floor(math.log2(max(x, 1.0)))))
+
+
+def exact_memory(n: int, dim: int) -> int:
+    """Bytes of the fp16 vectors of `n` vectors of `dim`."""
+    return int(n) * int(dim) * 2
+
+
+def compressed_memory(n: int, dim: int, *, nlist: int, code_bytes: int, rotated_dim: int) -> int:
+    """Estimated bytes of a compressed candidate index: codes and ids, the coarse quantizer (centroids
+    and HNSW links), the PQ codebooks and the rotation matrix."""
+    codes = int(n) * (code_bytes + _ID_BYTES)
+    quantizer = nlist * rotated_dim * 4 + nlist * 32 * 2 * 4
+    codebooks = rotated_dim * 256 * 4
+    rotation = dim * rotated_dim * 4 if rotated_dim < dim else 0
+    return codes + quantizer + codebooks + rotation
+
+
+def choose_index(
+    n: int, dim: int, max_index_memory: int = DEFAULT_MAX_INDEX_MEMORY, limits: ChoiceLimits | None = None
+) -> IndexChoice:
+    """Choose exact search or a compressed candidate index for `n` live vectors of `dim`.
+
+    Exact while the fp16 vectors fit the budget and n x dim is at most `limits.exact_max_elements`.
+    Otherwise an IVF index with about 2 sqrt(n) lists (at most n / points_per_centroid, so each centroid
+    trains on enough points), an HNSW coarse quantizer, and PQ codes as large as the budget and
+    1/8 of the fp16 vectors allow (at most `max_code_bytes`), behind a PCA rotation to
+    code_bytes x dims_per_subquantizer dimensions when that is below `dim`.
+    """
+    limits = limits or ChoiceLimits()
+    n, dim = int(n), int(dim)
+    fp16 = exact_memory(n, dim)
+    if n < 1 or (fp16 <= max_index_memory and n * dim <= limits.exact_max_elements):
+        return IndexChoice("exact", "", 0, 0, 0, 0, 0, fp16, n)
+    ppc = limits.points_per_centroid
+    nlist = _power_of_two_at_most(min(2 * math.sqrt(n), n / ppc, limits.max_nlist))
+    nlist = max(nlist, min(limits.min_nlist, _power_of_two_at_most(n / ppc)))
+    # PQ centroids per sub-quantizer also need points: fewer bits on small collections.
+    nbits = min(8, max(1, int(math.floor(math.log2(max(n / ppc, 2))))))
+    ceiling = min(limits.max_code_bytes, dim * 2 // 8 - _ID_BYTES, dim)  # codes + ids <= 1/8 of fp16
+    per_vector = max_index_memory / n - _ID_BYTES
+    code_bytes = _power_of_two_at_most(min(ceiling, max(per_vector, 1)))
+    while True:
+        rotated = min(dim, code_bytes * limits.dims_per_subquantizer)
+        while rotated % code_bytes:
+            code_bytes //= 2
+        memory = compressed_memory(n, dim, nlist=nlist, code_bytes=code_bytes, rotated_dim=rotated)
+        if memory <= max_index_memory or code_bytes <= 1:
+            break
+        code_bytes //= 2  # the fixed parts (quantizer, rotation) did not fit: smaller codes
+    rotation = f"PCAR{rotated}," if rotated < dim else ""
+    pq = f"PQ{code_bytes}" if nbits == 8 else f"PQ{code_bytes}x{nbits}"
+    factory = f"{rotation}IVF{nlist}_HNSW32,{pq}"
+    nprobe = min(nlist, max(16, nlist // 32))
+    train_size = min(n, limits.train_max, max(nlist, 1 << nbits) * ppc * 2)
+    return IndexChoice(
+        "compressed", factory, nlist, code_bytes, nprobe, limits.min_rerank, train_size, memory, n
+    )
