@@ -71,3 +71,13 @@ def test_parse_size(text: str | int, expected: int) -> None:
 def test_parse_size_refuses_non_sizes(text: str) -> None:
     with pytest.raises(ValueError, match="size"):
         parse_size(text)
+
+
+@pytest.mark.parametrize(
+    ("n", "dim"), [(1_000_000, 4096), (3_200_000, 4096), (50_000_000, 4096), (10_000_000, 256)]
+)
+def test_the_training_sample_gives_every_list_enough_points(n: int, dim: int) -> None:
+    choice = choose_index(n, dim, max_index_memory=1 << 40)
+    assert choice.kind == "compressed"
+    assert choice.nlist * 39 <= choice.train_size <= n
+    assert choice.train_size * dim * 4 <= max(ChoiceLimits().train_max_bytes, 65_536 * dim * 4)

@@ -40,7 +40,9 @@ class ChoiceLimits:
         min_coded_rows: shards with fewer rows get no codes file and are searched exactly (each codes
             file carries the template's fixed parts, ~5 MB at 4,096 dims; scanning 4,096 rows takes ~3 ms).
         growth_factor: re-train the codes once the live count exceeds the design size by this factor.
-        train_max: at most this many vectors are sampled for training (bounds its time and memory).
+        train_max: at most this many vectors are sampled for training (bounds its time and memory),
+            or more at small dimensions, up to `train_max_bytes` of float32. The list count is bounded
+            so that this sample still gives every centroid `points_per_centroid` points.
         measure_base: vectors of the collection searched when recall@10 is measured at training time.
         measure_queries: held-out stored vectors used as queries for that measurement.
     """
@@ -55,6 +57,7 @@ class ChoiceLimits:
     min_coded_rows: int = 4_096
     growth_factor: float = 4.0
     train_max: int = 65_536
+    train_max_bytes: int = 2 << 30
     measure_base: int = 20_000
     measure_queries: int = 100
 
@@ -144,7 +147,10 @@ def choose_index(
     if n < 1 or (fp16 <= max_index_memory and n * dim <= limits.exact_max_elements):
         return IndexChoice("exact", "", 0, 0, 0, 0, 0, fp16, n)
     ppc = limits.points_per_centroid
-    nlist = _power_of_two_at_most(min(2 * math.sqrt(n), n / ppc, limits.max_nlist))
+    train_max = max(limits.train_max, limits.train_max_bytes // (4 * dim))
+    # Every list needs `ppc` training points from a sample of at most `train_max`: FAISS warns (once per
+    # training, on the terminal) and clusters worse below that.
+    nlist = _power_of_two_at_most(min(2 * math.sqrt(n), n / ppc, train_max / ppc, limits.max_nlist))
     nlist = max(nlist, min(limits.min_nlist, _power_of_two_at_most(n / ppc)))
     # PQ centroids per sub-quantizer also need points: fewer bits on small collections.
     nbits = min(8, max(1, int(math.floor(math.log2(max(n / ppc, 2))))))
@@ -163,7 +169,7 @@ def choose_index(
     pq = f"PQ{code_bytes}" if nbits == 8 else f"PQ{code_bytes}x{nbits}"
     factory = f"{rotation}IVF{nlist}_HNSW32,{pq}"
     nprobe = min(nlist, max(16, nlist // 32))
-    train_size = min(n, limits.train_max, max(nlist, 1 << nbits) * ppc * 2)
+    train_size = min(n, train_max, max(nlist, 1 << nbits) * ppc * 2)
     return IndexChoice(
         "compressed", factory, nlist, code_bytes, nprobe, limits.min_rerank, train_size, memory, n
     )
