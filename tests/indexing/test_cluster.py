@@ -91,10 +91,19 @@ def test_ray_builds_the_same_index_as_one_process(tmp_path, ray_cluster, exact_e
     broken = write_broken_files(audio / "broken")
     write_audio(audio / "long.flac", tone(47.0, 16_000, freq=300.0) + noise(47.0, 16_000, seed=5), 16_000)
 
-    local = index_paths([audio], tmp_path / "local", exact_emb, factory="Flat")
+    # No timed commits: a run slowed past the commit interval by a busy machine would commit once more.
+    slow = 3600.0
+    local = index_paths([audio], tmp_path / "local", exact_emb, factory="Flat", commit_interval_s=slow)
     seen = []
     on_ray = index_paths_on_ray(
-        [audio], tmp_path / "ray", exact_emb, factory="Flat", workers=1, batch_windows=4, progress=seen.append
+        [audio],
+        tmp_path / "ray",
+        exact_emb,
+        factory="Flat",
+        workers=1,
+        batch_windows=4,
+        progress=seen.append,
+        commit_interval_s=slow,
     )
 
     # Same segments (the long file cut into the same windows), the same fp32 vectors bit for bit.
