@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -33,6 +35,26 @@ BATCH_TOKENS_HELP = "Item tokens per batch (default: sized from free GPU memory;
 # Options the retrieval and the speed benchmarks share.
 DeviceOpt = Annotated[str, typer.Option("--device", callback=check_device, help=DEVICE_HELP)]
 DtypeOpt = Annotated[str, typer.Option("--dtype", callback=one_of(*DTYPE_CHOICES), help=DTYPE_HELP)]
+
+
+@contextlib.contextmanager
+def phase_progress(phases: dict[str, tuple[str, int]]) -> Iterator[Callable[[str, int, int], None]]:
+    """A transient progress bar per phase on stderr; yields the ``(phase, done, total)`` callback that
+    the benchmark functions take as ``progress``.
+
+    Args:
+        phases: ``{phase: (description, total)}``, in display order.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err_console, transient=True) as bar:
+        tasks = {phase: bar.add_task(text, total=total) for phase, (text, total) in phases.items()}
+
+        def advance(phase: str, done: int, total: int) -> None:
+            bar.update(tasks[phase], completed=done, total=total)
+
+        yield advance
 
 
 # ----------------------------------------------------------------------------------------------- output

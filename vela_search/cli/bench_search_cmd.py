@@ -8,8 +8,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from vela_search.cli.bench_common import JSON_HELP, _emit, bench_app
-from vela_search.cli.common import err_console
+from vela_search.cli.bench_common import JSON_HELP, _emit, bench_app, phase_progress
 
 # The issue's targets on the 2-core reference machine (docs/benchmarks.md).
 _TARGET_RECALL = 0.95
@@ -42,22 +41,12 @@ def search_index(
 ) -> None:
     """Build an index of synthetic clustered vectors through the writer; recall@k, latency and memory of
     its search, with the exact search of the same store beside it."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from vela_search.bench.search_index import measure_index_search
     from vela_search.cli.index_cmd import _parse_memory
 
     budget = _parse_memory(max_index_memory)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=err_console, transient=True) as bar:
-        tasks = {
-            "build": bar.add_task("indexing vectors", total=vectors),
-            "search": bar.add_task("searching", total=2),
-        }
-
-        def advance(phase: str, done: int, total: int) -> None:
-            bar.update(tasks[phase], completed=done, total=total)
-
+    phases = {"build": ("indexing vectors", vectors), "search": ("searching", 2)}
+    with phase_progress(phases) as advance:
         run = measure_index_search(
             vectors,
             dim=dim,

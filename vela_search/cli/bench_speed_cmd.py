@@ -8,7 +8,15 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.table import Table
 
-from vela_search.cli.bench_common import BATCH_TOKENS_HELP, JSON_HELP, DeviceOpt, DtypeOpt, _emit, bench_app
+from vela_search.cli.bench_common import (
+    BATCH_TOKENS_HELP,
+    JSON_HELP,
+    DeviceOpt,
+    DtypeOpt,
+    _emit,
+    bench_app,
+    phase_progress,
+)
 from vela_search.cli.common import (
     ADAPTER_HELP,
     DEMOS_HELP,
@@ -253,19 +261,12 @@ def store(
     json_out: str | None = typer.Option(None, "--json", metavar="OUT", help=JSON_HELP),
 ) -> None:
     """The index writer's time per file at library scale, without a model (random vectors)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from vela_search.bench.store_speed import measure_store
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=err_console, transient=True) as bar:
-        tasks = {"land": bar.add_task("landing files", total=files)}
-        if moves:
-            tasks["move"] = bar.add_task("moving files", total=moves)
-
-        def advance(phase: str, done: int, total: int) -> None:
-            bar.update(tasks[phase], completed=done, total=total)
-
+    phases = {"land": ("landing files", files)}
+    if moves:
+        phases["move"] = ("moving files", moves)
+    with phase_progress(phases) as advance:
         run = measure_store(
             files,
             dim=dim,
