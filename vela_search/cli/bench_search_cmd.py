@@ -42,9 +42,9 @@ def search_index(
     """Build an index of synthetic clustered vectors through the writer; recall@k, latency and memory of
     its search, with the exact search of the same store beside it."""
     from vela_search.bench.search_index import measure_index_search
-    from vela_search.cli.index_cmd import _parse_memory
+    from vela_search.cli.common import parse_memory_option
 
-    budget = _parse_memory(max_index_memory)
+    budget = parse_memory_option(max_index_memory)
     phases = {"build": ("indexing vectors", vectors), "search": ("searching", 2)}
     with phase_progress(phases) as advance:
         run = measure_index_search(

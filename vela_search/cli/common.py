@@ -189,3 +189,16 @@ MODEL_HELP = "Hub id, local checkpoint directory, or 'tiny' (offline random mode
 ADAPTER_HELP = "LoRA adapter directory from `vela-search train`."
 DEMOS_HELP = "In-context demos: 'default' (shipped text set), 'none', or a JSONL file."
 DEVICE_HELP = "auto, cpu, cuda or cuda:N."
+
+
+def parse_memory_option(text: str | None) -> int | None:
+    """Bytes of --max-index-memory, or None when not given (one-line error otherwise)."""
+    if text is None:
+        return None
+    from vela_search.errors import VelaError
+    from vela_search.store.index_choice import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise VelaError(f"--max-index-memory: {e}") from None

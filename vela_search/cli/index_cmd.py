@@ -29,6 +29,7 @@ from vela_search.cli.common import (
     err_console,
     load_embedder,
     one_of,
+    parse_memory_option,
     print_json,
     resolve_index,
 )
@@ -170,7 +171,7 @@ def index_command(
     from vela_search.store import AudioIndex
 
     validate_options(window, hop, commit_every)
-    memory_budget = _parse_memory(max_index_memory)
+    memory_budget = parse_memory_option(max_index_memory)
     root = resolve_index(index)
     exists = AudioIndex.exists(root)
     listing = None
@@ -321,19 +322,6 @@ def compact_command(
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def _parse_memory(text: str | None) -> int | None:
-    """Bytes of --max-index-memory, or None when not given (one-line error otherwise)."""
-    if text is None:
-        return None
-    from vela_search.errors import VelaError
-    from vela_search.store.index_choice import parse_size
-
-    try:
-        return parse_size(text)
-    except ValueError as e:
-        raise VelaError(f"--max-index-memory: {e}") from None
-
-
 def _require_audio(paths: list[str]) -> None:
     """Refuse a new index when ``paths`` hold no audio file (names only: nothing is read or hashed)."""
     from vela_search.audio.discovery import discover_audio_files
