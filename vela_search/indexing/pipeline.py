@@ -22,6 +22,7 @@ import numpy as np
 
 from vela_search.audio import AudioSegment, plan_windows
 from vela_search.audio.hf_dataset import is_dataset_uri
+from vela_search.audio.metadata import add_words_column
 from vela_search.errors import StoreError, VelaError
 from vela_search.indexing.plan import (
     DUPLICATE,
@@ -183,6 +184,7 @@ class _Run:
                 }
                 for i, seg in enumerate(landing.segments)
             ]
+            add_words_column(meta, state.path)
             writer.add(vectors, meta)
             rows = [state.row(INDEXED, duration_s=duration, segments=len(meta))]
             rows += [dup.row(DUPLICATE, duration_s=duration) for dup in job.duplicates]
@@ -202,6 +204,7 @@ class _Run:
             {**{k: v for k, v in row.items() if k != "id"}, "path": state.path, "root": state.root}
             for row in rows
         ]
+        add_words_column(meta, state.path)  # the new name's words
         writer.add(vectors, meta)
         writer.delete(job.replaces)
         writer.remove_files([job.source_path])
