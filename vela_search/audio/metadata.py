@@ -73,7 +73,8 @@ class FileWords:
             self.warnings.append(f"more than {MAX_FIELDS} metadata fields: {name!r} and later ones skipped")
             return
         if len(text) > MAX_FIELD_CHARS or length > MAX_FIELD_CHARS * 2:
-            self.warnings.append(f"metadata field {name!r} cut from {length:,} to {MAX_FIELD_CHARS:,} characters")
+            cut = f"metadata field {name!r} cut from {length:,} to {MAX_FIELD_CHARS:,} characters"
+            self.warnings.append(cut)
             text = text[:MAX_FIELD_CHARS]
         self.fields[name] = text
 

@@ -21,7 +21,7 @@ _WORD = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+|[^\W\d_]+", re
 
 
 def split_words(text: str) -> list[str]:
-    """Words of a name: ``"DOORWood_Creak Slow_Take3"`` -> ``["DOOR", "Wood", "Creak", "Slow", "Take", "3"]``."""
+    """Words of a name: ``"DOORWood_Creak Slow_Take3"`` -> ``DOOR Wood Creak Slow Take 3`` (a list)."""
     return _WORD.findall(text)
 
 
