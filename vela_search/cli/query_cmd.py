@@ -68,11 +68,19 @@ def query(
         False, "--segments", help="List every matching segment, not the best per file."
     ),
     min_score: float | None = typer.Option(None, "--min-score", help="Drop hits whose score is below this."),
-    where: str | None = typer.Option(
+    where: list[str] | None = typer.Option(
         None,
         "--where",
         help="Only files whose path matches this glob, e.g. 'birds/*.flac' (any folder "
-        "named birds) or '/data/birds/*'; applied before top-k.",
+        "named birds) or '/data/birds/*'; applied before top-k. Or a field filter on the files' words "
+        "(repeatable, all must hold): FIELD=VALUE (whole value, e.g. library=ACME, category=AMB) or "
+        "FIELD~WORDS (words in it, e.g. description~rain).",
+    ),
+    search_mode: str = typer.Option(
+        "caption",
+        "--mode",
+        help="caption: by sound (the Vela vectors; the default); words: by the files' names and "
+        "metadata (BM25, no model); hybrid: both, fused per file by reciprocal rank fusion.",
     ),
     min_duration: float | None = typer.Option(
         None, "--min-duration", help="Only files at least this many seconds long (applied before top-k)."
@@ -126,6 +134,8 @@ def query(
         load_query_clip,
         run_query,
     )
+    from vela_search.search.hybrid import attach_words
+    from vela_search.search.where import split_where
     from vela_search.store import AudioIndex
 
     # Everything that can be checked without the model is checked first: loading a 7B model takes a while.
@@ -153,7 +163,12 @@ def query(
             "--server answers one text or --like query with the server's own model: drop --queries, "
             "--audio, --model, --adapter and --demos"
         )
-    mode = "long" if long else "instruction" if instruction is not None else "caption"
+    mode = "long" if long else "instruction" if instruction is not None else search_mode
+    if search_mode not in ("caption", "words", "hybrid"):
+        raise QueryError(f"unknown --mode {search_mode!r}; use caption, words or hybrid")
+    if search_mode != "caption" and mode != search_mode:
+        raise QueryError(f"--mode {search_mode} searches a short text: drop --long and --instruction")
+    path_glob, fields = split_where(where)
     request = QueryRequest(
         text=text,
         mode=mode,
@@ -165,9 +180,10 @@ def query(
         k=k,
         group=not segments,
         min_score=min_score,
-        path_glob=where,
+        path_glob=path_glob,
         min_duration=min_duration,
         max_duration=max_duration,
+        where=fields,
     )
     if queries is not None:
         lines = _query_source(queries)
@@ -191,8 +207,8 @@ def query(
     try:
         check_not_empty(idx)
         options = request.search_options()
-        if like is not None:
-            searcher = Searcher(idx, None)  # stored vectors only
+        if like is not None or (mode == "words" and queries is None):
+            searcher = Searcher(idx, None)  # stored vectors, or words only
             hits = run_query(searcher, request)
             if searcher.notice:
                 err_console.print(f"[yellow]note:[/] {searcher.notice}")
@@ -225,9 +241,12 @@ def query(
                 hits = searcher.search_audio(clip, **options)
             else:
                 hits = run_query(searcher, request)
+        words = attach_words(idx, hits) if not (json_output or paths_output) else {}
     finally:
         idx.close()
-    _print_hits(hits, searcher.notice, request, json_output=json_output, paths_output=paths_output)
+    _print_hits(
+        hits, searcher.notice, request, json_output=json_output, paths_output=paths_output, words=words
+    )
 
 
 def _absolute(path: Path) -> str:
@@ -249,7 +268,13 @@ def _ask_server(root: Path, request: QueryRequest, url: str | None) -> tuple[lis
 
 
 def _print_hits(
-    hits: list[Hit], notice: str | None, request: QueryRequest, *, json_output: bool, paths_output: bool
+    hits: list[Hit],
+    notice: str | None,
+    request: QueryRequest,
+    *,
+    json_output: bool,
+    paths_output: bool,
+    words: dict[str, dict[str, str]] | None = None,
 ) -> None:
     from vela_search.search import hit_record
 
@@ -258,18 +283,33 @@ def _print_hits(
     elif paths_output:
         _print_paths(hits, segments=not request.group)
     else:
-        _print_table(hits, segments=not request.group, filtered=request.filtered)
+        _print_table(
+            hits, segments=not request.group, filtered=request.filtered, words=words, mode=request.mode
+        )
 
 
-def _print_table(hits: list[Hit], *, segments: bool, filtered: bool) -> None:
+def _print_table(
+    hits: list[Hit],
+    *,
+    segments: bool,
+    filtered: bool,
+    words: dict[str, dict[str, str]] | None = None,
+    mode: str = "caption",
+) -> None:
     from vela_search.search import format_timestamp
+    from vela_search.search.where import metadata_line
 
     if not hits:
         console.print(
             "no hits" + (" (try a looser --where, --min-score or duration filter)" if filtered else "")
         )
         return
-    table = Table(caption="score: cosine similarity, higher is closer", caption_justify="left")
+    caption = "score: cosine similarity, higher is closer"
+    if mode == "hybrid":
+        caption = "score: reciprocal rank fusion of sound and words, higher is closer"
+    elif mode == "words":
+        caption = "score: BM25 of the files' words over the best one's, higher is closer"
+    table = Table(caption=caption, caption_justify="left")
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("score", justify="right", no_wrap=True)
     table.add_column("file", overflow="fold")
@@ -280,6 +320,9 @@ def _print_table(hits: list[Hit], *, segments: bool, filtered: bool) -> None:
         copies = len(hit.paths) - 1
         if copies > 0:
             name += f" [dim](+{copies} {'copy' if copies == 1 else 'copies'})[/]"
+        line = metadata_line((words or {}).get(hit.path, {}))
+        if line:
+            name += f"\n[dim]{escape(line)}[/]"
         table.add_row(
             str(hit.rank),
             f"{hit.score:.4f}",

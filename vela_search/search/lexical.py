@@ -187,7 +187,11 @@ class LexicalIndex:
             must.insert(0, self._idx.parse_query(" ".join(words), ["text"]))
         if not must:
             return []
-        query = must[0] if len(must) == 1 else tantivy.Query.boolean_query([(tantivy.Occur.Must, q) for q in must])
+        query = (
+            must[0]
+            if len(must) == 1
+            else tantivy.Query.boolean_query([(tantivy.Occur.Must, q) for q in must])
+        )
         if text is None:
             query = tantivy.Query.const_score_query(query, 1.0)
         found = self._searcher.search(query, limit)

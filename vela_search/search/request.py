@@ -15,6 +15,7 @@ import numpy as np
 
 from vela_search.errors import QueryError
 from vela_search.search.hits import Hit, HitRecord, hit_record
+from vela_search.search.hybrid import WORD_MODES, search_with_words
 from vela_search.search.validation import (
     DEFAULT_K,
     check_duration,
@@ -23,6 +24,7 @@ from vela_search.search.validation import (
     check_text_query,
     normalize_glob,
 )
+from vela_search.search.where import parse_where
 
 if TYPE_CHECKING:
     from vela_search.embedding.embedder import EmbedItem
@@ -37,7 +39,8 @@ class QueryRequest:
 
     Attributes:
         text: a text query (with ``mode`` and, in instruction mode, ``instruction``).
-        mode: ``caption``, ``long`` or ``instruction`` (text queries only).
+        mode: ``caption``, ``long`` or ``instruction`` (the Vela vector modes), ``words`` (BM25 over the
+            files' names and metadata) or ``hybrid`` (both fused; see :mod:`vela_search.search.hybrid`).
         instruction: the request that precedes the text in instruction mode.
         audio: query by example: an audio file or a 16 kHz mono waveform, embedded as audio.
         like: more like this indexed file (its stored vectors; no model).
@@ -48,6 +51,7 @@ class QueryRequest:
         min_score: drop hits scoring below this.
         path_glob: only files whose path matches this glob (see :func:`normalize_glob`).
         min_duration, max_duration: only files of this length in seconds (None: open end).
+        where: field filters on the files' words, ``FIELD=VALUE`` or ``FIELD~WORDS`` (text queries).
     """
 
     text: str | None = None
@@ -64,6 +68,7 @@ class QueryRequest:
     path_glob: str | None = None
     min_duration: float | None = None
     max_duration: float | None = None
+    where: tuple[str, ...] = ()
 
     @property
     def kind(self) -> str:
@@ -113,7 +118,8 @@ class QueryRequest:
                 raise QueryError(
                     'the query is empty; give some words to search for, e.g. vela-search query "dog barking"'
                 )
-            check_text_query(self.text, self.mode, self.instruction)
+            vector_mode = "caption" if self.mode in WORD_MODES else self.mode
+            check_text_query(self.text, vector_mode, self.instruction)
             if self.start_s is not None or self.end_s is not None:
                 raise QueryError(
                     "a start and end choose a span of an audio clip or indexed file, not of a text"
@@ -122,6 +128,8 @@ class QueryRequest:
             raise QueryError("a segment is searched whole: drop the start and end")
         if self.kind != "text" and self.instruction is not None:
             raise QueryError("an instruction applies to a text query in instruction mode only")
+        if self.kind != "text" and (self.where or self.mode in WORD_MODES):
+            raise QueryError("words mode, hybrid mode and --where filters apply to text queries")
         return self.validate_options()
 
     def validate_options(self) -> QueryRequest:
@@ -133,6 +141,7 @@ class QueryRequest:
         check_k(self.k)
         check_min_score(self.min_score)
         normalize_glob(self.path_glob)
+        parse_where(self.where)
         if self.duration is not None:
             check_duration(self.duration)
         return self
@@ -179,6 +188,17 @@ def run_query(searcher: Searcher, request: QueryRequest, *, vector: np.ndarray |
         QueryError, EmptyIndexError, AudioDecodeError: as the Searcher's methods.
     """
     request.validate()
+    if request.kind == "text" and (request.where or request.mode in WORD_MODES):
+        return search_with_words(
+            searcher,
+            request.text,  # type: ignore[arg-type]
+            mode=request.mode,
+            where=parse_where(request.where),
+            k=request.k,
+            path_glob=request.path_glob,
+            duration=request.duration,
+            min_score=request.min_score,
+        )
     options = request.search_options()
     if vector is not None:
         return searcher.search_vectors(vector, **options)[0]
