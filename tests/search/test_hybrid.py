@@ -101,3 +101,11 @@ def test_each_generation_sees_its_own_words(tmp_path: Path, tiny_embedder) -> No
         assert lexical_for(old).search("seagulls", [], 10) == []
         assert [h.path for h in lexical_for(new).search("seagulls", [], 10)] == [str(path)]
         assert lexical_for(new).search("thunder", [], 10) == []
+
+
+def test_words_summary_counts_the_fields_files_carry(collection: Path) -> None:
+    from vela_search.search.lexical import words_summary
+
+    with AudioIndex.open(collection / "idx", vectors=False) as idx:
+        summary = words_summary(idx)
+    assert summary["name"] == 8 and summary["category"] == 2 and summary["description"] == 1

@@ -291,11 +291,19 @@ def info_command(
     """Describe an index: format, generation, embedder, shards and files by status."""
     from vela_search.indexing import index_info
 
-    info = index_info(resolve_index(index))
+    from vela_search.search.lexical import words_summary
+    from vela_search.store import AudioIndex
+
+    root = resolve_index(index)
+    info = index_info(root)
+    with AudioIndex.open(root, vectors=False) as snapshot:
+        info["words"] = words_summary(snapshot)
     if json_output:
         print_json(info)
         return
     _print_info(info)
+    fields = ", ".join(f"{name} {count}" for name, count in info["words"].items())
+    console.print(f"words (files carrying each field): {escape(fields) or '-'}", highlight=False)
 
 
 @app.command("compact")

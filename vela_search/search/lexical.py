@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from vela_search.search.where import Condition
     from vela_search.store import AudioIndex
 
-__all__ = ["LEXICAL_DIR", "LexicalHit", "LexicalIndex", "file_words", "snapshot_key"]
+__all__ = ["LEXICAL_DIR", "LexicalHit", "LexicalIndex", "file_words", "snapshot_key", "words_summary"]
 
 LEXICAL_DIR = "lexical"
 _KEEP_BUILDS = 2
@@ -99,6 +99,14 @@ def file_words(index: AudioIndex) -> dict[str, tuple[dict[str, str], int]]:
         if state == "indexed" and path in first:
             out[path] = (stored.get(path) or name_fields(path), first[path][1])
     return out
+
+
+def words_summary(index: AudioIndex) -> dict[str, int]:
+    """``{field: files carrying it}`` over the snapshot's indexed files, most common first."""
+    from collections import Counter
+
+    counts = Counter(name for fields, _ in file_words(index).values() for name in fields)
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def _schema() -> Any:
