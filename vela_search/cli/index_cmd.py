@@ -290,7 +290,6 @@ def info_command(
 ) -> None:
     """Describe an index: format, generation, embedder, shards and files by status."""
     from vela_search.indexing import index_info
-
     from vela_search.search.lexical import words_summary
     from vela_search.store import AudioIndex
 
