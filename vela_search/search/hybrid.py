@@ -17,6 +17,8 @@ import dataclasses
 import threading
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from vela_search.search.hits import Hit
 from vela_search.search.lexical import LexicalHit, LexicalIndex, snapshot_key
 from vela_search.search.validation import MAX_K
@@ -62,8 +64,11 @@ def search_with_words(
     path_glob: str | None = None,
     duration: tuple[float | None, float | None] | None = None,
     min_score: float | None = None,
+    vector: np.ndarray | None = None,
 ) -> list[Hit]:
     """A text query in ``words``/``hybrid`` mode, or a vector-mode text query with field filters.
+
+    ``vector``: the query's embedding when the caller made it already (the service's micro-batches).
 
     Raises:
         QueryError, EmptyIndexError: as :meth:`Searcher.search`.
@@ -74,23 +79,26 @@ def search_with_words(
     lexical: list[LexicalHit] = []
     if mode in WORD_MODES:
         lexical = _filtered(index, lex.search(text, where, pool), path_glob, duration)
-    vector: list[Hit] = []
+    by_sound: list[Hit] = []
     if mode != "words":
         vmode = "caption" if mode == "hybrid" else mode
-        vector = searcher.search(text, mode=vmode, k=pool, path_glob=path_glob, duration=duration)
+        if vector is not None:
+            by_sound = searcher.search_vectors(vector, k=pool, path_glob=path_glob, duration=duration)[0]
+        else:
+            by_sound = searcher.search(text, mode=vmode, k=pool, path_glob=path_glob, duration=duration)
         if where:
             allowed = {h.path for h in lex.search(None, where, _ALLOW_CAP)}
-            vector = [h for h in vector if h.path in allowed]
+            by_sound = [h for h in by_sound if h.path in allowed]
     if mode == "words":
         best = lexical[0].score if lexical else 1.0
         ranked = [(h.score / best, h.path) for h in lexical]
     elif mode == "hybrid":
-        ranked = _fuse([h.path for h in vector], [h.path for h in lexical])
+        ranked = _fuse([h.path for h in by_sound], [h.path for h in lexical])
     else:
-        ranked = [(h.score, h.path) for h in vector]
+        ranked = [(h.score, h.path) for h in by_sound]
     if min_score is not None:
         ranked = [(s, p) for s, p in ranked if s >= min_score]
-    by_path = {h.path: h for h in vector}
+    by_path = {h.path: h for h in by_sound}
     first_ids = {h.path: h.segment_id for h in lexical}
     hits = []
     for rank, (score, path) in enumerate(ranked[:k], start=1):

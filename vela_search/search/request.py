@@ -84,7 +84,7 @@ class QueryRequest:
     @property
     def needs_model(self) -> bool:
         """Whether the query is embedded by the model (text and audio) rather than read from the index."""
-        return self.kind in ("text", "audio")
+        return self.kind in ("text", "audio") and self.mode != "words"
 
     @property
     def duration(self) -> tuple[float | None, float | None] | None:
@@ -155,7 +155,8 @@ class QueryRequest:
         from vela_search.embedding.embedder import EmbedItem
 
         if self.kind == "text":
-            return EmbedItem(self.mode, text=self.text, instruction=self.instruction)
+            mode = "caption" if self.mode in WORD_MODES else self.mode  # hybrid embeds a caption
+            return EmbedItem(mode, text=self.text, instruction=self.instruction)
         if self.kind == "audio":
             if clip is None:
                 from vela_search.search.clips import load_query_clip
@@ -198,6 +199,7 @@ def run_query(searcher: Searcher, request: QueryRequest, *, vector: np.ndarray |
             path_glob=request.path_glob,
             duration=request.duration,
             min_score=request.min_score,
+            vector=vector,
         )
     options = request.search_options()
     if vector is not None:

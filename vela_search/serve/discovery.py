@@ -89,7 +89,10 @@ def request_body(request: QueryRequest, index: str | None) -> tuple[str, dict[st
         "k": request.k,
         "segments": not request.group,
         "min_score": request.min_score,
-        "where": request.path_glob,
+        # A plain glob stays a string (what servers before field filters take).
+        "where": [*([request.path_glob] if request.path_glob else []), *request.where]
+        if request.where
+        else request.path_glob,
         "min_duration": request.min_duration,
         "max_duration": request.max_duration,
         "index": index,

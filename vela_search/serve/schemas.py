@@ -43,16 +43,24 @@ class SearchOptions(BaseModel):
     k: int = Field(DEFAULT_K, description="Hits: files, or segments with `segments` (1-1000).")
     segments: bool = Field(False, description="Every matching segment instead of the best per file.")
     min_score: float | None = Field(None, description="Drop hits scoring below this.")
-    where: str | None = Field(None, description="Only files whose path matches this glob.")
+    where: str | list[str] | None = Field(
+        None,
+        description="Only files whose path matches this glob; and/or field filters on the files' words "
+        '(FIELD=VALUE, FIELD~WORDS; a list: all must hold), e.g. ["library=ACME", "description~rain"].',
+    )
     min_duration: float | None = Field(None, description="Only files at least this many seconds long.")
     max_duration: float | None = Field(None, description="Only files at most this many seconds long.")
 
     def request_options(self) -> dict:
+        from vela_search.search.where import split_where
+
+        path_glob, fields = split_where([self.where] if isinstance(self.where, str) else self.where)
         return {
+            "where": fields,
             "k": self.k,
             "group": not self.segments,
             "min_score": self.min_score,
-            "path_glob": self.where,
+            "path_glob": path_glob,
             "min_duration": self.min_duration,
             "max_duration": self.max_duration,
         }
@@ -62,7 +70,11 @@ class SearchBody(SearchOptions):
     """A text query: ``{"query": "dog barking", "k": 10}``."""
 
     query: str = Field(..., description="What to search for.")
-    mode: Literal["caption", "long", "instruction"] = Field("caption", description="How to read the text.")
+    mode: Literal["caption", "long", "instruction", "words", "hybrid"] = Field(
+        "caption",
+        description="How to read the text: by sound (caption, long, instruction), by the files' words "
+        "(words: BM25 over names and metadata) or both fused per file (hybrid).",
+    )
     instruction: str | None = Field(None, description="The request before the text (instruction mode).")
 
     def to_request(self) -> QueryRequest:
