@@ -40,6 +40,7 @@ def _register_commands() -> None:
         bench_cmd,
         bench_search_cmd,
         bench_serve_cmd,
+        bench_words_cmd,
         check_cmd,
         demos_cmd,
         export_cmd,

@@ -100,9 +100,12 @@ def search_with_words(
         ranked = [(s, p) for s, p in ranked if s >= min_score]
     by_path = {h.path: h for h in by_sound}
     first_ids = {h.path: h.segment_id for h in lexical}
+    chosen = ranked[:k]
+    words_only = [first_ids[p] for _, p in chosen if p not in by_path]
+    rows = dict(zip(words_only, searcher.index.segment_rows(words_only), strict=True))
     hits = []
-    for rank, (score, path) in enumerate(ranked[:k], start=1):
-        hit = by_path.get(path) or _lexical_hit(searcher, path, first_ids[path])
+    for rank, (score, path) in enumerate(chosen, start=1):
+        hit = by_path.get(path) or _lexical_hit(path, first_ids[path], rows.get(first_ids[path], {}))
         hits.append(dataclasses.replace(hit, score=score, rank=rank))
     return hits
 
@@ -144,28 +147,20 @@ def _filtered(
     return out
 
 
-def _lexical_hit(searcher: Searcher, path: str, segment_id: int) -> Hit:
-    rows = searcher.index.segment_rows([segment_id])
-    row = rows[0] if rows else {}
-    files = searcher.index.files()
+def _lexical_hit(path: str, segment_id: int, row: dict) -> Hit:
+    """A hit for a file found by its words only: its first segment."""
+    duration = row.get("duration_s")
     return Hit(
         path=path,
         start_s=float(row.get("start_s") or 0.0),
-        end_s=float(row.get("end_s") if row.get("end_s") is not None else float("nan")),
+        end_s=float(row["end_s"]) if row.get("end_s") is not None else float("nan"),
         score=0.0,
-        duration_s=row.get("duration_s"),
+        duration_s=None if duration is None else float(duration),
         segment_id=segment_id,
         rank=0,
         paths=(path,),
-        root=row.get("root") or _root_of(files, path),
+        root=row.get("root"),
     )
-
-
-def _root_of(files, path: str) -> str | None:  # noqa: ANN001 - a pyarrow table
-    import pyarrow.compute as pc
-
-    match = files.filter(pc.equal(files["path"], path))
-    return match["root"][0].as_py() if match.num_rows else None
 
 
 def attach_words(index: AudioIndex, hits: list[Hit]) -> dict[str, dict[str, str]]:

@@ -124,7 +124,8 @@ def _schema() -> Any:
 def _fill(idx: Any, words: dict[str, tuple[dict[str, str], int]]) -> None:
     import tantivy
 
-    writer = idx.writer(heap_size=_HEAP_BYTES, num_threads=1)
+    # Two indexing threads at most: a search machine's cores are shared with the embedder.
+    writer = idx.writer(heap_size=_HEAP_BYTES, num_threads=min(2, os.cpu_count() or 1))
     for path, (fields, segment_id) in words.items():
         writer.add_document(
             tantivy.Document(
