@@ -4,6 +4,7 @@ and each generation's readers see that generation's words."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -73,8 +74,14 @@ def test_field_filters_combine_with_every_mode(collection: Path, tiny_embedder) 
         assert _paths(searcher, "creak", mode="words", where=("library=ACME",)) == []
         caption = _paths(searcher, "a sound", where=("library=ACME",), k=10)
         assert caption == ["AMBForst_Night Crickets_ACME_Summer.flac"]
-        words = attach_words(idx, run_query(searcher, QueryRequest(text="zephyrquill", mode="words")))
-        assert next(iter(words.values()))["description"] == "rain on a zephyrquill tin roof"
+        (hit,) = run_query(searcher, QueryRequest(text="zephyrquill", mode="words"))
+        assert hit.words["description"] == "rain on a zephyrquill tin roof"
+        assert hit.to_dict()["words"]["library"] == "Wet Sounds"
+        # Vector-mode hits carry their words too (the lexical index is small enough to build).
+        (hit,) = run_query(searcher, QueryRequest(text="a sound", where=("library=wet sounds",)))
+        assert hit.words["library"] == "Wet Sounds"
+        assert attach_words(idx, [dataclasses.replace(hit, words={})])[0].words == hit.words
+        assert attach_words(idx, [dataclasses.replace(hit, words={})], build_limit=0)[0].words == hit.words
 
 
 @pytest.mark.parametrize(

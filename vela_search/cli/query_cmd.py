@@ -241,12 +241,10 @@ def query(
                 hits = searcher.search_audio(clip, **options)
             else:
                 hits = run_query(searcher, request)
-        words = attach_words(idx, hits) if not (json_output or paths_output) else {}
+        hits = attach_words(idx, hits)
     finally:
         idx.close()
-    _print_hits(
-        hits, searcher.notice, request, json_output=json_output, paths_output=paths_output, words=words
-    )
+    _print_hits(hits, searcher.notice, request, json_output=json_output, paths_output=paths_output)
 
 
 def _absolute(path: Path) -> str:
@@ -274,7 +272,6 @@ def _print_hits(
     *,
     json_output: bool,
     paths_output: bool,
-    words: dict[str, dict[str, str]] | None = None,
 ) -> None:
     from vela_search.search import hit_record
 
@@ -283,9 +280,7 @@ def _print_hits(
     elif paths_output:
         _print_paths(hits, segments=not request.group)
     else:
-        _print_table(
-            hits, segments=not request.group, filtered=request.filtered, words=words, mode=request.mode
-        )
+        _print_table(hits, segments=not request.group, filtered=request.filtered, mode=request.mode)
 
 
 def _print_table(
@@ -293,7 +288,6 @@ def _print_table(
     *,
     segments: bool,
     filtered: bool,
-    words: dict[str, dict[str, str]] | None = None,
     mode: str = "caption",
 ) -> None:
     from vela_search.search import format_timestamp
@@ -320,7 +314,7 @@ def _print_table(
         copies = len(hit.paths) - 1
         if copies > 0:
             name += f" [dim](+{copies} {'copy' if copies == 1 else 'copies'})[/]"
-        line = metadata_line((words or {}).get(hit.path, {}))
+        line = metadata_line(hit.words)
         if line:
             name += f"\n[dim]{escape(line)}[/]"
         table.add_row(

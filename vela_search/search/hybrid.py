@@ -28,11 +28,13 @@ if TYPE_CHECKING:
     from vela_search.search.where import Condition
     from vela_search.store import AudioIndex
 
-__all__ = ["RRF_K", "WORD_MODES", "attach_words", "lexical_for", "search_with_words"]
+__all__ = ["BUILD_ON_QUERY_FILES", "RRF_K", "WORD_MODES", "attach_words", "lexical_for", "search_with_words"]
 
 WORD_MODES = ("words", "hybrid")
 RRF_K = 60
 _ALLOW_CAP = 1_000_000
+# A vector-mode query builds a missing lexical index (to show the hits' words) up to this many files.
+BUILD_ON_QUERY_FILES = 100_000
 _cache: dict[tuple[str, str], LexicalIndex] = {}
 _cache_lock = threading.Lock()
 
@@ -103,10 +105,13 @@ def search_with_words(
     chosen = ranked[:k]
     words_only = [first_ids[p] for _, p in chosen if p not in by_path]
     rows = dict(zip(words_only, searcher.index.segment_rows(words_only), strict=True))
+    fields = {h.path: h.fields for h in lexical}
+    missing = [p for _, p in chosen if p not in fields]
+    fields.update(lex.fields_of(missing) if missing else {})
     hits = []
     for rank, (score, path) in enumerate(chosen, start=1):
         hit = by_path.get(path) or _lexical_hit(path, first_ids[path], rows.get(first_ids[path], {}))
-        hits.append(dataclasses.replace(hit, score=score, rank=rank))
+        hits.append(dataclasses.replace(hit, score=score, rank=rank, words=fields.get(path, {})))
     return hits
 
 
@@ -163,6 +168,18 @@ def _lexical_hit(path: str, segment_id: int, row: dict) -> Hit:
     )
 
 
-def attach_words(index: AudioIndex, hits: list[Hit]) -> dict[str, dict[str, str]]:
-    """``{path: fields}`` of the hits' files (what ``query`` shows under each hit)."""
-    return lexical_for(index).fields_of([h.path for h in hits])
+def attach_words(index: AudioIndex, hits: list[Hit], *, build_limit: int = BUILD_ON_QUERY_FILES) -> list[Hit]:
+    """The hits with their files' words (what ``query`` and the page show under each hit).
+
+    The words come from the generation's lexical index; a vector-mode query builds it only for a library
+    of at most ``build_limit`` files (seconds), so that a first query of a large index is never held up
+    by it: there the hits come back without words until a words or hybrid query has built it.
+    """
+    if not hits or all(h.words for h in hits):
+        return hits
+    key = (str(index.root), snapshot_key(index))
+    built = key in _cache or LexicalIndex.exists(index)
+    if not built and index.files().num_rows > build_limit:
+        return hits
+    fields = lexical_for(index).fields_of([h.path for h in hits])
+    return [h if h.words else dataclasses.replace(h, words=fields.get(h.path, {})) for h in hits]

@@ -23,7 +23,7 @@ import shutil
 import threading
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -131,7 +131,8 @@ def _fill(idx: Any, words: dict[str, tuple[dict[str, str], int]]) -> None:
             tantivy.Document(
                 path=path,
                 segment_id=segment_id,
-                text=" ".join(fields.values()),
+                # The file's stem too, so that "Take3" finds "..._Take3.wav" as well as "take 3" does.
+                text=" ".join(fields.values()) + " " + PurePath(path.rsplit("/", 1)[-1]).stem,
                 fields=fields,
                 exact={k: v.lower() for k, v in fields.items()},
             )
@@ -161,6 +162,11 @@ class LexicalIndex:
             except ValueError:
                 shutil.rmtree(folder, ignore_errors=True)  # damaged: rebuilt below
         return cls(build_lexical(index, folder), key)
+
+    @staticmethod
+    def exists(index: AudioIndex) -> bool:
+        """Whether the lexical index of ``index``'s generation is built on disk."""
+        return (index.root / LEXICAL_DIR / snapshot_key(index) / "done.json").exists()
 
     @classmethod
     def in_memory(cls, words: dict[str, tuple[dict[str, str], int]]) -> LexicalIndex:

@@ -15,7 +15,7 @@ import numpy as np
 
 from vela_search.errors import QueryError
 from vela_search.search.hits import Hit, HitRecord, hit_record
-from vela_search.search.hybrid import WORD_MODES, search_with_words
+from vela_search.search.hybrid import WORD_MODES, attach_words, search_with_words
 from vela_search.search.validation import (
     DEFAULT_K,
     check_duration,
@@ -211,7 +211,8 @@ def run_query(searcher: Searcher, request: QueryRequest, *, vector: np.ndarray |
         return searcher.search_like_segment(request.like_segment, **options)  # type: ignore[arg-type]
     if kind == "audio":
         return searcher.search_audio(request.audio, request.start_s, request.end_s, **options)  # type: ignore[arg-type]
-    return searcher.search(request.text, mode=request.mode, instruction=request.instruction, **options)  # type: ignore[arg-type]
+    hits = searcher.search(request.text, mode=request.mode, instruction=request.instruction, **options)  # type: ignore[arg-type]
+    return attach_words(searcher.index, hits)
 
 
 def hits_from_records(records: list[HitRecord]) -> list[Hit]:

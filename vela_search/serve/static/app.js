@@ -120,6 +120,7 @@ function textSearch() {
   const query = $("query").value;
   const mode = $("mode").value;
   const body = { ...commonOptions(), query, mode };
+  state.lastQuery = mode === "words" || mode === "hybrid" ? query : "";
   if (mode === "instruction") body.instruction = $("instruction").value;
   return runSearch(`“${query.trim().slice(0, 60)}”`, () =>
     api("/api/search", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) })
@@ -155,6 +156,30 @@ function playSegment(player, hit) {
   player.play().catch((error) => setStatus("Cannot play: " + error.message, true));
 }
 
+// Shown under a hit: its description (else title or comment), then category, subcategory and library.
+const WORD_FIELDS = ["description", "title", "comment", "category", "subcategory", "library"];
+
+function renderWords(target, words, query) {
+  // Matched query words are wrapped in <mark> (text nodes only: metadata is never parsed as HTML).
+  const terms = (query.toLowerCase().match(/[\p{L}\p{N}]+/gu) || []).filter((t) => t.length > 1);
+  const parts = WORD_FIELDS.filter((name) => words[name]).map((name) =>
+    name === "description" || name === "title" || name === "comment" ? words[name] : `${name}: ${words[name]}`
+  );
+  target.replaceChildren();
+  target.hidden = parts.length === 0;
+  for (const piece of parts.join(" · ").split(/([\p{L}\p{N}]+)/u)) {
+    const lower = piece.toLowerCase();
+    const hit = terms.some((t) => lower.startsWith(t) || (lower.length > 3 && t.startsWith(lower)));
+    if (hit) {
+      const mark = document.createElement("mark");
+      mark.textContent = piece;
+      target.append(mark);
+    } else {
+      target.append(document.createTextNode(piece));
+    }
+  }
+}
+
 function renderHits(hits) {
   const list = $("results");
   list.replaceChildren();
@@ -168,6 +193,7 @@ function renderHits(hits) {
     path.title = hit.path;
     const copies = hit.paths.length - 1;
     item.querySelector(".copies").textContent = copies > 0 ? `(+${copies} ${copies === 1 ? "copy" : "copies"})` : "";
+    renderWords(item.querySelector(".words"), hit.words || {}, state.lastQuery || "");
     item.querySelector(".segment").textContent = `${formatTime(hit.start_s)}–${formatTime(hit.end_s)}`;
     item.querySelector(".duration").textContent = `of ${formatTime(hit.duration_s)}`;
     const player = item.querySelector(".player");
