@@ -111,7 +111,7 @@ class ShardReader:
         Raises:
             IndexDamagedError: a file is missing, corrupted or unreadable (the message names it).
         """
-        _ = self.parquet
+        _ = self.ids  # reads and checks the metadata, and the ids against the manifest's range
         if vectors:
             self.index()
         return self
