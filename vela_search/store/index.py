@@ -602,17 +602,31 @@ class AudioIndex:
         where = RowFilter(pattern, ranges, frozenset(exclude_paths or ()))
         if self._codes is not None and not exact:
             allowed = self._allowed_ids(where)
-            if not self._scan_is_cheaper(allowed, k, refine):
+            if self._scan_is_cheaper(allowed, k, refine):
+                top_scores, top_ids = self._scan_matching(q, k, allowed)  # type: ignore[arg-type]
+            else:
                 top_scores, top_ids = self._codes.search(
                     q, k, allowed, self.vectors, nprobe=nprobe, refine=refine
                 )
-                if self._uncoded:  # exact scores on both sides: one merged top-k
-                    more_scores, more_ids = self._exact_search(q, k, where, self._uncoded)
-                    top_scores, top_ids = _merge_top_k(
-                        np.hstack([top_scores, more_scores]), np.hstack([top_ids, more_ids]), k
-                    )
-                return self._search_hits(top_scores, top_ids)
+            if self._uncoded:  # exact scores on both sides: one merged top-k
+                more_scores, more_ids = self._exact_search(q, k, where, self._uncoded)
+                top_scores, top_ids = _merge_top_k(
+                    np.hstack([top_scores, more_scores]), np.hstack([top_ids, more_ids]), k
+                )
+            return self._search_hits(top_scores, top_ids)
         return self._search_hits(*self._exact_search(q, k, where))
+
+    def _scan_matching(self, q: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, ids) of the exact top-k among the coded rows `allowed` names, from their stored
+        vectors alone (a FAISS scan with a selector would still visit every row)."""
+        ids = np.flatnonzero(allowed).astype(np.int64)
+        if ids.size == 0:
+            return np.empty((len(q), 0), np.float32), np.empty((len(q), 0), np.int64)
+        scores = q @ self.vectors(ids).T
+        if ids.size > k:  # the k best of each row first, then ordered (ties by id) among them
+            keep = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+            return _merge_top_k(np.take_along_axis(scores, keep, axis=1), ids[keep], k)
+        return _merge_top_k(scores, np.broadcast_to(ids, scores.shape).copy(), k)
 
     def _check_queries(self, queries: np.ndarray, k: int) -> np.ndarray:
         q = np.asarray(queries, dtype=np.float32)
