@@ -32,7 +32,7 @@ VERIFY_AT_OPEN_BYTES = 256 << 20
 # A filter that leaves at most this fraction of a compressed index's coded rows is answered by an exact
 # scan of the matching rows only (cheaper than probing the codes, and exact); see docs/benchmarks.md,
 # "Filtered search", for the measured cross-over.
-FILTER_SCAN_FRACTION = 0.05
+FILTER_SCAN_FRACTION = 0.005
 
 # How many times open() re-reads the manifest when a commit removes files between reading it and
 # opening the files it names.
