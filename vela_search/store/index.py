@@ -133,8 +133,11 @@ class AudioIndex:
         self.manifest = data
         self._lock = threading.Lock()
         self._opened = "vectors" if shards and vectors else "metadata" if shards else "none"
-        if previous is not None and (previous.root != self.root or previous._opened != self._opened):
-            previous = None
+        self._closed = False
+        if previous is not None and (
+            previous._closed or previous.root != self.root or previous._opened != self._opened
+        ):
+            previous = None  # a closed snapshot has released its data: nothing to reuse
         # Every file is opened (read into memory or mapped, and checked) now and closed: the snapshot then
         # survives the commits that delete its files, and holds no open files however many shards there are.
         # Files the previous snapshot opened are immutable: its readers are shared, not read again.
@@ -359,7 +362,11 @@ class AudioIndex:
         return IndexWriter(self.root, fingerprint=fingerprint, staged=staged, **options)
 
     def close(self) -> None:
-        """Release the snapshot's loaded data and mappings (it holds no open files)."""
+        """Release the snapshot's loaded data and mappings (it holds no open files); shard readers that a
+        newer snapshot shares stay loaded for it. Closing twice does nothing more."""
+        if self._closed:
+            return
+        self._closed = True
         for shard in self._shards:
             shard.close()
 
