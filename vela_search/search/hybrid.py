@@ -67,10 +67,14 @@ def search_with_words(
     duration: tuple[float | None, float | None] | None = None,
     min_score: float | None = None,
     vector: np.ndarray | None = None,
+    nprobe: int | None = None,
+    refine: int | None = None,
+    exact: bool = False,
 ) -> list[Hit]:
     """A text query in ``words``/``hybrid`` mode, or a vector-mode text query with field filters.
 
-    ``vector``: the query's embedding when the caller made it already (the service's micro-batches).
+    ``vector``: the query's embedding when the caller made it already (the service's micro-batches);
+    ``nprobe``, ``refine``, ``exact``: the vector search's accuracy knobs, as in :meth:`Searcher.search`.
 
     Raises:
         QueryError, EmptyIndexError: as :meth:`Searcher.search`.
@@ -84,10 +88,11 @@ def search_with_words(
     by_sound: list[Hit] = []
     if mode != "words":
         vmode = "caption" if mode == "hybrid" else mode
+        knobs = {"k": pool, "path_glob": path_glob, "duration": duration, "nprobe": nprobe, "refine": refine}
         if vector is not None:
-            by_sound = searcher.search_vectors(vector, k=pool, path_glob=path_glob, duration=duration)[0]
+            by_sound = searcher.search_vectors(vector, exact=exact, **knobs)[0]  # type: ignore[arg-type]
         else:
-            by_sound = searcher.search(text, mode=vmode, k=pool, path_glob=path_glob, duration=duration)
+            by_sound = searcher.search(text, mode=vmode, exact=exact, **knobs)  # type: ignore[arg-type]
         if where:
             allowed = {h.path for h in lex.search(None, where, _ALLOW_CAP)}
             by_sound = [h for h in by_sound if h.path in allowed]

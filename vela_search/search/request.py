@@ -16,14 +16,8 @@ import numpy as np
 from vela_search.errors import QueryError
 from vela_search.search.hits import Hit, HitRecord, hit_record
 from vela_search.search.hybrid import WORD_MODES, attach_words, search_with_words
-from vela_search.search.validation import (
-    DEFAULT_K,
-    check_duration,
-    check_k,
-    check_min_score,
-    check_text_query,
-    normalize_glob,
-)
+from vela_search.search.options import SearchOptions
+from vela_search.search.validation import DEFAULT_K, check_text_query
 from vela_search.search.where import parse_where
 
 if TYPE_CHECKING:
@@ -52,6 +46,9 @@ class QueryRequest:
         path_glob: only files whose path matches this glob (see :func:`normalize_glob`).
         min_duration, max_duration: only files of this length in seconds (None: open end).
         where: field filters on the files' words, ``FIELD=VALUE`` or ``FIELD~WORDS`` (text queries).
+        nprobe: compressed indexes: IVF lists probed first (None: the tuned value), 1..MAX_NPROBE.
+        refine: compressed indexes: candidates re-scored exactly (None: the tuned depth), 1..MAX_REFINE.
+        exact: scan every stored vector instead of the compressed codes.
     """
 
     text: str | None = None
@@ -69,6 +66,9 @@ class QueryRequest:
     min_duration: float | None = None
     max_duration: float | None = None
     where: tuple[str, ...] = ()
+    nprobe: int | None = None
+    refine: int | None = None
+    exact: bool = False
 
     @property
     def kind(self) -> str:
@@ -133,17 +133,14 @@ class QueryRequest:
         return self.validate_options()
 
     def validate_options(self) -> QueryRequest:
-        """The checks of the options alone (k, score, path and duration filters), for any query.
+        """The checks of the options alone (k, filters, accuracy knobs), for any query.
 
         Raises:
-            QueryError: k out of bounds, a bad score or duration filter, an empty path filter.
+            QueryError: k, nprobe or refine out of bounds, a bad score or duration filter, an empty path
+                filter, a non-boolean exact.
         """
-        check_k(self.k)
-        check_min_score(self.min_score)
-        normalize_glob(self.path_glob)
+        SearchOptions.checked(**self.search_options())
         parse_where(self.where)
-        if self.duration is not None:
-            check_duration(self.duration)
         return self
 
     def embed_item(self, clip: np.ndarray | None = None) -> EmbedItem:
@@ -173,6 +170,9 @@ class QueryRequest:
             "path_glob": self.path_glob,
             "duration": self.duration,
             "group": self.group,
+            "nprobe": self.nprobe,
+            "refine": self.refine,
+            "exact": self.exact,
         }
 
 
@@ -200,10 +200,13 @@ def run_query(searcher: Searcher, request: QueryRequest, *, vector: np.ndarray |
             duration=request.duration,
             min_score=request.min_score,
             vector=vector,
+            nprobe=request.nprobe,
+            refine=request.refine,
+            exact=request.exact,
         )
     options = request.search_options()
     if vector is not None:
-        return searcher.search_vectors(vector, **options)[0]
+        return attach_words(searcher.index, searcher.search_vectors(vector, **options)[0])
     kind = request.kind
     if kind == "like":
         return searcher.search_like(request.like, request.start_s, request.end_s, **options)  # type: ignore[arg-type]
