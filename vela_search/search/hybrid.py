@@ -5,8 +5,9 @@
 - ``hybrid``: the Vela vector ranking (the query embedded in ``caption`` mode, one hit per file) and the
   BM25 ranking fused per file by reciprocal rank fusion: score = sum over the two rankings of
   ``1 / (RRF_K + rank)`` (RRF_K = 60, ranks from 1; a file missing from a ranking gets nothing from it).
-  Each ranking contributes its top ``pool`` files (10 x k, at least 100, at most 1,000). A file found by
-  sound keeps its best segment's timestamps; one found only by its words points at its first segment.
+  The words ranking contributes its top ``pool`` files (10 x k, at least 100, at most 1,000), the sound
+  ranking its top 2 x k (at least 20; ``pool`` with field filters). A file found by sound keeps its best
+  segment's timestamps; one found only by its words points at its first segment.
 - Field filters (``where``) apply to every mode: the lexical side filters exactly; the vector side keeps
   the files that pass among its top ``pool`` (the vector modes search ``pool`` files, then filter).
 """
@@ -88,7 +89,10 @@ def search_with_words(
     by_sound: list[Hit] = []
     if mode != "words":
         vmode = "caption" if mode == "hybrid" else mode
-        knobs = {"k": pool, "path_glob": path_glob, "duration": duration, "nprobe": nprobe, "refine": refine}
+        # The sound ranking's depth: 2 x k (at least 20) for fusion, which keeps hybrid's vector search
+        # close to a plain one's cost (docs/benchmarks.md); the full pool when field filters follow.
+        depth = pool if where else max(2 * k, 20)
+        knobs = {"k": depth, "path_glob": path_glob, "duration": duration, "nprobe": nprobe, "refine": refine}
         if vector is not None:
             by_sound = searcher.search_vectors(vector, exact=exact, **knobs)[0]  # type: ignore[arg-type]
         else:
