@@ -37,6 +37,8 @@ from vela_search.indexing.plan import (
 from vela_search.indexing.prefetch import Failed, SegmentPrefetcher
 from vela_search.indexing.report import IndexProgress, IndexReport, ProgressCallback, scan_progress
 from vela_search.indexing.spec import EmbedderSpec, QueryRoom, record_spec, recorded_room
+from vela_search.peaks.builder import PeakBuilder
+from vela_search.peaks.indexing import prune_to_files, store_peaks
 
 if TYPE_CHECKING:
     from vela_search.audio.hf_dataset import DatasetListing
@@ -75,6 +77,7 @@ class _Landing:
     embedded: int = 0
     decoded: bool = False
     error: str | None = None
+    peaks: PeakBuilder = field(default_factory=PeakBuilder)
 
     @property
     def ready(self) -> bool:
@@ -184,6 +187,7 @@ class _Run:
                 for i, seg in enumerate(landing.segments)
             ]
             writer.add(vectors, meta)
+            store_peaks(writer.root, state.sha256, landing.peaks, duration, state.path)
             rows = [state.row(INDEXED, duration_s=duration, segments=len(meta))]
             rows += [dup.row(DUPLICATE, duration_s=duration) for dup in job.duplicates]
             writer.put_files(rows)
@@ -488,6 +492,7 @@ def run_index(
             run.emit("compact")
             writer.compact()
             report.compacted = True
+        prune_to_files(index_dir, writer.files())
         data = writer.manifest
         report.shards = len(data["shards"])
         report.vectors = int(data["num_vectors"])
@@ -607,6 +612,7 @@ def _embed_jobs(run: _Run, jobs: list[EmbedJob], *, window_s: float, hop_s: floa
                     landing.error = failure_reason(message.error, job.file.path)
                     continue
                 landing.segments.append(message.segment)
+                landing.peaks.add(message.segment.start_s, message.segment.samples)
                 chunk.append((landing, len(landing.segments) - 1))
                 if len(chunk) >= chunk_limit:
                     flush()
