@@ -111,3 +111,21 @@ def test_removed_with_their_file(indexed, tmp_path, emb):
     assert not peaks_path(own, before["b.flac"]).exists()
     kept = {sha for name, sha in before.items() if name != "b.flac"}
     assert len(kept) == 1 and peaks_path(own, kept.pop()).is_file()
+
+
+def test_check_finds_damaged_peaks_and_repair_removes_them(indexed, tmp_path, capsys):
+    from vela_search.cli.check_cmd import check_command
+    from vela_search.errors import StoreError
+
+    _, idx = indexed
+    own = tmp_path / "idx"
+    shutil.copytree(idx, own, ignore=shutil.ignore_patterns("writer.lock"))
+    check_command(index=str(own), repair=False, json_output=True)
+    assert '"checked": 2' in capsys.readouterr().out
+    victim = sorted((own / PEAKS_DIR).glob("??/*.peaks"))[0]
+    victim.write_bytes(victim.read_bytes()[:-3])
+    with pytest.raises(StoreError, match="1 damaged waveform peaks file"):
+        check_command(index=str(own), repair=False, json_output=False)
+    check_command(index=str(own), repair=True, json_output=False)
+    assert not victim.exists()
+    check_command(index=str(own), repair=False, json_output=False)

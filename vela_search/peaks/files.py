@@ -124,8 +124,13 @@ def _all_peaks(index_dir: Path) -> Iterable[Path]:
     return sorted(folder.glob(f"??/*{_SUFFIX}")) if folder.is_dir() else []
 
 
-def check_peaks(index_dir: str | os.PathLike[str]) -> tuple[int, list[tuple[str, str]]]:
-    """Read back every peaks file of an index: (files checked, [(relative path, reason)] of damaged ones)."""
+def check_peaks(
+    index_dir: str | os.PathLike[str], *, remove: bool = False
+) -> tuple[int, list[tuple[str, str]]]:
+    """Read back every peaks file of an index: (files checked, [(relative path, reason)] of damaged ones).
+
+    With ``remove``, damaged files are deleted (they are computed again from the audio when needed).
+    """
     root = Path(index_dir)
     damaged = []
     paths = list(_all_peaks(root))
@@ -134,6 +139,8 @@ def check_peaks(index_dir: str | os.PathLike[str]) -> tuple[int, list[tuple[str,
             read_peaks(path)
         except (PeaksDamagedError, OSError) as exc:
             damaged.append((path.relative_to(root).as_posix(), str(exc).split(" is damaged: ")[-1]))
+            if remove:
+                path.unlink(missing_ok=True)
     return len(paths), damaged
 
 
