@@ -36,6 +36,7 @@ from vela_search.errors import (
 from vela_search.search import QueryRequest, hit_record
 from vela_search.search.similar import UnknownSegmentError
 from vela_search.serve.audio_stream import MissingAudioError, audio_source, span_wav
+from vela_search.serve.routes import media
 from vela_search.serve.schemas import ErrorBody, IndexList, LikeBody, SearchBody, SearchResponse
 from vela_search.serve.service import ServedIndex, Service, UnknownIndexError
 
@@ -174,6 +175,7 @@ def create_app(service: Service) -> FastAPI:
         return Response(data, media_type="audio/wav")
 
     app.include_router(api)
+    app.include_router(media.router, prefix="/api", dependencies=[Depends(check_token)])
 
     @app.get("/healthz", summary="Liveness and batching counters")
     async def healthz() -> dict[str, Any]:
