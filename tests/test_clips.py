@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 from audio_factory import tone
 
-from vela_search.clips import clip_filename, span_wav_native
+from vela_search.clips import clip_filename, export_clips, span_wav_native
 from vela_search.errors import QueryError
 
 
@@ -35,3 +35,20 @@ def test_a_stereo_44k_span_keeps_rate_channels_and_frames(tmp_path):
 def test_clip_names_have_no_folders_or_odd_characters():
     assert clip_filename("/a/b/<x> y.flac", 12.5, 22.5, rank=3) == "03_x_y_12.5-22.5s.wav"
     assert clip_filename("/a/../..", 0, 1) == "clip_0-1s.wav"
+
+
+def test_export_writes_each_hit_in_rank_order(tmp_path):
+    from types import SimpleNamespace
+
+    rate = 22_050
+    path = tmp_path / "a.flac"
+    sf.write(path, tone(6, rate, freq=440), rate)
+    hits = [
+        SimpleNamespace(path=str(path), start_s=s, end_s=s + 2.0, rank=r) for r, s in ((1, 3.0), (2, 0.0))
+    ]
+    written = export_clips(hits, tmp_path / "out" / "clips")
+    assert [p.name for p in written] == ["01_a_3-5s.wav", "02_a_0-2s.wav"]
+    assert sf.info(written[0]).frames == 2 * rate and sf.info(written[0]).samplerate == rate
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(QueryError, match="not a folder"):
+        export_clips(hits, tmp_path / "file")

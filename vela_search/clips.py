@@ -10,11 +10,13 @@ import io
 import math
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from vela_search.errors import QueryError
 
-__all__ = ["clip_filename", "span_wav_native"]
+__all__ = ["clip_filename", "export_clips", "span_wav_native"]
 
 
 def _check_span(start_s: float, end_s: float | None) -> None:
@@ -66,3 +68,27 @@ def clip_filename(path: str, start_s: float, end_s: float, rank: int | None = No
     stem = re.sub(r"[^\w.-]+", "_", Path(path).stem).strip("._") or "clip"
     name = f"{stem[:80]}_{start_s:g}-{end_s:g}s.wav"
     return f"{rank:02d}_{name}" if rank is not None else name
+
+
+def export_clips(hits: Iterable[Any], directory: str | os.PathLike[str]) -> list[Path]:
+    """Write each hit's segment (``path``, ``start_s``, ``end_s``, ``rank``) as a WAV into ``directory``.
+
+    Files are named ``NN_stem_START-ENDs.wav`` by rank, so a listing keeps the hits' order.
+
+    Raises:
+        QueryError: ``directory`` exists and is not a folder, or cannot be created.
+        AudioDecodeError: a hit's file cannot be decoded.
+    """
+    folder = Path(directory).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise QueryError(f"--export-dir {folder} is not a folder") from None
+    except OSError as exc:
+        raise QueryError(f"cannot create --export-dir {folder}: {exc.strerror}") from None
+    written = []
+    for hit in hits:
+        target = folder / clip_filename(str(hit.path), hit.start_s, hit.end_s, rank=hit.rank)
+        target.write_bytes(span_wav_native(hit.path, hit.start_s, hit.end_s))
+        written.append(target)
+    return written
