@@ -484,3 +484,23 @@ def test_terminal_prompt_ends_on_an_empty_line_or_end_of_input(monkeypatch):
 
     monkeypatch.setattr("builtins.input", end_of_input)
     assert list(query_cmd._query_source("-")) == []
+
+
+def test_export_dir_writes_the_hits_segments(collection, tmp_path):
+    import soundfile as sf
+
+    _, index = collection
+    out = tmp_path / "clips"
+    hits = query_json(
+        index, "--like", str(collection[0] / "long.wav"), "--segments", "-k", "3", "--export-dir", str(out)
+    )
+    written = sorted(out.iterdir())
+    assert [p.name[:3] for p in written] == ["01_", "02_", "03_"]
+    for hit, path in zip(hits, written, strict=True):
+        assert path.name.startswith(f"{hit['rank']:02d}_{Path(hit['path']).stem}_")
+        assert abs(sf.info(path).duration - (hit["end_s"] - hit["start_s"])) < 1e-3
+    (tmp_path / "q.txt").write_text("tone\n")
+    result = query(index, "--queries", str(tmp_path / "q.txt"), "--export-dir", str(out))
+    assert isinstance(result.exception, QueryError) and "--export-dir writes one query's hits" in str(
+        result.exception
+    )
