@@ -253,6 +253,37 @@ def test_phone_width_has_no_horizontal_scroll_and_labelled_controls(browser, ser
     tab.context.close()
 
 
+def test_more_results_on_demand_and_long_paths_shortened_in_the_middle(browser, server):
+    tab = open_page(browser, server, width=390, address="/?q=tone&segments=1&k=3")
+    tab.wait_for_function(ANSWERED)
+    assert tab.locator(".hit").count() == 3 and tab.locator("#more").is_visible()
+    tab.click("#more")
+    tab.wait_for_function("document.querySelectorAll('.hit').length > 3")
+    tab.wait_for_function(ANSWERED)
+    assert "k=23" in tab.url and not tab.locator("#more").is_visible()  # fewer than 23: all of them
+    html = tab.locator(".hit .path").filter(has_text="…").first
+    assert html.get_attribute("title").endswith(HTML_NAME) and html.text_content().endswith(".wav")
+    # The zoomed view of a long file: the segment and as much again on each side, from the fine peaks.
+    zoom = tab.evaluate(
+        "import('/static/wave.js').then(w => w.viewsFor({start_s: 600, end_s: 610, duration_s: 2700},"
+        " {duration_s: 2700, overview: [[0, 0]], fine: [[0, 0]], fine_rate: 20}).zoom)"
+    )
+    assert (zoom["start"], zoom["end"], zoom["step"]) == (590, 620, 0.05)
+    tab.context.close()
+    assert tab.errors == []
+
+
+def test_copy_path(browser, server):
+    tab = open_page(browser, server, address="/?q=tone")
+    tab.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    tab.wait_for_function(ANSWERED)
+    first = tab.locator(".hit").first
+    first.locator(".copy").click()
+    tab.wait_for_function(f"{STATUS}.startsWith('Copied the path')")
+    assert tab.evaluate("navigator.clipboard.readText()") == first.locator(".path").get_attribute("title")
+    tab.context.close()
+
+
 def test_a_failed_query_shows_a_message(page):
     page.fill("#query", "   ")
     page.click("#search-button")

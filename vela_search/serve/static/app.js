@@ -177,7 +177,7 @@ function readAddress() {
   state.filters = {};
   for (const key of FILTER_KEYS) if (params.get(key)) state.filters[key] = params.get(key);
   $("segments").checked = params.get("segments") === "1";
-  state.k = Math.min(1000, Math.max(PAGE, Number(params.get("k")) || PAGE));
+  state.k = Math.min(1000, Math.max(1, Math.round(Number(params.get("k"))) || PAGE));
   state.facetBase = null;
   if (params.has("q")) {
     $("query").value = params.get("q");
