@@ -37,3 +37,12 @@ def test_short_files_have_no_fine_level():
     body = peaks.to_dict()
     assert body["fine_rate"] is None and len(body["overview"]) == OVERVIEW_BINS
     assert -1.0 <= min(p[0] for p in body["overview"]) and max(p[1] for p in body["overview"]) <= 1.0
+
+
+def test_fine_pairs_are_sliced_to_the_asked_span():
+    wave = tone(90, SR, freq=220)
+    body = peaks_of_wave(wave).to_dict(fine_from=30.0, fine_to=45.5)
+    assert body["fine_start_s"] == 30.0
+    assert len(body["fine"]) == round(15.5 * FINE_RATE)
+    assert len(peaks_of_wave(wave).to_dict(fine=False)["fine"]) == 0
+    assert len(peaks_of_wave(wave).to_dict()["fine"]) == 90 * FINE_RATE

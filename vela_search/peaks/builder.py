@@ -37,18 +37,25 @@ class Peaks:
     sample_rate: int = 0
     channels: int = 0
 
-    def to_dict(self, *, fine: bool = True) -> dict:
-        """JSON-ready: pairs as lists of ``[min, max]`` floats in -1..1."""
+    def to_dict(self, *, fine: bool = True, fine_from: float = 0.0, fine_to: float | None = None) -> dict:
+        """JSON-ready: pairs as lists of ``[min, max]`` floats in -1..1.
+
+        The fine level is sliced to ``fine_from``-``fine_to`` seconds (a zoomed view needs only its
+        span; an hour of fine pairs is ~1 MB of JSON); ``fine_start_s`` is the time of its first pair.
+        """
         scale = 1 / 127
-        out = {
+        first = max(0, int(math.floor(fine_from * self.fine_rate))) if len(self.fine) else 0
+        last = len(self.fine) if fine_to is None else max(first, int(math.ceil(fine_to * self.fine_rate)))
+        part = self.fine[first:last] if fine else self.fine[:0]
+        return {
             "duration_s": self.duration_s,
             "sample_rate": self.sample_rate,
             "channels": self.channels,
             "overview": np.round(self.overview.astype(np.float32) * scale, 3).tolist(),
             "fine_rate": self.fine_rate if len(self.fine) else None,
-            "fine": np.round(self.fine.astype(np.float32) * scale, 3).tolist() if fine else [],
+            "fine_start_s": first / self.fine_rate,
+            "fine": np.round(part.astype(np.float32) * scale, 3).tolist(),
         }
-        return out
 
 
 def _reduce(mins: np.ndarray, maxs: np.ndarray, bins: int) -> np.ndarray:

@@ -47,12 +47,14 @@ async def peaks(
     segment_id: int,
     index: str | None = Query(None),
     fine: bool = Query(True, description="Include the fine level (long files: pairs per second)."),
+    fine_from: float = Query(0.0, ge=0, description="Fine pairs from this time (seconds)."),
+    fine_to: float | None = Query(None, ge=0, description="Fine pairs up to this time (default: the end)."),
     service: Service = Depends(service_of),
 ) -> dict[str, Any]:
     served, row = await _row(service, index, segment_id)
     source = audio_source(row)
     found = await asyncio.to_thread(load_or_compute, served.root, row.get("content_sha256"), source.path)
-    return {"segment_id": segment_id, **found.to_dict(fine=fine)}
+    return {"segment_id": segment_id, **found.to_dict(fine=fine, fine_from=fine_from, fine_to=fine_to)}
 
 
 @router.get(

@@ -4,7 +4,7 @@
 "use strict";
 
 import { api, hitUrl, postJson, session } from "./api.js";
-import { drawView, movePlayhead, timeAt, viewsFor } from "./wave.js";
+import { drawView, movePlayhead, timeAt, viewsFor, zoomSpan } from "./wave.js";
 import { facetGroups, filterParams, FILTER_KEYS, hasFilters, describeFilters } from "./facets.js";
 
 const $ = (id) => document.getElementById(id);
@@ -320,7 +320,10 @@ function wireHitControls(entry, i) {
 
 async function loadPeaks(entry) {
   try {
-    const peaks = await api(hitUrl("peaks", entry.hit));
+    const hit = entry.hit, span = hit.duration_s ? zoomSpan(hit, hit.duration_s) : null;
+    // Fine pairs only for the zoomed view's span (none when the file needs no zoom).
+    const fine = span ? { fine_from: span.start, fine_to: span.end } : { fine: "false" };
+    const peaks = await api(hitUrl("peaks", hit, fine));
     entry.peaks = peaks;
     entry.views = viewsFor(entry.hit, peaks);
     drawHit(entry);

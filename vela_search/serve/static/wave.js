@@ -5,15 +5,24 @@
 const css = (name) => getComputedStyle(document.documentElement).getPropertyValue(name).trim();
 
 // The time span a view shows and where the pairs it draws come from.
-export function viewsFor(hit, peaks) {
-  const duration = peaks.duration_s || hit.duration_s || hit.end_s;
-  const overview = { start: 0, end: duration, pairs: peaks.overview, step: duration / Math.max(1, peaks.overview.length) };
+export function zoomSpan(hit, duration) {
   const span = Math.max(0.5, hit.end_s - hit.start_s);
   // A zoomed view where the segment is a small part of the file (long field recordings).
-  if (span / duration > 0.2) return { overview, zoom: null };
-  const start = Math.max(0, hit.start_s - span), end = Math.min(duration, hit.end_s + span);
-  const fine = peaks.fine && peaks.fine.length ? { pairs: peaks.fine, step: 1 / peaks.fine_rate } : overview;
-  return { overview, zoom: { start, end, pairs: fine.pairs, step: fine.step } };
+  if (span / duration > 0.2) return null;
+  return { start: Math.max(0, hit.start_s - span), end: Math.min(duration, hit.end_s + span) };
+}
+
+export function viewsFor(hit, peaks) {
+  const duration = peaks.duration_s || hit.duration_s || hit.end_s;
+  const overview = {
+    start: 0, end: duration, pairs: peaks.overview, step: duration / Math.max(1, peaks.overview.length), offset: 0,
+  };
+  const span = zoomSpan(hit, duration);
+  if (!span) return { overview, zoom: null };
+  const fine = peaks.fine && peaks.fine.length
+    ? { pairs: peaks.fine, step: 1 / peaks.fine_rate, offset: peaks.fine_start_s || 0 }
+    : overview;
+  return { overview, zoom: { ...span, pairs: fine.pairs, step: fine.step, offset: fine.offset } };
 }
 
 export function drawView(box, view, hit) {
@@ -28,7 +37,8 @@ export function drawView(box, view, hit) {
   const inHit = css("--wave-hit"), outHit = css("--wave");
   for (let x = 0; x < width; x++) {
     const t0 = view.start + (x / width) * seconds, t1 = view.start + ((x + 1) / width) * seconds;
-    const first = Math.floor(t0 / view.step), last = Math.max(first, Math.ceil(t1 / view.step) - 1);
+    const first = Math.max(0, Math.floor((t0 - view.offset) / view.step));
+    const last = Math.max(first, Math.ceil((t1 - view.offset) / view.step) - 1);
     let lo = 0, hi = 0;
     for (let i = first; i <= last && i < view.pairs.length; i++) {
       lo = Math.min(lo, view.pairs[i][0]);
