@@ -129,3 +129,15 @@ def test_check_finds_damaged_peaks_and_repair_removes_them(indexed, tmp_path, ca
     check_command(index=str(own), repair=True, json_output=False)
     assert not victim.exists()
     check_command(index=str(own), repair=False, json_output=False)
+
+
+def test_a_file_decoded_elsewhere_gets_no_empty_peaks(tmp_path):
+    from vela_search.peaks import PeakBuilder
+    from vela_search.peaks.indexing import store_peaks
+
+    store_peaks(tmp_path, "ef" * 32, PeakBuilder(), 12.0, str(tmp_path / "gone.wav"))
+    assert not peaks_path(tmp_path, "ef" * 32).exists()
+    builder = PeakBuilder()
+    builder.add(0.0, tone(1, SR, freq=440))
+    store_peaks(tmp_path, "ef" * 32, builder, 1.0, str(tmp_path / "gone.wav"))
+    assert read_peaks(peaks_path(tmp_path, "ef" * 32)).sample_rate == 0  # the source is not on disk

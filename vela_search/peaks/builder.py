@@ -103,6 +103,11 @@ class PeakBuilder:
             self._maxs.append(blocks.max(axis=1))
         self._tail = data[whole:].copy()
 
+    @property
+    def samples_seen(self) -> int:
+        """How many samples were taken (0: nothing decoded here, e.g. windows embedded elsewhere)."""
+        return self._pos
+
     def finish(self, duration_s: float | None = None, *, sample_rate: int = 0, channels: int = 0) -> Peaks:
         """The peaks of everything added (``duration_s`` defaults to the samples seen)."""
         mins, maxs = list(self._mins), list(self._maxs)

@@ -22,8 +22,12 @@ log = logging.getLogger("vela_search.peaks")
 def store_peaks(
     index_dir: str | os.PathLike[str], sha256: str | None, builder: PeakBuilder, duration_s: float, path: str
 ) -> None:
-    """Write the peaks of a file that landed (content ``sha256``, decoded ``duration_s`` long)."""
-    if not sha256:
+    """Write the peaks of a file that landed (content ``sha256``, decoded ``duration_s`` long).
+
+    Nothing is written when the builder saw no samples (the Ray stage decodes on the workers): such
+    peaks are computed on demand.
+    """
+    if not sha256 or builder.samples_seen == 0:
         return
     try:
         fmt = probe_format(path) if os.path.isfile(path) else SourceFormat()
