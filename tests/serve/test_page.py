@@ -161,7 +161,7 @@ def test_keyboard_selects_plays_seeks_and_runs_more_like_this(page):
     page.keyboard.press("ArrowDown")
     for _ in range(position):
         page.keyboard.press("j")
-    assert "selected" in target.get_attribute("class") and target.get_attribute("aria-selected") == "true"
+    assert "selected" in target.get_attribute("class") and target.get_attribute("aria-current") == "true"
     start, _ = span(target)
     page.keyboard.press(" ")
     player = target.locator(".player")

@@ -435,12 +435,12 @@ function select(i, focus = true) {
   const old = state.entries[state.selected];
   if (old) {
     old.el.classList.remove("selected");
-    old.el.setAttribute("aria-selected", "false");
+    old.el.removeAttribute("aria-current");
   }
   state.selected = index;
   const entry = state.entries[index];
   entry.el.classList.add("selected");
-  entry.el.setAttribute("aria-selected", "true");
+  entry.el.setAttribute("aria-current", "true");
   if (focus) entry.el.focus({ preventScroll: true });
   entry.el.scrollIntoView({ block: "nearest" });
 }

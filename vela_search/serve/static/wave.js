@@ -55,7 +55,9 @@ export function drawView(box, view, hit) {
   region.style.width = `${Math.max(0.3, right - Math.max(0, left))}%`;
   box.dataset.start = String(view.start);
   box.dataset.end = String(view.end);
+  box.setAttribute("aria-valuemin", String(Math.round(view.start)));
   box.setAttribute("aria-valuemax", String(Math.round(view.end)));
+  box.setAttribute("aria-valuenow", String(Math.round(hit.start_s)));
 }
 
 // The time under a click (or tap) on a view.
