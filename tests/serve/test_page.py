@@ -206,7 +206,16 @@ def test_segment_download_is_the_exact_span(page, serve_collection):
     wave, rate = sf.read(io.BytesIO(Path(download.path()).read_bytes()))
     assert rate == SR and abs(len(wave) / SR - (end - start)) < 0.11
     assert hit.locator(".download-file").get_attribute("href").startswith("/api/file/")
-    assert hit.locator(".hit-head").get_attribute("draggable") == "true"
+    # Dragged out of the page, a hit is its segment as a file (Chromium's DownloadURL).
+    dragged = hit.locator(".hit-head").evaluate(
+        "el => { const dt = new DataTransfer();"
+        " el.dispatchEvent(new DragEvent('dragstart', {dataTransfer: dt, bubbles: true}));"
+        " return dt.getData('DownloadURL'); }"
+    )
+    assert (
+        dragged.startswith("audio/wav:long_")
+        and f"/api/clip/{hit.get_attribute('data-segment-id')}?" in dragged
+    )
 
 
 def test_a_bookmarked_address_restores_query_and_filters(browser, server):
