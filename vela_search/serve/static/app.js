@@ -240,6 +240,7 @@ function toggleFilter(key, value) {
 // ------------------------------------------------------------------------------------- the hits
 function renderHits(hits, keepSelection = false) {
   stopPlaying();
+  nearView.disconnect();
   const previous = keepSelection ? state.selected : -1;
   const list = $("results");
   list.replaceChildren();
@@ -248,8 +249,21 @@ function renderHits(hits, keepSelection = false) {
   state.selected = -1;
   fitPaths();
   if (previous >= 0 && state.entries.length) select(Math.min(previous, state.entries.length - 1), false);
-  for (const entry of state.entries) loadPeaks(entry);
+  for (const entry of state.entries) nearView.observe(entry.el);
 }
+
+// Peaks are fetched as hits come near the screen: a long result list costs what is looked at.
+const nearView = new IntersectionObserver(
+  (seen) => {
+    for (const item of seen) {
+      if (!item.isIntersecting) continue;
+      nearView.unobserve(item.target);
+      const entry = state.entries.find((e) => e.el === item.target);
+      if (entry) loadPeaks(entry);
+    }
+  },
+  { rootMargin: "800px 0px" }
+);
 
 function buildHit(hit, i) {
   const el = $("hit-template").content.firstElementChild.cloneNode(true);
