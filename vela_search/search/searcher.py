@@ -14,6 +14,7 @@ from vela_search.search.clips import load_query_clip
 from vela_search.search.grouping import _file_key, _FilesLookup, _grouping_done, _make_hit
 from vela_search.search.hits import Hit
 from vela_search.search.index_embedder import check_compatible, load_index_embedder, notice_for_model
+from vela_search.search.rerank import DEFAULT_RERANK
 from vela_search.search.similar import segment_row, stored_file_vector, stored_segment_vector
 from vela_search.search.validation import (
     DEFAULT_K,
@@ -28,6 +29,8 @@ from vela_search.search.validation import (
 
 if TYPE_CHECKING:
     from vela_search.embedding.embedder import EmbedItem, VelaEmbedder
+    from vela_search.embedding.judge import JudgeReference
+    from vela_search.embedding.judge_prompt import JudgePrompt
     from vela_search.store import AudioIndex, SearchHit
 
 __all__ = ["Searcher"]
@@ -408,6 +411,43 @@ class Searcher:
                 pending, fetch = still, min(total, fetch * _WIDEN)
             files = self._files_lookup()
         return [self._hits(hits or [], k, min_score, path_glob, group, files) for hits in results]
+
+    # ------------------------------------------------------------------------------------------ re-ranking
+    def rerank(
+        self,
+        hits: Sequence[Hit],
+        reference: JudgeReference,
+        *,
+        n: int = DEFAULT_RERANK,
+        prompt: JudgePrompt | str | Path | None = None,
+    ) -> list[Hit]:
+        """Re-order the top ``n`` hits by the audio LLM's judgement combined with their scores.
+
+        The judge is this Searcher's model (same weights, adapter, quantization); see
+        :mod:`vela_search.search.rerank` for the rule. Hits whose audio cannot be decoded keep their rank.
+
+        Args:
+            hits: hits of this Searcher, best first.
+            reference: the query as the judge reads it (``JudgeReference.for_text(...)`` or a clip).
+            n: how many of the top hits to judge (1..MAX_RERANK).
+            prompt: the judge prompt (a JSON file or a ``JudgePrompt``; None: the default).
+
+        Raises:
+            QueryError: no model, or ``n`` out of bounds; TokenBudgetError: the query is too long.
+        """
+        from vela_search.embedding.judge import AudioJudge
+        from vela_search.search.rerank import check_rerank, rerank_hits
+
+        check_rerank(n)
+        if self.embedder is None:
+            raise QueryError("re-ranking needs the model: open the Searcher with its embedder")
+        judge = AudioJudge.for_embedder(self.embedder, prompt)
+
+        def locked(ref: JudgeReference, clips: list[np.ndarray]) -> np.ndarray:
+            with self._lock:
+                return judge.judge(ref, clips)
+
+        return rerank_hits(hits, reference, locked, n=n, vector_weight=judge.prompt.vector_weight)
 
     # ------------------------------------------------------------------------------------------ helpers
     def embed_query(self, query: str, *, mode: str = "caption", instruction: str | None = None) -> np.ndarray:
