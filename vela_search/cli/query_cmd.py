@@ -82,6 +82,21 @@ def query(
         "--max-duration",
         help="Only files at most this many seconds long, e.g. 2 for one-shots (applied before top-k).",
     ),
+    rerank: int | None = typer.Option(
+        None,
+        "--rerank",
+        metavar="N",
+        help="Re-rank the top N hits (1-100; 20 is a good start) with the audio LLM's yes/no judgement of "
+        "each candidate's audio against the query, combined with the vector score (costs one forward "
+        "per candidate).",
+    ),
+    rerank_prompt: Path | None = typer.Option(
+        None,
+        "--rerank-prompt",
+        metavar="FILE",
+        help="With --rerank: the judge prompt, a JSON file (keys text, audio, yes, no, vector_weight; "
+        "see README).",
+    ),
     model: str | None = typer.Option(None, "--model", help=MODEL_HELP + " Default: the index's model."),
     adapter: Path | None = typer.Option(
         None, "--adapter", help=ADAPTER_HELP + " Default: the index's adapter."
@@ -146,6 +161,8 @@ def query(
         )
     if paths_output and json_output:
         raise QueryError("choose one output: --json or --paths")
+    if rerank_prompt is not None and rerank is None:
+        raise QueryError("--rerank-prompt sets the judge of --rerank N: give --rerank too")
     if paths_output and queries is not None:
         raise QueryError("--paths prints one query's hits; with --queries use --json (one line per query)")
     if server is not None and (queries is not None or audio is not None or model or adapter or demos):
@@ -168,6 +185,8 @@ def query(
         path_glob=where,
         min_duration=min_duration,
         max_duration=max_duration,
+        rerank=rerank,
+        rerank_prompt=_judge_prompt(rerank_prompt),
     )
     if queries is not None:
         lines = _query_source(queries)
@@ -177,7 +196,7 @@ def query(
     root = resolve_index(index)
 
     # A running `vela-search serve` for this index answers at once, with the model it keeps loaded.
-    local_only = queries is not None or audio is not None or model or adapter or demos
+    local_only = queries is not None or audio is not None or model or adapter or demos or rerank
     if server is not None or not local_only:
         answered = _ask_server(root, request, server)
         if answered is not None:
@@ -190,8 +209,7 @@ def query(
     idx = AudioIndex.open(root)
     try:
         check_not_empty(idx)
-        options = request.search_options()
-        if like is not None:
+        if like is not None and rerank is None:
             searcher = Searcher(idx, None)  # stored vectors only
             hits = run_query(searcher, request)
             if searcher.notice:
@@ -209,25 +227,23 @@ def query(
             if searcher.notice:
                 err_console.print(f"[yellow]note:[/] {searcher.notice}")
             if queries is not None:
-                failed = _run_queries(
-                    searcher,
-                    lines,
-                    mode,
-                    instruction,
-                    options,
-                    json_output=json_output,
-                    filtered=request.filtered,
-                )
+                failed = _run_queries(searcher, lines, request, json_output=json_output)
                 if failed:
                     raise typer.Exit(1)
                 return
-            if clip is not None:
-                hits = searcher.search_audio(clip, **options)
-            else:
-                hits = run_query(searcher, request)
+            hits = run_query(searcher, request, clip=clip)
     finally:
         idx.close()
     _print_hits(hits, searcher.notice, request, json_output=json_output, paths_output=paths_output)
+
+
+def _judge_prompt(path: Path | None) -> Any:
+    """The --rerank-prompt file, read now so that a bad file fails before the model loads."""
+    if path is None:
+        return None
+    from vela_search.embedding.judge_prompt import load_judge_prompt
+
+    return load_judge_prompt(path)
 
 
 def _absolute(path: Path) -> str:
@@ -269,9 +285,15 @@ def _print_table(hits: list[Hit], *, segments: bool, filtered: bool) -> None:
             "no hits" + (" (try a looser --where, --min-score or duration filter)" if filtered else "")
         )
         return
-    table = Table(caption="score: cosine similarity, higher is closer", caption_justify="left")
+    judged = any(hit.judge is not None for hit in hits)
+    caption = "score: cosine similarity, higher is closer"
+    if judged:
+        caption += "; judge: the model's probability that the audio matches (order: judge + weight x score)"
+    table = Table(caption=caption, caption_justify="left")
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("score", justify="right", no_wrap=True)
+    if judged:
+        table.add_column("judge", justify="right", no_wrap=True)
     table.add_column("file", overflow="fold")
     table.add_column("segment" if segments else "best segment", no_wrap=True)
     table.add_column("duration", justify="right", no_wrap=True)
@@ -280,9 +302,11 @@ def _print_table(hits: list[Hit], *, segments: bool, filtered: bool) -> None:
         copies = len(hit.paths) - 1
         if copies > 0:
             name += f" [dim](+{copies} {'copy' if copies == 1 else 'copies'})[/]"
+        judge = [] if not judged else ["–" if hit.judge is None else f"{hit.judge:.3f}"]
         table.add_row(
             str(hit.rank),
             f"{hit.score:.4f}",
+            *judge,
             name,
             f"{format_timestamp(hit.start_s)}–{format_timestamp(hit.end_s)}",
             format_timestamp(hit.duration_s),
@@ -331,21 +355,18 @@ def _stdin_lines() -> Iterator[str]:
 
 
 def _run_queries(
-    searcher: Searcher,
-    lines: Iterator[str],
-    mode: str,
-    instruction: str | None,
-    options: dict[str, Any],
-    *,
-    json_output: bool,
-    filtered: bool,
+    searcher: Searcher, lines: Iterator[str], request: QueryRequest, *, json_output: bool
 ) -> int:
-    """Answer every query of ``lines`` with one searcher; a bad query is reported and skipped.
+    """Answer every query of ``lines`` with one searcher (each as ``request`` with its text); a bad query
+    is reported and skipped.
 
     Returns:
         How many queries failed.
     """
+    import dataclasses
+
     from vela_search.errors import VelaError
+    from vela_search.search import run_query
 
     failed = 0
     for line in lines:
@@ -353,7 +374,7 @@ def _run_queries(
         if not text or text.startswith("#"):
             continue
         try:
-            hits = searcher.search(text, mode=mode, instruction=instruction, **options)  # type: ignore[arg-type]
+            hits = run_query(searcher, dataclasses.replace(request, text=text))
         except VelaError as exc:
             failed += 1
             if json_output:
@@ -370,7 +391,7 @@ def _run_queries(
             )
         else:
             console.print(f"[bold]{escape(text)}[/]")
-            _print_table(hits, segments=not options["group"], filtered=filtered)
+            _print_table(hits, segments=not request.group, filtered=request.filtered)
     return failed
 
 
