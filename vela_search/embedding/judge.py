@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from vela_search.embedding.backbone import Backbone
     from vela_search.embedding.embedder import VelaEmbedder
 
-__all__ = ["AudioJudge", "JudgeReference"]
+__all__ = ["AudioJudge", "JudgeReference", "combined_order", "yes_probability"]
 
 # Marks where the query text goes in a rendered prompt (never occurs in real text).
 _QUERY_MARK = "\x00VELA_QUERY\x00"
@@ -254,6 +254,31 @@ class AudioJudge:
         n_yes = len(self.yes_ids)
         odds = torch.logsumexp(logits[:, :n_yes], dim=-1) - torch.logsumexp(logits[:, n_yes:], dim=-1)
         return odds.double().cpu().numpy()
+
+
+def yes_probability(log_odds: float) -> float:
+    """The judge's probability of "yes" (against "no"): the sigmoid of its log-odds."""
+    return float(1.0 / (1.0 + np.exp(-float(log_odds))))
+
+
+def combined_order(
+    scores: Sequence[float], judged: Sequence[int], log_odds: Sequence[float], vector_weight: float
+) -> list[int]:
+    """Candidate positions in their final order: judgement and vector score combined.
+
+    Each judged position ``judged[j]`` gets ``yes_probability(log_odds[j]) + vector_weight * scores[i]``;
+    the judged positions are refilled in that value's descending order (ties: the vector order), and every
+    position that was not judged stays where it was.
+    """
+    final = {
+        i: yes_probability(x) + vector_weight * float(scores[i])
+        for i, x in zip(judged, log_odds, strict=True)
+    }
+    ranked = sorted(judged, key=lambda i: (-final[i], i))
+    order = list(range(len(scores)))
+    for slot, i in zip(sorted(judged), ranked, strict=True):
+        order[slot] = i
+    return order
 
 
 def _text(text: str) -> dict[str, str] | None:

@@ -133,14 +133,14 @@ def combine(
     Undecoded candidates stay in their slots; the judged ones fill the other slots of the top ``n`` by
     ``P(yes) + vector_weight * score`` (ties: vector order); hits past ``n`` follow unchanged.
     """
+    from vela_search.embedding.judge import combined_order, yes_probability
+
     judged = candidates.judged
     if len(log_odds) != len(judged):
         raise ValueError(f"{len(log_odds)} judgements for {len(judged)} candidates")
-    probability = {i: float(1.0 / (1.0 + np.exp(-float(x)))) for i, x in zip(judged, log_odds, strict=True)}
-    order = sorted(judged, key=lambda i: (-(probability[i] + vector_weight * hits[i].score), i))
-    placed: list[Hit] = list(hits)
-    for slot, i in zip(judged, order, strict=True):  # judged slots, refilled in the new order
-        placed[slot] = dataclasses.replace(hits[i], judge=probability[i])
+    probability = {i: yes_probability(x) for i, x in zip(judged, log_odds, strict=True)}
+    order = combined_order([h.score for h in hits], judged, list(log_odds), vector_weight)
+    placed = [dataclasses.replace(hits[i], judge=probability.get(i)) for i in order]
     return [dataclasses.replace(hit, rank=rank) for rank, hit in enumerate(placed, start=1)]
 
 
