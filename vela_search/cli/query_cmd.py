@@ -220,7 +220,13 @@ def _run_command(request: QueryRequest, run: QueryRun) -> None:
 
 def _server_can_answer(request: QueryRequest, run: QueryRun) -> bool:
     """Whether a server may answer: one text or --like query, with the index's own embedder."""
-    return run.queries is None and request.audio is None and not run.sets_embedder and request.rerank is None
+    # A server re-ranks with its own (default) judge prompt: a prompt file is read here.
+    return (
+        run.queries is None
+        and request.audio is None
+        and not run.sets_embedder
+        and request.rerank_prompt is None
+    )
 
 
 def _answer_from_server(root: Path, request: QueryRequest, run: QueryRun) -> bool:

@@ -7,6 +7,7 @@ is refused with the same message and returns the same hits (:func:`hit_record`) 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -215,6 +216,7 @@ def run_query(
     *,
     vector: np.ndarray | None = None,
     clip: np.ndarray | None = None,
+    on_model_thread: Callable[[Callable[[], np.ndarray]], np.ndarray] | None = None,
 ) -> list[Hit]:
     """Answer ``request`` with ``searcher``.
 
@@ -225,6 +227,7 @@ def run_query(
             queries); otherwise text and audio queries are embedded by the searcher's embedder.
         clip: the decoded clip of an audio query, when the caller decoded it already (re-ranking judges
             against it).
+        on_model_thread: where re-ranking runs the judge's forward (see :meth:`Searcher.rerank`).
 
     Raises:
         QueryError, EmptyIndexError, AudioDecodeError: as the Searcher's methods.
@@ -237,7 +240,9 @@ def run_query(
     if not request.rerank:
         return hits
     reference = request.judge_reference(searcher, clip)
-    hits = searcher.rerank(hits, reference, n=request.rerank, prompt=request.rerank_prompt)
+    hits = searcher.rerank(
+        hits, reference, n=request.rerank, prompt=request.rerank_prompt, on_model_thread=on_model_thread
+    )
     return hits[: request.k]
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -420,6 +420,7 @@ class Searcher:
         *,
         n: int = DEFAULT_RERANK,
         prompt: JudgePrompt | str | Path | None = None,
+        on_model_thread: Callable[[Callable[[], np.ndarray]], np.ndarray] | None = None,
     ) -> list[Hit]:
         """Re-order the top ``n`` hits by the audio LLM's judgement combined with their scores.
 
@@ -431,6 +432,8 @@ class Searcher:
             reference: the query as the judge reads it (``JudgeReference.for_text(...)`` or a clip).
             n: how many of the top hits to judge (1..MAX_RERANK).
             prompt: the judge prompt (a JSON file or a ``JudgePrompt``; None: the default).
+            on_model_thread: runs the judge's forward where the model runs (a server's model thread,
+                between its embedding batches); None: here, under this Searcher's lock.
 
         Raises:
             QueryError: no model, or ``n`` out of bounds; TokenBudgetError: the query is too long.
@@ -444,6 +447,8 @@ class Searcher:
         judge = AudioJudge.for_embedder(self.embedder, prompt)
 
         def locked(ref: JudgeReference, clips: list[np.ndarray]) -> np.ndarray:
+            if on_model_thread is not None:
+                return on_model_thread(lambda: judge.judge(ref, clips))
             with self._lock:
                 return judge.judge(ref, clips)
 
