@@ -18,6 +18,10 @@ from vela_search.embedding.judge_prompt import DEFAULT_JUDGE_PROMPT
 _register_commands()
 
 
+def decode(path):
+    return decode_benchmark_clip(path)[0]
+
+
 class KnowingJudge:
     """Says yes (log-odds +10) to the clip that belongs to the caption, no (-10) to every other clip."""
 
@@ -42,14 +46,14 @@ def test_a_judge_that_knows_the_answer_lifts_recall_within_the_top_n(tmp_path):
     similarity = rng.uniform(-0.2, 0.2, (len(dataset.captions), 6))
     similarity[np.arange(len(c2a)), c2a] -= 0.5  # the right clip scores last by cosine ...
     similarity[0, c2a[0]] = similarity[0].max() - 1.0
-    report = rerank_retrieval(similarity, c2a, dataset.captions, dataset.audio_paths, judge, 6)
+    report = rerank_retrieval(similarity, c2a, dataset.captions, dataset.audio_paths, judge, 6, decode=decode)
     before = retrieval_metrics(similarity, c2a)
     assert before["t2a_R@1"] == 0.0
     assert report.metrics["t2a_R@1"] == 100.0 and report.metrics["t2a_mean_rank"] == 1.0
     assert set(report.metrics) == {k for k in before if k.startswith("t2a_")}
     assert report.judged == 6 * len(dataset.captions) and judge.calls == len(dataset.captions)
     # ... and outside the top n the judge never sees it: the cosine order stays.
-    narrow = rerank_retrieval(similarity, c2a, dataset.captions, dataset.audio_paths, judge, 2)
+    narrow = rerank_retrieval(similarity, c2a, dataset.captions, dataset.audio_paths, judge, 2, decode=decode)
     assert narrow.metrics["t2a_R@1"] == 0.0 and narrow.metrics["t2a_R@5"] == before["t2a_R@5"]
 
 
@@ -61,7 +65,7 @@ def test_an_undecodable_candidate_keeps_its_cosine_place(tmp_path):
     judge = KnowingJudge({c: waves[a] for c, a in zip(dataset.captions, c2a, strict=True)})
     (data / "evaluation" / clotho_file_name(1)).write_bytes(b"not audio")
     similarity = np.tile(np.array([0.3, 0.2, 0.1]), (len(c2a), 1))
-    report = rerank_retrieval(similarity, c2a, dataset.captions, dataset.audio_paths, judge, 3)
+    report = rerank_retrieval(similarity, c2a, dataset.captions, dataset.audio_paths, judge, 3, decode=decode)
     assert report.undecodable == len(c2a)
     # Clip 0's captions: judged yes, it stays first. Clip 1 (undecodable) stays second for its captions.
     # Clip 2's captions: clip 2 takes the first judged slot from clip 0, around clip 1's kept slot.

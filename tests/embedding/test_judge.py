@@ -140,3 +140,55 @@ def test_overlapping_answer_words_are_refused(tiny_embedder):
 def test_a_query_too_long_for_the_model_is_refused(judge):
     with pytest.raises(TokenBudgetError, match="shorten the query"):
         judge.judge(JudgeReference.for_text("rain " * 9000), CLIPS[:1])
+
+
+def stock_log_odds(embedder, judge: AudioJudge, reference: JudgeReference, clip: np.ndarray) -> float:
+    """A plain full forward of the same loaded model (adapter, quantization) with stock attention."""
+    from vela_search.embedding.backbone import stock_attention
+
+    bb = embedder.backbone
+    waves = ([reference.wave] if reference.wave is not None else []) + [clip]
+    text = [judge.render(reference).full]
+    enc = bb.processor(text=text, audio=waves, sampling_rate=16000, return_tensors="pt")
+    with torch.no_grad(), stock_attention(bb):
+        logits = bb.model(
+            input_ids=enc["input_ids"],
+            input_features=enc["input_features"].to(bb.dtype),
+            feature_attention_mask=enc["feature_attention_mask"],
+            use_cache=False,
+        ).logits[0, -1]
+    logp = torch.log_softmax(logits.double(), dim=-1)
+    return float(torch.logsumexp(logp[judge.yes_ids], 0) - torch.logsumexp(logp[judge.no_ids], 0))
+
+
+def _random_adapter(tiny_model_dir, path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import Qwen2AudioForConditionalGeneration
+
+    from vela_search.embedding.backbone import LLM_LORA_TARGETS
+
+    model = Qwen2AudioForConditionalGeneration.from_pretrained(tiny_model_dir)
+    config = LoraConfig(
+        r=4, lora_alpha=8, lora_dropout=0.0, target_modules=LLM_LORA_TARGETS, init_lora_weights=False
+    )
+    get_peft_model(model, config).save_pretrained(path)
+    return path
+
+
+def test_the_judge_runs_the_loaded_adapter_and_4bit_model(tiny_model_dir, tmp_path, judge):
+    from vela_search.embedding.embedder import VelaEmbedder
+
+    reference = JudgeReference.for_text("rain, no thunder")
+    base = judge.judge(reference, CLIPS[:2])
+    adapted = VelaEmbedder.from_pretrained(
+        "tiny", adapter=_random_adapter(tiny_model_dir, tmp_path / "lora"), demos="none", device="cpu"
+    )
+    variants = [adapted]
+    if __import__("importlib").util.find_spec("bitsandbytes") is not None:
+        variants.append(VelaEmbedder.from_pretrained("tiny", demos="none", device="cpu", quantize="4bit"))
+    for embedder in variants:
+        variant = AudioJudge.for_embedder(embedder)
+        fast = variant.judge(reference, CLIPS[:2])
+        plain = [stock_log_odds(embedder, variant, reference, c) for c in CLIPS[:2]]
+        assert np.abs(fast - plain).max() < 1e-3
+        assert np.abs(fast - base).max() > 1e-3  # the adapter / the quantized weights are what judged

@@ -73,6 +73,7 @@ def rerank_retrieval(
     judge: AudioJudge,
     n: int,
     *,
+    decode: Callable[[Path], np.ndarray],
     progress: Callable[[str, int, int], None] | None = None,
 ) -> RerankReport:
     """Re-rank each caption's top ``n`` clips with ``judge`` and score text-to-audio retrieval again.
@@ -84,10 +85,9 @@ def rerank_retrieval(
         clip_paths: each column's audio file.
         judge: the judge on the benchmark's loaded model.
         n: candidates per caption (at most the number of clips).
+        decode: a clip's audio as the benchmark embedded it (16 kHz mono; raises AudioDecodeError).
         progress: called as ``progress("re-ranking", done, total)``.
     """
-    from vela_search.bench.runner import decode_benchmark_clip
-
     started = time.perf_counter()
     report = progress or (lambda _stage, _done, _total: None)
     n = min(n, similarity.shape[1])
@@ -98,7 +98,7 @@ def rerank_retrieval(
             cache.move_to_end(column)
             return cache[column]
         try:
-            wave: np.ndarray | None = decode_benchmark_clip(clip_paths[column])[0]
+            wave: np.ndarray | None = decode(clip_paths[column])
         except AudioDecodeError:
             wave = None
         cache[column] = wave

@@ -247,8 +247,13 @@ def _rerank(
 
     judge = AudioJudge.for_embedder(embedder, prompt)
     return rerank_retrieval(
-        similarity, caption_to_audio, captions, paths, judge, n, progress=progress
+        similarity, caption_to_audio, captions, paths, judge, n, decode=_benchmark_wave, progress=progress
     ).to_dict()
+
+
+def _benchmark_wave(path: Path) -> np.ndarray:
+    """The clip as the benchmark embedded it (its first 30 s)."""
+    return decode_benchmark_clip(path)[0]
 
 
 def _notice(embedder: VelaEmbedder) -> str | None:
