@@ -67,13 +67,17 @@ def test_like_and_audio_searches_rerank_against_the_example(client, serve_collec
     like = client.post("/api/search/like", json={"path": str(audio / "tones" / "t660.wav"), "rerank": 2})
     assert like.status_code == 200, like.text
     assert [h["judge"] is not None for h in like.json()["hits"][:3]] == [True, True, False]
+    segment = like.json()["hits"][0]["segment_id"]  # "more like this" on the page: a segment as example
+    more = client.post("/api/search/like", json={"segment_id": segment, "k": 1, "rerank": 1})
+    assert more.status_code == 200, more.text
+    assert more.json()["hits"][0]["judge"] is not None
     with open(audio / "tones" / "t220.wav", "rb") as fh:
         upload = client.post(
             "/api/search/audio", files={"file": ("t.wav", fh)}, data={"k": "2", "rerank": "2"}
         )
     assert upload.status_code == 200, upload.text
     assert all(h["judge"] is not None for h in upload.json()["hits"])
-    assert len(judge_threads) == 2 and all(n.startswith("vela-model") for n in judge_threads)
+    assert len(judge_threads) == 3 and all(n.startswith("vela-model") for n in judge_threads)
 
 
 @pytest.mark.parametrize("rerank", [0, 101])
