@@ -53,6 +53,8 @@ class Hit:
         file: the file's row of the index's files table (size, mtime_ns, sha256, status, ...), or {}.
         judge: with re-ranking, the audio LLM's probability that the segment matches the query (yes
             against no); None when the hit was not judged (see :mod:`vela_search.search.rerank`).
+        generation: the index generation whose snapshot produced the hit (None for a hit read back
+            from its JSON record).
     """
 
     path: str
@@ -66,6 +68,7 @@ class Hit:
     root: str | None = None
     file: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     judge: float | None = None
+    generation: int | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         # Vectors are stored as fp16, so a cosine can come back as 1.00005: clamp to the cosine's range
