@@ -193,7 +193,9 @@ def _run_retrieval(
 
             def progress(stage: str, done: int, total: int) -> None:
                 if stage not in tasks:
-                    tasks[stage] = bar.add_task(f"embedding {stage}", total=total)
+                    tasks[stage] = bar.add_task(
+                        stage if stage == "re-ranking" else f"embedding {stage}", total=total
+                    )
                 bar.update(tasks[stage], completed=done, total=total)
 
             if more_demos:
