@@ -71,7 +71,9 @@ function showSummary() {
 
 // ------------------------------------------------------------------------------------- searching
 function options(k = state.k, filters = state.filters) {
-  return { index: session.index, k, segments: $("segments").checked, ...filterParams(filters) };
+  const opts = { index: session.index, k, segments: $("segments").checked, ...filterParams(filters) };
+  if ($("rerank").checked) opts.rerank = 20;
+  return opts;
 }
 
 function ask(source, opts) {
@@ -165,6 +167,7 @@ function writeAddress() {
     params.set("like", String(source.segment_id));
   }
   if ($("segments").checked) params.set("segments", "1");
+  if ($("rerank").checked) params.set("rerank", "1");
   for (const key of FILTER_KEYS) if (state.filters[key]) params.set(key, state.filters[key]);
   if (state.k !== PAGE) params.set("k", String(state.k));
   if (state.indexes.length > 1) params.set("index", session.index);
@@ -177,6 +180,7 @@ function readAddress() {
   state.filters = {};
   for (const key of FILTER_KEYS) if (params.get(key)) state.filters[key] = params.get(key);
   $("segments").checked = params.get("segments") === "1";
+  $("rerank").checked = params.get("rerank") === "1";
   state.k = Math.min(1000, Math.max(1, Math.round(Number(params.get("k"))) || PAGE));
   state.facetBase = null;
   if (params.has("q")) {
@@ -273,7 +277,8 @@ function buildHit(hit, i) {
   el.dataset.end = String(hit.end_s);
   el.setAttribute("aria-label", `Hit ${hit.rank}: ${hit.display_path}, score ${hit.score.toFixed(3)}`);
   el.querySelector(".rank").textContent = `${hit.rank}.`;
-  el.querySelector(".score").textContent = hit.score.toFixed(3);
+  const judged = hit.judge === null || hit.judge === undefined ? "" : ` · judge ${hit.judge.toFixed(2)}`;
+  el.querySelector(".score").textContent = hit.score.toFixed(3) + judged;
   const bar = el.querySelector(".score-bar");
   bar.querySelector(".fill").style.width = `${Math.max(0, Math.min(1, hit.score)) * 100}%`;
   bar.setAttribute("aria-valuenow", hit.score.toFixed(3));
@@ -585,6 +590,7 @@ function wire() {
     $("instruction-label").hidden = $("mode").value !== "instruction";
   });
   $("segments").addEventListener("change", () => state.source && run());
+  $("rerank").addEventListener("change", () => state.source && run());
   $("index").addEventListener("change", () => {
     session.index = $("index").value;
     setStatus("");
