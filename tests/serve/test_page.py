@@ -234,6 +234,16 @@ def test_a_bookmarked_address_restores_query_and_filters(browser, server):
     tab.wait_for_function("location.search.includes('length=0-5')")
     tab.wait_for_function(ANSWERED)
     assert "long.wav" not in tab.locator(".hit .path").all_text_contents()
+    # The folder facet: the files under tones/ only (glob characters in a folder name match themselves).
+    tab.locator(".facet[data-facet=folder] button", has_text="tones/").click()
+    tab.wait_for_function("location.search.includes('folder=')")
+    tab.wait_for_function(ANSWERED)
+    paths = tab.locator(".hit .path").all_text_contents()
+    assert paths and all(p.startswith("tones/") for p in paths)
+    where = tab.evaluate(
+        "import('/static/facets.js').then(f => f.filterParams({folder: '/a/[x]', type: 'wav'}).where)"
+    )
+    assert where == "/a/[[]x[]]/*.[wW][aA][vV]"
     tab.context.close()
     assert tab.errors == []
 

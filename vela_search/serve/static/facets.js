@@ -100,5 +100,6 @@ export function facetGroups(hits, filters) {
       group.values.push({ id: chosen, label, title: chosen, count: null });
     }
   }
-  return groups.filter((g) => g.values.length > 1 || (g.values.length && filters[g.key]));
+  const narrows = (g) => g.values.length > 1 || (g.values.length === 1 && g.values[0].count < hits.length);
+  return groups.filter((g) => narrows(g) || (g.values.length && filters[g.key]));
 }
