@@ -126,6 +126,7 @@ def query(
         load_query_clip,
         run_query,
     )
+    from vela_search.indexing.preload import check_before_load
     from vela_search.store import AudioIndex
 
     # Everything that can be checked without the model is checked first: loading a 7B model takes a while.
@@ -200,6 +201,7 @@ def query(
             # Decoded before the model loads, so that a bad file or span fails fast.
             clip = load_query_clip(audio, start, end) if audio is not None else None
             spec = embedder_spec(idx, model=model, adapter=adapter, demos=demos)
+            check_before_load(root, spec.to_dict(), writing=False)  # no load for a mismatch
             if text is not None:  # likewise a text that cannot fit behind the prefix (tokenizer only)
                 check_query_fits(idx, text, instruction, model=spec.model, revision=spec.revision)
             err_console.print(f"loading {escape(spec.describe())}", highlight=False)
