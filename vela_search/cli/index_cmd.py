@@ -423,7 +423,11 @@ def compact_command(
             highlight=False,
         )
     else:
-        console.print(f"nothing to merge ({result.shards_after} shards)", highlight=False)
+        shards = f"{result.shards_after} shard" + ("" if result.shards_after == 1 else "s")
+        console.print(
+            f"nothing to merge: the index is already compact ({shards}, {result.deleted_after} deleted rows)",
+            highlight=False,
+        )
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -746,6 +750,7 @@ def _print_info(info: dict[str, Any]) -> None:
             f"{files['failed']} failed",
         ),
         ("roots", "\n".join(info["roots"]) or "-"),
+        ("segments", _describe_segmentation(info.get("segmentation"))),
         ("model", spec.get("model") or "(not recorded)"),
         ("adapter", spec.get("adapter") or "none"),
         ("demos", spec.get("demos") or "(not recorded)"),
@@ -776,6 +781,16 @@ def _print_info(info: dict[str, Any]) -> None:
     for key, value in rows:
         table.add_row(key, escape(str(value)))
     console.print(table)
+
+
+def _describe_segmentation(seg: dict[str, Any] | None) -> str:
+    """E.g. ``one per file up to 30 s; longer files: 8 s windows every 4 s (--window 8 --hop 4)``."""
+    if not seg:
+        return "(not recorded yet: the next `vela-search index` run records it)"
+    return (
+        f"one per file up to {seg['single_max_s']:g} s; longer files: {seg['window_s']:g} s windows every "
+        f"{seg['hop_s']:g} s (--window {seg['window_s']:g} --hop {seg['hop_s']:g})"
+    )
 
 
 def _describe_faiss(build: dict[str, Any]) -> str:

@@ -96,15 +96,18 @@ class PlainProgress:
             stage, done, total, unit, extra = self._stage, self._done, self._total, self._unit, self._extra
             elapsed = time.monotonic() - self._stage_started
             rate = (done - self._stage_base) / elapsed if elapsed > 0 else 0.0
-        text = f"{stage}:"
+        parts = []
         if unit:
-            text += f" {done:.0f}/{total:.0f} {unit}" if total else f" {done:.0f} {unit}"
-            if total:
-                text += f" ({100 * done / total:.0f}%)"
-            text += f", {rate:.1f} {unit}/s"
+            count = (
+                f"{done:.0f}/{total:.0f} {unit} ({100 * done / total:.0f}%)"
+                if total
+                else f"{done:.0f} {unit}"
+            )
+            parts += [count, f"{rate:.1f} {unit}/s"]
             if total and rate > 0:
-                text += f", {_clock(max(0.0, total - done) / rate)} left"
-        text += f", {_clock(time.monotonic() - self._started)} elapsed"
+                parts.append(f"{_clock(max(0.0, total - done) / rate)} left")
+        parts.append(f"{_clock(time.monotonic() - self._started)} elapsed")
+        text = f"{stage}: " + ", ".join(parts)
         return text + (f"; {extra}" if extra else "")
 
     def _loop(self) -> None:

@@ -116,6 +116,7 @@ def query(
 ) -> None:
     """Search the index with a text, a long passage, an instruction, an audio clip or one of its files."""
     from vela_search.errors import QueryError
+    from vela_search.indexing.preload import check_before_load
     from vela_search.search import (
         QueryRequest,
         Searcher,
@@ -126,7 +127,6 @@ def query(
         load_query_clip,
         run_query,
     )
-    from vela_search.indexing.preload import check_before_load
     from vela_search.store import AudioIndex
 
     # Everything that can be checked without the model is checked first: loading a 7B model takes a while.

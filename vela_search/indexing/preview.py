@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vela_search.errors import VelaError
 from vela_search.audio.hf_dataset import is_dataset_uri
+from vela_search.errors import VelaError
 from vela_search.indexing.options import IndexOptions, Segmentation
 from vela_search.indexing.plan import RunPlan, plan_run, recorded_roots
 from vela_search.indexing.report import ProgressCallback, scan_progress

@@ -134,7 +134,9 @@ def describe_load(spec: dict[str, Any]) -> str:
         from vela_search.embedding.backbone import DEFAULT_MODEL
 
         # With an adapter, from_pretrained takes the base model the adapter records.
-        model = f"(the base model adapter {spec['adapter']} records)" if spec.get("adapter") else DEFAULT_MODEL
+        model = (
+            f"(the base model adapter {spec['adapter']} records)" if spec.get("adapter") else DEFAULT_MODEL
+        )
     text = f"model {model}"
     if spec.get("revision"):
         text += f" (revision {str(spec['revision'])[:12]})"
