@@ -439,6 +439,7 @@ def test_segmentation_is_recorded_kept_by_a_rebuild_and_enforced(tmp_path, tiny_
     audio, idx = tmp_path / "audio", tmp_path / "idx"
     from audio_factory import noise, write_audio
 
+    audio.mkdir()
     write_audio(audio / "long.wav", noise(40.0, 16_000, seed=3), 16_000)
     code, _, err = run_cli(capsys, "index", audio, "--index", idx, *TINY, "--window", "8", "--hop", "4")
     assert code == 0, err

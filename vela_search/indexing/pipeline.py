@@ -379,7 +379,9 @@ def _roots_to_record(
     before = [
         r for r in (writer.manifest.get("roots") or (main or {}).get("roots") or []) if isinstance(r, str)
     ]
-    given = [*roots, *([dataset.root] if dataset is not None else [])]
+    # A file given by itself is recorded by its folder, as the files table records its root.
+    given = [os.path.dirname(r) if os.path.isfile(r) else r for r in roots]
+    given += [dataset.root] if dataset is not None else []
     return sorted({r for r in [*before, *given] if is_dataset_uri(r) or os.path.lexists(r)})
 
 
