@@ -11,11 +11,12 @@ digest) is still checked after the load, as before.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
 
-from vela_search.errors import FingerprintMismatchError, ModelLoadError
+from vela_search.errors import DemoFileError, FingerprintMismatchError
 
 __all__ = ["check_before_load", "require_index", "requested_dtype"]
 
@@ -74,12 +75,13 @@ def _differences(fingerprint: dict[str, Any], spec: dict[str, Any], dtype: str |
 
             digest = adapter_digest(Path(adapter).expanduser().resolve())
         else:
-            raise ModelLoadError(f"adapter directory {adapter} does not exist")
+            digest = fingerprint.get("adapter")  # missing: a load reports it (a rescan may need none)
         if digest != fingerprint.get("adapter"):
             diffs["adapter"] = "none" if adapter is None else str(adapter)
     if spec.get("demos") is not None and "demos" in fingerprint:
-        if _demos_digest(str(spec["demos"])) != fingerprint["demos"]:
-            diffs["demos"] = str(spec["demos"])
+        with contextlib.suppress(DemoFileError):  # a missing file: a load reports it
+            if _demos_digest(str(spec["demos"])) != fingerprint["demos"]:
+                diffs["demos"] = str(spec["demos"])
     if "quantize" in spec and "quantization" in fingerprint:
         quantize = None if spec["quantize"] in (None, "none") else spec["quantize"]
         if quantize != fingerprint["quantization"]:
@@ -107,8 +109,8 @@ def check_before_load(
         writing: the command would add vectors (``index``); else it queries.
 
     Raises:
-        FingerprintMismatchError: naming each differing field with both values, and the fix.
-        ModelLoadError: a named adapter directory or demo file is missing.
+        FingerprintMismatchError: naming each differing field with both values, and the fix. (A named
+            adapter directory or demo file that is missing is not compared: the load reports it.)
     """
     from vela_search.store import manifest
     from vela_search.store.layout import MANIFEST
