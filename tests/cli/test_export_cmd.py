@@ -1,11 +1,14 @@
-"""`vela-search export`: what it prints, and one-line errors for a missing index or a bad --dtype."""
+"""`vela-search export`: what it prints, --index, and one-line errors (missing index, bad --dtype, a file
+or a read-only folder as target, a full disk) that leave an earlier export as it was."""
 
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 
 from vela_search.cli.app import _register_commands, app
 from vela_search.cli.common import run_app
@@ -95,3 +98,17 @@ def test_a_failed_export_is_one_line_and_leaves_the_earlier_one(tmp_path, capsys
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # untouched, nothing left aside
     code, _, err = run(capsys, "export", "--index", tmp_path / "idx", "--to", tmp_path / "new")
     assert code == 1 and not (tmp_path / "new").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_folder_is_one_line(tmp_path, capsys) -> None:
+    make_index(tmp_path / "idx")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        code, _, err = run(capsys, "export", "--index", tmp_path / "idx", "--to", locked)
+    finally:
+        locked.chmod(0o755)
+    assert code == 1 and "error: cannot write the export to" in err and "permission denied" in err
+    assert list(locked.iterdir()) == []
