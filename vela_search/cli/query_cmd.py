@@ -85,6 +85,15 @@ def query(
         "--max-duration",
         help="Only files at most this many seconds long, e.g. 2 for one-shots (applied before top-k).",
     ),
+    nprobe: int | None = typer.Option(
+        None, "--nprobe", help="Compressed indexes: IVF lists probed first (default: the tuned value)."
+    ),
+    refine: int | None = typer.Option(
+        None, "--refine", help="Compressed indexes: candidates re-scored exactly (default: the tuned depth)."
+    ),
+    exact: bool = typer.Option(
+        False, "--exact", help="Scan every stored vector (exact, slower on large indexes)."
+    ),
     model: str | None = typer.Option(None, "--model", help=MODEL_HELP + " Default: the index's model."),
     adapter: Path | None = typer.Option(
         None, "--adapter", help=ADAPTER_HELP + " Default: the index's adapter."
@@ -134,6 +143,9 @@ def query(
         path_glob=where,
         min_duration=min_duration,
         max_duration=max_duration,
+        nprobe=nprobe,
+        refine=refine,
+        exact=exact,
     )
     run = QueryRun(
         index=index,
