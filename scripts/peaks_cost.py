@@ -31,12 +31,12 @@ def main() -> None:
     args = parser.parse_args()
 
     from vela_search.embedding.embedder import VelaEmbedder
-    from vela_search.indexing import pipeline
-    from vela_search.peaks import PEAKS_DIR
+    from vela_search.indexing import pipeline, run
+    from vela_search.peaks import PEAKS_DIR, PeakBuilder
 
     emb = VelaEmbedder.from_pretrained(args.model, demos="none", device="cpu")
     spent = {"peaks_s": 0.0}
-    store, add = pipeline.store_peaks, pipeline.PeakBuilder.add
+    store, add = run.store_peaks, PeakBuilder.add
 
     def timed_store(*a, **k):  # noqa: ANN002, ANN003
         t = time.perf_counter()
@@ -56,13 +56,13 @@ def main() -> None:
                 index = Path(tmp) / "idx"
                 patches = (
                     [
-                        mock.patch.object(pipeline, "store_peaks", timed_store),
-                        mock.patch.object(pipeline.PeakBuilder, "add", timed_add),
+                        mock.patch.object(run, "store_peaks", timed_store),
+                        mock.patch.object(PeakBuilder, "add", timed_add),
                     ]
                     if kind == "with"
                     else [
-                        mock.patch.object(pipeline, "store_peaks", lambda *a, **k: None),
-                        mock.patch.object(pipeline.PeakBuilder, "add", lambda *a, **k: None),
+                        mock.patch.object(run, "store_peaks", lambda *a, **k: None),
+                        mock.patch.object(PeakBuilder, "add", lambda *a, **k: None),
                     ]
                 )
                 for p in patches:

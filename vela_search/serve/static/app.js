@@ -24,6 +24,7 @@ function setStatus(text, isError = false) {
 function formatTime(seconds) {
   if (seconds === null || seconds === undefined || !isFinite(seconds)) return "-";
   const tenths = seconds < 60 && seconds % 1 !== 0;
+  // Whole seconds round half up, as the CLI's format_timestamp; under a minute tenths are shown.
   const total = Math.max(0, tenths ? seconds : Math.round(seconds));
   const h = Math.floor(total / 3600), m = Math.floor((total % 3600) / 60), s = total % 60;
   const two = (n) => String(Math.floor(n)).padStart(2, "0");
@@ -65,7 +66,7 @@ function showSummary() {
   if (info.notice) text += ` (${info.notice})`;
   $("summary").textContent = text;
   if (info.vectors === 0) {
-    setStatus("This index is empty: add audio with `vela-search index PATH`, then restart the server.", true);
+    setStatus("This index is empty: add audio with `vela-search index PATH`; the server picks up the new generation by itself.", true);
   }
 }
 
