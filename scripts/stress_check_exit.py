@@ -83,6 +83,8 @@ def main() -> int:
             outcomes[done.returncode] += 1
             if done.returncode != 0 or ("intact" not in done.stdout and '"damaged": []' not in done.stdout):
                 failures.append(f"run {run}: exit {done.returncode}: {done.stderr.strip()[-300:]}")
+            if (run + 1) % 20 == 0:
+                print(f"{run + 1} runs: exit statuses {dict(outcomes)}", flush=True)
     finally:
         for burner in burners:
             burner.terminate()
