@@ -50,6 +50,8 @@ class Hit:
         paths: every indexed path with the same content (``path`` first), duplicates included.
         root: the directory the file was indexed from, when recorded.
         file: the file's row of the index's files table (size, mtime_ns, sha256, status, ...), or {}.
+        generation: the index generation whose snapshot produced the hit (None for a hit read back
+            from its JSON record).
     """
 
     path: str
@@ -62,6 +64,7 @@ class Hit:
     paths: tuple[str, ...] = ()
     root: str | None = None
     file: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    generation: int | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         # Vectors are stored as fp16, so a cosine can come back as 1.00005: clamp to the cosine's range

@@ -15,14 +15,8 @@ import numpy as np
 
 from vela_search.errors import QueryError
 from vela_search.search.hits import Hit, HitRecord, hit_record
-from vela_search.search.validation import (
-    DEFAULT_K,
-    check_duration,
-    check_k,
-    check_min_score,
-    check_text_query,
-    normalize_glob,
-)
+from vela_search.search.options import SearchOptions
+from vela_search.search.validation import DEFAULT_K, check_text_query
 
 if TYPE_CHECKING:
     from vela_search.embedding.embedder import EmbedItem
@@ -48,6 +42,9 @@ class QueryRequest:
         min_score: drop hits scoring below this.
         path_glob: only files whose path matches this glob (see :func:`normalize_glob`).
         min_duration, max_duration: only files of this length in seconds (None: open end).
+        nprobe: compressed indexes: IVF lists probed first (None: the tuned value), 1..MAX_NPROBE.
+        refine: compressed indexes: candidates re-scored exactly (None: the tuned depth), 1..MAX_REFINE.
+        exact: scan every stored vector instead of the compressed codes.
     """
 
     text: str | None = None
@@ -64,6 +61,9 @@ class QueryRequest:
     path_glob: str | None = None
     min_duration: float | None = None
     max_duration: float | None = None
+    nprobe: int | None = None
+    refine: int | None = None
+    exact: bool = False
 
     @property
     def kind(self) -> str:
@@ -125,16 +125,13 @@ class QueryRequest:
         return self.validate_options()
 
     def validate_options(self) -> QueryRequest:
-        """The checks of the options alone (k, score, path and duration filters), for any query.
+        """The checks of the options alone (k, filters, accuracy knobs), for any query.
 
         Raises:
-            QueryError: k out of bounds, a bad score or duration filter, an empty path filter.
+            QueryError: k, nprobe or refine out of bounds, a bad score or duration filter, an empty path
+                filter, a non-boolean exact.
         """
-        check_k(self.k)
-        check_min_score(self.min_score)
-        normalize_glob(self.path_glob)
-        if self.duration is not None:
-            check_duration(self.duration)
+        SearchOptions.checked(**self.search_options())
         return self
 
     def embed_item(self, clip: np.ndarray | None = None) -> EmbedItem:
@@ -163,6 +160,9 @@ class QueryRequest:
             "path_glob": self.path_glob,
             "duration": self.duration,
             "group": self.group,
+            "nprobe": self.nprobe,
+            "refine": self.refine,
+            "exact": self.exact,
         }
 
 
