@@ -31,6 +31,7 @@ class HitRecord(TypedDict):
     segment_id: int
     paths: list[str]
     root: str | None
+    judge: float | None
     notice: str | None
 
 
@@ -50,6 +51,8 @@ class Hit:
         paths: every indexed path with the same content (``path`` first), duplicates included.
         root: the directory the file was indexed from, when recorded.
         file: the file's row of the index's files table (size, mtime_ns, sha256, status, ...), or {}.
+        judge: with re-ranking, the audio LLM's probability that the segment matches the query (yes
+            against no); None when the hit was not judged (see :mod:`vela_search.search.rerank`).
         generation: the index generation whose snapshot produced the hit (None for a hit read back
             from its JSON record).
     """
@@ -64,6 +67,7 @@ class Hit:
     paths: tuple[str, ...] = ()
     root: str | None = None
     file: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    judge: float | None = None
     generation: int | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -89,6 +93,7 @@ class Hit:
             "segment_id": self.segment_id,
             "paths": list(self.paths),
             "root": self.root,
+            "judge": self.judge,
         }
 
     @classmethod
@@ -104,6 +109,7 @@ class Hit:
             rank=int(record["rank"]),
             paths=tuple(record["paths"]),
             root=record["root"],
+            judge=record.get("judge"),
         )
 
 
@@ -123,10 +129,11 @@ def relative_to_root(path: str, root: str | None) -> str:
 
 
 def format_timestamp(seconds: float | None) -> str:
-    """Seconds as ``mm:ss`` (``h:mm:ss`` from one hour), rounded to the nearest second; ``-`` when None."""
+    """Seconds as ``mm:ss`` (``h:mm:ss`` from one hour), rounded half up to whole seconds (2.5 s shows
+    00:03, as on the page: the one rounding rule of the CLI and the page); ``-`` when None."""
     if seconds is None or not math.isfinite(seconds):
         return "-"
-    total = max(0, round(seconds))
+    total = max(0, math.floor(seconds + 0.5))
     hours, rest = divmod(total, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
