@@ -118,6 +118,21 @@ def query(
         "(a prompt at a terminal). Empty lines and lines starting with # are skipped. With --json, one "
         "JSON object per line.",
     ),
+    rerank: int | None = typer.Option(
+        None,
+        "--rerank",
+        metavar="N",
+        help="Re-rank the top N hits (1-100; 20 is a good start) with the audio LLM's yes/no judgement of "
+        "each candidate's audio against the query, combined with the vector score (costs one forward "
+        "per candidate).",
+    ),
+    rerank_prompt: Path | None = typer.Option(
+        None,
+        "--rerank-prompt",
+        metavar="FILE",
+        help="With --rerank: the judge prompt, a JSON file (keys text, audio, yes, no, vector_weight; "
+        "see README).",
+    ),
     server: str | None = typer.Option(
         None,
         "--server",
@@ -132,6 +147,13 @@ def query(
         "--paths",
         help="Print only the hits' file paths, one per line, best first, for other programs (with "
         "--segments: path, start and end seconds, tab-separated).",
+    ),
+    export_dir: Path | None = typer.Option(
+        None,
+        "--export-dir",
+        metavar="DIR",
+        help="Also write each hit's segment as a WAV file into DIR (named by rank; the file's own "
+        "sample rate and channels where they can be read).",
     ),
 ) -> None:
     """Search the index with a text, a long passage, an instruction, an audio clip or one of its files."""
@@ -162,6 +184,8 @@ def query(
         nprobe=nprobe,
         refine=refine,
         exact=exact,
+        rerank=rerank,
+        rerank_prompt=_judge_prompt(rerank_prompt, rerank),
     )
     run = QueryRun(
         index=index,
@@ -173,6 +197,7 @@ def query(
         server=server,
         json_output=json_output,
         paths_output=paths_output,
+        export_dir=export_dir,
     )
     _run_command(request, run)
 
@@ -189,6 +214,7 @@ class QueryRun:
         server: ``--server``: the URL of a running ``vela-search serve`` (None: one found by itself).
         json_output: print JSON (one array; with ``queries``, one object per line).
         paths_output: print only the hits' paths.
+        export_dir: ``--export-dir``: write the hits' segments as WAV files into this folder.
     """
 
     index: str | None = None
@@ -200,6 +226,7 @@ class QueryRun:
     server: str | None = None
     json_output: bool = False
     paths_output: bool = False
+    export_dir: Path | None = None
 
     @property
     def sets_embedder(self) -> bool:
@@ -231,7 +258,13 @@ def _run_command(request: QueryRequest, run: QueryRun) -> None:
 
 def _server_can_answer(request: QueryRequest, run: QueryRun) -> bool:
     """Whether a server may answer: one text or --like query, with the index's own embedder."""
-    return run.queries is None and request.audio is None and not run.sets_embedder
+    # A server re-ranks with its own (default) judge prompt: a prompt file is read here.
+    return (
+        run.queries is None
+        and request.audio is None
+        and not run.sets_embedder
+        and request.rerank_prompt is None
+    )
 
 
 def _answer_from_server(root: Path, request: QueryRequest, run: QueryRun) -> bool:
@@ -303,11 +336,13 @@ def _with_clip(request: QueryRequest) -> QueryRequest:
 def _searcher(idx: AudioIndex, request: QueryRequest, run: QueryRun) -> Searcher:
     """A searcher of ``idx`` for ``request``: stored vectors alone for --like, else the index's embedder."""
     # Imported from the package when called: tests replace `load_index_embedder` there.
+    from vela_search.indexing.preload import check_before_load
     from vela_search.search import Searcher, check_query_fits, embedder_spec, load_index_embedder
 
-    if request.kind == "like" or request.mode == "words":
+    if (request.kind == "like" or request.mode == "words") and request.rerank is None:
         return Searcher(idx, None)  # stored vectors, or words alone
     spec = embedder_spec(idx, model=run.model, adapter=run.adapter, demos=run.demos)
+    check_before_load(idx.root, spec.to_dict(), writing=False)  # a mismatch is refused with no load
     if request.text is not None:  # a text that cannot fit behind the prefix fails now (tokenizer only)
         check_query_fits(idx, request.text, request.instruction, model=spec.model, revision=spec.revision)
     err_console.print(f"loading {escape(spec.describe())}", highlight=False)
@@ -329,6 +364,8 @@ def _check_flags(request: QueryRequest, run: QueryRun) -> None:
     from vela_search.errors import QueryError
 
     by_example = request.audio is not None or request.like is not None
+    if run.export_dir is not None and run.queries is not None:
+        raise QueryError("--export-dir writes one query's hits: drop it or --queries")
     modes = [request.mode == "long", request.instruction is not None, request.audio is not None]
     if sum([*modes, request.like is not None]) > 1:
         raise QueryError("choose one query mode: --long, --instruction TEXT, --audio FILE or --like FILE")
@@ -356,6 +393,18 @@ def _check_flags(request: QueryRequest, run: QueryRun) -> None:
         )
 
 
+def _judge_prompt(path: Path | None, rerank: int | None) -> Any:
+    """The --rerank-prompt file, read now so that a bad file fails before the model loads."""
+    if path is None:
+        return None
+    from vela_search.embedding.judge_prompt import load_judge_prompt
+    from vela_search.errors import QueryError
+
+    if rerank is None:
+        raise QueryError("--rerank-prompt sets the judge of --rerank N: give --rerank too")
+    return load_judge_prompt(path)
+
+
 def _absolute(path: Path) -> str:
     """A --like path as the index stores paths (absolute), so a server in another directory finds it."""
     import os
@@ -378,6 +427,13 @@ def _print_hits(hits: list[Hit], notice: str | None, request: QueryRequest, run:
         _print_paths(hits, segments=not request.group)
     else:
         _print_table(hits, segments=not request.group, filtered=request.filtered, mode=request.mode)
+    if run.export_dir is not None:
+        from vela_search.clips import export_clips
+
+        written = export_clips(hits, run.export_dir)
+        err_console.print(
+            f"wrote {len(written)} segment(s) to {escape(str(run.export_dir))}", highlight=False
+        )
 
 
 def _print_table(hits: list[Hit], *, segments: bool, filtered: bool, mode: str = "caption") -> None:
@@ -389,7 +445,10 @@ def _print_table(hits: list[Hit], *, segments: bool, filtered: bool, mode: str =
             "no hits" + (" (try a looser --where, --min-score or duration filter)" if filtered else "")
         )
         return
+    judged = any(hit.judge is not None for hit in hits)
     caption = "score: cosine similarity, higher is closer"
+    if judged:
+        caption += "; judge: the model's probability that the audio matches (order: judge + weight x score)"
     if mode == "hybrid":
         caption = "score: reciprocal rank fusion of sound and words, higher is closer"
     elif mode == "words":
@@ -397,6 +456,8 @@ def _print_table(hits: list[Hit], *, segments: bool, filtered: bool, mode: str =
     table = Table(caption=caption, caption_justify="left")
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("score", justify="right", no_wrap=True)
+    if judged:
+        table.add_column("judge", justify="right", no_wrap=True)
     table.add_column("file", overflow="fold")
     table.add_column("segment" if segments else "best segment", no_wrap=True)
     table.add_column("duration", justify="right", no_wrap=True)
@@ -408,9 +469,11 @@ def _print_table(hits: list[Hit], *, segments: bool, filtered: bool, mode: str =
         line = metadata_line(hit.words)
         if line:
             name += f"\n[dim]{escape(line)}[/]"
+        judge = [] if not judged else ["–" if hit.judge is None else f"{hit.judge:.3f}"]
         table.add_row(
             str(hit.rank),
             f"{hit.score:.4f}",
+            *judge,
             name,
             f"{format_timestamp(hit.start_s)}–{format_timestamp(hit.end_s)}",
             format_timestamp(hit.duration_s),

@@ -32,6 +32,7 @@ class HitRecord(TypedDict):
     paths: list[str]
     root: str | None
     words: dict[str, str]
+    judge: float | None
     notice: str | None
 
 
@@ -53,6 +54,8 @@ class Hit:
         file: the file's row of the index's files table (size, mtime_ns, sha256, status, ...), or {}.
         words: the file's words (name and metadata fields, see vela_search.audio.metadata), or {} when
             they were not read for this result.
+        judge: with re-ranking, the audio LLM's probability that the segment matches the query (yes
+            against no); None when the hit was not judged (see :mod:`vela_search.search.rerank`).
         generation: the index generation whose snapshot produced the hit (None for a hit read back
             from its JSON record).
     """
@@ -68,6 +71,7 @@ class Hit:
     root: str | None = None
     file: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     words: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    judge: float | None = None
     generation: int | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -94,6 +98,7 @@ class Hit:
             "paths": list(self.paths),
             "root": self.root,
             "words": dict(self.words),
+            "judge": self.judge,
         }
 
     @classmethod
@@ -110,6 +115,7 @@ class Hit:
             paths=tuple(record["paths"]),
             root=record["root"],
             words=dict(record.get("words") or {}),
+            judge=record.get("judge"),
         )
 
 
@@ -129,10 +135,11 @@ def relative_to_root(path: str, root: str | None) -> str:
 
 
 def format_timestamp(seconds: float | None) -> str:
-    """Seconds as ``mm:ss`` (``h:mm:ss`` from one hour), rounded to the nearest second; ``-`` when None."""
+    """Seconds as ``mm:ss`` (``h:mm:ss`` from one hour), rounded half up to whole seconds (2.5 s shows
+    00:03, as on the page: the one rounding rule of the CLI and the page); ``-`` when None."""
     if seconds is None or not math.isfinite(seconds):
         return "-"
-    total = max(0, round(seconds))
+    total = max(0, math.floor(seconds + 0.5))
     hours, rest = divmod(total, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,11 +15,14 @@ from vela_search.search.grouping import FilesLookup, draw_grouped, file_key, mak
 from vela_search.search.hits import Hit
 from vela_search.search.index_embedder import check_compatible, load_index_embedder, notice_for_model
 from vela_search.search.options import SearchOptions
+from vela_search.search.rerank import DEFAULT_RERANK
 from vela_search.search.similar import segment_row, stored_file_vector, stored_segment_vector
 from vela_search.search.validation import DEFAULT_K, check_fits, check_not_empty, check_text_query
 
 if TYPE_CHECKING:
     from vela_search.embedding.embedder import EmbedItem, VelaEmbedder
+    from vela_search.embedding.judge import JudgeReference
+    from vela_search.embedding.judge_prompt import JudgePrompt
     from vela_search.store import AudioIndex, SearchHit
 
 __all__ = ["Searcher"]
@@ -444,6 +447,48 @@ class Searcher:
                 found = index.search(q, min(index.num_vectors, options.k), **store_options)
             files = self._files_lookup()
         return [self._hits(hits, options, files, index.generation) for hits in found]
+
+    # ------------------------------------------------------------------------------------------ re-ranking
+    def rerank(
+        self,
+        hits: Sequence[Hit],
+        reference: JudgeReference,
+        *,
+        n: int = DEFAULT_RERANK,
+        prompt: JudgePrompt | str | Path | None = None,
+        on_model_thread: Callable[[Callable[[], np.ndarray]], np.ndarray] | None = None,
+    ) -> list[Hit]:
+        """Re-order the top ``n`` hits by the audio LLM's judgement combined with their scores.
+
+        The judge is this Searcher's model (same weights, adapter, quantization); see
+        :mod:`vela_search.search.rerank` for the rule. Hits whose audio cannot be decoded keep their rank.
+
+        Args:
+            hits: hits of this Searcher, best first.
+            reference: the query as the judge reads it (``JudgeReference.for_text(...)`` or a clip).
+            n: how many of the top hits to judge (1..MAX_RERANK).
+            prompt: the judge prompt (a JSON file or a ``JudgePrompt``; None: the default).
+            on_model_thread: runs the judge's forward where the model runs (a server's model thread,
+                between its embedding batches); None: here, under this Searcher's lock.
+
+        Raises:
+            QueryError: no model, or ``n`` out of bounds; TokenBudgetError: the query is too long.
+        """
+        from vela_search.embedding.judge import AudioJudge
+        from vela_search.search.rerank import check_rerank, rerank_hits
+
+        check_rerank(n)
+        if self.embedder is None:
+            raise QueryError("re-ranking needs the model: open the Searcher with its embedder")
+        judge = AudioJudge.for_embedder(self.embedder, prompt)
+
+        def locked(ref: JudgeReference, clips: list[np.ndarray]) -> np.ndarray:
+            if on_model_thread is not None:
+                return on_model_thread(lambda: judge.judge(ref, clips))
+            with self._lock:
+                return judge.judge(ref, clips)
+
+        return rerank_hits(hits, reference, locked, n=n, vector_weight=judge.prompt.vector_weight)
 
     # ------------------------------------------------------------------------------------------ helpers
     def embed_query(self, query: str, *, mode: str = "caption", instruction: str | None = None) -> np.ndarray:

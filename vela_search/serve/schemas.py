@@ -50,6 +50,11 @@ class SearchOptions(BaseModel):
     )
     min_duration: float | None = Field(None, description="Only files at least this many seconds long.")
     max_duration: float | None = Field(None, description="Only files at most this many seconds long.")
+    rerank: int | None = Field(
+        None,
+        description="Re-rank the top N hits (1-100) with the model's yes/no judgement of each candidate's "
+        "audio against the query (hits then carry `judge`).",
+    )
 
     def request_options(self) -> dict:
         from vela_search.search.where import split_where
@@ -63,6 +68,7 @@ class SearchOptions(BaseModel):
             "path_glob": path_glob,
             "min_duration": self.min_duration,
             "max_duration": self.max_duration,
+            "rerank": self.rerank,
         }
 
 

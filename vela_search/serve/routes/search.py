@@ -65,6 +65,7 @@ async def search_audio(
     where: str | None = Form(None),
     min_duration: float | None = Form(None),
     max_duration: float | None = Form(None),
+    rerank: int | None = Form(None),
     service: Service = Depends(service_of),
 ) -> dict[str, Any]:
     settings = service.settings
@@ -82,6 +83,7 @@ async def search_audio(
             path_glob=where,
             min_duration=min_duration,
             max_duration=max_duration,
+            rerank=rerank,
         ).validate()
         clip = await asyncio.to_thread(
             load_upload, path, file.filename or "the upload", start, end, settings.max_upload_seconds
