@@ -8,7 +8,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from vela_search.cli.bench_common import JSON_HELP, _emit, bench_app, phase_progress
+from vela_search.cli.bench_common import JSON_HELP, emit_report, phase_progress
 
 # The targets on the 2-core reference machine (docs/benchmarks.md).
 _TARGET_RECALL = 0.95
@@ -16,7 +16,6 @@ _TARGET_P50_MS = 50.0
 _TARGET_MEMORY_FRACTION = 1 / 8
 
 
-@bench_app.command("search")
 def search_index(
     vectors: int = typer.Option(200_000, "--vectors", min=1, help="Synthetic vectors to index."),
     dim: int = typer.Option(4096, "--dim", min=2, help="Vector dimension (4096 for Qwen2-Audio-7B)."),
@@ -109,4 +108,4 @@ def search_index(
         for note in run.notes:
             target.print(f"note: {note}", highlight=False)
 
-    _emit(run.to_dict(), json_out, render)
+    emit_report(run.to_dict(), json_out, render)

@@ -18,7 +18,6 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from vela_search.cli.app import app
 from vela_search.cli.common import (
     ADAPTER_HELP,
     DEVICE_HELP,
@@ -53,7 +52,6 @@ _PHASES = {
 }
 
 
-@app.command("index")
 def index_command(
     paths: list[Path] | None = typer.Argument(
         None,
@@ -283,7 +281,6 @@ def index_command(
         raise typer.Exit(1)
 
 
-@app.command("info")
 def info_command(
     index: str | None = typer.Option(None, "--index", "-i", help=INDEX_HELP),
     json_output: bool = typer.Option(False, "--json", help="Print the description as JSON."),
@@ -298,7 +295,6 @@ def info_command(
     _print_info(info)
 
 
-@app.command("compact")
 def compact_command(
     index: str | None = typer.Option(None, "--index", "-i", help=INDEX_HELP),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
