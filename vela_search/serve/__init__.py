@@ -5,7 +5,10 @@ search and listen. It is a front over :mod:`vela_search.search` with no search l
 
 Modules:
 
-- ``app``: the FastAPI application (routes, token rule, limits, JSON errors).
+- ``app``: the FastAPI application (assembles the routers, token rule, limits).
+- ``routes/``: the routes, one module per resource, each exposing ``router``.
+- ``http_errors``: error statuses and the JSON error handlers.
+- ``uploads``: uploaded query clips (saved within the limit, checked, decoded).
 - ``service``: the served indexes (kept on their latest generation) and their models.
 - ``batching``: micro-batching of concurrent queries on one model thread.
 - ``schemas``: request and response bodies (hits use the one record type of ``query --json``).

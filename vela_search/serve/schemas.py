@@ -46,6 +46,11 @@ class SearchOptions(BaseModel):
     where: str | None = Field(None, description="Only files whose path matches this glob.")
     min_duration: float | None = Field(None, description="Only files at least this many seconds long.")
     max_duration: float | None = Field(None, description="Only files at most this many seconds long.")
+    rerank: int | None = Field(
+        None,
+        description="Re-rank the top N hits (1-100) with the model's yes/no judgement of each candidate's "
+        "audio against the query (hits then carry `judge`).",
+    )
 
     def request_options(self) -> dict:
         return {
@@ -55,6 +60,7 @@ class SearchOptions(BaseModel):
             "path_glob": self.where,
             "min_duration": self.min_duration,
             "max_duration": self.max_duration,
+            "rerank": self.rerank,
         }
 
 

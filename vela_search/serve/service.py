@@ -74,10 +74,27 @@ class ServedIndex:
             self.searcher.refresh()
             self._manifest_key = key
 
-    def search(self, request: QueryRequest, vector: np.ndarray | None = None) -> list[Hit]:
-        """Run a request on the latest generation (blocking: call it from a worker thread)."""
+    def search(
+        self,
+        request: QueryRequest,
+        vector: np.ndarray | None = None,
+        clip: np.ndarray | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> list[Hit]:
+        """Run a request on the latest generation (blocking: call it from a worker thread).
+
+        A re-ranking request's judge forwards run on the batcher's model thread (``loop`` is the event
+        loop it belongs to), between embedding batches, never beside them.
+        """
         self.refresh()
-        return run_query(self.searcher, request, vector=vector)
+        on_model_thread = None
+        if request.rerank and self.batcher is not None and loop is not None:
+            batcher = self.batcher
+
+            def on_model_thread(work):  # type: ignore[no-untyped-def]
+                return asyncio.run_coroutine_threadsafe(batcher.run_on_model_thread(work), loop).result()
+
+        return run_query(self.searcher, request, vector=vector, clip=clip, on_model_thread=on_model_thread)
 
     def info(self) -> dict[str, Any]:
         """Counts, embedder and generation (for /api/indexes and the page's summary)."""
@@ -188,7 +205,8 @@ class Service:
                     "restart `vela-search serve` after indexing"
                 )
             vector = await served.batcher.embed(request.embed_item(clip))
-        return await asyncio.to_thread(served.search, request, vector)
+        loop = asyncio.get_running_loop()
+        return await asyncio.to_thread(served.search, request, vector, clip, loop)
 
     async def warm_up(self) -> None:
         """Compute each model's demo prefix before the first request (so it does not pay for it)."""

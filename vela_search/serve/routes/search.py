@@ -1,0 +1,91 @@
+"""``POST /api/search``, ``/api/search/like`` and ``/api/search/audio``: the three kinds of query.
+
+Each turns its body into a :class:`~vela_search.search.QueryRequest` and answers with
+:func:`~vela_search.serve.routes.common.answer`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, File, Form, UploadFile
+
+from vela_search.errors import QueryError
+from vela_search.search import QueryRequest
+from vela_search.serve.http_errors import error_responses
+from vela_search.serve.routes.common import answer, service_of
+from vela_search.serve.schemas import LikeBody, SearchBody, SearchResponse
+from vela_search.serve.service import Service
+from vela_search.serve.uploads import load_upload, safe_suffix, save_upload
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+
+@router.post(
+    "/search",
+    response_model=SearchResponse,
+    summary="Search with a text",
+    responses=error_responses(400, 401, 404, 409, 413, 422, 503, 504),
+)
+async def search(body: SearchBody, service: Service = Depends(service_of)) -> dict[str, Any]:
+    return await answer(service, service.get(body.index), body.to_request())
+
+
+@router.post(
+    "/search/like",
+    response_model=SearchResponse,
+    summary="More like an indexed file or segment",
+    responses=error_responses(400, 401, 404, 409, 413, 422, 503, 504),
+)
+async def search_like(body: LikeBody, service: Service = Depends(service_of)) -> dict[str, Any]:
+    if (body.path is None) == (body.segment_id is None):
+        raise QueryError("give either path (a file of the index) or segment_id (from a hit)")
+    return await answer(service, service.get(body.index), body.to_request())
+
+
+@router.post(
+    "/search/audio",
+    response_model=SearchResponse,
+    summary="Search by an uploaded audio clip",
+    responses=error_responses(400, 401, 404, 409, 413, 415, 422, 503, 504),
+)
+async def search_audio(
+    file: UploadFile = File(..., description="An audio file (wav, flac, ogg, mp3, ...)."),
+    index: str | None = Form(None),
+    k: int = Form(10),
+    segments: bool = Form(False),
+    start: float | None = Form(None),
+    end: float | None = Form(None),
+    min_score: float | None = Form(None),
+    where: str | None = Form(None),
+    min_duration: float | None = Form(None),
+    max_duration: float | None = Form(None),
+    rerank: int | None = Form(None),
+    service: Service = Depends(service_of),
+) -> dict[str, Any]:
+    settings = service.settings
+    served = service.get(index)
+    with tempfile.TemporaryDirectory(prefix="vela-upload-") as tmp:
+        path = Path(tmp) / ("clip" + safe_suffix(file.filename))
+        await asyncio.to_thread(save_upload, file, path, settings.max_upload_bytes)
+        request = QueryRequest(
+            audio=path,
+            start_s=start,
+            end_s=end,
+            k=k,
+            group=not segments,
+            min_score=min_score,
+            path_glob=where,
+            min_duration=min_duration,
+            max_duration=max_duration,
+            rerank=rerank,
+        ).validate()
+        clip = await asyncio.to_thread(
+            load_upload, path, file.filename or "the upload", start, end, settings.max_upload_seconds
+        )
+        return await answer(service, served, request, clip)
