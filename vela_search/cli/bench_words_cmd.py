@@ -9,13 +9,12 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from vela_search.cli.bench_common import JSON_HELP, _emit, bench_app, phase_progress
+from vela_search.cli.bench_common import JSON_HELP, emit_report, phase_progress
 
 # The target: hybrid p50 at most this many times vector-only p50.
 _TARGET_HYBRID_RATIO = 1.5
 
 
-@bench_app.command("words")
 def words(
     files: int = typer.Option(100_000, "--files", min=1, help="Synthetic files (one vector each)."),
     dim: int = typer.Option(256, "--dim", min=2, help="Vector dimension."),
@@ -71,4 +70,4 @@ def words(
         for note in run.notes:
             target.print(f"note: {note}", highlight=False)
 
-    _emit(run.to_dict(), json_out, render)
+    emit_report(run.to_dict(), json_out, render)
