@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from vela_search.errors import QueryError
 from vela_search.search import QueryRequest, Searcher, check_not_empty, load_index_embedder, run_query
 from vela_search.serve.batching import DEFAULT_MAX_BATCH, DEFAULT_WINDOW_S, QueryBatcher
+from vela_search.serve.limits import DEFAULT_JSON_LIMIT
 from vela_search.store import AudioIndex
 from vela_search.store.layout import MANIFEST
 
@@ -43,6 +44,7 @@ class ServeSettings:
     batch_window_s: float = DEFAULT_WINDOW_S
     max_batch: int = DEFAULT_MAX_BATCH
     max_upload_bytes: int = 50_000_000
+    max_json_bytes: int = DEFAULT_JSON_LIMIT
     max_upload_seconds: float = 600.0
     request_timeout_s: float = 30.0
     device: str = "auto"
