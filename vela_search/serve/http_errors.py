@@ -24,7 +24,7 @@ from vela_search.errors import (
 from vela_search.search.similar import UnknownSegmentError
 from vela_search.serve.audio_stream import MissingAudioError
 from vela_search.serve.schemas import ErrorBody
-from vela_search.serve.service import UnknownIndexError
+from vela_search.serve.service import ServerBusyError, UnknownIndexError
 
 __all__ = ["UploadTooLargeError", "error_responses", "install_error_handlers", "status_of", "too_large"]
 
@@ -68,6 +68,8 @@ def status_of(exc: Exception) -> int:
         return 413
     if isinstance(exc, AudioDecodeError):
         return 415
+    if isinstance(exc, ServerBusyError):
+        return 503
     return 400
 
 
@@ -75,7 +77,9 @@ def install_error_handlers(app: FastAPI) -> None:
     """Answer every error of ``app`` as ``{"error": message}`` with its status."""
 
     async def user_error(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"error": str(exc)}, status_code=status_of(exc))
+        status = status_of(exc)
+        headers = {"Retry-After": "1"} if status == 503 else None
+        return JSONResponse({"error": str(exc)}, status_code=status, headers=headers)
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)

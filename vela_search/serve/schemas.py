@@ -96,6 +96,11 @@ class SearchResponse(BaseModel):
     generation: int
     hits: list[HitModel]  # type: ignore[valid-type]
     notice: str | None = Field(None, description="A warning for every hit (the tiny random model's).")
+    behind: str | None = Field(
+        None,
+        description="Set when the index has a newer generation this server cannot answer from yet "
+        "(its embedder is loading, or cannot be loaded): why, and which generation answered.",
+    )
     took_ms: float
 
 
@@ -112,6 +117,9 @@ class IndexInfo(BaseModel):
     dim: int
     embedder: dict
     notice: str | None
+    behind: str | None = Field(
+        None, description="Why the served generation is not the index's latest (None: it is the latest)."
+    )
 
 
 class IndexList(BaseModel):

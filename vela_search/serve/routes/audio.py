@@ -36,8 +36,8 @@ async def audio(
     service: Service = Depends(service_of),
 ) -> Response:
     served = service.get(index)
-    await asyncio.to_thread(served.refresh)
-    row = await asyncio.to_thread(served.searcher.segment, segment_id)
+    generation = await asyncio.to_thread(served.refresh)
+    row = await asyncio.to_thread(generation.searcher.segment, segment_id)
     source = audio_source(row)
     if start is None and end is None and not segment:
         return FileResponse(source.path, media_type=source.media_type, content_disposition_type="inline")

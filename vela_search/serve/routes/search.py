@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Depends, File, Form, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 
 from vela_search.errors import QueryError
 from vela_search.search import QueryRequest
@@ -32,8 +32,8 @@ router = APIRouter()
     summary="Search with a text",
     responses=error_responses(400, 401, 404, 409, 413, 422, 503, 504),
 )
-async def search(body: SearchBody, service: Service = Depends(service_of)) -> dict[str, Any]:
-    return await answer(service, service.get(body.index), body.to_request())
+async def search(body: SearchBody, http: Request, service: Service = Depends(service_of)) -> dict[str, Any]:
+    return await answer(service, service.get(body.index), body.to_request(), http=http)
 
 
 @router.post(
@@ -42,10 +42,12 @@ async def search(body: SearchBody, service: Service = Depends(service_of)) -> di
     summary="More like an indexed file or segment",
     responses=error_responses(400, 401, 404, 409, 413, 422, 503, 504),
 )
-async def search_like(body: LikeBody, service: Service = Depends(service_of)) -> dict[str, Any]:
+async def search_like(
+    body: LikeBody, http: Request, service: Service = Depends(service_of)
+) -> dict[str, Any]:
     if (body.path is None) == (body.segment_id is None):
         raise QueryError("give either path (a file of the index) or segment_id (from a hit)")
-    return await answer(service, service.get(body.index), body.to_request())
+    return await answer(service, service.get(body.index), body.to_request(), http=http)
 
 
 @router.post(
@@ -55,6 +57,7 @@ async def search_like(body: LikeBody, service: Service = Depends(service_of)) ->
     responses=error_responses(400, 401, 404, 409, 413, 415, 422, 503, 504),
 )
 async def search_audio(
+    http: Request,
     file: UploadFile = File(..., description="An audio file (wav, flac, ogg, mp3, ...)."),
     index: str | None = Form(None),
     k: int = Form(10),
@@ -86,4 +89,4 @@ async def search_audio(
         clip = await asyncio.to_thread(
             load_upload, path, file.filename or "the upload", start, end, settings.max_upload_seconds
         )
-        return await answer(service, served, request, clip)
+        return await answer(service, served, request, clip, http=http)
