@@ -432,6 +432,9 @@ def test_queries_from_a_file_answer_like_single_queries(collection, tmp_path):
         assert [h["path"] for h in answer["hits"]] == [h["path"] for h in single]
         assert [h["score"] for h in answer["hits"]] == pytest.approx([h["score"] for h in single], abs=1e-5)
         assert "tiny random model" in answer["notice"]
+        # one record schema: each hit as `query --json` prints it, notice included
+        assert [sorted(h) for h in answer["hits"]] == [sorted(h) for h in single]
+        assert all(h["notice"] == answer["notice"] for h in answer["hits"])
 
 
 def test_queries_from_standard_input_with_a_bad_one(collection):

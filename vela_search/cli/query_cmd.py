@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +28,7 @@ from vela_search.cli.common import (
 
 if TYPE_CHECKING:
     from vela_search.search import Hit, QueryRequest, Searcher
+    from vela_search.store import AudioIndex
 
 DEFAULT_K = 10  # mirrors vela_search.search.DEFAULT_K (imported lazily to keep --help instant)
 
@@ -115,48 +118,11 @@ def query(
     ),
 ) -> None:
     """Search the index with a text, a long passage, an instruction, an audio clip or one of its files."""
-    from vela_search.errors import QueryError
-    from vela_search.search import (
-        QueryRequest,
-        Searcher,
-        check_not_empty,
-        check_query_fits,
-        embedder_spec,
-        load_index_embedder,
-        load_query_clip,
-        run_query,
-    )
-    from vela_search.store import AudioIndex
+    from vela_search.search import QueryRequest
 
-    # Everything that can be checked without the model is checked first: loading a 7B model takes a while.
-    if sum([long, instruction is not None, audio is not None, like is not None]) > 1:
-        raise QueryError("choose one query mode: --long, --instruction TEXT, --audio FILE or --like FILE")
-    if (audio is not None or like is not None) and text is not None:
-        raise QueryError("give either a text query or --audio/--like FILE, not both")
-    if queries is not None and (text is not None or audio is not None or like is not None):
-        raise QueryError("--queries reads the queries from a file or standard input; give no other query")
-    if audio is None and like is None and (start is not None or end is not None):
-        raise QueryError(
-            "--start and --end choose a span of the --audio or --like file; they need --audio or --like"
-        )
-    if like is not None and (model is not None or adapter is not None or demos is not None):
-        raise QueryError(
-            "--like searches with the vectors stored in the index and loads no model: drop --model, "
-            "--adapter and --demos"
-        )
-    if paths_output and json_output:
-        raise QueryError("choose one output: --json or --paths")
-    if paths_output and queries is not None:
-        raise QueryError("--paths prints one query's hits; with --queries use --json (one line per query)")
-    if server is not None and (queries is not None or audio is not None or model or adapter or demos):
-        raise QueryError(
-            "--server answers one text or --like query with the server's own model: drop --queries, "
-            "--audio, --model, --adapter and --demos"
-        )
-    mode = "long" if long else "instruction" if instruction is not None else "caption"
     request = QueryRequest(
         text=text,
-        mode=mode,
+        mode="long" if long else "instruction" if instruction is not None else "caption",
         instruction=instruction,
         audio=audio,
         like=None if like is None else _absolute(like),
@@ -169,65 +135,197 @@ def query(
         min_duration=min_duration,
         max_duration=max_duration,
     )
-    if queries is not None:
-        lines = _query_source(queries)
-        request.validate_options()
+    run = QueryRun(
+        index=index,
+        queries=queries,
+        model=model,
+        adapter=adapter,
+        demos=demos,
+        device=device,
+        server=server,
+        json_output=json_output,
+        paths_output=paths_output,
+    )
+    _run_command(request, run)
+
+
+@dataclass(frozen=True)
+class QueryRun:
+    """How ``vela-search query`` runs a search, beside the search itself (a :class:`QueryRequest`).
+
+    Attributes:
+        index: the index name or directory (None: the default index).
+        queries: ``--queries``: a file of text queries, or ``-`` for standard input (None: one query).
+        model, adapter, demos: override the index's embedder (None: the index's own).
+        device: where the model runs.
+        server: ``--server``: the URL of a running ``vela-search serve`` (None: one found by itself).
+        json_output: print JSON (one array; with ``queries``, one object per line).
+        paths_output: print only the hits' paths.
+    """
+
+    index: str | None = None
+    queries: str | None = None
+    model: str | None = None
+    adapter: Path | None = None
+    demos: str | None = None
+    device: str = "auto"
+    server: str | None = None
+    json_output: bool = False
+    paths_output: bool = False
+
+    @property
+    def sets_embedder(self) -> bool:
+        """Whether a model, adapter or demo set other than the index's own was asked for."""
+        return bool(self.model or self.adapter or self.demos)
+
+
+def _run_command(request: QueryRequest, run: QueryRun) -> None:
+    """Check the request where it enters, then answer it from a running server or here, and print it."""
+    # Everything that can be checked without the model is checked first: loading a 7B model takes a while.
+    _check_flags(request, run)
+    lines = None
+    if run.queries is not None:
+        lines = _query_source(run.queries)  # opened now: a wrong path fails before the model loads
+        request.validate_options()  # each line's text is checked as it is read
     else:
         request.validate()
-    root = resolve_index(index)
-
+    root = resolve_index(run.index)
     # A running `vela-search serve` for this index answers at once, with the model it keeps loaded.
-    local_only = queries is not None or audio is not None or model or adapter or demos
-    if server is not None or not local_only:
-        answered = _ask_server(root, request, server)
-        if answered is not None:
-            hits, notice = answered
-            if notice:
-                err_console.print(f"[yellow]note:[/] {notice}")
-            _print_hits(hits, notice, request, json_output=json_output, paths_output=paths_output)
-            return
+    if _server_can_answer(request, run) and _answer_from_server(root, request, run):
+        return
+    if lines is not None:
+        if _answer_lines_here(root, request, lines, run):
+            raise typer.Exit(1)
+        return
+    hits, notice = _answer_here(root, request, run)
+    _print_hits(hits, notice, request, run)
+
+
+def _server_can_answer(request: QueryRequest, run: QueryRun) -> bool:
+    """Whether a server may answer: one text or --like query, with the index's own embedder."""
+    return run.queries is None and request.audio is None and not run.sets_embedder
+
+
+def _answer_from_server(root: Path, request: QueryRequest, run: QueryRun) -> bool:
+    """Print the answer of a running server for the index (``--server``, else the one it records).
+
+    Returns:
+        False when no server answers for the index (the query then runs here); with ``--server`` a
+        server that does not answer is an error.
+    """
+    from vela_search.serve.discovery import ask_server
+
+    answered = ask_server(root, request, url=run.server)
+    if answered is None:
+        return False
+    hits, notice = answered
+    _print_notice(notice)
+    _print_hits(hits, notice, request, run)
+    return True
+
+
+def _answer_here(root: Path, request: QueryRequest, run: QueryRun) -> tuple[list[Hit], str | None]:
+    """The hits of one query, searched in this process, and the notice that applies to them."""
+    from vela_search.search import run_query
+
+    with _open_index(root) as idx:
+        request = _with_clip(request)
+        searcher = _searcher(idx, request, run)
+        hits = run_query(searcher, request)
+        if searcher.embedder is None:
+            _print_notice(searcher.notice)  # no model load announced it
+    return hits, searcher.notice
+
+
+def _answer_lines_here(root: Path, template: QueryRequest, lines: Iterator[str], run: QueryRun) -> int:
+    """Answer every text query of ``lines`` with one model load, as ``template`` asks for each.
+
+    Returns:
+        How many queries failed.
+    """
+    with _open_index(root) as idx:
+        searcher = _searcher(idx, template, run)
+        return _answer_lines(searcher, template, lines, run)
+
+
+@contextmanager
+def _open_index(root: Path) -> Iterator[AudioIndex]:
+    """The index at ``root``, refused when it holds no vectors; closed when the search is done."""
+    from vela_search.search import check_not_empty
+    from vela_search.store import AudioIndex
 
     idx = AudioIndex.open(root)
     try:
         check_not_empty(idx)
-        options = request.search_options()
-        if like is not None:
-            searcher = Searcher(idx, None)  # stored vectors only
-            hits = run_query(searcher, request)
-            if searcher.notice:
-                err_console.print(f"[yellow]note:[/] {searcher.notice}")
-        else:
-            # Decoded before the model loads, so that a bad file or span fails fast.
-            clip = load_query_clip(audio, start, end) if audio is not None else None
-            spec = embedder_spec(idx, model=model, adapter=adapter, demos=demos)
-            if text is not None:  # likewise a text that cannot fit behind the prefix (tokenizer only)
-                check_query_fits(idx, text, instruction, model=spec.model, revision=spec.revision)
-            err_console.print(f"loading {escape(spec.describe())}", highlight=False)
-            with err_console.status("loading the model …", spinner="dots"):
-                embedder = load_index_embedder(idx, model=model, adapter=adapter, demos=demos, device=device)
-            searcher = Searcher(idx, embedder)
-            if searcher.notice:
-                err_console.print(f"[yellow]note:[/] {searcher.notice}")
-            if queries is not None:
-                failed = _run_queries(
-                    searcher,
-                    lines,
-                    mode,
-                    instruction,
-                    options,
-                    json_output=json_output,
-                    filtered=request.filtered,
-                )
-                if failed:
-                    raise typer.Exit(1)
-                return
-            if clip is not None:
-                hits = searcher.search_audio(clip, **options)
-            else:
-                hits = run_query(searcher, request)
+        yield idx
     finally:
         idx.close()
-    _print_hits(hits, searcher.notice, request, json_output=json_output, paths_output=paths_output)
+
+
+def _with_clip(request: QueryRequest) -> QueryRequest:
+    """An audio request with its clip decoded: before the model loads, so a bad file or span fails fast."""
+    from vela_search.search import load_query_clip
+
+    if request.kind != "audio":
+        return request
+    clip = load_query_clip(request.audio, request.start_s, request.end_s)  # type: ignore[arg-type]
+    return replace(request, audio=clip, start_s=None, end_s=None)
+
+
+def _searcher(idx: AudioIndex, request: QueryRequest, run: QueryRun) -> Searcher:
+    """A searcher of ``idx`` for ``request``: stored vectors alone for --like, else the index's embedder."""
+    # Imported from the package when called: tests replace `load_index_embedder` there.
+    from vela_search.search import Searcher, check_query_fits, embedder_spec, load_index_embedder
+
+    if request.kind == "like":
+        return Searcher(idx, None)
+    spec = embedder_spec(idx, model=run.model, adapter=run.adapter, demos=run.demos)
+    if request.text is not None:  # a text that cannot fit behind the prefix fails now (tokenizer only)
+        check_query_fits(idx, request.text, request.instruction, model=spec.model, revision=spec.revision)
+    err_console.print(f"loading {escape(spec.describe())}", highlight=False)
+    with err_console.status("loading the model …", spinner="dots"):
+        embedder = load_index_embedder(
+            idx, model=run.model, adapter=run.adapter, demos=run.demos, device=run.device
+        )
+    searcher = Searcher(idx, embedder)
+    _print_notice(searcher.notice)
+    return searcher
+
+
+def _check_flags(request: QueryRequest, run: QueryRun) -> None:
+    """Refuse flags that do not go together, naming them (the request checks its own values).
+
+    Raises:
+        QueryError: naming the flags to drop.
+    """
+    from vela_search.errors import QueryError
+
+    by_example = request.audio is not None or request.like is not None
+    modes = [request.mode == "long", request.instruction is not None, request.audio is not None]
+    if sum([*modes, request.like is not None]) > 1:
+        raise QueryError("choose one query mode: --long, --instruction TEXT, --audio FILE or --like FILE")
+    if by_example and request.text is not None:
+        raise QueryError("give either a text query or --audio/--like FILE, not both")
+    if run.queries is not None and (request.text is not None or by_example):
+        raise QueryError("--queries reads the queries from a file or standard input; give no other query")
+    if not by_example and (request.start_s is not None or request.end_s is not None):
+        raise QueryError(
+            "--start and --end choose a span of the --audio or --like file; they need --audio or --like"
+        )
+    if request.like is not None and run.sets_embedder:
+        raise QueryError(
+            "--like searches with the vectors stored in the index and loads no model: drop --model, "
+            "--adapter and --demos"
+        )
+    if run.paths_output and run.json_output:
+        raise QueryError("choose one output: --json or --paths")
+    if run.paths_output and run.queries is not None:
+        raise QueryError("--paths prints one query's hits; with --queries use --json (one line per query)")
+    if run.server is not None and not _server_can_answer(request, run):
+        raise QueryError(
+            "--server answers one text or --like query with the server's own model: drop --queries, "
+            "--audio, --model, --adapter and --demos"
+        )
 
 
 def _absolute(path: Path) -> str:
@@ -237,25 +335,18 @@ def _absolute(path: Path) -> str:
     return os.path.abspath(os.path.expanduser(str(path)))
 
 
-def _ask_server(root: Path, request: QueryRequest, url: str | None) -> tuple[list[Hit], str | None] | None:
-    """The hits of a running server for the index (``url``, else the one the index's serve.json names).
-
-    Returns None when no server answers for the index (the query then runs here); with an explicit
-    ``url`` a server that does not answer is an error.
-    """
-    from vela_search.serve.discovery import ask_server
-
-    return ask_server(root, request, url=url)
+def _print_notice(notice: str | None) -> None:
+    if notice:
+        err_console.print(f"[yellow]note:[/] {notice}")
 
 
-def _print_hits(
-    hits: list[Hit], notice: str | None, request: QueryRequest, *, json_output: bool, paths_output: bool
-) -> None:
+def _print_hits(hits: list[Hit], notice: str | None, request: QueryRequest, run: QueryRun) -> None:
+    """One query's hits as ``run`` asks: JSON records, paths, or a table."""
     from vela_search.search import hit_record
 
-    if json_output:
+    if run.json_output:
         print_json([hit_record(hit, notice) for hit in hits])
-    elif paths_output:
+    elif run.paths_output:
         _print_paths(hits, segments=not request.group)
     else:
         _print_table(hits, segments=not request.group, filtered=request.filtered)
@@ -330,22 +421,16 @@ def _stdin_lines() -> Iterator[str]:
         yield line
 
 
-def _run_queries(
-    searcher: Searcher,
-    lines: Iterator[str],
-    mode: str,
-    instruction: str | None,
-    options: dict[str, Any],
-    *,
-    json_output: bool,
-    filtered: bool,
-) -> int:
+def _answer_lines(searcher: Searcher, template: QueryRequest, lines: Iterator[str], run: QueryRun) -> int:
     """Answer every query of ``lines`` with one searcher; a bad query is reported and skipped.
+
+    Each line is a text query with the options of ``template``, checked where it is read.
 
     Returns:
         How many queries failed.
     """
     from vela_search.errors import VelaError
+    from vela_search.search import run_query
 
     failed = 0
     for line in lines:
@@ -353,25 +438,34 @@ def _run_queries(
         if not text or text.startswith("#"):
             continue
         try:
-            hits = searcher.search(text, mode=mode, instruction=instruction, **options)  # type: ignore[arg-type]
+            hits = run_query(searcher, replace(template, text=text).validate())
         except VelaError as exc:
             failed += 1
-            if json_output:
-                _print_json_line({"query": text, "error": str(exc)})
-            else:
-                shown = text if len(text) <= 60 else text[:57] + "..."
-                err_console.print(
-                    f"[bold red]error:[/] {escape(repr(shown))}: {escape(str(exc))}", highlight=False
-                )
+            _print_line_error(text, exc, run)
             continue
-        if json_output:
-            _print_json_line(
-                {"query": text, "hits": [hit.to_dict() for hit in hits], "notice": searcher.notice}
-            )
-        else:
-            console.print(f"[bold]{escape(text)}[/]")
-            _print_table(hits, segments=not options["group"], filtered=filtered)
+        _print_line_hits(text, hits, searcher.notice, template, run)
     return failed
+
+
+def _print_line_hits(
+    text: str, hits: list[Hit], notice: str | None, request: QueryRequest, run: QueryRun
+) -> None:
+    """The answer to one line of --queries: a JSON line (the records of one query's --json), or a table."""
+    from vela_search.search import hit_record
+
+    if run.json_output:
+        _print_json_line({"query": text, "hits": [hit_record(hit, notice) for hit in hits], "notice": notice})
+    else:
+        console.print(f"[bold]{escape(text)}[/]")
+        _print_table(hits, segments=not request.group, filtered=request.filtered)
+
+
+def _print_line_error(text: str, exc: Exception, run: QueryRun) -> None:
+    if run.json_output:
+        _print_json_line({"query": text, "error": str(exc)})
+    else:
+        shown = text if len(text) <= 60 else text[:57] + "..."
+        err_console.print(f"[bold red]error:[/] {escape(repr(shown))}: {escape(str(exc))}", highlight=False)
 
 
 def _print_json_line(payload: dict[str, Any]) -> None:
