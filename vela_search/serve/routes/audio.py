@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import FileResponse, Response
 
 from vela_search.serve.audio_stream import audio_source, span_wav
 from vela_search.serve.http_errors import error_responses
 from vela_search.serve.routes.common import service_of
+from vela_search.serve.schemas import MAX_SECONDS, MAX_SEGMENT_ID
 from vela_search.serve.service import Service
 
 __all__ = ["router"]
@@ -28,10 +29,12 @@ router = APIRouter()
     },
 )
 async def audio(
-    segment_id: int,
-    index: str | None = Query(None),
-    start: float | None = Query(None, description="Span start in seconds: answer with a WAV of the span."),
-    end: float | None = Query(None, description="Span end in seconds."),
+    segment_id: int = Path(ge=0, le=MAX_SEGMENT_ID, description="The segment_id of a hit."),
+    index: str | None = Query(None, min_length=1, max_length=255),
+    start: float | None = Query(
+        None, ge=0, le=MAX_SECONDS, description="Span start in seconds: answer with a WAV of the span."
+    ),
+    end: float | None = Query(None, ge=0, le=MAX_SECONDS, description="Span end in seconds."),
     segment: bool = Query(False, description="Answer with the segment's own span as WAV."),
     service: Service = Depends(service_of),
 ) -> Response:

@@ -13,11 +13,11 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 
-from vela_search.errors import QueryError
 from vela_search.search import QueryRequest
+from vela_search.search.validation import DEFAULT_K, MAX_K
 from vela_search.serve.http_errors import error_responses
 from vela_search.serve.routes.common import answer, service_of
-from vela_search.serve.schemas import LikeBody, SearchBody, SearchResponse
+from vela_search.serve.schemas import MAX_SECONDS, LikeBody, SearchBody, SearchResponse
 from vela_search.serve.service import Service
 from vela_search.serve.uploads import load_upload, safe_suffix, save_upload
 
@@ -45,8 +45,6 @@ async def search(body: SearchBody, http: Request, service: Service = Depends(ser
 async def search_like(
     body: LikeBody, http: Request, service: Service = Depends(service_of)
 ) -> dict[str, Any]:
-    if (body.path is None) == (body.segment_id is None):
-        raise QueryError("give either path (a file of the index) or segment_id (from a hit)")
     return await answer(service, service.get(body.index), body.to_request(), http=http)
 
 
@@ -59,15 +57,15 @@ async def search_like(
 async def search_audio(
     http: Request,
     file: UploadFile = File(..., description="An audio file (wav, flac, ogg, mp3, ...)."),
-    index: str | None = Form(None),
-    k: int = Form(10),
+    index: str | None = Form(None, min_length=1, max_length=255),
+    k: int = Form(DEFAULT_K, ge=1, le=MAX_K),
     segments: bool = Form(False),
-    start: float | None = Form(None),
-    end: float | None = Form(None),
-    min_score: float | None = Form(None),
-    where: str | None = Form(None),
-    min_duration: float | None = Form(None),
-    max_duration: float | None = Form(None),
+    start: float | None = Form(None, ge=0, le=MAX_SECONDS),
+    end: float | None = Form(None, ge=0, le=MAX_SECONDS),
+    min_score: float | None = Form(None, ge=-1, le=1),
+    where: str | None = Form(None, min_length=1, max_length=4096, pattern=r"\S"),
+    min_duration: float | None = Form(None, ge=0, le=MAX_SECONDS),
+    max_duration: float | None = Form(None, ge=0, le=MAX_SECONDS),
     service: Service = Depends(service_of),
 ) -> dict[str, Any]:
     settings = service.settings
