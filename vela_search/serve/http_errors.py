@@ -22,7 +22,7 @@ from vela_search.errors import (
     VelaError,
 )
 from vela_search.search.similar import UnknownSegmentError
-from vela_search.serve.audio_stream import MissingAudioError
+from vela_search.serve.audio_stream import ChangedAudioError, MissingAudioError
 from vela_search.serve.schemas import ErrorBody
 from vela_search.serve.service import ServerBusyError, UnknownIndexError
 
@@ -34,7 +34,7 @@ _DESCRIPTIONS = {
     400: "A request the server cannot answer as given (the message says why).",
     401: "The server needs a token.",
     404: "No such index, segment or file.",
-    409: "The index cannot answer this now (empty, or its embedder cannot be loaded).",
+    409: "The index cannot answer this (it holds no vectors), or the file is no longer the one indexed.",
     413: "The body is over the server's limit.",
     415: "The upload is not audio the server can decode.",
     416: "The Range is not satisfiable.",
@@ -62,7 +62,7 @@ def status_of(exc: Exception) -> int:
     """The HTTP status of a vela-search error (400 unless it is one the client reads otherwise)."""
     if isinstance(exc, (UnknownIndexError, UnknownSegmentError, MissingAudioError, IndexNotFoundError)):
         return 404
-    if isinstance(exc, (EmptyIndexError, FingerprintMismatchError)):
+    if isinstance(exc, (EmptyIndexError, FingerprintMismatchError, ChangedAudioError)):
         return 409
     if isinstance(exc, UploadTooLargeError):
         return 413

@@ -78,6 +78,16 @@ class Generation:
     def number(self) -> int:
         return self.searcher.index.generation
 
+    def file_row(self, path: str) -> dict | None:
+        """The files-table row recorded for ``path`` at indexing (size, mtime, root), or None."""
+        import pyarrow.compute as pc
+
+        files = self.searcher.index.files()
+        if files.num_rows == 0:
+            return None
+        rows = files.filter(pc.equal(files["path"], path)).to_pylist()
+        return rows[-1] if rows else None
+
 
 class ServedIndex:
     """One index, served on the latest generation it can answer (see the module's docstring).
