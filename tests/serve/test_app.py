@@ -250,7 +250,7 @@ def test_like_a_segment_and_a_file(client, serve_collection):
         ({}, 422, "give either path"),
         ({"path": "/x.wav", "segment_id": 1}, 422, "give either path"),
         ({"segment_id": 987654}, 404, "no segment with id 987654"),
-        ({"path": "/etc/passwd"}, 400, "is not in this index"),
+        ({"path": "/etc/passwd"}, 404, "is not in this index"),
         ({"segment_id": 0, "k": -1}, 422, "k:"),
     ],
 )

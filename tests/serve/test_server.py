@@ -78,6 +78,7 @@ def test_query_uses_a_running_server_with_identical_output(index, serve_collecti
         out, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err
         assert "stopped" in err and "Traceback" not in err
+        assert '"POST /api/search HTTP/1.1" 200' in out  # the access log is on by default
         assert not (index / SERVE_FILE).exists()
     finally:
         stop_server(proc)

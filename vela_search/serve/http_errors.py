@@ -21,7 +21,7 @@ from vela_search.errors import (
     IndexNotFoundError,
     VelaError,
 )
-from vela_search.search.similar import UnknownSegmentError
+from vela_search.search.similar import UnknownFileError, UnknownSegmentError
 from vela_search.serve.audio_stream import ChangedAudioError, MissingAudioError
 from vela_search.serve.schemas import ErrorBody
 from vela_search.serve.service import ServerBusyError, UnknownIndexError
@@ -60,7 +60,9 @@ def too_large(limit: int) -> str:
 
 def status_of(exc: Exception) -> int:
     """The HTTP status of a vela-search error (400 unless it is one the client reads otherwise)."""
-    if isinstance(exc, (UnknownIndexError, UnknownSegmentError, MissingAudioError, IndexNotFoundError)):
+    if isinstance(
+        exc, (UnknownIndexError, UnknownSegmentError, UnknownFileError, MissingAudioError, IndexNotFoundError)
+    ):
         return 404
     if isinstance(exc, (EmptyIndexError, FingerprintMismatchError, ChangedAudioError)):
         return 409

@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, get_type_hints
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    create_model,
+    model_validator,
+)
 
 from vela_search.search.hits import HitRecord
 from vela_search.search.request import QueryRequest
@@ -66,7 +74,17 @@ def text(max_length: int) -> object:
 
 
 Seconds = Annotated[float, Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False)]
-SegmentId = Annotated[int, Field(strict=True, ge=0, le=MAX_SEGMENT_ID)]
+
+
+def _json_integer(value: object) -> object:
+    """JSON integers only: ``3`` and ``3.0`` (JSON Schema's integers), never ``true`` or ``"3"``."""
+    if isinstance(value, (bool, str, bytes)):
+        raise ValueError("must be an integer")
+    return value
+
+
+SegmentId = Annotated[int, Field(ge=0, le=MAX_SEGMENT_ID), BeforeValidator(_json_integer)]
+HitCount = Annotated[int, Field(ge=1, le=MAX_K), BeforeValidator(_json_integer)]
 
 
 class SearchOptions(BaseModel):
@@ -75,9 +93,7 @@ class SearchOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     index: text(255) | None = Field(None, description="Served index name (default: the first one served).")
-    k: int = Field(
-        DEFAULT_K, strict=True, ge=1, le=MAX_K, description="Hits: files, or segments with `segments`."
-    )
+    k: HitCount = Field(DEFAULT_K, description="Hits: files, or segments with `segments`.")
     segments: bool = Field(
         False, strict=True, description="Every matching segment instead of the best per file."
     )
@@ -90,7 +106,9 @@ class SearchOptions(BaseModel):
         description="Drop hits scoring below this (a cosine).",
     )
     where: text(4096) | None = Field(None, description="Only files whose path matches this glob.")
-    min_duration: Seconds | None = Field(None, description="Only files at least this many seconds long.")
+    min_duration: Seconds | None = Field(
+        None, description="Only files at least this many seconds long (at most max_duration: else 400)."
+    )
     max_duration: Seconds | None = Field(None, description="Only files at most this many seconds long.")
 
     def request_options(self) -> dict:
@@ -160,8 +178,9 @@ class LikeBody(SearchOptions):
         },
     )
 
-    path: text(4096) | None = Field(None, description="A file of the index (as its hits name it).")
-    segment_id: SegmentId | None = Field(None, description="The segment_id of a hit.")
+    # Not nullable: exactly one of the two is present (the oneOf above), and null is no value of either.
+    path: text(4096) = Field(None, description="A file of the index (as its hits name it).")
+    segment_id: SegmentId = Field(None, description="The segment_id of a hit.")
     start: Seconds | None = Field(None, description="With path: span start in seconds.")
     end: Seconds | None = Field(None, description="With path: span end in seconds.")
 
