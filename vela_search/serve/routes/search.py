@@ -57,15 +57,16 @@ async def search_like(
 async def search_audio(
     http: Request,
     file: UploadFile = File(..., description="An audio file (wav, flac, ogg, mp3, ...)."),
-    index: str | None = Form(None, min_length=1, max_length=255),
+    index: str = Form(None, min_length=1, max_length=255),
     k: int = Form(DEFAULT_K, ge=1, le=MAX_K),
     segments: bool = Form(False),
-    start: float | None = Form(None, ge=0, le=MAX_SECONDS),
-    end: float | None = Form(None, ge=0, le=MAX_SECONDS),
-    min_score: float | None = Form(None, ge=-1, le=1),
-    where: str | None = Form(None, min_length=1, max_length=4096, pattern=r"\S"),
-    min_duration: float | None = Form(None, ge=0, le=MAX_SECONDS),
-    max_duration: float | None = Form(None, ge=0, le=MAX_SECONDS),
+    start: float = Form(None, ge=0, le=MAX_SECONDS),
+    end: float = Form(None, ge=0, le=MAX_SECONDS),
+    min_score: float = Form(None, ge=-1, le=1),
+    where: str = Form(None, min_length=1, max_length=4096, pattern=r"\S"),
+    min_duration: float = Form(None, ge=0, le=MAX_SECONDS),
+    max_duration: float = Form(None, ge=0, le=MAX_SECONDS),
+    # (Form fields are not nullable: a form has no null, an absent field is the default.)
     service: Service = Depends(service_of),
 ) -> dict[str, Any]:
     settings = service.settings
