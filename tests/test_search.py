@@ -30,7 +30,7 @@ from vela_search.search import (
     normalize_glob,
     relative_to_root,
 )
-from vela_search.search import searcher as searcher_mod
+from vela_search.search import grouping as grouping_mod
 from vela_search.store import AudioIndex
 
 SR = 16_000
@@ -376,21 +376,24 @@ def test_ungrouped_lists_every_segment(searcher, collection):
     assert spans[0] == (20.0, 30.0)
 
 
-def test_grouping_widens_the_fetch_until_k_files(searcher, collection, monkeypatch):
+def test_grouping_continues_without_restarting_until_k_files(searcher, collection, monkeypatch):
     _, files = collection
-    # Fetch only k segments at first: the long file's windows fill them, so the search must widen.
-    monkeypatch.setattr(searcher_mod, "_OVERFETCH", 1)
+    # Fetch only k segments at a time: the long file's windows fill them, so the search must draw more,
+    # leaving out the files it has, at the same depth (a continuation, not a deeper restart).
+    monkeypatch.setattr(grouping_mod, "OVERFETCH", 1)
     calls = []
     original = searcher.index.search
 
     def spy(queries, k, **kw):
-        calls.append(k)
+        calls.append((k, len(kw.get("exclude_paths") or ())))
         return original(queries, k, **kw)
 
     monkeypatch.setattr(searcher.index, "search", spy)
     hits = searcher.search_audio(files["long"], start_s=20, end_s=30, k=3)
     assert len({h.path for h in hits}) == 3
-    assert len(calls) >= 2 and calls[0] == 3
+    assert len(calls) >= 2 and all(k == 3 for k, _ in calls)
+    assert calls[0][1] == 0 and all(excluded >= 1 for _, excluded in calls[1:])
+    assert all(h.generation == searcher.index.generation for h in hits)
     vector = searcher.embedder.embed_audio([load_query_clip(files["long"], 20, 30)])[0]
     assert as_tuples(hits) == [e[:3] for e in brute_force(searcher, vector, group=True)[:3]]
 

@@ -43,7 +43,16 @@ def test_kinds_and_what_they_need():
     with pytest.raises(QueryError, match="nothing to embed"):
         QueryRequest(like_segment=0).embed_item()
     options = QueryRequest(text="x", k=3, group=False, path_glob="a/*", max_duration=2).search_options()
-    assert options == {"k": 3, "min_score": None, "path_glob": "a/*", "duration": (None, 2), "group": False}
+    assert options == {
+        "k": 3,
+        "min_score": None,
+        "path_glob": "a/*",
+        "duration": (None, 2),
+        "group": False,
+        "nprobe": None,
+        "refine": None,
+        "exact": False,
+    }
     assert QueryRequest(text="x", min_score=0.1).filtered and not QueryRequest(text="x").filtered
 
 
@@ -64,3 +73,21 @@ def test_hit_records_round_trip():
     assert record["display_path"] == "a/b.wav" and record["notice"] == "a notice"
     (back,) = hits_from_records([record])
     assert back == hit and back.display_path == hit.display_path
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "needle"),
+    [
+        ("nprobe", 0, "nprobe"),
+        ("nprobe", 10**6, "nprobe"),
+        ("refine", 0, "refine"),
+        ("refine", True, "refine"),
+        ("exact", "yes", "exact"),
+    ],
+)
+def test_accuracy_knobs_are_bounded(field, value, needle):
+    with pytest.raises(QueryError, match=needle):
+        QueryRequest(text="x", **{field: value}).validate()
+    assert (
+        QueryRequest(text="x", nprobe=8, refine=200, exact=True).validate().search_options()["refine"] == 200
+    )

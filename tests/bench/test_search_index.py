@@ -36,6 +36,11 @@ def test_a_small_budget_builds_compressed_codes_and_exact_search_stays_exact(tmp
     assert run.build_s > 0 and run.commits == 1 and run.shards >= 1 and run.peak_rss_bytes > 0
     assert calls[-3:] == [("build", 5000, 5000), ("search", 1, 2), ("search", 2, 2)]
     assert list(tmp_path.iterdir()) == []  # the index is removed
+    # The filtered cases: 5 and 50 matching rows are answered exactly, wider filters at the codes' recall.
+    modes = [side.mode for side in run.filtered]
+    assert modes == [f"compressed filter {s}" for s in ("0.1%", "1%", "10%", "100%")]
+    assert [side.recall_at_k for side in run.filtered[:2]] == [1.0, 1.0]
+    assert all(0.8 <= side.recall_at_k <= 1.0 and side.queries == 30 for side in run.filtered)
 
 
 def test_a_collection_that_fits_stays_exact_and_says_so(tmp_path):

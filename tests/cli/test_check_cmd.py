@@ -15,6 +15,7 @@ import pytest
 from indexing.helpers import small_collection
 
 from vela_search.store import AudioIndex
+from vela_search.store.manifest import seal
 
 CLI = str(Path(sys.executable).with_name("vela-search"))
 TINY = ["--model", "tiny", "--demos", "none", "--device", "cpu"]
@@ -99,7 +100,7 @@ def test_shard_paths_outside_the_index_folder_are_refused(copy, built, bad):
     shutil.copytree(built[1], index.parent / "other")
     data = _manifest(index)
     data["shards"][0]["index"] = bad
-    (index / "manifest.json").write_text(json.dumps(data))
+    (index / "manifest.json").write_text(json.dumps(seal(data)))
     for args in (("query", "dog"), ("info",), ("compact",)):
         assert_one_line_error(run(*args, "--index", index), "not a file of this index folder")
 

@@ -234,6 +234,25 @@ def test_like_answers_from_the_stored_vectors_without_a_model(collection, monkey
     assert spans.exit_code == 0 and spans.stdout.splitlines()  # a long file's windows, a span of them
 
 
+def test_accuracy_knobs_reach_the_search(collection, monkeypatch):
+    from vela_search.store import AudioIndex
+
+    audio, index = collection
+    seen = []
+    search = AudioIndex.search
+
+    def spy(self, queries, k, **options):  # noqa: ANN001, ANN202
+        seen.append({name: options.get(name) for name in ("nprobe", "refine", "exact")})
+        return search(self, queries, k, **options)
+
+    monkeypatch.setattr(AudioIndex, "search", spy)
+    like = ["--like", str(audio / "a" / "t660.wav"), "-k", "3"]
+    plain = query_json(index, *like)
+    tuned = query_json(index, *like, "--nprobe", "4", "--refine", "50", "--exact")
+    assert seen[-1] == {"nprobe": 4, "refine": 50, "exact": True}
+    assert [h["path"] for h in tuned] == [h["path"] for h in plain]  # an exact index answers the same
+
+
 def test_paths_output_lists_the_hits_for_other_programs(collection):
     _, index = collection
     for extra in ([], ["--segments"], ["--where", "a/*"]):
@@ -399,6 +418,8 @@ def test_mismatched_embedder(collection, capsys):
         (["--like", "{audio}/long.wav", "--model", "tiny"], "loads no model"),
         (["--like", "{audio}/nope.wav"], "is not in this index"),
         (["--queries", "-", "--paths"], "with --queries use --json"),
+        (["dog", "--nprobe", "0"], "nprobe must be an integer from 1"),
+        (["dog", "--refine", "100000"], "refine must be an integer from 1"),
     ],
 )
 def test_bad_options(collection, capsys, args, needle):

@@ -115,3 +115,10 @@ def test_a_failed_query_shows_a_message(page):
     page.wait_for_function("document.getElementById('status').classList.contains('error')")
     assert "the query is empty" in page.text_content("#status")
     assert page.locator(".hit").count() == 0
+
+
+def test_the_rerank_switch_shows_the_judgement(page):
+    page.check("#rerank")
+    search(page, "a low tone")
+    scores = page.locator(".hit .score").all_text_contents()
+    assert len(scores) == 5 and all("judge" in s for s in scores)  # 5 files, all within the top 20

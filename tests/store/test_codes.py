@@ -13,6 +13,7 @@ import pytest
 from vela_search.store import AudioIndex, faiss_ops, layout
 from vela_search.store import codes as codes_module
 from vela_search.store.integrity import IndexDamagedError
+from vela_search.store.manifest import seal
 from vela_search.store.repair import check_index, repair_index
 from vela_search.store.rerank import rerank, search_candidates
 from vela_search.store.writer import IndexWriter
@@ -290,7 +291,7 @@ def test_a_shard_without_codes_is_searched_exactly_then_encoded_at_the_next_comm
     build_compressed(root, commits=2)
     data = json.loads((root / layout.MANIFEST).read_text())
     del data["shards"][0]["codes"]  # as a writer that does not know codes would leave it
-    (root / layout.MANIFEST).write_text(json.dumps(data))
+    (root / layout.MANIFEST).write_text(json.dumps(seal(data)))
     q = clustered(3, seed=4)
     with AudioIndex.open(root) as index:
         assert index._codes is not None and index._uncoded == [0]

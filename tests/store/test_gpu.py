@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 
@@ -204,3 +208,60 @@ def test_on_a_real_gpu_filtered_searches_match_the_cpu(tmp_path, monkeypatch):
     faiss_ops.train(ivfpq, unit(600, seed=1), "IVF4,PQ4")
     ivfpq.add(unit(600, seed=1))
     assert gpu.to_gpu(ivfpq) is not ivfpq  # IVF-PQ moves to the GPU
+
+
+class OverlapCountingIndex(SelectorIgnoringIndex):
+    """A stand-in GPU index that records how many searches of any such index run at the same moment."""
+
+    active = 0
+    most = 0
+    guard = threading.Lock()
+
+    def search(self, queries: np.ndarray, k: int, params: object = None) -> tuple[np.ndarray, np.ndarray]:
+        cls = OverlapCountingIndex
+        with cls.guard:
+            cls.active += 1
+            cls.most = max(cls.most, cls.active)
+        try:
+            time.sleep(0.002)  # long enough for another thread to arrive
+            return super().search(queries, k, params)
+        finally:
+            with cls.guard:
+                cls.active -= 1
+
+
+def _search_from_threads(indexes: list[AudioIndex], queries: np.ndarray) -> list[list[list[int]]]:
+    """Each index searched by 3 threads at once, 5 times each; returns every answer."""
+    jobs = [index for index in indexes for _ in range(3)]
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        futures = [pool.submit(lambda i=i: [_hits(i, queries, 5) for _ in range(5)]) for i in jobs]
+        return [answer for f in futures for answer in f.result()]
+
+
+def test_searches_of_two_indexes_never_share_the_gpu_resources_at_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(gpu, "to_gpu", OverlapCountingIndex)
+    monkeypatch.setattr(OverlapCountingIndex, "most", 0)
+    _collection(tmp_path / "a")
+    _collection(tmp_path / "b")
+    queries = unit(4, seed=3)
+    with AudioIndex.open(tmp_path / "a") as a, AudioIndex.open(tmp_path / "b") as b:
+        answers = _search_from_threads([a, b], queries)
+    assert OverlapCountingIndex.most == 1
+    assert all(answer == answers[0] for answer in answers)  # same collection: same answers
+
+
+@pytest.mark.gpu
+def test_on_a_real_gpu_two_indexes_searched_from_several_threads_match_the_cpu(tmp_path, monkeypatch):
+    # Needs a GPU build of FAISS and a GPU (`python -m pytest -m gpu`); the default run deselects it.
+    if gpu.gpu_count() == 0:
+        pytest.skip("FAISS sees no GPU")
+    _collection(tmp_path / "a")
+    _collection(tmp_path / "b")
+    queries = unit(8, seed=6)
+    with AudioIndex.open(tmp_path / "a") as a, AudioIndex.open(tmp_path / "b") as b:
+        on_gpu = _search_from_threads([a, b], queries)
+        assert all(r.search_index() is not r.index() for r in a.shard_readers() + b.shard_readers())
+    monkeypatch.setattr(gpu, "to_gpu", lambda index: index)
+    with AudioIndex.open(tmp_path / "a") as a:
+        expected = _hits(a, queries, 5)
+    assert all(answer == expected for answer in on_gpu)

@@ -14,6 +14,7 @@ import pytest
 
 from vela_search.errors import IndexFormatError, StoreError
 from vela_search.store import AudioIndex, IndexDamagedError
+from vela_search.store.manifest import seal
 from vela_search.store.repair import check_index, repair_index
 
 from .helpers import DIM, FP, unit
@@ -80,7 +81,7 @@ def test_damage_without_checksums_is_still_one_line_naming_the_file(tmp_path, wh
     _build(root).close()
     data = _manifest(root)
     data.pop("checksums")
-    (root / "manifest.json").write_text(json.dumps(data))
+    (root / "manifest.json").write_text(json.dumps(seal(data)))
     rel = data["files"] if which == "files" else data["shards"][0][which]
     path = root / rel
     if damage == "header":
@@ -99,7 +100,7 @@ def test_old_manifest_without_checksums_opens_and_new_commits_add_them(tmp_path)
     _build(root, shards=2).close()
     data = _manifest(root)
     data.pop("checksums")
-    (root / "manifest.json").write_text(json.dumps(data))
+    (root / "manifest.json").write_text(json.dumps(seal(data)))
     with AudioIndex.open(root) as index:
         assert index.num_vectors == 8
         with index.writer(fingerprint=FP) as w:
@@ -166,7 +167,7 @@ def test_paths_outside_the_index_folder_are_refused(tmp_path, bad):
     _build(other).close()
     data = _manifest(root)
     data["shards"][0]["index"] = bad
-    (root / "manifest.json").write_text(json.dumps(data))
+    (root / "manifest.json").write_text(json.dumps(seal(data)))
     with pytest.raises(IndexFormatError, match="not a file of this index folder"):
         AudioIndex.open(root)
     with pytest.raises(IndexFormatError, match="not a file of this index folder"):

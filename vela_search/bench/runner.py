@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_CLIP_SECONDS",
     "BenchmarkReport",
+    "decode_benchmark_clip",
     "ProgressCallback",
     "index_vectors",
     "run_retrieval_benchmark",
@@ -80,6 +81,8 @@ class BenchmarkReport:
         wall_s: Wall time of the whole run.
         notice: A warning about the embedder (e.g. the tiny random model), or None.
         date: When the run finished (UTC, ISO 8601).
+        rerank: With re-ranking, the text-to-audio metrics after the judge re-ordered each caption's top
+            clips, with its cost (:class:`~vela_search.bench.rerank_eval.RerankReport`); else None.
     """
 
     dataset: str
@@ -104,6 +107,7 @@ class BenchmarkReport:
     wall_s: float
     notice: str | None
     date: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+    rerank: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -116,6 +120,8 @@ def run_retrieval_benchmark(
     index: AudioIndex | None = None,
     progress: ProgressCallback | None = None,
     decode_workers: int = 2,
+    rerank: int | None = None,
+    rerank_prompt: Any = None,
 ) -> BenchmarkReport:
     """Embed a retrieval dataset's clips and captions and score text-to-audio and audio-to-text retrieval.
 
@@ -125,6 +131,9 @@ def run_retrieval_benchmark(
         index: An index to take clip vectors from where it holds them (see :func:`index_vectors`).
         progress: Optional callback, see :data:`ProgressCallback`.
         decode_workers: Threads decoding audio ahead of the embedder.
+        rerank: Also score text-to-audio after re-ranking each caption's top ``rerank`` clips with the
+            model's judgement (same vectors; :mod:`vela_search.bench.rerank_eval`).
+        rerank_prompt: The judge prompt (a JSON file or a JudgePrompt; None: the default).
 
     Returns:
         The report.
@@ -190,6 +199,12 @@ def run_retrieval_benchmark(
     text = np.concatenate(text_rows).astype(np.float32, copy=False)
     similarity = text @ audio.T
     embedded = dataset.n_clips - len(reused) - len(unreadable)
+    reranked = None
+    if rerank:
+        paths = [dataset.audio_paths[i] for i in keep]
+        reranked = _rerank(
+            embedder, similarity, caption_to_audio, captions, paths, rerank, rerank_prompt, progress
+        )
     return BenchmarkReport(
         dataset=dataset.name,
         split=dataset.split,
@@ -212,7 +227,33 @@ def run_retrieval_benchmark(
         text_s=text_s,
         wall_s=time.perf_counter() - started,
         notice=_notice(embedder),
+        rerank=reranked,
     )
+
+
+def _rerank(
+    embedder: VelaEmbedder,
+    similarity: np.ndarray,
+    caption_to_audio: np.ndarray,
+    captions: list[str],
+    paths: list[Path],
+    n: int,
+    prompt: Any,
+    progress: ProgressCallback | None,
+) -> dict[str, Any]:
+    """The re-ranked text-to-audio report (:func:`vela_search.bench.rerank_eval.rerank_retrieval`)."""
+    from vela_search.bench.rerank_eval import rerank_retrieval
+    from vela_search.embedding.judge import AudioJudge
+
+    judge = AudioJudge.for_embedder(embedder, prompt)
+    return rerank_retrieval(
+        similarity, caption_to_audio, captions, paths, judge, n, decode=_benchmark_wave, progress=progress
+    ).to_dict()
+
+
+def _benchmark_wave(path: Path) -> np.ndarray:
+    """The clip as the benchmark embedded it (its first 30 s)."""
+    return decode_benchmark_clip(path)[0]
 
 
 def _notice(embedder: VelaEmbedder) -> str | None:
@@ -223,7 +264,7 @@ def _notice(embedder: VelaEmbedder) -> str | None:
     return SHAPE_NOTICE if is_shape_model(embedder.fingerprint.model) else None
 
 
-def _decode_clip(path: Path) -> tuple[np.ndarray, bool]:
+def decode_benchmark_clip(path: Path) -> tuple[np.ndarray, bool]:
     """The clip at 16 kHz mono, cut to its first 30 s; and whether it was cut."""
     from vela_search.audio import decode_audio
 
@@ -245,7 +286,7 @@ def _decode_ahead(
 
     def decode(i: int) -> tuple[np.ndarray, bool] | AudioDecodeError:
         try:
-            return _decode_clip(paths[i])
+            return decode_benchmark_clip(paths[i])
         except AudioDecodeError as exc:
             return exc
 

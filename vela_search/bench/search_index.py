@@ -10,7 +10,9 @@ re-trains and encodes exactly as it would for a real library, and the build time
 The reference top-k is computed by brute force while the vectors are generated (inner products with the
 vectors rounded to fp16, as the exact shards store them). Both searches are measured against it one query
 at a time: the store's default search (compressed candidates re-ranked exactly, when the index chose
-codes) and ``search(..., exact=True)`` (a scan of the exact fp16 shards). Recall counts a hit when a
+codes) and ``search(..., exact=True)`` (a scan of the exact fp16 shards), and the default search under
+range filters keeping 0.1%, 1%, 10% and 100% of the rows (each against its own filtered reference). Recall
+counts a hit when a
 returned id is one of the reference top-k, or ties the k-th reference score within float rounding.
 """
 
@@ -42,13 +44,16 @@ _SEGMENTS_PER_FILE = 1000
 # Scores this close to the k-th reference score count as ties (fp16 vectors, fp32 sums in another order).
 _TIE_TOLERANCE = 1e-5
 _WARMUP_QUERIES = 3
+# The filtered cases: a numeric `sel` column (id mod 1000) with a range that keeps this share of the rows.
+FILTER_SHARES = {"0.1%": 1, "1%": 10, "10%": 100, "100%": 1000}
 
 
 @dataclass
 class SearchSide:
     """One way of searching the store, measured one query at a time against the reference top-k."""
 
-    mode: str  # "compressed" (codes + exact re-rank), "exact" (fp16 scan) or "fixed" (a forced factory)
+    mode: str  # "compressed" (codes + exact re-rank), "exact" (fp16 scan) or "fixed" (a forced factory);
+    # the filtered cases add " filter 1%" (a range filter keeping that share of the rows)
     queries: int
     recall_at_k: float
     latency_ms_p50: float
@@ -75,6 +80,7 @@ class IndexSearchRun:
     memory_fraction: float  # index_memory_bytes / fp16_bytes
     default: SearchSide
     exact: SearchSide | None  # None when the index has no exact shards (a forced lossy factory)
+    filtered: list[SearchSide]  # the default search under filters of 0.1%, 1%, 10% and 100% of the rows
     peak_rss_bytes: int
     faiss_threads: int
     notes: list[str] = field(default_factory=list)
@@ -125,21 +131,29 @@ def _rows(start: int, n: int) -> list[dict[str, Any]]:
             "path": f"/synthetic/file-{(start + i) // _SEGMENTS_PER_FILE:07d}.wav",
             "segment": (start + i) % _SEGMENTS_PER_FILE,
             "start_s": 5.0 * ((start + i) % _SEGMENTS_PER_FILE),
+            "sel": (start + i) % 1000,
         }
         for i in range(n)
     ]
 
 
 def _measure_side(
-    index: Any, queries: np.ndarray, k: int, reference: _ReferenceTopK, *, exact: bool, mode: str
+    index: Any,
+    queries: np.ndarray,
+    k: int,
+    reference: _ReferenceTopK,
+    *,
+    exact: bool,
+    mode: str,
+    ranges: dict[str, tuple[float, float]] | None = None,
 ) -> SearchSide:
-    """Recall and single-query latency of one way of searching `index`."""
+    """Recall and single-query latency of one way of searching `index` (under a range filter)."""
     for q in queries[:_WARMUP_QUERIES]:
-        index.search(q[None], k, exact=exact)
+        index.search(q[None], k, exact=exact, ranges=ranges)
     latencies, recalls = [], []
     for i, q in enumerate(queries):
         start = time.perf_counter()
-        hits = index.search(q[None], k, exact=exact)[0]
+        hits = index.search(q[None], k, exact=exact, ranges=ranges)[0]
         latencies.append(1000 * (time.perf_counter() - start))
         recalls.append(reference.recall(i, [h.id for h in hits]))
     return SearchSide(
@@ -212,6 +226,8 @@ def measure_index_search(
     generator = ClusteredVectors(dim, default_clusters(n_vectors), seed=seed)
     probes = generator.queries(queries)
     reference = _ReferenceTopK(probes, k)
+    # The filtered cases' references: the same top-k among the rows each filter keeps.
+    filtered_refs = {share: _ReferenceTopK(probes, k) for share in FILTER_SHARES}
     scratch = Path(tempfile.mkdtemp(prefix="vela-bench-search-", dir=workdir))
     notes: list[str] = []
     try:
@@ -237,6 +253,9 @@ def measure_index_search(
                 writer.commit()
                 build_s += time.perf_counter() - mark
                 reference.add(vectors, ids)
+                for share, below in FILTER_SHARES.items():
+                    keep_rows = ids % 1000 < below
+                    filtered_refs[share].add(vectors[keep_rows], ids[keep_rows])
                 commits += 1
                 del vectors, rows
                 if progress is not None:
@@ -272,6 +291,18 @@ def measure_index_search(
                 )
             else:
                 notes.append(f"the forced factory {index.factory!r} keeps no exact vectors: no exact search")
+            filtered = [
+                _measure_side(
+                    index,
+                    probes,
+                    k,
+                    filtered_refs[share],
+                    exact=False,
+                    mode=f"{mode} filter {share}",
+                    ranges={"sel": (0, below - 1)},
+                )
+                for share, below in FILTER_SHARES.items()
+            ]
             if progress is not None:
                 progress("search", 2, 2)
             shards = index.num_shards
@@ -295,6 +326,7 @@ def measure_index_search(
             memory_fraction=round(memory / fp16, 5),
             default=default,
             exact=exact,
+            filtered=filtered,
             peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
             faiss_threads=int(faiss_ops.faiss().omp_get_max_threads()),
             notes=notes,

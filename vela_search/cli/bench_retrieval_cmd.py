@@ -42,6 +42,15 @@ REUSE_INDEX_HELP = (
 )
 ReuseIndexOpt = Annotated[str | None, typer.Option("--index", help=REUSE_INDEX_HELP)]
 JsonOpt = Annotated[str | None, typer.Option("--json", metavar="OUT", help=JSON_HELP)]
+RERANK_HELP = (
+    "Also score text-to-audio after the model re-ranks each caption's top N clips (1-100) with its "
+    "yes/no judgement: both sets of metrics from the same vectors (costs captions x N forwards)."
+)
+RerankOpt = Annotated[int | None, typer.Option("--rerank", metavar="N", help=RERANK_HELP)]
+RerankPromptOpt = Annotated[
+    Path | None,
+    typer.Option("--rerank-prompt", metavar="FILE", help="With --rerank: the judge prompt (JSON)."),
+]
 
 
 # ----------------------------------------------------------------------------------------- retrieval
@@ -68,6 +77,8 @@ def clotho(
     batch_tokens: BatchTokensOpt = None,
     index: ReuseIndexOpt = None,
     json_out: JsonOpt = None,
+    rerank: RerankOpt = None,
+    rerank_prompt: RerankPromptOpt = None,
 ) -> None:
     """Text-to-audio and audio-to-text retrieval on Clotho v2.1 (evaluation: 1,045 clips x 5 captions)."""
     _run_retrieval("clotho", **locals())
@@ -99,6 +110,8 @@ def audiocaps(
     batch_tokens: BatchTokensOpt = None,
     index: ReuseIndexOpt = None,
     json_out: JsonOpt = None,
+    rerank: RerankOpt = None,
+    rerank_prompt: RerankPromptOpt = None,
 ) -> None:
     """Text-to-audio and audio-to-text retrieval on AudioCaps (test: 957 clips x 5 captions)."""
     _run_retrieval("audiocaps", **locals())
@@ -119,6 +132,8 @@ def _run_retrieval(
     batch_tokens: int | None,
     index: str | None,
     json_out: str | None,
+    rerank: int | None = None,
+    rerank_prompt: Path | None = None,
 ) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -127,6 +142,7 @@ def _run_retrieval(
     from vela_search.embedding.demos import DemoSet
     from vela_search.store import AudioIndex
 
+    prompt = _check_rerank(rerank, rerank_prompt, demos)
     if download:
         _download(name, data_dir, split)
     dataset = load_dataset(name, data_dir, split)
@@ -177,14 +193,18 @@ def _run_retrieval(
 
             def progress(stage: str, done: int, total: int) -> None:
                 if stage not in tasks:
-                    tasks[stage] = bar.add_task(f"embedding {stage}", total=total)
+                    tasks[stage] = bar.add_task(
+                        stage if stage == "re-ranking" else f"embedding {stage}", total=total
+                    )
                 bar.update(tasks[stage], completed=done, total=total)
 
             if more_demos:
                 sets = [(demos[0], embedder.demos), *more_demos]  # type: ignore[index]
                 comparison = _compare_demos(dataset, embedder, sets, batch_tokens, idx, bar, tasks)
             else:
-                report = run_retrieval_benchmark(dataset, embedder, index=idx, progress=progress)
+                report = run_retrieval_benchmark(
+                    dataset, embedder, index=idx, progress=progress, rerank=rerank, rerank_prompt=prompt
+                )
     finally:
         if idx is not None:
             idx.close()
@@ -192,6 +212,23 @@ def _run_retrieval(
         _emit(comparison.to_dict(), json_out, lambda target: _print_comparison(comparison, target))
         return
     _emit(report.to_dict(), json_out, lambda target: _print_retrieval(report, target))
+
+
+def _check_rerank(rerank: int | None, prompt: Path | None, demos: list[str] | None) -> Any:
+    """The judge prompt of ``--rerank`` (read now: a bad file fails before the model loads), or None."""
+    from vela_search.errors import QueryError
+    from vela_search.search.rerank import check_rerank
+
+    check_rerank(rerank)
+    if prompt is not None and rerank is None:
+        raise QueryError("--rerank-prompt sets the judge of --rerank N: give --rerank too")
+    if rerank is not None and demos and len(demos) > 1:
+        raise QueryError("--rerank scores one demo set: give one --demos")
+    if prompt is None:
+        return None
+    from vela_search.embedding.judge_prompt import load_judge_prompt
+
+    return load_judge_prompt(prompt)
 
 
 def _compare_demos(
@@ -291,6 +328,9 @@ def _print_retrieval(report: BenchmarkReport, target: Any) -> None:
     table.add_column("paper", justify="right")
     table.add_column("audio → text", justify="right")
     table.add_column("paper", justify="right")
+    reranked = report.rerank
+    if reranked:
+        table.add_column(f"text → audio, top {reranked['n']} re-ranked", justify="right")
     names = [f"R@{k}" for k in RECALL_KS] + ["mAP@10", "median_rank", "mean_rank"]
     for metric in names:
         row = [metric.replace("_", " ")]
@@ -298,8 +338,21 @@ def _print_retrieval(report: BenchmarkReport, target: Any) -> None:
             key = f"{direction}_{metric}"
             row.append(f"{report.metrics[key]:.2f}")
             row.append(f"{report.paper[key]:.1f}" if key in report.paper else "–")
+        if reranked:
+            row.append(f"{reranked['metrics'][f't2a_{metric}']:.2f}")
         table.add_row(*row)
     target.print(table)
+    if reranked:
+        target.print(
+            f"re-ranking: {reranked['judged']:,} judgements in {reranked['wall_s']:.1f} s "
+            f"({reranked['ms_per_candidate']:.1f} ms per candidate, decoding included); prompt "
+            f"{reranked['prompt_digest']}, order = judge + {reranked['vector_weight']:g} x cosine"
+            + (
+                f"; {reranked['undecodable']} undecodable candidate(s) kept their rank"
+                if reranked["undecodable"]
+                else ""
+            )
+        )
     counts = [f"modality gap {report.modality_gap:.4f}"]
     if report.n_missing:
         counts.append(f"{report.n_missing} clip(s) without audio left out")

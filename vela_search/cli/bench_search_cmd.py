@@ -40,7 +40,8 @@ def search_index(
     json_out: str | None = typer.Option(None, "--json", metavar="OUT", help=JSON_HELP),
 ) -> None:
     """Build an index of synthetic clustered vectors through the writer; recall@k, latency and memory of
-    its search, with the exact search of the same store beside it."""
+    its search, with the exact search of the same store and filtered searches (0.1%, 1%, 10%, 100% of the
+    rows) beside it."""
     from vela_search.bench.search_index import measure_index_search
     from vela_search.cli.common import parse_memory_option
 
@@ -79,7 +80,7 @@ def search_index(
         table = Table(title=f"top-{run.k} of {run.vectors:,} x {run.dim}, one query at a time")
         for column in ("search", "queries", f"recall@{run.k}", "p50 ms", "p99 ms"):
             table.add_column(column, justify="right" if column != "search" else "left")
-        for side in (run.default, run.exact):
+        for side in (run.default, run.exact, *run.filtered):
             if side is not None:
                 table.add_row(
                     side.mode,

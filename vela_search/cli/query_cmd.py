@@ -85,6 +85,15 @@ def query(
         "--max-duration",
         help="Only files at most this many seconds long, e.g. 2 for one-shots (applied before top-k).",
     ),
+    nprobe: int | None = typer.Option(
+        None, "--nprobe", help="Compressed indexes: IVF lists probed first (default: the tuned value)."
+    ),
+    refine: int | None = typer.Option(
+        None, "--refine", help="Compressed indexes: candidates re-scored exactly (default: the tuned depth)."
+    ),
+    exact: bool = typer.Option(
+        False, "--exact", help="Scan every stored vector (exact, slower on large indexes)."
+    ),
     model: str | None = typer.Option(None, "--model", help=MODEL_HELP + " Default: the index's model."),
     adapter: Path | None = typer.Option(
         None, "--adapter", help=ADAPTER_HELP + " Default: the index's adapter."
@@ -100,6 +109,21 @@ def query(
         help="Many text queries with one model load: one per line from FILE, or '-' for standard input "
         "(a prompt at a terminal). Empty lines and lines starting with # are skipped. With --json, one "
         "JSON object per line.",
+    ),
+    rerank: int | None = typer.Option(
+        None,
+        "--rerank",
+        metavar="N",
+        help="Re-rank the top N hits (1-100; 20 is a good start) with the audio LLM's yes/no judgement of "
+        "each candidate's audio against the query, combined with the vector score (costs one forward "
+        "per candidate).",
+    ),
+    rerank_prompt: Path | None = typer.Option(
+        None,
+        "--rerank-prompt",
+        metavar="FILE",
+        help="With --rerank: the judge prompt, a JSON file (keys text, audio, yes, no, vector_weight; "
+        "see README).",
     ),
     server: str | None = typer.Option(
         None,
@@ -134,6 +158,11 @@ def query(
         path_glob=where,
         min_duration=min_duration,
         max_duration=max_duration,
+        nprobe=nprobe,
+        refine=refine,
+        exact=exact,
+        rerank=rerank,
+        rerank_prompt=_judge_prompt(rerank_prompt, rerank),
     )
     run = QueryRun(
         index=index,
@@ -203,7 +232,13 @@ def _run_command(request: QueryRequest, run: QueryRun) -> None:
 
 def _server_can_answer(request: QueryRequest, run: QueryRun) -> bool:
     """Whether a server may answer: one text or --like query, with the index's own embedder."""
-    return run.queries is None and request.audio is None and not run.sets_embedder
+    # A server re-ranks with its own (default) judge prompt: a prompt file is read here.
+    return (
+        run.queries is None
+        and request.audio is None
+        and not run.sets_embedder
+        and request.rerank_prompt is None
+    )
 
 
 def _answer_from_server(root: Path, request: QueryRequest, run: QueryRun) -> bool:
@@ -277,7 +312,7 @@ def _searcher(idx: AudioIndex, request: QueryRequest, run: QueryRun) -> Searcher
     # Imported from the package when called: tests replace `load_index_embedder` there.
     from vela_search.search import Searcher, check_query_fits, embedder_spec, load_index_embedder
 
-    if request.kind == "like":
+    if request.kind == "like" and request.rerank is None:
         return Searcher(idx, None)
     spec = embedder_spec(idx, model=run.model, adapter=run.adapter, demos=run.demos)
     if request.text is not None:  # a text that cannot fit behind the prefix fails now (tokenizer only)
@@ -328,6 +363,18 @@ def _check_flags(request: QueryRequest, run: QueryRun) -> None:
         )
 
 
+def _judge_prompt(path: Path | None, rerank: int | None) -> Any:
+    """The --rerank-prompt file, read now so that a bad file fails before the model loads."""
+    if path is None:
+        return None
+    from vela_search.embedding.judge_prompt import load_judge_prompt
+    from vela_search.errors import QueryError
+
+    if rerank is None:
+        raise QueryError("--rerank-prompt sets the judge of --rerank N: give --rerank too")
+    return load_judge_prompt(path)
+
+
 def _absolute(path: Path) -> str:
     """A --like path as the index stores paths (absolute), so a server in another directory finds it."""
     import os
@@ -360,9 +407,15 @@ def _print_table(hits: list[Hit], *, segments: bool, filtered: bool) -> None:
             "no hits" + (" (try a looser --where, --min-score or duration filter)" if filtered else "")
         )
         return
-    table = Table(caption="score: cosine similarity, higher is closer", caption_justify="left")
+    judged = any(hit.judge is not None for hit in hits)
+    caption = "score: cosine similarity, higher is closer"
+    if judged:
+        caption += "; judge: the model's probability that the audio matches (order: judge + weight x score)"
+    table = Table(caption=caption, caption_justify="left")
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("score", justify="right", no_wrap=True)
+    if judged:
+        table.add_column("judge", justify="right", no_wrap=True)
     table.add_column("file", overflow="fold")
     table.add_column("segment" if segments else "best segment", no_wrap=True)
     table.add_column("duration", justify="right", no_wrap=True)
@@ -371,9 +424,11 @@ def _print_table(hits: list[Hit], *, segments: bool, filtered: bool) -> None:
         copies = len(hit.paths) - 1
         if copies > 0:
             name += f" [dim](+{copies} {'copy' if copies == 1 else 'copies'})[/]"
+        judge = [] if not judged else ["–" if hit.judge is None else f"{hit.judge:.3f}"]
         table.add_row(
             str(hit.rank),
             f"{hit.score:.4f}",
+            *judge,
             name,
             f"{format_timestamp(hit.start_s)}–{format_timestamp(hit.end_s)}",
             format_timestamp(hit.duration_s),

@@ -17,6 +17,11 @@ _EXPORTS = {
     "DEFAULT_MODEL": "vela_search.embedding.backbone",
     "PROMPT_VERSION": "vela_search.embedding.prompts",
     "TINY_NOTICE": "vela_search.embedding.tiny",
+    "AudioJudge": "vela_search.embedding.judge",
+    "JudgeReference": "vela_search.embedding.judge",
+    "JudgePrompt": "vela_search.embedding.judge_prompt",
+    "DEFAULT_JUDGE_PROMPT": "vela_search.embedding.judge_prompt",
+    "load_judge_prompt": "vela_search.embedding.judge_prompt",
 }
 
 __all__ = list(_EXPORTS)

@@ -21,7 +21,6 @@ import torch
 
 from vela_search.embedding import prompts
 from vela_search.embedding.attention import PrefixKV
-from vela_search.embedding.audio_encoder import conv_lengths, encode_audio
 from vela_search.embedding.backbone import DEFAULT_MODEL, Backbone, load_backbone
 from vela_search.embedding.batching import (
     DEFAULT_MAX_BATCH_ITEMS,
@@ -35,6 +34,7 @@ from vela_search.embedding.batching import (
 )
 from vela_search.embedding.demos import Demo, DemoSet
 from vela_search.embedding.fingerprint import Fingerprint, dtype_name
+from vela_search.embedding.inputs import audio_features, expand_audio_ids, input_embeddings
 from vela_search.embedding.items import EmbedItem, checked_items
 from vela_search.embedding.query_graphs import QueryGraphs
 from vela_search.embedding.rendering import PromptTemplates, encode_prompt
@@ -412,16 +412,7 @@ class VelaEmbedder:
         self, input_ids: torch.Tensor, features: tuple[torch.Tensor, torch.Tensor] | None
     ) -> torch.Tensor:
         """Token embeddings with each clip's audio-token run replaced by its encoded audio."""
-        core = self.backbone.core
-        embeds = core.get_input_embeddings()(input_ids)
-        if features is None:
-            return embeds
-        audio = encode_audio(core.audio_tower, core.multi_modal_projector, features[0], features[1])
-        audio_mask = (input_ids == self.backbone.model.config.audio_token_index).unsqueeze(-1)
-        flat = torch.cat(audio).to(embeds.dtype)
-        if int(audio_mask.sum()) != flat.shape[0]:
-            raise RuntimeError(f"audio tokens ({int(audio_mask.sum())}) != audio features ({flat.shape[0]})")
-        return embeds.masked_scatter(audio_mask, flat)
+        return input_embeddings(self.backbone, input_ids, features)
 
     # ----------------------------------------------------------------------------------- the prefix
     def _prefix_input(self) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
@@ -443,24 +434,11 @@ class VelaEmbedder:
         self, waves: Sequence[np.ndarray], device: str = "cpu"
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-mel features padded to 30 s and each clip's valid frames, as Qwen2-Audio's processor does."""
-        enc = self.backbone.processor.feature_extractor(
-            list(waves),
-            sampling_rate=SAMPLE_RATE,
-            return_attention_mask=True,
-            padding="max_length",
-            return_tensors="pt",
-            device=device,
-        )
-        return enc["input_features"], enc["attention_mask"].sum(-1)
+        return audio_features(self.backbone.processor, waves, device)
 
     def _expand_audio(self, ids: list[int], frames: torch.Tensor) -> list[int]:
         """Each ``<|AUDIO|>`` id repeated once per audio token of its clip (as the processor does)."""
-        audio_id = self.backbone.model.config.audio_token_index
-        counts = iter(int(n) for n in conv_lengths(frames)[1])
-        out: list[int] = []
-        for token in ids:
-            out.extend([token] * next(counts) if token == audio_id else [token])
-        return out
+        return expand_audio_ids(ids, frames, self.backbone.model.config.audio_token_index)
 
     def full_prompt_ids(self, item: EmbedItem) -> list[int]:
         """The whole prompt's ids (prefix + item, one ``<|AUDIO|>`` per clip) for a plain forward."""

@@ -12,6 +12,7 @@ Modules:
 - ``grouping``: turning the store's segment hits into per-file hits with duplicate paths.
 - ``request``: a :class:`QueryRequest` and :func:`run_query`, shared by the CLI and the HTTP service.
 - ``validation``: checks that need no model (k, mode, text, path filter, an empty index).
+- ``rerank``: the audio LLM judges the top N hits against the query; the order combines both scores.
 - ``clips``: the audio clip a query by example is embedded from.
 - ``index_embedder``: which embedder an index needs, and refusing one that does not match.
 """
@@ -22,6 +23,7 @@ from vela_search.search.clips import AUDIO_QUERY_WINDOW_S, MAX_AUDIO_QUERY_S, lo
 from vela_search.search.hits import Hit, HitRecord, format_timestamp, hit_record, relative_to_root
 from vela_search.search.index_embedder import check_compatible, embedder_spec, load_index_embedder
 from vela_search.search.request import QueryRequest, hits_from_records, run_query
+from vela_search.search.rerank import DEFAULT_RERANK, MAX_RERANK, check_rerank, rerank_hits
 from vela_search.search.searcher import Searcher
 from vela_search.search.validation import (
     DEFAULT_K,
@@ -40,8 +42,10 @@ from vela_search.search.validation import (
 __all__ = [
     "AUDIO_QUERY_WINDOW_S",
     "DEFAULT_K",
+    "DEFAULT_RERANK",
     "MAX_AUDIO_QUERY_S",
     "MAX_K",
+    "MAX_RERANK",
     "TEXT_MODES",
     "Hit",
     "HitRecord",
@@ -53,6 +57,7 @@ __all__ = [
     "check_k",
     "check_min_score",
     "check_not_empty",
+    "check_rerank",
     "check_query_fits",
     "check_text_query",
     "embedder_spec",
@@ -63,5 +68,6 @@ __all__ = [
     "load_query_clip",
     "normalize_glob",
     "relative_to_root",
+    "rerank_hits",
     "run_query",
 ]

@@ -1,4 +1,5 @@
-"""From the store's segment hits to `Hit`s: one per file when grouped, with duplicate paths and file rows."""
+"""From the store's segment hits to `Hit`s: drawing enough segments to fill k files when grouped (without
+restarting the search), one hit per file, with duplicate paths and file rows."""
 
 from __future__ import annotations
 
@@ -7,24 +8,63 @@ from typing import TYPE_CHECKING, Any
 from vela_search.search.hits import Hit
 
 if TYPE_CHECKING:
-    from vela_search.store import SearchHit
+    import numpy as np
+
+    from vela_search.store import AudioIndex, SearchHit
 
 
-def _file_key(row: dict) -> str:
-    # Content is indexed once however many paths hold it, so the stored path identifies the file.
+# Grouped search asks the store for k * this many segments at a time: a file contributes several
+# overlapping windows, and most of them score alike.
+OVERFETCH = 8
+
+
+def file_key(row: dict) -> str:
+    """What identifies a hit's file when grouping: content is indexed once however many paths hold it,
+    so the stored path."""
     return str(row.get("path") or row.get("content_sha256") or row.get("id"))
 
 
-def _grouping_done(hits: list[SearchHit], k: int, fetch: int, total: int, min_score: float | None) -> bool:
-    """Whether a grouped query has its answer from ``hits`` (the store's top ``fetch``)."""
-    if len(hits) < fetch or fetch >= total:
-        return True  # the store had no more candidates (filter or index exhausted)
-    if min_score is not None and hits and hits[-1].score < min_score:
-        return True  # everything further down scores lower still
-    return len({_file_key(h.row) for h in hits}) >= k
+def draw_grouped(
+    index: AudioIndex, queries: np.ndarray, k: int, min_score: float | None, store_options: dict[str, Any]
+) -> list[list[SearchHit]]:
+    """Segment hits of each query, best first, holding the best segment of up to k distinct files.
+
+    The store is asked for ``k * OVERFETCH`` segments per query (all queries in one search); while a
+    query's segments name fewer than k files (one long file filling them), it is asked again for as many
+    segments with the files found so far left out: a continuation, in which no segment is fetched twice
+    and no search restarts deeper. Each round is one store search of the same size that adds at least
+    one file, so the worst case is k rounds (every round filled by a single new file); one long file at
+    the top costs one extra round.
+    """
+    fetch = min(index.num_vectors, k * OVERFETCH)
+    found = index.search(queries, fetch, **store_options)
+    return [_continue(index, q, hits, fetch, k, min_score, store_options) for q, hits in zip(queries, found)]
 
 
-class _FilesLookup:
+def _continue(
+    index: AudioIndex,
+    query: np.ndarray,
+    hits: list[SearchHit],
+    fetch: int,
+    k: int,
+    min_score: float | None,
+    store_options: dict[str, Any],
+) -> list[SearchHit]:
+    last, keys = hits, {file_key(h.row) for h in hits}
+    while len(keys) < k and len(last) >= fetch:
+        if min_score is not None and last[-1].score < min_score:
+            break  # everything further down scores lower still
+        seen = frozenset(str(h.row["path"]) for h in hits if h.row.get("path") is not None)
+        last = index.search(query, fetch, exclude_paths=seen, **store_options)[0]
+        new = {file_key(h.row) for h in last} - keys
+        if not new:
+            break  # rows without a path cannot be left out: nothing more to draw
+        keys |= new
+        hits = hits + last
+    return sorted(hits, key=lambda h: (-h.score, h.id))
+
+
+class FilesLookup:
     """The files table as lookups: path → row, content digest → every path holding it."""
 
     def __init__(self, table: Any) -> None:
@@ -36,11 +76,16 @@ class _FilesLookup:
                 self.by_content.setdefault(row["sha256"], []).append(row["path"])
 
     def paths(self, path: str, content: str | None) -> list[str]:
+        """``path`` first, then every other indexed path with the same content."""
         others = sorted(p for p in self.by_content.get(content or "", []) if p != path)
         return [path, *others]
 
 
-def _make_hit(hit: SearchHit, rank: int, files: _FilesLookup, path_glob: str | None) -> Hit:
+def make_hit(
+    hit: SearchHit, rank: int, files: FilesLookup, path_glob: str | None, generation: int | None = None
+) -> Hit:
+    """The `Hit` of a store hit: its file's row, every path holding the same content (a path matching
+    the filter first), and the generation of the snapshot it came from."""
     row = hit.row
     path = str(row.get("path"))
     file_row = files.rows.get(path, {})
@@ -74,4 +119,5 @@ def _make_hit(hit: SearchHit, rank: int, files: _FilesLookup, path_glob: str | N
         paths=tuple(paths),
         root=None if root is None else str(root),
         file=dict(file_row),
+        generation=generation,
     )

@@ -31,6 +31,7 @@ class HitRecord(TypedDict):
     segment_id: int
     paths: list[str]
     root: str | None
+    judge: float | None
     notice: str | None
 
 
@@ -50,6 +51,10 @@ class Hit:
         paths: every indexed path with the same content (``path`` first), duplicates included.
         root: the directory the file was indexed from, when recorded.
         file: the file's row of the index's files table (size, mtime_ns, sha256, status, ...), or {}.
+        judge: with re-ranking, the audio LLM's probability that the segment matches the query (yes
+            against no); None when the hit was not judged (see :mod:`vela_search.search.rerank`).
+        generation: the index generation whose snapshot produced the hit (None for a hit read back
+            from its JSON record).
     """
 
     path: str
@@ -62,6 +67,8 @@ class Hit:
     paths: tuple[str, ...] = ()
     root: str | None = None
     file: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    judge: float | None = None
+    generation: int | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         # Vectors are stored as fp16, so a cosine can come back as 1.00005: clamp to the cosine's range
@@ -86,6 +93,7 @@ class Hit:
             "segment_id": self.segment_id,
             "paths": list(self.paths),
             "root": self.root,
+            "judge": self.judge,
         }
 
     @classmethod
@@ -101,6 +109,7 @@ class Hit:
             rank=int(record["rank"]),
             paths=tuple(record["paths"]),
             root=record["root"],
+            judge=record.get("judge"),
         )
 
 

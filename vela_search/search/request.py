@@ -7,6 +7,7 @@ is refused with the same message and returns the same hits (:func:`hit_record`) 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,17 +16,14 @@ import numpy as np
 
 from vela_search.errors import QueryError
 from vela_search.search.hits import Hit, HitRecord, hit_record
-from vela_search.search.validation import (
-    DEFAULT_K,
-    check_duration,
-    check_k,
-    check_min_score,
-    check_text_query,
-    normalize_glob,
-)
+from vela_search.search.options import SearchOptions
+from vela_search.search.rerank import check_rerank
+from vela_search.search.validation import DEFAULT_K, check_text_query
 
 if TYPE_CHECKING:
     from vela_search.embedding.embedder import EmbedItem
+    from vela_search.embedding.judge import JudgeReference
+    from vela_search.embedding.judge_prompt import JudgePrompt
     from vela_search.search.searcher import Searcher
 
 __all__ = ["HitRecord", "QueryRequest", "hit_record", "hits_from_records", "run_query"]
@@ -48,6 +46,13 @@ class QueryRequest:
         min_score: drop hits scoring below this.
         path_glob: only files whose path matches this glob (see :func:`normalize_glob`).
         min_duration, max_duration: only files of this length in seconds (None: open end).
+        rerank: judge the top this-many hits with the audio LLM and re-order them (None: vector order
+            only; see :mod:`vela_search.search.rerank`).
+        rerank_prompt: the judge prompt (a JSON file or a JudgePrompt; None: the default). Set by the
+            command line and the server's own settings, never from a request body.
+        nprobe: compressed indexes: IVF lists probed first (None: the tuned value), 1..MAX_NPROBE.
+        refine: compressed indexes: candidates re-scored exactly (None: the tuned depth), 1..MAX_REFINE.
+        exact: scan every stored vector instead of the compressed codes.
     """
 
     text: str | None = None
@@ -64,6 +69,11 @@ class QueryRequest:
     path_glob: str | None = None
     min_duration: float | None = None
     max_duration: float | None = None
+    rerank: int | None = None
+    rerank_prompt: str | Path | JudgePrompt | None = None
+    nprobe: int | None = None
+    refine: int | None = None
+    exact: bool = False
 
     @property
     def kind(self) -> str:
@@ -125,16 +135,14 @@ class QueryRequest:
         return self.validate_options()
 
     def validate_options(self) -> QueryRequest:
-        """The checks of the options alone (k, score, path and duration filters), for any query.
+        """The checks of the options alone (k, filters, accuracy knobs), for any query.
 
         Raises:
-            QueryError: k out of bounds, a bad score or duration filter, an empty path filter.
+            QueryError: k, nprobe or refine out of bounds, a bad score or duration filter, an empty path
+                filter, a non-boolean exact.
         """
-        check_k(self.k)
-        check_min_score(self.min_score)
-        normalize_glob(self.path_glob)
-        if self.duration is not None:
-            check_duration(self.duration)
+        SearchOptions.checked(**self.search_options())
+        check_rerank(self.rerank)
         return self
 
     def embed_item(self, clip: np.ndarray | None = None) -> EmbedItem:
@@ -155,6 +163,39 @@ class QueryRequest:
             return EmbedItem("audio", wave=clip)
         raise QueryError("a search by an indexed file or segment uses stored vectors: nothing to embed")
 
+    def judge_reference(self, searcher: Searcher, clip: np.ndarray | None = None) -> JudgeReference:
+        """What re-ranking judges the candidates against: the text as written, or the example's audio.
+
+        ``clip`` is the decoded query clip of an audio query, when the caller has it. An indexed file
+        (``like``) is read as a query by example reads it (whole up to 30 s, else its first 10 s or the
+        span, at most 30 s of it); an indexed segment is read over its span.
+
+        Raises:
+            AudioDecodeError: the example cannot be decoded.
+        """
+        from vela_search.embedding.judge import JudgeReference
+        from vela_search.search.clips import MAX_AUDIO_QUERY_S, load_query_clip
+
+        kind = self.kind
+        if kind == "text":
+            instruction = self.instruction if self.mode == "instruction" else None
+            return JudgeReference.for_text(self.text, instruction)  # type: ignore[arg-type]
+        if kind == "audio":
+            if clip is None:
+                clip = load_query_clip(self.audio, self.start_s, self.end_s)  # type: ignore[arg-type]
+            return JudgeReference(wave=clip)
+        if kind == "like":
+            end = self.end_s
+            if self.start_s is not None and end is not None:
+                end = min(end, self.start_s + MAX_AUDIO_QUERY_S)
+            return JudgeReference(wave=load_query_clip(self.like, self.start_s, end))  # type: ignore[arg-type]
+        from vela_search.audio import decode_audio
+
+        row = searcher.segment(self.like_segment)  # type: ignore[arg-type]
+        end = row.get("end_s")
+        wave = decode_audio(row["path"], start_s=float(row.get("start_s") or 0.0), end_s=end)
+        return JudgeReference(wave=wave)
+
     def search_options(self) -> dict[str, Any]:
         """Keyword arguments of the Searcher's search methods."""
         return {
@@ -163,10 +204,20 @@ class QueryRequest:
             "path_glob": self.path_glob,
             "duration": self.duration,
             "group": self.group,
+            "nprobe": self.nprobe,
+            "refine": self.refine,
+            "exact": self.exact,
         }
 
 
-def run_query(searcher: Searcher, request: QueryRequest, *, vector: np.ndarray | None = None) -> list[Hit]:
+def run_query(
+    searcher: Searcher,
+    request: QueryRequest,
+    *,
+    vector: np.ndarray | None = None,
+    clip: np.ndarray | None = None,
+    on_model_thread: Callable[[Callable[[], np.ndarray]], np.ndarray] | None = None,
+) -> list[Hit]:
     """Answer ``request`` with ``searcher``.
 
     Args:
@@ -174,12 +225,34 @@ def run_query(searcher: Searcher, request: QueryRequest, *, vector: np.ndarray |
         request: the query, validated here again.
         vector: the query's unit vector when the caller embedded it already (e.g. in a batch with other
             queries); otherwise text and audio queries are embedded by the searcher's embedder.
+        clip: the decoded clip of an audio query, when the caller decoded it already (re-ranking judges
+            against it).
+        on_model_thread: where re-ranking runs the judge's forward (see :meth:`Searcher.rerank`).
 
     Raises:
         QueryError, EmptyIndexError, AudioDecodeError: as the Searcher's methods.
     """
     request.validate()
     options = request.search_options()
+    if request.rerank:
+        options["k"] = max(request.k, request.rerank)  # judge the top N even when fewer are shown
+    hits = _vector_hits(searcher, request, options, vector, clip)
+    if not request.rerank:
+        return hits
+    reference = request.judge_reference(searcher, clip)
+    hits = searcher.rerank(
+        hits, reference, n=request.rerank, prompt=request.rerank_prompt, on_model_thread=on_model_thread
+    )
+    return hits[: request.k]
+
+
+def _vector_hits(
+    searcher: Searcher,
+    request: QueryRequest,
+    options: dict[str, Any],
+    vector: np.ndarray | None,
+    clip: np.ndarray | None,
+) -> list[Hit]:
     if vector is not None:
         return searcher.search_vectors(vector, **options)[0]
     kind = request.kind
@@ -188,6 +261,8 @@ def run_query(searcher: Searcher, request: QueryRequest, *, vector: np.ndarray |
     if kind == "like_segment":
         return searcher.search_like_segment(request.like_segment, **options)  # type: ignore[arg-type]
     if kind == "audio":
+        if clip is not None:
+            return searcher.search_audio(clip, **options)
         return searcher.search_audio(request.audio, request.start_s, request.end_s, **options)  # type: ignore[arg-type]
     return searcher.search(request.text, mode=request.mode, instruction=request.instruction, **options)  # type: ignore[arg-type]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -11,32 +11,21 @@ import numpy as np
 
 from vela_search.errors import QueryError
 from vela_search.search.clips import load_query_clip
-from vela_search.search.grouping import _file_key, _FilesLookup, _grouping_done, _make_hit
+from vela_search.search.grouping import FilesLookup, draw_grouped, file_key, make_hit
 from vela_search.search.hits import Hit
 from vela_search.search.index_embedder import check_compatible, load_index_embedder, notice_for_model
+from vela_search.search.options import SearchOptions
+from vela_search.search.rerank import DEFAULT_RERANK
 from vela_search.search.similar import segment_row, stored_file_vector, stored_segment_vector
-from vela_search.search.validation import (
-    DEFAULT_K,
-    check_duration,
-    check_fits,
-    check_k,
-    check_min_score,
-    check_not_empty,
-    check_text_query,
-    normalize_glob,
-)
+from vela_search.search.validation import DEFAULT_K, check_fits, check_not_empty, check_text_query
 
 if TYPE_CHECKING:
     from vela_search.embedding.embedder import EmbedItem, VelaEmbedder
+    from vela_search.embedding.judge import JudgeReference
+    from vela_search.embedding.judge_prompt import JudgePrompt
     from vela_search.store import AudioIndex, SearchHit
 
 __all__ = ["Searcher"]
-
-
-# Grouped search first asks the store for k * this many segments, then widens by _WIDEN while files are
-# missing: a file contributes several overlapping windows, and most of them score alike.
-_OVERFETCH = 8
-_WIDEN = 4
 
 
 class Searcher:
@@ -63,7 +52,7 @@ class Searcher:
         self.index = index
         self.embedder = embedder
         self._lock = threading.RLock()
-        self._files: _FilesLookup | None = None
+        self._files: FilesLookup | None = None
 
     @classmethod
     def open(
@@ -139,11 +128,8 @@ class Searcher:
         Raises:
             FingerprintMismatchError: the index was rebuilt with another embedder.
         """
-        from vela_search.store import AudioIndex
-
-        latest = AudioIndex.open(self.index.root)
-        if latest.generation == self.index.generation:
-            latest.close()
+        latest = self.index.refreshed()  # reads only what the new generation adds
+        if latest is self.index:
             return False
         try:
             if self.embedder is not None:
@@ -168,6 +154,9 @@ class Searcher:
         path_glob: str | None = None,
         duration: tuple[float | None, float | None] | None = None,
         group: bool = True,
+        nprobe: int | None = None,
+        refine: int | None = None,
+        exact: bool = False,
     ) -> list[Hit]:
         """Search with one text query.
 
@@ -185,10 +174,17 @@ class Searcher:
             duration: only files whose length in seconds lies in ``(min, max)`` (inclusive; None for an open
                 end), applied before top-k, e.g. ``(None, 2.0)`` for one-shots of up to 2 s.
             group: one hit per file (its best segment); False lists every segment.
+            nprobe: compressed indexes only: IVF lists probed first, 1..MAX_NPROBE (default: the value
+                the index was tuned for; more is slower and finds more). A filter that leaves too few
+                candidates widens it automatically, so it never costs hits.
+            refine: compressed indexes only: candidates re-scored exactly with the stored vectors,
+                1..MAX_REFINE (default: the tuned re-rank depth, at least 10 x k).
+            exact: scan every stored vector instead of the compressed codes (exact, slower on large
+                indexes). All three are ignored by indexes searched exactly anyway.
 
         Raises:
-            QueryError: empty query or instruction, bad mode, k out of bounds, or a query over the token
-                limit (the message gives its token count and the limit).
+            QueryError: empty query or instruction, bad mode, k, nprobe or refine out of bounds, or a
+                query over the token limit (the message gives its token count and the limit).
             EmptyIndexError: the index holds no vectors.
         """
         return self.search_many(
@@ -200,6 +196,9 @@ class Searcher:
             path_glob=path_glob,
             duration=duration,
             group=group,
+            nprobe=nprobe,
+            refine=refine,
+            exact=exact,
         )[0]
 
     def search_many(
@@ -213,6 +212,9 @@ class Searcher:
         path_glob: str | None = None,
         duration: tuple[float | None, float | None] | None = None,
         group: bool = True,
+        nprobe: int | None = None,
+        refine: int | None = None,
+        exact: bool = False,
     ) -> list[list[Hit]]:
         """Search with many text queries at once (embedded in shared batches, searched together).
 
@@ -223,22 +225,25 @@ class Searcher:
         """
         if isinstance(queries, str):
             raise TypeError("search_many takes a sequence of queries; use search() for one")
-        k = check_k(k)
-        min_score = check_min_score(min_score)
-        if duration is not None:
-            duration = check_duration(duration)  # before any embedding work
+        options = self._checked(
+            k=k,
+            min_score=min_score,
+            path_glob=path_glob,
+            duration=duration,
+            group=group,
+            nprobe=nprobe,
+            refine=refine,
+            exact=exact,
+        )
         if not queries:
             return []
         for query in queries:
             check_text_query(query, mode, instruction)
-        check_not_empty(self.index)
         from vela_search.embedding.embedder import EmbedItem
 
         items = [EmbedItem(mode, text=q, instruction=instruction) for q in queries]
         vectors = self._embed(items)
-        return self.search_vectors(
-            vectors, k=k, min_score=min_score, path_glob=path_glob, duration=duration, group=group
-        )
+        return self._search_checked(vectors, options)
 
     # ------------------------------------------------------------------------------------ audio queries
     def search_audio(
@@ -252,6 +257,9 @@ class Searcher:
         path_glob: str | None = None,
         duration: tuple[float | None, float | None] | None = None,
         group: bool = True,
+        nprobe: int | None = None,
+        refine: int | None = None,
+        exact: bool = False,
     ) -> list[Hit]:
         """Query by example: embed an audio clip as audio and search with it.
 
@@ -263,25 +271,28 @@ class Searcher:
             source: an audio file (any supported format) or a 16 kHz mono float32 waveform.
             start_s: start of the span in seconds.
             end_s: end of the span in seconds.
-            k, min_score, path_glob, duration, group: as in :meth:`search`.
+            k, min_score, path_glob, duration, group, nprobe, refine, exact: as in :meth:`search`.
 
         Raises:
             QueryError: an invalid span or one longer than 30 s, k out of bounds.
             AudioDecodeError: the file cannot be decoded.
             EmptyIndexError: the index holds no vectors.
         """
-        k = check_k(k)
-        min_score = check_min_score(min_score)
-        if duration is not None:
-            duration = check_duration(duration)  # before any embedding work
-        check_not_empty(self.index)
+        options = self._checked(
+            k=k,
+            min_score=min_score,
+            path_glob=path_glob,
+            duration=duration,
+            group=group,
+            nprobe=nprobe,
+            refine=refine,
+            exact=exact,
+        )
         from vela_search.embedding.embedder import EmbedItem
 
         wave = load_query_clip(source, start_s, end_s)
         vectors = self._embed([EmbedItem("audio", wave=wave)])
-        return self.search_vectors(
-            vectors, k=k, min_score=min_score, path_glob=path_glob, duration=duration, group=group
-        )[0]
+        return self._search_checked(vectors, options)[0]
 
     def search_like(
         self,
@@ -294,6 +305,9 @@ class Searcher:
         path_glob: str | None = None,
         duration: tuple[float | None, float | None] | None = None,
         group: bool = True,
+        nprobe: int | None = None,
+        refine: int | None = None,
+        exact: bool = False,
     ) -> list[Hit]:
         """More like a file the index holds: search with its stored vectors, no model needed.
 
@@ -304,22 +318,25 @@ class Searcher:
             path: a file of the index (a copy's path works too).
             start_s: with ``end_s``, only the windows overlapping this span.
             end_s: end of the span.
-            k, min_score, path_glob, duration, group: as in :meth:`search`.
+            k, min_score, path_glob, duration, group, nprobe, refine, exact: as in :meth:`search`.
 
         Raises:
             QueryError: the file is not in the index, no window overlaps the span, k out of bounds.
             EmptyIndexError: the index holds no vectors.
         """
-        k = check_k(k)
-        min_score = check_min_score(min_score)
-        if duration is not None:
-            duration = check_duration(duration)  # before any embedding work
-        check_not_empty(self.index)
+        options = self._checked(
+            k=k,
+            min_score=min_score,
+            path_glob=path_glob,
+            duration=duration,
+            group=group,
+            nprobe=nprobe,
+            refine=refine,
+            exact=exact,
+        )
         with self._lock:
             vector = stored_file_vector(self.index, path, start_s=start_s, end_s=end_s)
-        return self.search_vectors(
-            vector, k=k, min_score=min_score, path_glob=path_glob, duration=duration, group=group
-        )[0]
+        return self._search_checked(vector, options)[0]
 
     def search_like_segment(
         self,
@@ -330,6 +347,9 @@ class Searcher:
         path_glob: str | None = None,
         duration: tuple[float | None, float | None] | None = None,
         group: bool = True,
+        nprobe: int | None = None,
+        refine: int | None = None,
+        exact: bool = False,
     ) -> list[Hit]:
         """More like one indexed segment (the ``segment_id`` of a hit): search with its stored vector.
 
@@ -337,16 +357,19 @@ class Searcher:
             QueryError: no live segment has this id in the current snapshot, k out of bounds.
             EmptyIndexError: the index holds no vectors.
         """
-        k = check_k(k)
-        min_score = check_min_score(min_score)
-        if duration is not None:
-            duration = check_duration(duration)
-        check_not_empty(self.index)
+        options = self._checked(
+            k=k,
+            min_score=min_score,
+            path_glob=path_glob,
+            duration=duration,
+            group=group,
+            nprobe=nprobe,
+            refine=refine,
+            exact=exact,
+        )
         with self._lock:
             vector = stored_segment_vector(self.index, segment_id)
-        return self.search_vectors(
-            vector, k=k, min_score=min_score, path_glob=path_glob, duration=duration, group=group
-        )[0]
+        return self._search_checked(vector, options)[0]
 
     def segment(self, segment_id: int) -> dict:
         """The metadata row of a live segment of the current snapshot (path, start_s, end_s, ...).
@@ -367,47 +390,105 @@ class Searcher:
         path_glob: str | None = None,
         duration: tuple[float | None, float | None] | None = None,
         group: bool = True,
+        nprobe: int | None = None,
+        refine: int | None = None,
+        exact: bool = False,
     ) -> list[list[Hit]]:
         """Search with query vectors already embedded by this Searcher's embedder.
 
-        Grouped search over-fetches segments from the store (k x 8, widened x 4 as needed) until it has
-        k distinct files, the rest scores below ``min_score``, or the index is exhausted; every file's
-        hit is then its best segment.
+        Grouped search draws segments from the store k x 8 at a time, leaving out the files it has,
+        until it has k distinct files, the rest scores below ``min_score``, or the index is exhausted
+        (see :func:`draw_grouped`); every file's hit is then its best segment. Every hit carries the
+        generation of the snapshot that produced it (``Hit.generation``).
 
         Args:
             vectors: (n, dim) float32 unit vectors (a single (dim,) vector is one query).
-            k, min_score, path_glob, duration, group: as in :meth:`search`.
+            k, min_score, path_glob, duration, group, nprobe, refine, exact: as in :meth:`search`.
 
         Returns:
             One list of hits per query.
         """
-        k = check_k(k)
-        min_score = check_min_score(min_score)
-        path_glob = normalize_glob(path_glob)
-        ranges = {"duration_s": check_duration(duration)} if duration is not None else None
+        return self._search_checked(
+            vectors,
+            self._checked(
+                k=k,
+                min_score=min_score,
+                path_glob=path_glob,
+                duration=duration,
+                group=group,
+                nprobe=nprobe,
+                refine=refine,
+                exact=exact,
+            ),
+        )
+
+    def _checked(self, **options: object) -> SearchOptions:
+        """Every search method's checks, in one place: the options, then a non-empty index.
+
+        Raises:
+            QueryError: an option out of bounds (see `SearchOptions.checked`).
+            EmptyIndexError: the index holds no vectors.
+        """
+        checked = SearchOptions.checked(**options)
+        check_not_empty(self.index)
+        return checked
+
+    def _search_checked(self, vectors: np.ndarray, options: SearchOptions) -> list[list[Hit]]:
         q = np.asarray(vectors, dtype=np.float32)
         if q.ndim == 1:
             q = q[None, :]
-        with self._lock:
-            index = self.index
-            total = index.num_vectors
-            if total == 0:
-                check_not_empty(index)
-            fetch = min(total, k if not group else k * _OVERFETCH)
-            results: list[list[SearchHit] | None] = [None] * len(q)
-            pending = list(range(len(q)))
-            while pending:
-                found = index.search(q[pending], fetch, path_glob=path_glob, ranges=ranges)
-                still = []
-                for i, hits in zip(pending, found, strict=True):
-                    results[i] = hits
-                    if group and not _grouping_done(hits, k, fetch, total, min_score):
-                        still.append(i)
-                if not still:
-                    break
-                pending, fetch = still, min(total, fetch * _WIDEN)
+        store_options = options.store_options()
+        with self._lock:  # a refresh waits: it closes the snapshot being searched
+            index = self.index  # one snapshot answers the whole call, and names its generation
+            check_not_empty(index)
+            if options.group:
+                found = draw_grouped(index, q, options.k, options.min_score, store_options)
+            else:
+                found = index.search(q, min(index.num_vectors, options.k), **store_options)
             files = self._files_lookup()
-        return [self._hits(hits or [], k, min_score, path_glob, group, files) for hits in results]
+        return [self._hits(hits, options, files, index.generation) for hits in found]
+
+    # ------------------------------------------------------------------------------------------ re-ranking
+    def rerank(
+        self,
+        hits: Sequence[Hit],
+        reference: JudgeReference,
+        *,
+        n: int = DEFAULT_RERANK,
+        prompt: JudgePrompt | str | Path | None = None,
+        on_model_thread: Callable[[Callable[[], np.ndarray]], np.ndarray] | None = None,
+    ) -> list[Hit]:
+        """Re-order the top ``n`` hits by the audio LLM's judgement combined with their scores.
+
+        The judge is this Searcher's model (same weights, adapter, quantization); see
+        :mod:`vela_search.search.rerank` for the rule. Hits whose audio cannot be decoded keep their rank.
+
+        Args:
+            hits: hits of this Searcher, best first.
+            reference: the query as the judge reads it (``JudgeReference.for_text(...)`` or a clip).
+            n: how many of the top hits to judge (1..MAX_RERANK).
+            prompt: the judge prompt (a JSON file or a ``JudgePrompt``; None: the default).
+            on_model_thread: runs the judge's forward where the model runs (a server's model thread,
+                between its embedding batches); None: here, under this Searcher's lock.
+
+        Raises:
+            QueryError: no model, or ``n`` out of bounds; TokenBudgetError: the query is too long.
+        """
+        from vela_search.embedding.judge import AudioJudge
+        from vela_search.search.rerank import check_rerank, rerank_hits
+
+        check_rerank(n)
+        if self.embedder is None:
+            raise QueryError("re-ranking needs the model: open the Searcher with its embedder")
+        judge = AudioJudge.for_embedder(self.embedder, prompt)
+
+        def locked(ref: JudgeReference, clips: list[np.ndarray]) -> np.ndarray:
+            if on_model_thread is not None:
+                return on_model_thread(lambda: judge.judge(ref, clips))
+            with self._lock:
+                return judge.judge(ref, clips)
+
+        return rerank_hits(hits, reference, locked, n=n, vector_weight=judge.prompt.vector_weight)
 
     # ------------------------------------------------------------------------------------------ helpers
     def embed_query(self, query: str, *, mode: str = "caption", instruction: str | None = None) -> np.ndarray:
@@ -429,31 +510,27 @@ class Searcher:
                 check_fits(emb, item)
             return emb.embed_items(items)
 
-    def _files_lookup(self) -> _FilesLookup:
+    def _files_lookup(self) -> FilesLookup:
         if self._files is None:
-            self._files = _FilesLookup(self.index.files())
+            self._files = FilesLookup(self.index.files())
         return self._files
 
     def _hits(
-        self,
-        found: list[SearchHit],
-        k: int,
-        min_score: float | None,
-        path_glob: str | None,
-        group: bool,
-        files: _FilesLookup,
+        self, found: list[SearchHit], options: SearchOptions, files: FilesLookup, generation: int
     ) -> list[Hit]:
         chosen: list[SearchHit] = []
         seen: set[str] = set()
         for hit in found:  # best first
-            if min_score is not None and hit.score < min_score:
+            if options.min_score is not None and hit.score < options.min_score:
                 break
-            if group:
-                key = _file_key(hit.row)
+            if options.group:
+                key = file_key(hit.row)
                 if key in seen:
                     continue
                 seen.add(key)
             chosen.append(hit)
-            if len(chosen) == k:
+            if len(chosen) == options.k:
                 break
-        return [_make_hit(h, rank, files, path_glob) for rank, h in enumerate(chosen, start=1)]
+        return [
+            make_hit(h, rank, files, options.path_glob, generation) for rank, h in enumerate(chosen, start=1)
+        ]

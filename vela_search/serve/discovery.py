@@ -94,6 +94,8 @@ def request_body(request: QueryRequest, index: str | None) -> tuple[str, dict[st
         "max_duration": request.max_duration,
         "index": index,
     }
+    if request.rerank is not None:  # sent only when asked: a server of an older version refuses the key
+        options["rerank"] = request.rerank
     if request.kind == "like":
         return "/api/search/like", {
             "path": str(request.like),

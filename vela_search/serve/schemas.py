@@ -20,7 +20,8 @@ from pydantic import (
 
 from vela_search.search.hits import HitRecord
 from vela_search.search.request import QueryRequest
-from vela_search.search.validation import DEFAULT_K, MAX_K
+from vela_search.search.rerank import MAX_RERANK
+from vela_search.search.validation import DEFAULT_K, MAX_K, MAX_NPROBE, MAX_REFINE
 
 __all__ = [
     "ErrorBody",
@@ -110,15 +111,34 @@ class SearchOptions(BaseModel):
         None, description="Only files at least this many seconds long (at most max_duration: else 400)."
     )
     max_duration: Seconds | None = Field(None, description="Only files at most this many seconds long.")
+    rerank: Annotated[int, Field(ge=1, le=MAX_RERANK), BeforeValidator(_json_integer)] | None = Field(
+        None,
+        description="Re-rank the top N hits with the model's yes/no judgement of each candidate's "
+        "audio against the query (hits then carry `judge`).",
+    )
+
+    nprobe: Annotated[int, Field(ge=1, le=MAX_NPROBE), BeforeValidator(_json_integer)] | None = Field(
+        None, description="Compressed indexes: IVF lists probed first (default: the index's tuned value)."
+    )
+    refine: Annotated[int, Field(ge=1, le=MAX_REFINE), BeforeValidator(_json_integer)] | None = Field(
+        None, description="Compressed indexes: candidates re-scored exactly (default: the tuned depth)."
+    )
+    exact: bool = Field(
+        False, strict=True, description="Scan every stored vector instead of the compressed codes (slower)."
+    )
 
     def request_options(self) -> dict:
         return {
+            "nprobe": self.nprobe,
+            "refine": self.refine,
+            "exact": self.exact,
             "k": self.k,
             "group": not self.segments,
             "min_score": self.min_score,
             "path_glob": self.where,
             "min_duration": self.min_duration,
             "max_duration": self.max_duration,
+            "rerank": self.rerank,
         }
 
 

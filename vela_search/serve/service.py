@@ -141,9 +141,9 @@ class ServedIndex:
         return self.current
 
     def _advance(self) -> None:
-        latest = AudioIndex.open(self.root)
-        if latest.generation == self.current.number:
-            latest.close()
+        # Only what the new manifest adds is read; open shards, codes and tables are shared.
+        latest = self.current.searcher.index.refreshed()
+        if latest is self.current.searcher.index:
             return
         batcher = self.models.ready(latest) if latest.num_vectors else None
         if batcher is None and latest.num_vectors:
@@ -185,9 +185,28 @@ class ServedIndex:
         except VelaError:
             return None
 
-    def search(self, generation: Generation, request: QueryRequest, vector: np.ndarray | None) -> list[Hit]:
-        """Run a request on ``generation`` (blocking: call it from a worker thread)."""
-        return run_query(generation.searcher, request, vector=vector)
+    def search(
+        self,
+        generation: Generation,
+        request: QueryRequest,
+        vector: np.ndarray | None = None,
+        clip: np.ndarray | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> list[Hit]:
+        """Run a request on ``generation`` (blocking: call it from a worker thread).
+
+        A re-ranking request's judge forwards run on the batcher's model thread (``loop`` is the event
+        loop it belongs to), between embedding batches, never beside them.
+        """
+        on_model_thread = None
+        batcher = generation.batcher
+        if request.rerank and batcher is not None and loop is not None:
+
+            def on_model_thread(work):  # type: ignore[no-untyped-def]
+                return asyncio.run_coroutine_threadsafe(batcher.run_on_model_thread(work), loop).result()
+
+        searcher = generation.searcher
+        return run_query(searcher, request, vector=vector, clip=clip, on_model_thread=on_model_thread)
 
     def info(self) -> dict[str, Any]:
         """Counts, embedder and generation (for /api/indexes and the page's summary)."""
@@ -314,7 +333,8 @@ class Service:
                 raise QueryError(f"index {served.name}: {served.note or 'no model is loaded for it'}")
             item = request.embed_item(clip)
             vector = await generation.batcher.embed(item, timeout_s=max(0.0, deadline - loop.time()))
-        return generation, await asyncio.to_thread(served.search, generation, request, vector)
+        hits = await asyncio.to_thread(served.search, generation, request, vector, clip, loop)
+        return generation, hits
 
     async def warm_up(self) -> None:
         """Compute each model's demo prefix before the first request (so it does not pay for it)."""

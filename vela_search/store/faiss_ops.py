@@ -312,12 +312,36 @@ def search(
             return index.search(queries, k, params=_search_params(index, k, None))
         return index.search(queries, k)
     try:
-        return index.search(queries, k, params=_search_params(index, k, bitmap_selector(allowed)))
+        selector = bitmap_selector(allowed)
+        scores, positions = index.search(queries, k, params=_search_params(index, k, selector))
     except RuntimeError:
         pass
+    else:
+        return _widen_probes(index, queries, k, selector, allowed, scores, positions)
     wide = min(n, k + int(n - np.count_nonzero(allowed)))
     scores, positions = index.search(queries, wide)
     return keep_allowed(scores, positions, allowed, k)
+
+
+def _widen_probes(
+    index: Any, queries: np.ndarray, k: int, selector: Any, allowed: np.ndarray, scores: Any, positions: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    """An IVF index applies a filter only inside the lists it probes: search the queries that came back
+    with fewer than min(k, allowed rows) results again with 4x the probes, up to every list, so that a
+    filter never silently returns fewer hits than match."""
+    f = faiss()
+    concrete = f.downcast_index(index)
+    if not isinstance(concrete, f.IndexIVF):
+        return scores, positions
+    want = min(k, int(np.count_nonzero(allowed)))
+    nprobe, nlist = int(concrete.nprobe), int(concrete.nlist)
+    short = np.flatnonzero((positions >= 0).sum(axis=1) < want)
+    while short.size and nprobe < nlist:
+        nprobe = min(nlist, nprobe * 4)
+        params = f.SearchParametersIVF(sel=selector, nprobe=nprobe)
+        scores[short], positions[short] = index.search(queries[short], k, params=params)
+        short = short[(positions[short] >= 0).sum(axis=1) < want]
+    return scores, positions
 
 
 def bitmap_selector(allowed: np.ndarray) -> Any:

@@ -36,6 +36,16 @@ _COPY_ROWS = 65_536
 
 _lock = threading.Lock()
 _resources: Any = None
+# FAISS documents a GpuResources object as unsafe to use from two threads at once, and every GPU copy
+# made here uses the one process-wide object (each holds its own scratch memory: one per index or per
+# thread would multiply it). Every use of it - copying an index to the GPU, searching a GPU copy -
+# therefore holds this lock: searches of any two served indexes never overlap on the GPU.
+_in_use = threading.RLock()
+
+
+def resources_lock() -> threading.RLock:
+    """The lock held while the shared GPU resources are in use (copies and searches)."""
+    return _in_use
 
 
 def has_gpu_support() -> bool:
@@ -102,9 +112,13 @@ def to_gpu(index: Any) -> Any:
     f = faiss_ops.faiss()
     try:
         concrete = f.downcast_index(index)
-        if isinstance(concrete, f.IndexScalarQuantizer) and concrete.sq.qtype == f.ScalarQuantizer.QT_fp16:
-            return _fp16_flat(concrete)
-        return _clone(index)
+        with _in_use:
+            if (
+                isinstance(concrete, f.IndexScalarQuantizer)
+                and concrete.sq.qtype == f.ScalarQuantizer.QT_fp16
+            ):
+                return _fp16_flat(concrete)
+            return _clone(index)
     except (RuntimeError, AttributeError):
         return index
 
@@ -164,7 +178,8 @@ def search(
         return faiss_ops.search(cpu_index, queries, k, allowed)
     if allowed is None:
         try:
-            return gpu_index.search(queries, k)
+            with _in_use:
+                return gpu_index.search(queries, k)
         except RuntimeError:
             return faiss_ops.search(cpu_index, queries, k, None)
     # (For a mask longer than the index, e.g. over global ids, this over-counts: more CPU, never wrong.)
@@ -172,7 +187,8 @@ def search(
     needed = k + excluded
     width = min(needed, n, GPU_MAX_K)
     try:
-        scores, positions = gpu_index.search(queries, width)
+        with _in_use:
+            scores, positions = gpu_index.search(queries, width)
     except RuntimeError:
         return faiss_ops.search(cpu_index, queries, k, allowed)
     valid = positions >= 0

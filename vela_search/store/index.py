@@ -19,7 +19,7 @@ from .rerank import CodesSearcher, merge_codes
 from .shards import ShardReader, compile_glob
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Mapping
+    from collections.abc import Collection, Iterable, Iterator, Mapping
 
     from .writer import IndexWriter
 
@@ -29,9 +29,28 @@ if TYPE_CHECKING:
 # vectors out of them (docs/format.md, "Checksums and paths").
 VERIFY_AT_OPEN_BYTES = 256 << 20
 
+# A filter that leaves at most this fraction of a compressed index's coded rows is answered by an exact
+# scan of the matching rows only (cheaper than probing the codes, and exact); see docs/benchmarks.md,
+# "Filtered search", for the measured cross-over.
+FILTER_SCAN_FRACTION = 0.005
+
 # How many times open() re-reads the manifest when a commit removes files between reading it and
 # opening the files it names.
 _OPEN_ATTEMPTS = 50
+
+
+@dataclass(frozen=True)
+class RowFilter:
+    """Which rows a search may return: a path pattern, numeric ranges, and files left out."""
+
+    pattern: re.Pattern[str] | None = None
+    ranges: Mapping[str, tuple[float | None, float | None]] | None = None
+    exclude: frozenset[str] = frozenset()
+
+    @property
+    def empty(self) -> bool:
+        """Whether it lets every (undeleted) row through."""
+        return self.pattern is None and not self.ranges and not self.exclude
 
 
 @dataclass(frozen=True)
@@ -77,6 +96,21 @@ def _merge_top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarra
     return np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1)
 
 
+def _reuse_or_read(
+    root: Path, previous: AudioIndex | None, data: dict, kind: str, read: table_log.ReadBytes
+) -> Any:
+    """Table `kind` (files, deleted) of generation `data`: the previous snapshot's table with only the
+    deltas committed since applied, when `data` extends that generation's table; else read whole."""
+    if previous is not None:
+        table = previous._files if kind == "files" else previous._deleted
+        extended = table_log.extend(root, previous.manifest, table, data, kind, read)
+        if extended is not None:
+            return extended
+    if kind == "files":
+        return table_log.read_files(root, data, read)
+    return table_log.read_deleted(root, data, read)
+
+
 class AudioIndex:
     """A consistent, read-only snapshot of an index: one manifest and only the files it names.
 
@@ -86,38 +120,79 @@ class AudioIndex:
     Use `AudioIndex.open`, `create` or `open_or_create` rather than the constructor.
     """
 
-    def __init__(self, root: Path, data: dict, *, shards: bool = True, vectors: bool = True) -> None:
+    def __init__(
+        self,
+        root: Path,
+        data: dict,
+        *,
+        shards: bool = True,
+        vectors: bool = True,
+        previous: AudioIndex | None = None,
+    ) -> None:
         self.root = Path(root)
         self.manifest = data
         self._lock = threading.Lock()
         self._opened = "vectors" if shards and vectors else "metadata" if shards else "none"
-        checksums = data.get("checksums") or {}
+        self._closed = False
+        if previous is not None and (
+            previous._closed or previous.root != self.root or previous._opened != self._opened
+        ):
+            previous = None  # a closed snapshot has released its data: nothing to reuse
         # Every file is opened (read into memory or mapped, and checked) now and closed: the snapshot then
         # survives the commits that delete its files, and holds no open files however many shards there are.
+        # Files the previous snapshot opened are immutable: its readers are shared, not read again.
         self._shards: list[ShardReader] = []
-        if shards:
-            for entry in data["shards"]:
-                reader = ShardReader(self.root, entry, int(data["dim"]), checksums)
-                self._shards.append(reader.load(vectors=vectors))
-            if vectors and sum(r.mapped_bytes for r in self._shards) <= VERIFY_AT_OPEN_BYTES:
-                for reader in self._shards:
-                    reader.index(verify=True)
-        # Each table is its base file with the deltas committed since applied (format version 2).
-        self._files = table_log.read_files(self.root, data, self._read_table)
-        self._deleted = table_log.read_deleted(self.root, data, self._read_table)
-        self._deleted_masks: dict[int, np.ndarray | None] = {}
-        self._locator: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-        # Automatic indexes past exact size: every shard's codes merged into one candidate index.
-        self._codes: CodesSearcher | None = None
-        self._live_ids: tuple[np.ndarray | None] | None = None  # cached mask of undeleted ids
-        # Shards without codes (small ones) are searched exactly beside them.
-        self._uncoded = [i for i, e in enumerate(data["shards"]) if not e.get("codes")]
-        if shards and vectors and data.get("codes") and len(self._uncoded) < len(data["shards"]):
-            self._codes = CodesSearcher(
-                merge_codes([s.codes_index() for s in self._shards if s.entry.get("codes")]),
-                nprobe=int(data["codes"]["nprobe"]),
-                rerank_depth=int(data["codes"]["rerank"]),
-            )
+        try:
+            if shards:
+                self._open_shards(data, vectors, previous)
+            # Each table is its base file with the deltas committed since applied (format version 2).
+            self._files = _reuse_or_read(self.root, previous, data, "files", self._read_table)
+            self._deleted = _reuse_or_read(self.root, previous, data, "deleted", self._read_table)
+            self._deleted_masks: dict[int, np.ndarray | None] = {}
+            self._locator: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+            self._live_ids: tuple[np.ndarray | None] | None = None  # cached mask of undeleted coded ids
+            # Shards without codes (small ones) are searched exactly beside the merged codes.
+            self._uncoded = [i for i, e in enumerate(data["shards"]) if not e.get("codes")]
+            self._codes: CodesSearcher | None = None
+            if shards and vectors and data.get("codes") and len(self._uncoded) < len(data["shards"]):
+                self._codes = self._open_codes(data, previous)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open_shards(self, data: dict, vectors: bool, previous: AudioIndex | None) -> None:
+        checksums = data.get("checksums") or {}
+        known = {reader.key: reader for reader in (previous._shards if previous is not None else [])}
+        for entry in data["shards"]:
+            reader = ShardReader(self.root, entry, int(data["dim"]), checksums)
+            reused = known.get(reader.key)
+            self._shards.append(reused.share() if reused is not None else reader.load(vectors=vectors))
+        if vectors and sum(r.mapped_bytes for r in self._shards) <= VERIFY_AT_OPEN_BYTES:
+            for reader in self._shards:
+                reader.index(verify=True)
+
+    def _open_codes(self, data: dict, previous: AudioIndex | None) -> CodesSearcher:
+        """Every shard's codes merged into one candidate index (the previous snapshot's, when it holds
+        the same codes, or a copy of it with only the new shards' codes read and merged in)."""
+        coded = [s for s in self._shards if s.entry.get("codes")]
+        names = [s.entry["codes"] for s in coded]
+        old = previous._codes if previous is not None else None
+        same_training = previous is not None and previous.manifest.get("codes") == data["codes"]
+        if old is not None and same_training and set(old.names) <= set(names):
+            if old.names == names:
+                return old
+            merged = faiss_ops.faiss().clone_index(old.index)
+            fresh = [s.codes_index() for s in coded if s.entry["codes"] not in set(old.names)]
+            index = merge_codes([merged, *fresh])
+            order = old.names + [n for n in names if n not in set(old.names)]
+        else:
+            index, order = merge_codes([s.codes_index() for s in coded]), names
+        return CodesSearcher(
+            index,
+            nprobe=int(data["codes"]["nprobe"]),
+            rerank_depth=int(data["codes"]["rerank"]),
+            names=order,
+        )
 
     def _readers(self, *, vectors: bool = False) -> list[ShardReader]:
         """The shard readers, refusing what this snapshot did not open."""
@@ -137,7 +212,14 @@ class AudioIndex:
         return (Path(root) / layout.MANIFEST).is_file()
 
     @classmethod
-    def open(cls, root: str | Path, *, shards: bool = True, vectors: bool = True) -> AudioIndex:
+    def open(
+        cls,
+        root: str | Path,
+        *,
+        shards: bool = True,
+        vectors: bool = True,
+        previous: AudioIndex | None = None,
+    ) -> AudioIndex:
         """Open the current generation of the index at `root`.
 
         Every file the snapshot needs is opened now and closed: tables are read and checked against the
@@ -150,6 +232,10 @@ class AudioIndex:
                 the index or the planning of a run); shard methods then raise `StoreError`.
             vectors: False leaves out the shards' FAISS files (metadata only); searches and vector
                 methods then raise `StoreError`.
+            previous: an open snapshot of the same index: the files of its generation that the new
+                manifest still names (shards, codes, tables: immutable once written) are taken from it
+                instead of read again, so opening costs what changed (see `refreshed`). It stays usable
+                and is closed by its owner as usual.
 
         Raises:
             IndexNotFoundError: no index there.
@@ -164,7 +250,7 @@ class AudioIndex:
                     f"no index at {root} (no {layout.MANIFEST}); build one with `vela-search index PATH`"
                 )
             try:
-                return cls(root, data, shards=shards, vectors=vectors)
+                return cls(root, data, shards=shards, vectors=vectors, previous=previous)
             except IndexDamagedError:
                 # A commit between reading the manifest and reading its files may have collected
                 # them; a newer manifest then exists and is the snapshot to use.
@@ -173,6 +259,22 @@ class AudioIndex:
                     continue
                 raise
         raise StoreError(f"index {root} changed {_OPEN_ATTEMPTS} times while being opened; retry")
+
+    def refreshed(self) -> AudioIndex:
+        """The index's latest committed generation: this snapshot itself when none is newer, else a new
+        snapshot that reads only what changed (`open` with ``previous=self``).
+
+        Both snapshots stay usable; the caller closes this one when it has switched. Safe to call from a
+        background thread while other threads search this snapshot.
+
+        Raises:
+            IndexNotFoundError, IndexFormatError, IndexDamagedError: as `open`.
+        """
+        data = manifest.read(self.root / layout.MANIFEST)
+        if data is not None and int(data["generation"]) == self.generation:
+            return self
+        shards, vectors = self._opened != "none", self._opened == "vectors"
+        return AudioIndex.open(self.root, shards=shards, vectors=vectors, previous=self)
 
     @classmethod
     def check_creatable(cls, root: str | Path) -> None:
@@ -260,7 +362,11 @@ class AudioIndex:
         return IndexWriter(self.root, fingerprint=fingerprint, staged=staged, **options)
 
     def close(self) -> None:
-        """Release the snapshot's loaded data and mappings (it holds no open files)."""
+        """Release the snapshot's loaded data and mappings (it holds no open files); shard readers that a
+        newer snapshot shares stay loaded for it. Closing twice does nothing more."""
+        if self._closed:
+            return
+        self._closed = True
         for shard in self._shards:
             shard.close()
 
@@ -457,6 +563,9 @@ class AudioIndex:
         path_glob: str | None = None,
         ranges: Mapping[str, tuple[float | None, float | None]] | None = None,
         exact: bool = False,
+        nprobe: int | None = None,
+        refine: int | None = None,
+        exclude_paths: Collection[str] | None = None,
     ) -> list[list[SearchHit]]:
         """Global top-k of each query over all shards, best first.
 
@@ -465,8 +574,13 @@ class AudioIndex:
         expected recall@10 is in `index_info()`); `exact=True` scans the exact shards instead.
 
         Deleted segments and, with `path_glob`, segments whose `path` (or any of `paths`) does not
-        match the fnmatch-style pattern, and with `ranges`, segments whose numeric metadata lies outside
-        a range, are excluded before top-k, so each query gets up to k hits.
+        match the fnmatch-style pattern, with `ranges`, segments whose numeric metadata lies outside
+        a range, and with `exclude_paths`, segments of those files, are excluded before top-k, so each
+        query gets up to k hits. Filters are exact on compressed indexes too: a filter that leaves at
+        most `FILTER_SCAN_FRACTION` of the coded rows (or no more than the re-rank depth) is answered by
+        an exact scan of the matching rows only; a wider one by the codes, whose probes widen until
+        every query has its full re-rank depth of candidates (or every list is probed). Whenever fewer
+        rows than the re-rank depth match, the answer is the exact one.
 
         Args:
             queries: (q, dim) float32 (a single (dim,) vector is taken as one query).
@@ -475,11 +589,53 @@ class AudioIndex:
             ranges: optional ``{column: (low, high)}``, inclusive, None for an open end, e.g.
                 ``{"duration_s": (None, 2.0)}``.
             exact: scan every stored vector even where compressed codes exist.
+            nprobe: compressed indexes: lists probed first (default: the trained value; at most the
+                list count).
+            refine: compressed indexes: candidates re-scored exactly (default: the trained re-rank
+                depth and at least 10 x k; never fewer than k).
+            exclude_paths: stored `path` values whose segments are left out (grouped search's
+                continuation: files it has already).
 
         Raises:
             EmptyIndexError: the index holds no live vectors.
-            ValueError: bad query shape or k.
+            ValueError: bad query shape, k, nprobe or refine.
         """
+        q = self._check_queries(queries, k)
+        k = int(k)
+        for name, value in (("nprobe", nprobe), ("refine", refine)):
+            if value is not None and int(value) < 1:
+                raise ValueError(f"{name} must be at least 1, not {value}")
+        pattern = compile_glob(path_glob) if path_glob else None
+        where = RowFilter(pattern, ranges, frozenset(exclude_paths or ()))
+        if self._codes is not None and not exact:
+            allowed = self._allowed_ids(where)
+            if self._scan_is_cheaper(allowed, k, refine):
+                top_scores, top_ids = self._scan_matching(q, k, allowed)  # type: ignore[arg-type]
+            else:
+                top_scores, top_ids = self._codes.search(
+                    q, k, allowed, self.vectors, nprobe=nprobe, refine=refine
+                )
+            if self._uncoded:  # exact scores on both sides: one merged top-k
+                more_scores, more_ids = self._exact_search(q, k, where, self._uncoded)
+                top_scores, top_ids = _merge_top_k(
+                    np.hstack([top_scores, more_scores]), np.hstack([top_ids, more_ids]), k
+                )
+            return self._search_hits(top_scores, top_ids)
+        return self._search_hits(*self._exact_search(q, k, where))
+
+    def _scan_matching(self, q: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, ids) of the exact top-k among the coded rows `allowed` names, from their stored
+        vectors alone (a FAISS scan with a selector would still visit every row)."""
+        ids = np.flatnonzero(allowed).astype(np.int64)
+        if ids.size == 0:
+            return np.empty((len(q), 0), np.float32), np.empty((len(q), 0), np.int64)
+        scores = q @ self.vectors(ids).T
+        if ids.size > k:  # the k best of each row first, then ordered (ties by id) among them
+            keep = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+            return _merge_top_k(np.take_along_axis(scores, keep, axis=1), ids[keep], k)
+        return _merge_top_k(scores, np.broadcast_to(ids, scores.shape).copy(), k)
+
+    def _check_queries(self, queries: np.ndarray, k: int) -> np.ndarray:
         q = np.asarray(queries, dtype=np.float32)
         if q.ndim == 1:
             q = q[None, :]
@@ -491,20 +647,21 @@ class AudioIndex:
             raise EmptyIndexError(
                 f"index {self.root} holds no vectors; add audio with `vela-search index PATH`"
             )
-        q = np.ascontiguousarray(q)
-        k = int(k)
-        pattern = compile_glob(path_glob) if path_glob else None
-        if self._codes is not None and not exact:
-            top_scores, top_ids = self._codes.search(q, k, self._allowed_ids(pattern, ranges), self.vectors)
-            if self._uncoded:  # exact scores on both sides: one merged top-k
-                more_scores, more_ids = self._exact_search(q, k, pattern, ranges, self._uncoded)
-                top_scores, top_ids = _merge_top_k(
-                    np.hstack([top_scores, more_scores]), np.hstack([top_ids, more_ids]), k
-                )
-        else:
-            top_scores, top_ids = self._exact_search(q, k, pattern, ranges)
+        return np.ascontiguousarray(q)
+
+    def _scan_is_cheaper(self, allowed: np.ndarray | None, k: int, refine: int | None) -> bool:
+        """Whether a filter leaves so few coded rows that scanning them exactly beats the codes (and
+        always when they are no more than the re-rank depth: the codes would have to be probed whole)."""
+        if allowed is None or self._codes is None:
+            return False
+        matching = int(np.count_nonzero(allowed))
+        depth = max(int(refine), k) if refine is not None else max(self._codes.rerank_depth, 10 * k)
+        coded = sum(s.count for i, s in enumerate(self._shards) if i not in self._uncoded)
+        return matching <= max(depth, FILTER_SCAN_FRACTION * coded)
+
+    def _search_hits(self, top_scores: np.ndarray, top_ids: np.ndarray) -> list[list[SearchHit]]:
         if top_ids.size == 0:
-            return [[] for _ in range(len(q))]
+            return [[] for _ in range(len(top_ids))]
         wanted = np.unique(top_ids[top_ids >= 0])
         rows = dict(zip(wanted.tolist(), self.segment_rows(wanted), strict=True))
         return [
@@ -516,38 +673,28 @@ class AudioIndex:
             for row_ids, row_scores in zip(top_ids.tolist(), top_scores.tolist(), strict=True)
         ]
 
-    def _allowed_rows(
-        self,
-        i: int,
-        pattern: re.Pattern[str] | None,
-        ranges: Mapping[str, tuple[float | None, float | None]] | None,
-    ) -> np.ndarray | None:
+    def _allowed_rows(self, i: int, where: RowFilter) -> np.ndarray | None:
         """Shard i's rows that deletions and filters leave searchable (None: all of them)."""
         shard = self._readers()[i]
         deleted = self._deleted_mask(i)
         allowed = None if deleted is None else ~deleted
-        if pattern is not None:
-            match = shard.path_mask(pattern)
-            allowed = match if allowed is None else allowed & match
-        for column, (low, high) in (ranges or {}).items():
-            inside = shard.range_mask(column, low, high)
-            allowed = inside if allowed is None else allowed & inside
+        masks = [shard.path_mask(where.pattern)] if where.pattern is not None else []
+        masks += [shard.range_mask(column, low, high) for column, (low, high) in (where.ranges or {}).items()]
+        if where.exclude:
+            masks.append(~shard.path_in(where.exclude))
+        for mask in masks:
+            allowed = mask if allowed is None else allowed & mask
         return allowed
 
     def _exact_search(
-        self,
-        q: np.ndarray,
-        k: int,
-        pattern: re.Pattern[str] | None,
-        ranges: Mapping[str, tuple[float | None, float | None]] | None,
-        only: list[int] | None = None,
+        self, q: np.ndarray, k: int, where: RowFilter, only: list[int] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """(scores, ids) of the exact top-k over every shard, or over the shards listed in `only`."""
         scores, ids = [], []
         for i, shard in enumerate(self._readers(vectors=True)):
             if only is not None and i not in only:
                 continue
-            allowed = self._allowed_rows(i, pattern, ranges)
+            allowed = self._allowed_rows(i, where)
             if allowed is not None:
                 if not allowed.any():
                     continue
@@ -560,20 +707,19 @@ class AudioIndex:
             return np.empty((len(q), 0), np.float32), np.empty((len(q), 0), np.int64)
         return _merge_top_k(np.hstack(scores), np.hstack(ids), k)
 
-    def _allowed_ids(
-        self, pattern: re.Pattern[str] | None, ranges: Mapping[str, tuple[float | None, float | None]] | None
-    ) -> np.ndarray | None:
-        """Searchable global ids as a mask indexed by id (None: every stored id)."""
-        unfiltered = pattern is None and not ranges
-        if unfiltered and self._live_ids is not None:
+    def _allowed_ids(self, where: RowFilter) -> np.ndarray | None:
+        """Searchable ids of the coded shards as a mask indexed by id (None: every coded id)."""
+        if where.empty and self._live_ids is not None:
             return self._live_ids[0]  # deletions only: the same mask for every query
-        masks = [self._allowed_rows(i, pattern, ranges) for i in range(len(self._shards))]
+        coded = [i for i in range(len(self._shards)) if i not in self._uncoded]
+        masks = [self._allowed_rows(i, where) for i in coded]
         allowed = None
         if any(m is not None for m in masks):
             allowed = np.zeros(int(self.manifest["next_id"]), dtype=bool)
-            for shard, mask in zip(self._shards, masks, strict=True):
+            for i, mask in zip(coded, masks, strict=True):
+                shard = self._shards[i]
                 allowed[shard.ids if mask is None else shard.ids[mask]] = True
-        if unfiltered:
+        if where.empty:
             self._live_ids = (allowed,)
         return allowed
 

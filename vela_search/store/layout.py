@@ -11,6 +11,8 @@ FORMAT_VERSION = 2
 
 MANIFEST = "manifest.json"
 STAGING_MANIFEST = "manifest.staging.json"
+# A copy of the manifest of the generation before the current one, kept for recovery.
+PREVIOUS_MANIFEST = "manifest.previous.json"
 LOCK_FILE = "writer.lock"
 SHARD_DIR = "shards"
 TMP_PREFIX = ".tmp-"

@@ -9,10 +9,12 @@ from typing import Any
 
 from ..errors import FingerprintMismatchError, IndexFormatError
 from . import fsio
-from .integrity import check_relpath
-from .layout import FORMAT_NAME, FORMAT_VERSION
+from .integrity import check_relpath, checksum_of
+from .layout import FORMAT_NAME, FORMAT_VERSION, MANIFEST, PREVIOUS_MANIFEST
 
 METRIC = "inner_product"
+# The manifest's checksum of itself (of its canonical JSON without this key), verified at open.
+SELF_CHECKSUM = "manifest_checksum"
 # Manifest keys of the files and deleted tables' deltas (format version 2; absent in version 1: none).
 DELTA_KEYS = {"files": "files_deltas", "deleted": "deleted_deltas"}
 
@@ -75,11 +77,33 @@ def new_manifest(*, fingerprint: dict, dim: int, factory: str, staged: bool = Fa
     }
 
 
+def seal(data: dict) -> dict:
+    """`data` with its own checksum (`SELF_CHECKSUM`): of its canonical JSON without that key."""
+    body = {k: v for k, v in data.items() if k != SELF_CHECKSUM}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return dict(body, **{SELF_CHECKSUM: checksum_of(text.encode("utf-8"))})
+
+
+def _check_seal(path: Path, data: dict) -> None:
+    """Refuse a manifest whose content no longer matches its own checksum, offering the previous one."""
+    if SELF_CHECKSUM not in data or seal(data)[SELF_CHECKSUM] == data[SELF_CHECKSUM]:
+        return  # manifests written before the checksum have none
+    hint = ""
+    previous = path.with_name(PREVIOUS_MANIFEST)
+    if path.name == MANIFEST and previous.is_file():
+        hint = (
+            f"; {previous.name} holds the previous generation's manifest: copy it over {path.name} to "
+            "go back to that generation, then run `vela-search check`"
+        )
+    raise IndexFormatError(f"{path} is damaged: its content does not match its checksum{hint}")
+
+
 def read(path: Path) -> dict | None:
     """Read and validate a manifest; None when the file does not exist.
 
     Raises:
-        IndexFormatError: the file is not a manifest this version can read.
+        IndexFormatError: the file is not a manifest this version can read, or is damaged (its own
+            checksum does not match).
     """
     try:
         text = path.read_text(encoding="utf-8")
@@ -99,6 +123,7 @@ def read(path: Path) -> dict | None:
             f"{path} has format version {version!r}; this vela-search reads versions up to "
             f"{FORMAT_VERSION}: upgrade vela-search"
         )
+    _check_seal(path, data)
     missing = [k for k in _REQUIRED if k not in data]
     if missing:
         raise IndexFormatError(f"{path} lacks the keys {', '.join(missing)}; the index is damaged")
@@ -173,7 +198,11 @@ def keep_checksums(data: dict, written: dict[str, str]) -> None:
 
 def write(path: Path, data: dict) -> None:
     """Atomically replace the manifest at `path` (the commit point of a generation)."""
-    data = dict(data, committed_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    data = seal(dict(data, committed_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())))
+    if path.name == MANIFEST and path.is_file():
+        # The generation being replaced stays on offer for recovery should this manifest be damaged.
+        with fsio.atomic_file(path.with_name(PREVIOUS_MANIFEST)) as f:
+            f.write(path.read_bytes())
     fsio.write_json(path, data)
 
 

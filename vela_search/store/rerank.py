@@ -100,18 +100,49 @@ def rerank(
     return scores, ids
 
 
-class CodesSearcher:
-    """The merged codes index of one snapshot, with the probe and re-rank depths it was trained for."""
+def list_count(index: Any) -> int:
+    """How many inverted lists the IVF codes index `index` has (the most probes a search can make)."""
+    return int(faiss_ops.faiss().extract_index_ivf(index).nlist)
 
-    def __init__(self, index: Any, *, nprobe: int, rerank_depth: int) -> None:
+
+class CodesSearcher:
+    """The merged codes index of one snapshot, with the probe and re-rank depths it was trained for.
+
+    A search never silently returns fewer candidates than the allowed rows could give: a query whose
+    probed lists hold fewer than its depth of allowed candidates (a filter, deletions) is searched again
+    with 4x the probes, up to every list (LanceDB's ``maximum_nprobes`` idea), so that when fewer rows
+    than the depth are allowed, all of them are candidates and the re-ranked answer is exact.
+    """
+
+    def __init__(self, index: Any, *, nprobe: int, rerank_depth: int, names: list[str] | None = None) -> None:
         self.index = index
+        self.names = list(names or [])  # the codes files merged into `index`, in merge order
         self.nprobe = int(nprobe)
         self.rerank_depth = int(rerank_depth)
+        self.nlist = list_count(index)
 
     def search(
-        self, queries: np.ndarray, k: int, allowed: np.ndarray | None, vectors_of: VectorsOf
+        self,
+        queries: np.ndarray,
+        k: int,
+        allowed: np.ndarray | None,
+        vectors_of: VectorsOf,
+        *,
+        nprobe: int | None = None,
+        refine: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top-k among the candidates the codes propose (at least `rerank_depth`, and 10 x k)."""
-        depth = max(self.rerank_depth, 10 * k)
-        candidates = search_candidates(self.index, queries, depth, nprobe=self.nprobe, allowed=allowed)
+        """Exact top-k among the candidates the codes propose (``refine``, default at least the trained
+        re-rank depth and 10 x k; never fewer than k), probing ``nprobe`` lists first (default: the
+        trained value) and widening for the queries that come back short."""
+        depth = max(int(refine), k) if refine is not None else max(self.rerank_depth, 10 * k)
+        probes = min(self.nlist, int(nprobe) if nprobe is not None else self.nprobe)
+        available = int(np.count_nonzero(allowed)) if allowed is not None else int(self.index.ntotal)
+        want = min(depth, available)
+        candidates = search_candidates(self.index, queries, depth, nprobe=probes, allowed=allowed)
+        short = np.flatnonzero((candidates >= 0).sum(axis=1) < want)
+        while short.size and probes < self.nlist:
+            probes = min(self.nlist, probes * 4)
+            again = search_candidates(self.index, queries[short], depth, nprobe=probes, allowed=allowed)
+            candidates[short] = again
+            short = short[(again >= 0).sum(axis=1) < want]
         return rerank(queries, candidates, vectors_of, k)

@@ -91,6 +91,19 @@ class ShardReader:
         self._search_index: Any = None
         self._paths: tuple[pa.Array | None, pa.ListArray | None] | None = None
         self._numbers: dict[str, np.ndarray | None] = {}
+        self._users = 1  # snapshots sharing this reader (see `share`)
+
+    @property
+    def key(self) -> tuple:
+        """What identifies the shard's immutable files: readers with equal keys hold the same data."""
+        files = [self.entry.get(name) for name in ("index", "meta", "codes")]
+        return (*files, self.count, *(self._checksums.get(f) for f in files if f))
+
+    def share(self) -> ShardReader:
+        """This reader, for one more snapshot (each user calls `close` once; the last releases it)."""
+        with self._lock:
+            self._users += 1
+        return self
 
     def load(self, *, vectors: bool = True) -> ShardReader:
         """Read and check the metadata file (and, with `vectors`, open the FAISS file) now.
@@ -98,15 +111,19 @@ class ShardReader:
         Raises:
             IndexDamagedError: a file is missing, corrupted or unreadable (the message names it).
         """
-        _ = self.parquet
+        _ = self.ids  # reads and checks the metadata, and the ids against the manifest's range
         if vectors:
             self.index()
         return self
 
     def close(self) -> None:
-        """Release the loaded data (and a FAISS file's mapping)."""
-        self._index = self._search_index = self._parquet = None
-        self._verified = False
+        """Release the loaded data (and a FAISS file's mapping) once no snapshot shares the reader."""
+        with self._lock:
+            self._users -= 1
+            if self._users > 0:
+                return
+            self._index = self._search_index = self._parquet = None
+            self._verified = False
 
     @property
     def mapped_bytes(self) -> int:
@@ -147,8 +164,24 @@ class ShardReader:
         with self._lock:
             if self._ids is None:
                 column = self._read_columns(columns=[ID_COLUMN])[ID_COLUMN]
-                self._ids = column.to_numpy().astype(np.int64, copy=False)
+                ids = column.to_numpy().astype(np.int64, copy=False)
+                self._check_id_range(ids)
+                self._ids = ids
             return self._ids
+
+    def _check_id_range(self, ids: np.ndarray) -> None:
+        """Refuse a shard whose ids disagree with the manifest's `min_id`/`max_id`: deletions are looked
+        up by that range, so a wrong one would bring deleted rows back."""
+        if len(ids) == 0:
+            return
+        lo, hi = int(ids.min()), int(ids.max())
+        if (lo, hi) != (int(self.entry["min_id"]), int(self.entry["max_id"])):
+            raise damaged(
+                self._root,
+                self.entry["meta"],
+                f"its ids run from {lo} to {hi}, the manifest says {self.entry['min_id']} to "
+                f"{self.entry['max_id']}",
+            )
 
     def index(self, *, verify: bool = False) -> Any:
         """The shard's FAISS index on the CPU, memory-mapped where FAISS can map its type.
@@ -254,6 +287,17 @@ class ShardReader:
             parents = pc.list_parent_indices(paths).to_numpy()
             mask[parents[_glob_mask(pc.list_flatten(paths), pattern)]] = True
         return mask
+
+    def path_in(self, paths: frozenset[str]) -> np.ndarray:
+        """Rows whose stored `path` is one of `paths` (exactly)."""
+        self.path_mask(re.compile(r"(?!)"))  # loads the path columns once
+        path = self._paths[0] if self._paths is not None else None
+        if path is None or not paths:
+            return np.zeros(self.count, dtype=bool)
+        if pa.types.is_dictionary(path.type):
+            path = path.cast(path.type.value_type)
+        found = pc.is_in(path, value_set=pa.array(sorted(paths), type=path.type))
+        return found.fill_null(False).to_numpy(zero_copy_only=False)
 
     def range_mask(self, column: str, low: float | None, high: float | None) -> np.ndarray:
         """Rows whose numeric `column` lies in [low, high] (an open end where None); rows without a value,

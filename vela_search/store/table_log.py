@@ -393,3 +393,24 @@ class DeletedLog:
     def committed(self, data: dict) -> None:
         """Follow the manifest just committed."""
         self._data = data
+
+
+def extend(root: Path, old: dict, table: Any, new: dict, kind: str, read: ReadBytes) -> Any:
+    """Table `kind` (``files`` or ``deleted``) of generation `new`, from `table`, the same table of the
+    older generation `old`, when `new` has the same base and `old`'s deltas followed by more: only those
+    are read and applied (files and deltas never change once written). None when `new` does not extend
+    `old` (a new base, or deltas replaced), and the table must be read whole.
+
+    Raises:
+        IndexDamagedError: a new delta is missing, corrupted or of the wrong shape.
+    """
+    before, after = deltas(old, kind), deltas(new, kind)
+    if old[kind] != new[kind] or after[: len(before)] != before:
+        return None
+    added = [read_delta(root, kind, d["path"], read) for d in after[len(before) :]]
+    if kind == "files":
+        return apply_files_deltas(table, added)  # type: ignore[arg-type]
+    if not added:
+        return table
+    puts = np.concatenate([table, *(a for a, _ in added)])  # type: ignore[misc]
+    return np.setdiff1d(np.unique(puts), np.concatenate([r for _, r in added]))  # type: ignore[misc]

@@ -14,7 +14,8 @@ from typing import Any
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 
 from vela_search.search import QueryRequest
-from vela_search.search.validation import DEFAULT_K, MAX_K
+from vela_search.search.rerank import MAX_RERANK
+from vela_search.search.validation import DEFAULT_K, MAX_K, MAX_NPROBE, MAX_REFINE
 from vela_search.serve.http_errors import error_responses
 from vela_search.serve.routes.common import answer, service_of
 from vela_search.serve.schemas import MAX_SECONDS, LikeBody, SearchBody, SearchResponse
@@ -67,6 +68,10 @@ async def search_audio(
     min_duration: float = Form(None, ge=0, le=MAX_SECONDS),
     max_duration: float = Form(None, ge=0, le=MAX_SECONDS),
     # (Form fields are not nullable: a form has no null, an absent field is the default.)
+    rerank: int = Form(None, ge=1, le=MAX_RERANK),
+    nprobe: int = Form(None, ge=1, le=MAX_NPROBE),
+    refine: int = Form(None, ge=1, le=MAX_REFINE),
+    exact: bool = Form(False),
     service: Service = Depends(service_of),
 ) -> dict[str, Any]:
     settings = service.settings
@@ -84,6 +89,10 @@ async def search_audio(
             path_glob=where,
             min_duration=min_duration,
             max_duration=max_duration,
+            rerank=rerank,
+            nprobe=nprobe,
+            refine=refine,
+            exact=exact,
         ).validate()
         clip = await asyncio.to_thread(
             load_upload, path, file.filename or "the upload", start, end, settings.max_upload_seconds

@@ -96,6 +96,7 @@ function commonOptions() {
   const low = $("min-duration").value, high = $("max-duration").value;
   if (low !== "") options.min_duration = Number(low);
   if (high !== "") options.max_duration = Number(high);
+  if ($("rerank").checked) options.rerank = 20;
   return options;
 }
 
@@ -162,7 +163,8 @@ function renderHits(hits) {
   for (const hit of hits) {
     const item = template.content.firstElementChild.cloneNode(true);
     item.querySelector(".rank").textContent = `${hit.rank}.`;
-    item.querySelector(".score").textContent = hit.score.toFixed(4);
+    item.querySelector(".score").textContent =
+      hit.score.toFixed(4) + (hit.judge === null || hit.judge === undefined ? "" : ` · judge ${hit.judge.toFixed(2)}`);
     const path = item.querySelector(".path");
     path.textContent = hit.display_path;
     path.title = hit.path;
