@@ -115,3 +115,37 @@ def test_a_rebuild_whose_embedder_cannot_load_keeps_the_last_generation_answerin
             like = client.post("/api/search/like", json={"segment_id": before["hits"][0]["segment_id"]})
             assert like.status_code == 200
         assert loads == [latest]
+
+
+def commit_one_segment(root) -> str:
+    """Commit a copy of an indexed segment under a new path (a 1-vector commit); returns the path."""
+    with AudioIndex.open(root) as index:
+        fingerprint = dict(index.fingerprint)
+        file_row = next(f for f in index.files().to_pylist() if f["status"] == "indexed")
+        ids = index.ids_with_path(file_row["path"])
+        segment = index.segment_rows([int(ids[0])])[0]
+        vector = index.vectors(ids[:1])
+    path = "/elsewhere/committed.wav"
+    with AudioIndex.open(root).writer(fingerprint=fingerprint) as writer:
+        writer.add(vector, [{**{k: v for k, v in segment.items() if k != "id"}, "path": path}])
+        writer.put_files([{**file_row, "path": path}])
+        writer.commit()
+    return path
+
+
+def test_a_request_never_waits_for_a_reload_another_started(serve_collection, tmp_path):
+    index = copy_index(serve_collection[1], tmp_path / "idx")
+    service = Service.open([("idx", index)], ServeSettings())
+    served = service.get(None)
+    with TestClient(create_app(service), raise_server_exceptions=False) as client:
+        first = client.post("/api/search/like", json={"segment_id": 0, "k": 20}).json()
+        path = commit_one_segment(index)
+        with served._reload:  # another request is preparing the new generation right now
+            started = time.perf_counter()
+            during = client.post("/api/search/like", json={"segment_id": 0, "k": 20}).json()
+            assert time.perf_counter() - started < 5
+        assert during["generation"] == first["generation"]  # answered from the generation it searched
+        assert path not in [h["path"] for h in during["hits"]]
+        after = client.post("/api/search/like", json={"segment_id": 0, "k": 20}).json()
+        assert after["generation"] == first["generation"] + 1
+        assert path in [h["path"] for h in after["hits"]]

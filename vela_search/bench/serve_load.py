@@ -129,7 +129,7 @@ def _commit_every(root: Path, period_s: float, stop: threading.Event, made: list
         segment = index.segment_rows([int(index.ids_with_path(file_row["path"])[0])])[0]
     rng = np.random.default_rng(0)
     with AudioIndex.open(root).writer(fingerprint=fingerprint) as writer:
-        while not stop.wait(period_s):
+        while True:  # the first commit at once (a short run still sees one), then every period
             vector = rng.standard_normal((1, writer.dim)).astype(np.float32)
             vector /= np.linalg.norm(vector)
             path = f"/vela-bench/commit-{len(made)}.wav"
@@ -138,6 +138,8 @@ def _commit_every(root: Path, period_s: float, stop: threading.Event, made: list
             writer.put_files([{**file_row, "path": path}])
             writer.commit()
             made.append(1)
+            if stop.wait(period_s):
+                return
 
 
 def _load_with_commits(
@@ -197,6 +199,41 @@ def _load(url: str, queries: list[str], clients: int, per_client: int, k: int, b
     )
 
 
+def _commit_runs(
+    index: Path,
+    texts: list[str],
+    clients: int,
+    queries: int,
+    k: int,
+    device: str,
+    warmup: int,
+    startup_timeout_s: float,
+    progress: Any,
+) -> tuple[list[LoadRun], float | None]:
+    """The same load on a copy of the index without and with a commit every second (one server).
+
+    Returns:
+        Both runs and p99 with commits over p99 without.
+    """
+    with tempfile.TemporaryDirectory(prefix="vela-bench-serve-") as tmp:
+        copy = Path(tmp) / index.name  # commits go to a copy: the benchmark leaves the index as it was
+        shutil.copytree(index, copy, ignore=shutil.ignore_patterns("serve.json", "writer.lock"))
+        if progress:
+            progress("starting a server on a copy of the index (batching on)")
+        proc, url = _start_server(copy, batching=True, device=device, startup_timeout_s=startup_timeout_s)
+        try:
+            _load(url, texts[:warmup], 1, warmup, k, True)
+            if progress:
+                progress(f"{clients} clients x {queries} queries, no commits")
+            quiet = _load(url, texts[warmup:], clients, queries, k, True)
+            if progress:
+                progress(f"{clients} clients x {queries} queries, a commit every second")
+            busy = _load_with_commits(url, copy, texts[warmup:], clients, queries, k)
+        finally:
+            _stop_server(proc)
+    return [quiet, busy], (busy.p99_ms / quiet.p99_ms if quiet.p99_ms else None)
+
+
 def run_serve_benchmark(
     index: str | os.PathLike[str],
     *,
@@ -250,30 +287,16 @@ def run_serve_benchmark(
             runs.append(_load(url, texts[warmup:], clients, queries, k, batching))
         finally:
             _stop_server(proc)
-    with_commits = None
-    if commits:
-        with tempfile.TemporaryDirectory(prefix="vela-bench-serve-") as tmp:
-            copy = Path(tmp) / index.name  # commits go to a copy: the benchmark leaves the index as it was
-            shutil.copytree(index, copy, ignore=shutil.ignore_patterns("serve.json", "writer.lock"))
-            if progress:
-                progress("starting a server on a copy of the index (batching on)")
-            proc, url = _start_server(copy, batching=True, device=device, startup_timeout_s=startup_timeout_s)
-            try:
-                _load(url, texts[:warmup], 1, warmup, k, True)
-                if progress:
-                    progress(f"{clients} clients x {queries} queries, no commits")
-                quiet = _load(url, texts[warmup:], clients, queries, k, True)
-                if progress:
-                    progress(f"{clients} clients x {queries} queries, a commit every second")
-                busy = _load_with_commits(url, copy, texts[warmup:], clients, queries, k)
-            finally:
-                _stop_server(proc)
-            runs += [quiet, busy]
-            with_commits = busy.p99_ms / quiet.p99_ms if quiet.p99_ms else None
-    loaded = {run.batching: run for run in runs if run.clients == clients and not run.commits}
+    loaded = {run.batching: run for run in runs if run.clients == clients}
     speedup = (
         loaded[True].queries_per_s / loaded[False].queries_per_s if loaded[False].queries_per_s else None
     )
+    with_commits = None
+    if commits:
+        extra, with_commits = _commit_runs(
+            index, texts, clients, queries, k, device, warmup, startup_timeout_s, progress
+        )
+        runs += extra
     fingerprint: dict[str, Any] = {}
     try:
         fingerprint = json.loads((index / "manifest.json").read_text()).get("fingerprint", {})
