@@ -149,3 +149,15 @@ def test_a_request_never_waits_for_a_reload_another_started(serve_collection, tm
         after = client.post("/api/search/like", json={"segment_id": 0, "k": 20}).json()
         assert after["generation"] == first["generation"] + 1
         assert path in [h["path"] for h in after["hits"]]
+
+
+def test_query_sends_the_search_knobs_only_when_asked():
+    from vela_search.search import QueryRequest
+    from vela_search.serve.discovery import request_body
+    from vela_search.serve.schemas import SearchBody
+
+    plain = request_body(QueryRequest(text="rain"), "idx")[1]
+    assert not {"nprobe", "refine", "exact"} & set(plain)
+    tuned = request_body(QueryRequest(text="rain", nprobe=8, refine=200, exact=True), "idx")[1]
+    assert (tuned["nprobe"], tuned["refine"], tuned["exact"]) == (8, 200, True)
+    assert SearchBody(**tuned).to_request().nprobe == 8  # what the server reads back

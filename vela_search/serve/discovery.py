@@ -96,6 +96,11 @@ def request_body(request: QueryRequest, index: str | None) -> tuple[str, dict[st
     }
     if request.rerank is not None:  # sent only when asked: a server of an older version refuses the key
         options["rerank"] = request.rerank
+    for knob in ("nprobe", "refine"):  # the same: only when asked
+        if getattr(request, knob) is not None:
+            options[knob] = getattr(request, knob)
+    if request.exact:
+        options["exact"] = True
     if request.kind == "like":
         return "/api/search/like", {
             "path": str(request.like),
