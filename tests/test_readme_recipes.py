@@ -41,7 +41,17 @@ def exported(tmp_path_factory, tiny_model_dir) -> tuple[Path, Path]:
     index_paths([work / "audio"], work / "idx", emb)
     exe = Path(sys.executable).parent / "vela-search"
     done = subprocess.run(
-        [str(exe), "export", str(work / "idx"), "--to", str(work / "export"), "--dtype", "fp32", "--json"],
+        [
+            str(exe),
+            "export",
+            "--index",
+            str(work / "idx"),
+            "--to",
+            str(work / "export"),
+            "--dtype",
+            "fp32",
+            "--json",
+        ],
         env=cli_env(),
         capture_output=True,
         text=True,

@@ -660,6 +660,7 @@ def test_refresh_sees_a_newer_generation(tmp_path, collection, tiny_embedder):
 def test_format_timestamp():
     assert format_timestamp(0) == "00:00"
     assert format_timestamp(65.4) == "01:05"
+    assert format_timestamp(2.5) == "00:03" and format_timestamp(4.5) == "00:05"  # half up, as the page
     assert format_timestamp(3600 + 62) == "1:01:02"
     assert format_timestamp(None) == "-"
 

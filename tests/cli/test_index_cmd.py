@@ -377,3 +377,111 @@ def test_info_says_which_faiss_build_and_gpus_without_reading_shards(tmp_path):
     assert info["gpus"] == 0 and info["faiss_build"]["version"] == faiss.__version__
     assert info["faiss_build"]["compile_options"] == faiss.get_compile_options().split()
     assert info["faiss_build"]["gpu_support"] is False and info["faiss_build"]["cuvs"] is False
+
+
+# ------------------------------------------------------------------ what the index knows, before a load
+def _no_load_run(*args: object, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [_console_script(), *map(str, args)], env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_rescans_and_refusals_load_no_model_in_the_installed_script(tmp_path, emb):
+    """With every model load made to fail (VELA_NO_MODEL_LOAD), a no-op rescan, a move-only rescan and
+    refusals of another embedder still finish: none of them loads a model."""
+    audio, idx = tmp_path / "audio", tmp_path / "idx"
+    paths = small_collection(audio, 3)
+    index_paths([audio], idx, emb, window_s=8, hop_s=4)
+    env = {**cli_env(), "VELA_NO_MODEL_LOAD": "1"}
+
+    same = _no_load_run("index", "--index", idx, "--json", env=env)
+    assert same.returncode == 0, same.stderr
+    report = json.loads(same.stdout)
+    assert report["files_skipped"] == 3 and report["model_loaded"] is False
+    assert report["embedder_spec"]["model"] == "tiny" and "tiny random model" in report["notice"]
+
+    paths[0].rename(audio / "moved.wav")
+    moved = _no_load_run("index", "--index", idx, "--json", env=env)
+    assert moved.returncode == 0, moved.stderr
+    assert json.loads(moved.stdout)["files_relinked"] == 1
+
+    for command in (["index", "--index", idx], ["query", "a dog", "--index", idx]):
+        refused = _no_load_run(*command, "--model", "Qwen/Qwen2-Audio-7B-Instruct", env=env)
+        err = " ".join(refused.stderr.split())
+        assert refused.returncode == 1 and "different embedder: model (index: tiny@" in err, err
+        assert "No model was loaded" in err and "VELA_NO_MODEL_LOAD" not in err and "loading" not in err
+
+
+def test_every_embedder_refusal_comes_before_a_load(tmp_path, emb, capsys, monkeypatch):
+    audio, idx = tmp_path / "audio", tmp_path / "idx"
+    small_collection(audio, 2)
+    index_paths([audio], idx, emb)
+    monkeypatch.setenv("VELA_NO_MODEL_LOAD", "1")
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    cases = {
+        ("index", "--demos", "default"): "demos (index: none, asked: default)",
+        ("index", "--dtype", "bf16"): "dtype (index: fp32, asked: bf16)",
+        ("index", "--adapter", adapter): "adapter (index: none, asked:",
+        ("index", "--quantize", "8bit"): "quantization (index: none, asked: 8bit)",
+        ("query", "x", "--demos", "default"): "demos (index: none, asked: default)",
+        ("query", "x", "--adapter", adapter): "adapter (index: none, asked:",
+    }
+    for args, difference in cases.items():
+        code, _, err = run_cli(capsys, *args, "--index", idx)
+        assert code == 1 and difference in err and "No model was loaded" in err, (args, err)
+    code, _, err = run_cli(capsys, "serve", "--index", tmp_path / "nosuch", "--port", "0")
+    assert code == 1 and "no index at" in err and "loading" not in err
+
+
+def test_segmentation_is_recorded_kept_by_a_rebuild_and_enforced(tmp_path, tiny_model_dir, capsys):
+    audio, idx = tmp_path / "audio", tmp_path / "idx"
+    from audio_factory import noise, write_audio
+
+    audio.mkdir()
+    write_audio(audio / "long.wav", noise(40.0, 16_000, seed=3), 16_000)
+    code, _, err = run_cli(capsys, "index", audio, "--index", idx, *TINY, "--window", "8", "--hop", "4")
+    assert code == 0, err
+    data = json.loads((idx / "manifest.json").read_text())
+    assert data["segmentation"] == {"window_s": 8.0, "hop_s": 4.0, "single_max_s": 30.0}
+    assert data["roots"] == [str(audio)]
+    before = live_segments(idx)
+    assert [(s, e) for _, s, e in before][:2] == [(0.0, 8.0), (4.0, 12.0)]
+
+    code, _, err = run_cli(capsys, "index", "--index", idx, "--rebuild", "--device", "cpu")
+    assert code == 0, err
+    assert live_segments(idx) == before  # 8/4 again, not the default 10/5
+    assert json.loads((idx / "manifest.json").read_text())["segmentation"]["window_s"] == 8.0
+
+    code, _, err = run_cli(capsys, "index", "--index", idx, "--window", "10")
+    assert code == 1 and "cuts files with --window 8 --hop 4" in err
+    assert "`vela-search index --rebuild --window 10 --hop 4`" in err
+    code, _, err = run_cli(capsys, "index", audio, "--index", idx, "--dry-run", "--hop", "5")
+    assert code == 1 and "cuts files with --window 8 --hop 4" in err
+
+
+def test_roots_survive_a_repair_of_the_files_table(tmp_path, emb, capsys):
+    audio, idx = tmp_path / "audio", tmp_path / "idx"
+    small_collection(audio, 2)
+    index_paths([audio], idx, emb)
+    files = json.loads((idx / "manifest.json").read_text())["files"]
+    (idx / files).write_bytes(b"damaged")
+    code, _, err = run_cli(capsys, "check", "--index", idx, "--repair")
+    assert code == 0, err
+    assert index_info(idx)["files"]["total"] == 0
+    report = index_paths([], idx, emb)  # what a plain `vela-search index` does
+    assert report.files_seen == 2 and index_info(idx)["files"]["indexed"] == 2
+
+
+def test_index_prints_plain_progress_lines_without_a_terminal(tmp_path, tiny_model_dir, capsys, monkeypatch):
+    monkeypatch.setenv("VELA_PROGRESS_INTERVAL", "0.1")  # stderr under capsys is not a terminal, as a log
+    audio = tmp_path / "audio"
+    small_collection(audio, 2)
+    code = run_app(app, ["index", str(audio), "--index", str(tmp_path / "idx"), *TINY])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    lines = [line for line in err.splitlines() if " elapsed" in line]
+    assert lines, err
+    assert any(line.startswith(("loading the model:", "embedding:")) for line in lines), lines
+    assert "\r" not in err and "\x1b[" not in err  # no bar redraws in a log

@@ -240,3 +240,13 @@ def test_end_to_end_process(tiny_model_dir, tmp_path):
     )
     assert indexed.returncode == 0, indexed.stderr
     assert "Warning" not in indexed.stderr and "warnings.warn" not in indexed.stderr, indexed.stderr
+
+
+def test_train_prints_plain_progress_lines_without_a_terminal(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("VELA_PROGRESS_INTERVAL", "0.1")  # stderr under capsys is not a terminal
+    args = ["train", "--data", str(SHIPPED), "--output", str(tmp_path / "o"), *FAST, "--max-steps", "3"]
+    assert run_app(app, args) == 0
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if " elapsed" in line]
+    assert lines and any(line.startswith("training: ") and " steps (" in line for line in lines), err
+    assert "\r" not in err

@@ -84,7 +84,7 @@ def _actor_pids() -> list[int]:
 # --------------------------------------------------------------------------------------- equal results
 @needs_ray
 def test_ray_builds_the_same_index_as_one_process(tmp_path, ray_cluster, exact_emb):
-    from vela_search.indexing.cluster import index_paths_on_ray
+    from vela_search.indexing.cluster import RaySettings, index_paths_on_ray
 
     audio = tmp_path / "audio"
     clips(audio, 3)
@@ -100,8 +100,7 @@ def test_ray_builds_the_same_index_as_one_process(tmp_path, ray_cluster, exact_e
         tmp_path / "ray",
         exact_emb,
         factory="Flat",
-        workers=1,
-        batch_windows=4,
+        ray=RaySettings(workers=1, batch_windows=4),
         progress=seen.append,
         commit_interval_s=slow,
     )
@@ -135,7 +134,7 @@ def test_driver_killed_then_a_rerun_whose_actor_is_killed_equals_a_clean_run(tmp
     """Both faults in one scenario (each Ray job starts its actors anew, which is what takes time here):
     the driver is SIGKILLed mid-run, a second writer is refused meanwhile, and the rerun that resumes
     loses its embedding actor mid-run."""
-    from vela_search.indexing.cluster import index_paths_on_ray
+    from vela_search.indexing.cluster import RaySettings, index_paths_on_ray
 
     audio = tmp_path / "audio"
     clips(audio, 40)
@@ -183,7 +182,9 @@ def test_driver_killed_then_a_rerun_whose_actor_is_killed_equals_a_clean_run(tmp
             os.kill(pids[0], signal.SIGKILL)
             killed.extend(pids)
 
-    resumed = index_paths_on_ray([audio], idx, emb, workers=1, batch_windows=2, progress=kill_the_actor_once)
+    resumed = index_paths_on_ray(
+        [audio], idx, emb, ray=RaySettings(workers=1, batch_windows=2), progress=kill_the_actor_once
+    )
     assert killed, "the actor was never killed"
     # A replacement actor embedded the rest: two workers reported, both did work.
     assert len(resumed.workers) == 2 and all(w["segments"] > 0 for w in resumed.workers), resumed.workers

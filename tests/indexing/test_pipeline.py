@@ -386,7 +386,7 @@ def test_a_copy_outside_the_runs_paths_takes_over_a_deleted_owner(tmp_path, emb)
 
 
 def test_an_interrupted_run_finds_the_remaining_moves_again(tmp_path, emb, monkeypatch):
-    from vela_search.indexing import pipeline
+    from vela_search.indexing.run import IndexRun
 
     paths = small_collection(tmp_path / "audio", 3)
     index_paths([tmp_path / "audio"], tmp_path / "idx", emb)
@@ -395,7 +395,7 @@ def test_an_interrupted_run_finds_the_remaining_moves_again(tmp_path, emb, monke
         path.rename(path.with_name("moved_" + path.name))
 
     landed = []
-    real_relink = pipeline._Run.relink
+    real_relink = IndexRun.relink
 
     def relink_then_crash(self, job, vectors, rows):  # noqa: ANN001
         if landed:
@@ -403,7 +403,7 @@ def test_an_interrupted_run_finds_the_remaining_moves_again(tmp_path, emb, monke
         landed.append(job.file.path)
         real_relink(self, job, vectors, rows)
 
-    monkeypatch.setattr(pipeline._Run, "relink", relink_then_crash)
+    monkeypatch.setattr(IndexRun, "relink", relink_then_crash)
     with pytest.raises(KeyboardInterrupt):
         index_paths([tmp_path / "audio"], tmp_path / "idx", emb, commit_every=1)
     monkeypatch.undo()

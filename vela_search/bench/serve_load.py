@@ -305,7 +305,7 @@ def run_serve_benchmark(
     return {
         "index": str(index),
         "model": fingerprint.get("model"),
-        "device": device,
+        "device": _resolved_device(device),
         "clients": clients,
         "queries_per_client": queries,
         "k": k,
@@ -315,3 +315,10 @@ def run_serve_benchmark(
         "errors": sum(run.errors for run in runs),
         "date": time.strftime("%Y-%m-%d"),
     }
+
+
+def _resolved_device(device: str) -> str:
+    """The device the servers ran on (``auto`` resolved as ``vela-search serve`` resolves it)."""
+    from vela_search.embedding.backbone import resolve_device
+
+    return str(resolve_device(device))

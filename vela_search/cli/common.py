@@ -137,7 +137,14 @@ def load_embedder(
     """Load the embedder with a status spinner and show the tiny-model notice where it applies."""
     from vela_search.embedding.embedder import VelaEmbedder
 
-    label = model or "the adapter's base model"
+    if model is not None:
+        label = model
+    elif adapter is not None:
+        label = f"the base model adapter {adapter} records"
+    else:
+        from vela_search.embedding.backbone import DEFAULT_MODEL
+
+        label = DEFAULT_MODEL
     with err_console.status(f"loading {label} …", spinner="dots") if not quiet else nullcontext():
         embedder = VelaEmbedder.from_pretrained(
             model,

@@ -12,10 +12,17 @@ from vela_search.cli.common import console, err_console, print_json, resolve_ind
 
 @app.command("export")
 def export_command(
-    index: str | None = typer.Argument(
+    index_argument: str | None = typer.Argument(
         None,
-        help="Index name (under $VELA_INDEX_DIR or ./indexes) or directory. Default: 'default'.",
+        metavar="[NAME]",
+        help="Deprecated: the index as a positional argument; use --index NAME like the other commands.",
         show_default=False,
+    ),
+    index: str | None = typer.Option(
+        None,
+        "--index",
+        "-i",
+        help="Index name (under $VELA_INDEX_DIR or ./indexes) or directory. Default: 'default'.",
     ),
     to: Path = typer.Option(..., "--to", help="Folder for segments.parquet and files.parquet (created)."),
     dtype: str = typer.Option(
@@ -27,6 +34,16 @@ def export_command(
     from vela_search.errors import VelaError
     from vela_search.store.export import export_index
 
+    if index_argument is not None:
+        if index is not None and index != index_argument:
+            raise VelaError(
+                f"two indexes given ({index_argument!r} and --index {index!r}): give --index only"
+            )
+        err_console.print(
+            f"[yellow]note:[/] NAME as a positional argument is deprecated; use --index {index_argument}",
+            highlight=False,
+        )
+        index = index_argument
     dtypes = {"fp16": "float16", "float16": "float16", "fp32": "float32", "float32": "float32"}
     if dtype not in dtypes:
         raise VelaError(f"--dtype must be fp16 or fp32, not {dtype!r}")

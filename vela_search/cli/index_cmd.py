@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,10 +35,14 @@ from vela_search.cli.common import (
     print_json,
     resolve_index,
 )
+from vela_search.cli.plain_progress import PlainProgress, use_plain_progress
+from vela_search.errors import RunInterrupted, VelaError
 
 if TYPE_CHECKING:
+    from vela_search.audio.hf_dataset import DatasetListing
     from vela_search.embedding.embedder import VelaEmbedder
-    from vela_search.indexing import IndexProgress, IndexReport
+    from vela_search.indexing import IndexOptions, IndexProgress, IndexReport
+    from vela_search.indexing.cluster import RaySettings
 
 INDEX_HELP = "Index name (under $VELA_INDEX_DIR or ./indexes) or directory."
 # Failed files listed in the summary; the rest are counted (all of them are in --json).
@@ -45,6 +51,7 @@ _PHASES = {
     "scan": "checking files",
     "hash": "hashing new files",
     "relink": "relinking moved files",
+    "load": "loading the model",
     "embed": "embedding",
     "commit": "committing",
     "promote": "replacing the old generation",
@@ -70,10 +77,14 @@ def index_command(
     demos: str | None = typer.Option(
         None, "--demos", help="In-context demos: 'default', 'none' or a JSONL file. Default: the index's."
     ),
-    window: float = typer.Option(
-        10.0, "--window", help="Window length in seconds for files longer than 30 s."
+    window: float | None = typer.Option(
+        None,
+        "--window",
+        help="Window length in seconds for files longer than 30 s. Default: the index's; 10 for a new one.",
     ),
-    hop: float = typer.Option(5.0, "--hop", help="Hop between windows in seconds."),
+    hop: float | None = typer.Option(
+        None, "--hop", help="Hop between windows in seconds. Default: the index's; 5 for a new one."
+    ),
     batch_tokens: int | None = typer.Option(
         None,
         "--batch-tokens",
@@ -165,111 +176,191 @@ def index_command(
     ),
 ) -> None:
     """Index audio files: incremental, resumable after a crash, broken files recorded and skipped."""
-    from vela_search.errors import RunInterrupted, VelaError
-    from vela_search.indexing import EmbedderSpec, choose_spec, index_paths
-    from vela_search.indexing.pipeline import validate_options
-    from vela_search.store import AudioIndex
+    from vela_search.indexing import IndexOptions
 
-    validate_options(window, hop, commit_every)
-    memory_budget = parse_memory_option(max_index_memory)
+    options = IndexOptions(
+        window_s=window,
+        hop_s=hop,
+        commit_every=commit_every,
+        prune=prune,
+        rebuild=rebuild,
+        factory=faiss_factory,
+        max_index_memory=parse_memory_option(max_index_memory),
+    )
+    options.validate()
     root = resolve_index(index)
-    exists = AudioIndex.exists(root)
-    listing = None
-    if dataset is not None:
-        if paths or rebuild or dry_run or ray or ray_address is not None:
-            raise VelaError("--dataset is indexed on its own: without paths, --rebuild, --dry-run or --ray")
-        from vela_search.audio.hf_dataset import list_dataset_audio
-
-        with err_console.status(f"reading {dataset} …", spinner="dots"):
-            listing = list_dataset_audio(
-                dataset, split=split, audio_column=audio_column, key_column=key_column
-            )
-    elif split or audio_column or key_column:
-        raise VelaError("--split, --audio-column and --key-column go with --dataset")
-    if listing is None and not paths and not exists:
+    given = [str(p) for p in paths or []]
+    listing = _dataset_listing(
+        dataset, split, audio_column, key_column, given, rebuild, dry_run, ray, ray_address
+    )
+    if listing is None and not given and not _exists(root):
         raise VelaError(f"give audio files or folders to index (no index at {root} yet)")
     if dry_run:
         if rebuild:
             raise VelaError("a rebuild embeds every file again: --dry-run previews incremental runs only")
-        _dry_run(
-            [str(p) for p in paths or []], root, window=window, hop=hop, prune=prune, json_output=json_output
-        )
+        _dry_run(given, root, window=window, hop=hop, prune=prune, json_output=json_output)
         return
-    ray = ray or ray_address is not None
-    if workers is not None and not ray:
-        raise VelaError("--workers sets the Ray actor pool: use it with --ray")
-    if ray:
-        from vela_search.indexing.cluster import check_address, import_ray
+    ray_settings = _ray_settings(ray, ray_address, workers, dtype)
+    _check_index_state(root, given)
+    flags = _ModelFlags(model, adapter, demos, quantize, device, dtype, batch_tokens)
+    loader = _loader(root, flags, rebuild=rebuild)  # refuses a mismatching embedder before anything loads
+    report, loaded = _run(given, root, loader, options, ray_settings, decode_workers, listing)
+    _report(report, loaded, root, given, json_output=json_output, strict=strict)
 
-        if ray_address is not None:
-            check_address(ray_address)
-        import_ray()  # a missing extra is reported before the (slow) model load
-    if exists:
-        _check_not_locked(root)  # before the (slow) model load
+
+def _exists(root: Path) -> bool:
+    from vela_search.store import AudioIndex
+
+    return AudioIndex.exists(root)
+
+
+def _dataset_listing(
+    dataset: Path | None,
+    split: str | None,
+    audio_column: str | None,
+    key_column: str | None,
+    paths: list[str],
+    rebuild: bool,
+    dry_run: bool,
+    ray: bool,
+    ray_address: str | None,
+) -> DatasetListing | None:
+    """The rows of ``--dataset`` (None without it), after refusing the flags that do not go with it."""
+    if dataset is None:
+        if split or audio_column or key_column:
+            raise VelaError("--split, --audio-column and --key-column go with --dataset")
+        return None
+    if paths or rebuild or dry_run or ray or ray_address is not None:
+        raise VelaError("--dataset is indexed on its own: without paths, --rebuild, --dry-run or --ray")
+    from vela_search.audio.hf_dataset import list_dataset_audio
+
+    with err_console.status(f"reading {dataset} …", spinner="dots"):
+        return list_dataset_audio(dataset, split=split, audio_column=audio_column, key_column=key_column)
+
+
+def _ray_settings(ray: bool, address: str | None, workers: int | None, dtype: str) -> RaySettings | None:
+    """The Ray settings of ``--ray``/``--ray-address`` (None: embed in this process), checked now."""
+    if not ray and address is None:
+        if workers is not None:
+            raise VelaError("--workers sets the Ray actor pool: use it with --ray")
+        return None
+    from vela_search.indexing.cluster import RaySettings, import_ray
+
+    settings = RaySettings(address=address, workers=workers, dtype=dtype)
+    settings.validate()
+    import_ray()  # a missing extra is reported before the (slow) model load
+    return settings
+
+
+def _check_index_state(root: Path, paths: list[str]) -> None:
+    """A locked index, or a new one that could not be created, is refused before any slow work."""
+    from vela_search.store import AudioIndex
+
+    if AudioIndex.exists(root):
+        _check_not_locked(root)
     else:
         AudioIndex.check_creatable(root)  # a lost manifest's data is refused before the model load too
         if paths:
             # A new index from paths that hold no audio (an empty folder, a typo) would be an empty index:
             # refuse before the model loads. An existing index runs, so that vanished files are pruned.
-            _require_audio([str(p) for p in paths])
+            _require_audio(paths)
+
+
+@dataclass(frozen=True)
+class _ModelFlags:
+    """The model flags of ``index`` as given (None: the index's)."""
+
+    model: str | None
+    adapter: Path | None
+    demos: str | None
+    quantize: str | None
+    device: str
+    dtype: str
+    batch_tokens: int | None
+
+
+def _loader(root: Path, flags: _ModelFlags, *, rebuild: bool) -> Callable[[], VelaEmbedder]:
+    """A function that loads the run's embedder, called only when the run has something to embed.
+
+    What the flags ask for is compared with the index's recorded embedder first (no rebuild), so that a
+    mismatch is refused before the scan and before any load.
+    """
+    from vela_search.indexing import choose_spec
+    from vela_search.indexing.preload import check_before_load, requested_dtype
+    from vela_search.indexing.spec import describe_load
 
     _, spec = choose_spec(
         root,
-        model=model,
-        adapter=str(adapter) if adapter is not None else None,
-        demos=demos,
-        quantize=quantize,
+        model=flags.model,
+        adapter=str(flags.adapter) if flags.adapter is not None else None,
+        demos=flags.demos,
+        quantize=flags.quantize,
         rebuild=rebuild,
     )
-    if model is None and adapter is None:  # the index's record decides which weights run: say whose
-        from vela_search.indexing.spec import describe_load
+    if not rebuild:
+        check_before_load(root, spec, dtype=requested_dtype(flags.dtype, flags.device), writing=True)
 
+    def load() -> VelaEmbedder:
         err_console.print(f"loading {escape(describe_load(spec))}", highlight=False)
-    embedder = _load(spec, device=device, dtype=dtype, batch_tokens=batch_tokens, quiet=False)
+        embedder = _load(spec, device=flags.device, dtype=flags.dtype, batch_tokens=flags.batch_tokens)
+        if embedder.notice:
+            err_console.print(f"[yellow]note:[/] {embedder.notice}")
+        return embedder
 
-    options: dict[str, Any] = {
-        "window_s": window,
-        "hop_s": hop,
-        "commit_every": commit_every,
-        "prune": prune,
-        "rebuild": rebuild,
-        "factory": faiss_factory,
-        "max_index_memory": memory_budget,
-    }
+    return load
+
+
+def _run(
+    paths: list[str],
+    root: Path,
+    loader: Callable[[], VelaEmbedder],
+    options: IndexOptions,
+    ray: RaySettings | None,
+    decode_workers: int | None,
+    listing: DatasetListing | None,
+) -> tuple[IndexReport, VelaEmbedder | None]:
+    """Run the index with a progress display; returns the report and the embedder if one was loaded."""
+    from dataclasses import replace
+
+    from vela_search.indexing import index_paths
+
+    loaded: list[VelaEmbedder] = []
+
+    def load() -> VelaEmbedder:
+        loaded.append(loader())
+        return loaded[0]
+
     try:
-        with _ProgressView(enabled=True) as view:
-            if ray:
+        with progress_view() as view:
+            options = replace(options, progress=view.update)
+            if ray is not None:
                 from vela_search.indexing.cluster import index_paths_on_ray
 
-                report = index_paths_on_ray(
-                    [str(p) for p in paths or []],
-                    root,
-                    embedder,
-                    address=ray_address,
-                    workers=workers,
-                    dtype=dtype,
-                    progress=view.update,
-                    **options,
-                )
+                report = index_paths_on_ray(paths, root, load, options, ray=ray)
             else:
                 report = index_paths(
-                    [str(p) for p in paths or []],
-                    root,
-                    embedder,
-                    decode_workers=decode_workers,
-                    progress=view.update,
-                    dataset=listing,
-                    **options,
+                    paths, root, load, options, decode_workers=decode_workers, dataset=listing
                 )
     except KeyboardInterrupt:
         # Every whole file that landed is committed; a rerun skips them.
         raise RunInterrupted(
             "interrupted: the files indexed so far are saved; run the same command again to continue"
         ) from None
+    return report, (loaded[0] if loaded else None)
 
+
+def _report(
+    report: IndexReport,
+    embedder: VelaEmbedder | None,
+    root: Path,
+    paths: list[str],
+    *,
+    json_output: bool,
+    strict: bool,
+) -> None:
+    """The summary (or JSON), the no-audio warning, and the --strict exit status."""
     if json_output:
-        loaded = EmbedderSpec.from_embedder(embedder).to_dict()
-        print_json({**report.to_dict(), "notice": embedder.notice, "embedder_spec": loaded})
+        print_json({**report.to_dict(), **_embedder_facts(root, report, embedder)})
     else:
         _print_summary(report)
     if report.files_seen == 0:
@@ -281,6 +372,20 @@ def index_command(
             highlight=False,
         )
         raise typer.Exit(1)
+
+
+def _embedder_facts(root: Path, report: IndexReport, embedder: VelaEmbedder | None) -> dict[str, Any]:
+    """``notice`` and ``embedder_spec`` of the JSON report: of the loaded embedder, else of the record."""
+    from vela_search.indexing import EmbedderSpec, recorded_spec
+    from vela_search.search.index_embedder import notice_for_model
+
+    if embedder is not None:
+        return {"notice": embedder.notice, "embedder_spec": EmbedderSpec.from_embedder(embedder).to_dict()}
+    spec = recorded_spec(root, report.fingerprint)
+    return {
+        "notice": notice_for_model(str(report.fingerprint.get("model") or "")),
+        "embedder_spec": spec.to_dict() if spec is not None else None,
+    }
 
 
 @app.command("info")
@@ -318,7 +423,11 @@ def compact_command(
             highlight=False,
         )
     else:
-        console.print(f"nothing to merge ({result.shards_after} shards)", highlight=False)
+        shards = f"{result.shards_after} shard" + ("" if result.shards_after == 1 else "s")
+        console.print(
+            f"nothing to merge: the index is already compact ({shards}, {result.deleted_after} deleted rows)",
+            highlight=False,
+        )
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -348,9 +457,7 @@ def _check_not_locked(root: Path) -> None:
     lock.release()
 
 
-def _load(
-    spec: dict[str, Any], *, device: str, dtype: str, batch_tokens: int | None, quiet: bool
-) -> VelaEmbedder:
+def _load(spec: dict[str, Any], *, device: str, dtype: str, batch_tokens: int | None) -> VelaEmbedder:
     if spec["model"] is None and spec["adapter"] is None:
         from vela_search.embedding.backbone import DEFAULT_MODEL
 
@@ -365,7 +472,7 @@ def _load(
         quantize=spec["quantize"],
         batch_tokens=batch_tokens,
         revision=spec.get("revision"),
-        quiet=quiet,
+        quiet=True,  # under the progress display: the caller says what loads
     )
 
 
@@ -385,6 +492,36 @@ class _SpeedColumn(ProgressColumn):
     def render(self, task: Any) -> Text:
         speed = task.finished_speed or task.speed
         return Text("" if speed is None else f"{speed:.1f} seg/s", style="progress.data.speed")
+
+
+def progress_view() -> _ProgressView | _PlainView:
+    """Bars on a terminal; plain lines at a steady interval in a log or CI (see `cli.plain_progress`)."""
+    return _PlainView() if use_plain_progress() else _ProgressView(enabled=True)
+
+
+class _PlainView:
+    """IndexProgress events as :class:`PlainProgress` lines (stderr is not a terminal)."""
+
+    def __init__(self) -> None:
+        self._lines = PlainProgress()
+
+    def __enter__(self) -> _PlainView:
+        self._lines.__enter__()
+        self._lines.update("finding audio files")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._lines.__exit__(*exc)
+
+    def update(self, event: IndexProgress) -> None:
+        stage = _PHASES.get(event.phase, event.phase)
+        if event.phase in ("scan", "hash", "relink"):
+            self._lines.update(stage, event.files_done, event.files_total or None, "files")
+        elif event.phase == "load":
+            self._lines.update(stage)
+        else:
+            files = f"{event.files_done}/{event.files_total} files"
+            self._lines.update(stage, event.segments_done, event.segments_total or None, "segments", files)
 
 
 class _ProgressView:
@@ -416,7 +553,7 @@ class _ProgressView:
         self._progress.__exit__(*exc)  # type: ignore[arg-type]
 
     def update(self, event: IndexProgress) -> None:
-        if event.phase != self._phase and event.phase in ("scan", "hash", "relink", "embed"):
+        if event.phase != self._phase and event.phase in ("scan", "hash", "relink", "load", "embed"):
             # Each phase gets its own bar, so rates and ETA are not mixed across phases.
             if self._task is not None:
                 self._progress.remove_task(self._task)
@@ -506,11 +643,11 @@ def _print_workers(workers: list[dict[str, Any]]) -> None:
 
 
 def _dry_run(
-    paths: list[str], root: Path, *, window: float, hop: float, prune: bool, json_output: bool
+    paths: list[str], root: Path, *, window: float | None, hop: float | None, prune: bool, json_output: bool
 ) -> None:
     from vela_search.indexing import preview_index
 
-    with _ProgressView(enabled=True) as view:  # scanning and hashing a large library takes a while
+    with progress_view() as view:  # scanning and hashing a large library takes a while
         preview = preview_index(paths, root, window_s=window, hop_s=hop, prune=prune, progress=view.update)
     if preview.files_seen == 0:
         problems = [(str(p), r) for p, r in preview.problems]
@@ -613,6 +750,7 @@ def _print_info(info: dict[str, Any]) -> None:
             f"{files['failed']} failed",
         ),
         ("roots", "\n".join(info["roots"]) or "-"),
+        ("segments", _describe_segmentation(info.get("segmentation"))),
         ("model", spec.get("model") or "(not recorded)"),
         ("adapter", spec.get("adapter") or "none"),
         ("demos", spec.get("demos") or "(not recorded)"),
@@ -643,6 +781,16 @@ def _print_info(info: dict[str, Any]) -> None:
     for key, value in rows:
         table.add_row(key, escape(str(value)))
     console.print(table)
+
+
+def _describe_segmentation(seg: dict[str, Any] | None) -> str:
+    """E.g. ``one per file up to 30 s; longer files: 8 s windows every 4 s (--window 8 --hop 4)``."""
+    if not seg:
+        return "(not recorded yet: the next `vela-search index` run records it)"
+    return (
+        f"one per file up to {seg['single_max_s']:g} s; longer files: {seg['window_s']:g} s windows every "
+        f"{seg['hop_s']:g} s (--window {seg['window_s']:g} --hop {seg['hop_s']:g})"
+    )
 
 
 def _describe_faiss(build: dict[str, Any]) -> str:

@@ -310,11 +310,13 @@ def _with_clip(request: QueryRequest) -> QueryRequest:
 def _searcher(idx: AudioIndex, request: QueryRequest, run: QueryRun) -> Searcher:
     """A searcher of ``idx`` for ``request``: stored vectors alone for --like, else the index's embedder."""
     # Imported from the package when called: tests replace `load_index_embedder` there.
+    from vela_search.indexing.preload import check_before_load
     from vela_search.search import Searcher, check_query_fits, embedder_spec, load_index_embedder
 
     if request.kind == "like" and request.rerank is None:
         return Searcher(idx, None)
     spec = embedder_spec(idx, model=run.model, adapter=run.adapter, demos=run.demos)
+    check_before_load(idx.root, spec.to_dict(), writing=False)  # a mismatch is refused with no load
     if request.text is not None:  # a text that cannot fit behind the prefix fails now (tokenizer only)
         check_query_fits(idx, request.text, request.instruction, model=spec.model, revision=spec.revision)
     err_console.print(f"loading {escape(spec.describe())}", highlight=False)

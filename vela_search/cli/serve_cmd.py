@@ -89,6 +89,10 @@ def serve(
         names = ", ".join(name for name, _ in roots)
         err_console.print(f"serving {names} at [bold]{url}[/] (page: {url}/, API: {url}/docs); Ctrl-C stops")
 
+    from vela_search.indexing.preload import require_index
+
+    for _, root in roots:
+        require_index(root)  # a missing index is said before the model loads
     err_console.print("loading the model …")
     run_server(roots, settings, on_ready=ready)
     err_console.print("stopped")

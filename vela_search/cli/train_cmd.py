@@ -170,11 +170,19 @@ class _ProgressView:
     """Rich progress bar with the running loss; evaluations, checkpoints and notices print above it."""
 
     def __init__(self, *, enabled: bool) -> None:
+        from vela_search.cli.plain_progress import PlainProgress, use_plain_progress
+
         self.enabled = enabled
         self.progress: Any = None
         self.task: Any = None
+        # Not a terminal (a log, CI): a plain line at a steady interval instead of the bar (stderr only, so
+        # also with --json).
+        self.plain = PlainProgress() if use_plain_progress() else None
 
     def __enter__(self) -> _ProgressView:
+        if self.plain is not None:
+            self.plain.__enter__()
+            self.plain.update("preparing")
         return self
 
     def _start(self) -> None:
@@ -200,10 +208,17 @@ class _ProgressView:
         self.progress.__enter__()
 
     def __exit__(self, *exc: object) -> None:
+        if self.plain is not None:
+            self.plain.__exit__(*exc)
         if self.progress is not None:
             self.progress.__exit__(*exc)
 
     def handle(self, event: TrainEvent) -> None:
+        if self.plain is not None and event.kind in ("start", "step"):
+            loss = f"loss {event.loss:.4f}" if event.loss is not None else ""
+            self.plain.update("training", event.step, event.total_steps, "steps", loss)
+            if not self.enabled or event.kind == "step":
+                return
         if event.kind == "notice":
             # Notices matter with --json too: they go to stderr either way.
             target = self.progress.console if self.progress is not None else err_console
@@ -211,11 +226,13 @@ class _ProgressView:
             return
         if not self.enabled:
             return
-        if self.progress is None:
+        if self.progress is None and self.plain is None:
             self._start()
-        out = self.progress.console
+        out = self.progress.console if self.progress is not None else err_console
         if event.kind == "start":
             out.print(event.message, highlight=False)
+            if self.progress is None:
+                return
             self.task = self.progress.add_task(
                 "train", total=event.total_steps, completed=event.step, loss="-"
             )

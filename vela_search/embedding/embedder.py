@@ -36,6 +36,7 @@ from vela_search.embedding.demos import Demo, DemoSet
 from vela_search.embedding.fingerprint import Fingerprint, dtype_name
 from vela_search.embedding.inputs import audio_features, expand_audio_ids, input_embeddings
 from vela_search.embedding.items import EmbedItem, checked_items
+from vela_search.embedding.load_guard import forbid_model_load_if_asked
 from vela_search.embedding.query_graphs import QueryGraphs
 from vela_search.embedding.rendering import PromptTemplates, encode_prompt
 from vela_search.embedding.shapes import SHAPE_NOTICE, SHAPE_PREFIX
@@ -121,6 +122,7 @@ class VelaEmbedder:
             trainable_adapter: Keep the adapter's LoRA weights trainable.
             query_graphs: Replay single text queries as CUDA graphs (None: on when the device is CUDA).
         """
+        forbid_model_load_if_asked(model if model is not None else f"of adapter {adapter}")
         record = read_adapter_record(adapter) if adapter is not None else {}
         if record.get("prompt_version") not in (None, prompts.PROMPT_VERSION):
             raise ModelLoadError(

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from vela_search.indexing.cluster import index_paths_on_ray
 from vela_search.indexing.maintenance import CompactReport, compact_index, index_info
-from vela_search.indexing.pipeline import (
+from vela_search.indexing.options import (
     DEFAULT_COMMIT_EVERY,
     DEFAULT_FACTORY,
     DEFAULT_HOP_S,
     DEFAULT_WINDOW_S,
-    index_paths,
+    IndexOptions,
+    Segmentation,
+    SegmentationMismatchError,
 )
+from vela_search.indexing.pipeline import index_paths
 from vela_search.indexing.preview import IndexPreview, preview_index
 from vela_search.indexing.profile import PipelineTiming, measure_pipeline_overlap
 from vela_search.indexing.report import IndexProgress, IndexReport
@@ -29,10 +32,13 @@ __all__ = [
     "DEFAULT_WINDOW_S",
     "CompactReport",
     "EmbedderSpec",
+    "IndexOptions",
     "IndexPreview",
     "IndexProgress",
     "IndexReport",
     "PipelineTiming",
+    "Segmentation",
+    "SegmentationMismatchError",
     "choose_spec",
     "compact_index",
     "index_info",

@@ -34,17 +34,11 @@ import numpy as np
 
 from vela_search.audio import AudioSegment, iter_segments
 from vela_search.errors import VelaError
-from vela_search.indexing.pipeline import (
-    DEFAULT_COMMIT_EVERY,
-    DEFAULT_COMMIT_INTERVAL_S,
-    DEFAULT_HOP_S,
-    DEFAULT_WINDOW_S,
-    _Landing,
-    _Run,
-    run_index,
-)
+from vela_search.indexing.options import IndexOptions, Segmentation
+from vela_search.indexing.pipeline import EmbedderSource, run_index
 from vela_search.indexing.plan import EmbedJob, failure_reason
-from vela_search.indexing.report import IndexReport, ProgressCallback
+from vela_search.indexing.report import IndexReport
+from vela_search.indexing.run import IndexRun, Landing
 from vela_search.indexing.spec import EmbedderSpec
 
 if TYPE_CHECKING:
@@ -311,9 +305,9 @@ class _Arrivals:
     def complete(self) -> bool:
         return self.count is not None and (self.error is not None or len(self.windows) >= self.count)
 
-    def landing(self) -> _Landing:
+    def landing(self) -> Landing:
         """The file as the single-process path lands it: segments in order, their vectors alongside."""
-        landing = _Landing(self.job, decoded=True, error=self.error)
+        landing = Landing(self.job, decoded=True, error=self.error)
         if self.error is None:
             for index in range(self.count or 0):
                 start, end, vector = self.windows[index]
@@ -385,24 +379,12 @@ def ray_session(address: str | None) -> Iterator[Any]:
 def index_paths_on_ray(
     paths: Sequence[str | os.PathLike[str]],
     index_dir: str | os.PathLike[str],
-    embedder: VelaEmbedder,
+    embedder: EmbedderSource,
+    options: IndexOptions | None = None,
     *,
-    address: str | None = None,
-    workers: int | None = None,
-    dtype: str = "auto",
-    threads: int | None = None,
-    batch_windows: int = DEFAULT_BATCH_WINDOWS,
-    window_s: float = DEFAULT_WINDOW_S,
-    hop_s: float = DEFAULT_HOP_S,
-    commit_every: int = DEFAULT_COMMIT_EVERY,
-    commit_interval_s: float = DEFAULT_COMMIT_INTERVAL_S,
-    prune: bool = True,
-    rebuild: bool = False,
-    factory: str | None = None,
-    compact: bool = True,
-    progress: ProgressCallback | None = None,
+    ray: RaySettings | None = None,
     timing: ClusterTiming | None = None,
-    max_index_memory: int | None = None,
+    **settings: Any,
 ) -> IndexReport:
     """Index like :func:`~vela_search.indexing.index_paths`, decoding and embedding on a Ray cluster.
 
@@ -413,79 +395,82 @@ def index_paths_on_ray(
 
     Example:
         >>> emb = VelaEmbedder.from_pretrained("tiny", demos="none", device="cpu")  # doctest: +SKIP
-        >>> report = index_paths_on_ray(["/data/audio"], "/data/idx", emb, address="auto")  # doctest: +SKIP
+        >>> on = RaySettings(address="auto")  # doctest: +SKIP
+        >>> report = index_paths_on_ray(["/data/audio"], "/data/idx", emb, ray=on)  # doctest: +SKIP
         >>> [w["segments_per_s"] for w in report.workers]  # doctest: +SKIP
 
     Args:
-        address: the cluster (``auto``, ``ray://head:10001``); None starts a local Ray on this machine. A
-            Ray session already open in this process is used instead.
-        workers: embedding actors (default :func:`default_workers`: one per GPU, or a small CPU pool).
-        dtype: the workers' dtype (``auto``: bf16 on a GPU, fp32 on the CPU).
-        threads: torch threads of each CPU actor (default: the cluster's CPUs shared between the actors).
-        batch_windows: windows per embedding call in an actor.
+        embedder: as for :func:`~vela_search.indexing.index_paths` (a loader is called only when there
+            is something to embed; Ray is joined only then too).
+        options: the run's settings, as for :func:`~vela_search.indexing.index_paths`; ``settings`` (its
+            field names) override single fields.
+        ray: the cluster and the actor pool (:class:`RaySettings`; default: a local Ray, default pool).
         timing: filled with where the embedding stage's time went (for the benchmark).
-        Other arguments: as in :func:`~vela_search.indexing.index_paths`.
 
     Raises:
         RayNotInstalledError: Ray is not installed.
         VelaError: as :func:`~vela_search.indexing.index_paths`, or the cluster cannot be reached.
     """
-    if workers is not None and workers < 1:
-        raise VelaError(f"--workers must be at least 1, got {workers}")
-    if batch_windows < 1:
-        raise VelaError(f"batch_windows must be at least 1, got {batch_windows}")
+    from dataclasses import replace
+
+    options = replace(options or IndexOptions(), **settings)
+    ray = ray or RaySettings()
+    ray.validate()
     import_ray()  # a missing extra is reported before anything else
-    recipe = EmbedderRecipe.from_embedder(embedder, dtype=dtype)
     timing = timing if timing is not None else ClusterTiming()
 
-    def stage(run: _Run, jobs: list[EmbedJob]) -> None:
+    def stage(run: IndexRun, jobs: list[EmbedJob]) -> None:
+        recipe = EmbedderRecipe.from_embedder(run.embedder, dtype=ray.dtype)
         # Ray is joined only when there is something to embed: a locked index or a rerun with nothing new
         # never waits for it.
-        with ray_session(address) as ray:
-            _embed_on_ray(
-                ray,
-                run,
-                jobs,
-                recipe,
-                workers=workers,
-                threads=threads,
-                batch_windows=batch_windows,
-                window_s=window_s,
-                hop_s=hop_s,
-                timing=timing,
-            )
+        with ray_session(ray.address) as session:
+            _embed_on_ray(session, run, jobs, recipe, ray, run.segmentation, timing)
 
-    report = run_index(
-        paths,
-        index_dir,
-        embedder,
-        stage,
-        window_s=window_s,
-        hop_s=hop_s,
-        commit_every=commit_every,
-        commit_interval_s=commit_interval_s,
-        prune=prune,
-        rebuild=rebuild,
-        factory=factory,
-        max_index_memory=max_index_memory,
-        compact=compact,
-        progress=progress,
-    )
+    report = run_index(paths, index_dir, embedder, stage, options)
     report.workers = [w.to_dict() for w in timing.per_worker.values()]
     return report
 
 
+@dataclass(frozen=True)
+class RaySettings:
+    """Where and how a Ray run embeds.
+
+    Attributes:
+        address: the cluster (``auto``, ``ray://head:10001``, ``head:6379``); None starts a local Ray on
+            this machine. A Ray session already open in this process is used instead.
+        workers: embedding actors (default :func:`default_workers`: one per GPU, or a small CPU pool).
+        dtype: the workers' dtype (``auto``: bf16 on a GPU, fp32 on the CPU).
+        threads: torch threads of each CPU actor (default: the cluster's CPUs shared between the actors).
+        batch_windows: windows per embedding call in an actor.
+    """
+
+    address: str | None = None
+    workers: int | None = None
+    dtype: str = "auto"
+    threads: int | None = None
+    batch_windows: int = DEFAULT_BATCH_WINDOWS
+
+    def validate(self) -> None:
+        """Refuse an empty pool or batch, and what is not a cluster address.
+
+        Raises:
+            VelaError: naming the bad setting.
+        """
+        if self.workers is not None and self.workers < 1:
+            raise VelaError(f"--workers must be at least 1, got {self.workers}")
+        if self.batch_windows < 1:
+            raise VelaError(f"batch_windows must be at least 1, got {self.batch_windows}")
+        if self.address is not None:
+            check_address(self.address)
+
+
 def _embed_on_ray(
     ray: Any,
-    run: _Run,
+    run: IndexRun,
     jobs: list[EmbedJob],
     recipe: EmbedderRecipe,
-    *,
-    workers: int | None,
-    threads: int | None,
-    batch_windows: int,
-    window_s: float,
-    hop_s: float,
+    settings: RaySettings,
+    segmentation: Segmentation,
     timing: ClusterTiming,
 ) -> None:
     """The embedding stage on Ray: files → decode tasks → embedding actors → landed on the driver."""
@@ -498,10 +483,9 @@ def _embed_on_ray(
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     resources = ray.cluster_resources()
-    pool = workers or default_workers(resources)
+    pool = settings.workers or default_workers(resources)
     actor_options, shared_threads = _actor_resources(resources, pool)
-    if threads is None:
-        threads = shared_threads
+    threads = settings.threads if settings.threads is not None else shared_threads
     timing.workers = pool
 
     files = [{"job": i, "path": job.file.path} for i, job in enumerate(jobs)]
@@ -510,12 +494,12 @@ def _embed_on_ray(
         .map_batches(
             decode_files,
             batch_size=FILES_PER_DECODE_TASK,
-            fn_kwargs={"window_s": window_s, "hop_s": hop_s},
+            fn_kwargs={"window_s": segmentation.window_s, "hop_s": segmentation.hop_s},
             num_cpus=1,
         )
         .map_batches(
             WindowEmbedder,
-            batch_size=batch_windows,
+            batch_size=settings.batch_windows,
             compute=ActorPoolStrategy(size=pool),
             fn_constructor_kwargs={"recipe": recipe, "threads": threads},
             **actor_options,
@@ -563,7 +547,9 @@ def worker_start_error(exc: BaseException) -> str | None:
     return None
 
 
-def _take(run: _Run, arrivals: list[_Arrivals], batch: dict[str, np.ndarray], timing: ClusterTiming) -> None:
+def _take(
+    run: IndexRun, arrivals: list[_Arrivals], batch: dict[str, np.ndarray], timing: ClusterTiming
+) -> None:
     """Sort a batch of results into their files; land each file whose windows have all arrived."""
     embedded = 0
     for row in range(len(batch["job"])):

@@ -99,7 +99,9 @@ def index_info(index_dir: str | os.PathLike[str]) -> dict[str, Any]:
             "segments_in_files": int(sum(v or 0 for v in files["segments"].to_pylist()))
             if files.num_rows
             else 0,
-            "roots": recorded_roots(files),
+            # The manifest's record survives a repair that empties the files table.
+            "roots": sorted(set(recorded_roots(files)) | set(data.get("roots") or [])),
+            "segmentation": data.get("segmentation"),
             "embedder": spec.to_dict() if spec is not None else None,
             "query_room": (
                 {

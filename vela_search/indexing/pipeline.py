@@ -9,34 +9,50 @@ not at all, and continues from the last commit.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
-from vela_search.audio import AudioSegment, plan_windows
 from vela_search.audio.hf_dataset import is_dataset_uri
 from vela_search.errors import StoreError, VelaError
-from vela_search.indexing.plan import (
-    DUPLICATE,
-    FAILED,
-    INDEXED,
-    EmbedJob,
-    RelinkJob,
-    RunPlan,
-    failure_reason,
-    plan_run,
-    recorded_roots,
+from vela_search.indexing.options import (
+    DEFAULT_COMMIT_EVERY,
+    DEFAULT_COMMIT_INTERVAL_S,
+    DEFAULT_FACTORY,
+    DEFAULT_HOP_S,
+    DEFAULT_WINDOW_S,
+    SINGLE_SEGMENT_MAX_S,
+    IndexOptions,
+    Segmentation,
+    validate_options,
 )
+from vela_search.indexing.plan import EmbedJob, RelinkJob, RunPlan, failure_reason, plan_run, recorded_roots
 from vela_search.indexing.prefetch import Failed, SegmentPrefetcher
-from vela_search.indexing.report import IndexProgress, IndexReport, ProgressCallback, scan_progress
+from vela_search.indexing.report import IndexProgress, IndexReport, scan_progress
+from vela_search.indexing.run import IndexRun, Landing
 from vela_search.indexing.spec import EmbedderSpec, QueryRoom, record_spec, recorded_room
+
+__all__ = [
+    "DEFAULT_COMMIT_EVERY",
+    "DEFAULT_COMMIT_INTERVAL_S",
+    "DEFAULT_FACTORY",
+    "DEFAULT_HOP_S",
+    "DEFAULT_WINDOW_S",
+    "SINGLE_SEGMENT_MAX_S",
+    "EmbedStage",
+    "EmbedderSource",
+    "IndexOptions",
+    "default_decode_workers",
+    "index_paths",
+    "run_index",
+    "validate_options",
+]
 
 if TYPE_CHECKING:
     from vela_search.audio.hf_dataset import DatasetListing
@@ -44,15 +60,10 @@ if TYPE_CHECKING:
     from vela_search.store import IndexWriter
 
 # Decodes, embeds and lands every job of a run (see :func:`run_index`).
-EmbedStage = Callable[["_Run", list[EmbedJob]], None]
+EmbedStage = Callable[[IndexRun, list[EmbedJob]], None]
+# The embedder of a run, or a loader called only when there is something to embed.
+EmbedderSource = Union["VelaEmbedder", Callable[[], "VelaEmbedder"]]
 
-DEFAULT_WINDOW_S = 10.0
-DEFAULT_HOP_S = 5.0
-DEFAULT_COMMIT_EVERY = 256
-DEFAULT_COMMIT_INTERVAL_S = 60.0
-DEFAULT_FACTORY = "auto"  # exact SQfp16 while it fits and is fast, then compressed codes + re-rank
-# A file up to this long is one segment (what the audio encoder reads at once).
-SINGLE_SEGMENT_MAX_S = 30.0
 # Moved files' stored segments are read back this many at a time (bounds memory: 64 MiB at 4096 dims).
 RELINK_BATCH_SEGMENTS = 4096
 # Auto-compaction: merge when at least this many shards hold fewer than SMALL_SHARD vectors.
@@ -63,200 +74,6 @@ SMALL_SHARD = 4096
 def default_decode_workers() -> int:
     """Decoding threads: a quarter of the cores, 1 to 4 (the embedder needs the rest on a CPU)."""
     return max(1, min(4, (os.cpu_count() or 2) // 4))
-
-
-@dataclass
-class _Landing:
-    """A job whose windows are being embedded."""
-
-    job: EmbedJob
-    segments: list[AudioSegment] = field(default_factory=list)
-    vectors: list[np.ndarray] = field(default_factory=list)
-    embedded: int = 0
-    decoded: bool = False
-    error: str | None = None
-
-    @property
-    def ready(self) -> bool:
-        return self.decoded and (self.error is not None or self.embedded == len(self.segments))
-
-
-class _Run:
-    """State of one run: the writer, counters and the commit policy."""
-
-    def __init__(
-        self,
-        writer: IndexWriter,
-        embedder: VelaEmbedder,
-        report: IndexReport,
-        plan: RunPlan,
-        *,
-        commit_every: int,
-        commit_interval_s: float,
-        progress: ProgressCallback | None,
-        segments_total: int,
-        files_total: int,
-    ) -> None:
-        self.writer = writer
-        self.plan = plan
-        self.embedder = embedder
-        self.report = report
-        self.commit_every = commit_every
-        self.commit_interval_s = commit_interval_s
-        self.progress = progress
-        self.segments_total = segments_total
-        self.files_total = files_total
-        self.files_done = 0
-        self.segments_done = 0
-        self.uncommitted = 0
-        self.last_commit = time.monotonic()
-        self.dirty = False
-
-    def emit(self, phase: str, path: str | None = None) -> None:
-        if self.progress is not None:
-            self.progress(
-                IndexProgress(
-                    phase=phase,  # type: ignore[arg-type]
-                    files_done=self.files_done,
-                    files_total=self.files_total,
-                    segments_done=self.segments_done,
-                    segments_total=max(self.segments_total, self.segments_done),
-                    path=path,
-                )
-            )
-
-    # ----------------------------------------------------------------------------- embedding
-    def embed(self, chunk: list[tuple[_Landing, int]]) -> None:
-        """Embed a chunk of windows (of possibly several files) and hand each vector to its file."""
-        live = [(landing, i) for landing, i in chunk if landing.error is None]
-        if not live:
-            return
-        from vela_search.embedding.embedder import EmbedItem
-
-        items = [EmbedItem("audio", wave=landing.segments[i].samples) for landing, i in live]
-        vectors = self.embedder.embed_items(items)
-        for (landing, i), vector in zip(live, vectors, strict=True):
-            landing.vectors.append(vector)
-            landing.embedded += 1
-            # Release the samples: only the vector is kept until the file lands.
-            seg = landing.segments[i]
-            landing.segments[i] = AudioSegment(seg.start_s, seg.end_s, np.empty(0, np.float32))
-        self.segments_done += len(live)
-        self.emit("embed", live[-1][0].job.file.path)
-
-    # ------------------------------------------------------------------------------- landing
-    def land(self, landing: _Landing) -> None:
-        """Give a finished file to the writer: vectors + rows, tombstones and files rows together."""
-        job, writer = landing.job, self.writer
-        state = job.file
-        error = landing.error
-        vectors = np.stack(landing.vectors) if landing.vectors else np.empty((0, writer.dim), np.float32)
-        if error is None and not np.isfinite(vectors).all():
-            error = "the embedder returned NaN or infinite values for this file"
-        if error is None and len(vectors) == 0:
-            error = "contains no audio samples"
-        if len(job.replaces):
-            writer.delete(job.replaces)
-            self.report.segments_deleted += len(job.replaces)
-            self.dirty = True
-        if error is not None:
-            rows = [state.row(FAILED, error=error)]
-            rows += [dup.row(FAILED, error=error) for dup in job.duplicates]
-            self.report.files_failed += len(rows)
-            self.report.failures.extend((row["path"], error) for row in rows)
-            # A file that fails the same way as last time leaves the index as it is.
-            rows = [row for row in rows if not self.plan.unchanged_row(row)]
-            if rows:
-                writer.put_files(rows)
-                self.dirty = True
-        else:
-            duration = float(landing.segments[-1].end_s)
-            meta = [
-                {
-                    "path": state.path,
-                    "root": state.root,
-                    "content_sha256": state.sha256,
-                    "segment": i,
-                    "start_s": float(seg.start_s),
-                    "end_s": float(seg.end_s),
-                    "duration_s": duration,
-                }
-                for i, seg in enumerate(landing.segments)
-            ]
-            writer.add(vectors, meta)
-            rows = [state.row(INDEXED, duration_s=duration, segments=len(meta))]
-            rows += [dup.row(DUPLICATE, duration_s=duration) for dup in job.duplicates]
-            writer.put_files(rows)
-            self.report.files_indexed += 1
-            self.report.files_duplicates += len(job.duplicates)
-            self.report.segments_added += len(meta)
-            self.uncommitted += len(meta)
-            self.dirty = True
-        self.files_done += 1
-
-    def relink(self, job: RelinkJob, vectors: np.ndarray, rows: list[dict[str, Any]]) -> None:
-        """Give a moved file to the writer: its stored segments under the new path, the originals
-        tombstoned, the old row removed and the new rows written, all in the same commit."""
-        writer, state = self.writer, job.file
-        meta = [
-            {**{k: v for k, v in row.items() if k != "id"}, "path": state.path, "root": state.root}
-            for row in rows
-        ]
-        writer.add(vectors, meta)
-        writer.delete(job.replaces)
-        writer.remove_files([job.source_path])
-        files = [state.row(INDEXED, duration_s=job.duration_s, segments=len(meta))]
-        files += [dup.row(DUPLICATE, duration_s=job.duration_s) for dup in job.duplicates]
-        writer.put_files(files)
-        self.report.files_removed += 1
-        self.report.files_relinked += 1
-        self.report.files_duplicates += len(job.duplicates)
-        self.report.segments_relinked += len(meta)
-        self.report.segments_deleted += len(job.replaces)
-        self.uncommitted += len(meta)
-        self.dirty = True
-
-    def maybe_commit(self) -> None:
-        """Commit when enough segments, or enough time, have gone by since the last commit."""
-        if not self.dirty:
-            return
-        due = self.uncommitted >= self.commit_every or (
-            time.monotonic() - self.last_commit >= self.commit_interval_s
-        )
-        if due:
-            self.commit()
-
-    def commit(self) -> None:
-        writer = self.writer
-        # A factory that needs training (IVF, PQ) trains on its first commit: wait for enough vectors
-        # (39 per centroid, or the whole run when smaller: the final commit trains on what there is).
-        need = writer.training_vectors_wanted
-        if need and writer.num_pending < need:
-            return
-        self.emit("commit")
-        writer.commit()
-        self.uncommitted = 0
-        self.dirty = False
-        self.last_commit = time.monotonic()
-
-
-def validate_options(window_s: float, hop_s: float, commit_every: int) -> None:
-    """Check window, hop and commit interval before anything slow happens.
-
-    Raises:
-        VelaError: naming the bad option.
-    """
-    if not (math.isfinite(window_s) and 0 < window_s <= SINGLE_SEGMENT_MAX_S):
-        raise VelaError(f"--window must be between 0 and {SINGLE_SEGMENT_MAX_S:g} seconds, got {window_s:g}")
-    if not (math.isfinite(hop_s) and 0 < hop_s):
-        raise VelaError(f"--hop must be a positive number of seconds, got {hop_s:g}")
-    if hop_s > window_s:
-        raise VelaError(
-            f"--hop ({hop_s:g} s) must not exceed --window ({window_s:g} s): audio would be skipped"
-        )
-    if commit_every < 1:
-        raise VelaError(f"--commit-every must be at least 1 segment, got {commit_every}")
-    plan_windows(60.0, window_s, hop_s, SINGLE_SEGMENT_MAX_S)
 
 
 def _open_writer(
@@ -298,20 +115,12 @@ def _open_writer(
 def index_paths(
     paths: Sequence[str | os.PathLike[str]],
     index_dir: str | os.PathLike[str],
-    embedder: VelaEmbedder,
+    embedder: EmbedderSource,
+    options: IndexOptions | None = None,
     *,
-    window_s: float = DEFAULT_WINDOW_S,
-    hop_s: float = DEFAULT_HOP_S,
-    commit_every: int = DEFAULT_COMMIT_EVERY,
-    commit_interval_s: float = DEFAULT_COMMIT_INTERVAL_S,
-    prune: bool = True,
-    rebuild: bool = False,
-    factory: str | None = None,
-    max_index_memory: int | None = None,
     decode_workers: int | None = None,
-    compact: bool = True,
-    progress: ProgressCallback | None = None,
     dataset: DatasetListing | None = None,
+    **settings: Any,
 ) -> IndexReport:
     """Index the audio files under ``paths`` into the index at ``index_dir`` (created if missing).
 
@@ -324,27 +133,18 @@ def index_paths(
 
     Example:
         >>> emb = VelaEmbedder.from_pretrained("tiny", demos="none")  # doctest: +SKIP
-        >>> report = index_paths(["audio/"], "indexes/default", emb)  # doctest: +SKIP
+        >>> report = index_paths(["audio/"], "indexes/default", emb, window_s=8, hop_s=4)  # doctest: +SKIP
         >>> report.files_indexed, report.failures  # doctest: +SKIP
 
     Args:
         paths: audio files and directories (searched recursively). Empty: the roots the index records.
         index_dir: the index directory.
-        embedder: the embedder; its fingerprint must match the index's unless ``rebuild``.
-        window_s: window length for files longer than 30 s (a shorter file is one segment).
-        hop_s: hop between windows.
-        commit_every: commit after at least this many new segments (at the next file boundary).
-        commit_interval_s: also commit when this much time has passed since the last commit.
-        prune: remove files that are gone from disk (only under ``paths``).
-        rebuild: re-embed every file (those under ``paths`` and the index's recorded roots) into a staged
-            generation that replaces the current one only when complete; rerun after a crash to resume.
-        factory: "auto" (the default for a new index: exact SQfp16 while it fits and is fast, then
-            compressed codes with exact re-ranking) or a FAISS index-factory string, for a new index or
-            a rebuild; "auto" also turns an existing exact SQfp16 index automatic.
-        max_index_memory: memory budget in bytes of an automatic index's search index (default 4 GiB).
+        embedder: the embedder (its fingerprint must match the index's unless rebuilding), or a function
+            that loads it, called only when the run has something to embed (a rescan that only skips,
+            relinks or removes files loads no model).
+        options: the run's settings (:class:`IndexOptions`); ``settings`` (its field names, e.g.
+            ``window_s=8``) override single fields.
         decode_workers: decoding threads (default :func:`default_decode_workers`).
-        compact: merge small shards at the end when there are many.
-        progress: called with an :class:`IndexProgress` as the run advances.
         dataset: index the rows of a dataset split instead of ``paths`` (see
             :func:`vela_search.audio.hf_dataset.list_dataset_audio`); incremental in the same way, with
             rows for files.
@@ -354,47 +154,27 @@ def index_paths(
 
     Raises:
         FingerprintMismatchError: the index was built with another embedder (use ``rebuild=True``).
+        SegmentationMismatchError: the index cuts files with another window or hop (use ``rebuild=True``).
         IndexLockedError: another process is writing the index.
         VelaError: invalid options (window, hop, factory) or no paths for an index that records none.
     """
-    return run_index(
-        paths,
-        index_dir,
-        embedder,
-        lambda run, jobs: _embed_jobs(
-            run, jobs, window_s=window_s, hop_s=hop_s, workers=decode_workers or default_decode_workers()
-        ),
-        window_s=window_s,
-        hop_s=hop_s,
-        commit_every=commit_every,
-        commit_interval_s=commit_interval_s,
-        prune=prune,
-        rebuild=rebuild,
-        factory=factory,
-        max_index_memory=max_index_memory,
-        compact=compact,
-        progress=progress,
-        dataset=dataset,
-    )
+    options = replace(options or IndexOptions(), **settings)
+    workers = decode_workers or default_decode_workers()
+
+    def stage(run: IndexRun, jobs: list[EmbedJob]) -> None:
+        _embed_jobs(run, jobs, run.segmentation, workers=workers)
+
+    return run_index(paths, index_dir, embedder, stage, options, dataset=dataset)
 
 
 def run_index(
     paths: Sequence[str | os.PathLike[str]],
     index_dir: str | os.PathLike[str],
-    embedder: VelaEmbedder,
+    embedder: EmbedderSource,
     embed_stage: EmbedStage,
+    options: IndexOptions,
     *,
-    window_s: float,
-    hop_s: float,
-    commit_every: int,
-    commit_interval_s: float,
-    prune: bool,
-    rebuild: bool,
-    factory: str | None,
-    compact: bool,
-    progress: ProgressCallback | None,
     dataset: DatasetListing | None = None,
-    max_index_memory: int | None = None,
 ) -> IndexReport:
     """One run with a given embedding stage: the planning, writing and commit rules of every run.
 
@@ -403,70 +183,18 @@ def run_index(
     ``run.maybe_commit()`` between files. Arguments as in :func:`index_paths`.
     """
     started = time.monotonic()
-    validate_options(window_s, hop_s, commit_every)
+    options.validate()
     index_dir = Path(index_dir).expanduser()
-    from vela_search.store import AudioIndex
-
-    if dataset is not None and (paths or rebuild):
-        raise VelaError("a dataset is indexed on its own: give no paths (and no --rebuild) with it")
-    if dataset is None and not paths and not AudioIndex.exists(index_dir):
-        raise VelaError(f"nothing to index: give audio files or directories (no index at {index_dir} yet)")
-    missing = [str(p) for p in paths if not os.path.lexists(os.path.expanduser(str(p)))]
-    if dataset is None and paths and len(missing) == len(paths) and not AudioIndex.exists(index_dir):
-        # A typo should not leave an empty index behind; for an existing index a vanished root is pruned.
-        raise VelaError(f"no such file or directory: {', '.join(missing)}")
+    _check_inputs(paths, index_dir, dataset, options.rebuild)
     report = IndexReport(index_dir=str(index_dir))
-    writer = _open_writer(
-        index_dir, embedder, rebuild=rebuild, factory=factory, max_index_memory=max_index_memory
-    )
+    writer, embedder = _open_run_writer(index_dir, embedder, options)
     try:
-        # The prefix is rendered once per embedder: a rerun that embeds nothing keeps the recorded room.
-        room = recorded_room(index_dir, writer.fingerprint) or QueryRoom.from_embedder(embedder)
-        record_spec(index_dir, writer.fingerprint, EmbedderSpec.from_embedder(embedder), room)
-        roots = [os.path.abspath(os.path.expanduser(str(p))) for p in paths]
-        if dataset is None and (rebuild or not roots):
-            with AudioIndex.open(index_dir, shards=False) as current:
-                recorded = recorded_roots(current.files())
-            if rebuild and any(is_dataset_uri(r) for r in recorded):
-                # A rebuild starts a new generation from the folders; dataset rows would be left out.
-                raise VelaError(
-                    "--rebuild re-embeds folders, and this index also holds dataset rows: rebuild into a "
-                    "new index (--index NEW) from the folders and each dataset (--dataset)"
-                )
-            # Rescans cover folders; a dataset is indexed again only when it is given (--dataset).
-            roots += [r for r in recorded if r not in roots and not is_dataset_uri(r)]
-            roots += [r for r in recorded_roots(writer.files(), folders_only=True) if r not in roots]
-        if dataset is None and not roots:
-            raise VelaError(
-                f"nothing to index: give audio files or directories (index {index_dir} records none)"
-            )
-        plan = plan_run(
-            writer,
-            roots,
-            window_s=window_s,
-            hop_s=hop_s,
-            prune=prune,
-            on_progress=scan_progress(progress),
-            dataset=dataset,
-        )
-        _apply_plan(writer, plan, report)
-        run = _Run(
-            writer,
-            embedder,
-            report,
-            plan,
-            commit_every=commit_every,
-            commit_interval_s=commit_interval_s,
-            progress=progress,
-            segments_total=plan.planned_segments,
-            files_total=len(plan.jobs),
-        )
-        run.dirty = bool(plan.put_rows or plan.remove_paths or len(plan.delete_ids))
+        run = _start(writer, embedder, paths, index_dir, options, report, dataset)
         try:
-            unreadable = _relink_jobs(run, plan.relinks, window_s=window_s, hop_s=hop_s)
+            unreadable = _relink_jobs(run, run.plan.relinks)
             run.files_total += len(unreadable)
             run.segments_total += sum(job.planned_segments for job in unreadable)
-            jobs = [*plan.jobs, *unreadable]
+            jobs = [*run.plan.jobs, *unreadable]
             if jobs:
                 embed_stage(run, jobs)
         except BaseException:
@@ -477,27 +205,207 @@ def run_index(
                 except Exception:  # noqa: BLE001 - the original error is the one to report
                     pass
             raise
-        run.commit()
-        if writer.num_pending:
-            writer.commit()  # a factory that needs training gets its error here, with the counts
-        if writer.staged:
-            run.emit("promote")
-            writer.promote()
-            report.rebuilt = True
-        if compact and _worth_compacting(writer.manifest):
-            run.emit("compact")
-            writer.compact()
-            report.compacted = True
-        data = writer.manifest
-        report.shards = len(data["shards"])
-        report.vectors = int(data["num_vectors"])
-        report.generation = int(data["generation"])
-        report.fingerprint = dict(writer.fingerprint)
-        run.emit("done")
+        _finish(run, options, report)
     finally:
         writer.close()
     report.seconds = time.monotonic() - started
     return report
+
+
+def _check_inputs(
+    paths: Sequence[str | os.PathLike[str]], index_dir: Path, dataset: DatasetListing | None, rebuild: bool
+) -> None:
+    """Refuse a run that has nothing to index before the index is opened (or created)."""
+    from vela_search.store import AudioIndex
+
+    if dataset is not None and (paths or rebuild):
+        raise VelaError("a dataset is indexed on its own: give no paths (and no --rebuild) with it")
+    if dataset is None and not paths and not AudioIndex.exists(index_dir):
+        raise VelaError(f"nothing to index: give audio files or directories (no index at {index_dir} yet)")
+    missing = [str(p) for p in paths if not os.path.lexists(os.path.expanduser(str(p)))]
+    if dataset is None and paths and len(missing) == len(paths) and not AudioIndex.exists(index_dir):
+        # A typo should not leave an empty index behind; for an existing index a vanished root is pruned.
+        raise VelaError(f"no such file or directory: {', '.join(missing)}")
+
+
+def _loaded(embedder: EmbedderSource) -> bool:
+    return hasattr(embedder, "embed_items")
+
+
+def _open_run_writer(
+    index_dir: Path, embedder: EmbedderSource, options: IndexOptions
+) -> tuple[IndexWriter, EmbedderSource]:
+    """The run's writer, and its embedder (loaded here when a new generation needs its fingerprint).
+
+    An incremental run into an existing index writes under the index's own fingerprint: a loader is kept
+    for later (checked against that fingerprint once it loads, see :func:`_on_load`).
+    """
+    from vela_search.store import AudioIndex, IndexWriter
+
+    memory = {"max_index_memory": options.max_index_memory}
+    if not _loaded(embedder) and not options.rebuild and AudioIndex.exists(index_dir):
+        from vela_search.store import manifest
+        from vela_search.store.layout import MANIFEST
+
+        stored = manifest.read(index_dir / MANIFEST)
+        if stored is not None:
+            writer = IndexWriter(
+                index_dir, fingerprint=stored["fingerprint"], factory=options.factory, **memory
+            )
+            return writer, embedder
+    if not _loaded(embedder):
+        if options.progress is not None:
+            options.progress(IndexProgress(phase="load"))
+        embedder = embedder()  # type: ignore[operator]
+    writer = _open_writer(
+        index_dir,
+        embedder,
+        rebuild=options.rebuild,
+        factory=options.factory,
+        **memory,  # type: ignore[arg-type]
+    )
+    _record_embedder(index_dir, writer, embedder)  # type: ignore[arg-type]
+    return writer, embedder
+
+
+def _record_embedder(index_dir: Path, writer: IndexWriter, embedder: VelaEmbedder) -> None:
+    """Remember how to load the embedder again, and the room a query has behind its prefix."""
+    # The prefix is rendered once per embedder: a rerun that embeds nothing keeps the recorded room.
+    room = recorded_room(index_dir, writer.fingerprint) or QueryRoom.from_embedder(embedder)
+    record_spec(index_dir, writer.fingerprint, EmbedderSpec.from_embedder(embedder), room)
+
+
+def _on_load(index_dir: Path, writer: IndexWriter) -> Callable[[VelaEmbedder], None]:
+    """What a lazily loaded embedder goes through: the index's fingerprint check, then the record."""
+
+    def check(embedder: VelaEmbedder) -> None:
+        from vela_search.embedding.fingerprint import fingerprint_for_index
+        from vela_search.store import manifest
+
+        mine = fingerprint_for_index(embedder.fingerprint.to_dict(), writer.fingerprint)
+        manifest.check_fingerprint(index_dir, writer.fingerprint, mine)
+        _record_embedder(index_dir, writer, embedder)
+
+    return check
+
+
+def _start(
+    writer: IndexWriter,
+    embedder: EmbedderSource,
+    paths: Sequence[str | os.PathLike[str]],
+    index_dir: Path,
+    options: IndexOptions,
+    report: IndexReport,
+    dataset: DatasetListing | None,
+) -> IndexRun:
+    """Settle the run's roots and segmentation (recorded in the manifest), plan it, apply what needs no
+    embedding, and return the run state the embedding stage works on."""
+    from vela_search.store import manifest
+    from vela_search.store.layout import MANIFEST
+
+    main = manifest.read(index_dir / MANIFEST)
+    recorded = Segmentation.from_manifest(writer.manifest)
+    segmentation = options.segmentation(
+        recorded, default=Segmentation.from_manifest(main), index_dir=str(index_dir)
+    )
+    roots = _run_roots(paths, index_dir, writer, main, dataset, options.rebuild)
+    writer.record(roots=_roots_to_record(writer, main, roots, dataset), segmentation=segmentation.to_dict())
+    plan = plan_run(
+        writer,
+        roots,
+        window_s=segmentation.window_s,
+        hop_s=segmentation.hop_s,
+        prune=options.prune,
+        on_progress=scan_progress(options.progress),
+        dataset=dataset,
+    )
+    _apply_plan(writer, plan, report)
+    run = IndexRun(
+        writer,
+        embedder,
+        report,
+        plan,
+        segmentation=segmentation,
+        commit_every=options.commit_every,
+        commit_interval_s=options.commit_interval_s,
+        progress=options.progress,
+        segments_total=plan.planned_segments,
+        files_total=len(plan.jobs),
+    )
+    run.on_load = _on_load(index_dir, writer)
+    run.dirty = bool(plan.put_rows or plan.remove_paths or len(plan.delete_ids))
+    return run
+
+
+def _run_roots(
+    paths: Sequence[str | os.PathLike[str]],
+    index_dir: Path,
+    writer: IndexWriter,
+    main: dict[str, Any] | None,
+    dataset: DatasetListing | None,
+    rebuild: bool,
+) -> list[str]:
+    """The folders the run scans: those given, or (a rescan, a rebuild) also those the index records.
+
+    The roots come from the manifest's record and the files tables, so that a repair that empties the
+    files table loses none.
+    """
+    from vela_search.store import AudioIndex
+
+    roots = [os.path.abspath(os.path.expanduser(str(p))) for p in paths]
+    if dataset is None and (rebuild or not roots):
+        with AudioIndex.open(index_dir, shards=False) as current:
+            recorded = recorded_roots(current.files())
+        recorded += [r for r in (main or {}).get("roots") or [] if isinstance(r, str)]
+        if rebuild and any(is_dataset_uri(r) for r in recorded):
+            # A rebuild starts a new generation from the folders; dataset rows would be left out.
+            raise VelaError(
+                "--rebuild re-embeds folders, and this index also holds dataset rows: rebuild into a "
+                "new index (--index NEW) from the folders and each dataset (--dataset)"
+            )
+        # Rescans cover folders; a dataset is indexed again only when it is given (--dataset).
+        for root in [*recorded, *recorded_roots(writer.files(), folders_only=True)]:
+            if root not in roots and not is_dataset_uri(root):
+                roots.append(root)
+    if dataset is None and not roots:
+        raise VelaError(f"nothing to index: give audio files or directories (index {index_dir} records none)")
+    return roots
+
+
+def _roots_to_record(
+    writer: IndexWriter, main: dict[str, Any] | None, roots: list[str], dataset: DatasetListing | None
+) -> list[str]:
+    """Every root the index has been given that is still there (a dataset split's name stays)."""
+    before = [
+        r for r in (writer.manifest.get("roots") or (main or {}).get("roots") or []) if isinstance(r, str)
+    ]
+    # A file given by itself is recorded by its folder, as the files table records its root.
+    given = [os.path.dirname(r) if os.path.isfile(r) else r for r in roots]
+    given += [dataset.root] if dataset is not None else []
+    return sorted({r for r in [*before, *given] if is_dataset_uri(r) or os.path.lexists(r)})
+
+
+def _finish(run: IndexRun, options: IndexOptions, report: IndexReport) -> None:
+    """The last commit, the promotion of a rebuild, compaction, and the report's totals."""
+    writer = run.writer
+    run.commit()
+    if writer.num_pending:
+        writer.commit()  # a factory that needs training gets its error here, with the counts
+    if writer.staged:
+        run.emit("promote")
+        writer.promote()
+        report.rebuilt = True
+    if options.compact and _worth_compacting(writer.manifest):
+        run.emit("compact")
+        writer.compact()
+        report.compacted = True
+    data = writer.manifest
+    report.shards = len(data["shards"])
+    report.vectors = int(data["num_vectors"])
+    report.generation = int(data["generation"])
+    report.fingerprint = dict(writer.fingerprint)
+    report.model_loaded = run.embedder_loaded
+    run.emit("done")
 
 
 def _apply_plan(writer: IndexWriter, plan: RunPlan, report: IndexReport) -> None:
@@ -518,7 +426,7 @@ def _apply_plan(writer: IndexWriter, plan: RunPlan, report: IndexReport) -> None
     report.problems = list(plan.problems)
 
 
-def _relink_jobs(run: _Run, jobs: list[RelinkJob], *, window_s: float, hop_s: float) -> list[EmbedJob]:
+def _relink_jobs(run: IndexRun, jobs: list[RelinkJob]) -> list[EmbedJob]:
     """Land moved files from their stored segments, read back in batches.
 
     Returns:
@@ -537,7 +445,7 @@ def _relink_jobs(run: _Run, jobs: list[RelinkJob], *, window_s: float, hop_s: fl
             for job in batch:
                 run.writer.remove_files([job.source_path])
                 run.report.files_removed += 1
-                unreadable.append(job.as_embed_job(window_s, hop_s))
+                unreadable.append(job.as_embed_job(run.segmentation.window_s, run.segmentation.hop_s))
         else:
             start = 0
             for job in batch:
@@ -564,7 +472,7 @@ def _relink_jobs(run: _Run, jobs: list[RelinkJob], *, window_s: float, hop_s: fl
     return unreadable
 
 
-def _embed_jobs(run: _Run, jobs: list[EmbedJob], *, window_s: float, hop_s: float, workers: int) -> None:
+def _embed_jobs(run: IndexRun, jobs: list[EmbedJob], segmentation: Segmentation, *, workers: int) -> None:
     """Decode (in the background), embed and land every job, committing between files."""
     if not jobs:
         return
@@ -572,8 +480,8 @@ def _embed_jobs(run: _Run, jobs: list[EmbedJob], *, window_s: float, hop_s: floa
     # Windows per embedding call at most: enough to fill the embedder's batches, and no more than a commit
     # holds. Fewer are embedded when the decoder has nothing more ready.
     chunk_limit = max(1, min(2 * emb.max_batch_items, run.commit_every))
-    chunk: list[tuple[_Landing, int]] = []
-    pending: deque[_Landing] = deque()
+    chunk: list[tuple[Landing, int]] = []
+    pending: deque[Landing] = deque()
 
     def flush() -> None:
         run.embed(chunk)
@@ -584,15 +492,15 @@ def _embed_jobs(run: _Run, jobs: list[EmbedJob], *, window_s: float, hop_s: floa
 
     prefetcher = SegmentPrefetcher(
         [job.file.source for job in jobs],
-        window_s=window_s,
-        hop_s=hop_s,
+        window_s=segmentation.window_s,
+        hop_s=segmentation.hop_s,
         workers=workers,
         budget=max(2 * chunk_limit, 16),
         head_allowance=max(chunk_limit, 8),
     )
     try:
         for index, job in enumerate(jobs):
-            landing = _Landing(job)
+            landing = Landing(job)
             pending.append(landing)
             run.emit("embed", job.file.path)
             messages = prefetcher.messages(index)

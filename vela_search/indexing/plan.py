@@ -309,23 +309,36 @@ def plan_run(
             that split that the listing lacks are removed (``prune``).
     """
     report = on_progress or (lambda *a: None)
+    rows: dict[str, dict[str, Any]] = {r["path"]: r for r in writer.files().to_pylist()}
     if dataset is not None:
         roots = [dataset.root]
-        found = None
         plan = RunPlan(files_seen=len(dataset.rows), problems=list(dataset.problems))
+        states = _dataset_states(dataset)
     else:
         roots = [os.path.abspath(os.path.expanduser(p)) for p in paths]
         found = discover_audio_files(roots)
         plan = RunPlan(files_seen=len(found.files), problems=[(str(p), r) for p, r in found.problems])
+        # 1. stat: unchanged files are settled without reading them; 2. digest the others.
+        states, candidates = _stat_files([str(p) for p in found.files], roots, rows, report)
+        _digest(candidates, hash_workers, report)
+    # 3. decide.
+    decide = _Decisions(plan, rows, segment_groups(writer), window_s=window_s, hop_s=hop_s)
+    decide.old_rows(states, roots, prune)
+    placements = decide.current_files(states)
+    placements.sort(key=_through_a_link)  # stable: path order otherwise
+    for state in placements:  # the first new path with a content owns it
+        decide.place(state)
+    decide.copies_outside_the_run(states)
+    return decide.finish()
 
-    rows: dict[str, dict[str, Any]] = {r["path"]: r for r in writer.files().to_pylist()}
-    groups = segment_groups(writer)
 
-    # 1. stat: unchanged files are settled without reading them.
-    states: list[FileState] = [] if dataset is None else _dataset_states(dataset)
+def _stat_files(
+    paths: list[str], roots: list[str], rows: dict[str, dict[str, Any]], report: Callable[..., None]
+) -> tuple[list[FileState], list[FileState]]:
+    """Every file as a :class:`FileState`, and those whose digest is needed (new, changed, unknown)."""
+    states: list[FileState] = []
     candidates: list[FileState] = []
-    for done, path in enumerate(found.files if found is not None else [], start=1):
-        key = str(path)
+    for done, key in enumerate(paths, start=1):
         state = FileState(path=key, root=_root_of(key, roots))
         try:
             st = os.stat(key)
@@ -346,136 +359,168 @@ def plan_run(
             state.sha256 = row["sha256"]
         elif state.error is None:
             candidates.append(state)
-        if done % 256 == 0 or done == len(found.files):
-            report("scan", done, len(found.files), key)
+        if done % 256 == 0 or done == len(paths):
+            report("scan", done, len(paths), key)
+    return states, candidates
 
-    # 2. digest new and changed files (and read their header durations) in parallel.
-    if candidates:
-        with ThreadPoolExecutor(max_workers=max(1, hash_workers), thread_name_prefix="vela-hash") as pool:
-            for done, state in enumerate(pool.map(_probe, candidates), start=1):
-                report("hash", done, len(candidates), state.path)
 
-    # 3. decide.
-    current = {s.path for s in states}
-    stable_owner: dict[str, str] = {}  # sha -> path of an indexed row that stays as it is
-    new_rows: dict[str, dict[str, Any]] = {}
-    delete: list[np.ndarray] = []
-    changed_owner: dict[str, np.ndarray] = {}  # path -> ids of the old content it owned
-    vanished_owner: dict[str, tuple[str, dict[str, Any], np.ndarray]] = {}  # sha -> (path, row, ids)
+def _digest(candidates: list[FileState], hash_workers: int, report: Callable[..., None]) -> None:
+    """Digest new and changed files (and read their header durations) in parallel."""
+    if not candidates:
+        return
+    with ThreadPoolExecutor(max_workers=max(1, hash_workers), thread_name_prefix="vela-hash") as pool:
+        for done, state in enumerate(pool.map(_probe, candidates), start=1):
+            report("hash", done, len(candidates), state.path)
 
-    def old_segments(path: str) -> np.ndarray:
-        row = rows.get(path)
+
+_NONE = np.empty(0, np.int64)
+
+
+class _Decisions:
+    """What the planner has decided so far, per content digest and per path (see the module docstring)."""
+
+    def __init__(
+        self,
+        plan: RunPlan,
+        rows: dict[str, dict[str, Any]],
+        groups: dict[tuple[str, str], np.ndarray],
+        *,
+        window_s: float,
+        hop_s: float,
+    ) -> None:
+        self.plan, self.rows, self.groups = plan, rows, groups
+        self.window_s, self.hop_s = window_s, hop_s
+        self.current: set[str] = set()
+        self.stable_owner: dict[str, str] = {}  # sha -> path of an indexed row that stays as it is
+        self.new_rows: dict[str, dict[str, Any]] = {}
+        self.delete: list[np.ndarray] = []
+        self.changed_owner: dict[str, np.ndarray] = {}  # path -> ids of the old content it owned
+        self.vanished_owner: dict[str, tuple[str, dict[str, Any], np.ndarray]] = {}  # sha -> (path, row, ids)
+        self.jobs_by_sha: dict[str, EmbedJob | RelinkJob] = {}
+
+    def old_segments(self, path: str) -> np.ndarray:
+        row = self.rows.get(path)
         if row is None or row["status"] != INDEXED:
-            return np.empty(0, np.int64)
-        return groups.get((path, row["sha256"]), np.empty(0, np.int64))
+            return _NONE
+        return self.groups.get((path, row["sha256"]), _NONE)
 
-    for path, row in rows.items():
-        if path in current:
-            continue
-        if prune and _under_roots(path, roots) and _vanished(path):
-            plan.remove_paths.append(path)
-            ids = old_segments(path)
-            if row["status"] == INDEXED and len(ids):
-                # Kept for a new path with the same content (a move); tombstoned below if none claims it.
-                vanished_owner[row["sha256"]] = (path, row, np.sort(ids))
+    def old_rows(self, states: list[FileState], roots: list[str], prune: bool) -> None:
+        """Rows of paths not found in this run: vanished (removed, their content kept for a move) or not."""
+        self.current = {s.path for s in states}
+        for path, row in self.rows.items():
+            if path in self.current:
+                continue
+            if prune and _under_roots(path, roots) and _vanished(path):
+                self.plan.remove_paths.append(path)
+                ids = self.old_segments(path)
+                if row["status"] == INDEXED and len(ids):
+                    # Kept for a new path with the same content (a move); tombstoned if none claims it.
+                    self.vanished_owner[row["sha256"]] = (path, row, np.sort(ids))
+                else:
+                    self.delete.append(ids)
+            elif row["status"] == INDEXED:
+                self.stable_owner.setdefault(row["sha256"], path)
+
+    def current_files(self, states: list[FileState]) -> list[FileState]:
+        """Settle failed and unchanged files; return those whose content needs a place (an owner)."""
+        placements: list[FileState] = []
+        for state in states:
+            row = self.rows.get(state.path)
+            if state.error is not None:
+                self.plan.failures.append((state.path, state.error))
+                self.new_rows[state.path] = state.row(FAILED, error=state.error)
+                self.delete.append(self.old_segments(state.path))
+                continue
+            same = row is not None and row["status"] in (INDEXED, DUPLICATE) and row["sha256"] == state.sha256
+            if same:
+                self.plan.skipped += 1
+                if (row["size"], row["mtime_ns"]) != (state.size, state.mtime_ns):
+                    self.new_rows[state.path] = {**row, "size": state.size, "mtime_ns": state.mtime_ns}
+                if row["status"] == INDEXED:
+                    self.stable_owner.setdefault(row["sha256"], state.path)
+                else:
+                    placements.append(state)  # a duplicate: its owner may be gone
             else:
-                delete.append(ids)
-        elif row["status"] == INDEXED:
-            stable_owner.setdefault(row["sha256"], path)
+                placements.append(state)
+                self.changed_owner[state.path] = self.old_segments(state.path)
+        return placements
 
-    placements: list[FileState] = []
-    for state in states:
-        row = rows.get(state.path)
-        if state.error is not None:
-            plan.failures.append((state.path, state.error))
-            new_rows[state.path] = state.row(FAILED, error=state.error)
-            delete.append(old_segments(state.path))
-            continue
-        same = row is not None and row["status"] in (INDEXED, DUPLICATE) and row["sha256"] == state.sha256
-        if same:
-            plan.skipped += 1
-            if (row["size"], row["mtime_ns"]) != (state.size, state.mtime_ns):
-                new_rows[state.path] = {**row, "size": state.size, "mtime_ns": state.mtime_ns}
-            if row["status"] == INDEXED:
-                stable_owner.setdefault(row["sha256"], state.path)
-            else:
-                placements.append(state)  # a duplicate: its owner may be gone
-        else:
-            placements.append(state)
-            changed_owner[state.path] = old_segments(state.path)
-
-    jobs_by_sha: dict[str, EmbedJob | RelinkJob] = {}
-    placements.sort(key=_through_a_link)  # stable: path order otherwise
-    for state in placements:  # the first new path with a content owns it
+    def place(self, state: FileState) -> None:
+        """A duplicate of a live owner, of this run's job, a move of a vanished owner, or a new job."""
         sha = state.sha256
         assert sha is not None
-        row = rows.get(state.path)
+        row = self.rows.get(state.path)
         was_duplicate = row is not None and row["status"] == DUPLICATE and row["sha256"] == sha
-        if sha in stable_owner:
+        replaced = self.changed_owner.pop(state.path, _NONE)
+        if sha in self.stable_owner:
             if was_duplicate:
-                continue  # still a duplicate of a live owner: nothing changes
-            plan.duplicates += 1
-            owner_row = rows.get(stable_owner[sha]) or {}
-            new_rows[state.path] = state.row(DUPLICATE, duration_s=owner_row.get("duration_s"))
-            delete.append(changed_owner.pop(state.path, np.empty(0, np.int64)))
-        elif sha in jobs_by_sha:
-            job = jobs_by_sha[sha]
+                return  # still a duplicate of a live owner: nothing changes
+            self.plan.duplicates += 1
+            owner_row = self.rows.get(self.stable_owner[sha]) or {}
+            self.new_rows[state.path] = state.row(DUPLICATE, duration_s=owner_row.get("duration_s"))
+            self.delete.append(replaced)
+            return
+        if was_duplicate:
+            # Recorded again once its new owner lands / it takes over the owner's segments / it is
+            # re-embedded as the new owner.
+            self.plan.skipped -= 1
+        if sha in self.jobs_by_sha:
+            job = self.jobs_by_sha[sha]
             job.duplicates.append(state)
-            job.replaces = _concat([job.replaces, changed_owner.pop(state.path, np.empty(0, np.int64))])
-            if was_duplicate:
-                plan.skipped -= 1  # recorded again once its new owner lands
-        elif sha in vanished_owner:
-            if was_duplicate:
-                plan.skipped -= 1  # its owner is gone: it takes over the owner's segments
-            source_path, source_row, source_ids = vanished_owner.pop(sha)
+            job.replaces = _concat([job.replaces, replaced])
+        elif sha in self.vanished_owner:
+            source_path, source_row, source_ids = self.vanished_owner.pop(sha)
             relink = RelinkJob(
                 file=state,
                 source_path=source_path,
                 source_ids=source_ids,
                 duration_s=source_row["duration_s"],
-                replaces=_concat([source_ids, changed_owner.pop(state.path, np.empty(0, np.int64))]),
+                replaces=_concat([source_ids, replaced]),
             )
-            jobs_by_sha[sha] = relink
-            plan.relinks.append(relink)
+            self.jobs_by_sha[sha] = relink
+            self.plan.relinks.append(relink)
         else:
-            if was_duplicate:
-                plan.skipped -= 1  # its owner is gone: it is re-embedded as the new owner
             duration = state.header_duration_s
             if duration is None and was_duplicate:
-                duration = row["duration_s"]
+                duration = row["duration_s"]  # type: ignore[index]
             job = EmbedJob(
                 file=state,
-                planned_segments=planned_segments(duration, window_s, hop_s),
-                replaces=changed_owner.pop(state.path, np.empty(0, np.int64)),
+                planned_segments=planned_segments(duration, self.window_s, self.hop_s),
+                replaces=replaced,
             )
-            jobs_by_sha[sha] = job
-            plan.jobs.append(job)
+            self.jobs_by_sha[sha] = job
+            self.plan.jobs.append(job)
 
-    # A vanished owner whose content lives on in a copy outside this run's paths: the copy takes over.
-    for path, row in rows.items() if vanished_owner else ():
-        sha = row["sha256"]
-        if row["status"] != DUPLICATE or sha not in vanished_owner:
-            continue
-        if path not in current and not _vanished(path):  # stat only the few candidates
-            source_path, source_row, source_ids = vanished_owner.pop(sha)
-            copy = FileState(path, row["root"], size=row["size"], mtime_ns=row["mtime_ns"], sha256=sha)
-            plan.relinks.append(
-                RelinkJob(copy, source_path, source_ids, source_row["duration_s"], replaces=source_ids)
-            )
-    delete.extend(ids for _path, _row, ids in vanished_owner.values())  # vanished, not moved
-    # A moved file's old row goes when its new path lands, in the same commit: a run interrupted before
-    # then finds the move again.
-    moved = {job.source_path for job in plan.relinks}
-    plan.remove_paths = [path for path in plan.remove_paths if path not in moved]
-    # Segments no indexed row accounts for: left by an interrupted writer (or one of an older version).
-    owned = {(p, r["sha256"]) for p, r in rows.items() if r["status"] == INDEXED}
-    for key, ids in groups.items():
-        if key not in owned:
-            delete.append(ids)
-    plan.existing = rows
-    plan.put_rows = [row for row in new_rows.values() if not plan.unchanged_row(row)]
-    plan.delete_ids = _concat(delete)
-    return plan
+    def copies_outside_the_run(self, states: list[FileState]) -> None:
+        """A vanished owner whose content lives on in a copy outside this run's paths: the copy takes over."""
+        for path, row in self.rows.items() if self.vanished_owner else ():
+            sha = row["sha256"]
+            if row["status"] != DUPLICATE or sha not in self.vanished_owner:
+                continue
+            if path not in self.current and not _vanished(path):  # stat only the few candidates
+                source_path, source_row, source_ids = self.vanished_owner.pop(sha)
+                copy = FileState(path, row["root"], size=row["size"], mtime_ns=row["mtime_ns"], sha256=sha)
+                self.plan.relinks.append(
+                    RelinkJob(copy, source_path, source_ids, source_row["duration_s"], replaces=source_ids)
+                )
+
+    def finish(self) -> RunPlan:
+        """Tombstones of vanished (not moved) and unaccounted segments; the rows to write."""
+        plan = self.plan
+        self.delete.extend(ids for _path, _row, ids in self.vanished_owner.values())  # vanished, not moved
+        # A moved file's old row goes when its new path lands, in the same commit: a run interrupted
+        # before then finds the move again.
+        moved = {job.source_path for job in plan.relinks}
+        plan.remove_paths = [path for path in plan.remove_paths if path not in moved]
+        # Segments no indexed row accounts for: left by an interrupted writer (or an older version).
+        owned = {(p, r["sha256"]) for p, r in self.rows.items() if r["status"] == INDEXED}
+        for key, ids in self.groups.items():
+            if key not in owned:
+                self.delete.append(ids)
+        plan.existing = self.rows
+        plan.put_rows = [row for row in self.new_rows.values() if not plan.unchanged_row(row)]
+        plan.delete_ids = _concat(self.delete)
+        return plan
 
 
 def _concat(parts: Iterable[np.ndarray]) -> np.ndarray:

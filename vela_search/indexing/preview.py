@@ -16,7 +16,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vela_search.audio.hf_dataset import is_dataset_uri
 from vela_search.errors import VelaError
+from vela_search.indexing.options import IndexOptions, Segmentation
 from vela_search.indexing.plan import RunPlan, plan_run, recorded_roots
 from vela_search.indexing.report import ProgressCallback, scan_progress
 
@@ -73,8 +75,8 @@ def preview_index(
     paths: Sequence[str | os.PathLike[str]],
     index_dir: str | os.PathLike[str],
     *,
-    window_s: float,
-    hop_s: float,
+    window_s: float | None = None,
+    hop_s: float | None = None,
     prune: bool = True,
     progress: ProgressCallback | None = None,
 ) -> IndexPreview:
@@ -86,13 +88,14 @@ def preview_index(
     Args:
         paths: files and folders; none rescans the folders the index records.
         index_dir: the index (need not exist yet).
-        window_s: window length for files longer than 30 s (segment counts).
-        hop_s: hop between windows.
+        window_s: window length for files longer than 30 s (segment counts); None: the index's.
+        hop_s: hop between windows; None: the index's.
         prune: whether the run would remove rows of files gone from disk.
         progress: called with ``scan`` and ``hash`` :class:`IndexProgress` events, as a run's.
 
     Raises:
         VelaError: no paths, and the index records none (or does not exist).
+        SegmentationMismatchError: a window or hop other than the index's (a run would be refused).
     """
     from vela_search.store import AudioIndex
 
@@ -103,9 +106,13 @@ def preview_index(
         if exists:
             # A read-only snapshot: the last committed state, whatever a running writer does meanwhile.
             snapshot = stack.enter_context(AudioIndex.open(index_dir, vectors=False))
+            recorded = Segmentation.from_manifest(snapshot.manifest)
             if not roots:
                 roots = recorded_roots(snapshot.files(), folders_only=True)
+                roots += [r for r in snapshot.manifest.get("roots") or [] if r not in roots]
+                roots = [r for r in roots if not is_dataset_uri(r)]
         else:  # compared with an empty files table
+            recorded = None
             scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="vela-preview-"))
             AudioIndex.create(Path(scratch) / "index", fingerprint=_EMPTY_FINGERPRINT, dim=1).close()
             snapshot = stack.enter_context(AudioIndex.open(Path(scratch) / "index"))
@@ -113,8 +120,15 @@ def preview_index(
             raise VelaError(
                 f"nothing to preview: give audio files or directories (index {index_dir} records none)"
             )
+        options = IndexOptions(window_s=window_s, hop_s=hop_s)
+        seg = options.segmentation(recorded, index_dir=str(index_dir))
         plan = plan_run(
-            snapshot, roots, window_s=window_s, hop_s=hop_s, prune=prune, on_progress=scan_progress(progress)
+            snapshot,
+            roots,
+            window_s=seg.window_s,
+            hop_s=seg.hop_s,
+            prune=prune,
+            on_progress=scan_progress(progress),
         )
     return _preview_of(plan, index_dir, exists, roots)
 

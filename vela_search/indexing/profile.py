@@ -159,7 +159,7 @@ def measure_ray_overhead(
     ``threads``: torch threads of each CPU actor (set this process's to the same for a fair comparison).
     """
     from vela_search.embedding.embedder import EmbedItem
-    from vela_search.indexing.cluster import ClusterTiming, index_paths_on_ray, ray_session
+    from vela_search.indexing.cluster import ClusterTiming, RaySettings, index_paths_on_ray, ray_session
 
     files = [str(p) for p in discover_audio_files(paths).files]
     embedder.embed_items([EmbedItem("audio", wave=np.zeros(16_000, np.float32))])
@@ -184,12 +184,11 @@ def measure_ray_overhead(
                 files,
                 os.path.join(tmp, "ray"),
                 embedder,
-                workers=workers,
+                ray=RaySettings(workers=workers, threads=threads),
                 window_s=window_s,
                 hop_s=hop_s,
                 compact=False,
                 timing=timing,
-                threads=threads,
             )
             ray_s = time.perf_counter() - started
     if on_ray.segments_added != single.segments_added:  # the runs must have done the same work

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-Phase = Literal["scan", "hash", "relink", "embed", "commit", "promote", "compact", "done"]
+Phase = Literal["scan", "hash", "relink", "load", "embed", "commit", "promote", "compact", "done"]
 
 
 @dataclass(frozen=True)
@@ -15,7 +15,8 @@ class IndexProgress:
 
     Attributes:
         phase: ``scan`` (finding and stat-ing files), ``hash`` (digesting new or changed files), ``relink``
-            (moved files taking over their stored vectors), ``embed`` (decoding and embedding), ``commit``,
+            (moved files taking over their stored vectors), ``load`` (loading the model, only when there is
+            something to embed), ``embed`` (decoding and embedding), ``commit``,
             ``promote`` (a rebuild replacing the old generation), ``compact`` (merging small shards) or
             ``done``.
         files_done: files finished in this phase.
@@ -74,6 +75,7 @@ class IndexReport:
         fingerprint: the embedder fingerprint of the index.
         workers: per embedding worker of a Ray run (``worker``, ``segments``, ``busy_s``, ``load_s``,
             ``segments_per_s``); empty for a single-process run.
+        model_loaded: the run loaded (or was given) the embedder; a rescan with nothing to embed loads none.
     """
 
     index_dir: str
@@ -97,6 +99,7 @@ class IndexReport:
     problems: list[tuple[str, str]] = field(default_factory=list)
     fingerprint: dict[str, Any] = field(default_factory=dict)
     workers: list[dict[str, Any]] = field(default_factory=list)
+    model_loaded: bool = False
 
     @property
     def ok(self) -> bool:

@@ -129,7 +129,14 @@ def describe_load(spec: dict[str, Any]) -> str:
     Shown before every load that an index's record decides, because the record can name any model: the
     user sees whose weights run (always safetensors, never remote code; see `embedding.backbone`).
     """
-    model = spec.get("model") or "the adapter's base model"
+    model = spec.get("model")
+    if not model:
+        from vela_search.embedding.backbone import DEFAULT_MODEL
+
+        # With an adapter, from_pretrained takes the base model the adapter records.
+        model = (
+            f"(the base model adapter {spec['adapter']} records)" if spec.get("adapter") else DEFAULT_MODEL
+        )
     text = f"model {model}"
     if spec.get("revision"):
         text += f" (revision {str(spec['revision'])[:12]})"

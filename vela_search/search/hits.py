@@ -129,10 +129,11 @@ def relative_to_root(path: str, root: str | None) -> str:
 
 
 def format_timestamp(seconds: float | None) -> str:
-    """Seconds as ``mm:ss`` (``h:mm:ss`` from one hour), rounded to the nearest second; ``-`` when None."""
+    """Seconds as ``mm:ss`` (``h:mm:ss`` from one hour), rounded half up to whole seconds (2.5 s shows
+    00:03, as on the page: the one rounding rule of the CLI and the page); ``-`` when None."""
     if seconds is None or not math.isfinite(seconds):
         return "-"
-    total = max(0, round(seconds))
+    total = max(0, math.floor(seconds + 0.5))
     hours, rest = divmod(total, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"

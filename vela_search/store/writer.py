@@ -145,6 +145,7 @@ class IndexWriter:
         # Checksums of the data files written since the last commit, by relative path.
         self._written: dict[str, str] = {}
         self._dropped: set[int] = set()  # shard numbers drop_shards removes at the next commit
+        self._records: dict[str, Any] = {}  # manifest entries record() sets at the next commit
 
     # ----- state -----
 
@@ -357,6 +358,18 @@ class IndexWriter:
         self._check_open()
         self._codes.force_retrain = self._dirty = True
 
+    def record(self, **entries: Any) -> None:
+        """Set index-level entries of the manifest (JSON values) at the next commit; later commits keep them.
+
+        The indexing layer records there what must outlive a repair of any one table (the roots, the
+        segmentation); the store only carries them.
+        """
+        self._check_open()
+        changed = {k: v for k, v in entries.items() if self._base.get(k) != v}
+        if changed:
+            self._records.update(changed)
+            self._dirty = True
+
     def reset_tables(self, *, files: bool = False, deleted: bool = False) -> None:
         """Start the files and/or deleted table afresh (empty) at the next commit, unread (for repair)."""
         self._check_open()
@@ -484,6 +497,8 @@ class IndexWriter:
     def _commit(self) -> int:
         generation = self._next_generation()
         new = copy.deepcopy(self._base)
+        new.update(copy.deepcopy(self._records))
+        self._records = {}
         if self._dropped:
             deleted = self.deleted_ids()
             for entry in new["shards"]:

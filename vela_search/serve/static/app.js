@@ -50,7 +50,7 @@ function setStatus(text, isError = false) {
 
 function formatTime(seconds) {
   if (seconds === null || seconds === undefined || !isFinite(seconds)) return "-";
-  const total = Math.max(0, Math.round(seconds));
+  const total = Math.max(0, Math.round(seconds)); // half up, as the CLI's format_timestamp
   const h = Math.floor(total / 3600), m = Math.floor((total % 3600) / 60), s = total % 60;
   const two = (n) => String(n).padStart(2, "0");
   return h ? `${h}:${two(m)}:${two(s)}` : `${two(m)}:${two(s)}`;
@@ -87,7 +87,7 @@ function showSummary() {
   if (info.notice) text += ` (${info.notice})`;
   $("summary").textContent = text;
   if (info.vectors === 0) {
-    setStatus("This index is empty: add audio with `vela-search index PATH`, then restart the server.", true);
+    setStatus("This index is empty: add audio with `vela-search index PATH`; the server picks up the new generation by itself.", true);
   }
 }
 
