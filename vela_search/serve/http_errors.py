@@ -95,7 +95,12 @@ def install_error_handlers(app: FastAPI) -> None:
             if loc and loc[0] in ("body", "query", "path", "header", "cookie"):
                 loc = loc[1:]  # where the value was sent; the field name is what the client needs
             where = ".".join(str(p) for p in loc)
-            parts.append(f"{where}: {error.get('msg')}" if where else str(error.get("msg")))
+            message = str(error.get("msg"))
+            if error.get("type") in ("string_too_short", "string_pattern_mismatch") and where:
+                message = f"the {where} is empty" + (
+                    "; give some words to search for" if where == "query" else ""
+                )
+            parts.append(f"{where}: {message}" if where else message)
         return JSONResponse({"error": "invalid request: " + "; ".join(parts)}, status_code=422)
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -89,7 +89,8 @@ class Models:
     def load_later(self, root: Path, index: AudioIndex, on_done: Callable[[], None]) -> None:
         """Start loading ``index``'s embedder in a background thread (unless one is loading or failed).
 
-        ``on_done`` runs in that thread once the load has ended, loaded or failed.
+        ``on_done`` runs in that thread once the load has ended, loaded or failed, before the event of
+        :meth:`loading` is set.
         """
         key = fingerprint_key(index)
         with self._lock:
@@ -116,8 +117,10 @@ class Models:
         finally:
             with self._lock:
                 del self._loading[key]
-            done.set()
-            on_done()
+            try:
+                on_done()  # the switch first: whoever waits on `done` then finds the new generation
+            finally:
+                done.set()
 
     def batchers(self) -> list[QueryBatcher]:
         """Every loaded batcher."""

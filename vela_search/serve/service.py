@@ -110,6 +110,7 @@ class ServedIndex:
         self._grace_s = grace_s
         self._manifest_key = _stat_key(self.root / MANIFEST)
         self._reload = threading.Lock()
+        self._pending: threading.Event | None = None  # the model load the latest generation waits for
 
     @property
     def searcher(self) -> Searcher:
@@ -150,6 +151,7 @@ class ServedIndex:
             failure = self.models.failure(latest)
             if failure is None:
                 self.models.load_later(self.root, latest, self._loaded)
+                self._pending = self.models.loading(latest)
                 self.note = f"loading the embedder of generation {latest.generation}; serving generation "
             else:
                 self.note = (
@@ -177,13 +179,8 @@ class ServedIndex:
 
     def loading(self) -> threading.Event | None:
         """An event set when the model load the latest generation waits for ends (None: none runs)."""
-        if self.note is None or not self.note.startswith("loading"):
-            return None
-        try:
-            with AudioIndex.open(self.root) as latest:
-                return self.models.loading(latest)
-        except VelaError:
-            return None
+        pending = self._pending
+        return pending if pending is not None and not pending.is_set() else None
 
     def search(
         self,
