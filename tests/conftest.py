@@ -1,4 +1,10 @@
-"""Shared fixtures: offline environment and the tiny checkpoint, built once per test session."""
+"""Shared fixtures: a clean, offline environment and the tiny checkpoint, built once per test session.
+
+The environment is cleaned before anything imports the command line: Rich and Click read the terminal's
+size and colour settings (``COLUMNS``, ``LINES``, ``NO_COLOR``, ...) once, when their consoles are made, and
+the ``VELA_*`` settings of the user running the suite must not reach the commands under test. Subprocesses
+started by tests inherit this environment.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,25 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Output of commands under test must not depend on the terminal or the settings of whoever runs the suite.
+_INHERITED = (
+    "COLUMNS",
+    "LINES",
+    "NO_COLOR",
+    "FORCE_COLOR",
+    "CLICOLOR",
+    "CLICOLOR_FORCE",
+    "TTY_COMPATIBLE",
+    "TTY_INTERACTIVE",
+    "JUPYTER_COLUMNS",
+    "JUPYTER_LINES",
+    "VELA_CACHE_DIR",
+    "VELA_INDEX_DIR",
+    "VELA_SERVE_TOKEN",
+    "PYTHONWARNINGS",
+)
+for _name in _INHERITED:
+    os.environ.pop(_name, None)
 
 import pytest  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""`vela-search bench search` through the installed console script."""
+"""`vela-search bench search`: a report in process, a refusal through the installed console script."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+from cli_in_process import vela
 
 CLI = str(Path(sys.executable).with_name("vela-search"))
 
@@ -18,11 +20,13 @@ def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
-def test_reports_compressed_and_exact_search_with_memory(tmp_path):
-    result = _run(
+def test_reports_compressed_and_exact_search_with_memory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = vela(
+        "bench",
+        "search",
         "--vectors", "5000", "--dim", "64", "--queries", "20", "--exact-queries", "5",
         "--max-index-memory", "200K", "--workdir", str(tmp_path), "--json", "-",
-        cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)

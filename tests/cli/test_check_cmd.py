@@ -1,5 +1,7 @@
 """What a user sees when index files are damaged, moved out of bounds or lost, when names or query text are
-not UTF-8, and which model an index loads: the installed `vela-search` script, in a subprocess."""
+not UTF-8, and which model an index loads: the command line in process (its exit status, output and error
+lines), and the installed `vela-search` script in a subprocess where the process matters (a limit on open
+files)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_in_process import vela
 from indexing.helpers import small_collection
 
 from vela_search.store import AudioIndex
@@ -22,6 +25,11 @@ TINY = ["--model", "tiny", "--demos", "none", "--device", "cpu"]
 
 
 def run(*args: str, stdin: str | bytes | None = None, preexec=None) -> subprocess.CompletedProcess:  # noqa: ANN001
+    """`vela-search *args`: in process, or as the installed script when `preexec` must run in the child."""
+    if preexec is None:
+        done = vela(*args, stdin=stdin)
+        done.stderr = " ".join(done.stderr.split())
+        return done
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     data = stdin.encode() if isinstance(stdin, str) else stdin
     done = subprocess.run(

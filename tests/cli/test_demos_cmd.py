@@ -1,4 +1,5 @@
-"""``vela-search demos build/show``: the installed console script on generated clips (tiny model)."""
+"""``vela-search demos build/show`` on generated clips (tiny model): in process, and one refusal through the
+installed console script."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cli_in_process import vela
+
 from tests.embedding.demo_library import LABELS, write_clip, write_library
 from vela_search.embedding.demos import DemoSet
 
@@ -15,6 +18,11 @@ CLI = str(Path(sys.executable).parent / "vela-search")
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
+    """`vela-search demos *args` in process."""
+    return vela("demos", *args)
+
+
+def run_script(*args: str) -> subprocess.CompletedProcess[str]:
     # VELA_CACHE_DIR (set by the tiny_model_dir fixture) makes --model tiny reuse the session's checkpoint.
     return subprocess.run(
         [CLI, "demos", *args], capture_output=True, text=True, env=dict(os.environ), timeout=300, check=False
@@ -86,6 +94,8 @@ def test_label_with_model_writes_a_generated_word_per_clip(tmp_path, tiny_model_
 
 
 def test_bad_source_is_one_clear_line(tmp_path, tiny_model_dir):
-    missing = run("build", str(tmp_path / "nowhere"), "-o", str(tmp_path / "x.jsonl"), "--model", "tiny")
+    missing = run_script(
+        "build", str(tmp_path / "nowhere"), "-o", str(tmp_path / "x.jsonl"), "--model", "tiny"
+    )
     assert missing.returncode == 1 and "Traceback" not in missing.stderr
     assert "does not exist" in missing.stderr and not (tmp_path / "x.jsonl").exists()

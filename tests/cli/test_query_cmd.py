@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 from audio_factory import tone, write_audio
+from cli_in_process import vela
 from typer.testing import CliRunner
 
 from vela_search.cli.app import _register_commands, app
@@ -126,14 +127,20 @@ def start(args: list[str], env: dict[str, str]) -> subprocess.Popen:
 
 
 def test_each_mode_in_a_real_subprocess(collection):
+    """The installed command's exit statuses and streams: one query mode and two errors as real processes
+    (all at once); the other modes print the same way in process (the process adds nothing for them)."""
     audio, index = collection
     path = str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")
     env = dict(os.environ, COLUMNS="120", PYTHONPATH=path)
     procs = {}
+    in_process = {}
     for mode, args in MODES.items():
         args = [a.replace("{audio}", str(audio)) for a in args]
         cmd = ["query", *args, "--index", str(index), "--device", "cpu", "-k", "2", "--json"]
-        procs[mode] = start(cmd, env)
+        if mode == "audio":
+            procs[mode] = start(cmd, env)
+        else:
+            in_process[mode] = cmd
     errors = {
         "missing": ["query", "dog", "--index", str(index.parent / "missing")],
         "empty": ["query", "  ", "--index", str(index)],
@@ -141,6 +148,9 @@ def test_each_mode_in_a_real_subprocess(collection):
     for name, args in errors.items():
         procs[name] = start(args, env)
     out = {name: (p.communicate(timeout=300), p.returncode) for name, p in procs.items()}
+    for mode, cmd in in_process.items():
+        done = vela(*cmd)
+        out[mode] = (done.stdout, done.stderr), done.returncode
     for mode in MODES:
         (stdout, stderr), code = out[mode]
         assert code == 0, stderr
@@ -505,3 +515,23 @@ def test_terminal_prompt_ends_on_an_empty_line_or_end_of_input(monkeypatch):
 
     monkeypatch.setattr("builtins.input", end_of_input)
     assert list(query_cmd._query_source("-")) == []
+
+
+def test_export_dir_writes_the_hits_segments(collection, tmp_path):
+    import soundfile as sf
+
+    _, index = collection
+    out = tmp_path / "clips"
+    hits = query_json(
+        index, "--like", str(collection[0] / "long.wav"), "--segments", "-k", "3", "--export-dir", str(out)
+    )
+    written = sorted(out.iterdir())
+    assert [p.name[:3] for p in written] == ["01_", "02_", "03_"]
+    for hit, path in zip(hits, written, strict=True):
+        assert path.name.startswith(f"{hit['rank']:02d}_{Path(hit['path']).stem}_")
+        assert abs(sf.info(path).duration - (hit["end_s"] - hit["start_s"])) < 1e-3
+    (tmp_path / "q.txt").write_text("tone\n")
+    result = query(index, "--queries", str(tmp_path / "q.txt"), "--export-dir", str(out))
+    assert isinstance(result.exception, QueryError) and "--export-dir writes one query's hits" in str(
+        result.exception
+    )

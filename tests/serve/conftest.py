@@ -1,15 +1,15 @@
-"""One small index for the service tests, built once per session by `vela-search index`."""
+"""One small index for the service tests, built once per session by `vela-search index` (in process)."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 from audio_factory import tone, write_audio
+from cli_in_process import vela
 
-from .helpers import HTML_NAME, SR, index_command
+from .helpers import HTML_NAME, SR
 
 
 @pytest.fixture(scope="session")
@@ -24,11 +24,6 @@ def serve_collection(tmp_path_factory, tiny_model_dir) -> tuple[Path, Path]:
     write_audio(audio / "long.wav", np.concatenate([tone(10, freq=f) for f in (220, 440, 880, 1760)]), SR)
     write_audio(audio / HTML_NAME, tone(1.5, freq=990), SR)
     index = base / "idx"
-    run = subprocess.run(
-        index_command("index", str(audio), "--index", str(index), "--model", "tiny", "--demos", "none"),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    run = vela("index", str(audio), "--index", str(index), "--model", "tiny", "--demos", "none")
     assert run.returncode == 0, run.stderr
     return audio, index

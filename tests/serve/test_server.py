@@ -1,4 +1,9 @@
-"""A real `vela-search serve` on a loopback port: `vela-search query` through it, and clean shutdowns."""
+"""A real `vela-search serve` on a loopback port: `vela-search query` through it, and clean shutdowns.
+
+The server is always a subprocess (its signals and its record are the point); the commands that talk to it
+or are refused before serving run in process (tests/cli_in_process.py), which is a second process all the
+same for the server.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +14,28 @@ import time
 import urllib.request
 
 import pytest
+from cli_in_process import vela as vela_in_process
 
 from vela_search.serve.discovery import SERVE_FILE
 
-from .helpers import copy_index, index_command, start_server, stop_server
+from .helpers import copy_index, start_server, stop_server
 
 QUERY = ["query", "a low hum", "-k", "3", "--json"]
 
 
 def vela(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(index_command(*args), capture_output=True, text=True, timeout=timeout)
+    """`vela-search *args` in process (`timeout` is kept for the callers; nothing here serves)."""
+    return vela_in_process(*args)
+
+
+@pytest.fixture(autouse=True)
+def no_serving_in_process(monkeypatch):
+    """A `serve` that should be refused before any work fails the test instead of serving forever."""
+
+    def refuse(*args, **kwargs):  # noqa: ANN002, ANN003
+        raise AssertionError("the command went on to serve")
+
+    monkeypatch.setattr("vela_search.serve.server.run_server", refuse)
 
 
 def health(url: str) -> dict:

@@ -24,15 +24,24 @@ def check_command(
 ) -> None:
     """Verify every data file of an index (checksums and contents); exit 1 when damage remains."""
     from vela_search.errors import StoreError
+    from vela_search.peaks import check_peaks
     from vela_search.store.repair import check_index, repair_index
 
     root = resolve_index(index)
     with err_console.status("checking index files …", spinner="dots"):
         report = repair_index(root) if repair else check_index(root)
+        peaks_checked, peaks_damaged = check_peaks(root, remove=repair)
+    report.files_checked += peaks_checked
     if json_output:
-        print_json(report.to_dict())
+        print_json({**report.to_dict(), "peaks": {"checked": peaks_checked, "damaged": peaks_damaged}})
     else:
         _print(report)
+        _print_peaks(peaks_damaged, removed=repair)
+    if peaks_damaged and not repair:
+        raise StoreError(
+            f"{len(peaks_damaged)} damaged waveform peaks file(s) in {root}; "
+            f"run `vela-search check --index {root} --repair` (they are computed again from the audio)"
+        )
     # An error (not typer.Exit) so that the exit status is 1 whatever the typer version.
     if report.damaged and not report.repaired:
         raise StoreError(
@@ -73,3 +82,13 @@ def _print(report) -> None:  # noqa: ANN001 - a CheckReport
         )
     for line in report.unrepairable:
         err_console.print(f"[red]cannot repair:[/] {escape(line)}", highlight=False)
+
+
+def _print_peaks(damaged: list[tuple[str, str]], *, removed: bool) -> None:
+    for path, reason in damaged:
+        err_console.print(f"[red]damaged:[/] {escape(path)}: {escape(reason)}", highlight=False)
+    if damaged and removed:
+        console.print(
+            f"removed {len(damaged)} damaged waveform peaks file(s): the page computes them again",
+            highlight=False,
+        )

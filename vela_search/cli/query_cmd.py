@@ -140,6 +140,13 @@ def query(
         help="Print only the hits' file paths, one per line, best first, for other programs (with "
         "--segments: path, start and end seconds, tab-separated).",
     ),
+    export_dir: Path | None = typer.Option(
+        None,
+        "--export-dir",
+        metavar="DIR",
+        help="Also write each hit's segment as a WAV file into DIR (named by rank; the file's own "
+        "sample rate and channels where they can be read).",
+    ),
 ) -> None:
     """Search the index with a text, a long passage, an instruction, an audio clip or one of its files."""
     from vela_search.search import QueryRequest
@@ -174,6 +181,7 @@ def query(
         server=server,
         json_output=json_output,
         paths_output=paths_output,
+        export_dir=export_dir,
     )
     _run_command(request, run)
 
@@ -190,6 +198,7 @@ class QueryRun:
         server: ``--server``: the URL of a running ``vela-search serve`` (None: one found by itself).
         json_output: print JSON (one array; with ``queries``, one object per line).
         paths_output: print only the hits' paths.
+        export_dir: ``--export-dir``: write the hits' segments as WAV files into this folder.
     """
 
     index: str | None = None
@@ -201,6 +210,7 @@ class QueryRun:
     server: str | None = None
     json_output: bool = False
     paths_output: bool = False
+    export_dir: Path | None = None
 
     @property
     def sets_embedder(self) -> bool:
@@ -338,6 +348,8 @@ def _check_flags(request: QueryRequest, run: QueryRun) -> None:
     from vela_search.errors import QueryError
 
     by_example = request.audio is not None or request.like is not None
+    if run.export_dir is not None and run.queries is not None:
+        raise QueryError("--export-dir writes one query's hits: drop it or --queries")
     modes = [request.mode == "long", request.instruction is not None, request.audio is not None]
     if sum([*modes, request.like is not None]) > 1:
         raise QueryError("choose one query mode: --long, --instruction TEXT, --audio FILE or --like FILE")
@@ -399,6 +411,13 @@ def _print_hits(hits: list[Hit], notice: str | None, request: QueryRequest, run:
         _print_paths(hits, segments=not request.group)
     else:
         _print_table(hits, segments=not request.group, filtered=request.filtered)
+    if run.export_dir is not None:
+        from vela_search.clips import export_clips
+
+        written = export_clips(hits, run.export_dir)
+        err_console.print(
+            f"wrote {len(written)} segment(s) to {escape(str(run.export_dir))}", highlight=False
+        )
 
 
 def _print_table(hits: list[Hit], *, segments: bool, filtered: bool) -> None:

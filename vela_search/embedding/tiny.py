@@ -16,10 +16,14 @@ from pathlib import Path
 
 TINY_MODEL_ID = "tiny"
 # Bump when the recipe changes: the cache directory and the fingerprint follow it.
-TINY_RECIPE_VERSION = "2"
+TINY_RECIPE_VERSION = "3"
 TINY_NOTICE = "tiny random model: results carry no meaning"
 # Spread of the random 2-D weights (8x the usual 0.02 initialisation; see _build_into).
 _WEIGHT_STD = 0.16
+# Size of the query and key biases that make half of the language model's heads attend to nearby tokens
+# (see _add_local_heads), and how many of the lowest rotary frequencies carry them.
+_LOCAL_BIAS = 4.0
+_LOCAL_FREQUENCIES = 5
 
 _SPECIAL_TOKENS = [
     "<|endoftext|>",
@@ -160,16 +164,42 @@ def _build_into(directory: Path) -> None:
         # Random-init std 0.02 gives near-identical hidden states for every input (cosines ~0.999 even at
         # std 0.08, recipe 1). At std 0.16 (x8) attention and the MLPs are sharp enough for an input's
         # vector to depend on its content: a clip ranks itself and its near-duplicates first (tested in
-        # tests/embedding/test_tiny.py). Much larger spreads turn chaotic again (x16, x32 measured).
+        # tests/embedding/test_edges.py). Much larger spreads turn chaotic again (x16, x32 measured).
         generator = torch.Generator().manual_seed(0)
         for name, param in model.named_parameters():
             if param.ndim >= 2 and "embed_positions" not in name:
                 param.copy_(torch.randn(param.shape, generator=generator) * _WEIGHT_STD)
+        _add_local_heads(model)
     model.save_pretrained(directory)
     processor.save_pretrained(directory)
     (directory / "TINY_MODEL.txt").write_text(
         f"{TINY_NOTICE}\nrecipe version {TINY_RECIPE_VERSION}; built by vela_search.embedding.tiny\n"
     )
+
+
+def _add_local_heads(model) -> None:  # noqa: ANN001 - a Qwen2AudioForConditionalGeneration
+    """Make the first key-value group of every language-model layer attend to the tokens just before.
+
+    A text query's own words are a handful of tokens after a prefix of thousands (the demonstrations);
+    random attention averages over all of them, so two different texts got cosines of ~0.99999 (recipe 2).
+    Equal query and key biases on the lowest rotary frequencies add ``sum_f b^2 cos(d * theta_f)`` to the
+    attention score of tokens ``d`` apart: largest and slowly falling for the last few dozen tokens, low and
+    flat over the far prefix. Those heads then read the query's words (and an audio clip's last frames)
+    and the other heads stay random. Measured on the sample set (tests/embedding/test_tiny.py).
+    """
+    import torch
+
+    text = model.config.text_config
+    head_dim = text.hidden_size // text.num_attention_heads
+    group = text.num_attention_heads // text.num_key_value_heads
+    half = head_dim // 2  # rotary pairs dimension i with i + half, at frequency theta_i (falling with i)
+    pattern = torch.zeros(half)
+    pattern[half - _LOCAL_FREQUENCIES :] = _LOCAL_BIAS
+    bias = torch.cat([pattern, pattern])
+    for layer in model.model.language_model.layers:
+        attention = layer.self_attn
+        attention.k_proj.bias[:head_dim] = bias
+        attention.q_proj.bias[: head_dim * group] = bias.repeat(group)
 
 
 def ensure_tiny_checkpoint(directory: str | Path | None = None) -> Path:

@@ -37,6 +37,7 @@ from vela_search.indexing.prefetch import Failed, SegmentPrefetcher
 from vela_search.indexing.report import IndexProgress, IndexReport, scan_progress
 from vela_search.indexing.run import IndexRun, Landing
 from vela_search.indexing.spec import EmbedderSpec, QueryRoom, record_spec, recorded_room
+from vela_search.peaks.indexing import prune_to_files
 
 __all__ = [
     "DEFAULT_COMMIT_EVERY",
@@ -399,6 +400,7 @@ def _finish(run: IndexRun, options: IndexOptions, report: IndexReport) -> None:
         run.emit("compact")
         writer.compact()
         report.compacted = True
+    prune_to_files(writer.root, writer.files())
     data = writer.manifest
     report.shards = len(data["shards"])
     report.vectors = int(data["num_vectors"])
@@ -515,6 +517,7 @@ def _embed_jobs(run: IndexRun, jobs: list[EmbedJob], segmentation: Segmentation,
                     landing.error = failure_reason(message.error, job.file.path)
                     continue
                 landing.segments.append(message.segment)
+                landing.peaks.add(message.segment.start_s, message.segment.samples)
                 chunk.append((landing, len(landing.segments) - 1))
                 if len(chunk) >= chunk_limit:
                     flush()

@@ -20,6 +20,8 @@ from vela_search.audio import AudioSegment
 from vela_search.indexing.options import Segmentation
 from vela_search.indexing.plan import DUPLICATE, FAILED, INDEXED, EmbedJob, RelinkJob, RunPlan
 from vela_search.indexing.report import IndexProgress, IndexReport, ProgressCallback
+from vela_search.peaks.builder import PeakBuilder
+from vela_search.peaks.indexing import store_peaks
 
 if TYPE_CHECKING:
     from vela_search.embedding.embedder import VelaEmbedder
@@ -38,6 +40,7 @@ class Landing:
     embedded: int = 0
     decoded: bool = False
     error: str | None = None
+    peaks: PeakBuilder = field(default_factory=PeakBuilder)
 
     @property
     def ready(self) -> bool:
@@ -168,6 +171,7 @@ class IndexRun:
                 for i, seg in enumerate(landing.segments)
             ]
             writer.add(vectors, meta)
+            store_peaks(writer.root, state.sha256, landing.peaks, duration, state.path)
             rows = [state.row(INDEXED, duration_s=duration, segments=len(meta))]
             rows += [dup.row(DUPLICATE, duration_s=duration) for dup in job.duplicates]
             writer.put_files(rows)

@@ -15,7 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from vela_search import __version__
 from vela_search.serve.http_errors import install_error_handlers
 from vela_search.serve.limits import BodyLimit
-from vela_search.serve.routes import audio, health, indexes, page, search
+from vela_search.serve.routes import audio, health, indexes, media, page, search
 from vela_search.serve.routes.common import check_token
 from vela_search.serve.routes.page import STATIC_DIR
 from vela_search.serve.service import Service
@@ -27,6 +27,7 @@ API_ROUTERS = [
     indexes.router,
     search.router,
     audio.router,
+    media.router,
 ]
 # Routes that hold no data: no token.
 OPEN_ROUTERS = [

@@ -328,7 +328,7 @@ class ShardReader:
         groups = np.searchsorted(ends, positions, side="right")
         wanted = np.unique(groups)
         try:
-            table = parquet.read_row_groups(wanted.tolist())
+            table = parquet.read_row_groups(wanted.tolist(), use_threads=False)  # see tables.read_parquet
         except (pa.ArrowException, OSError, ValueError) as e:
             raise damaged(
                 self._root, self.entry["meta"], f"its data cannot be decoded ({first_line(e)})"

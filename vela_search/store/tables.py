@@ -55,7 +55,15 @@ def parse_parquet(root: Path, relpath: str, data: bytes) -> pq.ParquetFile:
 
 
 def read_parquet(root: Path, relpath: str, parquet: pq.ParquetFile, **kwargs: Any) -> pa.Table:
-    """`parquet.read(**kwargs)`, with damage inside the file reported as damage of `relpath`."""
+    """`parquet.read(**kwargs)`, with damage inside the file reported as damage of `relpath`.
+
+    Read on the calling thread (``use_threads=False``): a threaded read starts Arrow's global CPU thread
+    pool, whose worker threads (``std::thread``) can still be joinable when the process exits; Arrow's pool
+    is then destroyed among the static destructors and the C++ runtime aborts the finished command with
+    ``terminate called without an active exception`` (SIGABRT, exit -6). Index tables are small; the pool
+    gained nothing.
+    """
+    kwargs.setdefault("use_threads", False)
     try:
         return parquet.read(**kwargs)
     except (pa.ArrowException, OSError, ValueError) as e:

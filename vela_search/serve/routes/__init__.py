@@ -7,6 +7,8 @@ token rule, the others as they are.
 - ``indexes``: ``GET /api/indexes``.
 - ``search``: ``POST /api/search``, ``/api/search/like`` and ``/api/search/audio``.
 - ``audio``: ``GET /api/audio/{segment_id}``.
+- ``media``: ``GET /api/peaks/{segment_id}`` (waveform), ``/api/clip/{segment_id}`` (the segment as WAV) and
+  ``/api/file/{segment_id}`` (the whole file, as a download).
 - ``health``: ``GET /healthz``.
 - ``page``: the page at ``/``.
 """
