@@ -250,10 +250,9 @@ def test_without_ray_installed_ray_says_what_to_install(tmp_path, tiny_model_dir
 
 
 def test_ray_options_are_checked_before_anything_runs(tmp_path, capsys):
-    from vela_search.cli.app import _register_commands, app
+    from vela_search.cli.app import app
     from vela_search.cli.common import run_app
 
-    _register_commands()
     clips(tmp_path / "audio", 1)
     base = ["index", str(tmp_path / "audio"), "--index", str(tmp_path / "idx"), *TINY]
     assert run_app(app, [*base, "--workers", "2"]) == 1

@@ -7,11 +7,10 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from vela_search.cli.bench_common import JSON_HELP, _emit, bench_app
+from vela_search.cli.bench_common import JSON_HELP, emit_report
 from vela_search.cli.common import DEVICE_HELP, err_console, resolve_index
 
 
-@bench_app.command("serve")
 def serve_load(
     index: str | None = typer.Option(None, "--index", "-i", help="Index to serve (name or directory)."),
     clients: int = typer.Option(8, "--clients", min=1, help="Concurrent clients of the loaded runs."),
@@ -76,6 +75,6 @@ def serve_load(
             for sample in run["error_samples"]:
                 target.print(f"[red]error:[/] {sample}")
 
-    _emit(report, json_out, render)
+    emit_report(report, json_out, render)
     if report["errors"]:
         raise typer.Exit(1)

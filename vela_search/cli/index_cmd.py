@@ -20,7 +20,6 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from vela_search.cli.app import app
 from vela_search.cli.common import (
     ADAPTER_HELP,
     DEVICE_HELP,
@@ -60,7 +59,6 @@ _PHASES = {
 }
 
 
-@app.command("index")
 def index_command(
     paths: list[Path] | None = typer.Argument(
         None,
@@ -388,7 +386,6 @@ def _embedder_facts(root: Path, report: IndexReport, embedder: VelaEmbedder | No
     }
 
 
-@app.command("info")
 def info_command(
     index: str | None = typer.Option(None, "--index", "-i", help=INDEX_HELP),
     json_output: bool = typer.Option(False, "--json", help="Print the description as JSON."),
@@ -403,7 +400,6 @@ def info_command(
     _print_info(info)
 
 
-@app.command("compact")
 def compact_command(
     index: str | None = typer.Option(None, "--index", "-i", help=INDEX_HELP),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),

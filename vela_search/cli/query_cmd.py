@@ -14,7 +14,6 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from vela_search.cli.app import app
 from vela_search.cli.common import (
     ADAPTER_HELP,
     DEVICE_HELP,
@@ -33,7 +32,6 @@ if TYPE_CHECKING:
 DEFAULT_K = 10  # mirrors vela_search.search.DEFAULT_K (imported lazily to keep --help instant)
 
 
-@app.command()
 def query(
     text: str | None = typer.Argument(
         None, help='What to search for, e.g. "dog barking then a car passes" (omit with --audio).'

@@ -7,13 +7,11 @@ from pathlib import Path
 
 import typer
 
-from vela_search.cli.app import app
 from vela_search.cli.common import DEVICE_HELP, err_console, resolve_index
 
 TOKEN_ENV = "VELA_SERVE_TOKEN"  # mirrors vela_search.serve.discovery.TOKEN_ENV (kept lazy for --help)
 
 
-@app.command()
 def serve(
     index: list[str] = typer.Option(
         None,
