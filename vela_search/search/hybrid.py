@@ -91,7 +91,7 @@ def search_with_words(
         vmode = "caption" if mode == "hybrid" else mode
         # The sound ranking's depth: 2 x k (at least 20) for fusion, which keeps hybrid's vector search
         # close to a plain one's cost (docs/benchmarks.md); the full pool when field filters follow.
-        depth = pool if where else max(2 * k, 20)
+        depth = pool if where else min(MAX_K, max(2 * k, 20))
         knobs = {"k": depth, "path_glob": path_glob, "duration": duration, "nprobe": nprobe, "refine": refine}
         if vector is not None:
             by_sound = searcher.search_vectors(vector, exact=exact, **knobs)[0]  # type: ignore[arg-type]

@@ -90,11 +90,17 @@ def install_error_handlers(app: FastAPI) -> None:
     async def invalid(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         parts = []
+        seen: set[str] = set()
         for error in exc.errors():
             loc = list(error.get("loc", ()))
             if loc and loc[0] in ("body", "query", "path", "header", "cookie"):
                 loc = loc[1:]  # where the value was sent; the field name is what the client needs
-            where = ".".join(str(p) for p in loc)
+            # A union (a glob or a list of filters) tags each member's error with the member's type:
+            # the client needs the field, and one message per field (the first member's).
+            where = ".".join(str(p) for p in loc if not (isinstance(p, str) and "[" in p))
+            if where in seen:
+                continue
+            seen.add(where)
             message = str(error.get("msg"))
             if error.get("type") in ("string_too_short", "string_pattern_mismatch") and where:
                 message = f"the {where} is empty" + (

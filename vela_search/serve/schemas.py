@@ -74,9 +74,6 @@ def text(max_length: int) -> object:
     ]
 
 
-Seconds = Annotated[float, Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False)]
-
-
 def _json_integer(value: object) -> object:
     """JSON integers only: ``3`` and ``3.0`` (JSON Schema's integers), never ``true`` or ``"3"``."""
     if isinstance(value, (bool, str, bytes)):
@@ -84,6 +81,14 @@ def _json_integer(value: object) -> object:
     return value
 
 
+def _json_number(value: object) -> object:
+    """JSON numbers only: never ``false`` or ``"3"`` (lax parsing would read them as 0.0 and 3.0)."""
+    if isinstance(value, (bool, str, bytes)):
+        raise ValueError("must be a number")
+    return value
+
+
+Seconds = Annotated[float, Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False), BeforeValidator(_json_number)]
 SegmentId = Annotated[int, Field(ge=0, le=MAX_SEGMENT_ID), BeforeValidator(_json_integer)]
 HitCount = Annotated[int, Field(ge=1, le=MAX_K), BeforeValidator(_json_integer)]
 
