@@ -12,10 +12,8 @@ from vela_search.bench.datasets import load_dataset
 from vela_search.bench.metrics import retrieval_metrics
 from vela_search.bench.rerank_eval import rerank_retrieval
 from vela_search.bench.runner import decode_benchmark_clip
-from vela_search.cli.app import _register_commands, app
+from vela_search.cli.app import app
 from vela_search.embedding.judge_prompt import DEFAULT_JUDGE_PROMPT
-
-_register_commands()
 
 
 def decode(path):

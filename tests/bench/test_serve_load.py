@@ -39,7 +39,7 @@ def test_bench_serve_reports_latency_throughput_and_errors(tmp_path, tiny_model_
     assert built.returncode == 0, built.stderr
     result = subprocess.run(
         [str(VELA_SEARCH), "bench", "serve", "--index", str(index), "--clients", "3", "--queries", "4"]
-        + ["--device", "cpu", "--json", "-"],
+        + ["--device", "cpu", "--commits", "--json", "-"],
         capture_output=True,
         text=True,
         timeout=600,
@@ -47,7 +47,16 @@ def test_bench_serve_reports_latency_throughput_and_errors(tmp_path, tiny_model_
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     runs = report["runs"]
-    assert [(r["batching"], r["clients"]) for r in runs] == [(True, 1), (True, 3), (False, 1), (False, 3)]
+    assert [(r["batching"], r["clients"]) for r in runs] == [
+        (True, 1),
+        (True, 3),
+        (False, 1),
+        (False, 3),
+        (True, 3),
+        (True, 3),
+    ]
+    assert runs[4]["commits"] == 0 and runs[5]["commits"] >= 1  # the same load, then with commits
+    assert report["p99_with_commits_ratio"] == runs[5]["p99_ms"] / runs[4]["p99_ms"]
     assert report["errors"] == 0 and all(r["queries"] == r["clients"] * 4 for r in runs)
     assert all(r["p50_ms"] > 0 and r["p99_ms"] >= r["p50_ms"] and r["queries_per_s"] > 0 for r in runs)
     unbatched = [r for r in runs if not r["batching"]]

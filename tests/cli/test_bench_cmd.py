@@ -11,10 +11,8 @@ from cli_in_process import vela
 from typer.testing import CliRunner
 
 from tests.bench.dataset_factory import make_audiocaps, make_clotho, write_tone, youtube_id
-from vela_search.cli.app import _register_commands, app
+from vela_search.cli.app import app
 from vela_search.errors import DatasetError, VelaError
-
-_register_commands()
 
 METRIC_KEYS = {
     f"{d}_{m}" for d in ("t2a", "a2t") for m in ("R@1", "R@5", "R@10", "mAP@10", "median_rank", "mean_rank")

@@ -10,11 +10,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from vela_search.cli.app import _register_commands, app
+from vela_search.cli.app import app
 from vela_search.cli.common import run_app
 from vela_search.store import AudioIndex
-
-_register_commands()
 
 
 def make_index(root, n: int = 6, dim: int = 8) -> None:

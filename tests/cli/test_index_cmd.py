@@ -22,13 +22,12 @@ from indexing.helpers import (
 )
 from typer.testing import CliRunner
 
-from vela_search.cli.app import _register_commands, app
+from vela_search.cli.app import app
 from vela_search.cli.common import run_app
 from vela_search.errors import IndexLockedError
 from vela_search.indexing import index_info, index_paths
 from vela_search.store import AudioIndex
 
-_register_commands()
 runner = CliRunner()
 TINY = ["--model", "tiny", "--demos", "none", "--device", "cpu"]
 

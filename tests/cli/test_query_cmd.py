@@ -16,7 +16,7 @@ from audio_factory import tone, write_audio
 from cli_in_process import vela
 from typer.testing import CliRunner
 
-from vela_search.cli.app import _register_commands, app
+from vela_search.cli.app import app
 from vela_search.cli.common import run_app
 from vela_search.errors import QueryError
 
@@ -24,7 +24,6 @@ SR = 16_000
 REPO = Path(__file__).resolve().parents[2]
 INSTRUCTION = "find recordings with the same sound source as:"
 
-_register_commands()
 runner = CliRunner()
 
 

@@ -9,11 +9,10 @@ import pytest
 from audio_factory import tone, write_audio
 from typer.testing import CliRunner
 
-from vela_search.cli.app import _register_commands, app
+from vela_search.cli.app import app
 from vela_search.errors import QueryError
 
 SR = 16_000
-_register_commands()
 runner = CliRunner()
 
 

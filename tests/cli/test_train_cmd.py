@@ -11,12 +11,11 @@ from pathlib import Path
 from cli_in_process import vela
 from typer.testing import CliRunner
 
-from vela_search.cli.app import _register_commands, app
+from vela_search.cli.app import app
 from vela_search.cli.common import run_app
 from vela_search.embedding.embedder import ADAPTER_RECORD
 from vela_search.embedding.tiny import TINY_RECIPE_VERSION
 
-_register_commands()
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "data" / "nli" / "triplets.csv"

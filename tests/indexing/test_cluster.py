@@ -246,10 +246,9 @@ def test_without_ray_installed_ray_says_what_to_install(tmp_path, tiny_model_dir
 
 
 def test_ray_options_are_checked_before_anything_runs(tmp_path, capsys):
-    from vela_search.cli.app import _register_commands, app
+    from vela_search.cli.app import app
     from vela_search.cli.common import run_app
 
-    _register_commands()
     clips(tmp_path / "audio", 1)
     base = ["index", str(tmp_path / "audio"), "--index", str(tmp_path / "idx"), *TINY]
     assert run_app(app, [*base, "--workers", "2"]) == 1
@@ -257,3 +256,22 @@ def test_ray_options_are_checked_before_anything_runs(tmp_path, capsys):
     assert run_app(app, [*base, "--ray-address", "./audio"]) == 1
     assert "--ray-address takes a cluster address" in capsys.readouterr().err
     assert not (tmp_path / "idx").exists()
+
+
+def test_a_window_the_model_cannot_embed_fails_its_own_file_only(tiny_embedder, monkeypatch):
+    from vela_search.embedding.embedder import EmbedItem
+    from vela_search.indexing.cluster import embed_windows
+
+    real = tiny_embedder.embed_items
+
+    def fragile(items):  # a decode edge: one window breaks any forward it is in
+        if any(len(item.wave) == 7_777 for item in items):
+            raise RuntimeError("shape mismatch in the audio encoder")
+        return real(items)
+
+    monkeypatch.setattr(tiny_embedder, "embed_items", fragile)
+    waves = [np.full(16_000, 0.1, np.float32), np.zeros(7_777, np.float32), np.full(8_000, -0.2, np.float32)]
+    vectors, reasons = embed_windows(tiny_embedder, [EmbedItem("audio", wave=w) for w in waves])
+    assert reasons[0] == reasons[2] == "" and "shape mismatch" in reasons[1]
+    np.testing.assert_allclose(vectors[2], real([EmbedItem("audio", wave=waves[2])])[0], atol=1e-6)
+    assert not vectors[1].any()

@@ -101,10 +101,9 @@ def test_index_and_query_a_dataset_with_the_command_line(tmp_path: Path, tiny_mo
 
 
 def test_dataset_option_errors_are_one_line(tmp_path: Path, capsys) -> None:
-    from vela_search.cli.app import _register_commands, app
+    from vela_search.cli.app import app
     from vela_search.cli.common import run_app
 
-    _register_commands()
     folder = save_dataset(tmp_path / "ds", {"c0.flac": clip(0)})
     idx = str(tmp_path / "idx")
     for args, message in [

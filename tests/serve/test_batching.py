@@ -115,3 +115,65 @@ def test_the_event_loop_keeps_running_while_the_model_works(tiny_embedder):
 def test_bad_settings_are_refused(tiny_embedder):
     with pytest.raises(ValueError):
         QueryBatcher(tiny_embedder, max_batch=0)
+
+
+@pytest.fixture(scope="module")
+def long_prefix_embedder(tiny_model_dir):
+    """Demos long enough that a 30 s clip no longer fits behind them (texts still do)."""
+    from vela_search.embedding.demos import Demo, DemoSet
+    from vela_search.embedding.embedder import VelaEmbedder
+
+    text = "A very long description of a sound heard close by, " * 112
+    words = ("dog", "rain", "bell")
+    demos = DemoSet(demos=tuple(Demo(word=w, text=text) for w in words), source="long-demos")
+    embedder = VelaEmbedder.from_pretrained("tiny", demos=demos, device="cpu")
+    room = embedder.max_positions - embedder.prefix_length
+    assert embedder.token_count(EmbedItem("audio", wave=np.zeros(30 * 16_000, np.float32))) > room
+    return embedder
+
+
+def test_an_oversized_clip_fails_its_own_request_only(long_prefix_embedder):
+    texts = [EmbedItem("caption", text="a dog barks"), EmbedItem("caption", text="rain on a roof")]
+    clip = EmbedItem("audio", wave=(0.1 * np.sin(np.arange(30 * 16_000) * 0.03)).astype(np.float32))
+    batcher = QueryBatcher(long_prefix_embedder, window_s=0.05)
+    results = embed_concurrently(batcher, [texts[0], clip, texts[1]])
+    assert isinstance(results[1], QueryError) and "send a shorter clip" in str(results[1])
+    assert "--" not in str(results[1])  # the API's words, not the CLI's flags
+    for got, item in ((results[0], texts[0]), (results[2], texts[1])):
+        np.testing.assert_allclose(got, long_prefix_embedder.embed_items([item])[0], atol=1e-6, rtol=0)
+
+
+def test_a_batch_that_raises_is_retried_item_by_item(tiny_embedder, monkeypatch):
+    real = tiny_embedder.embed_items
+
+    def fragile(items):  # one item breaks any forward it is in (a decode edge, out of memory)
+        if any(item.text == "breaks the model" for item in items):
+            raise RuntimeError("CUDA out of memory")
+        return real(items)
+
+    monkeypatch.setattr(tiny_embedder, "embed_items", fragile)
+    items = [EmbedItem("caption", text=t) for t in ("a dog barks", "breaks the model", "rain")]
+    results = embed_concurrently(QueryBatcher(tiny_embedder, window_s=0.05), items)
+    assert isinstance(results[1], RuntimeError)
+    assert all(isinstance(results[i], np.ndarray) for i in (0, 2))
+    np.testing.assert_allclose(results[2], real([items[2]])[0], atol=1e-6, rtol=0)
+
+
+def test_items_nobody_waits_for_never_reach_the_model(tiny_embedder):
+    batcher = QueryBatcher(tiny_embedder, window_s=0.05)
+
+    async def main() -> list:
+        late = asyncio.ensure_future(batcher.embed(EmbedItem("caption", text="late"), timeout_s=0.0))
+        left = asyncio.ensure_future(batcher.embed(EmbedItem("caption", text="client left")))
+        kept = asyncio.ensure_future(batcher.embed(EmbedItem("caption", text="kept")))
+        await asyncio.sleep(0.01)
+        left.cancel()  # its client went away while the batch was collecting
+        try:
+            return await asyncio.gather(late, left, kept, return_exceptions=True)
+        finally:
+            await batcher.close()
+
+    late, left, kept = asyncio.run(main())
+    assert isinstance(late, TimeoutError) and isinstance(left, asyncio.CancelledError)
+    assert isinstance(kept, np.ndarray)
+    assert batcher.stats.items == 1  # only the item still awaited ran

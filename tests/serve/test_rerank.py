@@ -81,9 +81,9 @@ def test_like_and_audio_searches_rerank_against_the_example(client, serve_collec
 
 
 @pytest.mark.parametrize("rerank", [0, 101])
-def test_a_bad_rerank_is_a_400(client, rerank):
+def test_a_bad_rerank_is_a_422(client, rerank):
     response = client.post("/api/search", json={"query": "rain", "rerank": rerank})
-    assert response.status_code == 400 and "rerank must be" in response.json()["error"]
+    assert response.status_code == 422 and "rerank:" in response.json()["error"]
 
 
 def test_a_search_without_rerank_has_no_judge_and_query_sends_rerank(client):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import time
 import urllib.request
 
 import pytest
@@ -94,6 +95,7 @@ def test_query_uses_a_running_server_with_identical_output(index, serve_collecti
         out, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err
         assert "stopped" in err and "Traceback" not in err
+        assert '"POST /api/search HTTP/1.1" 200' in out  # the access log is on by default
         assert not (index / SERVE_FILE).exists()
     finally:
         stop_server(proc)
@@ -131,3 +133,34 @@ def test_a_public_bind_needs_a_token(index, monkeypatch):
     assert result.returncode == 1
     assert "--token" in result.stderr and "VELA_SERVE_TOKEN" in result.stderr
     assert "loading the model" not in result.stderr  # refused before any work
+
+
+def indexes(url: str) -> dict:
+    with urllib.request.urlopen(url + "/api/indexes", timeout=10) as response:
+        return json.loads(response.read())["indexes"][0]
+
+
+def test_a_rebuild_under_a_running_server_is_followed_and_query_keeps_working(serve_collection, tmp_path):
+    audio, session_index = serve_collection
+    index = copy_index(session_index, tmp_path / "idx")
+    proc, url = start_server(index)
+    try:
+        first = indexes(url)["generation"]
+        rebuilt = vela("index", str(audio), "--index", str(index), "--rebuild", "--demos", "default")
+        assert rebuilt.returncode == 0, rebuilt.stderr
+        # Right after the promotion: through the server once it has the new model, else answered here.
+        during = vela(*QUERY, "--index", str(index))
+        assert during.returncode == 0, during.stderr
+        assert json.loads(during.stdout)
+        deadline = time.monotonic() + 120
+        while (info := indexes(url))["generation"] == first or info["behind"]:
+            assert time.monotonic() < deadline, info
+            time.sleep(0.2)
+        assert info["embedder"]["demos"] != "none" and health(url)["status"] == "ok"
+        before = health(url)["batched_items"]
+        after = vela(*QUERY, "--index", str(index))
+        assert after.returncode == 0, after.stderr
+        assert health(url)["batched_items"] == before + 1  # the server answered, with the new embedder
+        assert after.stdout == during.stdout
+    finally:
+        stop_server(proc)

@@ -8,7 +8,9 @@ read blockwise at its native rate and resampled as a stream, so memory depends o
 
 This package knows nothing about models or indexes. Its modules:
 
-- ``sources``: native-rate decoders (libsndfile, ffmpeg pipe), stream resampling, file checks.
+- ``decoders``: what every decoder shares: the source contract, in-memory audio, decode errors.
+- ``sources``: opening a file with the right decoder (libsndfile, PyAV, ffmpeg pipe), stream
+  resampling, file checks.
 - ``pyav_source``: the PyAV decoder (priming and end padding of compressed formats).
 - ``decode``: whole-file and span decoding, waveform validation, durations.
 - ``windows``: planning windows over a file and streaming them as segments.
@@ -18,9 +20,10 @@ This package knows nothing about models or indexes. Its modules:
 from __future__ import annotations
 
 from vela_search.audio.decode import audio_duration, decode_audio, load_waveform, validate_waveform
+from vela_search.audio.decoders import AudioBytes
 from vela_search.audio.discovery import AUDIO_EXTENSIONS, DiscoveryResult, discover_audio_files
 from vela_search.audio.pyav_source import pyav_available
-from vela_search.audio.sources import SAMPLE_RATE, AudioBytes, ffmpeg_available
+from vela_search.audio.sources import SAMPLE_RATE, ffmpeg_available
 from vela_search.audio.windows import AudioSegment, Window, iter_segments, plan_windows
 
 __all__ = [

@@ -9,15 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vela_search.audio.sources import (
-    SAMPLE_RATE,
-    AudioBytes,
-    _error,
-    _FfmpegSource,
-    _open_source,
-    _resampled,
-    _SoundFileSource,
-)
+from vela_search.audio.decoders import AudioBytes, decode_error
+from vela_search.audio.sources import SAMPLE_RATE, FfmpegSource, SoundFileSource, open_source, resampled
 
 __all__ = ["audio_duration", "decode_audio", "load_waveform", "validate_waveform"]
 
@@ -41,17 +34,17 @@ def validate_waveform(wave: np.ndarray, source: str) -> np.ndarray:
     """
     arr = np.asarray(wave)
     if arr.ndim != 1:
-        raise _error(source, f"expected a 1-D mono waveform, got an array of shape {arr.shape}")
+        raise decode_error(source, f"expected a 1-D mono waveform, got an array of shape {arr.shape}")
     if not np.issubdtype(arr.dtype, np.floating):
-        raise _error(source, f"expected float samples, got dtype {arr.dtype}")
+        raise decode_error(source, f"expected float samples, got dtype {arr.dtype}")
     if arr.size == 0:
-        raise _error(source, "contains no audio samples")
+        raise decode_error(source, "contains no audio samples")
     finite = np.isfinite(arr)
     if not finite.all():
         bad = int(arr.size - np.count_nonzero(finite))
         if bad == arr.size:
-            raise _error(source, "contains NaN or infinite samples (all of them)")
-        raise _error(source, f"contains NaN or infinite samples ({bad} of {arr.size})")
+            raise decode_error(source, "contains NaN or infinite samples (all of them)")
+        raise decode_error(source, f"contains NaN or infinite samples ({bad} of {arr.size})")
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
@@ -90,7 +83,7 @@ def decode_audio(
         ValueError: the span is invalid (negative start, end not after start).
     """
     i0, i1 = _span_indices(start_s, end_s)
-    with _open_source(path) as src:
+    with open_source(path) as src:
         sr = src.samplerate
         # The chunk must start on an instant that falls exactly on both sample grids, so that its first
         # resampled sample is sample m0 of a whole-file decode.
@@ -103,7 +96,7 @@ def decode_audio(
             native_stop = -(-(i1 + _SPAN_PAD) // q) * g_native
             if src.declared_frames is not None and native_stop >= src.declared_frames:
                 native_stop = None  # read to the end so the file-end handling matches a whole-file decode
-        pieces = list(_resampled(src.blocks(native_start, native_stop), sr))
+        pieces = list(resampled(src.blocks(native_start, native_stop), sr))
         declared = src.declared_frames
     if not pieces:
         wave = np.zeros(0, dtype=np.float32)
@@ -113,10 +106,10 @@ def decode_audio(
     hi = len(wave) if i1 is None else min(len(wave), i1 - m0)
     if lo >= hi:
         if start_s is None or i0 == 0:
-            raise _error(path, "contains no audio samples")
+            raise decode_error(path, "contains no audio samples")
         span = f"{i0 / SAMPLE_RATE:.3f}-{'end' if i1 is None else f'{i1 / SAMPLE_RATE:.3f}'} s"
         length = "" if declared is None else f" (the audio is {declared / sr:.3f} s long)"
-        raise _error(path, f"no audio in the span {span}{length}")
+        raise decode_error(path, f"no audio in the span {span}{length}")
     return validate_waveform(wave[lo:hi] if (lo, hi) != (0, len(wave)) else wave, str(path))
 
 
@@ -139,10 +132,10 @@ def audio_duration(path: str | Path | AudioBytes) -> float:
     Raises:
         AudioDecodeError: the file cannot be decoded (same reasons as `decode_audio`).
     """
-    with _open_source(path) as src:
-        if isinstance(src, _SoundFileSource):
+    with open_source(path) as src:
+        if isinstance(src, SoundFileSource):
             return src.declared_frames / src.samplerate
-        through_ffmpeg = isinstance(src, _FfmpegSource)
+        through_ffmpeg = isinstance(src, FfmpegSource)
     ffprobe = shutil.which("ffprobe") if through_ffmpeg else None
     if ffprobe is not None:
         try:
@@ -169,8 +162,8 @@ def audio_duration(path: str | Path | AudioBytes) -> float:
                 return duration
         except (ValueError, IndexError, OSError, subprocess.SubprocessError):
             pass  # fall back to counting decoded samples
-    with _open_source(path) as src:
+    with open_source(path) as src:
         frames = sum(len(b) for b in src.blocks())
     if frames == 0:
-        raise _error(path, "contains no audio samples")
+        raise decode_error(path, "contains no audio samples")
     return frames / src.samplerate

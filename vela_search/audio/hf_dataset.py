@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vela_search.audio.sources import AudioBytes
+from vela_search.audio.decoders import AudioBytes
 from vela_search.errors import VelaError
 
 __all__ = ["DATASET_SCHEME", "DatasetListing", "DatasetRow", "is_dataset_uri", "list_dataset_audio"]

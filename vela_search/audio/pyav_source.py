@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from vela_search.audio.sources import AudioBytes, _check_finite, _error, _Source
+from vela_search.audio.decoders import AudioBytes, NativeSource, check_finite, decode_error
 
 __all__ = ["pyav_available"]
 
@@ -58,7 +58,7 @@ def _mono(frame: Any) -> np.ndarray:
     return data[0].copy() if channels == 1 else data.mean(axis=0, dtype=np.float32)
 
 
-class PyAVSource(_Source):
+class PyAVSource(NativeSource):
     """Decode the first audio stream of a container with PyAV."""
 
     def __init__(self, path: Path | str, container: Any, stream: Any) -> None:
@@ -103,7 +103,7 @@ class PyAVSource(_Source):
                 if stop is not None and pos >= stop:
                     return
         except av.error.FFmpegError as exc:
-            raise _error(
+            raise decode_error(
                 self.path,
                 f"decoder error at {pos / sr:.2f} s ({exc.strerror or exc}); "
                 "the file is probably truncated or corrupt",
@@ -120,7 +120,7 @@ class PyAVSource(_Source):
         hi = len(mono) if stop is None else min(len(mono), stop - pos)
         if hi > lo:
             piece = mono[lo:hi]
-            _check_finite(self.path, piece, pos + lo, self.samplerate)
+            check_finite(self.path, piece, pos + lo, self.samplerate)
             yield piece
 
     def close(self) -> None:

@@ -7,7 +7,6 @@ share.
 
 from __future__ import annotations
 
-import abc
 import contextlib
 import io
 import os
@@ -20,18 +19,26 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from vela_search.errors import AudioDecodeError
+from vela_search.audio.decoders import AudioBytes, NativeSource, check_finite, decode_error
+from vela_search.audio.pyav_source import open_pyav, pyav_available
 
 if TYPE_CHECKING:
     import soundfile as sf
 
-__all__ = ["SAMPLE_RATE", "AudioBytes", "ffmpeg_available", "native_stderr_captured"]
+__all__ = [
+    "SAMPLE_RATE",
+    "FfmpegSource",
+    "SoundFileSource",
+    "ffmpeg_available",
+    "native_stderr_captured",
+    "open_source",
+    "resampled",
+]
 
 SAMPLE_RATE: int = 16_000
 
@@ -67,22 +74,6 @@ _UNKNOWN_SIZES = frozenset({0, 0xFFFFFFFF, 0x7FFFFFFF, 0xFFFFFFFE})
 _SHOULD_BE = re.compile(r"^\s*(data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
 
 
-@dataclass(frozen=True)
-class AudioBytes:
-    """An encoded audio file held in memory (e.g. the audio bytes of a dataset row), decoded like a file.
-
-    Attributes:
-        name: what errors call it; its extension, if any, names the format as a file's would.
-        data: the file's bytes.
-    """
-
-    name: str
-    data: bytes
-
-    def __str__(self) -> str:
-        return self.name
-
-
 # --------------------------------------------------------------------------------------------------------
 # small helpers
 
@@ -95,10 +86,6 @@ def ffmpeg_available() -> bool:
 def _ffmpeg_path() -> str | None:
     # Looked up on every call (a few stat calls) so that installing ffmpeg or changing PATH takes effect.
     return shutil.which("ffmpeg")
-
-
-def _error(path: str | Path | AudioBytes, reason: str) -> AudioDecodeError:
-    return AudioDecodeError(f"cannot decode audio file '{path}': {reason}")
 
 
 def _looks_like_text(head: bytes) -> bool:
@@ -122,32 +109,32 @@ def _precheck(path: Path | AudioBytes) -> bytes:
     """
     if isinstance(path, AudioBytes):
         if not path.data:
-            raise _error(path, "file is empty (0 bytes)")
+            raise decode_error(path, "file is empty (0 bytes)")
         return path.data[:512]
     try:
         st = os.stat(path)
     except FileNotFoundError:
         if os.path.islink(path):
-            raise _error(path, "broken symbolic link") from None
-        raise _error(path, "file does not exist") from None
+            raise decode_error(path, "broken symbolic link") from None
+        raise decode_error(path, "file does not exist") from None
     except PermissionError:
-        raise _error(path, "permission denied") from None
+        raise decode_error(path, "permission denied") from None
     except OSError as exc:
-        raise _error(path, f"cannot access file ({exc.strerror or exc})") from None
+        raise decode_error(path, f"cannot access file ({exc.strerror or exc})") from None
     if stat.S_ISDIR(st.st_mode):
-        raise _error(path, "is a directory, not a file")
+        raise decode_error(path, "is a directory, not a file")
     if not stat.S_ISREG(st.st_mode):
-        raise _error(path, "not a regular file")
+        raise decode_error(path, "not a regular file")
     if st.st_size == 0:
-        raise _error(path, "file is empty (0 bytes)")
+        raise decode_error(path, "file is empty (0 bytes)")
     try:
         # Opening it here (rather than only inside libsndfile) turns EACCES into a clear message.
         with open(path, "rb") as fh:
             return fh.read(512)
     except PermissionError:
-        raise _error(path, "permission denied (the file cannot be read)") from None
+        raise decode_error(path, "permission denied (the file cannot be read)") from None
     except OSError as exc:
-        raise _error(path, f"cannot read file ({exc.strerror or exc})") from None
+        raise decode_error(path, f"cannot read file ({exc.strerror or exc})") from None
 
 
 def _libsndfile_reason(exc: sf.LibsndfileError) -> str:
@@ -172,36 +159,6 @@ def _header_problem(extra_info: str) -> str | None:
 
 # --------------------------------------------------------------------------------------------------------
 # native-rate sources: blocks of mono float32 at the file's own sample rate
-
-
-class _Source(abc.ABC):
-    """A decoder that yields mono float32 blocks at ``samplerate`` from a given frame onwards."""
-
-    path: Path
-    samplerate: int
-    declared_frames: int | None
-
-    @abc.abstractmethod
-    def blocks(self, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
-        """Mono float32 blocks from frame ``start`` up to ``stop`` (the end when None)."""
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self) -> _Source:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def _check_finite(path: Path, block: np.ndarray, first_frame: int, samplerate: int) -> None:
-    if not np.isfinite(block).all():
-        bad = int(np.argmin(np.isfinite(block).all(axis=-1) if block.ndim > 1 else np.isfinite(block)))
-        raise _error(
-            path,
-            f"contains NaN or infinite samples (first at {(first_frame + bad) / samplerate:.3f} s)",
-        )
 
 
 def _frame_reader(handle: sf.SoundFile) -> Callable[[np.ndarray], int]:
@@ -230,7 +187,9 @@ def _frame_reader(handle: sf.SoundFile) -> Callable[[np.ndarray], int]:
     return read
 
 
-class _SoundFileSource(_Source):
+class SoundFileSource(NativeSource):
+    """Decode through libsndfile (wav, flac, ogg/vorbis, opus, mp3, aiff) at the file's own rate."""
+
     def __init__(self, path: Path, handle: sf.SoundFile) -> None:
         self.path = path
         self._f = handle
@@ -267,20 +226,20 @@ class _SoundFileSource(_Source):
                 if got == 0:
                     break
                 data = buf[:got]
-                _check_finite(path, data, pos, sr)
+                check_finite(path, data, pos, sr)
                 # A fresh array per block: consumers keep blocks while this buffer is reused.
                 mono = data[:, 0].copy() if self.channels == 1 else data.mean(axis=1, dtype=np.float32)
                 pos += len(data)
                 yield mono
         except _soundfile().LibsndfileError as exc:
-            raise _error(
+            raise decode_error(
                 path,
                 f"decoder error at {pos / sr:.2f} s ({_libsndfile_reason(exc)}); "
                 "the file is probably truncated or corrupt",
             ) from None
         declared = self.declared_frames
         if stop is None and self._check_length and start <= declared and pos < declared:
-            raise _error(
+            raise decode_error(
                 path,
                 f"file is truncated: decoded {pos} of the {self.declared_frames} frames its header declares",
             )
@@ -289,7 +248,7 @@ class _SoundFileSource(_Source):
         self._f.close()
 
 
-class _FfmpegSource(_Source):
+class FfmpegSource(NativeSource):
     """Decode through ``ffmpeg`` into a float32 WAV stream at 16 kHz (ffmpeg resamples, we downmix)."""
 
     def __init__(self, path: Path, ffmpeg: str, failure: str) -> None:
@@ -338,7 +297,7 @@ class _FfmpegSource(_Source):
                     if usable == 0:
                         break
                     data = np.frombuffer(raw[:usable], dtype="<f4").reshape(-1, channels)
-                    _check_finite(self.path, data, pos, SAMPLE_RATE)
+                    check_finite(self.path, data, pos, SAMPLE_RATE)
                     mono = data[:, 0].copy() if channels == 1 else data.mean(axis=1, dtype=np.float32)
                     pos += len(mono)
                     yield mono
@@ -352,8 +311,8 @@ class _FfmpegSource(_Source):
                 message = err.read().decode("utf-8", "replace").strip().splitlines()
                 detail = message[-1].strip() if message else f"exit status {rc}"
                 if pos == start:
-                    raise _error(self.path, self._failure.replace("{detail}", detail))
-                raise _error(
+                    raise decode_error(self.path, self._failure.replace("{detail}", detail))
+                raise decode_error(
                     self.path,
                     f"ffmpeg failed at {pos / SAMPLE_RATE:.2f} s ({detail}); "
                     "the file is probably truncated or corrupt",
@@ -370,7 +329,7 @@ class _FfmpegSource(_Source):
         if not head:
             return 0  # ffmpeg failed before writing anything; its exit status says why
         if head[:4] not in (b"RIFF", b"RF64") or head[8:12] != b"WAVE":
-            raise _error(self.path, "ffmpeg produced an unexpected output stream")
+            raise decode_error(self.path, "ffmpeg produced an unexpected output stream")
         channels = 0
         while True:
             chunk = take(8)
@@ -379,14 +338,14 @@ class _FfmpegSource(_Source):
             cid, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
             if cid == b"data":
                 if channels == 0:
-                    raise _error(self.path, "ffmpeg output has no format chunk")
+                    raise decode_error(self.path, "ffmpeg output has no format chunk")
                 return channels
             body = take(size + (size & 1))
             if cid == b"fmt ":
                 fmt_tag, channels, rate = struct.unpack("<HHI", body[:8])
                 bits = struct.unpack("<H", body[14:16])[0]
                 if bits != 32 or rate != SAMPLE_RATE or fmt_tag not in (3, 0xFFFE):
-                    raise _error(self.path, "ffmpeg output is not 32-bit float at 16 kHz")
+                    raise decode_error(self.path, "ffmpeg output is not 32-bit float at 16 kHz")
 
     def close(self) -> None:
         for proc in self._procs:
@@ -427,7 +386,7 @@ def native_stderr_captured() -> Iterator[list[str]]:
             said.extend(line.strip() for line in text.splitlines() if line.strip() and "\x1b" not in line)
 
 
-def _open_source(path: str | Path | AudioBytes) -> _Source:
+def open_source(path: str | Path | AudioBytes) -> NativeSource:
     """Open a file (or in-memory audio) with libsndfile, else PyAV, else an ``ffmpeg`` executable."""
     in_memory = isinstance(path, AudioBytes)
     if not in_memory:
@@ -446,11 +405,11 @@ def _open_source(path: str | Path | AudioBytes) -> _Source:
         problem = _header_problem(handle.extra_info)
         if problem is not None:
             handle.close()
-            raise _error(path, problem)
+            raise decode_error(path, problem)
         if handle.frames == 0:
             handle.close()
-            raise _error(path, "contains no audio samples")
-        return _SoundFileSource(path, handle)  # type: ignore[arg-type]
+            raise decode_error(path, "contains no audio samples")
+        return SoundFileSource(path, handle)  # type: ignore[arg-type]
 
     # What the decoder printed while it tried belongs with the failure, not on the terminal.
     said = " / ".join(dict.fromkeys(decoder_said))
@@ -458,7 +417,7 @@ def _open_source(path: str | Path | AudioBytes) -> _Source:
     suffix = Path(str(path)).suffix.lower()
     if _looks_like_text(head):
         # Never audio, whatever the extension; no need to ask another decoder.
-        raise _error(path, f"not an audio file (it contains text){said}")
+        raise decode_error(path, f"not an audio file (it contains text){said}")
     # Classified the same whichever decoders are installed, so that messages do not depend on the machine.
     if suffix in _FFMPEG_ONLY_EXTENSIONS:
         base, sf_part = None, ""
@@ -466,8 +425,6 @@ def _open_source(path: str | Path | AudioBytes) -> _Source:
         known = sf_reason.startswith(("Format not recognised", "File contains data in an unknown format"))
         base = "not a recognised audio format" if known else "corrupt or truncated header"
         sf_part = f"libsndfile: {sf_reason}; "
-
-    from vela_search.audio.pyav_source import open_pyav, pyav_available
 
     pyav_reason = None
     if pyav_available():
@@ -484,21 +441,21 @@ def _open_source(path: str | Path | AudioBytes) -> _Source:
                 failure = "ffmpeg could not decode it ({detail})"
         else:
             failure = f"{base} ({sf_part}{tried}ffmpeg: " + "{detail})"
-        return _FfmpegSource(path, ffmpeg, failure)  # type: ignore[arg-type]
+        return FfmpegSource(path, ffmpeg, failure)  # type: ignore[arg-type]
     if pyav_reason is not None:
         if base is None:
-            raise _error(path, f"PyAV could not decode it ({pyav_reason})")
-        raise _error(path, f"{base} ({sf_part}PyAV: {pyav_reason}){said}")
+            raise decode_error(path, f"PyAV could not decode it ({pyav_reason})")
+        raise decode_error(path, f"{base} ({sf_part}PyAV: {pyav_reason}){said}")
     if base is None:
-        raise _error(
+        raise decode_error(
             path,
             f"'{suffix}' files need PyAV or ffmpeg, and neither is installed "
             "(install one: `pip install av`, or e.g. `apt-get install ffmpeg`)",
         )
-    raise _error(path, f"{base} (libsndfile: {sf_reason}){said}")
+    raise decode_error(path, f"{base} (libsndfile: {sf_reason}){said}")
 
 
-def _resampled(blocks: Iterator[np.ndarray], samplerate: int) -> Iterator[np.ndarray]:
+def resampled(blocks: Iterator[np.ndarray], samplerate: int) -> Iterator[np.ndarray]:
     """Turn native-rate mono blocks into a 16 kHz stream, identical to resampling the whole signal at once."""
     if samplerate == SAMPLE_RATE:
         yield from blocks

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vela_search.audio.sources import SAMPLE_RATE, AudioBytes, _error, _open_source, _resampled
+from vela_search.audio.decoders import AudioBytes, decode_error
+from vela_search.audio.sources import SAMPLE_RATE, open_source, resampled
 
 __all__ = ["AudioSegment", "Window", "iter_segments", "plan_windows"]
 
@@ -143,8 +144,8 @@ def iter_segments(
     buf = _Buffer()
     emitted = 0
     long_file = False
-    with _open_source(path) as src:
-        for chunk in _resampled(src.blocks(), src.samplerate):
+    with open_source(path) as src:
+        for chunk in resampled(src.blocks(), src.samplerate):
             buf.append(chunk)
             total_s = buf.end / SAMPLE_RATE
             if not long_file:
@@ -164,7 +165,7 @@ def iter_segments(
             buf.discard_before(min(next_start, buf.end - win_samples))
     total = buf.end
     if total == 0:
-        raise _error(path, "contains no audio samples")
+        raise decode_error(path, "contains no audio samples")
     for w in plan_windows(total / SAMPLE_RATE, window_s, hop_s, single_max_s)[emitted:]:
         i0 = max(0, round(w.start_s * SAMPLE_RATE))
         i1 = min(total, round(w.end_s * SAMPLE_RATE))

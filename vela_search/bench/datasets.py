@@ -162,7 +162,7 @@ def load_clotho(data_dir: str | Path, split: str = "evaluation") -> RetrievalDat
             f"Clotho {split} captions not found: expected {csv_path}. Put the official Clotho v2.1 files "
             f"there, or fetch them with `vela-search bench clotho --download --data-dir {data_dir}`."
         )
-    header, rows = _read_csv(csv_path)
+    header, rows = read_csv(csv_path)
     caption_cols = sorted(
         (h for h in header if re.fullmatch(r"caption_\d+", h)), key=lambda h: int(h.split("_")[1])
     )
@@ -227,7 +227,7 @@ def load_audiocaps(data_dir: str | Path, split: str = "test") -> RetrievalDatase
             f"Fetch the CSV with `vela-search bench audiocaps --download --data-dir {data_dir}` "
             "(the audio itself is only on YouTube and must be obtained separately)."
         )
-    header, rows = _read_csv(csv_path)
+    header, rows = read_csv(csv_path)
     missing_cols = [c for c in ("youtube_id", "caption") if c not in header]
     if missing_cols:
         raise DatasetError(
@@ -331,7 +331,12 @@ def _fmt_seconds(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(value)
 
 
-def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """A dataset CSV's header and rows (UTF-8, with or without BOM, or Latin-1 as older copies come).
+
+    Raises:
+        DatasetError: the file is not a CSV.
+    """
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8-sig")

@@ -327,9 +327,9 @@ def _verify(path: Path, md5: str | None, size: int | None) -> str | None:
 
 
 def _check_audiocaps_csv(path: Path) -> None:
-    from vela_search.bench.datasets import _read_csv
+    from vela_search.bench.datasets import read_csv
 
-    header, rows = _read_csv(path)
+    header, rows = read_csv(path)
     missing = [c for c in ("youtube_id", "caption") if c not in header]
     if missing or not rows:
         raise DatasetError(

@@ -151,28 +151,10 @@ def run_retrieval_benchmark(
     report_progress = progress or (lambda _stage, _done, _total: None)
 
     reused = index_vectors(index, embedder.fingerprint.to_dict(), dataset.audio_paths) if index else {}
-    audio_vectors: list[np.ndarray | None] = [reused.get(i) for i in range(dataset.n_clips)]
-    todo = [i for i in range(dataset.n_clips) if i not in reused]
-    unreadable: dict[int, str] = {}
-    truncated = 0
-
     t0 = time.perf_counter()
-    report_progress("audio", len(reused), dataset.n_clips)
-    done = len(reused)
-    chunk: list[tuple[int, np.ndarray]] = []
-    for position, (clip, result) in enumerate(_decode_ahead(dataset.audio_paths, todo, decode_workers)):
-        if isinstance(result, AudioDecodeError):
-            unreadable[clip] = str(result)
-        else:
-            wave, was_cut = result
-            truncated += was_cut
-            chunk.append((clip, wave))
-        if len(chunk) == _CLIPS_PER_CHUNK or (position == len(todo) - 1 and chunk):
-            for (index_, _), vector in zip(chunk, embedder.embed_audio([w for _, w in chunk]), strict=True):
-                audio_vectors[index_] = vector
-            chunk = []
-        done += 1
-        report_progress("audio", done, dataset.n_clips)
+    audio_vectors, unreadable, truncated = _embed_clips(
+        dataset, embedder, reused, report_progress, decode_workers
+    )
     audio_s = time.perf_counter() - t0
 
     keep = [i for i in range(dataset.n_clips) if audio_vectors[i] is not None]
@@ -188,15 +170,10 @@ def run_retrieval_benchmark(
     caption_to_audio = new_index[dataset.caption_to_audio[caption_mask]]
 
     t1 = time.perf_counter()
-    text_rows = []
-    report_progress("captions", 0, len(captions))
-    for start in range(0, len(captions), _CAPTIONS_PER_CHUNK):
-        text_rows.append(embedder.embed_text(captions[start : start + _CAPTIONS_PER_CHUNK], mode="caption"))
-        report_progress("captions", min(start + _CAPTIONS_PER_CHUNK, len(captions)), len(captions))
+    text = _embed_captions(captions, embedder, report_progress)
     text_s = time.perf_counter() - t1
 
     audio = np.stack([audio_vectors[i] for i in keep]).astype(np.float32, copy=False)
-    text = np.concatenate(text_rows).astype(np.float32, copy=False)
     similarity = text @ audio.T
     embedded = dataset.n_clips - len(reused) - len(unreadable)
     reranked = None
@@ -229,6 +206,50 @@ def run_retrieval_benchmark(
         notice=_notice(embedder),
         rerank=reranked,
     )
+
+
+def _embed_clips(
+    dataset: RetrievalDataset,
+    embedder: VelaEmbedder,
+    reused: dict[int, np.ndarray],
+    report_progress: ProgressCallback,
+    decode_workers: int,
+) -> tuple[list[np.ndarray | None], dict[int, str], int]:
+    """Every clip's vector (taken from ``reused``, else embedded; None for a clip that does not decode),
+    why each unreadable clip failed, and how many clips were cut to the audio encoder's length."""
+    audio_vectors: list[np.ndarray | None] = [reused.get(i) for i in range(dataset.n_clips)]
+    todo = [i for i in range(dataset.n_clips) if i not in reused]
+    unreadable: dict[int, str] = {}
+    truncated = 0
+    report_progress("audio", len(reused), dataset.n_clips)
+    done = len(reused)
+    chunk: list[tuple[int, np.ndarray]] = []
+    for position, (clip, result) in enumerate(_decode_ahead(dataset.audio_paths, todo, decode_workers)):
+        if isinstance(result, AudioDecodeError):
+            unreadable[clip] = str(result)
+        else:
+            wave, was_cut = result
+            truncated += was_cut
+            chunk.append((clip, wave))
+        if len(chunk) == _CLIPS_PER_CHUNK or (position == len(todo) - 1 and chunk):
+            for (index_, _), vector in zip(chunk, embedder.embed_audio([w for _, w in chunk]), strict=True):
+                audio_vectors[index_] = vector
+            chunk = []
+        done += 1
+        report_progress("audio", done, dataset.n_clips)
+    return audio_vectors, unreadable, truncated
+
+
+def _embed_captions(
+    captions: list[str], embedder: VelaEmbedder, report_progress: ProgressCallback
+) -> np.ndarray:
+    """The captions' vectors (caption mode), in chunks, as float32 rows."""
+    text_rows = []
+    report_progress("captions", 0, len(captions))
+    for start in range(0, len(captions), _CAPTIONS_PER_CHUNK):
+        text_rows.append(embedder.embed_text(captions[start : start + _CAPTIONS_PER_CHUNK], mode="caption"))
+        report_progress("captions", min(start + _CAPTIONS_PER_CHUNK, len(captions)), len(captions))
+    return np.concatenate(text_rows).astype(np.float32, copy=False)
 
 
 def _rerank(

@@ -216,6 +216,56 @@ def measure_index_search(
     """
     from vela_search.store import AudioIndex, faiss_ops
 
+    _check_search_settings(n_vectors, dim, queries, k)
+    generator = ClusteredVectors(dim, default_clusters(n_vectors), seed=seed)
+    probes = generator.queries(queries)
+    reference = _ReferenceTopK(probes, k)
+    # The filtered cases' references: the same top-k among the rows each filter keeps.
+    filtered_refs = {share: _ReferenceTopK(probes, k) for share in FILTER_SHARES}
+    scratch = Path(tempfile.mkdtemp(prefix="vela-bench-search-", dir=workdir))
+    try:
+        root = scratch / "index"
+        fingerprint = {"model": _FINGERPRINT_MODEL, "dim": dim}
+        started = time.perf_counter()
+        AudioIndex.create(
+            root, fingerprint=fingerprint, dim=dim, factory=factory, max_index_memory=max_index_memory
+        ).close()
+        create_s = time.perf_counter() - started
+        with AudioIndex.open(root, shards=False).writer(fingerprint=fingerprint) as writer:
+            build = _build(writer, generator, n_vectors, reference, filtered_refs, progress)
+        with AudioIndex.open(root) as index:
+            measured = _measure(index, root, probes, k, exact_queries, reference, filtered_refs, progress)
+        if keep:
+            measured.notes.append(f"index kept at {root}")
+        fp16 = n_vectors * dim * 2
+        return IndexSearchRun(
+            vectors=n_vectors,
+            dim=dim,
+            k=k,
+            clusters=generator.clusters,
+            seed=seed,
+            factory=str(measured.factory),
+            choice=measured.choice,
+            build_s=round(create_s + build.build_s, 2),
+            generate_s=round(build.generate_s, 2),
+            commits=build.commits,
+            shards=measured.shards,
+            fp16_bytes=fp16,
+            index_memory_bytes=measured.memory,
+            memory_fraction=round(measured.memory / fp16, 5),
+            default=measured.default,
+            exact=measured.exact,
+            filtered=measured.filtered,
+            peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            faiss_threads=int(faiss_ops.faiss().omp_get_max_threads()),
+            notes=measured.notes,
+        )
+    finally:
+        if not keep:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _check_search_settings(n_vectors: int, dim: int, queries: int, k: int) -> None:
     for name, value in (("vectors", n_vectors), ("dim", dim), ("queries", queries), ("k", k)):
         if value < 1:
             raise VelaError(f"{name} must be at least 1, got {value}")
@@ -223,114 +273,107 @@ def measure_index_search(
         raise VelaError(f"k ({k}) must not exceed the number of vectors ({n_vectors})")
     if dim < 2:
         raise VelaError(f"dim must be at least 2, got {dim}")
-    generator = ClusteredVectors(dim, default_clusters(n_vectors), seed=seed)
-    probes = generator.queries(queries)
-    reference = _ReferenceTopK(probes, k)
-    # The filtered cases' references: the same top-k among the rows each filter keeps.
-    filtered_refs = {share: _ReferenceTopK(probes, k) for share in FILTER_SHARES}
-    scratch = Path(tempfile.mkdtemp(prefix="vela-bench-search-", dir=workdir))
+
+
+@dataclass
+class _Build:
+    build_s: float = 0.0  # adding and committing (the index's own work)
+    generate_s: float = 0.0  # making the synthetic vectors and rows (not the index's)
+    commits: int = 0
+
+
+def _build(
+    writer: Any,
+    generator: ClusteredVectors,
+    n_vectors: int,
+    reference: _ReferenceTopK,
+    filtered_refs: dict[str, _ReferenceTopK],
+    progress: Callable[[str, int, int], None] | None,
+) -> _Build:
+    """Add the vectors commit by commit as indexing would, feeding the reference top-k as they go."""
+    build = _Build()
+    every = commit_every_for(generator.dim)
+    for start in range(0, n_vectors, every):
+        stop = min(n_vectors, start + every)
+        mark = time.perf_counter()
+        vectors = generator.vectors(start, stop)
+        rows = _rows(start, stop - start)
+        build.generate_s += time.perf_counter() - mark
+        mark = time.perf_counter()
+        ids = writer.add(vectors, rows)
+        writer.commit()
+        build.build_s += time.perf_counter() - mark
+        reference.add(vectors, ids)
+        for share, below in FILTER_SHARES.items():
+            keep_rows = ids % 1000 < below
+            filtered_refs[share].add(vectors[keep_rows], ids[keep_rows])
+        build.commits += 1
+        del vectors, rows
+        if progress is not None:
+            progress("build", stop, n_vectors)
+    return build
+
+
+@dataclass
+class _Measured:
+    choice: dict[str, Any]
+    factory: Any
+    shards: int
+    memory: int
+    default: SearchSide
+    exact: SearchSide | None
+    filtered: list[SearchSide]
+    notes: list[str]
+
+
+def _measure(
+    index: Any,
+    root: Path,
+    probes: np.ndarray,
+    k: int,
+    exact_queries: int,
+    reference: _ReferenceTopK,
+    filtered_refs: dict[str, _ReferenceTopK],
+    progress: Callable[[str, int, int], None] | None,
+) -> _Measured:
+    """The built index: its default search, exact scan and filtered cases, against the references."""
     notes: list[str] = []
-    try:
-        root = scratch / "index"
-        fingerprint = {"model": _FINGERPRINT_MODEL, "dim": dim}
-        build_s = generate_s = 0.0
-        started = time.perf_counter()
-        AudioIndex.create(
-            root, fingerprint=fingerprint, dim=dim, factory=factory, max_index_memory=max_index_memory
-        ).close()
-        build_s += time.perf_counter() - started
-        every = commit_every_for(dim)
-        commits = 0
-        with AudioIndex.open(root, shards=False).writer(fingerprint=fingerprint) as writer:
-            for start in range(0, n_vectors, every):
-                stop = min(n_vectors, start + every)
-                mark = time.perf_counter()
-                vectors = generator.vectors(start, stop)
-                rows = _rows(start, stop - start)
-                generate_s += time.perf_counter() - mark
-                mark = time.perf_counter()
-                ids = writer.add(vectors, rows)
-                writer.commit()
-                build_s += time.perf_counter() - mark
-                reference.add(vectors, ids)
-                for share, below in FILTER_SHARES.items():
-                    keep_rows = ids % 1000 < below
-                    filtered_refs[share].add(vectors[keep_rows], ids[keep_rows])
-                commits += 1
-                del vectors, rows
-                if progress is not None:
-                    progress("build", stop, n_vectors)
-        with AudioIndex.open(root) as index:
-            info = index.index_info()
-            # Shards too small for codes are searched exactly; with none coded, search is all exact.
-            coded = any(entry.get("codes") for entry in index.manifest["shards"])
-            compressed = info.get("choice") == "compressed" and coded
-            has_exact = info.get("choice") != "fixed" or index.factory == "SQfp16"
-            fp16 = n_vectors * dim * 2
-            memory = _codes_memory(index) if compressed else _shards_bytes(root, index.manifest)
-            mode = "compressed" if compressed else "exact" if has_exact else "fixed"
-            if info.get("choice") == "compressed" and not coded:
-                notes.append("the codes are trained but every shard is too small for codes: all exact")
-            elif not compressed and has_exact:
-                notes.append(
-                    "the automatic choice kept exact search at this size: lower --max-index-memory or add "
-                    "--vectors to reach the compressed index"
-                )
-            default = _measure_side(index, probes, k, reference, exact=False, mode=mode)
-            if progress is not None:
-                progress("search", 1, 2)
-            exact = None
-            if has_exact:
-                exact = _measure_side(
-                    index,
-                    probes[: max(1, min(exact_queries, queries))],
-                    k,
-                    reference,
-                    exact=True,
-                    mode="exact",
-                )
-            else:
-                notes.append(f"the forced factory {index.factory!r} keeps no exact vectors: no exact search")
-            filtered = [
-                _measure_side(
-                    index,
-                    probes,
-                    k,
-                    filtered_refs[share],
-                    exact=False,
-                    mode=f"{mode} filter {share}",
-                    ranges={"sel": (0, below - 1)},
-                )
-                for share, below in FILTER_SHARES.items()
-            ]
-            if progress is not None:
-                progress("search", 2, 2)
-            shards = index.num_shards
-            used_factory = info.get("factory") if compressed else index.factory
-        if keep:
-            notes.append(f"index kept at {root}")
-        return IndexSearchRun(
-            vectors=n_vectors,
-            dim=dim,
-            k=k,
-            clusters=generator.clusters,
-            seed=seed,
-            factory=str(used_factory),
-            choice=info,
-            build_s=round(build_s, 2),
-            generate_s=round(generate_s, 2),
-            commits=commits,
-            shards=shards,
-            fp16_bytes=fp16,
-            index_memory_bytes=memory,
-            memory_fraction=round(memory / fp16, 5),
-            default=default,
-            exact=exact,
-            filtered=filtered,
-            peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-            faiss_threads=int(faiss_ops.faiss().omp_get_max_threads()),
-            notes=notes,
+    info = index.index_info()
+    # Shards too small for codes are searched exactly; with none coded, search is all exact.
+    coded = any(entry.get("codes") for entry in index.manifest["shards"])
+    compressed = info.get("choice") == "compressed" and coded
+    has_exact = info.get("choice") != "fixed" or index.factory == "SQfp16"
+    memory = _codes_memory(index) if compressed else _shards_bytes(root, index.manifest)
+    mode = "compressed" if compressed else "exact" if has_exact else "fixed"
+    if info.get("choice") == "compressed" and not coded:
+        notes.append("the codes are trained but every shard is too small for codes: all exact")
+    elif not compressed and has_exact:
+        notes.append(
+            "the automatic choice kept exact search at this size: lower --max-index-memory or add "
+            "--vectors to reach the compressed index"
         )
-    finally:
-        if not keep:
-            shutil.rmtree(scratch, ignore_errors=True)
+    default = _measure_side(index, probes, k, reference, exact=False, mode=mode)
+    if progress is not None:
+        progress("search", 1, 2)
+    exact = None
+    if has_exact:
+        exact_probes = probes[: max(1, min(exact_queries, len(probes)))]
+        exact = _measure_side(index, exact_probes, k, reference, exact=True, mode="exact")
+    else:
+        notes.append(f"the forced factory {index.factory!r} keeps no exact vectors: no exact search")
+    filtered = [
+        _measure_side(
+            index,
+            probes,
+            k,
+            filtered_refs[share],
+            exact=False,
+            mode=f"{mode} filter {share}",
+            ranges={"sel": (0, below - 1)},
+        )
+        for share, below in FILTER_SHARES.items()
+    ]
+    if progress is not None:
+        progress("search", 2, 2)
+    factory = info.get("factory") if compressed else index.factory
+    return _Measured(info, factory, index.num_shards, memory, default, exact, filtered, notes)

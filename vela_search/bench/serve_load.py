@@ -11,9 +11,11 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -45,6 +47,7 @@ class LoadRun:
     batches: int
     largest_batch: int
     error_samples: list[str] = field(default_factory=list)
+    commits: int = 0  # commits an index writer made to the served index during the run
 
 
 def _free_port() -> int:
@@ -113,6 +116,49 @@ def _client(
     connection.close()
 
 
+def _commit_every(root: Path, period_s: float, stop: threading.Event, made: list[int]) -> None:
+    """Commit one new segment (a copy of an existing one's row, a random unit vector) every ``period_s``."""
+    import numpy as np
+
+    from vela_search.store import AudioIndex
+
+    with AudioIndex.open(root) as index:
+        fingerprint = dict(index.fingerprint)
+        files = index.files().to_pylist()
+        file_row = next(f for f in files if f["status"] == "indexed")
+        segment = index.segment_rows([int(index.ids_with_path(file_row["path"])[0])])[0]
+    rng = np.random.default_rng(0)
+    with AudioIndex.open(root).writer(fingerprint=fingerprint) as writer:
+        while True:  # the first commit at once (a short run still sees one), then every period
+            vector = rng.standard_normal((1, writer.dim)).astype(np.float32)
+            vector /= np.linalg.norm(vector)
+            path = f"/vela-bench/commit-{len(made)}.wav"
+            row = {k: v for k, v in segment.items() if k != "id"}
+            writer.add(vector, [{**row, "path": path}])
+            writer.put_files([{**file_row, "path": path}])
+            writer.commit()
+            made.append(1)
+            if stop.wait(period_s):
+                return
+
+
+def _load_with_commits(
+    url: str, root: Path, queries: list[str], clients: int, per_client: int, k: int
+) -> LoadRun:
+    """A loaded run while an index writer commits to the served index every second."""
+    stop = threading.Event()
+    made: list[int] = []
+    committer = threading.Thread(target=_commit_every, args=(root, 1.0, stop, made), daemon=True)
+    committer.start()
+    try:
+        run = _load(url, queries, clients, per_client, k, True)
+    finally:
+        stop.set()
+        committer.join()
+    run.commits = len(made)
+    return run
+
+
 def _load(url: str, queries: list[str], clients: int, per_client: int, k: int, batching: bool) -> LoadRun:
     before = _get_json(url + "/healthz")
     latencies: list[float] = []
@@ -153,6 +199,41 @@ def _load(url: str, queries: list[str], clients: int, per_client: int, k: int, b
     )
 
 
+def _commit_runs(
+    index: Path,
+    texts: list[str],
+    clients: int,
+    queries: int,
+    k: int,
+    device: str,
+    warmup: int,
+    startup_timeout_s: float,
+    progress: Any,
+) -> tuple[list[LoadRun], float | None]:
+    """The same load on a copy of the index without and with a commit every second (one server).
+
+    Returns:
+        Both runs and p99 with commits over p99 without.
+    """
+    with tempfile.TemporaryDirectory(prefix="vela-bench-serve-") as tmp:
+        copy = Path(tmp) / index.name  # commits go to a copy: the benchmark leaves the index as it was
+        shutil.copytree(index, copy, ignore=shutil.ignore_patterns("serve.json", "writer.lock"))
+        if progress:
+            progress("starting a server on a copy of the index (batching on)")
+        proc, url = _start_server(copy, batching=True, device=device, startup_timeout_s=startup_timeout_s)
+        try:
+            _load(url, texts[:warmup], 1, warmup, k, True)
+            if progress:
+                progress(f"{clients} clients x {queries} queries, no commits")
+            quiet = _load(url, texts[warmup:], clients, queries, k, True)
+            if progress:
+                progress(f"{clients} clients x {queries} queries, a commit every second")
+            busy = _load_with_commits(url, copy, texts[warmup:], clients, queries, k)
+        finally:
+            _stop_server(proc)
+    return [quiet, busy], (busy.p99_ms / quiet.p99_ms if quiet.p99_ms else None)
+
+
 def run_serve_benchmark(
     index: str | os.PathLike[str],
     *,
@@ -163,6 +244,7 @@ def run_serve_benchmark(
     warmup: int = 4,
     startup_timeout_s: float = 600.0,
     progress: Any = None,
+    commits: bool = False,
 ) -> dict[str, Any]:
     """Measure a served index with batching on and off: one client alone, then ``clients`` at once.
 
@@ -175,10 +257,13 @@ def run_serve_benchmark(
         warmup: queries sent before measuring (first-query costs are not latency under load).
         startup_timeout_s: how long a server may take to load its model.
         progress: called with a short description before each phase.
+        commits: also measure ``clients`` at once on a copy of the index while a writer commits a new
+            segment to it every second, against the same load without commits on the same server.
 
     Returns:
         The report: ``runs`` (a :class:`LoadRun` as a dict per setting and load), the command
-        settings, ``speedup`` (batched over one-at-a-time queries/s under load) and the date.
+        settings, ``speedup`` (batched over one-at-a-time queries/s under load),
+        ``p99_with_commits_ratio`` (with ``commits``: p99 with commits over p99 without) and the date.
     """
     if clients < 1 or queries < 1:
         raise VelaError("--clients and --queries must be at least 1")
@@ -206,6 +291,12 @@ def run_serve_benchmark(
     speedup = (
         loaded[True].queries_per_s / loaded[False].queries_per_s if loaded[False].queries_per_s else None
     )
+    with_commits = None
+    if commits:
+        extra, with_commits = _commit_runs(
+            index, texts, clients, queries, k, device, warmup, startup_timeout_s, progress
+        )
+        runs += extra
     fingerprint: dict[str, Any] = {}
     try:
         fingerprint = json.loads((index / "manifest.json").read_text()).get("fingerprint", {})
@@ -220,6 +311,7 @@ def run_serve_benchmark(
         "k": k,
         "runs": [asdict(run) for run in runs],
         "speedup": speedup,
+        "p99_with_commits_ratio": with_commits,
         "errors": sum(run.errors for run in runs),
         "date": time.strftime("%Y-%m-%d"),
     }

@@ -241,7 +241,6 @@ def run_speed_benchmark(config: SpeedConfig, *, progress: ProgressCallback | Non
     """
     import torch
 
-    from vela_search.embedding.demos import DemoSet
     from vela_search.embedding.shapes import SHAPE_NOTICE, is_shape_model
 
     config.validate()
@@ -266,38 +265,9 @@ def run_speed_benchmark(config: SpeedConfig, *, progress: ProgressCallback | Non
     device = backbone.device
     chip = device_name(device)
     dtype = dtype_name(backbone.dtype)
-    peak, peak_source = None, None
-    if config.peak_tflops is not None:
-        peak, peak_source = config.peak_tflops, "--peak-tflops"
-    elif device.type == "cuda" and dtype in ("bf16", "fp16"):
-        peak, peak_source = peak_tflops_for(chip)
-
-    runs: list[DemoRun] = []
-    with tempfile.TemporaryDirectory(prefix="vela-speed-") as scratch:
-        for spec in config.demos:
-            if spec == "paper":
-                directory = Path(scratch) / "paper-demos"
-                emb = paper_embedder(
-                    cls, backbone, directory, seed=config.seed, batch_tokens=config.batch_tokens
-                )
-            elif spec == "none":
-                emb = base
-            else:
-                emb = cls(backbone, DemoSet.load(spec), batch_tokens=config.batch_tokens, demos_spec=spec)
-            runs.append(_measure_demos(emb, spec, config, peak, say))
-            del emb
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-
-    search, search_skipped = None, None
-    if config.search_vectors:
-        say(f"search over {config.search_vectors:,} vectors")
-        try:
-            search = measure_search(
-                config.search_vectors, backbone.hidden_size, config.search_k, device=device, seed=config.seed
-            )
-        except VelaError as exc:  # too large for this machine: keep the embedding figures
-            search_skipped = str(exc)
+    peak, peak_source = _peak(config, device, chip, dtype)
+    runs = _measure_demo_sets(cls, base, config, peak, say)
+    search, search_skipped = _measure_search(config, backbone, say)
 
     import transformers
 
@@ -324,6 +294,64 @@ def run_speed_benchmark(config: SpeedConfig, *, progress: ProgressCallback | Non
         notice=notice,
         config=asdict(config),
     )
+
+
+def _peak(config: SpeedConfig, device: Any, chip: str, dtype: str) -> tuple[float | None, str | None]:
+    """The chip's peak TFLOP/s for the MFU figure, and where it comes from (None: not known)."""
+    if config.peak_tflops is not None:
+        return config.peak_tflops, "--peak-tflops"
+    if device.type == "cuda" and dtype in ("bf16", "fp16"):
+        return peak_tflops_for(chip)
+    return None, None
+
+
+def _measure_demo_sets(
+    cls: Any, base: Any, config: SpeedConfig, peak: float | None, say: ProgressCallback
+) -> list[DemoRun]:
+    """Measure each demo setting of ``config`` with embedders of class ``cls`` on the backbone of ``base``
+    (the embedder without demos, loaded once)."""
+    import torch
+
+    from vela_search.embedding.demos import DemoSet
+
+    backbone = base.backbone
+    runs: list[DemoRun] = []
+    with tempfile.TemporaryDirectory(prefix="vela-speed-") as scratch:
+        for spec in config.demos:
+            if spec == "paper":
+                directory = Path(scratch) / "paper-demos"
+                emb = paper_embedder(
+                    cls, backbone, directory, seed=config.seed, batch_tokens=config.batch_tokens
+                )
+            elif spec == "none":
+                emb = base
+            else:
+                emb = cls(backbone, DemoSet.load(spec), batch_tokens=config.batch_tokens, demos_spec=spec)
+            runs.append(_measure_demos(emb, spec, config, peak, say))
+            del emb
+            if backbone.device.type == "cuda":
+                torch.cuda.empty_cache()
+    return runs
+
+
+def _measure_search(
+    config: SpeedConfig, backbone: Any, say: ProgressCallback
+) -> tuple[SearchRun | None, str | None]:
+    """Search speed over vectors of the model's size, or why it was skipped (both None: not asked)."""
+    if not config.search_vectors:
+        return None, None
+    say(f"search over {config.search_vectors:,} vectors")
+    try:
+        search = measure_search(
+            config.search_vectors,
+            backbone.hidden_size,
+            config.search_k,
+            device=backbone.device,
+            seed=config.seed,
+        )
+    except VelaError as exc:  # too large for this machine: keep the embedding figures
+        return None, str(exc)
+    return search, None
 
 
 def _measure_demos(

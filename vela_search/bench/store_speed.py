@@ -135,13 +135,7 @@ def measure_store(
     Raises:
         VelaError: a count below 1, or more moves than files.
     """
-    for name, value in (("files", files), ("dim", dim), ("segments_per_file", segments_per_file)):
-        if value < 1:
-            raise VelaError(f"{name} must be at least 1, got {value}")
-    if commit_every < 1:
-        raise VelaError(f"commit_every must be at least 1, got {commit_every}")
-    if not 0 <= moves <= files:
-        raise VelaError(f"moves must be from 0 to the number of files ({files}), got {moves}")
+    _check_store_settings(files, dim, segments_per_file, commit_every, moves)
     scratch = Path(tempfile.mkdtemp(prefix="vela-bench-store-", dir=workdir))
     try:
         root = scratch / "index"
@@ -150,55 +144,17 @@ def measure_store(
         rng = np.random.default_rng(seed)
         vectors = rng.standard_normal((64, segments_per_file, dim)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=-1, keepdims=True)
-        tenth = max(1, files // 10)
-        curve: list[tuple[int, float]] = []
         ms_per_move = None
         with index.writer(fingerprint=fingerprint) as writer:
             committer = _Committer(writer, commit_every)
-            ids: list[Any] = []
-            started = mark = time.perf_counter()
-            for number in range(files):
-                path = f"/library/folder-{number % 97:02d}/sound-{number:07d}.wav"
-                sha = f"{number:064x}"
-                ids.append(
-                    writer.add(vectors[number % len(vectors)], _segment_rows(path, sha, segments_per_file))
-                )
-                writer.put_files([_files_row(path, sha, number, segments_per_file)])
-                committer.landed(segments_per_file)
-                if (number + 1) % tenth == 0 or number + 1 == files:
-                    now = time.perf_counter()
-                    landed = number + 1 - (curve[-1][0] if curve else 0)
-                    curve.append((number + 1, (now - mark) * 1000 / landed))
-                    if progress is not None:
-                        progress("land", number + 1, files)
-                    mark = time.perf_counter()
-            committer.flush()
-            total = time.perf_counter() - started
+            ids, curve, total = _land(writer, committer, vectors, files, segments_per_file, progress)
             shards_at_end = len(writer.manifest["shards"])
             max_shard_size = writer.max_shard_size
             if moves:
-                started = time.perf_counter()
-                for number in range(moves):
-                    old = f"/library/folder-{number % 97:02d}/sound-{number:07d}.wav"
-                    new = f"/library/moved/sound-{number:07d}.wav"
-                    sha = f"{number:064x}"
-                    writer.add(vectors[number % len(vectors)], _segment_rows(new, sha, segments_per_file))
-                    writer.delete(ids[number])
-                    writer.remove_files([old])
-                    writer.put_files([_files_row(new, sha, number, segments_per_file)])
-                    committer.landed(segments_per_file)
-                committer.flush()
-                ms_per_move = (time.perf_counter() - started) * 1000 / moves
+                ms_per_move = _move(writer, committer, vectors, ids, moves, segments_per_file)
                 if progress is not None:
                     progress("move", moves, moves)
-        # The benchmark must have done the work it timed (the files table only: the vectors may be GBs).
-        with AudioIndex.open(root, shards=False) as done:
-            paths = done.files()["path"].to_pylist()
-        moved = sum(p.startswith("/library/moved/") for p in paths)
-        if len(paths) != files or moved != moves:
-            raise RuntimeError(
-                f"the index holds {len(paths)} files rows ({moved} moved) after landing {files}"
-            )
+        _check_landed(root, files, moves)
         return StoreRun(
             files=files,
             segments_per_file=segments_per_file,
@@ -219,3 +175,77 @@ def measure_store(
         )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _check_store_settings(
+    files: int, dim: int, segments_per_file: int, commit_every: int, moves: int
+) -> None:
+    for name, value in (("files", files), ("dim", dim), ("segments_per_file", segments_per_file)):
+        if value < 1:
+            raise VelaError(f"{name} must be at least 1, got {value}")
+    if commit_every < 1:
+        raise VelaError(f"commit_every must be at least 1, got {commit_every}")
+    if not 0 <= moves <= files:
+        raise VelaError(f"moves must be from 0 to the number of files ({files}), got {moves}")
+
+
+def _land(
+    writer: Any,
+    committer: _Committer,
+    vectors: np.ndarray,
+    files: int,
+    segments_per_file: int,
+    progress: Callable[[str, int, int], None] | None,
+) -> tuple[list[Any], list[tuple[int, float]], float]:
+    """Land ``files`` files as indexing does; their segment ids, the ms per file of each tenth, seconds."""
+    tenth = max(1, files // 10)
+    curve: list[tuple[int, float]] = []
+    ids: list[Any] = []
+    started = mark = time.perf_counter()
+    for number in range(files):
+        path = f"/library/folder-{number % 97:02d}/sound-{number:07d}.wav"
+        sha = f"{number:064x}"
+        ids.append(writer.add(vectors[number % len(vectors)], _segment_rows(path, sha, segments_per_file)))
+        writer.put_files([_files_row(path, sha, number, segments_per_file)])
+        committer.landed(segments_per_file)
+        if (number + 1) % tenth == 0 or number + 1 == files:
+            now = time.perf_counter()
+            landed = number + 1 - (curve[-1][0] if curve else 0)
+            curve.append((number + 1, (now - mark) * 1000 / landed))
+            if progress is not None:
+                progress("land", number + 1, files)
+            mark = time.perf_counter()
+    committer.flush()
+    return ids, curve, time.perf_counter() - started
+
+
+def _move(
+    writer: Any,
+    committer: _Committer,
+    vectors: np.ndarray,
+    ids: list[Any],
+    moves: int,
+    segments_per_file: int,
+) -> float:
+    """Move the first ``moves`` files with the writer calls of a relink; returns ms per move."""
+    started = time.perf_counter()
+    for number in range(moves):
+        old = f"/library/folder-{number % 97:02d}/sound-{number:07d}.wav"
+        new = f"/library/moved/sound-{number:07d}.wav"
+        sha = f"{number:064x}"
+        writer.add(vectors[number % len(vectors)], _segment_rows(new, sha, segments_per_file))
+        writer.delete(ids[number])
+        writer.remove_files([old])
+        writer.put_files([_files_row(new, sha, number, segments_per_file)])
+        committer.landed(segments_per_file)
+    committer.flush()
+    return (time.perf_counter() - started) * 1000 / moves
+
+
+def _check_landed(root: Path, files: int, moves: int) -> None:
+    """The benchmark must have done the work it timed (the files table only: the vectors may be GBs)."""
+    with AudioIndex.open(root, shards=False) as done:
+        paths = done.files()["path"].to_pylist()
+    moved = sum(p.startswith("/library/moved/") for p in paths)
+    if len(paths) != files or moved != moves:
+        raise RuntimeError(f"the index holds {len(paths)} files rows ({moved} moved) after landing {files}")

@@ -1,4 +1,10 @@
-"""The Typer application and the entry point that turns user errors into clean messages."""
+"""The Typer application: every command registered in one place, and the console-script entry point.
+
+Registration runs one way: this module imports the command functions (and the ``bench`` and ``demos``
+groups) from their modules and adds them to :data:`app`, in the order ``vela-search --help`` lists them;
+no command module imports the app. The command modules import their heavy libraries inside the commands,
+so building the app (and ``vela-search --help``) stays instant.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,17 @@ import sys
 import typer
 
 from vela_search import __version__
+from vela_search.cli.bench_cmd import bench_app
+from vela_search.cli.check_cmd import check_command
+from vela_search.cli.common import run_app
+from vela_search.cli.demos_cmd import demos_app
+from vela_search.cli.export_cmd import export_command
+from vela_search.cli.index_cmd import compact_command, index_command, info_command
+from vela_search.cli.query_cmd import query
+from vela_search.cli.serve_cmd import serve
+from vela_search.cli.train_cmd import train_command
+
+__all__ = ["app", "main"]
 
 app = typer.Typer(
     name="vela-search",
@@ -34,25 +51,18 @@ def _root(
     """Audio-text search over your sound collection with Vela embeddings (Qwen2-Audio)."""
 
 
-def _register_commands() -> None:
-    # Importing the modules registers their commands on `app`.
-    from vela_search.cli import (  # noqa: F401
-        bench_cmd,
-        bench_search_cmd,
-        bench_serve_cmd,
-        check_cmd,
-        demos_cmd,
-        export_cmd,
-        index_cmd,
-        query_cmd,
-        serve_cmd,
-        train_cmd,
-    )
+app.command("check")(check_command)
+app.command("export")(export_command)
+app.command("index")(index_command)
+app.command("info")(info_command)
+app.command("compact")(compact_command)
+app.command("query")(query)
+app.command("serve")(serve)
+app.command("train")(train_command)
+app.add_typer(bench_app, name="bench")
+app.add_typer(demos_app, name="demos")
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app; user errors print one line and exit 1."""
-    from vela_search.cli.common import run_app
-
-    _register_commands()
     sys.exit(run_app(app, argv))

@@ -1,4 +1,4 @@
-"""The ``vela-search bench`` group: its Typer app, the options its modules share, the report output."""
+"""What the ``vela-search bench`` commands share: options, a phase progress bar, the report output."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from typing import Annotated, Any
 
 import typer
 
-from vela_search.cli.app import app
 from vela_search.cli.common import (
     DEVICE_HELP,
     DTYPE_CHOICES,
@@ -20,13 +19,6 @@ from vela_search.cli.common import (
     one_of,
     print_json,
 )
-
-bench_app = typer.Typer(
-    help="Benchmarks: Clotho and AudioCaps retrieval (R@k, mAP@10, modality gap) and embedding/search speed.",
-    no_args_is_help=True,
-    rich_markup_mode=None,
-)
-app.add_typer(bench_app, name="bench")
 
 JSON_HELP = "Write the full report as JSON to this file ('-' for stdout; the table then goes to stderr)."
 DTYPE_HELP = "auto (bf16 on CUDA, fp32 on the CPU), bf16, fp16 or fp32."
@@ -58,7 +50,7 @@ def phase_progress(phases: dict[str, tuple[str, int]]) -> Iterator[Callable[[str
 
 
 # ----------------------------------------------------------------------------------------------- output
-def _emit(payload: dict[str, Any], json_out: str | None, render: Any) -> None:
+def emit_report(payload: dict[str, Any], json_out: str | None, render: Any) -> None:
     """Render the table (stdout, or stderr when the JSON goes to stdout) and write the JSON report."""
     if json_out == "-":
         render(err_console)

@@ -13,8 +13,7 @@ from vela_search.cli.bench_common import (
     JSON_HELP,
     DeviceOpt,
     DtypeOpt,
-    _emit,
-    bench_app,
+    emit_report,
 )
 from vela_search.cli.common import (
     ADAPTER_HELP,
@@ -54,7 +53,6 @@ RerankPromptOpt = Annotated[
 
 
 # ----------------------------------------------------------------------------------------- retrieval
-@bench_app.command("clotho")
 def clotho(
     data_dir: Path = typer.Option(Path("data/clotho"), "--data-dir", help="Folder of the Clotho v2.1 files."),
     split: str = typer.Option(
@@ -84,7 +82,6 @@ def clotho(
     _run_retrieval("clotho", **locals())
 
 
-@bench_app.command("audiocaps")
 def audiocaps(
     data_dir: Path = typer.Option(
         Path("data/audiocaps"),
@@ -137,51 +134,25 @@ def _run_retrieval(
 ) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from vela_search.bench.datasets import load_dataset
     from vela_search.bench.runner import run_retrieval_benchmark
     from vela_search.embedding.demos import DemoSet
     from vela_search.store import AudioIndex
 
     prompt = _check_rerank(rerank, rerank_prompt, demos)
-    if download:
-        _download(name, data_dir, split)
-    dataset = load_dataset(name, data_dir, split)
-    if limit is not None:
-        dataset = dataset.limit(limit)
-    if dataset.missing:
-        err_console.print(
-            f"[yellow]note:[/] {len(dataset.missing)} clip(s) listed in the {name} {split} captions have no "
-            "audio file and are left out (the report counts them)"
-        )
+    dataset = _dataset(name, data_dir, split, limit=limit, download=download)
     # Read before the model loads, so a wrong --demos or --index fails in a second, not after loading 16 GB.
     more_demos = [(spec, DemoSet.load(spec)) for spec in (demos or [])[1:]]
     idx = AudioIndex.open(resolve_index(index)) if index is not None else None
     try:
-        if idx is not None:
-            # Like `query`: the index's recorded embedder, unless --model/--adapter/--demos override it.
-            from vela_search.search import load_index_embedder
-
-            with err_console.status("loading the index's model …", spinner="dots"):
-                embedder = load_index_embedder(
-                    idx,
-                    model=model,
-                    adapter=adapter,
-                    demos=demos[0] if demos else None,
-                    device=device,
-                    dtype=dtype,
-                    batch_tokens=batch_tokens,
-                )
-            if embedder.notice:
-                err_console.print(f"[yellow]note:[/] {embedder.notice}")
-        else:
-            embedder = load_embedder(
-                model=model,
-                adapter=adapter,
-                demos=demos[0] if demos else None,
-                device=device,
-                dtype=dtype,
-                batch_tokens=batch_tokens,
-            )
+        embedder = _embedder(
+            idx,
+            model=model,
+            adapter=adapter,
+            demos=demos[0] if demos else None,
+            device=device,
+            dtype=dtype,
+            batch_tokens=batch_tokens,
+        )
     except BaseException:
         if idx is not None:
             idx.close()
@@ -209,9 +180,59 @@ def _run_retrieval(
         if idx is not None:
             idx.close()
     if more_demos:
-        _emit(comparison.to_dict(), json_out, lambda target: _print_comparison(comparison, target))
+        emit_report(comparison.to_dict(), json_out, lambda target: _print_comparison(comparison, target))
         return
-    _emit(report.to_dict(), json_out, lambda target: _print_retrieval(report, target))
+    emit_report(report.to_dict(), json_out, lambda target: _print_retrieval(report, target))
+
+
+def _dataset(name: str, data_dir: Path, split: str, *, limit: int | None, download: bool) -> Any:
+    """The benchmark's clips and captions (downloaded first with --download), cut to --limit."""
+    from vela_search.bench.datasets import load_dataset
+
+    if download:
+        _download(name, data_dir, split)
+    dataset = load_dataset(name, data_dir, split)
+    if limit is not None:
+        dataset = dataset.limit(limit)
+    if dataset.missing:
+        err_console.print(
+            f"[yellow]note:[/] {len(dataset.missing)} clip(s) listed in the {name} {split} captions have no "
+            "audio file and are left out (the report counts them)"
+        )
+    return dataset
+
+
+def _embedder(
+    idx: Any,
+    *,
+    model: str | None,
+    adapter: Path | None,
+    demos: str | None,
+    device: str,
+    dtype: str,
+    batch_tokens: int | None,
+) -> Any:
+    """The embedder to benchmark: the given one, or with --index the index's own unless overridden."""
+    if idx is None:
+        return load_embedder(
+            model=model, adapter=adapter, demos=demos, device=device, dtype=dtype, batch_tokens=batch_tokens
+        )
+    # Like `query`: the index's recorded embedder, unless --model/--adapter/--demos override it.
+    from vela_search.search import load_index_embedder
+
+    with err_console.status("loading the index's model …", spinner="dots"):
+        embedder = load_index_embedder(
+            idx,
+            model=model,
+            adapter=adapter,
+            demos=demos,
+            device=device,
+            dtype=dtype,
+            batch_tokens=batch_tokens,
+        )
+    if embedder.notice:
+        err_console.print(f"[yellow]note:[/] {embedder.notice}")
+    return embedder
 
 
 def _check_rerank(rerank: int | None, prompt: Path | None, demos: list[str] | None) -> Any:

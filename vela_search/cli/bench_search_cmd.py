@@ -8,7 +8,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from vela_search.cli.bench_common import JSON_HELP, _emit, bench_app, phase_progress
+from vela_search.cli.bench_common import JSON_HELP, emit_report, phase_progress
 
 # The issue's targets on the 2-core reference machine (docs/benchmarks.md).
 _TARGET_RECALL = 0.95
@@ -16,7 +16,6 @@ _TARGET_P50_MS = 50.0
 _TARGET_MEMORY_FRACTION = 1 / 8
 
 
-@bench_app.command("search")
 def search_index(
     vectors: int = typer.Option(200_000, "--vectors", min=1, help="Synthetic vectors to index."),
     dim: int = typer.Option(4096, "--dim", min=2, help="Vector dimension (4096 for Qwen2-Audio-7B)."),
@@ -62,52 +61,54 @@ def search_index(
             progress=advance,
         )
 
-    def render(target: Any) -> None:
-        choice = run.choice
-        target.print(
-            f"{run.vectors:,} x {run.dim} synthetic vectors ({run.clusters} clusters, seed {run.seed}): "
-            f"built in {run.build_s:.1f} s ({run.commits} commits, {run.shards} shards; generating them "
-            f"{run.generate_s:.1f} s more), {run.faiss_threads} FAISS threads",
-            highlight=False,
-        )
-        detail = ""
-        if choice.get("choice") == "compressed":
-            detail = (
-                f", nprobe {choice.get('nprobe')}, re-rank {choice.get('rerank')}, "
-                f"recall@10 measured at training {choice.get('recall_at_10')}"
-            )
-        target.print(f"search index: {run.factory}{detail}", highlight=False)
-        table = Table(title=f"top-{run.k} of {run.vectors:,} x {run.dim}, one query at a time")
-        for column in ("search", "queries", f"recall@{run.k}", "p50 ms", "p99 ms"):
-            table.add_column(column, justify="right" if column != "search" else "left")
-        for side in (run.default, run.exact, *run.filtered):
-            if side is not None:
-                table.add_row(
-                    side.mode,
-                    str(side.queries),
-                    f"{side.recall_at_k:.4f}",
-                    f"{side.latency_ms_p50:.2f}",
-                    f"{side.latency_ms_p99:.2f}",
-                )
-        target.print(table)
-        target.print(
-            f"index memory {run.index_memory_bytes / 2**20:,.1f} MiB = {run.memory_fraction:.4f} of the "
-            f"fp16 vectors ({run.fp16_bytes / 2**20:,.1f} MiB); "
-            f"peak RSS {run.peak_rss_bytes / 2**30:.2f} GiB",
-            highlight=False,
-        )
-        if run.default.mode == "compressed":
-            met = (
-                run.default.recall_at_k >= _TARGET_RECALL,
-                run.default.latency_ms_p50 <= _TARGET_P50_MS,
-                run.memory_fraction <= _TARGET_MEMORY_FRACTION,
-            )
-            verdict = ", ".join(
-                f"{name} {'met' if ok else 'MISSED'}"
-                for name, ok in zip(("recall >= 0.95", "p50 <= 50 ms", "memory <= 1/8"), met, strict=True)
-            )
-            target.print(f"targets: {verdict}", highlight=False)
-        for note in run.notes:
-            target.print(f"note: {note}", highlight=False)
+    emit_report(run.to_dict(), json_out, lambda target: _render(run, target))
 
-    _emit(run.to_dict(), json_out, render)
+
+def _render(run: Any, target: Any) -> None:
+    """The run as text on ``target`` (a rich console): the build, the search table, memory and targets."""
+    choice = run.choice
+    target.print(
+        f"{run.vectors:,} x {run.dim} synthetic vectors ({run.clusters} clusters, seed {run.seed}): "
+        f"built in {run.build_s:.1f} s ({run.commits} commits, {run.shards} shards; generating them "
+        f"{run.generate_s:.1f} s more), {run.faiss_threads} FAISS threads",
+        highlight=False,
+    )
+    detail = ""
+    if choice.get("choice") == "compressed":
+        detail = (
+            f", nprobe {choice.get('nprobe')}, re-rank {choice.get('rerank')}, "
+            f"recall@10 measured at training {choice.get('recall_at_10')}"
+        )
+    target.print(f"search index: {run.factory}{detail}", highlight=False)
+    table = Table(title=f"top-{run.k} of {run.vectors:,} x {run.dim}, one query at a time")
+    for column in ("search", "queries", f"recall@{run.k}", "p50 ms", "p99 ms"):
+        table.add_column(column, justify="right" if column != "search" else "left")
+    for side in (run.default, run.exact, *run.filtered):
+        if side is not None:
+            table.add_row(
+                side.mode,
+                str(side.queries),
+                f"{side.recall_at_k:.4f}",
+                f"{side.latency_ms_p50:.2f}",
+                f"{side.latency_ms_p99:.2f}",
+            )
+    target.print(table)
+    target.print(
+        f"index memory {run.index_memory_bytes / 2**20:,.1f} MiB = {run.memory_fraction:.4f} of the "
+        f"fp16 vectors ({run.fp16_bytes / 2**20:,.1f} MiB); "
+        f"peak RSS {run.peak_rss_bytes / 2**30:.2f} GiB",
+        highlight=False,
+    )
+    if run.default.mode == "compressed":
+        met = (
+            run.default.recall_at_k >= _TARGET_RECALL,
+            run.default.latency_ms_p50 <= _TARGET_P50_MS,
+            run.memory_fraction <= _TARGET_MEMORY_FRACTION,
+        )
+        verdict = ", ".join(
+            f"{name} {'met' if ok else 'MISSED'}"
+            for name, ok in zip(("recall >= 0.95", "p50 <= 50 ms", "memory <= 1/8"), met, strict=True)
+        )
+        target.print(f"targets: {verdict}", highlight=False)
+    for note in run.notes:
+        target.print(f"note: {note}", highlight=False)

@@ -7,11 +7,10 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from vela_search.cli.bench_common import JSON_HELP, _emit, bench_app
+from vela_search.cli.bench_common import JSON_HELP, emit_report
 from vela_search.cli.common import DEVICE_HELP, err_console, resolve_index
 
 
-@bench_app.command("serve")
 def serve_load(
     index: str | None = typer.Option(None, "--index", "-i", help="Index to serve (name or directory)."),
     clients: int = typer.Option(8, "--clients", min=1, help="Concurrent clients of the loaded runs."),
@@ -19,6 +18,9 @@ def serve_load(
     k: int = typer.Option(10, "-k", min=1, max=1000, help="Hits per query."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     json_out: str | None = typer.Option(None, "--json", metavar="OUT", help=JSON_HELP),
+    commits: bool = typer.Option(
+        False, "--commits", help="Also load a copy of the index while a writer commits to it every second."
+    ),
 ) -> None:
     """Latency (p50/p99), queries/s and errors of `vela-search serve` through HTTP, batching on and off."""
     from vela_search.bench.serve_load import run_serve_benchmark
@@ -31,7 +33,13 @@ def serve_load(
         check_not_empty(idx)
     with err_console.status("starting …", spinner="dots") as status:
         report = run_serve_benchmark(
-            root, clients=clients, queries=queries, k=k, device=device, progress=status.update
+            root,
+            clients=clients,
+            queries=queries,
+            k=k,
+            device=device,
+            progress=status.update,
+            commits=commits,
         )
 
     def render(target: Any) -> None:
@@ -48,7 +56,8 @@ def serve_load(
             table.add_column(column, justify="right")
         for run in report["runs"]:
             table.add_row(
-                "on" if run["batching"] else "off",
+                ("on" if run["batching"] else "off")
+                + (f", {run['commits']} commits" if run["commits"] else ""),
                 f"{run['clients']} x {run['per_client']}",
                 f"{run['queries_per_s']:.1f}",
                 f"{run['p50_ms']:.1f}",
@@ -59,10 +68,13 @@ def serve_load(
         target.print(table)
         if report["speedup"] is not None:
             target.print(f"batched throughput under load: {report['speedup']:.2f}x one query per forward")
+        if report.get("p99_with_commits_ratio") is not None:
+            ratio = report["p99_with_commits_ratio"]
+            target.print(f"p99 with a commit every second: {ratio:.2f}x p99 without")
         for run in report["runs"]:
             for sample in run["error_samples"]:
                 target.print(f"[red]error:[/] {sample}")
 
-    _emit(report, json_out, render)
+    emit_report(report, json_out, render)
     if report["errors"]:
         raise typer.Exit(1)

@@ -13,8 +13,7 @@ from vela_search.cli.bench_common import (
     JSON_HELP,
     DeviceOpt,
     DtypeOpt,
-    _emit,
-    bench_app,
+    emit_report,
     phase_progress,
 )
 from vela_search.cli.common import (
@@ -31,7 +30,6 @@ if TYPE_CHECKING:
 
 
 # ---------------------------------------------------------------------------------------------- speed
-@bench_app.command("speed")
 def speed(
     model: str = typer.Option(
         "auto",
@@ -107,7 +105,7 @@ def speed(
     config.validate()
     with err_console.status("starting …", spinner="dots") as status:
         report = run_speed_benchmark(config, progress=lambda message: status.update(f"{message} …"))
-    _emit(report.to_dict(), json_out, lambda target: _print_speed(report, target))
+    emit_report(report.to_dict(), json_out, lambda target: _print_speed(report, target))
     if report.parity_ok is False:
         err_console.print(
             "[bold red]error:[/] the fast path's vectors differ from the naive loop's beyond the fp32 "
@@ -116,7 +114,6 @@ def speed(
         raise typer.Exit(1)
 
 
-@bench_app.command("pipeline")
 def pipeline(
     paths: list[Path] = typer.Argument(..., help="Audio files or folders to measure on (held in memory)."),
     model: str = typer.Option("tiny", "--model", help=MODEL_HELP),
@@ -191,7 +188,7 @@ def pipeline(
             highlight=False,
         )
 
-    _emit(payload, json_out, render)
+    emit_report(payload, json_out, render)
 
 
 def _ray_pipeline(
@@ -245,10 +242,9 @@ def _ray_pipeline(
             table.add_row(f"  {worker['worker']}", f"{worker['segments_per_s']:.1f} clips/s")
         target.print(table)
 
-    _emit(payload, json_out, render)
+    emit_report(payload, json_out, render)
 
 
-@bench_app.command("store")
 def store(
     files: int = typer.Option(20_000, "--files", min=1, help="Synthetic files to land."),
     dim: int = typer.Option(4096, "--dim", min=1, help="Vector dimension (4096 for Qwen2-Audio-7B)."),
@@ -297,7 +293,7 @@ def store(
         if run.ms_per_move is not None:
             target.print(f"then {run.moves:,} moved files: {run.ms_per_move:.3f} ms per move")
 
-    _emit(run.to_dict(), json_out, render)
+    emit_report(run.to_dict(), json_out, render)
 
 
 def _fmt(value: float | None, spec: str = ".1f", suffix: str = "") -> str:

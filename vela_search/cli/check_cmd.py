@@ -5,13 +5,11 @@ from __future__ import annotations
 import typer
 from rich.markup import escape
 
-from vela_search.cli.app import app
 from vela_search.cli.common import console, err_console, print_json, resolve_index
 
 INDEX_HELP = "Index name (under $VELA_INDEX_DIR or ./indexes) or directory."
 
 
-@app.command("check")
 def check_command(
     index: str | None = typer.Option(None, "--index", "-i", help=INDEX_HELP),
     repair: bool = typer.Option(

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from vela_search.cli.app import app
 from vela_search.cli.common import DEVICE_HELP, console, err_console, load_embedder, print_json
 
 if TYPE_CHECKING:
@@ -21,7 +20,6 @@ demos_app = typer.Typer(
     "show its token cost.",
     no_args_is_help=True,
 )
-app.add_typer(demos_app, name="demos")
 
 COUNT_MODEL_HELP = (
     "The model whose tokenizer counts the tokens (Hub id, local directory or 'tiny'; default "

@@ -6,11 +6,9 @@ from pathlib import Path
 
 import typer
 
-from vela_search.cli.app import app
 from vela_search.cli.common import console, err_console, print_json, resolve_index
 
 
-@app.command("export")
 def export_command(
     index_argument: str | None = typer.Argument(
         None,

@@ -20,7 +20,6 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from vela_search.cli.app import app
 from vela_search.cli.common import (
     ADAPTER_HELP,
     DEVICE_HELP,
@@ -60,7 +59,6 @@ _PHASES = {
 }
 
 
-@app.command("index")
 def index_command(
     paths: list[Path] | None = typer.Argument(
         None,
@@ -388,22 +386,27 @@ def _embedder_facts(root: Path, report: IndexReport, embedder: VelaEmbedder | No
     }
 
 
-@app.command("info")
 def info_command(
     index: str | None = typer.Option(None, "--index", "-i", help=INDEX_HELP),
     json_output: bool = typer.Option(False, "--json", help="Print the description as JSON."),
 ) -> None:
     """Describe an index: format, generation, embedder, shards and files by status."""
     from vela_search.indexing import index_info
+    from vela_search.search.lexical import words_summary
+    from vela_search.store import AudioIndex
 
-    info = index_info(resolve_index(index))
+    root = resolve_index(index)
+    info = index_info(root)
+    with AudioIndex.open(root, vectors=False) as snapshot:
+        info["words"] = words_summary(snapshot)
     if json_output:
         print_json(info)
         return
     _print_info(info)
+    fields = ", ".join(f"{name} {count}" for name, count in info["words"].items())
+    console.print(f"words (files carrying each field): {escape(fields) or '-'}", highlight=False)
 
 
-@app.command("compact")
 def compact_command(
     index: str | None = typer.Option(None, "--index", "-i", help=INDEX_HELP),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),

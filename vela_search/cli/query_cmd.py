@@ -14,7 +14,6 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from vela_search.cli.app import app
 from vela_search.cli.common import (
     ADAPTER_HELP,
     DEVICE_HELP,
@@ -33,7 +32,6 @@ if TYPE_CHECKING:
 DEFAULT_K = 10  # mirrors vela_search.search.DEFAULT_K (imported lazily to keep --help instant)
 
 
-@app.command()
 def query(
     text: str | None = typer.Argument(
         None, help='What to search for, e.g. "dog barking then a car passes" (omit with --audio).'
@@ -71,11 +69,19 @@ def query(
         False, "--segments", help="List every matching segment, not the best per file."
     ),
     min_score: float | None = typer.Option(None, "--min-score", help="Drop hits whose score is below this."),
-    where: str | None = typer.Option(
+    where: list[str] | None = typer.Option(
         None,
         "--where",
         help="Only files whose path matches this glob, e.g. 'birds/*.flac' (any folder "
-        "named birds) or '/data/birds/*'; applied before top-k.",
+        "named birds) or '/data/birds/*'; applied before top-k. Or a field filter on the files' words "
+        "(repeatable, all must hold): FIELD=VALUE (whole value, e.g. library=ACME, category=AMB) or "
+        "FIELD~WORDS (words in it, e.g. description~rain).",
+    ),
+    search_mode: str = typer.Option(
+        "caption",
+        "--mode",
+        help="caption: by sound (the Vela vectors; the default); words: by the files' names and "
+        "metadata (BM25, no model); hybrid: both, fused per file by reciprocal rank fusion.",
     ),
     min_duration: float | None = typer.Option(
         None, "--min-duration", help="Only files at least this many seconds long (applied before top-k)."
@@ -149,11 +155,18 @@ def query(
     ),
 ) -> None:
     """Search the index with a text, a long passage, an instruction, an audio clip or one of its files."""
+    from vela_search.errors import QueryError
     from vela_search.search import QueryRequest
+    from vela_search.search.where import split_where
 
+    if search_mode not in ("caption", "words", "hybrid"):
+        raise QueryError(f"unknown --mode {search_mode!r}; use caption, words or hybrid")
+    if search_mode != "caption" and (long or instruction is not None):
+        raise QueryError(f"--mode {search_mode} searches a short text: drop --long and --instruction")
+    path_glob, fields = split_where(where)
     request = QueryRequest(
         text=text,
-        mode="long" if long else "instruction" if instruction is not None else "caption",
+        mode="long" if long else "instruction" if instruction is not None else search_mode,
         instruction=instruction,
         audio=audio,
         like=None if like is None else _absolute(like),
@@ -162,7 +175,8 @@ def query(
         k=k,
         group=not segments,
         min_score=min_score,
-        path_glob=where,
+        path_glob=path_glob,
+        where=fields,
         min_duration=min_duration,
         max_duration=max_duration,
         nprobe=nprobe,
@@ -323,8 +337,8 @@ def _searcher(idx: AudioIndex, request: QueryRequest, run: QueryRun) -> Searcher
     from vela_search.indexing.preload import check_before_load
     from vela_search.search import Searcher, check_query_fits, embedder_spec, load_index_embedder
 
-    if request.kind == "like" and request.rerank is None:
-        return Searcher(idx, None)
+    if (request.kind == "like" or request.mode == "words") and request.rerank is None:
+        return Searcher(idx, None)  # stored vectors, or words alone
     spec = embedder_spec(idx, model=run.model, adapter=run.adapter, demos=run.demos)
     check_before_load(idx.root, spec.to_dict(), writing=False)  # a mismatch is refused with no load
     if request.text is not None:  # a text that cannot fit behind the prefix fails now (tokenizer only)
@@ -410,7 +424,7 @@ def _print_hits(hits: list[Hit], notice: str | None, request: QueryRequest, run:
     elif run.paths_output:
         _print_paths(hits, segments=not request.group)
     else:
-        _print_table(hits, segments=not request.group, filtered=request.filtered)
+        _print_table(hits, segments=not request.group, filtered=request.filtered, mode=request.mode)
     if run.export_dir is not None:
         from vela_search.clips import export_clips
 
@@ -420,8 +434,9 @@ def _print_hits(hits: list[Hit], notice: str | None, request: QueryRequest, run:
         )
 
 
-def _print_table(hits: list[Hit], *, segments: bool, filtered: bool) -> None:
+def _print_table(hits: list[Hit], *, segments: bool, filtered: bool, mode: str = "caption") -> None:
     from vela_search.search import format_timestamp
+    from vela_search.search.where import metadata_line
 
     if not hits:
         console.print(
@@ -432,6 +447,10 @@ def _print_table(hits: list[Hit], *, segments: bool, filtered: bool) -> None:
     caption = "score: cosine similarity, higher is closer"
     if judged:
         caption += "; judge: the model's probability that the audio matches (order: judge + weight x score)"
+    if mode == "hybrid":
+        caption = "score: reciprocal rank fusion of sound and words, higher is closer"
+    elif mode == "words":
+        caption = "score: BM25 of the files' words over the best one's, higher is closer"
     table = Table(caption=caption, caption_justify="left")
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("score", justify="right", no_wrap=True)
@@ -445,6 +464,9 @@ def _print_table(hits: list[Hit], *, segments: bool, filtered: bool) -> None:
         copies = len(hit.paths) - 1
         if copies > 0:
             name += f" [dim](+{copies} {'copy' if copies == 1 else 'copies'})[/]"
+        line = metadata_line(hit.words)
+        if line:
+            name += f"\n[dim]{escape(line)}[/]"
         judge = [] if not judged else ["–" if hit.judge is None else f"{hit.judge:.3f}"]
         table.add_row(
             str(hit.rank),

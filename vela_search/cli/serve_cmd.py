@@ -7,13 +7,11 @@ from pathlib import Path
 
 import typer
 
-from vela_search.cli.app import app
 from vela_search.cli.common import DEVICE_HELP, err_console, resolve_index
 
 TOKEN_ENV = "VELA_SERVE_TOKEN"  # mirrors vela_search.serve.discovery.TOKEN_ENV (kept lazy for --help)
 
 
-@app.command()
 def serve(
     index: list[str] = typer.Option(
         None,
@@ -40,6 +38,13 @@ def serve(
         600.0, "--max-upload-seconds", help="Longest audio upload accepted, in seconds."
     ),
     timeout: float = typer.Option(30.0, "--timeout", help="Seconds a search may take before it fails (504)."),
+    max_queue: int = typer.Option(
+        64, "--max-queue", help="Requests waiting per index at most; beyond, 503 with Retry-After at once."
+    ),
+    max_json_kb: float = typer.Option(64.0, "--max-json-kb", help="Largest JSON request body accepted."),
+    access_log: bool = typer.Option(
+        True, "--access-log/--no-access-log", help="Log one line per request (the access log, on stdout)."
+    ),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
 ) -> None:
     """Serve indexes over HTTP: a JSON API (/docs), a page to search and listen (/), live index updates."""
@@ -51,6 +56,8 @@ def serve(
     check_bind(host, token)  # before loading any model
     if max_batch < 1 or batch_window_ms < 0 or max_upload_mb <= 0 or max_upload_seconds <= 0 or timeout <= 0:
         raise VelaError("--max-batch must be >= 1, --batch-window-ms >= 0, the limits and --timeout > 0")
+    if max_queue < 1 or max_json_kb <= 0:
+        raise VelaError("--max-queue must be >= 1 and --max-json-kb > 0")
     if not 0 <= port <= 65535:
         raise VelaError(f"--port must be from 0 to 65535, got {port}")
     check_port(host, port)
@@ -70,6 +77,9 @@ def serve(
         max_upload_bytes=int(max_upload_mb * 1_000_000),
         max_upload_seconds=max_upload_seconds,
         request_timeout_s=timeout,
+        max_queue=max_queue,
+        max_json_bytes=int(max_json_kb * 1024),
+        access_log=access_log,
         device=device,
     )
 

@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from vela_search.cli.app import app
 from vela_search.cli.common import (
     DEVICE_HELP,
     DTYPE_CHOICES,
@@ -29,7 +28,6 @@ if TYPE_CHECKING:
 _D = TrainConfig(data="", output="")
 
 
-@app.command("train")
 def train_command(
     data: Path = typer.Option(
         ..., "--data", help="Triplets: CSV sent0,sent1,hard_neg or JSONL anchor,positive,negative."

@@ -182,7 +182,6 @@ def load_backbone(
     Raises:
         ModelLoadError: The model or adapter cannot be found or loaded (the message says what to do).
     """
-    from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
     from transformers.utils import logging as hf_logging
 
     from vela_search.embedding.attention import guard_padding, register_attention
@@ -193,46 +192,20 @@ def load_backbone(
     model_str = str(model)
     # `shape:<name>`: random weights in a real model's shapes, built on the device (embedding.shapes).
     is_shape = model_str.startswith("shape:")
-    is_tiny = model_str == TINY_MODEL_ID
     source = model_str if is_shape else _model_source(model_str)
 
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     quant_config = _quantization_config(quantize, torch_dtype)
     attn_name = register_attention()
-    # Whatever model an index's record names: weights from safetensors only (no pickle), no remote code.
-    kwargs: dict[str, Any] = {"dtype": torch_dtype, "use_safetensors": True, "trust_remote_code": False}
-    if revision and not isinstance(source, Path):
-        kwargs["revision"] = revision
-    if quant_config is not None:
-        kwargs["quantization_config"] = quant_config
-        kwargs["device_map"] = {"": torch_device}
-    try:
-        if is_shape:
-            from vela_search.embedding.shapes import build_quantized_shape_model, build_shape_model
-
-            if quant_config is None:
-                net, processor = build_shape_model(model_str, torch_device, torch_dtype)
-            else:
-                net, processor = build_quantized_shape_model(
-                    model_str, torch_device, torch_dtype, quant_config
-                )
-        else:
-            revision_kw = {"revision": revision} if "revision" in kwargs else {}
-            if not isinstance(source, Path):
-                _check_hub_reachable(source, revision)
-            processor = AutoProcessor.from_pretrained(source, trust_remote_code=False, **revision_kw)
-            net = Qwen2AudioForConditionalGeneration.from_pretrained(source, **kwargs)
-    except (OSError, ValueError) as exc:
-        hint = (
-            f"download it first (needs internet once: `hf download {source}`"
-            + (", ~16 GB" if source == DEFAULT_MODEL else "")
-            + ") or pass a local directory; `--model tiny` runs offline"
-            if not isinstance(source, Path)
-            else "check that the directory holds config.json, weights and processor files"
-        )
-        reason = " ".join(str(exc).split()).rstrip(".")
-        raise ModelLoadError(f"could not load model {model_str!r}: {reason}. {hint}") from exc
+    net, processor = _load_model_and_processor(
+        model_str,
+        source,
+        revision=revision,
+        device=torch_device,
+        dtype=torch_dtype,
+        quant_config=quant_config,
+    )
     if quant_config is None:
         net = net.to(torch_device)
     net.eval()
@@ -240,15 +213,7 @@ def load_backbone(
     net.model.language_model.config._attn_implementation = attn_name
     guard_padding(net.model.language_model)
     processor.tokenizer.padding_side = "right"
-
-    if is_shape:
-        ref, digest = model_str, "random"
-    elif isinstance(source, Path):
-        ref = f"tiny@recipe-{TINY_RECIPE_VERSION}" if is_tiny else str(source)
-        digest = weights_digest(source)
-    else:
-        commit = getattr(net.config, "_commit_hash", None) or revision or "main"
-        ref, digest = f"{source}@{commit}", commit
+    ref, digest = _weights_identity(model_str, source, net, revision)
 
     adapter_path, adapter_sha = None, None
     if adapter is not None:
@@ -266,8 +231,67 @@ def load_backbone(
         quantization=quantize,
         device=torch_device,
         dtype=torch_dtype,
-        is_tiny=is_tiny,
+        is_tiny=model_str == TINY_MODEL_ID,
     )
+
+
+def _load_model_and_processor(
+    model_str: str,
+    source: str | Path,
+    *,
+    revision: str | None,
+    device: Any,
+    dtype: Any,
+    quant_config: Any,
+) -> tuple[Any, Any]:
+    """The network and processor of a shape model, a local directory or a Hub id (on ``device`` when
+    quantized; otherwise moved there by the caller).
+
+    Raises:
+        ModelLoadError: the weights or processor cannot be read, with what to do about it.
+    """
+    from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
+
+    # Whatever model an index's record names: weights from safetensors only (no pickle), no remote code.
+    kwargs: dict[str, Any] = {"dtype": dtype, "use_safetensors": True, "trust_remote_code": False}
+    if revision and not isinstance(source, Path):
+        kwargs["revision"] = revision
+    if quant_config is not None:
+        kwargs["quantization_config"] = quant_config
+        kwargs["device_map"] = {"": device}
+    try:
+        if model_str.startswith("shape:"):
+            from vela_search.embedding.shapes import build_quantized_shape_model, build_shape_model
+
+            if quant_config is None:
+                return build_shape_model(model_str, device, dtype)
+            return build_quantized_shape_model(model_str, device, dtype, quant_config)
+        revision_kw = {"revision": revision} if "revision" in kwargs else {}
+        if not isinstance(source, Path):
+            _check_hub_reachable(source, revision)
+        processor = AutoProcessor.from_pretrained(source, trust_remote_code=False, **revision_kw)
+        return Qwen2AudioForConditionalGeneration.from_pretrained(source, **kwargs), processor
+    except (OSError, ValueError) as exc:
+        hint = (
+            f"download it first (needs internet once: `hf download {source}`"
+            + (", ~16 GB" if source == DEFAULT_MODEL else "")
+            + ") or pass a local directory; `--model tiny` runs offline"
+            if not isinstance(source, Path)
+            else "check that the directory holds config.json, weights and processor files"
+        )
+        reason = " ".join(str(exc).split()).rstrip(".")
+        raise ModelLoadError(f"could not load model {model_str!r}: {reason}. {hint}") from exc
+
+
+def _weights_identity(model_str: str, source: str | Path, net: Any, revision: str | None) -> tuple[str, str]:
+    """The model's reference and weights digest, as fingerprints record them."""
+    if model_str.startswith("shape:"):
+        return model_str, "random"
+    if isinstance(source, Path):
+        ref = f"tiny@recipe-{TINY_RECIPE_VERSION}" if model_str == TINY_MODEL_ID else str(source)
+        return ref, weights_digest(source)
+    commit = getattr(net.config, "_commit_hash", None) or revision or "main"
+    return f"{source}@{commit}", commit
 
 
 def _model_source(model_str: str) -> str | Path:

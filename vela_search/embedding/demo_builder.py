@@ -350,12 +350,7 @@ def build_demo_set(
             than asked (the message says how many there are).
         TokenBudgetError: The set would not fit with an item of ``item_seconds`` (nothing is written).
     """
-    if n_audio < 0 or n_text < 0 or n_audio + n_text == 0:
-        raise DemoFileError("a demo set needs at least one demo (--audio and --text are counts >= 0)")
-    if not 0 < clip_seconds <= MAX_CLIP_SECONDS:
-        raise DemoFileError(f"--clip-seconds must be in (0, 30], got {clip_seconds:g}")
-    if not 0 < item_seconds <= MAX_CLIP_SECONDS:
-        raise DemoFileError(f"--item-seconds must be in (0, 30], got {item_seconds:g}")
+    _check_build_settings(n_audio, n_text, clip_seconds, item_seconds)
     output = Path(output).absolute()
     clip_dir = output.with_name(f"{output.stem}_clips")
     if not force:
@@ -366,60 +361,92 @@ def build_demo_set(
     rng = random.Random(seed)
 
     texts = _choose_texts(source, text_demos, n_text, rng)
-    skipped: list[tuple[str, str]] = list(source.problems)  # files the source named but could not offer
-    trimmed: dict[Path, tuple[np.ndarray, float]] = {}
-    generated: set[Path] = set()
-    labelled = [c for c in source.clips if c.word is not None]
-    unlabelled = [c for c in source.clips if c.word is None]
+    pool = _ClipPool(source, clip_seconds, report)
     if labeller is not None and n_audio:
-        for done, clip in enumerate(unlabelled):
-            report("labelling", done, len(unlabelled))
-            try:
-                trimmed[clip.path] = _trimmed(clip.path, clip_seconds)
-            except AudioDecodeError as exc:
-                skipped.append((str(clip.path), str(exc)))
-                continue
-            answer = labeller(trimmed[clip.path][0])
-            if answer.word is None:
-                skipped.append((str(clip.path), f"the model gave no word (it answered {answer.answer!r})"))
-                continue
-            labelled.append(ClipCandidate(clip.path, answer.word))
-            generated.add(clip.path)
-        report("labelling", len(unlabelled), len(unlabelled))
-        unlabelled = []
-
-    chosen: list[tuple[ClipCandidate, np.ndarray, float]] = []
-    if n_audio:
-        order = spread_by_label(labelled, lambda c: c.word or "", rng)
-        for clip in order:
-            if len(chosen) == n_audio:
-                break
-            report("trimming", len(chosen), n_audio)
-            try:
-                wave, start = trimmed.get(clip.path) or _trimmed(clip.path, clip_seconds)
-            except AudioDecodeError as exc:
-                skipped.append((str(clip.path), str(exc)))
-                continue
-            chosen.append((clip, wave, start))
-        if len(chosen) < n_audio:
-            hint = "; label them with --label-with-model" if unlabelled else ""
-            raise DemoFileError(
-                f"asked for {n_audio} audio demos but {source.location} has {len(chosen)} usable labelled "
-                f"clips ({len(unlabelled)} without a label{hint}, {len(skipped)} skipped); pass "
-                f"--audio {len(chosen)} or add clips"
-            )
-    records, budget = _write(output, clip_dir, backbone, chosen, texts, generated, item_seconds, force)
+        pool.label(labeller)
+    chosen = pool.choose(n_audio, rng) if n_audio else []
+    records, budget = _write(output, clip_dir, backbone, chosen, texts, pool.generated, item_seconds, force)
     return BuildResult(
         output=output,
         clip_dir=clip_dir,
         budget=budget,
         records=records,
         labels_used=sorted({c.word or "" for c, _, _ in chosen}),
-        labels_available=len({c.word for c in labelled}),
-        generated=sum(c.path in generated for c, _, _ in chosen),
-        unlabelled_left_out=len(unlabelled),
-        skipped=skipped,
+        labels_available=len({c.word for c in pool.labelled}),
+        generated=sum(c.path in pool.generated for c, _, _ in chosen),
+        unlabelled_left_out=len(pool.unlabelled),
+        skipped=pool.skipped,
     )
+
+
+def _check_build_settings(n_audio: int, n_text: int, clip_seconds: float, item_seconds: float) -> None:
+    if n_audio < 0 or n_text < 0 or n_audio + n_text == 0:
+        raise DemoFileError("a demo set needs at least one demo (--audio and --text are counts >= 0)")
+    if not 0 < clip_seconds <= MAX_CLIP_SECONDS:
+        raise DemoFileError(f"--clip-seconds must be in (0, 30], got {clip_seconds:g}")
+    if not 0 < item_seconds <= MAX_CLIP_SECONDS:
+        raise DemoFileError(f"--item-seconds must be in (0, 30], got {item_seconds:g}")
+
+
+class _ClipPool:
+    """The source's clips on their way to the set: labelled, unlabelled, trimmed, or skipped and why."""
+
+    def __init__(self, source: DemoSource, clip_seconds: float, report: Progress) -> None:
+        self.source = source
+        self.clip_seconds = clip_seconds
+        self.report = report
+        self.skipped: list[tuple[str, str]] = list(source.problems)  # named by the source, not offered
+        self.trimmed: dict[Path, tuple[np.ndarray, float]] = {}
+        self.generated: set[Path] = set()
+        self.labelled = [c for c in source.clips if c.word is not None]
+        self.unlabelled = [c for c in source.clips if c.word is None]
+
+    def label(self, labeller: Callable[[np.ndarray], GeneratedLabel]) -> None:
+        """Give every unlabelled clip the labeller's word (trimmed first), or skip it with the reason."""
+        unlabelled = self.unlabelled
+        for done, clip in enumerate(unlabelled):
+            self.report("labelling", done, len(unlabelled))
+            try:
+                self.trimmed[clip.path] = _trimmed(clip.path, self.clip_seconds)
+            except AudioDecodeError as exc:
+                self.skipped.append((str(clip.path), str(exc)))
+                continue
+            answer = labeller(self.trimmed[clip.path][0])
+            if answer.word is None:
+                self.skipped.append(
+                    (str(clip.path), f"the model gave no word (it answered {answer.answer!r})")
+                )
+                continue
+            self.labelled.append(ClipCandidate(clip.path, answer.word))
+            self.generated.add(clip.path)
+        self.report("labelling", len(unlabelled), len(unlabelled))
+        self.unlabelled = []
+
+    def choose(self, n_audio: int, rng: random.Random) -> list[tuple[ClipCandidate, np.ndarray, float]]:
+        """``n_audio`` labelled clips spread over the labels, each trimmed to its loudest part.
+
+        Raises:
+            DemoFileError: fewer usable labelled clips than asked.
+        """
+        chosen: list[tuple[ClipCandidate, np.ndarray, float]] = []
+        for clip in spread_by_label(self.labelled, lambda c: c.word or "", rng):
+            if len(chosen) == n_audio:
+                break
+            self.report("trimming", len(chosen), n_audio)
+            try:
+                wave, start = self.trimmed.get(clip.path) or _trimmed(clip.path, self.clip_seconds)
+            except AudioDecodeError as exc:
+                self.skipped.append((str(clip.path), str(exc)))
+                continue
+            chosen.append((clip, wave, start))
+        if len(chosen) < n_audio:
+            hint = "; label them with --label-with-model" if self.unlabelled else ""
+            raise DemoFileError(
+                f"asked for {n_audio} audio demos but {self.source.location} has {len(chosen)} usable "
+                f"labelled clips ({len(self.unlabelled)} without a label{hint}, {len(self.skipped)} "
+                f"skipped); pass --audio {len(chosen)} or add clips"
+            )
+        return chosen
 
 
 def _choose_texts(

@@ -43,7 +43,7 @@ from vela_search.indexing.spec import EmbedderSpec
 
 if TYPE_CHECKING:
     from vela_search.embedding.demos import DemoSet
-    from vela_search.embedding.embedder import VelaEmbedder
+    from vela_search.embedding.embedder import EmbedItem, VelaEmbedder
 
 INSTALL_HINT = '--ray needs Ray, which is not installed: pip install "vela-search[ray]"'
 # Files per decoding task: enough to amortise a task's start, few enough to spread a small run.
@@ -187,6 +187,26 @@ def _ragged(arrays: list[np.ndarray]) -> np.ndarray:
     return out
 
 
+def embed_windows(embedder: VelaEmbedder, items: list[EmbedItem]) -> tuple[np.ndarray, list[str]]:
+    """Embed windows together; when that raises, each alone, so one bad window fails only its own file.
+
+    Returns:
+        The vectors (zeros for a window that failed) and, per window, the reason it failed ("" if not).
+    """
+    try:
+        return embedder.embed_items(items), [""] * len(items)
+    except Exception:  # noqa: BLE001 - retried item by item below; what fails alone is reported
+        pass
+    vectors = np.zeros((len(items), embedder.dim), np.float32)
+    reasons = [""] * len(items)
+    for i, item in enumerate(items):
+        try:
+            vectors[i] = embedder.embed_items([item])[0]
+        except Exception as exc:  # noqa: BLE001 - becomes the failure row of the window's file
+            reasons[i] = f"the model could not embed a window: {type(exc).__name__}: {exc}".splitlines()[0]
+    return vectors, reasons
+
+
 class WindowEmbedder:
     """The embedding actor: loads the embedder and its demo prefix once, then embeds batches of windows.
 
@@ -215,10 +235,11 @@ class WindowEmbedder:
 
         windows = np.flatnonzero(batch["segment"] >= 0)
         vectors = np.zeros((len(batch["segment"]), self.embedder.dim), np.float32)
+        window_errors = np.array([""] * len(vectors), dtype=object)
         started = time.perf_counter()
         if len(windows):
             items = [EmbedItem("audio", wave=np.asarray(batch["samples"][i], np.float32)) for i in windows]
-            vectors[windows] = self.embedder.embed_items(items)
+            vectors[windows], window_errors[windows] = embed_windows(self.embedder, items)
         busy = time.perf_counter() - started
         n = len(vectors)
         # The model load is reported once per actor (a restarted actor reports its own).
@@ -231,6 +252,7 @@ class WindowEmbedder:
             "end_s": batch["end_s"],
             "count": batch["count"],
             "error": batch["error"],
+            "window_error": window_errors,
             "decode_s": batch["decode_s"],
             "vector": vectors,
             "worker": np.array([self.worker] * n, dtype=object),
@@ -567,7 +589,9 @@ def _take(
             continue  # a failed file already landed, or a retried batch's copy
         if segment < 0:
             file.count = int(batch["count"][row])
-            file.error = str(batch["error"][row]) or None
+            file.error = str(batch["error"][row]) or file.error
+        elif batch["window_error"][row]:  # this window failed even alone: its file is a failure row
+            file.error = file.error or str(batch["window_error"][row])
         elif segment in file.windows:
             timing.duplicates_dropped += 1
             continue

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vela_search.audio import AudioSegment
+from vela_search.audio.metadata import add_words_column
 from vela_search.indexing.options import Segmentation
 from vela_search.indexing.plan import DUPLICATE, FAILED, INDEXED, EmbedJob, RelinkJob, RunPlan
 from vela_search.indexing.report import IndexProgress, IndexReport, ProgressCallback
@@ -170,6 +171,7 @@ class IndexRun:
                 }
                 for i, seg in enumerate(landing.segments)
             ]
+            add_words_column(meta, state.path)
             writer.add(vectors, meta)
             store_peaks(writer.root, state.sha256, landing.peaks, duration, state.path)
             rows = [state.row(INDEXED, duration_s=duration, segments=len(meta))]
@@ -190,6 +192,7 @@ class IndexRun:
             {**{k: v for k, v in row.items() if k != "id"}, "path": state.path, "root": state.root}
             for row in rows
         ]
+        add_words_column(meta, state.path)  # the new name's words
         writer.add(vectors, meta)
         writer.delete(job.replaces)
         writer.remove_files([job.source_path])

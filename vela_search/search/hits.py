@@ -31,6 +31,7 @@ class HitRecord(TypedDict):
     segment_id: int
     paths: list[str]
     root: str | None
+    words: dict[str, str]
     judge: float | None
     notice: str | None
 
@@ -51,6 +52,8 @@ class Hit:
         paths: every indexed path with the same content (``path`` first), duplicates included.
         root: the directory the file was indexed from, when recorded.
         file: the file's row of the index's files table (size, mtime_ns, sha256, status, ...), or {}.
+        words: the file's words (name and metadata fields, see vela_search.audio.metadata), or {} when
+            they were not read for this result.
         judge: with re-ranking, the audio LLM's probability that the segment matches the query (yes
             against no); None when the hit was not judged (see :mod:`vela_search.search.rerank`).
         generation: the index generation whose snapshot produced the hit (None for a hit read back
@@ -67,6 +70,7 @@ class Hit:
     paths: tuple[str, ...] = ()
     root: str | None = None
     file: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    words: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
     judge: float | None = None
     generation: int | None = field(default=None, compare=False, repr=False)
 
@@ -93,6 +97,7 @@ class Hit:
             "segment_id": self.segment_id,
             "paths": list(self.paths),
             "root": self.root,
+            "words": dict(self.words),
             "judge": self.judge,
         }
 
@@ -109,6 +114,7 @@ class Hit:
             rank=int(record["rank"]),
             paths=tuple(record["paths"]),
             root=record["root"],
+            words=dict(record.get("words") or {}),
             judge=record.get("judge"),
         )
 

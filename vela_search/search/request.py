@@ -16,9 +16,11 @@ import numpy as np
 
 from vela_search.errors import QueryError
 from vela_search.search.hits import Hit, HitRecord, hit_record
+from vela_search.search.hybrid import WORD_MODES, attach_words, search_with_words
 from vela_search.search.options import SearchOptions
 from vela_search.search.rerank import check_rerank
 from vela_search.search.validation import DEFAULT_K, check_text_query
+from vela_search.search.where import parse_where
 
 if TYPE_CHECKING:
     from vela_search.embedding.embedder import EmbedItem
@@ -35,7 +37,8 @@ class QueryRequest:
 
     Attributes:
         text: a text query (with ``mode`` and, in instruction mode, ``instruction``).
-        mode: ``caption``, ``long`` or ``instruction`` (text queries only).
+        mode: ``caption``, ``long`` or ``instruction`` (the Vela vector modes), ``words`` (BM25 over the
+            files' names and metadata) or ``hybrid`` (both fused; see :mod:`vela_search.search.hybrid`).
         instruction: the request that precedes the text in instruction mode.
         audio: query by example: an audio file or a 16 kHz mono waveform, embedded as audio.
         like: more like this indexed file (its stored vectors; no model).
@@ -46,6 +49,7 @@ class QueryRequest:
         min_score: drop hits scoring below this.
         path_glob: only files whose path matches this glob (see :func:`normalize_glob`).
         min_duration, max_duration: only files of this length in seconds (None: open end).
+        where: field filters on the files' words, ``FIELD=VALUE`` or ``FIELD~WORDS`` (text queries).
         rerank: judge the top this-many hits with the audio LLM and re-order them (None: vector order
             only; see :mod:`vela_search.search.rerank`).
         rerank_prompt: the judge prompt (a JSON file or a JudgePrompt; None: the default). Set by the
@@ -69,6 +73,7 @@ class QueryRequest:
     path_glob: str | None = None
     min_duration: float | None = None
     max_duration: float | None = None
+    where: tuple[str, ...] = ()
     rerank: int | None = None
     rerank_prompt: str | Path | JudgePrompt | None = None
     nprobe: int | None = None
@@ -89,7 +94,7 @@ class QueryRequest:
     @property
     def needs_model(self) -> bool:
         """Whether the query is embedded by the model (text and audio) rather than read from the index."""
-        return self.kind in ("text", "audio")
+        return self.kind in ("text", "audio") and self.mode != "words"
 
     @property
     def duration(self) -> tuple[float | None, float | None] | None:
@@ -123,7 +128,8 @@ class QueryRequest:
                 raise QueryError(
                     'the query is empty; give some words to search for, e.g. vela-search query "dog barking"'
                 )
-            check_text_query(self.text, self.mode, self.instruction)
+            vector_mode = "caption" if self.mode in WORD_MODES else self.mode
+            check_text_query(self.text, vector_mode, self.instruction)
             if self.start_s is not None or self.end_s is not None:
                 raise QueryError(
                     "a start and end choose a span of an audio clip or indexed file, not of a text"
@@ -132,6 +138,8 @@ class QueryRequest:
             raise QueryError("a segment is searched whole: drop the start and end")
         if self.kind != "text" and self.instruction is not None:
             raise QueryError("an instruction applies to a text query in instruction mode only")
+        if self.kind != "text" and (self.where or self.mode in WORD_MODES):
+            raise QueryError("words mode, hybrid mode and --where filters apply to text queries")
         return self.validate_options()
 
     def validate_options(self) -> QueryRequest:
@@ -142,6 +150,7 @@ class QueryRequest:
                 filter, a non-boolean exact.
         """
         SearchOptions.checked(**self.search_options())
+        parse_where(self.where)
         check_rerank(self.rerank)
         return self
 
@@ -154,7 +163,8 @@ class QueryRequest:
         from vela_search.embedding.embedder import EmbedItem
 
         if self.kind == "text":
-            return EmbedItem(self.mode, text=self.text, instruction=self.instruction)
+            mode = "caption" if self.mode in WORD_MODES else self.mode  # hybrid embeds a caption
+            return EmbedItem(mode, text=self.text, instruction=self.instruction)
         if self.kind == "audio":
             if clip is None:
                 from vela_search.search.clips import load_query_clip
@@ -233,6 +243,21 @@ def run_query(
         QueryError, EmptyIndexError, AudioDecodeError: as the Searcher's methods.
     """
     request.validate()
+    if request.kind == "text" and (request.where or request.mode in WORD_MODES):
+        return search_with_words(
+            searcher,
+            request.text,  # type: ignore[arg-type]
+            mode=request.mode,
+            where=parse_where(request.where),
+            k=request.k,
+            path_glob=request.path_glob,
+            duration=request.duration,
+            min_score=request.min_score,
+            vector=vector,
+            nprobe=request.nprobe,
+            refine=request.refine,
+            exact=request.exact,
+        )
     options = request.search_options()
     if request.rerank:
         options["k"] = max(request.k, request.rerank)  # judge the top N even when fewer are shown
@@ -254,7 +279,7 @@ def _vector_hits(
     clip: np.ndarray | None,
 ) -> list[Hit]:
     if vector is not None:
-        return searcher.search_vectors(vector, **options)[0]
+        return attach_words(searcher.index, searcher.search_vectors(vector, **options)[0])
     kind = request.kind
     if kind == "like":
         return searcher.search_like(request.like, request.start_s, request.end_s, **options)  # type: ignore[arg-type]
@@ -264,7 +289,8 @@ def _vector_hits(
         if clip is not None:
             return searcher.search_audio(clip, **options)
         return searcher.search_audio(request.audio, request.start_s, request.end_s, **options)  # type: ignore[arg-type]
-    return searcher.search(request.text, mode=request.mode, instruction=request.instruction, **options)  # type: ignore[arg-type]
+    hits = searcher.search(request.text, mode=request.mode, instruction=request.instruction, **options)  # type: ignore[arg-type]
+    return attach_words(searcher.index, hits)
 
 
 def hits_from_records(records: list[HitRecord]) -> list[Hit]:

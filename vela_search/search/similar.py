@@ -17,7 +17,17 @@ from vela_search.errors import QueryError
 if TYPE_CHECKING:
     from vela_search.store import AudioIndex
 
-__all__ = ["UnknownSegmentError", "segment_row", "stored_file_vector", "stored_segment_vector"]
+__all__ = [
+    "UnknownFileError",
+    "UnknownSegmentError",
+    "segment_row",
+    "stored_file_vector",
+    "stored_segment_vector",
+]
+
+
+class UnknownFileError(QueryError):
+    """A query by example named a file the index does not hold (HTTP 404)."""
 
 
 class UnknownSegmentError(QueryError):
@@ -71,9 +81,9 @@ def _owner_path(index: AudioIndex, path: str) -> str:
     files = index.files()
     row = files.filter(pc.equal(files["path"], path)).to_pylist()
     if not row:
-        raise QueryError(
-            f"{path} is not in this index: index it first, or search by example with --audio (it embeds "
-            "the file)"
+        raise UnknownFileError(
+            f"{path} is not in this index: index it first, or search with the file itself as an audio "
+            "clip (it embeds the file)"
         )
     status, sha = row[0]["status"], row[0]["sha256"]
     if status == "failed":

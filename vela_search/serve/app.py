@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from vela_search import __version__
-from vela_search.serve.http_errors import install_error_handlers, too_large
+from vela_search.serve.http_errors import install_error_handlers
+from vela_search.serve.limits import BodyLimit
 from vela_search.serve.routes import audio, health, indexes, media, page, search
 from vela_search.serve.routes.common import check_token
 from vela_search.serve.routes.page import STATIC_DIR
@@ -53,22 +53,12 @@ def create_app(service: Service) -> FastAPI:
     )
     app.state.service = service
     install_error_handlers(app)
-    _install_upload_limit(app, service.settings.max_upload_bytes)
+    app.add_middleware(
+        BodyLimit, upload_limit=service.settings.max_upload_bytes, json_limit=service.settings.max_json_bytes
+    )
     for router in API_ROUTERS:
         app.include_router(router, prefix="/api", dependencies=[Depends(check_token)])
     for router in OPEN_ROUTERS:
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
-
-
-def _install_upload_limit(app: FastAPI, limit: int) -> None:
-    """Refuse request bodies over ``limit`` bytes before they are spooled (declared or streamed)."""
-
-    @app.middleware("http")
-    async def body_limit(request: Request, call_next):  # type: ignore[no-untyped-def]
-        declared = request.headers.get("content-length")
-        # Multipart framing adds a little around the file itself.
-        if declared is not None and declared.isdigit() and int(declared) > limit + 64 * 1024:
-            return JSONResponse({"error": too_large(limit)}, status_code=413)
-        return await call_next(request)

@@ -1,7 +1,8 @@
 """Serving indexed audio by segment id: the whole file (HTTP Range for seeking) or one span as WAV.
 
 Only files the index holds can be served: the client names a segment id, the path comes from the index.
-No path from a request ever reaches the file system.
+No path from a request ever reaches the file system, and a file is served only while it is the one that
+was indexed (same place, size and modification time).
 """
 
 from __future__ import annotations
@@ -9,11 +10,12 @@ from __future__ import annotations
 import io
 import math
 import mimetypes
+import stat
 from pathlib import Path
 
 from vela_search.errors import QueryError
 
-__all__ = ["AudioSource", "audio_source", "span_wav"]
+__all__ = ["AudioSource", "ChangedAudioError", "MissingAudioError", "audio_source", "span_wav"]
 
 # Types the standard table may lack on a minimal system.
 _AUDIO_TYPES = {
@@ -48,20 +50,52 @@ class AudioSource:
 
 
 class MissingAudioError(QueryError):
-    """The index holds the segment but its file is no longer readable on disk."""
+    """The index holds the segment but its file is no longer readable on disk (HTTP 404)."""
 
 
-def audio_source(row: dict) -> AudioSource:
-    """The file and span of a segment row, checked to be a readable regular file.
+class ChangedAudioError(QueryError):
+    """The segment's path no longer holds the file that was indexed (HTTP 409)."""
+
+
+def audio_source(row: dict, recorded: dict | None) -> AudioSource:
+    """The file and span of a segment row, served only while it is the file that was indexed.
+
+    ``recorded`` is the file's row of the index's files table (its size, mtime and root at indexing).
+    The path must still resolve, through any links, to a regular file inside the recorded root, with the
+    recorded size and modification time: a file replaced after indexing, or a link swapped in that points
+    elsewhere, is not served. The source names the resolved path, so what is streamed is what was checked.
 
     Raises:
         MissingAudioError: the file is gone or not a regular file.
+        ChangedAudioError: the path now leads outside the indexed folder, or to other content.
     """
     path = Path(str(row["path"]))
-    if not path.is_file():
-        raise MissingAudioError(f"the audio file of segment {row.get('id')} is no longer on disk: {path}")
+    segment = row.get("id")
+    try:
+        real = path.resolve(strict=True)
+        st = real.stat()
+    except (OSError, RuntimeError):
+        raise MissingAudioError(f"the audio file of segment {segment} is no longer on disk: {path}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise MissingAudioError(f"the audio file of segment {segment} is no longer a regular file: {path}")
+    if recorded is None:
+        raise ChangedAudioError(f"segment {segment}'s file {path} is not recorded as indexed")
+    root = recorded.get("root")
+    if root and "://" not in str(root):
+        inside = Path(str(root)).resolve()
+        if real != inside and inside not in real.parents:
+            raise ChangedAudioError(
+                f"segment {segment}'s file {path} now leads outside the indexed folder {root}; not served"
+            )
+    if (recorded.get("size"), recorded.get("mtime_ns")) != (st.st_size, st.st_mtime_ns) and (
+        recorded.get("size") is not None
+    ):
+        raise ChangedAudioError(
+            f"segment {segment}'s file {path} changed since it was indexed (size or modification time); "
+            "index it again to serve it"
+        )
     end = row.get("end_s")
-    return AudioSource(path, float(row.get("start_s") or 0.0), float(end) if end is not None else math.nan)
+    return AudioSource(real, float(row.get("start_s") or 0.0), float(end) if end is not None else math.nan)
 
 
 def span_wav(source: AudioSource, start_s: float | None, end_s: float | None) -> bytes:

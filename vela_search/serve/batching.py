@@ -9,19 +9,21 @@ same as when it is embedded alone (attention is causal), so batching changes thr
 from __future__ import annotations
 
 import asyncio
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from vela_search.errors import VelaError
+from vela_search.audio import SAMPLE_RATE
+from vela_search.errors import QueryError, VelaError
 from vela_search.search.validation import check_fits
 
 if TYPE_CHECKING:
     from vela_search.embedding.embedder import EmbedItem, VelaEmbedder
 
-__all__ = ["BatchStats", "QueryBatcher"]
+__all__ = ["BatchStats", "QueryBatcher", "check_item"]
 
 # 2 ms: long enough for requests sent together to meet, short next to a query's own time.
 DEFAULT_WINDOW_S = 0.002
@@ -41,6 +43,16 @@ class BatchStats:
 class _Pending:
     item: EmbedItem
     future: asyncio.Future[np.ndarray]
+    deadline: float  # loop time after which nobody waits for this item
+
+    def wanted(self, now: float) -> bool:
+        """Still awaited: not cancelled (its client left or timed out) and within its deadline."""
+        if self.future.done():
+            return False
+        if now >= self.deadline:
+            self.future.set_exception(TimeoutError("the deadline passed before the model ran the query"))
+            return False
+        return True
 
 
 class QueryBatcher:
@@ -69,19 +81,24 @@ class QueryBatcher:
         self._task: asyncio.Task[None] | None = None
         self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vela-model")
 
-    async def embed(self, item: EmbedItem) -> np.ndarray:
+    async def embed(self, item: EmbedItem, *, timeout_s: float | None = None) -> np.ndarray:
         """The unit vector of ``item``, embedded with whatever other items arrive with it.
 
+        An item whose caller stopped waiting (cancelled: its client left or its request timed out) or
+        whose ``timeout_s`` passed before the model reached it is dropped, never run.
+
         Raises:
-            QueryError: a text that does not fit behind the prefix (the others of its batch still run).
-            VelaError: the model refused the item.
+            QueryError: an item that does not fit behind the prefix (the others of its batch still run).
+            TimeoutError: ``timeout_s`` passed before the model ran the item.
+            VelaError: the model refused the item (alone: the others of its batch still get theirs).
         """
         loop = asyncio.get_running_loop()
         if self._queue is None:
             self._queue = asyncio.Queue()
             self._task = loop.create_task(self._collect())
         future: asyncio.Future[np.ndarray] = loop.create_future()
-        await self._queue.put(_Pending(item, future))
+        deadline = loop.time() + timeout_s if timeout_s is not None else float("inf")
+        await self._queue.put(_Pending(item, future, deadline))
         return await future
 
     async def run_on_model_thread(self, function, *args):  # type: ignore[no-untyped-def]
@@ -106,33 +123,44 @@ class QueryBatcher:
                     batch.append(await asyncio.wait_for(self._queue.get(), timeout))
                 except TimeoutError:
                     break
-            live = [p for p in batch if not p.future.cancelled()]
-            if not live:
-                continue
-            try:
-                results = await loop.run_in_executor(self._model_thread, self._embed_batch, live)
-            except BaseException as exc:  # a failure of the whole forward goes to every waiter
-                for pending in live:
-                    if not pending.future.done():
-                        pending.future.set_exception(exc)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                continue
-            for pending, result in zip(live, results, strict=True):
-                if pending.future.done():
-                    continue
-                if isinstance(result, BaseException):
-                    pending.future.set_exception(result)
-                else:
-                    pending.future.set_result(result)
+            now = loop.time()
+            live = [p for p in batch if p.wanted(now)]
+            if live:
+                await self._run(live)
+
+    async def _run(self, live: list[_Pending]) -> None:
+        """Embed a batch; when the forward raises, each item alone, so only an item failing alone fails."""
+        loop = asyncio.get_running_loop()
+        try:
+            results = await loop.run_in_executor(self._model_thread, self._embed_batch, live)
+        except asyncio.CancelledError:
+            for pending in live:
+                if not pending.future.done():
+                    pending.future.cancel()
+            raise
+        except Exception as exc:
+            if len(live) == 1:
+                _deliver(live[0], exc)
+                return
+            for pending in live:  # one item (out of memory, a decode edge) must not fail its neighbours
+                if pending.wanted(loop.time()):
+                    await self._run([pending])
+            return
+        for pending, result in zip(live, results, strict=True):
+            _deliver(pending, result)
 
     def _embed_batch(self, batch: list[_Pending]) -> list[np.ndarray | BaseException]:
-        """On the model thread: refuse items that cannot fit, embed the rest in one call."""
+        """On the model thread: refuse items that cannot fit (each on its own), embed the rest in one call."""
         results: list[np.ndarray | BaseException | None] = [None] * len(batch)
         ok: list[int] = []
+        now = time.monotonic()  # the event loop's clock
         for i, pending in enumerate(batch):
+            if pending.deadline <= now or pending.future.cancelled():
+                # Nobody waits for it any more: the model does not run it (the loop drops its result).
+                results[i] = TimeoutError("the deadline passed before the model ran the query")
+                continue
             try:
-                check_fits(self.embedder, pending.item)
+                check_item(self.embedder, pending.item)
                 ok.append(i)
             except VelaError as exc:
                 results[i] = exc
@@ -145,6 +173,11 @@ class QueryBatcher:
             self.stats.largest = max(self.stats.largest, len(ok))
         return results  # type: ignore[return-value]
 
+    @property
+    def waiting(self) -> int:
+        """Items queued for the next batches."""
+        return self._queue.qsize() if self._queue is not None else 0
+
     async def close(self) -> None:
         """Stop collecting and release the model thread."""
         if self._task is not None:
@@ -154,3 +187,30 @@ class QueryBatcher:
             except (asyncio.CancelledError, Exception):
                 pass
         self._model_thread.shutdown(wait=False, cancel_futures=True)
+
+
+def check_item(embedder: VelaEmbedder, item: EmbedItem) -> None:
+    """Refuse an item that cannot fit behind the embedder's prefix: a text, or a clip too long for it.
+
+    Raises:
+        QueryError: naming the item's token count and the room left (API terms, no CLI flag).
+    """
+    check_fits(embedder, item)
+    if item.is_audio:
+        count = embedder.token_count(item)
+        room = embedder.max_positions - embedder.prefix_length
+        if count > room:
+            seconds = len(item.wave) / SAMPLE_RATE  # type: ignore[arg-type]
+            raise QueryError(
+                f"the {seconds:.1f} s clip takes {count} tokens but at most {room} fit behind this index's "
+                "prefix; send a shorter clip or a span of it (start, end)"
+            )
+
+
+def _deliver(pending: _Pending, result: np.ndarray | BaseException) -> None:
+    if pending.future.done():
+        return
+    if isinstance(result, BaseException):
+        pending.future.set_exception(result)
+    else:
+        pending.future.set_result(result)

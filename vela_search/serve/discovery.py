@@ -89,13 +89,21 @@ def request_body(request: QueryRequest, index: str | None) -> tuple[str, dict[st
         "k": request.k,
         "segments": not request.group,
         "min_score": request.min_score,
-        "where": request.path_glob,
+        # A plain glob stays a string (what servers before field filters take).
+        "where": [*([request.path_glob] if request.path_glob else []), *request.where]
+        if request.where
+        else request.path_glob,
         "min_duration": request.min_duration,
         "max_duration": request.max_duration,
         "index": index,
     }
     if request.rerank is not None:  # sent only when asked: a server of an older version refuses the key
         options["rerank"] = request.rerank
+    for knob in ("nprobe", "refine"):  # the same: only when asked
+        if getattr(request, knob) is not None:
+            options[knob] = getattr(request, knob)
+    if request.exact:
+        options["exact"] = True
     if request.kind == "like":
         return "/api/search/like", {
             "path": str(request.like),
@@ -117,7 +125,8 @@ def ask_server(
     """Ask a running server for the index at ``root``: ``(hits, notice)``, or None to search locally.
 
     Without ``url`` the server is the one ``serve.json`` names; one that is gone or does not answer means
-    None. With ``url`` the server must answer and serve this index.
+    None. With ``url`` the server must answer and serve this index. A server that answers from an older
+    generation than the index's latest (it cannot serve the new embedder) means None too.
 
     Raises:
         QueryError: the server refused the query (its message, as the local path would say it), or
@@ -145,6 +154,10 @@ def ask_server(
             raise QueryError(
                 f"no vela-search server answers at {url} ({exc}); start one with `vela-search serve`"
             )
+        return None
+    if answer.get("behind"):
+        # The server answers from an older generation: it cannot serve the index's current embedder
+        # (yet). The index itself is current, so the query runs here.
         return None
     return hits_from_records(answer["hits"]), answer.get("notice")
 

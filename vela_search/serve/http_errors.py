@@ -21,10 +21,10 @@ from vela_search.errors import (
     IndexNotFoundError,
     VelaError,
 )
-from vela_search.search.similar import UnknownSegmentError
-from vela_search.serve.audio_stream import MissingAudioError
+from vela_search.search.similar import UnknownFileError, UnknownSegmentError
+from vela_search.serve.audio_stream import ChangedAudioError, MissingAudioError
 from vela_search.serve.schemas import ErrorBody
-from vela_search.serve.service import UnknownIndexError
+from vela_search.serve.service import ServerBusyError, UnknownIndexError
 
 __all__ = ["UploadTooLargeError", "error_responses", "install_error_handlers", "status_of", "too_large"]
 
@@ -34,7 +34,7 @@ _DESCRIPTIONS = {
     400: "A request the server cannot answer as given (the message says why).",
     401: "The server needs a token.",
     404: "No such index, segment or file.",
-    409: "The index cannot answer this now (empty, or its embedder cannot be loaded).",
+    409: "The index cannot answer this (it holds no vectors), or the file is no longer the one indexed.",
     413: "The body is over the server's limit.",
     415: "The upload is not audio the server can decode.",
     416: "The Range is not satisfiable.",
@@ -60,14 +60,18 @@ def too_large(limit: int) -> str:
 
 def status_of(exc: Exception) -> int:
     """The HTTP status of a vela-search error (400 unless it is one the client reads otherwise)."""
-    if isinstance(exc, (UnknownIndexError, UnknownSegmentError, MissingAudioError, IndexNotFoundError)):
+    if isinstance(
+        exc, (UnknownIndexError, UnknownSegmentError, UnknownFileError, MissingAudioError, IndexNotFoundError)
+    ):
         return 404
-    if isinstance(exc, (EmptyIndexError, FingerprintMismatchError)):
+    if isinstance(exc, (EmptyIndexError, FingerprintMismatchError, ChangedAudioError)):
         return 409
     if isinstance(exc, UploadTooLargeError):
         return 413
     if isinstance(exc, AudioDecodeError):
         return 415
+    if isinstance(exc, ServerBusyError):
+        return 503
     return 400
 
 
@@ -75,7 +79,9 @@ def install_error_handlers(app: FastAPI) -> None:
     """Answer every error of ``app`` as ``{"error": message}`` with its status."""
 
     async def user_error(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"error": str(exc)}, status_code=status_of(exc))
+        status = status_of(exc)
+        headers = {"Retry-After": "1"} if status == 503 else None
+        return JSONResponse({"error": str(exc)}, status_code=status, headers=headers)
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
@@ -89,7 +95,12 @@ def install_error_handlers(app: FastAPI) -> None:
             if loc and loc[0] in ("body", "query", "path", "header", "cookie"):
                 loc = loc[1:]  # where the value was sent; the field name is what the client needs
             where = ".".join(str(p) for p in loc)
-            parts.append(f"{where}: {error.get('msg')}" if where else str(error.get("msg")))
+            message = str(error.get("msg"))
+            if error.get("type") in ("string_too_short", "string_pattern_mismatch") and where:
+                message = f"the {where} is empty" + (
+                    "; give some words to search for" if where == "query" else ""
+                )
+            parts.append(f"{where}: {message}" if where else message)
         return JSONResponse({"error": "invalid request: " + "; ".join(parts)}, status_code=422)
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

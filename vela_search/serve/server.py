@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import signal
 import socket
 from collections.abc import Callable
@@ -91,7 +92,11 @@ def run_server(
         log_level="warning",
         timeout_keep_alive=5,
         timeout_graceful_shutdown=5,
+        access_log=settings.access_log,
     )
+    if settings.access_log:
+        # uvicorn sets its access logger to the (quiet) log level above: requests are still logged.
+        logging.getLogger("uvicorn.access").setLevel(logging.INFO)
     server = uvicorn.Server(config)
 
     async def announce() -> None:

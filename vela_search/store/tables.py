@@ -137,8 +137,6 @@ def read_files(root: Path, relpath: str | None, checksum: str | None = None) -> 
 
 def files_from_bytes(root: Path, relpath: str, data: bytes) -> pa.Table:
     """Parse a files table from the bytes of index file `relpath` (see `read_files`)."""
-    from .shards import parse_parquet, read_parquet
-
     table = read_parquet(root, relpath, parse_parquet(root, relpath, data))
     try:
         return table.cast(FILES_SCHEMA)
@@ -164,8 +162,6 @@ def read_ids(root: Path, relpath: str | None, checksum: str | None = None) -> np
 
 def ids_from_bytes(root: Path, relpath: str, data: bytes) -> np.ndarray:
     """Parse a one-column id table from the bytes of index file `relpath` (see `read_ids`)."""
-    from .shards import parse_parquet, read_parquet
-
     parquet = parse_parquet(root, relpath, data)
     if ID_COLUMN not in parquet.schema_arrow.names:
         raise damaged(root, relpath, f"it has no {ID_COLUMN!r} column")

@@ -1,8 +1,9 @@
 """Text-only contrastive training of the embedder's LoRA adapter.
 
 Submodules: `data` (triplet files and the held-out split), `loss` (InfoNCE and held-out metrics), `lora`
-(attaching the adapter), `config` (settings and results), `loop` (the step loop), `checkpoint`, `record`
-(the training record and adapter output) and `trainer` (the entry: ``train(TrainConfig(...))``).
+(attaching the adapter), `config` (settings and results), `state` (the run's state), `loop` (the step
+loop), `evaluation` (held-out metrics), `checkpoint`, `record` (the training record and adapter output) and
+`trainer` (the entry: ``train(TrainConfig(...))``).
 Nothing heavy is imported here: `loss` needs torch, so names are resolved on first use.
 """
 
@@ -21,7 +22,7 @@ _LAZY = {
     "triplet_accuracy": "loss",
     "recall_at_1": "loss",
     "train": "trainer",
-    "evaluate": "trainer",
+    "evaluate": "evaluation",
     "TrainConfig": "trainer",
     "TrainResult": "trainer",
     "TrainEvent": "trainer",

@@ -250,7 +250,7 @@ def _normal_quantize(value: str | None) -> str:
     return "none" if value in (None, "none", "") else str(value)
 
 
-def _resolve_quantize(value: str | None, device: Any) -> str | None:
+def resolve_quantize(value: str | None, device: Any) -> str | None:
     """``auto`` -> 4-bit NF4 on CUDA, none on the CPU; ``none`` -> None."""
     choice = _normal_quantize(value)
     if choice == "auto":

@@ -8,57 +8,22 @@ import random
 import signal
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from vela_search.training.config import TrainingError
+from vela_search.training.evaluation import evaluate
 
 if TYPE_CHECKING:
     from vela_search.embedding.embedder import VelaEmbedder
     from vela_search.training.config import TrainConfig
     from vela_search.training.data import Triplet
+    from vela_search.training.state import RunState
 
-# Texts per evaluation forward on a quantized model, where evaluation has to build a graph (see _Loop).
+# Texts per evaluation forward on a quantized model, where evaluation has to build a graph (see TrainLoop).
 QUANTIZED_EVAL_CHUNK = 16
 
 
-@dataclass
-class _RunState:
-    """What advances with each step and goes into checkpoints."""
-
-    total_steps: int
-    steps_per_epoch: int
-    step: int = 0
-    loss_curve: list[float] = field(default_factory=list)
-    lr_curve: list[float] = field(default_factory=list)
-    eval_before: dict[str, Any] | None = None
-    eval_after: dict[str, Any] | None = None
-    eval_history: list[dict[str, Any]] = field(default_factory=list)
-    wall_before: float = 0.0
-
-    def restore(self, saved: dict[str, Any]) -> None:
-        self.step = int(saved["step"])
-        self.loss_curve = list(saved["loss_curve"])
-        self.lr_curve = list(saved.get("lr_curve", []))
-        self.eval_before = saved.get("eval_before")
-        self.eval_history = list(saved.get("eval_history", []))
-        self.wall_before = float(saved.get("wall_time_s", 0.0))
-
-    def to_json(self, identity: dict[str, Any], *, wall_time_s: float) -> dict[str, Any]:
-        return {
-            "step": self.step,
-            "total_steps": self.total_steps,
-            "steps_per_epoch": self.steps_per_epoch,
-            "loss_curve": self.loss_curve,
-            "lr_curve": self.lr_curve,
-            "eval_before": self.eval_before,
-            "eval_history": self.eval_history,
-            "wall_time_s": wall_time_s,
-            "run": identity,
-        }
-
-
-class _Loop:
+class TrainLoop:
     """One optimizer step at a time over a seeded, step-addressable data order."""
 
     def __init__(
@@ -70,7 +35,7 @@ class _Loop:
         params: list[Any],
         config: TrainConfig,
         rows: list[Triplet],
-        state: _RunState,
+        state: RunState,
     ) -> None:
         self.embedder = embedder
         self.model = peft_model
@@ -148,9 +113,6 @@ class _Loop:
 
     def evaluate(self, rows: list[Triplet]) -> dict[str, Any]:
         """Held-out metrics with the current weights."""
-        # The public entry lives in `trainer`, which imports this module: looked up when called.
-        from vela_search.training.trainer import evaluate
-
         quantized = self.embedder.backbone.quantization is not None
         chunk = QUANTIZED_EVAL_CHUNK if quantized else 3 * self.config.batch_size
         with self._inference():
@@ -184,19 +146,22 @@ class _Loop:
             self.model.eval()
 
 
-def _make_scheduler(name: str, optimizer: Any, warmup: int, total: int) -> Any:
+def make_scheduler(name: str, optimizer: Any, warmup: int, total: int) -> Any:
+    """The learning-rate schedule ``name`` (``constant`` warms up too) over ``total`` steps."""
     from transformers import get_scheduler
 
     schedule = "constant_with_warmup" if name == "constant" else name
     return get_scheduler(schedule, optimizer, num_warmup_steps=min(warmup, total), num_training_steps=total)
 
 
-class _StopRequest:
+class StopRequest:
+    """Set by the first Ctrl-C (see :func:`graceful_sigint`): the run stops after the current step."""
+
     requested = False
 
 
 @contextlib.contextmanager
-def _graceful_sigint(stop: _StopRequest) -> Iterator[None]:
+def graceful_sigint(stop: StopRequest) -> Iterator[None]:
     """First Ctrl-C: finish the current step, then stop; a second one interrupts at once."""
     if threading.current_thread() is not threading.main_thread():
         yield

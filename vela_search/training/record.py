@@ -13,7 +13,7 @@ from vela_search.training.config import TrainConfig, TrainingError, TrainResult
 if TYPE_CHECKING:
     from vela_search.embedding.embedder import VelaEmbedder
     from vela_search.training.data import Triplet, TripletData
-    from vela_search.training.loop import _RunState
+    from vela_search.training.state import RunState
 
 RECORD_FORMAT = 1
 # Steps over which the reported final loss is averaged (single-step losses are noisy).
@@ -22,7 +22,7 @@ FINAL_LOSS_WINDOW = 10
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
-def _prepare_output(output: Path, config: TrainConfig) -> Path | None:
+def prepare_output(output: Path, config: TrainConfig) -> Path | None:
     """Check the output directory against resume/overwrite; returns the checkpoint to resume from."""
     from vela_search.training.checkpoint import checkpoints_dir, latest_checkpoint
 
@@ -66,7 +66,7 @@ def _demos_spec(demos: str) -> str:
     return str(Path(demos).expanduser().resolve())
 
 
-def _run_identity(config: TrainConfig, embedder: VelaEmbedder, data: TripletData) -> dict[str, Any]:
+def run_identity(config: TrainConfig, embedder: VelaEmbedder, data: TripletData) -> dict[str, Any]:
     """What must not change between a checkpoint and the run that resumes it."""
     return {
         "base_model": _model_spec(config.model),
@@ -78,7 +78,12 @@ def _run_identity(config: TrainConfig, embedder: VelaEmbedder, data: TripletData
     }
 
 
-def _check_resumable(saved: dict[str, Any], identity: dict[str, Any], path: Path) -> None:
+def check_resumable(saved: dict[str, Any], identity: dict[str, Any], path: Path) -> None:
+    """Refuse to resume from checkpoint ``path`` when its run's identity differs from this run's.
+
+    Raises:
+        TrainingError: naming every setting that differs.
+    """
     before = saved.get("run", {})
     diffs = []
     for key, value in identity.items():
@@ -114,7 +119,8 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _device_name(embedder: VelaEmbedder) -> str:
+def device_name(embedder: VelaEmbedder) -> str:
+    """The embedder's device as the record names it (a CUDA device with its GPU's name)."""
     import torch
 
     device = embedder.backbone.device
@@ -123,12 +129,12 @@ def _device_name(embedder: VelaEmbedder) -> str:
     return str(device)
 
 
-def _training_record(
+def training_record(
     config: TrainConfig,
     embedder: VelaEmbedder,
     base_fingerprint: Any,
     data: TripletData,
-    state: _RunState,
+    state: RunState,
     identity: dict[str, Any],
     train_rows: list[Triplet],
     eval_rows: list[Triplet],
@@ -154,7 +160,7 @@ def _training_record(
         "base_fingerprint": base_fingerprint.to_dict(),
         "quantization": embedder.backbone.quantization,
         "dtype": str(embedder.backbone.dtype).replace("torch.", ""),
-        "device": _device_name(embedder),
+        "device": device_name(embedder),
         "data": {
             "path": str(Path(data.source).expanduser().resolve()),
             "digest": data.digest,
@@ -174,7 +180,7 @@ def _training_record(
         "steps": state.step,
         "total_steps": state.total_steps,
         "epochs": state.step / state.steps_per_epoch,
-        "final_loss": _final_loss(state.loss_curve),
+        "final_loss": final_loss(state.loss_curve),
         "loss_curve": state.loss_curve,
         "eval": {"before": state.eval_before, "after": state.eval_after, "history": state.eval_history},
         "wall_time_s": state.wall_before + time.monotonic() - started,
@@ -183,12 +189,13 @@ def _training_record(
     }
 
 
-def _final_loss(curve: list[float]) -> float | None:
+def final_loss(curve: list[float]) -> float | None:
+    """The loss reported as final: the mean of the last FINAL_LOSS_WINDOW steps (None before any)."""
     tail = curve[-FINAL_LOSS_WINDOW:]
     return sum(tail) / len(tail) if tail else None
 
 
-def _write_adapter(output: Path, peft_model: Any, record: dict[str, Any]) -> None:
+def write_adapter(output: Path, peft_model: Any, record: dict[str, Any]) -> None:
     """Adapter files and record into ``output``, each replaced by a rename (nothing else is touched)."""
     import os
     import tempfile
@@ -209,7 +216,7 @@ def _write_adapter(output: Path, peft_model: Any, record: dict[str, Any]) -> Non
     write_json(output / ADAPTER_RECORD, record)
 
 
-def _finish_embedder(embedder: VelaEmbedder, peft_model: Any, output: Path) -> None:
+def finish_embedder(embedder: VelaEmbedder, peft_model: Any, output: Path) -> None:
     """Leave the trained embedder ready for inference, identified like the saved adapter reloaded."""
     from vela_search.embedding.backbone import adapter_digest
     from vela_search.training.lora import freeze_lora
@@ -221,9 +228,9 @@ def _finish_embedder(embedder: VelaEmbedder, peft_model: Any, output: Path) -> N
     embedder.refresh_prefix()
 
 
-def _result(
+def train_result(
     output: Path,
-    state: _RunState,
+    state: RunState,
     train_rows: list[Triplet],
     eval_rows: list[Triplet],
     skipped_reasons: dict[str, int],
@@ -237,18 +244,19 @@ def _result(
     *,
     interrupted: bool,
 ) -> TrainResult:
+    """What :func:`~vela_search.training.trainer.train` returns, from the run's state and record."""
     return TrainResult(
         output=output,
         steps=state.step,
         total_steps=state.total_steps,
         epochs=state.step / state.steps_per_epoch,
-        final_loss=_final_loss(state.loss_curve),
+        final_loss=final_loss(state.loss_curve),
         loss_curve=list(state.loss_curve),
         eval_before=state.eval_before,
         eval_after=state.eval_after,
         eval_history=list(state.eval_history),
         wall_time_s=state.wall_before + time.monotonic() - started,
-        device=_device_name(embedder),
+        device=device_name(embedder),
         quantization=quantize,
         train_rows=len(train_rows),
         eval_rows=len(eval_rows),

@@ -19,9 +19,10 @@ that requires grad is being used in an in-place operation"). The training instan
 ``torch.enable_grad()``, detaching the results; on a quantized model that builds a graph, so evaluation
 goes in small chunks, while an unquantized model freezes its LoRA weights for it and builds none.
 
-The run's parts live beside this entry module: `config` (settings, events, result, validation), `loop` (the
-step loop, its state and Ctrl-C handling) and `record` (the training record, the adapter files, resume
-checks); `checkpoint`, `lora`, `loss` and `data` do the rest.
+The run's parts live beside this entry module: `config` (settings, events, result, validation), `state`
+(what advances with each step), `loop` (the step loop and Ctrl-C handling), `evaluation` (held-out
+metrics) and `record` (the training record, the adapter files, resume checks); `checkpoint`, `lora`, `loss`
+and `data` do the rest. This module puts them together in order: load, plan, step, write.
 
 Example:
     >>> from vela_search.training.trainer import TrainConfig, train
@@ -34,7 +35,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,35 +51,31 @@ from vela_search.training.config import (
     TrainEvent,
     TrainingError,
     TrainResult,
-    _resolve_quantize,
+    resolve_quantize,
 )
-from vela_search.training.config import _normal_quantize as _normal_quantize
+from vela_search.training.evaluation import evaluate as evaluate
 from vela_search.training.loop import QUANTIZED_EVAL_CHUNK as QUANTIZED_EVAL_CHUNK
-from vela_search.training.loop import _graceful_sigint, _Loop, _make_scheduler, _RunState, _StopRequest
+from vela_search.training.loop import StopRequest, TrainLoop, graceful_sigint, make_scheduler
 from vela_search.training.lora import LoraSettings as LoraSettings
 from vela_search.training.record import ADAPTER_FILES as ADAPTER_FILES
 from vela_search.training.record import FINAL_LOSS_WINDOW as FINAL_LOSS_WINDOW
 from vela_search.training.record import RECORD_FORMAT as RECORD_FORMAT
 from vela_search.training.record import (
-    _check_resumable,
-    _finish_embedder,
-    _prepare_output,
-    _result,
-    _run_identity,
-    _training_record,
-    _write_adapter,
+    check_resumable,
+    finish_embedder,
+    prepare_output,
+    run_identity,
+    train_result,
+    training_record,
+    write_adapter,
 )
-from vela_search.training.record import _demos_spec as _demos_spec
-from vela_search.training.record import _device_name as _device_name
-from vela_search.training.record import _final_loss as _final_loss
-from vela_search.training.record import _model_spec as _model_spec
-from vela_search.training.record import _short as _short
-from vela_search.training.record import _versions as _versions
+from vela_search.training.state import RunState
 
 if TYPE_CHECKING:
     import torch
 
     from vela_search.embedding.embedder import VelaEmbedder
+    from vela_search.training.checkpoint import Checkpoint
     from vela_search.training.data import Triplet, TripletData
 
 # Skip reason for texts longer than `max_text_tokens` (joins the data reader's reasons in the report).
@@ -106,26 +103,76 @@ def train(config: TrainConfig, *, progress: ProgressCallback | None = None) -> T
             checkpoint that does not match the settings, or a loss that became NaN.
         ModelLoadError: The model cannot be loaded.
     """
-    import torch
-
-    from vela_search.embedding.backbone import resolve_device
-    from vela_search.embedding.embedder import VelaEmbedder
-    from vela_search.training.checkpoint import load_checkpoint, restore_rng
+    from vela_search.training.checkpoint import load_checkpoint
     from vela_search.training.data import load_triplet_data
 
     config.validate()
     emit = progress or (lambda event: None)
     started = time.monotonic()
     output = Path(config.output).expanduser()
-    resume_path = _prepare_output(output, config)
+    resume_path = prepare_output(output, config)
 
     data = load_triplet_data(
         config.data, eval_fraction=config.eval_fraction, seed=config.seed, max_eval=config.max_eval
     )
     checkpoint = load_checkpoint(resume_path) if resume_path is not None else None
+    model = _load_model(config)
+    notices = list(model.notices)
+    rows = _usable_rows(model.embedder, data, config.max_text_tokens)
+    schedule = _schedule(config, len(rows.train))
+    identity = run_identity(config, model.embedder, data)
+    # A run killed after its final checkpoint but before its adapter was written has every step done:
+    # resuming it only finishes it (final evaluation, adapter and record).
+    finishing = checkpoint is not None and _check_checkpoint(
+        checkpoint, identity, output, schedule.total_steps, notices
+    )
+    for message in notices:
+        emit(TrainEvent("notice", 0, schedule.total_steps, message=message))
+
+    run = _Run(config, output, data, model, rows, schedule, identity, checkpoint, started, emit, notices)
+    run.begin()
+    if run.steps():
+        return run.stop()
+    return run.finish(finishing=finishing)
+
+
+@dataclass
+class _Model:
+    """The embedder being trained, where it runs, and what to tell about it."""
+
+    embedder: VelaEmbedder
+    device: torch.device
+    quantize: str | None
+    gradient_checkpointing: bool
+    base_fingerprint: Any
+    notices: list[str]
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """The training and held-out triplets that fit, and why the others were skipped."""
+
+    train: list[Triplet]
+    eval: list[Triplet]
+    skipped_reasons: dict[str, int]
+
+
+@dataclass(frozen=True)
+class _Schedule:
+    """How many steps the run makes, per epoch and in all, and how many of them warm up."""
+
+    steps_per_epoch: int
+    total_steps: int
+    warmup: int
+
+
+def _load_model(config: TrainConfig) -> _Model:
+    """Load the embedder to train on the configured device, ready for training forwards."""
+    from vela_search.embedding.backbone import resolve_device
+    from vela_search.embedding.embedder import VelaEmbedder
 
     device = resolve_device(config.device)
-    quantize = _resolve_quantize(config.quantize, device)
+    quantize = resolve_quantize(config.quantize, device)
     gradient_checkpointing = (
         config.gradient_checkpointing if config.gradient_checkpointing is not None else device.type == "cuda"
     )
@@ -140,7 +187,6 @@ def train(config: TrainConfig, *, progress: ProgressCallback | None = None) -> T
             f"training on the CPU ({precision}, fp32 LoRA): fine for the tiny model, far too slow for the 7B "
             "model; use a CUDA GPU (4-bit QLoRA by default)"
         )
-
     embedder = VelaEmbedder.from_pretrained(
         config.model,
         demos=config.demos,
@@ -156,22 +202,38 @@ def train(config: TrainConfig, *, progress: ProgressCallback | None = None) -> T
     embedder.avoid_no_grad = True
     if embedder.notice:
         notices.append(embedder.notice)
-    base_fingerprint = embedder.fingerprint
+    return _Model(embedder, device, quantize, gradient_checkpointing, embedder.fingerprint, notices)
 
-    train_rows, eval_rows, too_long = _drop_long_rows(embedder, data, config.max_text_tokens)
+
+def _usable_rows(embedder: VelaEmbedder, data: TripletData, max_text_tokens: int) -> _Rows:
+    """The rows without a text over ``max_text_tokens``.
+
+    Raises:
+        TrainingDataError: no training row is left.
+    """
+    train_rows, eval_rows, too_long = _drop_long_rows(embedder, data, max_text_tokens)
     skipped_reasons = dict(data.skipped_reasons)
     if too_long:
         skipped_reasons[TOO_LONG] = too_long
     if not train_rows:
         raise TrainingDataError(
             f"no training triplets left in {data.source} after skipping {too_long} row(s) with a text over "
-            f"{config.max_text_tokens} tokens; raise --max-text-tokens"
+            f"{max_text_tokens} tokens; raise --max-text-tokens"
         )
+    return _Rows(train_rows, eval_rows, skipped_reasons)
+
+
+def _schedule(config: TrainConfig, train_rows: int) -> _Schedule:
+    """The run's steps from its settings and the number of training rows.
+
+    Raises:
+        TrainingError: fewer rows than one step needs.
+    """
     per_step = config.batch_size * config.grad_accum
-    steps_per_epoch = len(train_rows) // per_step
+    steps_per_epoch = train_rows // per_step
     if steps_per_epoch == 0:
         raise TrainingError(
-            f"{len(train_rows)} training triplets are fewer than one step needs "
+            f"{train_rows} training triplets are fewer than one step needs "
             f"(batch size {config.batch_size} "
             f"x grad accum {config.grad_accum} = {per_step}); lower --batch-size or --grad-accum"
         )
@@ -181,190 +243,253 @@ def train(config: TrainConfig, *, progress: ProgressCallback | None = None) -> T
         if config.warmup_steps is not None
         else math.ceil(config.warmup_ratio * total_steps)
     )
+    return _Schedule(steps_per_epoch, total_steps, warmup)
 
-    run_identity = _run_identity(config, embedder, data)
-    # A run killed after its final checkpoint but before its adapter was written has every step done:
-    # resuming it only finishes it (final evaluation, adapter and record).
+
+def _check_checkpoint(
+    checkpoint: Checkpoint, identity: dict[str, Any], output: Path, total_steps: int, notices: list[str]
+) -> bool:
+    """Check that ``checkpoint`` belongs to this run; add what changes to ``notices``.
+
+    Returns:
+        Whether the checkpoint did every step already, so that resuming only finishes the run.
+
+    Raises:
+        TrainingError: other settings, or a run that is done or went past this run's steps.
+    """
+    check_resumable(checkpoint.state, identity, checkpoint.path)
     finishing = False
-    if checkpoint is not None:
-        _check_resumable(checkpoint.state, run_identity, checkpoint.path)
-        if checkpoint.step >= total_steps:
-            if _adapter_written(output, checkpoint.step):
-                raise TrainingError(
-                    f"the run in {output} already did {checkpoint.step} of {total_steps} steps; "
-                    "raise --max-steps or "
-                    "--epochs to train further"
-                )
-            if checkpoint.step > total_steps:
-                raise TrainingError(
-                    f"the checkpoint {checkpoint.path} is at step {checkpoint.step}, past this run's "
-                    f"{total_steps} steps; raise --max-steps or --epochs to at least {checkpoint.step}"
-                )
-            finishing = True
-            notices.append(
-                f"all {total_steps} steps were done but the adapter was not written; writing it now"
+    if checkpoint.step >= total_steps:
+        if _adapter_written(output, checkpoint.step):
+            raise TrainingError(
+                f"the run in {output} already did {checkpoint.step} of {total_steps} steps; "
+                "raise --max-steps or "
+                "--epochs to train further"
             )
-        previous_total = checkpoint.state.get("total_steps")
-        if previous_total != total_steps:
-            notices.append(
-                f"the learning-rate schedule now spans {total_steps} steps "
-                f"(the checkpoint's run planned {previous_total})"
+        if checkpoint.step > total_steps:
+            raise TrainingError(
+                f"the checkpoint {checkpoint.path} is at step {checkpoint.step}, past this run's "
+                f"{total_steps} steps; raise --max-steps or --epochs to at least {checkpoint.step}"
             )
+        finishing = True
+        notices.append(f"all {total_steps} steps were done but the adapter was not written; writing it now")
+    previous_total = checkpoint.state.get("total_steps")
+    if previous_total != total_steps:
+        notices.append(
+            f"the learning-rate schedule now spans {total_steps} steps "
+            f"(the checkpoint's run planned {previous_total})"
+        )
+    return finishing
 
-    for message in notices:
-        emit(TrainEvent("notice", 0, total_steps, message=message))
 
-    torch.manual_seed(config.seed)
-    from vela_search.training.lora import attach_lora, load_lora_state, trainable_parameters
+class _Run:
+    """One run once its model, rows and schedule are known: the optimizer, the steps and what they write."""
 
-    peft_model = attach_lora(embedder, config.lora, gradient_checkpointing=gradient_checkpointing)
-    params = [p for _, p in trainable_parameters(peft_model)]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = _make_scheduler(config.scheduler, optimizer, warmup, total_steps)
+    def __init__(
+        self,
+        config: TrainConfig,
+        output: Path,
+        data: TripletData,
+        model: _Model,
+        rows: _Rows,
+        schedule: _Schedule,
+        identity: dict[str, Any],
+        checkpoint: Checkpoint | None,
+        started: float,
+        emit: ProgressCallback,
+        notices: list[str],
+    ) -> None:
+        import torch
 
-    state = _RunState(total_steps=total_steps, steps_per_epoch=steps_per_epoch)
-    if checkpoint is not None:
+        from vela_search.training.lora import attach_lora, trainable_parameters
+
+        self.config, self.output, self.data, self.model, self.rows = config, output, data, model, rows
+        self.schedule, self.identity, self.checkpoint, self.started = schedule, identity, checkpoint, started
+        self.emit, self.notices = emit, notices
+        torch.manual_seed(config.seed)
+        self.peft_model = attach_lora(
+            model.embedder, config.lora, gradient_checkpointing=model.gradient_checkpointing
+        )
+        self.params = [p for _, p in trainable_parameters(self.peft_model)]
+        self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)
+        self.scheduler = make_scheduler(
+            config.scheduler, self.optimizer, schedule.warmup, schedule.total_steps
+        )
+        self.state = RunState(total_steps=schedule.total_steps, steps_per_epoch=schedule.steps_per_epoch)
+        if checkpoint is not None:
+            self._restore(checkpoint)
+        self.last_checkpoint: Path | None = None
+        self.unsafe_stop = False
+
+    def _restore(self, checkpoint: Checkpoint) -> None:
+        from vela_search.training.lora import load_lora_state
+
         try:
-            load_lora_state(peft_model, checkpoint.adapter)
-            optimizer.load_state_dict(checkpoint.optimizer)
-            scheduler.load_state_dict(checkpoint.scheduler)
+            load_lora_state(self.peft_model, checkpoint.adapter)
+            self.optimizer.load_state_dict(checkpoint.optimizer)
+            self.scheduler.load_state_dict(checkpoint.scheduler)
         except (ValueError, KeyError, RuntimeError) as exc:
             raise TrainingError(f"checkpoint {checkpoint.path} does not fit this model: {exc}") from exc
-        state.restore(checkpoint.state)
+        self.state.restore(checkpoint.state)
 
-    def record(complete: bool) -> dict[str, Any]:
-        return _training_record(
-            config,
-            embedder,
-            base_fingerprint,
-            data,
-            state,
-            run_identity,
-            train_rows,
-            eval_rows,
-            skipped_reasons,
-            warmup,
-            gradient_checkpointing,
-            started,
-            complete,
-            trainable=sum(p.numel() for p in params),
-        )
+    def begin(self) -> None:
+        """Announce the run, build the loop, and evaluate the starting weights of a new run."""
+        from vela_search.training.checkpoint import restore_rng
 
-    emit(
-        TrainEvent(
-            "start",
-            state.step,
-            total_steps,
-            message=(
-                f"{len(train_rows)} training / {len(eval_rows)} held-out triplets, "
-                f"{steps_per_epoch} steps per "
-                f"epoch, {sum(p.numel() for p in params):,} LoRA parameters on {device}"
-                + (f", {quantize}" if quantize else "")
-            ),
-        )
-    )
-
-    trainer = _Loop(embedder, peft_model, optimizer, scheduler, params, config, train_rows, state)
-    trainer.refresh_prefix()
-    if checkpoint is None and eval_rows:
-        state.eval_before = {"step": 0, **trainer.evaluate(eval_rows)}
-        state.eval_history.append(state.eval_before)
-        emit(TrainEvent("eval", 0, total_steps, metrics=state.eval_before))
-    if checkpoint is not None:
-        # Last, right before the next step: LoRA dropout continues exactly where the run stopped.
-        restore_rng(checkpoint.rng)
-
-    last_checkpoint: Path | None = None
-
-    def result(run_record: dict[str, Any], *, interrupted: bool) -> TrainResult:
-        return _result(
-            output,
-            state,
-            train_rows,
-            eval_rows,
-            skipped_reasons,
-            embedder,
-            started,
-            notices,
-            run_record,
-            checkpoint,
-            last_checkpoint,
-            quantize,
-            interrupted=interrupted,
-        )
-
-    def save(step: int) -> Path:
-        nonlocal last_checkpoint
-        from vela_search.training.checkpoint import save_checkpoint
-
-        last_checkpoint = save_checkpoint(
-            output,
-            step,
-            peft_model=peft_model,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            state=state.to_json(run_identity, wall_time_s=state.wall_before + time.monotonic() - started),
-            record=record(complete=False),
-            keep=config.keep_checkpoints,
-        )
-        emit(TrainEvent("checkpoint", step, total_steps, path=last_checkpoint))
-        return last_checkpoint
-
-    interrupted = False
-    unsafe_stop = False
-    stop = _StopRequest()
-    with _graceful_sigint(stop):
-        try:
-            while state.step < total_steps:
-                if stop.requested:
-                    interrupted = True
-                    break
-                loss = trainer.step()
-                emit(TrainEvent("step", state.step, total_steps, loss=loss, lr=state.lr_curve[-1]))
-                if state.step < total_steps:
-                    if eval_rows and config.eval_every and state.step % config.eval_every == 0:
-                        metrics = {"step": state.step, **trainer.evaluate(eval_rows)}
-                        state.eval_history.append(metrics)
-                        emit(TrainEvent("eval", state.step, total_steps, metrics=metrics))
-                    if config.save_every and state.step % config.save_every == 0:
-                        save(state.step)
-        except KeyboardInterrupt:
-            interrupted = True
-            unsafe_stop = trainer.updating
-
-    if interrupted:
-        if unsafe_stop:
-            notices.append(
-                "interrupted during a weight update: no checkpoint written for this step"
-                + (f"; the last one is {last_checkpoint}" if last_checkpoint else "")
+        state, total, rows, model = self.state, self.state.total_steps, self.rows, self.model
+        self.emit(
+            TrainEvent(
+                "start",
+                state.step,
+                total,
+                message=(
+                    f"{len(rows.train)} training / {len(rows.eval)} held-out triplets, "
+                    f"{state.steps_per_epoch} steps per "
+                    f"epoch, {self._trainable():,} LoRA parameters on {model.device}"
+                    + (f", {model.quantize}" if model.quantize else "")
+                ),
             )
-        elif last_checkpoint is None or last_checkpoint.name != f"step-{state.step}":
-            save(state.step)
-        emit(
+        )
+        self.loop = TrainLoop(
+            model.embedder,
+            self.peft_model,
+            self.optimizer,
+            self.scheduler,
+            self.params,
+            self.config,
+            rows.train,
+            state,
+        )
+        self.loop.refresh_prefix()
+        if self.checkpoint is None and rows.eval:
+            state.eval_before = {"step": 0, **self.loop.evaluate(rows.eval)}
+            state.eval_history.append(state.eval_before)
+            self.emit(TrainEvent("eval", 0, total, metrics=state.eval_before))
+        if self.checkpoint is not None:
+            # Last, right before the next step: LoRA dropout continues exactly where the run stopped.
+            restore_rng(self.checkpoint.rng)
+
+    def steps(self) -> bool:
+        """Step until the schedule ends or a Ctrl-C stops the run; returns whether it was interrupted."""
+        state, total = self.state, self.state.total_steps
+        stop = StopRequest()
+        with graceful_sigint(stop):
+            try:
+                while state.step < total:
+                    if stop.requested:
+                        return True
+                    loss = self.loop.step()
+                    self.emit(TrainEvent("step", state.step, total, loss=loss, lr=state.lr_curve[-1]))
+                    if state.step < total:
+                        self._between_steps()
+            except KeyboardInterrupt:
+                self.unsafe_stop = self.loop.updating
+                return True
+        return False
+
+    def _between_steps(self) -> None:
+        state, config, eval_rows = self.state, self.config, self.rows.eval
+        if eval_rows and config.eval_every and state.step % config.eval_every == 0:
+            metrics = {"step": state.step, **self.loop.evaluate(eval_rows)}
+            state.eval_history.append(metrics)
+            self.emit(TrainEvent("eval", state.step, state.total_steps, metrics=metrics))
+        if config.save_every and state.step % config.save_every == 0:
+            self._save(state.step)
+
+    def stop(self) -> TrainResult:
+        """End an interrupted run: a checkpoint to resume from (unless a weight update was cut)."""
+        state = self.state
+        if self.unsafe_stop:
+            self.notices.append(
+                "interrupted during a weight update: no checkpoint written for this step"
+                + (f"; the last one is {self.last_checkpoint}" if self.last_checkpoint else "")
+            )
+        elif self.last_checkpoint is None or self.last_checkpoint.name != f"step-{state.step}":
+            self._save(state.step)
+        self.emit(
             TrainEvent(
                 "notice",
                 state.step,
-                total_steps,
-                message=f"interrupted after step {state.step} of {total_steps}; continue with --resume",
+                state.total_steps,
+                message=f"interrupted after step {state.step} of {state.total_steps}; continue with --resume",
             )
         )
-        return result(record(complete=False), interrupted=True)
+        return self._result(self._record(complete=False), interrupted=True)
 
-    if eval_rows:
-        if finishing and state.eval_history and state.eval_history[-1]["step"] == state.step:
-            state.eval_after = state.eval_history[-1]  # evaluated before the final checkpoint
-        else:
-            state.eval_after = {"step": state.step, **trainer.evaluate(eval_rows)}
-            if not state.eval_history or state.eval_history[-1]["step"] != state.step:
-                state.eval_history.append(state.eval_after)
-        emit(TrainEvent("eval", state.step, total_steps, metrics=state.eval_after))
-    if not finishing:
-        save(state.step)
-    final_record = record(complete=True)
-    _write_adapter(output, peft_model, final_record)
-    _finish_embedder(embedder, peft_model, output)
-    emit(TrainEvent("done", state.step, total_steps, path=output))
-    return result(final_record, interrupted=False)
+    def finish(self, *, finishing: bool) -> TrainResult:
+        """Evaluate the final weights, write the adapter and its record, and leave the embedder ready."""
+        state, eval_rows = self.state, self.rows.eval
+        if eval_rows:
+            if finishing and state.eval_history and state.eval_history[-1]["step"] == state.step:
+                state.eval_after = state.eval_history[-1]  # evaluated before the final checkpoint
+            else:
+                state.eval_after = {"step": state.step, **self.loop.evaluate(eval_rows)}
+                if not state.eval_history or state.eval_history[-1]["step"] != state.step:
+                    state.eval_history.append(state.eval_after)
+            self.emit(TrainEvent("eval", state.step, state.total_steps, metrics=state.eval_after))
+        if not finishing:
+            self._save(state.step)
+        final_record = self._record(complete=True)
+        write_adapter(self.output, self.peft_model, final_record)
+        finish_embedder(self.model.embedder, self.peft_model, self.output)
+        self.emit(TrainEvent("done", state.step, state.total_steps, path=self.output))
+        return self._result(final_record, interrupted=False)
+
+    def _trainable(self) -> int:
+        return sum(p.numel() for p in self.params)
+
+    def _record(self, complete: bool) -> dict[str, Any]:
+        return training_record(
+            self.config,
+            self.model.embedder,
+            self.model.base_fingerprint,
+            self.data,
+            self.state,
+            self.identity,
+            self.rows.train,
+            self.rows.eval,
+            self.rows.skipped_reasons,
+            self.schedule.warmup,
+            self.model.gradient_checkpointing,
+            self.started,
+            complete,
+            trainable=self._trainable(),
+        )
+
+    def _result(self, run_record: dict[str, Any], *, interrupted: bool) -> TrainResult:
+        return train_result(
+            self.output,
+            self.state,
+            self.rows.train,
+            self.rows.eval,
+            self.rows.skipped_reasons,
+            self.model.embedder,
+            self.started,
+            self.notices,
+            run_record,
+            self.checkpoint,
+            self.last_checkpoint,
+            self.model.quantize,
+            interrupted=interrupted,
+        )
+
+    def _save(self, step: int) -> Path:
+        from vela_search.training.checkpoint import save_checkpoint
+
+        state = self.state
+        wall_time_s = state.wall_before + time.monotonic() - self.started
+        self.last_checkpoint = save_checkpoint(
+            self.output,
+            step,
+            peft_model=self.peft_model,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            state=state.to_json(self.identity, wall_time_s=wall_time_s),
+            record=self._record(complete=False),
+            keep=self.config.keep_checkpoints,
+        )
+        self.emit(TrainEvent("checkpoint", step, state.total_steps, path=self.last_checkpoint))
+        return self.last_checkpoint
 
 
 def _adapter_written(output: Path, step: int) -> bool:
@@ -380,48 +505,6 @@ def _adapter_written(output: Path, step: int) -> bool:
     except (OSError, json.JSONDecodeError):
         return False
     return isinstance(record, dict) and record.get("complete") is True and record.get("steps") == step
-
-
-def evaluate(embedder: VelaEmbedder, triplets: Sequence[Triplet], *, chunk: int = 192) -> dict[str, Any]:
-    """Held-out metrics of an embedder on triplets (caption mode, as in training).
-
-    Args:
-        embedder: The embedder (in training: with its current weights).
-        triplets: Held-out rows.
-        chunk: Texts embedded per call (bounds memory when the forward builds a graph).
-
-    Returns:
-        ``{"triplet_accuracy", "recall_at_1", "pairs"}``: how often the anchor is closer to its positive
-        than to its hard negative, and text-to-text R@1 of anchors against all held-out positives.
-    """
-    from vela_search.training.loss import recall_at_1, triplet_accuracy
-
-    if not triplets:
-        raise ValueError("evaluation needs at least one triplet")
-    vectors = _embed_detached(
-        embedder,
-        [t.anchor for t in triplets] + [t.positive for t in triplets] + [t.negative for t in triplets],
-        chunk=max(1, chunk),
-    )
-    n = len(triplets)
-    a, p, neg = vectors[:n], vectors[n : 2 * n], vectors[2 * n :]
-    return {"triplet_accuracy": triplet_accuracy(a, p, neg), "recall_at_1": recall_at_1(a, p), "pairs": n}
-
-
-def _embed_detached(embedder: VelaEmbedder, texts: list[str], *, chunk: int) -> torch.Tensor:
-    """Caption embeddings, detached, behind the cached prefix.
-
-    A training embedder (``avoid_no_grad``) runs them under enable_grad, never no_grad (see module doc).
-    """
-    import torch
-
-    from vela_search.embedding.embedder import EmbedItem
-
-    items = [EmbedItem("caption", text=t) for t in texts]
-    parts = []
-    for start in range(0, len(items), chunk):
-        parts.append(embedder.encode(items[start : start + chunk], grad=False).detach())
-    return torch.cat(parts)
 
 
 def _drop_long_rows(

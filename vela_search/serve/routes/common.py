@@ -20,6 +20,12 @@ from vela_search.serve.service import ServedIndex, Service
 __all__ = ["answer", "check_token", "service_of"]
 
 
+async def _disconnected(http: Request) -> None:
+    """Return once the client has gone (the body is read: the next message is the disconnect)."""
+    while (await http.receive())["type"] != "http.disconnect":
+        pass
+
+
 def service_of(request: Request) -> Service:
     """The service the app answers for (a FastAPI dependency)."""
     return request.app.state.service
@@ -37,20 +43,39 @@ def check_token(request: Request) -> None:
 
 
 async def answer(
-    service: Service, served: ServedIndex, request: QueryRequest, clip: Any = None
+    service: Service,
+    served: ServedIndex,
+    request: QueryRequest,
+    clip: Any = None,
+    http: Request | None = None,
 ) -> dict[str, Any]:
-    """Run ``request`` on ``served`` within the server's time limit; the response body of a search."""
+    """Run ``request`` on ``served`` within the server's time limit; the response body of a search.
+
+    When the client of ``http`` goes away first, the search is cancelled: work not started yet (its
+    embedding, waiting for a batch) never runs.
+    """
     started = time.perf_counter()
     timeout = service.settings.request_timeout_s
+    search = asyncio.ensure_future(asyncio.wait_for(service.search(served, request, clip), timeout))
+    gone = asyncio.ensure_future(_disconnected(http)) if http is not None else None
     try:
-        hits = await asyncio.wait_for(service.search(served, request, clip), timeout)
+        await asyncio.wait([search] + ([gone] if gone else []), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if gone is not None:
+            gone.cancel()
+    if not search.done():
+        search.cancel()
+        raise HTTPException(499, "the client went away")
+    try:
+        generation, hits = search.result()
     except TimeoutError:
         raise HTTPException(504, f"the search took longer than {timeout:g} s") from None
-    notice = served.searcher.notice
+    notice = generation.searcher.notice
     return {
         "index": served.name,
-        "generation": served.searcher.index.generation,
+        "generation": generation.number,
         "hits": [hit_record(hit, notice) for hit in hits],
         "notice": notice,
+        "behind": served.note,
         "took_ms": (time.perf_counter() - started) * 1000,
     }

@@ -18,9 +18,11 @@ router = APIRouter()
 
 @router.get("/healthz", summary="Liveness and batching counters")
 async def healthz(service: Service = Depends(service_of)) -> dict[str, Any]:
-    batchers = {id(s.batcher): s.batcher for s in service.indexes.values() if s.batcher is not None}
+    batchers = {id(b): b for b in service.models.batchers()}
+    behind = {name: s.note for name, s in service.indexes.items() if s.note is not None}
     return {
-        "status": "ok",
+        "status": "degraded" if behind else "ok",
+        "behind": behind,
         "version": __version__,
         "indexes": list(service.indexes),
         "uptime_s": round(time.time() - service.started, 3),

@@ -11,13 +11,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Depends, File, Form, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 
-from vela_search.errors import QueryError
 from vela_search.search import QueryRequest
+from vela_search.search.rerank import MAX_RERANK
+from vela_search.search.validation import DEFAULT_K, MAX_K, MAX_NPROBE, MAX_REFINE
 from vela_search.serve.http_errors import error_responses
 from vela_search.serve.routes.common import answer, service_of
-from vela_search.serve.schemas import LikeBody, SearchBody, SearchResponse
+from vela_search.serve.schemas import MAX_SECONDS, LikeBody, SearchBody, SearchResponse
 from vela_search.serve.service import Service
 from vela_search.serve.uploads import load_upload, safe_suffix, save_upload
 
@@ -32,8 +33,8 @@ router = APIRouter()
     summary="Search with a text",
     responses=error_responses(400, 401, 404, 409, 413, 422, 503, 504),
 )
-async def search(body: SearchBody, service: Service = Depends(service_of)) -> dict[str, Any]:
-    return await answer(service, service.get(body.index), body.to_request())
+async def search(body: SearchBody, http: Request, service: Service = Depends(service_of)) -> dict[str, Any]:
+    return await answer(service, service.get(body.index), body.to_request(), http=http)
 
 
 @router.post(
@@ -42,10 +43,10 @@ async def search(body: SearchBody, service: Service = Depends(service_of)) -> di
     summary="More like an indexed file or segment",
     responses=error_responses(400, 401, 404, 409, 413, 422, 503, 504),
 )
-async def search_like(body: LikeBody, service: Service = Depends(service_of)) -> dict[str, Any]:
-    if (body.path is None) == (body.segment_id is None):
-        raise QueryError("give either path (a file of the index) or segment_id (from a hit)")
-    return await answer(service, service.get(body.index), body.to_request())
+async def search_like(
+    body: LikeBody, http: Request, service: Service = Depends(service_of)
+) -> dict[str, Any]:
+    return await answer(service, service.get(body.index), body.to_request(), http=http)
 
 
 @router.post(
@@ -55,17 +56,22 @@ async def search_like(body: LikeBody, service: Service = Depends(service_of)) ->
     responses=error_responses(400, 401, 404, 409, 413, 415, 422, 503, 504),
 )
 async def search_audio(
+    http: Request,
     file: UploadFile = File(..., description="An audio file (wav, flac, ogg, mp3, ...)."),
-    index: str | None = Form(None),
-    k: int = Form(10),
+    index: str = Form(None, min_length=1, max_length=255),
+    k: int = Form(DEFAULT_K, ge=1, le=MAX_K),
     segments: bool = Form(False),
-    start: float | None = Form(None),
-    end: float | None = Form(None),
-    min_score: float | None = Form(None),
-    where: str | None = Form(None),
-    min_duration: float | None = Form(None),
-    max_duration: float | None = Form(None),
-    rerank: int | None = Form(None),
+    start: float = Form(None, ge=0, le=MAX_SECONDS),
+    end: float = Form(None, ge=0, le=MAX_SECONDS),
+    min_score: float = Form(None, ge=-1, le=1),
+    where: str = Form(None, min_length=1, max_length=4096, pattern=r"\S"),
+    min_duration: float = Form(None, ge=0, le=MAX_SECONDS),
+    max_duration: float = Form(None, ge=0, le=MAX_SECONDS),
+    # (Form fields are not nullable: a form has no null, an absent field is the default.)
+    rerank: int = Form(None, ge=1, le=MAX_RERANK),
+    nprobe: int = Form(None, ge=1, le=MAX_NPROBE),
+    refine: int = Form(None, ge=1, le=MAX_REFINE),
+    exact: bool = Form(False),
     service: Service = Depends(service_of),
 ) -> dict[str, Any]:
     settings = service.settings
@@ -84,8 +90,11 @@ async def search_audio(
             min_duration=min_duration,
             max_duration=max_duration,
             rerank=rerank,
+            nprobe=nprobe,
+            refine=refine,
+            exact=exact,
         ).validate()
         clip = await asyncio.to_thread(
             load_upload, path, file.filename or "the upload", start, end, settings.max_upload_seconds
         )
-        return await answer(service, served, request, clip)
+        return await answer(service, served, request, clip, http=http)

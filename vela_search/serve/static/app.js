@@ -243,6 +243,31 @@ function toggleFilter(key, value) {
 }
 
 // ------------------------------------------------------------------------------------- the hits
+// Shown under a hit: its description (else title or comment), then category, subcategory and library.
+const WORD_FIELDS = ["description", "title", "comment", "category", "subcategory", "library"];
+
+function renderWords(target, words, query) {
+  // Matched query words are wrapped in <mark> (text nodes only: metadata is never parsed as HTML).
+  const terms = (query.toLowerCase().match(/[\p{L}\p{N}]+/gu) || []).filter((t) => t.length > 1);
+  const plain = new Set(["description", "title", "comment"]);
+  const parts = WORD_FIELDS.filter((name) => words[name]).map((name) =>
+    plain.has(name) ? words[name] : `${name}: ${words[name]}`
+  );
+  target.replaceChildren();
+  target.hidden = parts.length === 0;
+  for (const piece of parts.join(" · ").split(/([\p{L}\p{N}]+)/u)) {
+    const lower = piece.toLowerCase();
+    const hit = terms.some((t) => lower.startsWith(t) || (lower.length > 3 && t.startsWith(lower)));
+    if (hit) {
+      const mark = document.createElement("mark");
+      mark.textContent = piece;
+      target.append(mark);
+    } else {
+      target.append(document.createTextNode(piece));
+    }
+  }
+}
+
 function renderHits(hits, keepSelection = false) {
   stopPlaying();
   nearView.disconnect();
@@ -290,6 +315,9 @@ function buildHit(hit, i) {
   path.title = hit.path;
   const copies = hit.paths.length - 1;
   el.querySelector(".copies").textContent = copies > 0 ? `(+${copies} ${copies === 1 ? "copy" : "copies"})` : "";
+  const source = state.source || {};
+  const marked = source.kind === "text" && (source.mode === "words" || source.mode === "hybrid") ? source.query : "";
+  renderWords(el.querySelector(".words"), hit.words || {}, marked || "");
   el.querySelector(".segment").textContent = `${formatTime(hit.start_s)}–${formatTime(hit.end_s)}`;
   el.querySelector(".duration").textContent = `of ${formatTime(hit.duration_s)}`;
   wireHitControls(entry, i);
