@@ -1,17 +1,17 @@
-"""The README's export recipes, run as written: `vela-search export`, then LanceDB (local mode) and Qdrant
-(in process) searched with a query vector from the same embedder, against vela-search's own top-10."""
+"""The README's export recipes, run as written: `vela-search export`, then LanceDB (local mode) and Qdrant,
+all in process, searched with a query vector from the same embedder, against vela-search's own top-10."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from indexing.helpers import cli_env, small_collection
+from cli_in_process import vela
+from indexing.helpers import small_collection
 
 from vela_search.indexing import index_paths
 from vela_search.store import AudioIndex
@@ -32,32 +32,15 @@ def recipe(name: str) -> str:
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, tiny_model_dir) -> tuple[Path, Path]:
-    """An index of 12 clips built with the tiny model and exported (fp32) by the console script."""
+    """An index of 12 clips built with the tiny model and exported (fp32) by the command line."""
     from vela_search.embedding.embedder import VelaEmbedder
 
     work = tmp_path_factory.mktemp("recipes")
     small_collection(work / "audio", 12)
     emb = VelaEmbedder.from_pretrained("tiny", demos="none", device="cpu")
     index_paths([work / "audio"], work / "idx", emb)
-    exe = Path(sys.executable).parent / "vela-search"
-    done = subprocess.run(
-        [
-            str(exe),
-            "export",
-            "--index",
-            str(work / "idx"),
-            "--to",
-            str(work / "export"),
-            "--dtype",
-            "fp32",
-            "--json",
-        ],
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=work,
-    )
+    with contextlib.chdir(work):  # run from the folder the recipes start in, as the README does
+        done = vela("export", "--index", work / "idx", "--to", work / "export", "--dtype", "fp32", "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["segments"] == 12
     return work, work / "idx"

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+from cli_in_process import vela
 from typer.testing import CliRunner
 
 from tests.bench.dataset_factory import make_audiocaps, make_clotho, write_tone, youtube_id
@@ -108,17 +109,11 @@ def test_speed_command_refuses_bad_settings_before_loading():
 
 
 def test_python_m_entry_point_end_to_end(tmp_path, tiny_model_dir):
-    """The installed command line: a real process, JSON on stdout, and a one-line error on bad input."""
+    """The command line: JSON on stdout (in process), and a one-line error from a real `python -m` process."""
     data = make_clotho(tmp_path / "clotho", 2, seconds=0.5)
     env = dict(os.environ, COLUMNS="120")
     cli = [sys.executable, "-m", "vela_search", "bench"]
-    done = subprocess.run(
-        [*cli, "clotho", "--data-dir", str(data), *TINY, "--json", "-"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    done = vela("bench", "clotho", "--data-dir", data, *TINY, "--json", "-")
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout)
     assert (report["n_clips"], report["n_captions"]) == (2, 10)

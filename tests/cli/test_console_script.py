@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from audio_factory import write_broken_files
+from cli_in_process import vela
 from indexing.helpers import generation, small_collection
 
 REPO = Path(__file__).resolve().parents[2]
@@ -238,16 +239,19 @@ def test_train_ctrl_c_exits_130_with_a_resume_hint(script, tiny_model_dir, tmp_p
     assert "interrupted" in err and "--resume" in err
 
 
-def test_bench_store_and_pipeline_write_json_to_stdout(script, tiny_model_dir, tmp_path):
-    store = run("bench", "store", "--files", "40", "--dim", "8", "--workdir", tmp_path, "--json", "-")
+def test_bench_store_and_pipeline_write_json_to_stdout(tiny_model_dir, tmp_path):
+    # What is printed where, not the process: run in process (tests/cli_in_process.py).
+    store = vela("bench", "store", "--files", "40", "--dim", "8", "--workdir", tmp_path, "--json", "-")
     assert store.returncode == 0, store.stderr
+    assert "Traceback" not in store.stdout + store.stderr
     assert json.loads(store.stdout)["files"] == 40
     assert "index writer" in store.stderr  # the table moves to stderr when JSON takes stdout
 
     small_collection(tmp_path / "audio", 2)
-    pipeline = run(
+    pipeline = vela(
         "bench", "pipeline", tmp_path / "audio", "--demos", "none", "--device", "cpu", "--json", "-"
     )
     assert pipeline.returncode == 0, pipeline.stderr
+    assert "Traceback" not in pipeline.stdout + pipeline.stderr
     assert json.loads(pipeline.stdout)["files"] == 2
     assert "1.00 is perfect" in pipeline.stderr

@@ -10,6 +10,7 @@ import subprocess
 
 import pytest
 from audio_factory import write_broken_files
+from cli_in_process import vela
 from indexing.helpers import (
     cli_command,
     cli_env,
@@ -285,34 +286,16 @@ def test_progress_counts_show_no_made_up_total():
 # ------------------------------------------------------------------ automatic choice (compressed codes)
 
 
-def _console_script() -> str:
-    import sys
-    from pathlib import Path
-
-    return str(Path(sys.executable).parent / "vela-search")
-
-
 def test_new_index_is_automatic_with_the_given_budget_and_info_says_so(tmp_path, tiny_model_dir):
     audio = tmp_path / "audio"
     small_collection(audio, 2)
     idx = tmp_path / "idx"
-    env = cli_env()
-    made = subprocess.run(
-        [_console_script(), "index", str(audio), "--index", str(idx), *TINY, "--max-index-memory", "1G"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    made = vela("index", audio, "--index", idx, *TINY, "--max-index-memory", "1G")
     assert made.returncode == 0, made.stderr
-    shown = subprocess.run(
-        [_console_script(), "info", "--index", str(idx), "--json"], env=env, capture_output=True, text=True
-    )
+    shown = vela("info", "--index", idx, "--json")
     search = json.loads(shown.stdout)["search"]
     assert search["mode"] == "auto" and search["choice"] == "exact" and search["max_index_memory"] == 1 << 30
-    text = subprocess.run(
-        [_console_script(), "info", "--index", str(idx)], env=env, capture_output=True, text=True
-    )
+    text = vela("info", "--index", idx)
     assert "exact SQfp16 (auto; budget 1.0 GiB" in " ".join(text.stdout.split())
 
 
@@ -321,16 +304,11 @@ def test_info_shows_the_compressed_choice_and_its_measured_recall(tmp_path):
 
     idx = tmp_path / "idx"
     build_compressed(idx, commits=2)
-    env = cli_env()
-    shown = subprocess.run(
-        [_console_script(), "info", "--index", str(idx), "--json"], env=env, capture_output=True, text=True
-    )
+    shown = vela("info", "--index", idx, "--json")
     search = json.loads(shown.stdout)["search"]
     assert search["choice"] == "compressed" and search["factory"].startswith("PCAR64,IVF")
     assert search["design_size"] == 2_000 and search["recall_at_10"] >= 0.9 and search["measured_at"]
-    text = subprocess.run(
-        [_console_script(), "info", "--index", str(idx)], env=env, capture_output=True, text=True
-    )
+    text = vela("info", "--index", idx)
     flat = " ".join(text.stdout.split())
     assert "compressed PCAR64,IVF" in flat and "expected recall@10" in flat and "designed for 2000" in flat
 
@@ -345,13 +323,12 @@ def test_a_bad_memory_budget_is_one_clear_line(capsys, tmp_path, size):
     assert "Traceback" not in err and not (tmp_path / "i").exists()
 
 
-def test_info_says_which_faiss_build_and_gpus_without_reading_shards(tmp_path):
-    # The installed console script, on an index whose shard files are gone: info reads none of them.
-    import sys
-    from pathlib import Path
-
+def test_info_says_which_faiss_build_and_gpus_without_reading_shards(tmp_path, monkeypatch):
+    # The command line, on an index whose shard files are gone: info reads none of them.
     import faiss
     import numpy as np
+
+    from vela_search.cli import common
 
     root = tmp_path / "idx"
     fingerprint = {"model": "m", "dim": 4}
@@ -361,16 +338,14 @@ def test_info_says_which_faiss_build_and_gpus_without_reading_shards(tmp_path):
         w.commit()
     for shard in (root / "shards").glob("*.faiss"):
         shard.unlink()
-    cli = str(Path(sys.executable).with_name("vela-search"))
-    wide = {**cli_env(), "COLUMNS": "200"}  # one table row per line
-    text = subprocess.run([cli, "info", "--index", root], capture_output=True, text=True, env=wide)
+    with monkeypatch.context() as wide:
+        wide.setattr(common.console, "_width", 200)  # one table row per line (as COLUMNS=200 would)
+        text = vela("info", "--index", root)
     assert text.returncode == 0, text.stderr
     [line] = [" ".join(row.replace("│", " ").split()) for row in text.stdout.splitlines() if "FAISS" in row]
     assert line.startswith(f"FAISS {faiss.__version__}, CPU build (")
     assert line.endswith("0 GPUs (searches run on the CPU)")
-    done = subprocess.run(
-        [cli, "info", "--index", root, "--json"], capture_output=True, text=True, env=cli_env()
-    )
+    done = vela("info", "--index", root, "--json")
     assert done.returncode == 0, done.stderr
     info = json.loads(done.stdout)
     assert info["gpus"] == 0 and info["faiss_build"]["version"] == faiss.__version__
@@ -379,33 +354,27 @@ def test_info_says_which_faiss_build_and_gpus_without_reading_shards(tmp_path):
 
 
 # ------------------------------------------------------------------ what the index knows, before a load
-def _no_load_run(*args: object, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [_console_script(), *map(str, args)], env=env, capture_output=True, text=True, timeout=300
-    )
-
-
-def test_rescans_and_refusals_load_no_model_in_the_installed_script(tmp_path, emb):
+def test_rescans_and_refusals_load_no_model(tmp_path, emb, monkeypatch):
     """With every model load made to fail (VELA_NO_MODEL_LOAD), a no-op rescan, a move-only rescan and
     refusals of another embedder still finish: none of them loads a model."""
     audio, idx = tmp_path / "audio", tmp_path / "idx"
     paths = small_collection(audio, 3)
     index_paths([audio], idx, emb, window_s=8, hop_s=4)
-    env = {**cli_env(), "VELA_NO_MODEL_LOAD": "1"}
+    monkeypatch.setenv("VELA_NO_MODEL_LOAD", "1")
 
-    same = _no_load_run("index", "--index", idx, "--json", env=env)
+    same = vela("index", "--index", idx, "--json")
     assert same.returncode == 0, same.stderr
     report = json.loads(same.stdout)
     assert report["files_skipped"] == 3 and report["model_loaded"] is False
     assert report["embedder_spec"]["model"] == "tiny" and "tiny random model" in report["notice"]
 
     paths[0].rename(audio / "moved.wav")
-    moved = _no_load_run("index", "--index", idx, "--json", env=env)
+    moved = vela("index", "--index", idx, "--json")
     assert moved.returncode == 0, moved.stderr
     assert json.loads(moved.stdout)["files_relinked"] == 1
 
     for command in (["index", "--index", idx], ["query", "a dog", "--index", idx]):
-        refused = _no_load_run(*command, "--model", "Qwen/Qwen2-Audio-7B-Instruct", env=env)
+        refused = vela(*command, "--model", "Qwen/Qwen2-Audio-7B-Instruct")
         err = " ".join(refused.stderr.split())
         assert refused.returncode == 1 and "different embedder: model (index: tiny@" in err, err
         assert "No model was loaded" in err and "VELA_NO_MODEL_LOAD" not in err and "loading" not in err

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cli_in_process import vela
 from typer.testing import CliRunner
 
 from vela_search.cli.app import app
@@ -180,47 +181,27 @@ def test_help_lists_the_options():
 
 
 def test_end_to_end_process(tiny_model_dir, tmp_path):
-    """A real `python -m vela_search train`, then the adapter used by another process with no other flag."""
+    """`vela-search train` (in process), its adapter used with no other flag, then by the installed script."""
+    from vela_search.embedding.embedder import VelaEmbedder
+
     out = tmp_path / "adapter"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vela_search",
-            "train",
-            "--data",
-            str(SHIPPED),
-            "--output",
-            str(out),
-            *FAST,
-            "--max-steps",
-            "2",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    proc = vela("train", "--data", SHIPPED, "--output", out, *FAST, "--max-steps", "2", "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["steps"] == 2
     assert "tiny random model" in proc.stderr
-    check = (
-        "import sys; from vela_search.embedding.embedder import VelaEmbedder; "
-        f"e = VelaEmbedder.from_pretrained(adapter={str(out)!r}); "
-        "print(e.fingerprint.model, e.demos_spec, e.fingerprint.adapter is not None)"
-    )
-    used = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, env=env, timeout=300)
-    assert used.returncode == 0, used.stderr
-    assert used.stdout.split() == [f"tiny@recipe-{TINY_RECIPE_VERSION}", "none", "True"]
+    used = VelaEmbedder.from_pretrained(adapter=str(out))
+    assert [used.fingerprint.model, used.demos_spec, used.fingerprint.adapter is not None] == [
+        f"tiny@recipe-{TINY_RECIPE_VERSION}",
+        "none",
+        True,
+    ]
     # The installed command on an index built with the adapter: library warnings (transformers'
     # FutureWarning on loading a LoRA adapter) stay off the terminal.
     from indexing.helpers import small_collection
 
     small_collection(tmp_path / "clips", 1)
     script = Path(sys.executable).with_name("vela-search")
-    env.pop("PYTHONPATH")
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
     indexed = subprocess.run(
         [
             str(script),

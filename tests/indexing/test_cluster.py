@@ -13,6 +13,7 @@ import sys
 import numpy as np
 import pytest
 from audio_factory import noise, tone, write_audio, write_broken_files
+from cli_in_process import vela
 
 from indexing.helpers import (
     cli_command,
@@ -232,16 +233,11 @@ def test_a_worker_that_cannot_load_the_embedder_is_reported_in_one_line():
 
 
 # ------------------------------------------------------------------------------- without the extra
-def test_without_ray_installed_ray_says_what_to_install(tmp_path, tiny_model_dir):
+def test_without_ray_installed_ray_says_what_to_install(tmp_path, tiny_model_dir, monkeypatch):
     clips(tmp_path / "audio", 1)
-    # The command line's entry point, in a fresh interpreter where `import ray` fails as without the extra.
-    argv = ["vela-search", "index", str(tmp_path / "audio"), "--index", str(tmp_path / "idx"), "--ray", *TINY]
-    code = (
-        f"import sys; sys.modules['ray'] = None; sys.argv = {argv!r}; import vela_search.cli as c; c.main()"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(), timeout=120
-    )
+    # The command line's entry point (in process) where `import ray` fails as without the extra.
+    monkeypatch.setitem(sys.modules, "ray", None)
+    done = vela("index", tmp_path / "audio", "--index", tmp_path / "idx", "--ray", *TINY)
     assert done.returncode == 1, done.stderr
     assert done.stderr.strip() == (
         'error: --ray needs Ray, which is not installed: pip install "vela-search[ray]"'

@@ -6,15 +6,14 @@ import io
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import soundfile as sf
 from audio_factory import noise, tone
+from cli_in_process import vela
 
-from indexing.helpers import cli_env, small_collection
+from indexing.helpers import small_collection
 from vela_search.audio.hf_dataset import list_dataset_audio
 from vela_search.indexing import index_paths
 from vela_search.store import AudioIndex
@@ -85,14 +84,10 @@ def test_dataset_rows_index_incrementally_as_files_do(tmp_path: Path, emb) -> No
         index_paths([], idx, emb, rebuild=True)
 
 
-def test_index_and_query_a_dataset_with_the_console_script(tmp_path: Path, tiny_model_dir) -> None:
-    exe = Path(sys.executable).parent / "vela-search"
+def test_index_and_query_a_dataset_with_the_command_line(tmp_path: Path, tiny_model_dir) -> None:
     folder = save_dataset(tmp_path / "ds", {f"c{i}.flac": clip(i) for i in range(3)})
     idx = tmp_path / "idx"
-    env = cli_env()
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(exe), *args], env=env, capture_output=True, text=True, timeout=300)
+    run = vela  # the console script's entry point, in process
 
     indexed = run("index", "--dataset", str(folder), "--index", str(idx), *TINY, "--json")
     assert indexed.returncode == 0, indexed.stderr
