@@ -177,3 +177,35 @@ def test_items_nobody_waits_for_never_reach_the_model(tiny_embedder):
     assert isinstance(late, TimeoutError) and isinstance(left, asyncio.CancelledError)
     assert isinstance(kept, np.ndarray)
     assert batcher.stats.items == 1  # only the item still awaited ran
+
+
+def test_a_batch_is_cut_before_the_deadlines_of_its_items_pass(tiny_embedder, monkeypatch):
+    real = tiny_embedder.embed_items
+    forwards: list[int] = []
+
+    def slow(items):  # 0.2 s per item, as a busy model
+        forwards.append(len(items))
+        time.sleep(0.2 * len(items))
+        return real(items)
+
+    monkeypatch.setattr(tiny_embedder, "embed_items", slow)
+    batcher = QueryBatcher(tiny_embedder, window_s=0.05)
+    batcher.seconds_per_item = 0.2  # as measured on earlier batches
+
+    async def main() -> list:
+        items = [EmbedItem("caption", text=t) for t in CANDIDATES[:4]]
+        try:
+            return await asyncio.gather(
+                *(batcher.embed(item, timeout_s=0.5) for item in items), return_exceptions=True
+            )
+        finally:
+            await batcher.close()
+
+    results = asyncio.run(main())
+    # Four items would hold the model 0.8 s: the batch was cut to what fits before the deadline, and the
+    # items left when it passed never reached the model.
+    ran = [r for r in results if isinstance(r, np.ndarray)]
+    late = [r for r in results if isinstance(r, TimeoutError)]
+    assert forwards and forwards[0] < 4, forwards
+    assert len(ran) + len(late) == 4 and late, results
+    assert sum(forwards) == batcher.stats.items == len(ran)

@@ -135,7 +135,8 @@ def commit_one_segment(root) -> str:
 
 def test_a_request_never_waits_for_a_reload_another_started(serve_collection, tmp_path):
     index = copy_index(serve_collection[1], tmp_path / "idx")
-    service = Service.open([("idx", index)], ServeSettings())
+    # Requests alone look for new generations here (no background refresh racing the test's lock).
+    service = Service.open([("idx", index)], ServeSettings(refresh_interval_s=None))
     served = service.get(None)
     with TestClient(create_app(service), raise_server_exceptions=False) as client:
         first = client.post("/api/search/like", json={"segment_id": 0, "k": 20}).json()
@@ -161,3 +162,19 @@ def test_query_sends_the_search_knobs_only_when_asked():
     tuned = request_body(QueryRequest(text="rain", nprobe=8, refine=200, exact=True), "idx")[1]
     assert (tuned["nprobe"], tuned["refine"], tuned["exact"]) == (8, 200, True)
     assert SearchBody(**tuned).to_request().nprobe == 8  # what the server reads back
+
+
+def test_a_new_generation_is_prepared_off_the_request_path(serve_collection, tmp_path):
+    index = copy_index(serve_collection[1], tmp_path / "idx")
+    service = Service.open([("idx", index)], ServeSettings(refresh_interval_s=0.05))
+    served = service.get(None)
+    try:
+        before = served.current.number
+        path = commit_one_segment(index)
+        deadline = time.monotonic() + 20
+        while served.current.number == before and time.monotonic() < deadline:
+            time.sleep(0.05)  # no request is made: the background refresh alone prepares it
+        assert served.current.number == before + 1
+        assert path in served.current.searcher.index.files()["path"].to_pylist()
+    finally:
+        asyncio.run(service.close())

@@ -77,6 +77,8 @@ class QueryBatcher:
         self.window_s = window_s
         self.max_batch = max_batch
         self.stats = BatchStats()
+        # The model's recent time per item (a running mean), to cut a batch before its deadlines pass.
+        self.seconds_per_item = 0.0
         self._queue: asyncio.Queue[_Pending] | None = None
         self._task: asyncio.Task[None] | None = None
         self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vela-model")
@@ -155,22 +157,35 @@ class QueryBatcher:
         ok: list[int] = []
         now = time.monotonic()  # the event loop's clock
         for i, pending in enumerate(batch):
-            if pending.deadline <= now or pending.future.cancelled():
-                # Nobody waits for it any more: the model does not run it (the loop drops its result).
-                results[i] = TimeoutError("the deadline passed before the model ran the query")
-                continue
+            if not _still_wanted(pending, now, results, i):
+                continue  # nobody waits for it any more: the model does not run it
             try:
                 check_item(self.embedder, pending.item)
                 ok.append(i)
             except VelaError as exc:
                 results[i] = exc
-        if ok:
-            vectors = self.embedder.embed_items([batch[i].item for i in ok])
-            for row, i in enumerate(ok):
+        while ok:
+            # A forward cannot be stopped once started, so the batch is cut where the latest deadline
+            # would pass: the model is never held for items nobody waits for any more.
+            now = time.monotonic()
+            ok = [i for i in ok if _still_wanted(batch[i], now, results, i)]
+            if not ok:
+                break
+            room = max(batch[i].deadline for i in ok) - now
+            fits = len(ok)
+            if self.seconds_per_item > 0 and room < fits * self.seconds_per_item:
+                fits = int(room / self.seconds_per_item)
+            take = ok[: max(1, fits)]
+            started = time.monotonic()
+            vectors = self.embedder.embed_items([batch[i].item for i in take])
+            per_item = (time.monotonic() - started) / len(take)
+            self.seconds_per_item = 0.5 * self.seconds_per_item + 0.5 * per_item
+            for row, i in enumerate(take):
                 results[i] = vectors[row]
+            ok = ok[len(take) :]
             self.stats.batches += 1
-            self.stats.items += len(ok)
-            self.stats.largest = max(self.stats.largest, len(ok))
+            self.stats.items += len(take)
+            self.stats.largest = max(self.stats.largest, len(take))
         return results  # type: ignore[return-value]
 
     @property
@@ -205,6 +220,17 @@ def check_item(embedder: VelaEmbedder, item: EmbedItem) -> None:
                 f"the {seconds:.1f} s clip takes {count} tokens but at most {room} fit behind this index's "
                 "prefix; send a shorter clip or a span of it (start, end)"
             )
+
+
+def _still_wanted(pending: _Pending, now: float, results: list, i: int) -> bool:
+    """On the model thread: whether ``pending`` is still awaited (else its result says why not)."""
+    if pending.future.cancelled():
+        results[i] = TimeoutError("the request was cancelled before the model ran it")
+        return False
+    if pending.deadline <= now:
+        results[i] = TimeoutError("the deadline passed before the model ran the query")
+        return False
+    return True
 
 
 def _deliver(pending: _Pending, result: np.ndarray | BaseException) -> None:

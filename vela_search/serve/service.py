@@ -65,6 +65,9 @@ class ServeSettings:
     max_queue: int = DEFAULT_MAX_QUEUE
     device: str = "auto"
     access_log: bool = True
+    # How often a background thread looks for a new generation and prepares it, so that requests find it
+    # ready (None: only requests look, and the one that notices a commit prepares it).
+    refresh_interval_s: float | None = 0.5
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,33 @@ class ServedIndex:
         self._manifest_key = _stat_key(self.root / MANIFEST)
         self._reload = threading.Lock()
         self._pending: threading.Event | None = None  # the model load the latest generation waits for
+        self._stop_watching = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    def watch(self, interval_s: float) -> None:
+        """Prepare new generations off the request path: a daemon thread calls :meth:`refresh` every
+        ``interval_s`` seconds, so a commit's snapshot (and a rebuild's embedder load) is usually ready
+        before a request asks; a request never waits for it (see :meth:`refresh`).
+        """
+        if self._watcher is not None:
+            return
+
+        def loop() -> None:
+            while not self._stop_watching.wait(interval_s):
+                try:
+                    self.refresh()
+                except Exception:  # a damaged commit: the requests' own refresh reports it
+                    continue
+
+        self._watcher = threading.Thread(target=loop, name=f"vela-refresh-{self.name}", daemon=True)
+        self._watcher.start()
+
+    def stop_watching(self) -> None:
+        """Stop the background refresh (waits for a refresh under way to end)."""
+        self._stop_watching.set()
+        if self._watcher is not None:
+            self._watcher.join()
+            self._watcher = None
 
     @property
     def searcher(self) -> Searcher:
@@ -277,6 +307,9 @@ class Service:
             first = Generation(Searcher(index, batcher.embedder if batcher else None), batcher)
             grace = settings.request_timeout_s + 5
             served.append(ServedIndex(name, Path(root), models, first, grace_s=grace))
+        if settings.refresh_interval_s is not None:
+            for index in served:
+                index.watch(settings.refresh_interval_s)
         return cls(served, settings, models)
 
     def get(self, name: str | None) -> ServedIndex:
@@ -345,4 +378,5 @@ class Service:
         for batcher in self.models.batchers():
             await batcher.close()
         for served in self.indexes.values():
+            served.stop_watching()
             served.searcher.close()
