@@ -183,7 +183,8 @@ def test_index_ctrl_c_exits_130_then_resumes_and_strict_exits_1(script, tiny_mod
         text=True,
         env=_env(),
     )
-    out, err = _wait_then_interrupt(proc, lambda: generation(idx) >= 2, "a first commit")
+    # Generation 2 records the run's roots and segmentation; 3 and later hold files (one per commit).
+    out, err = _wait_then_interrupt(proc, lambda: generation(idx) >= 3, "a first commit of files")
     assert proc.returncode == 130, err
     assert "Traceback" not in out + err
     last = err.strip().splitlines()[-1]

@@ -19,9 +19,10 @@ from vela_search.training.trainer import TrainConfig, TrainingError, train
 SHIPPED = Path(__file__).resolve().parents[2] / "data" / "nli" / "triplets.csv"
 PROBE = ["a dog barks while cars pass", "rain falls on a tin roof", "a kettle whistles, then a phone rings"]
 
-# The acceptance run: 120 steps of 8 triplets at lr 3e-3 (the tiny model's LoRA has little capacity, so a
-# larger lr than the 7B default is needed). On seeds 0-2 it took held-out triplet accuracy from ~0.46 to
-# 0.78-0.83 and the loss from ~2.0 to ~0.8.
+# The acceptance run: 120 steps of 8 triplets at lr 1e-2 (the tiny model's LoRA has little capacity, so a
+# larger lr than the 7B default is needed). With the tiny recipe 3 (seed 0) it takes held-out triplet
+# accuracy from 0.42 to 0.79, recall@1 from 0.18 to 0.38 and the loss from ~4.6 to ~1.05; at lr 3e-3 it
+# reached only 0.55.
 STEPS = 120
 HALF = STEPS // 2
 
@@ -33,7 +34,7 @@ def config(tmp: Path, **overrides) -> TrainConfig:
         model="tiny",
         device="cpu",
         batch_size=8,
-        lr=3e-3,
+        lr=1e-2,
         max_steps=STEPS,
         eval_fraction=0.2,
         eval_every=HALF,
@@ -51,6 +52,7 @@ def small(tmp: Path, **overrides) -> TrainConfig:
         tmp,
         **{
             "batch_size": 4,
+            "lr": 3e-3,
             "max_steps": 3,
             "eval_fraction": 0.05,
             "eval_every": 0,
@@ -129,7 +131,7 @@ def test_training_record(trained):
     assert record["steps"] == STEPS and record["loss_curve"] == trained.loss_curve
     assert record["eval"]["before"] == trained.eval_before and record["eval"]["after"] == trained.eval_after
     hp = record["hyperparameters"]
-    assert (hp["batch_size"], hp["lr"], hp["temperature"], hp["seed"]) == (8, 3e-3, 0.05, 0)
+    assert (hp["batch_size"], hp["lr"], hp["temperature"], hp["seed"]) == (8, 1e-2, 0.05, 0)
     assert hp["lora"]["r"] == 32 and hp["lora"]["alpha"] == 8 and hp["lora"]["dropout"] == 0.05
     assert record["trainable_parameters"] > 0 and record["wall_time_s"] > 0
     assert record["device"] == "cpu" and record["quantization"] is None

@@ -216,6 +216,9 @@ class LexicalIndex:
             fields = doc["fields"][0] if doc["fields"] else {}
             fields = {k: str(v) for k, v in fields.items()}
             hits.append(LexicalHit(doc["path"][0], float(score), fields, int(doc["segment_id"][0])))
+        # Equal scores in path order, not the engine's document order: an index built in another order
+        # (a resumed run) answers the same.
+        hits.sort(key=lambda hit: (-round(hit.score, 6), hit.path))
         return hits
 
     def fields_of(self, paths: list[str]) -> dict[str, dict[str, str]]:
