@@ -14,6 +14,8 @@ STAGING_MANIFEST = "manifest.staging.json"
 # A copy of the manifest of the generation before the current one, kept for recovery.
 PREVIOUS_MANIFEST = "manifest.previous.json"
 LOCK_FILE = "writer.lock"
+# What a running writer is doing now (files waiting, background maintenance); advisory, see store/activity.py.
+ACTIVITY_FILE = "activity.json"
 SHARD_DIR = "shards"
 TMP_PREFIX = ".tmp-"
 
