@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from . import faiss_ops, fsio, layout, manifest
+from . import faiss_ops, fsio, graph, graph_build, layout, manifest, tuning
 from .index_choice import DEFAULT_MAX_INDEX_MEMORY, ChoiceLimits, IndexChoice, choose_index
 from .integrity import read_verified
 from .rerank import merge_codes, rerank, search_candidates
@@ -27,7 +27,10 @@ from .shards import ShardReader
 AUTO = "auto"
 EXACT_FACTORY = "SQfp16"
 _ENCODE_CHUNK = 8192  # rows decoded from a shard at a time while encoding (bounds memory)
-_RECALL_K = 10
+_RECALL_K = tuning.RECALL_K
+# Re-tune the probes and re-rank depth (without re-training) once the live count grew by half since the
+# last measurement: recall at fixed settings falls as lists fill up.
+_RETUNE_GROWTH = 1.5
 
 
 def auto_policy(max_index_memory: int | None) -> dict:
@@ -89,7 +92,19 @@ def describe(data: dict) -> dict[str, Any]:
         "mode": policy.get("mode", "fixed"),
         "max_index_memory": policy.get("max_index_memory"),
     }
-    if codes:
+    if codes and codes.get("kind") == graph.KIND:
+        out.update(
+            choice="graph",
+            factory=codes["factory"],
+            memory_bytes=codes.get("memory_bytes"),
+            design_size=codes.get("design_size"),
+            ef_search=codes.get("ef_search"),
+            recall_at_10=codes.get("recall_at_10"),
+            recall_queries=codes.get("recall_queries"),
+            measured_size=codes.get("measured_size"),
+            measured_at=codes.get("measured_at"),
+        )
+    elif codes:
         out.update(
             choice="compressed",
             factory=codes["factory"],
@@ -99,6 +114,8 @@ def describe(data: dict) -> dict[str, Any]:
             nprobe=codes.get("nprobe"),
             rerank=codes.get("rerank"),
             recall_at_10=codes.get("recall_at_10"),
+            recall_queries=codes.get("recall_queries"),
+            measured_size=codes.get("measured_size", codes.get("design_size")),
             measured_at=codes.get("measured_at"),
         )
     elif data["factory"] == EXACT_FACTORY:
@@ -106,31 +123,6 @@ def describe(data: dict) -> dict[str, Any]:
     else:
         out.update(choice="fixed", factory=data["factory"])
     return out
-
-
-def _live_masks(readers: list[ShardReader], deleted: np.ndarray) -> list[np.ndarray]:
-    return [~np.isin(r.ids, deleted) for r in readers]
-
-
-def _gather(
-    readers: list[ShardReader], masks: list[np.ndarray], picks: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Ids and exact vectors of the live vectors with the given ranks (0..live-1, in shard order)."""
-    live_counts = np.array([int(m.sum()) for m in masks])
-    starts = np.concatenate([[0], np.cumsum(live_counts)])
-    shard_of = np.searchsorted(starts, picks, side="right") - 1
-    ids = np.empty(len(picks), np.int64)
-    vectors = np.empty((len(picks), 0), np.float32)
-    for s in np.unique(shard_of).tolist():
-        which = np.flatnonzero(shard_of == s)
-        rows = np.flatnonzero(masks[s])[picks[which] - starts[s]]
-        got = faiss_ops.reconstruct_rows(readers[s].index(), rows)
-        if vectors.shape[1] == 0:
-            vectors = np.empty((len(picks), got.shape[1]), np.float32)
-        vectors[which] = got
-        ids[which] = readers[s].ids[rows]
-        readers[s].close()  # one shard's exact vectors in memory at a time
-    return ids, vectors
 
 
 class CodesKeeper:
@@ -193,8 +185,8 @@ class CodesKeeper:
         Returns:
             Checksums of the written file by path (empty when the index has no codes).
         """
-        if not new.get("codes") or len(ids) < self.limits.min_coded_rows:
-            return {}
+        if not new.get("codes") or graph.is_graph(new) or len(ids) < self.limits.min_coded_rows:
+            return {}  # a graph's new rows are added (or get graphs of their own) in `refresh`
         name, checksum, _ = self._encode(
             self.template(new),
             int(entry["number"]),
@@ -225,12 +217,27 @@ class CodesKeeper:
         budget = int(new["policy"].get("max_index_memory") or DEFAULT_MAX_INDEX_MEMORY)
         choice = choose_index(live, self.dim, budget, self.limits)
         codes = new.get("codes")
-        if choice.kind == "exact":
-            if codes:
-                new["codes"] = None
+        if choice.kind == "exact" or (choice.kind == "graph") != graph.is_graph(new):
+            if codes:  # exact again, or another kind: nothing of the old one is kept
+                new["codes"] = codes = None
                 for entry in new["shards"]:
                     entry.pop("codes", None)
+                    entry.pop("codes_rows", None)
+        if choice.kind == "exact":
             return {}
+        if choice.kind == "graph":
+            force, self.force_retrain = self.force_retrain, False
+            return graph_build.refresh_graph(
+                self.root,
+                self.dim,
+                self._open,
+                self.limits.min_coded_rows,
+                new,
+                generation,
+                deleted,
+                choice,
+                force=force,
+            )
         outgrown = codes is None or live > self.limits.growth_factor * int(codes["design_size"])
         # A new memory budget (or policy) would choose other codes for the same design size.
         changed = codes is not None and (
@@ -249,19 +256,28 @@ class CodesKeeper:
                 )
                 reader.close()
                 entry["codes"], written[name] = name, checksum
+        if live > _RETUNE_GROWTH * int(codes.get("measured_size") or codes["design_size"]):
+            self._retune(new, generation, deleted)
         return written
+
+    def _retune(self, new: dict, generation: int, deleted: np.ndarray) -> None:
+        """Measure recall again at the current size and re-pick the probes and re-rank depth."""
+        readers = [self._open(e) for e in new["shards"]]
+        masks = tuning.live_masks(readers, deleted)
+        encoded = [r.codes_index() for r in readers if r.entry.get("codes")]
+        new["codes"].update(self._tune(encoded, readers, masks, generation))
+        for reader in readers:
+            reader.close()
 
     def _train(self, new: dict, generation: int, deleted: np.ndarray, choice: IndexChoice) -> dict[str, str]:
         """Train a template on a uniform sample of all live vectors, rewrite every shard's codes from the
-        exact vectors, and measure recall@10 against exact search over the whole collection."""
+        exact vectors, and tune the probes and re-rank depth from recall@10 on held-out queries."""
         readers = [self._open(e) for e in new["shards"]]
-        masks = _live_masks(readers, deleted)
+        masks = tuning.live_masks(readers, deleted)
         live = int(sum(int(m.sum()) for m in masks))
         rng = np.random.default_rng(generation)
-        n_queries = min(self.limits.measure_queries, max(live // 10, 1))
-        picks = rng.choice(live, size=min(live, choice.train_size + n_queries), replace=False)
-        query_ids, queries = _gather(readers, masks, np.sort(picks[:n_queries]))
-        _, sample = _gather(readers, masks, np.sort(picks[n_queries:]))
+        picks = rng.choice(live, size=min(live, choice.train_size), replace=False)
+        _, sample = tuning.gather(readers, masks, np.sort(picks))
         template = faiss_ops.build(choice.factory, self.dim)
         faiss_ops.train(template, sample, choice.factory, cap=len(sample))
         faiss_ops.drop_pca_training_state(template)  # else each codes file carries 64 MB at 4,096 dims
@@ -271,127 +287,91 @@ class CodesKeeper:
             faiss_ops.write(template, f)
         written = {trained: f.checksum}
         self._template = (trained, template)
-        # Encode every large shard from its exact vectors (small ones stay exact: a codes file carries
-        # the template's fixed parts); on the way, the exact top-k of the queries.
-        truth = _RunningTopK(queries, _RECALL_K + 1)
-        uncoded = _RunningTopK(queries, _RECALL_K + 1)  # what searches find exactly in small shards
+        # Every large shard encoded from its exact vectors (small ones stay exact: a codes file carries
+        # the template's fixed parts).
         encoded = []
-        for entry, reader, mask in zip(new["shards"], readers, masks, strict=True):
-            rows = _rows_of(reader)
-            small = reader.count < self.limits.min_coded_rows
-
-            def exact_rows(
-                a: int, b: int, rows: Any = rows, mask: np.ndarray = mask, small: bool = small
-            ) -> tuple[np.ndarray, np.ndarray]:
-                vectors, ids = rows(a, b)
-                truth.add(vectors[mask[a:b]], ids[mask[a:b]])
-                if small:
-                    uncoded.add(vectors[mask[a:b]], ids[mask[a:b]])
-                return vectors, ids
-
+        for entry, reader in zip(new["shards"], readers, strict=True):
             entry.pop("codes", None)
-            if small:
-                for start in range(0, reader.count, _ENCODE_CHUNK):
-                    exact_rows(start, min(start + _ENCODE_CHUNK, reader.count))
-            else:
+            if reader.count >= self.limits.min_coded_rows:
                 name, checksum, index = self._encode(
-                    template, int(entry["number"]), generation, exact_rows, reader.count
+                    template, int(entry["number"]), generation, _rows_of(reader), reader.count
                 )
                 entry["codes"], written[name] = name, checksum
                 encoded.append(index)
             reader.close()
-        recall = self._measure(encoded, readers, masks, queries, query_ids, (truth, uncoded), choice)
         new["codes"] = {
             "factory": choice.factory,
             "trained": trained,
             "design_size": live,
-            "trained_on": int(len(picks) - n_queries),
+            "trained_on": int(len(picks)),
             "memory_bytes": choice.memory_bytes,
-            "nprobe": choice.nprobe,
-            "rerank": choice.rerank,
-            "recall_at_10": recall,
-            "recall_queries": int(n_queries),
-            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **self._tune(encoded, readers, masks, generation),
         }
         return written
 
-    def _measure(
-        self,
-        encoded: list[Any],
-        readers: list[ShardReader],
-        masks: list[np.ndarray],
-        queries: np.ndarray,
-        query_ids: np.ndarray,
-        truths: tuple[_RunningTopK, _RunningTopK],
-        choice: IndexChoice,
-    ) -> float:
-        """recall@10 of compressed search with re-ranking (and exact search of the shards without codes)
-        vs exact search over everything, the queries' own vectors left out."""
-        truth, uncoded = truths
-        if not encoded:
-            return 1.0  # every shard is small: searched exactly
+    def _tune(
+        self, encoded: list[Any], readers: list[ShardReader], masks: list[np.ndarray], seed: int
+    ) -> dict[str, Any]:
+        """The cheapest (nprobe, re-rank depth) of `tuning.CODES_LADDER` whose recall@10 on held-out
+        perturbed queries reaches the target, searching as queries do: candidates from the merged codes
+        re-ranked exactly, beside an exact search of the shards without codes."""
+        own, queries = tuning.held_out_queries(readers, masks, seed, self.limits.measure_queries)
+        live = int(sum(int(m.sum()) for m in masks))
+        done = {"measured_size": live, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        if not encoded or len(queries) == 0:  # every shard is small: searched exactly
+            first = tuning.CODES_LADDER[0]
+            return {"nprobe": first[0], "rerank": first[1], "recall_at_10": 1.0, "recall_queries": 0, **done}
+        truth = tuning.exact_truth(readers, masks, queries)
+        uncoded = tuning.RunningTopK(queries, _RECALL_K + 1)  # what searches find exactly in small shards
+        for reader, mask in zip(readers, masks, strict=True):
+            if not reader.entry.get("codes"):
+                for vectors, ids in graph_build.live_rows(reader, mask):
+                    uncoded.add(vectors, ids)
         merged = merge_codes(encoded)
         live_ids = np.concatenate([r.ids[m] for r, m in zip(readers, masks, strict=True)])
         allowed = np.zeros(int(live_ids.max()) + 1, dtype=bool)
         allowed[live_ids] = True
-        depth = max(choice.rerank, 10 * (_RECALL_K + 1))
-        candidates = search_candidates(merged, queries, depth, nprobe=choice.nprobe, allowed=allowed)
-        shard_ids = [r.ids for r in readers]
+        deepest = max(r for _, r in tuning.CODES_LADDER)
+        candidates: dict[int, np.ndarray] = {}
+
+        def measure(setting: tuple[int, int]) -> float:
+            nprobe, depth = setting
+            if nprobe not in candidates:
+                candidates[nprobe] = search_candidates(
+                    merged, queries, deepest, nprobe=nprobe, allowed=allowed
+                )
+            cands = candidates[nprobe][:, : max(depth, 10 * _RECALL_K)]
+            found = tuning.RunningTopK(queries, _RECALL_K + 1)
+            found.scores, found.ids = uncoded.result()
+            for start in range(0, len(queries), 16):  # bounds the re-ranked vectors held at once
+                part = slice(start, start + 16)
+                scores, ids = rerank(queries[part], cands[part], self._vectors_of(readers), _RECALL_K + 1)
+                both = tuning.RunningTopK(queries[part], _RECALL_K + 1)
+                both.scores, both.ids = found.scores[part], found.ids[part]
+                both.add_results(scores, ids)
+                found.scores[part], found.ids[part] = both.result()
+            return tuning.recall_at_k(found.ids, truth, own)
+
+        (nprobe, depth), recall = tuning.pick_setting(tuning.CODES_LADDER, measure)
+        tuned = {"nprobe": nprobe, "rerank": depth, "recall_at_10": recall, "recall_queries": len(queries)}
+        return {**tuned, **done}
+
+    def _vectors_of(self, readers: list[ShardReader]) -> Callable[[np.ndarray], np.ndarray]:
+        """Exact vectors of sorted global ids, read from the shards that hold them."""
 
         def vectors_of(ids: np.ndarray) -> np.ndarray:
             out = np.empty((len(ids), self.dim), np.float32)
-            for reader, own in zip(readers, shard_ids, strict=True):
-                inside = np.isin(ids, own)
+            for reader in readers:
+                inside = np.isin(ids, reader.ids)
                 if inside.any():
                     out[inside] = faiss_ops.reconstruct_rows(
-                        reader.index(), np.searchsorted(own, ids[inside])
+                        reader.index(), np.searchsorted(reader.ids, ids[inside])
                     )
-                    reader.close()
             return out
 
-        scores, found = rerank(queries, candidates, vectors_of, _RECALL_K + 1)
-        uncoded.add_results(scores, found)
-        _, found = uncoded.result()
-        _, exact = truth.result()
-        hits = 0
-        for own, got, want in zip(query_ids.tolist(), found, exact, strict=True):
-            got = [i for i in got.tolist() if i != own and i >= 0][:_RECALL_K]
-            want = [i for i in want.tolist() if i != own and i >= 0][:_RECALL_K]
-            hits += len(set(got) & set(want)) / max(len(want), 1)
-        return round(hits / max(len(queries), 1), 4)
+        return vectors_of
 
 
 def _rows_of(reader: ShardReader) -> Callable[[int, int], tuple[np.ndarray, np.ndarray]]:
     """Rows a..b of a shard: its exact vectors and global ids."""
     return lambda a, b: (faiss_ops.reconstruct_rows(reader.index(), np.arange(a, b)), reader.ids[a:b])
-
-
-class _RunningTopK:
-    """Exact top-k inner products of a few queries, fed the collection chunk by chunk."""
-
-    def __init__(self, queries: np.ndarray, k: int) -> None:
-        self.queries = queries
-        self.k = k
-        self.scores = np.full((len(queries), 0), -np.inf, np.float32)
-        self.ids = np.full((len(queries), 0), -1, np.int64)
-
-    def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
-        if len(ids) == 0:
-            return
-        scores = np.hstack([self.scores, self.queries @ vectors.T])
-        all_ids = np.hstack([self.ids, np.broadcast_to(ids, (len(self.queries), len(ids)))])
-        order = np.lexsort((all_ids, -scores), axis=-1)[:, : self.k]
-        self.scores = np.take_along_axis(scores, order, axis=1)
-        self.ids = np.take_along_axis(all_ids, order, axis=1)
-
-    def add_results(self, scores: np.ndarray, ids: np.ndarray) -> None:
-        """Merge per-query (scores, ids) lists found elsewhere (-1 ids are ignored)."""
-        scores = np.where(ids >= 0, scores, -np.inf).astype(np.float32)
-        scores = np.hstack([self.scores, scores])
-        all_ids = np.hstack([self.ids, ids])
-        order = np.lexsort((all_ids, -scores), axis=-1)[:, : self.k]
-        self.scores = np.take_along_axis(scores, order, axis=1)
-        self.ids = np.take_along_axis(all_ids, order, axis=1)
-
-    def result(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.scores, self.ids

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import EmptyIndexError, IndexNotFoundError, StoreError
-from . import codes, faiss_ops, layout, manifest, table_log
+from . import codes, faiss_ops, graph, layout, manifest, table_log
 from .integrity import IndexDamagedError, device_errors, read_verified
 from .lock import WriterLock
 from .rerank import CodesSearcher, merge_codes
@@ -96,6 +96,17 @@ def _merge_top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarra
     return np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1)
 
 
+def _pad(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(q, k) arrays: results padded with -inf scores and -1 ids."""
+    if ids.shape[1] >= k:
+        return scores, ids
+    extra = k - ids.shape[1]
+    return (
+        np.hstack([scores, np.full((len(ids), extra), -np.inf, np.float32)]),
+        np.hstack([ids, np.full((len(ids), extra), -1, np.int64)]),
+    )
+
+
 def _reuse_or_read(
     root: Path, previous: AudioIndex | None, data: dict, kind: str, read: table_log.ReadBytes
 ) -> Any:
@@ -154,7 +165,10 @@ class AudioIndex:
             # Shards without codes (small ones) are searched exactly beside the merged codes.
             self._uncoded = [i for i, e in enumerate(data["shards"]) if not e.get("codes")]
             self._codes: CodesSearcher | None = None
-            if shards and vectors and data.get("codes") and len(self._uncoded) < len(data["shards"]):
+            self._graph: graph.GraphSearcher | None = None
+            if shards and vectors and graph.is_graph(data):
+                self._graph = self._open_graph(data, previous)
+            elif shards and vectors and data.get("codes") and len(self._uncoded) < len(data["shards"]):
                 self._codes = self._open_codes(data, previous)
         except BaseException:
             self.close()
@@ -193,6 +207,32 @@ class AudioIndex:
             rerank_depth=int(data["codes"]["rerank"]),
             names=order,
         )
+
+    def _open_graph(self, data: dict, previous: AudioIndex | None) -> graph.GraphSearcher:
+        """The main graph and the shards' graphs of uncovered rows (those a previous snapshot holds are
+        shared, not read again). Shards past the main graph without a graph of their own are searched
+        exactly, and the graphs never return their rows (nor rows that left the index)."""
+        old = previous._graph if previous is not None else None
+        known = dict(zip(old.names, old.graphs, strict=True)) if old is not None else {}
+        covers = int(data["codes"]["covers_below"])
+        main = data["codes"]["trained"]
+        names, graphs = [main], [known.get(main) or graph.read_graph(self.root, data)]
+        self._uncoded = []
+        for i, shard in enumerate(self._shards):
+            if shard.entry.get("codes"):
+                name = shard.entry["codes"]
+                names.append(name)
+                graphs.append(known.get(name) or shard.codes_index())
+            elif shard.count and int(shard.ids.max()) >= covers:
+                self._uncoded.append(i)
+        coded = [s for i, s in enumerate(self._shards) if i not in self._uncoded]
+        base_mask = None
+        if sum(int(g.ntotal) for g in graphs) != sum(s.count for s in coded):
+            base_mask = np.zeros(int(data["next_id"]), dtype=bool)
+            for shard in coded:
+                base_mask[shard.ids] = True
+        ef = int(data["codes"]["ef_search"])
+        return graph.GraphSearcher(graphs, ef_search=ef, base_mask=base_mask, names=names)
 
     def _readers(self, *, vectors: bool = False) -> list[ShardReader]:
         """The shard readers, refusing what this snapshot did not open."""
@@ -607,6 +647,14 @@ class AudioIndex:
                 raise ValueError(f"{name} must be at least 1, not {value}")
         pattern = compile_glob(path_glob) if path_glob else None
         where = RowFilter(pattern, ranges, frozenset(exclude_paths or ()))
+        if self._graph is not None and not exact:
+            top_scores, top_ids = self._graph_search(q, k, where, refine)
+            if self._uncoded:  # exact scores on both sides: one merged top-k
+                more_scores, more_ids = self._exact_search(q, k, where, self._uncoded)
+                top_scores, top_ids = _merge_top_k(
+                    np.hstack([top_scores, more_scores]), np.hstack([top_ids, more_ids]), k
+                )
+            return self._search_hits(top_scores, top_ids)
         if self._codes is not None and not exact:
             allowed = self._allowed_ids(where)
             if self._scan_is_cheaper(allowed, k, refine):
@@ -622,6 +670,31 @@ class AudioIndex:
                 )
             return self._search_hits(top_scores, top_ids)
         return self._search_hits(*self._exact_search(q, k, where))
+
+    def _graph_search(
+        self, q: np.ndarray, k: int, where: RowFilter, ef: int | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, ids) of the top-k over the graphs' rows: the graphs at efSearch `ef` (default: tuned),
+        or an exact scan of the matching rows when a filter leaves few; a query that a filter left
+        short of hits in the graphs is answered by that scan too (filters stay exact)."""
+        assert self._graph is not None
+        allowed = self._allowed_ids(where)
+        if self._scan_is_cheaper(allowed, k, ef):
+            return self._scan_matching(q, k, allowed)  # type: ignore[arg-type]
+        if ef is None and allowed is not None:
+            # A filter hides part of each neighbourhood: widen the candidate list in proportion (at most 8x).
+            coded = sum(s.count for i, s in enumerate(self._shards) if i not in self._uncoded)
+            share = max(int(np.count_nonzero(allowed)), 1) / max(coded, 1)
+            ef = int(self._graph.ef_search * min(8.0, max(1.0, 1.0 / share)))
+        scores, ids = _merge_top_k(*self._graph.search(q, k, allowed, ef=ef), k)
+        if allowed is not None:
+            want = min(k, int(np.count_nonzero(allowed)))
+            short = np.flatnonzero((ids >= 0).sum(axis=1) < want)
+            if short.size:
+                again = self._scan_matching(q[short], k, allowed)
+                scores, ids = _pad(scores, ids, k)
+                scores[short], ids[short] = _pad(*again, k)
+        return scores, ids
 
     def _scan_matching(self, q: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(scores, ids) of the exact top-k among the coded rows `allowed` names, from their stored
@@ -652,10 +725,11 @@ class AudioIndex:
     def _scan_is_cheaper(self, allowed: np.ndarray | None, k: int, refine: int | None) -> bool:
         """Whether a filter leaves so few coded rows that scanning them exactly beats the codes (and
         always when they are no more than the re-rank depth: the codes would have to be probed whole)."""
-        if allowed is None or self._codes is None:
+        searcher = self._codes if self._codes is not None else self._graph
+        if allowed is None or searcher is None:
             return False
         matching = int(np.count_nonzero(allowed))
-        depth = max(int(refine), k) if refine is not None else max(self._codes.rerank_depth, 10 * k)
+        depth = max(int(refine), k) if refine is not None else max(searcher.rerank_depth, 10 * k)
         coded = sum(s.count for i, s in enumerate(self._shards) if i not in self._uncoded)
         return matching <= max(depth, FILTER_SCAN_FRACTION * coded)
 

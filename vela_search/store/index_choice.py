@@ -1,10 +1,12 @@
-"""The automatic index choice: exact fp16 search while it fits and is fast, else compressed codes.
+"""The automatic index choice: exact fp16 search while it is fast, an HNSW graph over the fp16 vectors
+while vectors and graph fit the memory budget, else compressed codes with exact re-ranking.
 
 A pure policy (no I/O, no FAISS): given the live vector count, the dimension and a memory budget, it
-says whether exact `SQfp16` search is enough or which compressed candidate index to train (an IVF index
-with an HNSW coarse quantizer and PQ codes, behind a PCA rotation at large dimensions), how many lists
-a query probes and how many candidates are re-ranked exactly. The thresholds are fields of
-`ChoiceLimits`, so tests can make a few thousand vectors "large".
+says whether exact `SQfp16` search is enough, whether a graph fits, or which compressed candidate index
+to train (an IVF index with an HNSW coarse quantizer and PQ codes, behind a PCA rotation at large
+dimensions). How many lists a query probes, how many candidates are re-ranked and the graph's efSearch
+are then tuned from measured recall (see `tuning`). The thresholds are fields of `ChoiceLimits`, so
+tests can make a few thousand vectors "large".
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from dataclasses import asdict, dataclass
 DEFAULT_MAX_INDEX_MEMORY = 4 << 30
 
 _ID_BYTES = 8  # an IVF list stores one int64 id per vector beside its code
+# Links per graph node (2 x this on the bottom level); see `graph`.
+GRAPH_M = 32
+GRAPH_FACTORY = f"IDMap,HNSW{GRAPH_M}_SQfp16"
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
@@ -27,9 +32,12 @@ class ChoiceLimits:
 
     Attributes:
         exact_max_elements: exact search is kept while vectors x dim stays at or below this. Measured on
-            this project's 2-core reference machine (docs/benchmarks.md): one query over 50,000 x 4,096
-            SQfp16 vectors takes 39 ms (a scan at ~10 GB/s), so 2e8 elements (~49,000 vectors of 4,096)
-            keeps an exact query near 40 ms, inside the 50 ms target.
+            this project's 2-core reference machine (docs/benchmarks.md): an exact query scans fp16 at
+            ~10 GB/s (39 ms over 50,000 x 4,096), a graph query over 100,000 x 4,096 costs ~1-2 ms of
+            CPU; 2^24 elements (4,096 vectors of 4,096) keeps an exact query near 3 ms, and a graph
+            built below that would cost more commit time than it saves.
+        graph: choose the graph kind when it fits the budget (tests turn it off to reach the
+            compressed kind at small sizes).
         points_per_centroid: training vectors per k-means centroid (FAISS warns below 39).
         max_nlist: most IVF lists.
         min_nlist: fewest IVF lists.
@@ -47,7 +55,7 @@ class ChoiceLimits:
         measure_queries: held-out stored vectors used as queries for that measurement.
     """
 
-    exact_max_elements: int = 200_000_000
+    exact_max_elements: int = 16_777_216
     points_per_centroid: int = 39
     max_nlist: int = 16_384
     min_nlist: int = 4
@@ -59,7 +67,8 @@ class ChoiceLimits:
     train_max: int = 65_536
     train_max_bytes: int = 2 << 30
     measure_base: int = 20_000
-    measure_queries: int = 100
+    measure_queries: int = 200
+    graph: bool = True
 
 
 @dataclass(frozen=True)
@@ -67,8 +76,9 @@ class IndexChoice:
     """What the policy chose for a collection.
 
     Attributes:
-        kind: "exact" (SQfp16 scan) or "compressed" (codes for candidates, exact re-rank).
-        factory: the FAISS factory of the compressed candidate index ("" for exact).
+        kind: "exact" (SQfp16 scan), "graph" (HNSW over fp16 vectors) or "compressed" (codes for
+            candidates, exact re-rank).
+        factory: the FAISS factory of the graph or compressed candidate index ("" for exact).
         nlist: IVF lists (0 for exact).
         code_bytes: PQ bytes per vector (0 for exact).
         nprobe: lists probed per query (0 for exact).
@@ -120,6 +130,13 @@ def exact_memory(n: int, dim: int) -> int:
     return int(n) * int(dim) * 2
 
 
+def graph_memory(n: int, dim: int, m: int = GRAPH_M) -> int:
+    """Estimated bytes of a graph over `n` vectors of `dim`: fp16 vectors, 2m bottom-level links per node
+    (int32), the upper levels' ~1/m share, level and offset entries, and the int64 id map."""
+    links = 2 * m * 4 + 4 * m * 4 // max(m - 1, 1)
+    return int(n) * (int(dim) * 2 + links + 4 + 8 + 8)
+
+
 def compressed_memory(n: int, dim: int, *, nlist: int, code_bytes: int, rotated_dim: int) -> int:
     """Estimated bytes of a compressed candidate index: codes and ids, the coarse quantizer (centroids
     and HNSW links), the PQ codebooks and the rotation matrix."""
@@ -133,9 +150,10 @@ def compressed_memory(n: int, dim: int, *, nlist: int, code_bytes: int, rotated_
 def choose_index(
     n: int, dim: int, max_index_memory: int = DEFAULT_MAX_INDEX_MEMORY, limits: ChoiceLimits | None = None
 ) -> IndexChoice:
-    """Choose exact search or a compressed candidate index for `n` live vectors of `dim`.
+    """Choose exact search, a graph or a compressed candidate index for `n` live vectors of `dim`.
 
     Exact while the fp16 vectors fit the budget and n x dim is at most `limits.exact_max_elements`.
+    Then a graph (HNSW over the fp16 vectors) while `graph_memory` fits the budget.
     Otherwise an IVF index with about 2 sqrt(n) lists (at most n / points_per_centroid, so each centroid
     trains on enough points), an HNSW coarse quantizer, and PQ codes as large as the budget and
     1/8 of the fp16 vectors allow (at most `max_code_bytes`), behind a PCA rotation to
@@ -146,6 +164,8 @@ def choose_index(
     fp16 = exact_memory(n, dim)
     if n < 1 or (fp16 <= max_index_memory and n * dim <= limits.exact_max_elements):
         return IndexChoice("exact", "", 0, 0, 0, 0, 0, fp16, n)
+    if limits.graph and graph_memory(n, dim) <= max_index_memory:
+        return IndexChoice("graph", GRAPH_FACTORY, 0, 0, 0, 0, 0, graph_memory(n, dim), n)
     ppc = limits.points_per_centroid
     train_max = max(limits.train_max, limits.train_max_bytes // (4 * dim))
     # Every list needs `ppc` training points from a sample of at most `train_max`: FAISS warns (once per

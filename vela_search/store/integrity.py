@@ -84,7 +84,7 @@ def check_relpath(relpath: Any, *, where: str) -> str:
         raise IndexDamagedError(
             f"{where} names {relpath!r} as an index file, which is not a file of this index folder "
             "(index files are shards/NNNNNN.faiss|parquet, shards/NNNNNN.codes-N.faiss, files-N.parquet, "
-            "deleted-N.parquet, "
+            "deleted-N.parquet, graph-N.faiss, "
             "trained-N.faiss, inside the index folder); the manifest is damaged or was edited: "
             "restore it from a backup or rebuild the index",
             str(relpath),

@@ -26,6 +26,7 @@ _OWNED = (
     re.compile(r"^files-delta-\d+\.parquet$"),
     re.compile(r"^deleted-delta-\d+\.parquet$"),
     re.compile(r"^trained-\d+\.faiss$"),
+    re.compile(r"^graph-\d+\.faiss$"),
     re.compile(r"^shards/\d+\.(faiss|parquet)$"),
     re.compile(r"^shards/\d+\.codes-\d+\.faiss$"),
 )
@@ -41,6 +42,11 @@ def shard_files(number: int) -> tuple[str, str]:
 def codes_file(number: int, generation: int) -> str:
     """Relative path of shard `number`'s compressed candidate codes, encoded by `generation`."""
     return f"{SHARD_DIR}/{number:06d}.codes-{generation}.faiss"
+
+
+def graph_file(generation: int) -> str:
+    """Relative path of the main HNSW graph written by `generation` (automatic indexes, graph kind)."""
+    return f"graph-{generation}.faiss"
 
 
 def files_table(generation: int) -> str:

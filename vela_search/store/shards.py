@@ -227,11 +227,12 @@ class ShardReader:
         """
         rel = self.entry["codes"]
         index = faiss_ops.read_bytes(self._root, rel, self._read(rel))
-        if int(index.ntotal) != self.count or int(index.d) != self._dim:
+        rows = int(self.entry.get("codes_rows", self.count))  # a graph of uncovered rows holds only those
+        if int(index.ntotal) != rows or int(index.d) != self._dim:
             raise damaged(
                 self._root,
                 rel,
-                f"it holds {index.ntotal} codes of dim {index.d}, the manifest says {self.count} of "
+                f"it holds {index.ntotal} codes of dim {index.d}, the manifest says {rows} of "
                 f"dim {self._dim}",
             )
         return index

@@ -1,0 +1,178 @@
+"""Keeping an index's HNSW graph in line with its shards at each commit: build, fold, per-shard graphs.
+
+Plain functions over a manifest being written (see `graph` for the layout): `refresh_graph` decides
+whether the main graph is built from scratch (first time, repair, too many dead rows), whether the rows
+committed since are folded into it (they reached `FOLD_FRACTION` of it), or whether only the new large
+shards get small graphs of their own. Every build and fold re-tunes efSearch on held-out queries
+(`tuning`), so the recorded recall is re-measured each time the collection grew by a quarter. All files
+are written aside under the new generation and named by the manifest only when it is published.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from . import faiss_ops, graph, layout, tuning
+from .index_choice import IndexChoice, graph_memory
+from .shards import ShardReader
+
+OpenReader = Callable[[dict], ShardReader]
+
+
+def live_rows(
+    reader: ShardReader, mask: np.ndarray, since: int = 0
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """A shard's live rows with ids at or past `since`, as (float32 vectors, ids) chunks."""
+    rows = np.flatnonzero(mask & (reader.ids >= since))
+    for start in range(0, len(rows), 8192):
+        chunk = rows[start : start + 8192]
+        yield faiss_ops.reconstruct_rows(reader.index(), chunk), reader.ids[chunk]
+    reader.close()
+
+
+def refresh_graph(
+    root: Any,
+    dim: int,
+    open_reader: OpenReader,
+    min_coded_rows: int,
+    new: dict,
+    generation: int,
+    deleted: np.ndarray,
+    choice: IndexChoice,
+    *,
+    force: bool = False,
+) -> dict[str, str]:
+    """Bring `new`'s graph in line with its shards; returns the checksums of the files written."""
+    readers = [open_reader(e) for e in new["shards"]]
+    masks = tuning.live_masks(readers, deleted)
+    codes = new.get("codes")
+    if force or not graph.is_graph(new):
+        return _build(root, dim, new, generation, readers, masks, choice)
+    covers = int(codes["covers_below"])
+    pairs = list(zip(readers, masks, strict=True))
+    live_covered = sum(int(np.count_nonzero(m & (r.ids < covers))) for r, m in pairs)
+    uncovered = [int(np.count_nonzero(m & (r.ids >= covers))) for r, m in pairs]
+    if int(codes["rows"]) - live_covered > graph.DEAD_FRACTION * int(codes["rows"]):
+        return _build(root, dim, new, generation, readers, masks, choice)
+    if sum(uncovered) >= graph.FOLD_FRACTION * max(live_covered, 1):
+        return _fold(root, dim, new, generation, readers, masks, choice)
+    written = {}
+    for entry, reader, mask, count in zip(new["shards"], readers, masks, uncovered, strict=True):
+        if entry.get("codes") or count < min_coded_rows:
+            continue
+        index = graph.new_graph(dim)
+        graph.add_rows(index, live_rows(reader, mask, covers))
+        name = layout.codes_file(int(entry["number"]), generation)
+        written[name] = graph.write_graph(root, name, index)
+        entry["codes"], entry["codes_rows"] = name, int(index.ntotal)
+    for reader in readers:
+        reader.close()
+    return written
+
+
+def _covered_below(readers: list[ShardReader]) -> int:
+    return max((int(r.ids.max()) + 1 for r in readers if r.count), default=0)
+
+
+def _build(
+    root: Any,
+    dim: int,
+    new: dict,
+    generation: int,
+    readers: list[ShardReader],
+    masks: list[np.ndarray],
+    choice: IndexChoice,
+) -> dict[str, str]:
+    """A main graph over every live row, from the exact vectors."""
+    index = graph.new_graph(dim)
+    for reader, mask in zip(readers, masks, strict=True):
+        graph.add_rows(index, live_rows(reader, mask))
+    return _publish_main(root, new, generation, readers, masks, index, choice, built=generation)
+
+
+def _fold(
+    root: Any,
+    dim: int,
+    new: dict,
+    generation: int,
+    readers: list[ShardReader],
+    masks: list[np.ndarray],
+    choice: IndexChoice,
+) -> dict[str, str]:
+    """The main graph with the live rows committed since it was written added (a new file)."""
+    covers = int(new["codes"]["covers_below"])
+    index = graph.read_graph(root, new)
+    graph.hnsw_of(index).hnsw.efConstruction = graph.EF_CONSTRUCTION
+    for reader, mask in zip(readers, masks, strict=True):
+        graph.add_rows(index, live_rows(reader, mask, covers))
+    built = int(new["codes"].get("built", generation))
+    return _publish_main(root, new, generation, readers, masks, index, choice, built=built)
+
+
+def _publish_main(
+    root: Any,
+    new: dict,
+    generation: int,
+    readers: list[ShardReader],
+    masks: list[np.ndarray],
+    index: Any,
+    choice: IndexChoice,
+    *,
+    built: int,
+) -> dict[str, str]:
+    """Write the main graph, tune its efSearch, and record it (every row is in it: no shard graphs)."""
+    name = layout.graph_file(generation)
+    written = {name: graph.write_graph(root, name, index)}
+    live = int(sum(int(m.sum()) for m in masks))
+    ef, recall, queries = tune_graph(index, readers, masks, seed=generation)
+    for entry in new["shards"]:
+        entry.pop("codes", None)
+        entry.pop("codes_rows", None)
+    new["codes"] = {
+        "kind": graph.KIND,
+        "factory": graph.FACTORY,
+        "trained": name,
+        "built": built,
+        "rows": int(index.ntotal),
+        "covers_below": _covered_below(readers),
+        "design_size": live,
+        "trained_on": live,
+        "memory_bytes": graph_memory(int(index.ntotal), int(index.d)),
+        "ef_search": int(ef),
+        "nprobe": 0,
+        "rerank": 0,
+        "recall_at_10": recall,
+        "recall_queries": queries,
+        "measured_size": live,
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    for reader in readers:
+        reader.close()
+    return written
+
+
+def tune_graph(
+    index: Any, readers: list[ShardReader], masks: list[np.ndarray], *, seed: int
+) -> tuple[int, float, int]:
+    """(efSearch, its recall@10, queries used): the smallest efSearch of `tuning.EF_LADDER` whose recall
+    on held-out perturbed queries reaches `tuning.TARGET_RECALL`, searching `index` (holding every live
+    row) the way queries do."""
+    own, queries = tuning.held_out_queries(readers, masks, seed)
+    if len(queries) == 0:
+        return tuning.EF_LADDER[0], 1.0, 0
+    truth = tuning.exact_truth(readers, masks, queries)
+    live = np.concatenate([r.ids[m] for r, m in zip(readers, masks, strict=True)])
+    mask = np.zeros(int(live.max()) + 1, dtype=bool)
+    mask[live] = True
+    searcher = graph.GraphSearcher([index], ef_search=tuning.EF_LADDER[0], base_mask=mask, names=[])
+
+    def measure(ef: int) -> float:
+        _, found = searcher.search(queries, tuning.RECALL_K + 1, None, ef=ef)
+        return tuning.recall_at_k(found, truth, own)
+
+    ef, recall = tuning.pick_setting(tuning.EF_LADDER, measure)
+    return int(ef), float(recall), len(queries)
