@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vela_search.bench.search_index import _ReferenceTopK, commit_every_for, measure_index_search
+from vela_search.bench.search_index import ReferenceTopK, commit_every_for, measure_index_search
 from vela_search.bench.synthetic_vectors import ClusteredVectors
 from vela_search.errors import VelaError
 
@@ -71,7 +71,7 @@ def test_a_forced_lossy_factory_has_no_exact_side(tmp_path):
 def test_the_reference_is_the_brute_force_top_k_with_ties():
     g = ClusteredVectors(DIM, 5, seed=9)
     stored, queries = g.vectors(0, 700), g.queries(4)
-    ref = _ReferenceTopK(queries, 10)
+    ref = ReferenceTopK(queries, 10)
     for start in range(0, 700, 128):  # fed in chunks, as the build does
         ref.add(stored[start : start + 128], np.arange(start, min(start + 128, 700)))
     rounded = stored.astype(np.float16).astype(np.float32)

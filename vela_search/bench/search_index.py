@@ -33,7 +33,14 @@ from vela_search.bench.synthetic_vectors import ClusteredVectors, default_cluste
 from vela_search.bench.timing import percentile
 from vela_search.errors import VelaError
 
-__all__ = ["IndexSearchRun", "SearchSide", "commit_every_for", "measure_index_search"]
+__all__ = [
+    "IndexSearchRun",
+    "ReferenceTopK",
+    "SearchSide",
+    "commit_every_for",
+    "measure_index_search",
+    "segment_rows",
+]
 
 # Marks the benchmark's index so its fingerprint can never be mistaken for a real embedder's.
 _FINGERPRINT_MODEL = "bench-search (synthetic clustered vectors)"
@@ -95,7 +102,7 @@ def commit_every_for(dim: int) -> int:
     return max(1000, _COMMIT_BYTES // (4 * int(dim)))
 
 
-class _ReferenceTopK:
+class ReferenceTopK:
     """Brute-force top-k inner products of the queries, fed the stored vectors chunk by chunk."""
 
     def __init__(self, queries: np.ndarray, k: int) -> None:
@@ -124,7 +131,7 @@ class _ReferenceTopK:
         return min(1.0, sum(1 for j in found[:k] if j in good) / k)
 
 
-def _rows(start: int, n: int) -> list[dict[str, Any]]:
+def segment_rows(start: int, n: int) -> list[dict[str, Any]]:
     """Segment metadata of vectors start..start+n: synthetic files of 1,000 windows each."""
     return [
         {
@@ -141,7 +148,7 @@ def _measure_side(
     index: Any,
     queries: np.ndarray,
     k: int,
-    reference: _ReferenceTopK,
+    reference: ReferenceTopK,
     *,
     exact: bool,
     mode: str,
@@ -219,9 +226,9 @@ def measure_index_search(
     _check_search_settings(n_vectors, dim, queries, k)
     generator = ClusteredVectors(dim, default_clusters(n_vectors), seed=seed)
     probes = generator.queries(queries)
-    reference = _ReferenceTopK(probes, k)
+    reference = ReferenceTopK(probes, k)
     # The filtered cases' references: the same top-k among the rows each filter keeps.
-    filtered_refs = {share: _ReferenceTopK(probes, k) for share in FILTER_SHARES}
+    filtered_refs = {share: ReferenceTopK(probes, k) for share in FILTER_SHARES}
     scratch = Path(tempfile.mkdtemp(prefix="vela-bench-search-", dir=workdir))
     try:
         root = scratch / "index"
@@ -286,8 +293,8 @@ def _build(
     writer: Any,
     generator: ClusteredVectors,
     n_vectors: int,
-    reference: _ReferenceTopK,
-    filtered_refs: dict[str, _ReferenceTopK],
+    reference: ReferenceTopK,
+    filtered_refs: dict[str, ReferenceTopK],
     progress: Callable[[str, int, int], None] | None,
 ) -> _Build:
     """Add the vectors commit by commit as indexing would, feeding the reference top-k as they go."""
@@ -297,7 +304,7 @@ def _build(
         stop = min(n_vectors, start + every)
         mark = time.perf_counter()
         vectors = generator.vectors(start, stop)
-        rows = _rows(start, stop - start)
+        rows = segment_rows(start, stop - start)
         build.generate_s += time.perf_counter() - mark
         mark = time.perf_counter()
         ids = writer.add(vectors, rows)
@@ -332,8 +339,8 @@ def _measure(
     probes: np.ndarray,
     k: int,
     exact_queries: int,
-    reference: _ReferenceTopK,
-    filtered_refs: dict[str, _ReferenceTopK],
+    reference: ReferenceTopK,
+    filtered_refs: dict[str, ReferenceTopK],
     progress: Callable[[str, int, int], None] | None,
 ) -> _Measured:
     """The built index: its default search, exact scan and filtered cases, against the references."""

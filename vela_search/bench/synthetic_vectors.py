@@ -14,6 +14,11 @@ its topic. The generator reproduces those properties:
 * small isotropic noise in all ``dim`` dimensions (``noise``), then unit normalisation (cosine = inner
   product, as the store assumes).
 
+`hard_vectors` gives the harder set (``bench search --data hard``): the spectrum spans all ``dim``
+dimensions with variance proportional to i^-0.5 (direction i), the basis is a random rotation of the
+whole space, and the within-cluster variation follows the same spectrum in every direction, as LLM
+hidden states do; no low-dimensional projection keeps most of the variance, so PCA and PQ lose more.
+
 Queries are fresh draws from the same mixture (not copies of stored vectors), so a query's nearest
 neighbours are mostly members of its own cluster, ranked by their within-cluster position: the regime
 where approximate search must be both fast (skip other clusters) and fine-grained (order a cluster's
@@ -32,7 +37,9 @@ from functools import cached_property
 
 import numpy as np
 
-__all__ = ["ClusteredVectors", "default_clusters"]
+__all__ = ["DATA_SETS", "ClusteredVectors", "default_clusters", "hard_vectors", "vectors_for"]
+
+DATA_SETS = ("clustered", "hard")
 
 # Rows per generated block: every block is drawn from its own stream, so slices do not depend on chunking.
 BLOCK_ROWS = 1024
@@ -45,6 +52,21 @@ def default_clusters(n_vectors: int) -> int:
     return int(min(4096, max(16, n_vectors // 500)))
 
 
+def hard_vectors(dim: int, clusters: int, seed: int = 0) -> ClusteredVectors:
+    """The hard set: variance proportional to i^-0.5 over all `dim` directions of a random rotation,
+    clustered, with full-rank within-cluster variation of the same spectrum."""
+    return ClusteredVectors(dim, clusters, seed=seed, rank=dim, cluster_rank=0, spread=1.0, decay=0.25)
+
+
+def vectors_for(data: str, dim: int, n_vectors: int, seed: int = 0) -> ClusteredVectors:
+    """The generator of a named data set (`DATA_SETS`) for a collection of `n_vectors`."""
+    if data == "hard":
+        return hard_vectors(dim, default_clusters(n_vectors), seed)
+    if data == "clustered":
+        return ClusteredVectors(dim, default_clusters(n_vectors), seed=seed)
+    raise ValueError(f"unknown data set {data!r}: choose one of {', '.join(DATA_SETS)}")
+
+
 @dataclass(frozen=True)
 class ClusteredVectors:
     """A seeded mixture of low-rank clusters in ``dim`` dimensions (see the module docstring).
@@ -54,7 +76,8 @@ class ClusteredVectors:
         clusters: number of clusters (topics).
         seed: the seed of everything.
         rank: dimension of the global subspace that holds centres and within-cluster variation.
-        cluster_rank: number of directions each cluster varies along.
+        cluster_rank: number of directions each cluster varies along (0: every direction of the global
+            subspace, with its spectrum).
         spread: within-cluster variation relative to the centre (both have unit expected norm before it).
         noise: isotropic noise relative to the centre.
         decay: power-law exponent of the global subspace's standard deviations (direction i: (1 + i)^-decay).
@@ -85,8 +108,11 @@ class ClusteredVectors:
         scale = (1.0 + np.arange(rank, dtype=np.float32)) ** -self.decay
         scale /= np.linalg.norm(scale)  # a centre's expected squared norm is 1
         centres = rng.standard_normal((self.clusters, rank), dtype=np.float32) * scale
-        loadings = rng.standard_normal((self.clusters, self.cluster_rank, rank), dtype=np.float32)
-        loadings *= scale * (self.spread / np.sqrt(self.cluster_rank))
+        if self.cluster_rank:
+            loadings = rng.standard_normal((self.clusters, self.cluster_rank, rank), dtype=np.float32)
+            loadings *= scale * (self.spread / np.sqrt(self.cluster_rank))
+        else:  # full-rank variation: per direction, the global spectrum
+            loadings = (scale * self.spread)[None, None, :].astype(np.float32)
         weights = rng.lognormal(0.0, 0.5, size=self.clusters)
         cumulative = np.cumsum(weights / weights.sum())
         cumulative[-1] = 1.0
@@ -98,8 +124,12 @@ class ClusteredVectors:
         rng = np.random.default_rng([self.seed, stream, block])
         labels = np.searchsorted(cumulative, rng.random(BLOCK_ROWS), side="right")
         labels = np.minimum(labels, self.clusters - 1)
-        z = rng.standard_normal((BLOCK_ROWS, self.cluster_rank), dtype=np.float32)
-        coords = centres[labels] + np.einsum("br,brk->bk", z, loadings[labels])
+        if self.cluster_rank:
+            z = rng.standard_normal((BLOCK_ROWS, self.cluster_rank), dtype=np.float32)
+            coords = centres[labels] + np.einsum("br,brk->bk", z, loadings[labels])
+        else:
+            z = rng.standard_normal((BLOCK_ROWS, basis.shape[0]), dtype=np.float32)
+            coords = centres[labels] + z * loadings[0, 0]
         vectors = coords @ basis
         vectors += rng.standard_normal(vectors.shape, dtype=np.float32) * np.float32(
             self.noise / np.sqrt(self.dim)

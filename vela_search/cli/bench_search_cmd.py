@@ -1,4 +1,5 @@
-"""``vela-search bench search``: compressed and exact search of a synthetic library built by the writer."""
+"""``vela-search bench search``: the store's search of a synthetic library built by the writer; with
+``--data``, every index kind the policy can choose beside the vector libraries alone."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import typer
 from rich.table import Table
 
 from vela_search.cli.bench_common import JSON_HELP, emit_report, phase_progress
+from vela_search.cli.common import one_of
 
 # The issue's targets on the 2-core reference machine (docs/benchmarks.md).
 _TARGET_RECALL = 0.95
@@ -36,6 +38,14 @@ def search_index(
     workdir: Path | None = typer.Option(None, "--workdir", help="Where the index is built (removed after)."),
     keep: bool = typer.Option(False, "--keep", help="Keep the built index in --workdir."),
     seed: int = typer.Option(0, "--seed", help="Seed of the vectors and queries."),
+    data: str | None = typer.Option(
+        None,
+        "--data",
+        callback=one_of("hard", "clustered"),
+        help="Compare every index kind (and hnswlib, usearch, FAISS alone) on this data set: 'hard' "
+        "(variance ~ i^-0.5 over all dims, rotated, clustered) or 'clustered' (today's set).",
+    ),
+    no_peers: bool = typer.Option(False, "--no-peers", help="With --data: skip hnswlib, usearch and FAISS."),
     json_out: str | None = typer.Option(None, "--json", metavar="OUT", help=JSON_HELP),
 ) -> None:
     """Build an index of synthetic clustered vectors through the writer; recall@k, latency and memory of
@@ -45,6 +55,9 @@ def search_index(
     from vela_search.cli.common import parse_memory_option
 
     budget = parse_memory_option(max_index_memory)
+    if data is not None:
+        _compare(vectors, dim, data, queries, k, budget, not no_peers, workdir, seed, json_out)
+        return
     phases = {"build": ("indexing vectors", vectors), "search": ("searching", 2)}
     with phase_progress(phases) as advance:
         run = measure_index_search(
@@ -62,6 +75,85 @@ def search_index(
         )
 
     emit_report(run.to_dict(), json_out, lambda target: _render(run, target))
+
+
+def _compare(
+    vectors: int,
+    dim: int,
+    data: str,
+    queries: int,
+    k: int,
+    small: int | None,
+    peers: bool,
+    workdir: Path | None,
+    seed: int,
+    json_out: str | None,
+) -> None:
+    """``--data``: every kind of the policy and the peers (``--max-index-memory`` is the small budget
+    that forces the compressed kind)."""
+    from vela_search.bench.search_compare import compare_search, missing_peers
+
+    if peers and missing_peers():
+        typer.echo(
+            f"note: {', '.join(missing_peers())} not installed: measured without them; "
+            "`pip install 'vela-search[bench]'` adds the peers",
+            err=True,
+        )
+    phases = {"generate": ("generating vectors", vectors), "build": ("indexing vectors", vectors)}
+    phases["peers"] = ("peers", 1)
+    with phase_progress(phases) as advance:
+        run = compare_search(
+            vectors,
+            dim=dim,
+            data=data,
+            queries=queries,
+            k=k,
+            small_memory=small,
+            peers=peers,
+            workdir=workdir,
+            seed=seed,
+            progress=advance,
+        )
+    emit_report(run.to_dict(), json_out, lambda target: _render_compare(run, target))
+
+
+def _render_compare(run: Any, target: Any) -> None:
+    """The comparison as text: one row per system and setting, then each system's cheapest row at
+    recall >= 0.95 and its cost against the best peer's."""
+    from vela_search.bench.search_compare import best_at
+
+    target.print(
+        f"{run.data} set, {run.vectors:,} x {run.dim}, {run.queries} fresh queries, top-{run.k}, one "
+        f"thread; compressed forced by a budget of {run.small_memory / 2**20:,.0f} MiB",
+        highlight=False,
+    )
+    table = Table(title="recall / CPU time per query / memory")
+    for column in ("system", "setting", f"recall@{run.k}", "CPU ms/query", "p50 ms", "memory MiB", "build s"):
+        table.add_column(column, justify="left" if column in ("system", "setting") else "right")
+    for row in run.rows:
+        table.add_row(
+            row.system,
+            row.setting,
+            f"{row.recall_at_k:.4f}",
+            f"{row.cpu_ms_per_query:.3f}",
+            f"{row.wall_ms_p50:.3f}",
+            f"{row.memory_bytes / 2**20:,.1f}",
+            f"{row.build_s:.1f}",
+        )
+    target.print(table)
+    best = best_at(run.rows, _TARGET_RECALL)
+    peers = [r for name, r in best.items() if not name.startswith("vela")]
+    top = min(peers, key=lambda r: r.cpu_ms_per_query) if peers else None
+    for name, row in best.items():
+        ratio = f", {row.cpu_ms_per_query / top.cpu_ms_per_query:.2f}x the best peer" if top else ""
+        target.print(
+            f"at recall >= {_TARGET_RECALL}: {name} {row.setting}: {row.cpu_ms_per_query:.3f} ms CPU{ratio}",
+            highlight=False,
+        )
+    for label, choice in run.choices.items():
+        target.print(f"store ({label}): {choice}", highlight=False)
+    for note in run.notes:
+        target.print(f"note: {note}", highlight=False)
 
 
 def _render(run: Any, target: Any) -> None:

@@ -341,16 +341,16 @@ class CodesKeeper:
                     merged, queries, deepest, nprobe=nprobe, allowed=allowed
                 )
             cands = candidates[nprobe][:, : max(depth, 10 * _RECALL_K)]
-            found = tuning.RunningTopK(queries, _RECALL_K + 1)
-            found.scores, found.ids = uncoded.result()
+            exact_scores, exact_ids = uncoded.result()
+            found = []
             for start in range(0, len(queries), 16):  # bounds the re-ranked vectors held at once
                 part = slice(start, start + 16)
                 scores, ids = rerank(queries[part], cands[part], self._vectors_of(readers), _RECALL_K + 1)
                 both = tuning.RunningTopK(queries[part], _RECALL_K + 1)
-                both.scores, both.ids = found.scores[part], found.ids[part]
+                both.add_results(exact_scores[part], exact_ids[part])
                 both.add_results(scores, ids)
-                found.scores[part], found.ids[part] = both.result()
-            return tuning.recall_at_k(found.ids, truth, own)
+                found.append(both.result()[1])
+            return tuning.recall_at_k(np.vstack(found), truth, own)
 
         (nprobe, depth), recall = tuning.pick_setting(tuning.CODES_LADDER, measure)
         tuned = {"nprobe": nprobe, "rerank": depth, "recall_at_10": recall, "recall_queries": len(queries)}

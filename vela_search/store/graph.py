@@ -32,7 +32,10 @@ KIND = "graph"
 EF_CONSTRUCTION = 80
 FACTORY = GRAPH_FACTORY
 # Uncovered rows (committed since the main graph) folded into it once they reach this share of it.
-FOLD_FRACTION = 0.25
+FOLD_FRACTION = 0.1
+# Shards with fewer uncovered rows than this are searched exactly instead of through a graph of their
+# own (a graph of a few hundred rows costs ~0.1 ms a query; scanning 4,096 x 4,096 fp16 ~3 ms).
+MIN_GRAPH_ROWS = 256
 # The main graph is rebuilt from scratch once this share of its rows is dead (deleted or compacted away).
 DEAD_FRACTION = 0.5
 # Rows added to a graph at a time (bounds the float32 copy of exact vectors in memory).

@@ -2,9 +2,9 @@
 
 Plain functions over a manifest being written (see `graph` for the layout): `refresh_graph` decides
 whether the main graph is built from scratch (first time, repair, too many dead rows), whether the rows
-committed since are folded into it (they reached `FOLD_FRACTION` of it), or whether only the new large
+committed since are folded into it (they reached `graph.FOLD_FRACTION` of it), or whether only the new large
 shards get small graphs of their own. Every build and fold re-tunes efSearch on held-out queries
-(`tuning`), so the recorded recall is re-measured each time the collection grew by a quarter. All files
+(`tuning`), so the recorded recall is re-measured each time the collection grew by a tenth. All files
 are written aside under the new generation and named by the manifest only when it is published.
 """
 
@@ -62,7 +62,7 @@ def refresh_graph(
         return _fold(root, dim, new, generation, readers, masks, choice)
     written = {}
     for entry, reader, mask, count in zip(new["shards"], readers, masks, uncovered, strict=True):
-        if entry.get("codes") or count < min_coded_rows:
+        if entry.get("codes") or count < min(min_coded_rows, graph.MIN_GRAPH_ROWS):
             continue
         index = graph.new_graph(dim)
         graph.add_rows(index, live_rows(reader, mask, covers))
