@@ -161,6 +161,14 @@ def _store_rows(
             recall, cpu, wall = _time_queries(search, queries, reference)
             build = round(build_s, 1)
             rows.append(CompareRow(f"vela {kind}", label, tuned, recall, cpu, wall, memory, build))
+            if tuned:  # the same search without the hits' metadata rows: the vector search alone
+
+                def ids_only(q: np.ndarray) -> list[int]:
+                    return [i for i in index.search_ids(q[None], k)[1][0].tolist() if i >= 0]
+
+                recall, cpu, wall = _time_queries(ids_only, queries, reference)
+                label = f"{label}, ids only"
+                rows.append(CompareRow(f"vela {kind} ids", label, tuned, recall, cpu, wall, memory, build))
         if kind == "graph":  # the exact scan of the same store, on a few queries (it reads every vector)
             few = queries[: min(30, len(queries))]
 

@@ -607,11 +607,34 @@ class AudioIndex:
         refine: int | None = None,
         exclude_paths: Collection[str] | None = None,
     ) -> list[list[SearchHit]]:
-        """Global top-k of each query over all shards, best first.
+        """Global top-k of each query over all shards, best first, with each hit's metadata row.
 
-        An automatic index that outgrew exact search takes candidates from its compressed codes and
-        re-ranks them with exact inner products from the stored fp16 vectors (scores are exact; the
-        expected recall@10 is in `index_info()`); `exact=True` scans the exact shards instead.
+        See `search_ids` for the search itself (kinds, filters, accuracy knobs and errors).
+        """
+        options = {"path_glob": path_glob, "ranges": ranges, "exact": exact, "nprobe": nprobe}
+        options.update(refine=refine, exclude_paths=exclude_paths)
+        return self._search_hits(*self.search_ids(queries, k, **options))
+
+    def search_ids(
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        path_glob: str | None = None,
+        ranges: Mapping[str, tuple[float | None, float | None]] | None = None,
+        exact: bool = False,
+        nprobe: int | None = None,
+        refine: int | None = None,
+        exclude_paths: Collection[str] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Global top-k of each query over all shards, best first, as (scores, ids) arrays (q, <= k),
+        -1 ids for no hit; `search` is the same with each hit's metadata row.
+
+        An automatic index that outgrew exact search searches its HNSW graph over the fp16 vectors
+        (while vectors and graph fit its memory budget), or takes candidates from its compressed codes
+        and re-ranks them with exact inner products from the stored fp16 vectors (scores are exact
+        either way; the measured recall@10 and the tuned settings are in `index_info()`);
+        `exact=True` scans the exact shards instead.
 
         Deleted segments and, with `path_glob`, segments whose `path` (or any of `paths`) does not
         match the fnmatch-style pattern, with `ranges`, segments whose numeric metadata lies outside
@@ -631,8 +654,10 @@ class AudioIndex:
             exact: scan every stored vector even where compressed codes exist.
             nprobe: compressed indexes: lists probed first (default: the trained value; at most the
                 list count).
-            refine: compressed indexes: candidates re-scored exactly (default: the trained re-rank
-                depth and at least 10 x k; never fewer than k).
+            refine: compressed indexes: candidates re-scored exactly (default: the tuned re-rank
+                depth and at least 10 x k; never fewer than k). Graph indexes: the efSearch, i.e.
+                the candidate list each query walks (default: the tuned value, widened under a
+                filter; never fewer than k). `nprobe` does not apply to a graph.
             exclude_paths: stored `path` values whose segments are left out (grouped search's
                 continuation: files it has already).
 
@@ -654,7 +679,7 @@ class AudioIndex:
                 top_scores, top_ids = _merge_top_k(
                     np.hstack([top_scores, more_scores]), np.hstack([top_ids, more_ids]), k
                 )
-            return self._search_hits(top_scores, top_ids)
+            return top_scores, top_ids
         if self._codes is not None and not exact:
             allowed = self._allowed_ids(where)
             if self._scan_is_cheaper(allowed, k, refine):
@@ -668,8 +693,8 @@ class AudioIndex:
                 top_scores, top_ids = _merge_top_k(
                     np.hstack([top_scores, more_scores]), np.hstack([top_ids, more_ids]), k
                 )
-            return self._search_hits(top_scores, top_ids)
-        return self._search_hits(*self._exact_search(q, k, where))
+            return top_scores, top_ids
+        return self._exact_search(q, k, where)
 
     def _graph_search(
         self, q: np.ndarray, k: int, where: RowFilter, ef: int | None

@@ -32,10 +32,10 @@ class ChoiceLimits:
 
     Attributes:
         exact_max_elements: exact search is kept while vectors x dim stays at or below this. Measured on
-            this project's 2-core reference machine (docs/benchmarks.md): an exact query scans fp16 at
-            ~10 GB/s (39 ms over 50,000 x 4,096), a graph query over 100,000 x 4,096 costs ~1-2 ms of
-            CPU; 2^24 elements (4,096 vectors of 4,096) keeps an exact query near 3 ms, and a graph
-            built below that would cost more commit time than it saves.
+            this project's 2-core reference machine (docs/benchmarks.md, "Index kinds"): an exact
+            query costs ~9 ms of CPU over 12,000 x 512 fp16 vectors (6.1M elements), a graph query
+            over 100,000 x 4,096 a fraction of that; 2^22 elements (1,024 vectors of 4,096) keeps an
+            exact query near 6 ms, and a graph below that size is built in well under a second.
         graph: choose the graph kind when it fits the budget (tests turn it off to reach the
             compressed kind at small sizes).
         points_per_centroid: training vectors per k-means centroid (FAISS warns below 39).
@@ -55,7 +55,7 @@ class ChoiceLimits:
         measure_queries: held-out stored vectors used as queries for that measurement.
     """
 
-    exact_max_elements: int = 16_777_216
+    exact_max_elements: int = 4_194_304
     points_per_centroid: int = 39
     max_nlist: int = 16_384
     min_nlist: int = 4
