@@ -1,7 +1,9 @@
-"""Helpers of the compressed-search tests: clustered vectors and a small automatic index that is "large"."""
+"""Helpers of the compressed- and graph-search tests: clustered vectors and a small automatic index that
+is "large" (compressed codes with `LIMITS`, an HNSW graph with `GRAPH_LIMITS`)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +16,11 @@ DIM = 128
 FP = {"model": "tiny", "revision": "r1", "prompt_version": "1", "dim": DIM}
 # Exact search up to 1,500 vectors: a few thousand are "large", and compressed (PCA to 64 dims, PQ16).
 LIMITS = ChoiceLimits(
-    exact_max_elements=1_500 * DIM, max_code_bytes=16, measure_queries=50, min_coded_rows=100
+    exact_max_elements=1_500 * DIM, max_code_bytes=16, measure_queries=50, min_coded_rows=100, graph=False
 )
+# The same sizes with the graph kind allowed: past 1,500 vectors the default budget holds a graph.
+GRAPH_LIMITS = dataclasses.replace(LIMITS, graph=True)
+KIND_LIMITS = {"compressed": LIMITS, "graph": GRAPH_LIMITS}
 _CENTRES = np.random.default_rng(1234).standard_normal((120, DIM)).astype(np.float32)
 
 
@@ -45,12 +50,15 @@ def add_commit(
     return ids
 
 
-def build_compressed(root: Path, commits: int = 3, per: int = 1_000) -> tuple[np.ndarray, np.ndarray]:
-    """An automatic index grown over `commits` commits until it is compressed; returns (ids, vectors)."""
+def build_compressed(
+    root: Path, commits: int = 3, per: int = 1_000, limits: ChoiceLimits = LIMITS
+) -> tuple[np.ndarray, np.ndarray]:
+    """An automatic index grown over `commits` commits until it is compressed (or, with `GRAPH_LIMITS`,
+    searched through a graph); returns (ids, vectors)."""
     AudioIndex.create(root, fingerprint=FP, dim=DIM).close()
     ids, vectors = [], []
     for c in range(commits):
         v = clustered(per, seed=c)
-        ids.append(add_commit(root, v, folder=f"f{c}"))
+        ids.append(add_commit(root, v, folder=f"f{c}", limits=limits))
         vectors.append(v)
     return np.concatenate(ids), np.concatenate(vectors)

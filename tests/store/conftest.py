@@ -21,3 +21,9 @@ def root(tmp_path: Path) -> Path:
 def index(root: Path) -> AudioIndex:
     """An empty index with the test fingerprint."""
     return AudioIndex.create(root, fingerprint=FP, dim=DIM)
+
+
+@pytest.fixture(params=["compressed", "graph"])
+def kind(request: pytest.FixtureRequest) -> str:
+    """The automatic index kinds past exact search: the store tests of those kinds run for each."""
+    return request.param

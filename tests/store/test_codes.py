@@ -18,7 +18,7 @@ from vela_search.store.repair import check_index, repair_index
 from vela_search.store.rerank import rerank, search_candidates
 from vela_search.store.writer import IndexWriter
 
-from .compressed_helpers import DIM, FP, LIMITS, add_commit, build_compressed, clustered
+from .compressed_helpers import DIM, FP, KIND_LIMITS, LIMITS, add_commit, build_compressed, clustered
 
 
 def _recall(found: list, truth: list) -> float:
@@ -176,17 +176,17 @@ def test_retrains_past_the_design_size_and_old_snapshots_still_answer(tmp_path: 
     assert {data["codes"]["trained"], *(s["codes"] for s in data["shards"] if s.get("codes"))} <= present
 
 
-def test_deletions_and_filters_hold_in_the_compressed_path(tmp_path: Path) -> None:
+def test_deletions_and_filters_hold_in_the_compressed_path(tmp_path: Path, kind: str) -> None:
     root = tmp_path / "idx"
-    ids, vectors = build_compressed(root)
+    ids, vectors = build_compressed(root, limits=KIND_LIMITS[kind])
     queries = vectors[[5, 1_500, 2_500]]
     with AudioIndex.open(root) as index:
         top = [h.id for row in index.search(queries, 3) for h in row]
-    with IndexWriter(root, fingerprint=FP, choice_limits=LIMITS) as w:
+    with IndexWriter(root, fingerprint=FP, choice_limits=KIND_LIMITS[kind]) as w:
         w.delete(top)
         w.commit()
     with AudioIndex.open(root) as index:
-        assert index._codes is not None
+        assert index.index_info()["choice"] == kind
         for row in index.search(queries, 10):
             assert len(row) == 10 and not {h.id for h in row} & set(top)
         glob = index.search(queries, 10, path_glob="/audio/f1/*")
@@ -198,24 +198,30 @@ def test_deletions_and_filters_hold_in_the_compressed_path(tmp_path: Path) -> No
         assert _recall(ranged, exact) >= 0.9
 
 
-def test_damaged_codes_are_found_and_rebuilt_from_the_exact_vectors(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+def test_damaged_codes_are_found_and_rebuilt_from_the_exact_vectors(
+    tmp_path: Path,
+    monkeypatch,  # noqa: ANN001
+    kind: str,
+) -> None:
     root = tmp_path / "idx"
+    limits = KIND_LIMITS[kind]
     monkeypatch.setattr(
-        codes_module, "ChoiceLimits", lambda: LIMITS
+        codes_module, "ChoiceLimits", lambda: limits
     )  # repair's writer: the test's thresholds
-    build_compressed(root, commits=2)
+    build_compressed(root, commits=2, limits=limits)
     data = json.loads((root / layout.MANIFEST).read_text())
-    victim = root / data["shards"][1]["codes"]
-    victim.write_bytes(b"not a faiss index")
-    with pytest.raises(IndexDamagedError, match=data["shards"][1]["codes"]):
+    # A shard's codes, or the graph (one file over every shard).
+    name = data["shards"][1]["codes"] if kind == "compressed" else data["codes"]["trained"]
+    (root / name).write_bytes(b"not a faiss index")
+    with pytest.raises(IndexDamagedError, match=name):
         AudioIndex.open(root)
     report = check_index(root)
-    assert [(d.kind, d.path) for d in report.damaged] == [("codes", data["shards"][1]["codes"])]
+    assert [(d.kind, d.path) for d in report.damaged] == [("codes", name)]
     repaired = repair_index(root)
     assert repaired.repaired and not repaired.dropped_shards and not repaired.files_to_reembed
     assert check_index(root).ok
     with AudioIndex.open(root) as index:
-        assert index.num_vectors == 2_000 and index._codes is not None
+        assert index.num_vectors == 2_000 and index.index_info()["choice"] == kind
         q = clustered(20, seed=8)
         assert _recall(index.search(q, 10), index.search(q, 10, exact=True)) >= 0.9
 
@@ -257,17 +263,19 @@ def test_the_memory_budget_is_recorded_and_can_change(tmp_path: Path) -> None:
     assert json.loads((root / layout.MANIFEST).read_text())["policy"]["max_index_memory"] == 1 << 30
 
 
-def test_compaction_gives_merged_shards_codes_from_the_template(tmp_path: Path) -> None:
+def test_compaction_gives_merged_shards_codes_from_the_template(tmp_path: Path, kind: str) -> None:
     root = tmp_path / "idx"
-    build_compressed(root, commits=3)
+    build_compressed(root, commits=3, limits=KIND_LIMITS[kind])
     before = json.loads((root / layout.MANIFEST).read_text())
-    with IndexWriter(root, fingerprint=FP, choice_limits=LIMITS) as w:
+    with IndexWriter(root, fingerprint=FP, choice_limits=KIND_LIMITS[kind]) as w:
         w.delete(np.arange(0, 3_000, 7))
         w.compact(target_shard_size=10_000)
     data = json.loads((root / layout.MANIFEST).read_text())
     assert len(data["shards"]) == 1 < len(before["shards"])
-    assert data["codes"]["trained"] == before["codes"]["trained"]  # not re-trained: encoded from it
-    assert data["shards"][0]["codes"] and data["shards"][0]["codes"] in data["checksums"]
+    # Not re-trained: codes encoded from the template, or the graph kept (its ids did not change).
+    assert data["codes"]["trained"] == before["codes"]["trained"]
+    if kind == "compressed":
+        assert data["shards"][0]["codes"] and data["shards"][0]["codes"] in data["checksums"]
     q = clustered(20, seed=11)
     with AudioIndex.open(root) as index:
         found = index.search(q, 10)

@@ -12,15 +12,42 @@ from vela_search.store.index_choice import (
     ChoiceLimits,
     choose_index,
     exact_memory,
+    graph_memory,
     parse_size,
 )
 
 
 def test_small_collections_stay_exact() -> None:
-    choice = choose_index(40_000, 4096)
+    choice = choose_index(1_000, 4096)
     assert choice.kind == "exact"
-    assert choice.memory_bytes == 40_000 * 4096 * 2
+    assert choice.memory_bytes == 1_000 * 4096 * 2
     assert choose_index(0, 4096).kind == "exact"
+    assert choose_index(1_025, 4096).kind == "graph"  # past 2^22 elements
+
+
+@pytest.mark.parametrize(
+    ("n", "dim", "budget", "kind"),
+    [
+        (40_000, 4096, DEFAULT_MAX_INDEX_MEMORY, "graph"),
+        (100_000, 4096, DEFAULT_MAX_INDEX_MEMORY, "graph"),
+        (480_000, 4096, DEFAULT_MAX_INDEX_MEMORY, "graph"),  # 3.9 GiB of fp16 vectors and links
+        (520_000, 4096, DEFAULT_MAX_INDEX_MEMORY, "compressed"),  # the graph no longer fits 4 GiB
+        (1_000_000, 1024, DEFAULT_MAX_INDEX_MEMORY, "graph"),
+        (100_000, 4096, 512 << 20, "compressed"),  # a small budget forces the codes
+        (3_000_000, 1024, DEFAULT_MAX_INDEX_MEMORY, "compressed"),
+    ],
+)
+def test_a_graph_is_chosen_while_vectors_and_graph_fit_the_budget(
+    n: int, dim: int, budget: int, kind: str
+) -> None:
+    choice = choose_index(n, dim, budget)
+    assert choice.kind == kind
+    assert (graph_memory(n, dim) <= budget) == (kind == "graph")
+    if kind == "graph":
+        assert choice.memory_bytes == graph_memory(n, dim) > exact_memory(n, dim)
+        faiss_ops.build(choice.factory, dim)  # a factory FAISS accepts
+    assert choice.memory_bytes <= budget
+    assert choose_index(n, dim, budget, ChoiceLimits(graph=False)).kind == "compressed"
 
 
 def test_past_the_exact_threshold_a_compressed_index_is_chosen() -> None:
@@ -49,7 +76,7 @@ def test_vectors_over_the_budget_are_compressed_even_when_few() -> None:
 
 
 def test_tiny_thresholds_make_a_few_thousand_vectors_large() -> None:
-    limits = ChoiceLimits(exact_max_elements=1_000 * 64)
+    limits = ChoiceLimits(exact_max_elements=1_000 * 64, graph=False)
     assert choose_index(1_000, 64, limits=limits).kind == "exact"
     choice = choose_index(3_000, 64, limits=limits)
     assert choice.kind == "compressed"
@@ -77,7 +104,7 @@ def test_parse_size_refuses_non_sizes(text: str) -> None:
     ("n", "dim"), [(1_000_000, 4096), (3_200_000, 4096), (50_000_000, 4096), (10_000_000, 256)]
 )
 def test_the_training_sample_gives_every_list_enough_points(n: int, dim: int) -> None:
-    choice = choose_index(n, dim, max_index_memory=1 << 40)
+    choice = choose_index(n, dim, max_index_memory=1 << 40, limits=ChoiceLimits(graph=False))
     assert choice.kind == "compressed"
     assert choice.nlist * 39 <= choice.train_size <= n
     assert choice.train_size * dim * 4 <= max(ChoiceLimits().train_max_bytes, 65_536 * dim * 4)

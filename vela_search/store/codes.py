@@ -276,8 +276,10 @@ class CodesKeeper:
         masks = tuning.live_masks(readers, deleted)
         live = int(sum(int(m.sum()) for m in masks))
         rng = np.random.default_rng(generation)
-        picks = rng.choice(live, size=min(live, choice.train_size), replace=False)
-        _, sample = tuning.gather(readers, masks, np.sort(picks))
+        # The held-out queries' sources first, then a training sample without them.
+        n_queries = min(self.limits.measure_queries, max(live // 10, 1))
+        picks = rng.choice(live, size=min(live, choice.train_size + n_queries), replace=False)
+        _, sample = tuning.gather(readers, masks, np.sort(picks[n_queries:]))
         template = faiss_ops.build(choice.factory, self.dim)
         faiss_ops.train(template, sample, choice.factory, cap=len(sample))
         faiss_ops.drop_pca_training_state(template)  # else each codes file carries 64 MB at 4,096 dims
@@ -303,19 +305,24 @@ class CodesKeeper:
             "factory": choice.factory,
             "trained": trained,
             "design_size": live,
-            "trained_on": int(len(picks)),
+            "trained_on": int(len(picks) - n_queries),
             "memory_bytes": choice.memory_bytes,
-            **self._tune(encoded, readers, masks, generation),
+            **self._tune(encoded, readers, masks, generation, picks[:n_queries]),
         }
         return written
 
     def _tune(
-        self, encoded: list[Any], readers: list[ShardReader], masks: list[np.ndarray], seed: int
+        self,
+        encoded: list[Any],
+        readers: list[ShardReader],
+        masks: list[np.ndarray],
+        seed: int,
+        picks: np.ndarray | None = None,
     ) -> dict[str, Any]:
         """The cheapest (nprobe, re-rank depth) of `tuning.CODES_LADDER` whose recall@10 on held-out
         perturbed queries reaches the target, searching as queries do: candidates from the merged codes
         re-ranked exactly, beside an exact search of the shards without codes."""
-        own, queries = tuning.held_out_queries(readers, masks, seed, self.limits.measure_queries)
+        own, queries = tuning.held_out_queries(readers, masks, seed, self.limits.measure_queries, picks)
         live = int(sum(int(m.sum()) for m in masks))
         done = {"measured_size": live, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         if not encoded or len(queries) == 0:  # every shard is small: searched exactly

@@ -191,10 +191,18 @@ class AudioIndex:
         coded = [s for s in self._shards if s.entry.get("codes")]
         names = [s.entry["codes"] for s in coded]
         old = previous._codes if previous is not None else None
-        same_training = previous is not None and previous.manifest.get("codes") == data["codes"]
+        # Re-tuning changes the probes and re-rank depth, not the codes: those are shared all the same.
+        trained = (data["codes"]["trained"], data["codes"]["factory"])
+        before = (previous.manifest.get("codes") or {}) if previous is not None else {}
+        same_training = (before.get("trained"), before.get("factory")) == trained
         if old is not None and same_training and set(old.names) <= set(names):
             if old.names == names:
-                return old
+                return CodesSearcher(
+                    old.index,
+                    nprobe=int(data["codes"]["nprobe"]),
+                    rerank_depth=int(data["codes"]["rerank"]),
+                    names=old.names,
+                )
             merged = faiss_ops.faiss().clone_index(old.index)
             fresh = [s.codes_index() for s in coded if s.entry["codes"] not in set(old.names)]
             index = merge_codes([merged, *fresh])

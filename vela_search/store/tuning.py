@@ -79,13 +79,19 @@ def perturb(vectors: np.ndarray, rng: np.random.Generator, amount: float = PERTU
 
 
 def held_out_queries(
-    readers: list[ShardReader], masks: list[np.ndarray], seed: int, count: int = HELD_OUT
+    readers: list[ShardReader],
+    masks: list[np.ndarray],
+    seed: int,
+    count: int = HELD_OUT,
+    picks: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(source ids, queries): `count` live vectors sampled uniformly, perturbed (see `perturb`)."""
+    """(source ids, queries): `count` live vectors sampled uniformly (or the live ranks `picks`, e.g.
+    drawn apart from a training sample), perturbed (see `perturb`)."""
     live = int(sum(int(m.sum()) for m in masks))
     rng = np.random.default_rng(seed)
-    picks = np.sort(rng.choice(live, size=min(live, count), replace=False))
-    ids, vectors = gather(readers, masks, picks)
+    if picks is None:
+        picks = rng.choice(live, size=min(live, count), replace=False)
+    ids, vectors = gather(readers, masks, np.sort(picks))
     return ids, perturb(vectors, rng)
 
 
