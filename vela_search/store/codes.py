@@ -231,7 +231,7 @@ class CodesKeeper:
                 self.root,
                 self.dim,
                 self._open,
-                self.limits.min_coded_rows,
+                self.limits,
                 new,
                 generation,
                 deleted,

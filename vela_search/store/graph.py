@@ -38,8 +38,8 @@ FOLD_FRACTION = 0.1
 MIN_GRAPH_ROWS = 256
 # The main graph is rebuilt from scratch once this share of its rows is dead (deleted or compacted away).
 DEAD_FRACTION = 0.5
-# Rows added to a graph at a time (bounds the float32 copy of exact vectors in memory).
-_ADD_CHUNK = 8192
+# Inserts of fewer floats than this run on one thread (see `add_rows`).
+_SMALL_ADD_FLOATS = 1 << 22
 
 Rows = Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]
 
@@ -67,7 +67,9 @@ def add_rows(index: Any, rows: Iterator[tuple[np.ndarray, np.ndarray]]) -> None:
     """Insert (vectors, ids) chunks into a graph (FAISS inserts in parallel within each chunk)."""
     for vectors, ids in rows:
         if len(ids):
-            index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids.astype(np.int64))
+            # Small inserts on one thread: on a busy machine OpenMP barriers cost more than the work.
+            with faiss_ops.single_thread(vectors.size < _SMALL_ADD_FLOATS):
+                index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids.astype(np.int64))
 
 
 def write_graph(root: Any, name: str, index: Any) -> str:

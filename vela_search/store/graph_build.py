@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from . import faiss_ops, graph, layout, tuning
-from .index_choice import IndexChoice, graph_memory
+from .index_choice import ChoiceLimits, IndexChoice, graph_memory
 from .shards import ShardReader
 
 OpenReader = Callable[[dict], ShardReader]
@@ -38,7 +38,7 @@ def refresh_graph(
     root: Any,
     dim: int,
     open_reader: OpenReader,
-    min_coded_rows: int,
+    limits: ChoiceLimits,
     new: dict,
     generation: int,
     deleted: np.ndarray,
@@ -50,19 +50,20 @@ def refresh_graph(
     readers = [open_reader(e) for e in new["shards"]]
     masks = tuning.live_masks(readers, deleted)
     codes = new.get("codes")
+    queries = limits.measure_queries
     if force or not graph.is_graph(new):
-        return _build(root, dim, new, generation, readers, masks, choice)
+        return _build(root, dim, new, generation, readers, masks, queries)
     covers = int(codes["covers_below"])
     pairs = list(zip(readers, masks, strict=True))
     live_covered = sum(int(np.count_nonzero(m & (r.ids < covers))) for r, m in pairs)
     uncovered = [int(np.count_nonzero(m & (r.ids >= covers))) for r, m in pairs]
     if int(codes["rows"]) - live_covered > graph.DEAD_FRACTION * int(codes["rows"]):
-        return _build(root, dim, new, generation, readers, masks, choice)
+        return _build(root, dim, new, generation, readers, masks, queries)
     if sum(uncovered) >= graph.FOLD_FRACTION * max(live_covered, 1):
-        return _fold(root, dim, new, generation, readers, masks, choice)
+        return _fold(root, dim, new, generation, readers, masks, queries)
     written = {}
     for entry, reader, mask, count in zip(new["shards"], readers, masks, uncovered, strict=True):
-        if entry.get("codes") or count < min(min_coded_rows, graph.MIN_GRAPH_ROWS):
+        if entry.get("codes") or count < min(limits.min_coded_rows, graph.MIN_GRAPH_ROWS):
             continue
         index = graph.new_graph(dim)
         graph.add_rows(index, live_rows(reader, mask, covers))
@@ -85,13 +86,13 @@ def _build(
     generation: int,
     readers: list[ShardReader],
     masks: list[np.ndarray],
-    choice: IndexChoice,
+    queries: int,
 ) -> dict[str, str]:
     """A main graph over every live row, from the exact vectors."""
     index = graph.new_graph(dim)
     for reader, mask in zip(readers, masks, strict=True):
         graph.add_rows(index, live_rows(reader, mask))
-    return _publish_main(root, new, generation, readers, masks, index, choice, built=generation)
+    return _publish_main(root, new, generation, readers, masks, index, queries, built=generation)
 
 
 def _fold(
@@ -101,7 +102,7 @@ def _fold(
     generation: int,
     readers: list[ShardReader],
     masks: list[np.ndarray],
-    choice: IndexChoice,
+    queries: int,
 ) -> dict[str, str]:
     """The main graph with the live rows committed since it was written added (a new file)."""
     covers = int(new["codes"]["covers_below"])
@@ -110,7 +111,7 @@ def _fold(
     for reader, mask in zip(readers, masks, strict=True):
         graph.add_rows(index, live_rows(reader, mask, covers))
     built = int(new["codes"].get("built", generation))
-    return _publish_main(root, new, generation, readers, masks, index, choice, built=built)
+    return _publish_main(root, new, generation, readers, masks, index, queries, built=built)
 
 
 def _publish_main(
@@ -120,7 +121,7 @@ def _publish_main(
     readers: list[ShardReader],
     masks: list[np.ndarray],
     index: Any,
-    choice: IndexChoice,
+    queries: int,
     *,
     built: int,
 ) -> dict[str, str]:
@@ -128,7 +129,7 @@ def _publish_main(
     name = layout.graph_file(generation)
     written = {name: graph.write_graph(root, name, index)}
     live = int(sum(int(m.sum()) for m in masks))
-    ef, recall, queries = tune_graph(index, readers, masks, seed=generation)
+    ef, recall, measured = tune_graph(index, readers, masks, seed=generation, queries=queries)
     for entry in new["shards"]:
         entry.pop("codes", None)
         entry.pop("codes_rows", None)
@@ -146,7 +147,7 @@ def _publish_main(
         "nprobe": 0,
         "rerank": 0,
         "recall_at_10": recall,
-        "recall_queries": queries,
+        "recall_queries": measured,
         "measured_size": live,
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -156,23 +157,28 @@ def _publish_main(
 
 
 def tune_graph(
-    index: Any, readers: list[ShardReader], masks: list[np.ndarray], *, seed: int
+    index: Any,
+    readers: list[ShardReader],
+    masks: list[np.ndarray],
+    *,
+    seed: int,
+    queries: int = tuning.HELD_OUT,
 ) -> tuple[int, float, int]:
     """(efSearch, its recall@10, queries used): the smallest efSearch of `tuning.EF_LADDER` whose recall
     on held-out perturbed queries reaches `tuning.TARGET_RECALL`, searching `index` (holding every live
     row) the way queries do."""
-    own, queries = tuning.held_out_queries(readers, masks, seed)
-    if len(queries) == 0:
+    own, probes = tuning.held_out_queries(readers, masks, seed, queries)
+    if len(probes) == 0:
         return tuning.EF_LADDER[0], 1.0, 0
-    truth = tuning.exact_truth(readers, masks, queries)
+    truth = tuning.exact_truth(readers, masks, probes)
     live = np.concatenate([r.ids[m] for r, m in zip(readers, masks, strict=True)])
     mask = np.zeros(int(live.max()) + 1, dtype=bool)
     mask[live] = True
     searcher = graph.GraphSearcher([index], ef_search=tuning.EF_LADDER[0], base_mask=mask, names=[])
 
     def measure(ef: int) -> float:
-        _, found = searcher.search(queries, tuning.RECALL_K + 1, None, ef=ef)
+        _, found = searcher.search(probes, tuning.RECALL_K + 1, None, ef=ef)
         return tuning.recall_at_k(found, truth, own)
 
     ef, recall = tuning.pick_setting(tuning.EF_LADDER, measure)
-    return int(ef), float(recall), len(queries)
+    return int(ef), float(recall), len(probes)
