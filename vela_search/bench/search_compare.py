@@ -9,8 +9,9 @@ so any thread a library starts is counted), wall-clock p50 and memory, for:
   setting and along a ladder of efSearch values (``refine``), plus its exact scan;
 * the store forced to compressed codes by a small ``--max-index-memory``, at its tuned setting and along
   the ladder of (nprobe, re-rank depth) it tunes over;
-* the peers, on the same vectors (hnswlib HNSW M16 float32, usearch HNSW f16, FAISS HNSW32 over fp16
-  without the store), each along an efSearch ladder; they are an optional extra
+* the peers, on the same vectors (hnswlib HNSW M16 float32, usearch HNSW f16 connectivity 16, both
+  built with a candidate list of 128; FAISS HNSW32 over fp16 without the store, built as the store
+  builds its graph), each along an efSearch ladder; they are an optional extra
   (``pip install 'vela-search[bench]'``), and a missing one is reported, not fatal.
 
 The store's times are end to end (``AudioIndex.search``: candidates, exact scores, hit metadata).
@@ -41,6 +42,9 @@ PEER_EF = (16, 24, 32, 48, 64, 96, 128, 192)
 STORE_EF = (16, 24, 32, 48, 64, 96, 128)
 _FINGERPRINT_MODEL = "bench-search (synthetic vectors)"
 _WARMUP = 3
+# The peers' insertion candidate lists (hnswlib's ef_construction, usearch's expansion_add; usearch's
+# default), with 16 links per node (hnswlib's M, usearch's connectivity).
+_EF_CONSTRUCTION = 128
 
 
 @dataclass
@@ -201,7 +205,7 @@ def _peer_hnswlib(held: np.ndarray) -> tuple[Callable[[np.ndarray, int, int], li
 
     n, dim = held.shape
     index = hnswlib.Index(space="ip", dim=dim)
-    index.init_index(max_elements=n, M=16, ef_construction=200)
+    index.init_index(max_elements=n, M=16, ef_construction=_EF_CONSTRUCTION)
     for start, chunk in _chunks(held):
         index.add_items(chunk, np.arange(start, start + len(chunk)))
     index.set_num_threads(1)
@@ -218,7 +222,7 @@ def _peer_usearch(held: np.ndarray) -> tuple[Callable[[np.ndarray, int, int], li
     from usearch.index import Index
 
     n, dim = held.shape
-    index = Index(ndim=dim, metric="ip", dtype="f16", connectivity=16, expansion_add=128)
+    index = Index(ndim=dim, metric="ip", dtype="f16", connectivity=16, expansion_add=_EF_CONSTRUCTION)
     for start, chunk in _chunks(held):
         index.add(np.arange(start, start + len(chunk)), chunk)
 
@@ -275,12 +279,14 @@ def compare_search(
     workdir: str | Path | None = None,
     seed: int = 0,
     progress: Callable[[str, int, int], None] | None = None,
+    report: Callable[[CompareRow], None] | None = None,
 ) -> CompareRun:
     """Measure every kind of the policy and the peers on the same vectors (see the module docstring).
 
     Args:
         small_memory: the budget that forces the compressed kind (default: 1/16 of the fp16 vectors).
         peers: also measure hnswlib, usearch and FAISS alone (missing packages are noted and skipped).
+        report: called with each row as soon as it is measured (a long run shows its results as it goes).
     """
     generator = vectors_for(data, dim, n_vectors, seed)
     probes = generator.queries(queries)
@@ -302,6 +308,8 @@ def compare_search(
             build_s = _build_store(root, held, budget, progress)
             got, info = _store_rows(root, probes, reference, k, build_s)
             rows += got
+            for row in got if report is not None else ():
+                report(row)
             choices[label] = info
             shutil.rmtree(root, ignore_errors=True)
     finally:
@@ -314,7 +322,10 @@ def compare_search(
             )
         for name in ("faiss", "hnswlib", "usearch"):
             if name not in missing:
-                rows += _peer_rows(name, held, probes, reference, k)
+                got = _peer_rows(name, held, probes, reference, k)
+                rows += got
+                for row in got if report is not None else ():
+                    report(row)
                 if progress is not None:
                     progress("peers", 1, 1)
     return CompareRun(

@@ -113,6 +113,7 @@ def _compare(
             workdir=workdir,
             seed=seed,
             progress=advance,
+            report=lambda row: typer.echo(f"measured: {row}", err=True),
         )
     emit_report(run.to_dict(), json_out, lambda target: _render_compare(run, target))
 
