@@ -267,6 +267,51 @@ def _peer_rows(
     return rows
 
 
+def _measure_store(
+    scratch: Path,
+    label: str,
+    budget: int | None,
+    held: np.ndarray,
+    probes: np.ndarray,
+    reference: ReferenceTopK,
+    k: int,
+    choices: dict[str, Any],
+    progress: Callable[[str, int, int], None] | None,
+    report: Callable[[CompareRow], None] | None,
+) -> list[CompareRow]:
+    root = scratch / label.replace(" ", "-")
+    build_s = _build_store(root, held, budget, progress)
+    rows, choices[label] = _store_rows(root, probes, reference, k, build_s)
+    shutil.rmtree(root, ignore_errors=True)
+    for row in rows if report is not None else ():
+        report(row)
+    return rows
+
+
+def _measure_peers(
+    held: np.ndarray,
+    probes: np.ndarray,
+    reference: ReferenceTopK,
+    k: int,
+    notes: list[str],
+    progress: Callable[[str, int, int], None] | None,
+    report: Callable[[CompareRow], None] | None,
+) -> list[CompareRow]:
+    missing = set(missing_peers())
+    if missing:
+        notes.append(f"peers not installed: {', '.join(sorted(missing))} (pip install 'vela-search[bench]')")
+    rows: list[CompareRow] = []
+    for name in ("faiss", "hnswlib", "usearch"):
+        if name not in missing:
+            got = _peer_rows(name, held, probes, reference, k)
+            rows += got
+            for row in got if report is not None else ():
+                report(row)
+            if progress is not None:
+                progress("peers", 1, 1)
+    return rows
+
+
 def compare_search(
     n_vectors: int,
     *,
@@ -303,31 +348,17 @@ def compare_search(
     choices: dict[str, Any] = {}
     scratch = Path(tempfile.mkdtemp(prefix="vela-bench-compare-", dir=workdir))
     try:
-        for label, budget in (("default", None), ("small budget", small)):
-            root = scratch / label.replace(" ", "-")
-            build_s = _build_store(root, held, budget, progress)
-            got, info = _store_rows(root, probes, reference, k, build_s)
-            rows += got
-            for row in got if report is not None else ():
-                report(row)
-            choices[label] = info
-            shutil.rmtree(root, ignore_errors=True)
+        # The default policy, then the peers, then the forced compressed kind (slowest to build).
+        rows += _measure_store(
+            scratch, "default", None, held, probes, reference, k, choices, progress, report
+        )
+        if peers:
+            rows += _measure_peers(held, probes, reference, k, notes, progress, report)
+        rows += _measure_store(
+            scratch, "small budget", small, held, probes, reference, k, choices, progress, report
+        )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    if peers:
-        missing = set(missing_peers())
-        if missing:
-            notes.append(
-                f"peers not installed: {', '.join(sorted(missing))} (pip install 'vela-search[bench]')"
-            )
-        for name in ("faiss", "hnswlib", "usearch"):
-            if name not in missing:
-                got = _peer_rows(name, held, probes, reference, k)
-                rows += got
-                for row in got if report is not None else ():
-                    report(row)
-                if progress is not None:
-                    progress("peers", 1, 1)
     return CompareRun(
         data=data,
         vectors=n_vectors,
