@@ -299,18 +299,25 @@ def test_new_index_is_automatic_with_the_given_budget_and_info_says_so(tmp_path,
     assert "exact SQfp16 (auto; budget 1.0 GiB" in " ".join(text.stdout.split())
 
 
-def test_info_shows_the_compressed_choice_and_its_measured_recall(tmp_path):
-    from store.compressed_helpers import build_compressed
+@pytest.mark.parametrize("kind", ["compressed", "graph"])
+def test_info_shows_the_compressed_choice_and_its_measured_recall(tmp_path, kind):
+    from store.compressed_helpers import KIND_LIMITS, build_compressed
 
     idx = tmp_path / "idx"
-    build_compressed(idx, commits=2)
+    build_compressed(idx, commits=2, limits=KIND_LIMITS[kind])
     shown = vela("info", "--index", idx, "--json")
     search = json.loads(shown.stdout)["search"]
-    assert search["choice"] == "compressed" and search["factory"].startswith("PCAR64,IVF")
-    assert search["design_size"] == 2_000 and search["recall_at_10"] >= 0.9 and search["measured_at"]
+    assert search["choice"] == kind and search["design_size"] == 2_000
+    assert search["recall_at_10"] >= 0.9 and search["measured_at"] and search["recall_queries"] == 50
     text = vela("info", "--index", idx)
     flat = " ".join(text.stdout.split())
-    assert "compressed PCAR64,IVF" in flat and "expected recall@10" in flat and "designed for 2000" in flat
+    assert "held-out" in flat
+    if kind == "compressed":
+        assert search["factory"].startswith("PCAR64,IVF")
+        assert "compressed PCAR64,IVF" in flat and "designed for 2000" in flat and "nprobe" in flat
+    else:
+        assert search["factory"] == "IDMap,HNSW32_SQfp16" and search["ef_search"] >= 16
+        assert "graph IDMap,HNSW32_SQfp16" in flat and "efSearch" in flat
 
 
 @pytest.mark.parametrize("size", ["4X", "lots", "-2G"])

@@ -711,7 +711,8 @@ def _size(n: float) -> str:
 
 
 def _describe_search(search: dict[str, Any] | None) -> str:
-    """One line: how queries are answered (exact, compressed with re-ranking, or a fixed factory)."""
+    """One line: how queries are answered (exact, a graph, compressed with re-ranking, or a fixed factory),
+    with the tuned settings and the recall measured for them."""
     if not search:
         return "-"
     mode = search["mode"]
@@ -721,11 +722,20 @@ def _describe_search(search: dict[str, Any] | None) -> str:
     if search["choice"] == "fixed":
         return f"{search['factory']} (fixed factory)"
     recall = search.get("recall_at_10")
+    measured = (
+        f"recall@10 {'?' if recall is None else f'{recall:.3f}'} measured on "
+        f"{search.get('recall_queries') or '?'} held-out queries at {search.get('measured_size') or '?'} "
+        f"vectors {search.get('measured_at') or '?'}"
+    )
+    if search["choice"] == "graph":
+        return (
+            f"graph {search['factory']} over the fp16 vectors ({mode}{budget}; "
+            f"{_size(search['memory_bytes'])}; efSearch {search['ef_search']}; {measured})"
+        )
     return (
         f"compressed {search['factory']} + exact re-rank of {search['rerank']} candidates "
         f"({mode}{budget}; {_size(search['memory_bytes'])}; nprobe {search['nprobe']}; designed for "
-        f"{search['design_size']} vectors; expected recall@10 "
-        f"{'?' if recall is None else f'{recall:.3f}'} measured {search.get('measured_at') or '?'})"
+        f"{search['design_size']} vectors; {measured})"
     )
 
 
