@@ -105,7 +105,11 @@ def _time_queries(
 
 
 def _build_store(
-    root: Path, held: np.ndarray, budget: int | None, progress: Callable[[str, int, int], None] | None
+    root: Path,
+    held: np.ndarray,
+    budget: int | None,
+    progress: Callable[[str, int, int], None] | None,
+    limits: Any = None,
 ) -> float:
     """An automatic index of the held vectors, committed as indexing would; returns the writer's time."""
     from vela_search.store import AudioIndex
@@ -114,7 +118,7 @@ def _build_store(
     start = time.perf_counter()
     AudioIndex.create(root, fingerprint=fingerprint, dim=held.shape[1], max_index_memory=budget).close()
     every = commit_every_for(held.shape[1])
-    with AudioIndex.open(root, shards=False).writer(fingerprint=fingerprint) as writer:
+    with AudioIndex.open(root, shards=False).writer(fingerprint=fingerprint, choice_limits=limits) as writer:
         for begin in range(0, len(held), every):
             stop = min(len(held), begin + every)
             writer.add(held[begin:stop].astype(np.float32), segment_rows(begin, stop - begin))
@@ -278,9 +282,10 @@ def _measure_store(
     choices: dict[str, Any],
     progress: Callable[[str, int, int], None] | None,
     report: Callable[[CompareRow], None] | None,
+    limits: Any,
 ) -> list[CompareRow]:
     root = scratch / label.replace(" ", "-")
-    build_s = _build_store(root, held, budget, progress)
+    build_s = _build_store(root, held, budget, progress, limits)
     rows, choices[label] = _store_rows(root, probes, reference, k, build_s)
     shutil.rmtree(root, ignore_errors=True)
     for row in rows if report is not None else ():
@@ -301,7 +306,7 @@ def _measure_peers(
     if missing:
         notes.append(f"peers not installed: {', '.join(sorted(missing))} (pip install 'vela-search[bench]')")
     rows: list[CompareRow] = []
-    for name in ("faiss", "hnswlib", "usearch"):
+    for name in ("faiss", *PEERS):
         if name not in missing:
             got = _peer_rows(name, held, probes, reference, k)
             rows += got
@@ -325,6 +330,7 @@ def compare_search(
     seed: int = 0,
     progress: Callable[[str, int, int], None] | None = None,
     report: Callable[[CompareRow], None] | None = None,
+    choice_limits: Any = None,
 ) -> CompareRun:
     """Measure every kind of the policy and the peers on the same vectors (see the module docstring).
 
@@ -332,6 +338,7 @@ def compare_search(
         small_memory: the budget that forces the compressed kind (default: 1/16 of the fp16 vectors).
         peers: also measure hnswlib, usearch and FAISS alone (missing packages are noted and skipped).
         report: called with each row as soon as it is measured (a long run shows its results as it goes).
+        choice_limits: thresholds of the policy (`store.index_choice.ChoiceLimits`; tests shrink them).
     """
     generator = vectors_for(data, dim, n_vectors, seed)
     probes = generator.queries(queries)
@@ -349,14 +356,11 @@ def compare_search(
     scratch = Path(tempfile.mkdtemp(prefix="vela-bench-compare-", dir=workdir))
     try:
         # The default policy, then the peers, then the forced compressed kind (slowest to build).
-        rows += _measure_store(
-            scratch, "default", None, held, probes, reference, k, choices, progress, report
-        )
+        sides = (held, probes, reference, k, choices, progress, report, choice_limits)
+        rows += _measure_store(scratch, "default", None, *sides)
         if peers:
             rows += _measure_peers(held, probes, reference, k, notes, progress, report)
-        rows += _measure_store(
-            scratch, "small budget", small, held, probes, reference, k, choices, progress, report
-        )
+        rows += _measure_store(scratch, "small budget", small, *sides)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return CompareRun(
