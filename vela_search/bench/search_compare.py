@@ -331,6 +331,7 @@ def compare_search(
     progress: Callable[[str, int, int], None] | None = None,
     report: Callable[[CompareRow], None] | None = None,
     choice_limits: Any = None,
+    default: bool = True,
 ) -> CompareRun:
     """Measure every kind of the policy and the peers on the same vectors (see the module docstring).
 
@@ -339,6 +340,8 @@ def compare_search(
         peers: also measure hnswlib, usearch and FAISS alone (missing packages are noted and skipped).
         report: called with each row as soon as it is measured (a long run shows its results as it goes).
         choice_limits: thresholds of the policy (`store.index_choice.ChoiceLimits`; tests shrink them).
+        default: also build and measure the store under the default budget (False: only the forced
+            compressed kind, e.g. in a second process beside a run that measures the rest).
     """
     generator = vectors_for(data, dim, n_vectors, seed)
     probes = generator.queries(queries)
@@ -357,7 +360,8 @@ def compare_search(
     try:
         # The default policy, then the peers, then the forced compressed kind (slowest to build).
         sides = (held, probes, reference, k, choices, progress, report, choice_limits)
-        rows += _measure_store(scratch, "default", None, *sides)
+        if default:
+            rows += _measure_store(scratch, "default", None, *sides)
         if peers:
             rows += _measure_peers(held, probes, reference, k, notes, progress, report)
         rows += _measure_store(scratch, "small budget", small, *sides)

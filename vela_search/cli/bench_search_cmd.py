@@ -46,6 +46,9 @@ def search_index(
         "(variance ~ i^-0.5 over all dims, rotated, clustered) or 'clustered' (today's set).",
     ),
     no_peers: bool = typer.Option(False, "--no-peers", help="With --data: skip hnswlib, usearch and FAISS."),
+    no_default: bool = typer.Option(
+        False, "--no-default", help="With --data: skip the store under the default budget (measure the rest)."
+    ),
     json_out: str | None = typer.Option(None, "--json", metavar="OUT", help=JSON_HELP),
 ) -> None:
     """Build an index of synthetic clustered vectors through the writer; recall@k, latency and memory of
@@ -56,7 +59,9 @@ def search_index(
 
     budget = parse_memory_option(max_index_memory)
     if data is not None:
-        _compare(vectors, dim, data, queries, k, budget, not no_peers, workdir, seed, json_out)
+        _compare(
+            vectors, dim, data, queries, k, budget, (not no_peers, not no_default), workdir, seed, json_out
+        )
         return
     phases = {"build": ("indexing vectors", vectors), "search": ("searching", 2)}
     with phase_progress(phases) as advance:
@@ -84,7 +89,7 @@ def _compare(
     queries: int,
     k: int,
     small: int | None,
-    peers: bool,
+    sides: tuple[bool, bool],
     workdir: Path | None,
     seed: int,
     json_out: str | None,
@@ -93,6 +98,7 @@ def _compare(
     that forces the compressed kind)."""
     from vela_search.bench.search_compare import compare_search, missing_peers
 
+    peers, default = sides
     if peers and missing_peers():
         typer.echo(
             f"note: {', '.join(missing_peers())} not installed: measured without them; "
@@ -114,6 +120,7 @@ def _compare(
             seed=seed,
             progress=advance,
             report=lambda row: typer.echo(f"measured: {row}", err=True),
+            default=default,
         )
     emit_report(run.to_dict(), json_out, lambda target: _render_compare(run, target))
 
