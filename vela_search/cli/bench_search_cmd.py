@@ -43,7 +43,8 @@ def search_index(
         "--data",
         callback=one_of("hard", "clustered"),
         help="Compare every index kind (and hnswlib, usearch, FAISS alone) on this data set: 'hard' "
-        "(variance ~ i^-0.5 over all dims, rotated, clustered) or 'clustered' (today's set).",
+        "(variance ~ i^-0.5 over all dims, rotated, clustered) or 'clustered' (today's set). With --json "
+        "OUT, each row is also appended to OUT.rows.jsonl as soon as it is measured.",
     ),
     no_peers: bool = typer.Option(False, "--no-peers", help="With --data: skip hnswlib, usearch and FAISS."),
     no_default: bool = typer.Option(
@@ -119,10 +120,27 @@ def _compare(
             workdir=workdir,
             seed=seed,
             progress=advance,
-            report=lambda row: typer.echo(f"measured: {row}", err=True),
+            report=_row_log(json_out),
             default=default,
         )
     emit_report(run.to_dict(), json_out, lambda target: _render_compare(run, target))
+
+
+def _row_log(json_out: str | None) -> Any:
+    """Where each row goes as soon as it is measured: appended as a JSON line to ``OUT.rows.jsonl`` beside
+    the ``--json`` file (a long run's results survive an interruption), or nowhere."""
+    import json
+    from dataclasses import asdict
+
+    if json_out in (None, "-"):
+        return None
+    path = Path(f"{json_out}.rows.jsonl")
+
+    def log(row: Any) -> None:
+        with path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(asdict(row)) + "\n")
+
+    return log
 
 
 def _render_compare(run: Any, target: Any) -> None:
