@@ -46,3 +46,26 @@ def test_a_bad_memory_size_is_one_line(tmp_path):
     assert result.stderr.strip().splitlines() == [
         "error: --max-index-memory: 'lots' is not a size: give bytes or a number with K, M, G or T (e.g. 4G)"
     ]
+
+
+def test_data_compares_the_kinds_and_logs_each_row(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "report.json"
+    result = vela(
+        "bench", "search", "--data", "hard",
+        "--vectors", "1500", "--dim", "16", "--queries", "5", "--no-peers",
+        "--max-index-memory", "20K", "--workdir", str(tmp_path), "--json", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert report["data"] == "hard" and report["small_memory"] == 20 << 10
+    assert report["choices"]["default"]["choice"] == "exact"  # 24,000 numbers: exact
+    assert report["choices"]["small budget"]["choice"] == "compressed"
+    systems = {row["system"] for row in report["rows"]}
+    assert {"vela exact", "vela compressed", "vela compressed ids"} <= systems
+    logged = [json.loads(line) for line in (tmp_path / "report.json.rows.jsonl").read_text().splitlines()]
+    assert logged == report["rows"]
+    flat = " ".join(result.stdout.split())
+    assert "compressed forced by a budget of 20 KiB" in flat and "at recall >= 0.95: vela exact" in flat
+    bad = vela("bench", "search", "--data", "easy")
+    assert bad.returncode == 2 and "'easy' is not one of hard, clustered" in bad.stderr

@@ -126,6 +126,14 @@ def _compare(
     emit_report(run.to_dict(), json_out, lambda target: _render_compare(run, target))
 
 
+def _binary_size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024 * 10 or unit == "MiB":
+            return f"{n:,.0f} {unit}"
+        n /= 1024
+    return f"{n:,.0f} MiB"
+
+
 def _row_log(json_out: str | None) -> Any:
     """Where each row goes as soon as it is measured: appended as a JSON line to ``OUT.rows.jsonl`` beside
     the ``--json`` file (a long run's results survive an interruption), or nowhere."""
@@ -150,7 +158,7 @@ def _render_compare(run: Any, target: Any) -> None:
 
     target.print(
         f"{run.data} set, {run.vectors:,} x {run.dim}, {run.queries} fresh queries, top-{run.k}, one "
-        f"thread; compressed forced by a budget of {run.small_memory / 2**20:,.0f} MiB",
+        f"thread; compressed forced by a budget of {_binary_size(run.small_memory)}",
         highlight=False,
     )
     table = Table(title="recall / CPU time per query / memory")
