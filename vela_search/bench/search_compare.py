@@ -332,6 +332,7 @@ def compare_search(
     report: Callable[[CompareRow], None] | None = None,
     choice_limits: Any = None,
     default: bool = True,
+    compressed: bool = True,
 ) -> CompareRun:
     """Measure every kind of the policy and the peers on the same vectors (see the module docstring).
 
@@ -342,6 +343,7 @@ def compare_search(
         choice_limits: thresholds of the policy (`store.index_choice.ChoiceLimits`; tests shrink them).
         default: also build and measure the store under the default budget (False: only the forced
             compressed kind, e.g. in a second process beside a run that measures the rest).
+        compressed: also build and measure the store forced to compressed codes by `small_memory`.
     """
     generator = vectors_for(data, dim, n_vectors, seed)
     probes = generator.queries(queries)
@@ -364,7 +366,8 @@ def compare_search(
             rows += _measure_store(scratch, "default", None, *sides)
         if peers:
             rows += _measure_peers(held, probes, reference, k, notes, progress, report)
-        rows += _measure_store(scratch, "small budget", small, *sides)
+        if compressed:
+            rows += _measure_store(scratch, "small budget", small, *sides)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return CompareRun(

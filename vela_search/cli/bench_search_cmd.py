@@ -50,6 +50,9 @@ def search_index(
     no_default: bool = typer.Option(
         False, "--no-default", help="With --data: skip the store under the default budget (measure the rest)."
     ),
+    no_compressed: bool = typer.Option(
+        False, "--no-compressed", help="With --data: skip the store forced to compressed codes."
+    ),
     json_out: str | None = typer.Option(None, "--json", metavar="OUT", help=JSON_HELP),
 ) -> None:
     """Build an index of synthetic clustered vectors through the writer; recall@k, latency and memory of
@@ -90,7 +93,7 @@ def _compare(
     queries: int,
     k: int,
     small: int | None,
-    sides: tuple[bool, bool],
+    sides: tuple[bool, bool, bool],
     workdir: Path | None,
     seed: int,
     json_out: str | None,
@@ -99,7 +102,7 @@ def _compare(
     that forces the compressed kind)."""
     from vela_search.bench.search_compare import compare_search, missing_peers
 
-    peers, default = sides
+    peers, default, compressed = sides
     if peers and missing_peers():
         typer.echo(
             f"note: {', '.join(missing_peers())} not installed: measured without them; "
@@ -122,6 +125,7 @@ def _compare(
             progress=advance,
             report=_row_log(json_out),
             default=default,
+            compressed=compressed,
         )
     emit_report(run.to_dict(), json_out, lambda target: _render_compare(run, target))
 
