@@ -76,6 +76,8 @@ class IndexOptions:
         factory: "auto" or a FAISS index-factory string, for a new index or a rebuild.
         max_index_memory: memory budget in bytes of an automatic index's search index.
         compact: merge small shards at the end when there are many.
+        maintenance: "background" (tier merges and codes re-training off the commit path, finished
+            before the run ends) or "inline" (inside the commit that makes them due).
         progress: called with an :class:`~vela_search.indexing.report.IndexProgress` as the run advances.
     """
 
@@ -88,6 +90,7 @@ class IndexOptions:
     factory: str | None = None
     max_index_memory: int | None = None
     compact: bool = True
+    maintenance: str = "background"
     progress: ProgressCallback | None = None
 
     def validate(self) -> None:
@@ -97,6 +100,8 @@ class IndexOptions:
             VelaError: naming the bad option.
         """
         validate_options(self.window_s, self.hop_s, self.commit_every)
+        if self.maintenance not in ("inline", "background"):
+            raise VelaError(f"maintenance must be 'inline' or 'background', not {self.maintenance!r}")
 
     def segmentation(
         self, recorded: Segmentation | None, *, default: Segmentation | None = None, index_dir: str = ""

@@ -84,6 +84,7 @@ def _open_writer(
     rebuild: bool,
     factory: str | None,
     max_index_memory: int | None = None,
+    maintenance: str = "background",
 ) -> IndexWriter:
     from vela_search.embedding.fingerprint import fingerprint_for_index
     from vela_search.store import AudioIndex, IndexWriter, manifest
@@ -107,7 +108,7 @@ def _open_writer(
             if not AudioIndex.exists(index_dir):
                 raise  # not the race with another creator: a real error (e.g. a bad factory string)
         rebuild = False  # nothing to rebuild in a new index
-    memory = {"max_index_memory": max_index_memory}
+    memory = {"max_index_memory": max_index_memory, "maintenance": maintenance}
     if rebuild:
         return IndexWriter(index_dir, fingerprint=fingerprint, staged=True, factory=factory, **memory)
     return IndexWriter(index_dir, fingerprint=fingerprint, factory=factory, **memory)
@@ -243,7 +244,7 @@ def _open_run_writer(
     """
     from vela_search.store import AudioIndex, IndexWriter
 
-    memory = {"max_index_memory": options.max_index_memory}
+    memory = {"max_index_memory": options.max_index_memory, "maintenance": options.maintenance}
     if not _loaded(embedder) and not options.rebuild and AudioIndex.exists(index_dir):
         from vela_search.store import manifest
         from vela_search.store.layout import MANIFEST
@@ -392,6 +393,9 @@ def _finish(run: IndexRun, options: IndexOptions, report: IndexReport) -> None:
     run.commit()
     if writer.num_pending:
         writer.commit()  # a factory that needs training gets its error here, with the counts
+    # Background merges and re-training due by now run to the end here: the run leaves a maintained index
+    # (an interrupted run leaves a consistent one, its maintenance redone by the next writer).
+    writer.finish_maintenance()
     if writer.staged:
         run.emit("promote")
         writer.promote()

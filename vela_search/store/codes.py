@@ -159,6 +159,10 @@ class CodesKeeper:
         self._template: tuple[str, Any] | None = None
         self.force_retrain = False  # set by repair: rewrite every codes file at the next commit
         self.pending_policy = policy  # recorded by the next commit (None: keep the manifest's)
+        # Background maintenance: refresh only notes that a training is due (`training_due`), and
+        # `train` runs it later, off the commit path (see `vela_search.store.background`).
+        self.defer_training = False
+        self.training_due = False
 
     def template(self, new: dict) -> Any:
         """The trained, empty template named by `new["codes"]` (read once)."""
@@ -216,6 +220,7 @@ class CodesKeeper:
         Returns:
             Checksums of the files written, by path.
         """
+        self.training_due = False
         if self.pending_policy is not None:
             new["policy"], self.pending_policy = self.pending_policy, None
         if not is_auto(new):
@@ -236,7 +241,11 @@ class CodesKeeper:
         changed = codes is not None and (
             choose_index(int(codes["design_size"]), self.dim, budget, self.limits).factory != codes["factory"]
         )
-        if outgrown or changed or self.force_retrain:
+        if (outgrown or changed) and self.defer_training and not self.force_retrain:
+            self.training_due = True
+            if codes is None:
+                return {}  # searched exactly until the background training publishes codes
+        elif outgrown or changed or self.force_retrain:
             self.force_retrain = False
             return self._train(new, generation, deleted, choice)
         written = {}
@@ -250,6 +259,24 @@ class CodesKeeper:
                 reader.close()
                 entry["codes"], written[name] = name, checksum
         return written
+
+    def train(self, new: dict, generation: int, deleted: np.ndarray) -> dict[str, str]:
+        """Train the codes of `new` now, as `refresh` does when a training is due (for background work).
+
+        Args:
+            new: the manifest to train for (its shards' and its ``codes`` entries are set here).
+            generation: names the files written.
+            deleted: sorted tombstoned ids of `new`.
+
+        Returns:
+            Checksums of the files written, by path (empty when exact search suffices).
+        """
+        live = sum(int(s["count"]) for s in new["shards"]) - int(deleted.size)
+        budget = int((new.get("policy") or {}).get("max_index_memory") or DEFAULT_MAX_INDEX_MEMORY)
+        choice = choose_index(live, self.dim, budget, self.limits)
+        if not is_auto(new) or choice.kind == "exact":
+            return {}
+        return self._train(new, generation, deleted, choice)
 
     def _train(self, new: dict, generation: int, deleted: np.ndarray, choice: IndexChoice) -> dict[str, str]:
         """Train a template on a uniform sample of all live vectors, rewrite every shard's codes from the

@@ -1,0 +1,274 @@
+"""Background maintenance of a writer: tier merges and codes re-training off the commit path.
+
+A writer in background mode (``IndexWriter(..., maintenance="background")``) never merges or re-trains
+inside `commit()`. After a commit it checks what is due and, when nothing else is in flight, starts one
+job on a thread of its own: a job works from a *snapshot* (a copy of the committed manifest, its
+tombstones, and a generation number reserved for the names of the files it writes), writes new files
+that no manifest names yet, and returns a result. The result is published under the writer's lock as a
+generation of its own when the writer has nothing buffered, or else with the writer's next commit; either
+way it is re-based on the generation current by then, which may have grown since the snapshot:
+
+- a merge replaces exactly the shards it merged (if they are all still there, in place; otherwise the
+  result is dropped) and drops the tombstones of the rows it left out; rows tombstoned later keep theirs;
+- a re-training gives its codes to the shards it encoded; shards that landed since lose codes made with
+  the previous template and the publishing commit encodes them with the new one.
+
+Until publication nothing of a job is visible, and its files are ordinary garbage: a process killed
+during a job leaves the last committed generation intact, and the next writer's commit collects them.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from . import faiss_ops, manifest
+from .activity import ActivityRecorder
+from .codes import CodesKeeper
+from .index_choice import ChoiceLimits
+from .integrity import read_verified
+from .merging import merge_shards
+from .shards import ShardReader, write_shard
+from .table_log import read_deleted
+from .tables import read_ids
+
+MERGE, RETRAIN = "merge", "retrain"
+MODES = ("inline", "background")
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Snapshot:
+    """What a background job works from: a committed generation, frozen when the job started.
+
+    Attributes:
+        root: index directory.
+        data: a private copy of the committed manifest.
+        generation: reserved for the names of the files the job writes (no commit uses it).
+        reserve_shard: hands out a shard number no other writer path uses.
+        limits: the automatic choice's thresholds.
+    """
+
+    root: Path
+    data: dict
+    generation: int
+    reserve_shard: Callable[[], int]
+    limits: ChoiceLimits
+
+    @property
+    def dim(self) -> int:
+        return int(self.data["dim"])
+
+    def reader(self, entry: dict) -> ShardReader:
+        """Opens a shard of the snapshot, checked against the snapshot's checksums."""
+        return ShardReader(self.root, entry, self.dim, self.data.get("checksums"))
+
+    def deleted(self) -> np.ndarray:
+        """The snapshot's sorted tombstoned ids."""
+        return read_deleted(self.root, self.data)
+
+    def keeper(self) -> CodesKeeper:
+        """A codes keeper of its own (the writer's is the foreground's)."""
+        return CodesKeeper(self.root, self.dim, self.reader, self.limits)
+
+
+@dataclass
+class MergeResult:
+    """Merged shards waiting for publication."""
+
+    replaced: list[str]  # the "meta" paths of the shards merged, in order
+    entries: list[dict]  # the shards that replace them
+    dropped: np.ndarray  # ids of the rows left out (tombstoned at the snapshot)
+    template: str | None  # the codes template the entries' codes were encoded with
+    written: dict[str, str] = field(default_factory=dict)
+    kind: str = MERGE
+
+    def apply(self, new: dict) -> np.ndarray | None:
+        """Replace the merged shards in manifest `new`; returns the tombstones to drop, None if stale."""
+        metas = [e["meta"] for e in new["shards"]]
+        n = len(self.replaced)
+        starts = [i for i, m in enumerate(metas) if m == self.replaced[0]] if n else []
+        if not starts or metas[starts[0] : starts[0] + n] != self.replaced:
+            return None  # a shard it merged is gone (e.g. dropped by a repair): the result is void
+        entries = copy.deepcopy(self.entries)
+        current = (new.get("codes") or {}).get("trained")
+        if current != self.template:  # codes of another template: the publishing commit re-encodes
+            for entry in entries:
+                entry.pop("codes", None)
+        at = starts[0]
+        new["shards"] = new["shards"][:at] + entries + new["shards"][at + n :]
+        return self.dropped
+
+
+@dataclass
+class RetrainResult:
+    """A re-trained codes template and the codes of the snapshot's shards, waiting for publication."""
+
+    codes: dict | None
+    by_meta: dict[str, str | None]
+    written: dict[str, str] = field(default_factory=dict)
+    kind: str = RETRAIN
+
+    def apply(self, new: dict) -> np.ndarray | None:
+        """Give manifest `new` the new codes; returns no tombstones to drop, None if stale."""
+        if self.codes is None or (new.get("policy") or {}).get("mode") != "auto":
+            return None
+        for entry in new["shards"]:
+            name = self.by_meta.get(entry["meta"])
+            if name:
+                entry["codes"] = name
+            else:  # small, or landed after the snapshot: encoded by the publishing commit if large
+                entry.pop("codes", None)
+        new["codes"] = copy.deepcopy(self.codes)
+        return np.empty(0, np.int64)
+
+
+Result = MergeResult | RetrainResult
+
+
+class _ShardWriter:
+    """Writes a merge's output shards as the writer would: template clone, rows, codes."""
+
+    def __init__(self, snap: Snapshot) -> None:
+        self.snap = snap
+        self.keeper = snap.keeper()
+        self.written: dict[str, str] = {}
+        data = snap.data
+        name = data.get("trained")
+        self.template = None
+        if name:
+            raw = read_verified(snap.root, name, manifest.checksum(data, name))
+            self.template = faiss_ops.read_bytes(snap.root, name, raw)
+
+    def write(self, vectors: np.ndarray, metadata: pa.Table) -> list[dict]:
+        snap, data = self.snap, self.snap.data
+        template = self.template
+        if template is not None:
+            index = faiss_ops.clone(template)
+        else:
+            index = faiss_ops.build(data["factory"], snap.dim)
+        index.add(vectors)
+        entry, checksums = write_shard(snap.root, snap.reserve_shard(), index, metadata)
+        self.written.update(checksums)
+        ids = metadata["id"].to_numpy().astype(np.int64, copy=False)
+        self.written.update(self.keeper.encode_new_shard(data, entry, vectors, ids, snap.generation))
+        return [entry]
+
+
+def run_merge(snap: Snapshot, first: int, size: int) -> MergeResult:
+    """Merge the snapshot's shards from position `first` on into shards of at most `size` rows."""
+    entries = snap.data["shards"][first:]
+    out = _ShardWriter(snap)
+    merged, dropped = merge_shards(
+        entries,
+        dim=snap.dim,
+        size=size,
+        deleted=snap.deleted(),
+        open_reader=snap.reader,
+        shard_ids=lambda e: read_ids(snap.root, e["meta"], manifest.checksum(snap.data, e["meta"])),
+        write=out.write,
+    )
+    return MergeResult(
+        replaced=[e["meta"] for e in entries],
+        entries=merged,
+        dropped=dropped,
+        template=(snap.data.get("codes") or {}).get("trained"),
+        written=out.written,
+    )
+
+
+def run_retrain(snap: Snapshot) -> RetrainResult:
+    """Re-train the snapshot's codes (a uniform sample of all live vectors) and encode every shard."""
+    data = copy.deepcopy(snap.data)
+    written = snap.keeper().train(data, snap.generation, snap.deleted())
+    return RetrainResult(
+        codes=data.get("codes") if written else None,
+        by_meta={e["meta"]: e.get("codes") for e in data["shards"]},
+        written=written,
+    )
+
+
+class BackgroundMaintenance:
+    """Runs a writer's background jobs, one at a time, each on a thread of its own.
+
+    Args:
+        publish: called on the job's thread when its result is ready (the writer publishes it now or
+            leaves it for its next commit, see `take`).
+        activity: where pending and running maintenance is recorded (None: nowhere).
+    """
+
+    def __init__(self, publish: Callable[[], None], activity: ActivityRecorder | None) -> None:
+        self._publish = publish
+        self.activity = activity
+        self._guard = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._running: str | None = None
+        self._ready: Result | None = None
+        self.error: BaseException | None = None
+
+    @property
+    def busy(self) -> bool:
+        """Whether a job runs or its result waits for publication (its files are not garbage)."""
+        with self._guard:
+            return self._running is not None or self._ready is not None
+
+    @property
+    def running(self) -> str | None:
+        """The kind of the job running now, if any."""
+        return self._running
+
+    def start(self, kind: str, job: Callable[[], Result]) -> None:
+        """Run `job` (a merge or re-training) on a new thread; the caller checked `busy` is False."""
+        with self._guard:
+            self._running = kind
+        if self.activity is not None:
+            self.activity.add_maintenance(kind)
+        self._thread = threading.Thread(target=self._run, args=(kind, job), name=f"vela-{kind}", daemon=True)
+        self._thread.start()
+
+    def _run(self, kind: str, job: Callable[[], Result]) -> None:
+        try:
+            result = job()
+        except Exception as error:  # noqa: BLE001 - kept for finish(): nothing was published
+            log.warning("background %s failed (the index is unchanged): %s", kind, error)
+            with self._guard:
+                self._running, self.error = None, error
+            self.done(kind)
+            return
+        with self._guard:
+            self._running, self._ready = None, result
+        try:
+            self._publish()
+        except Exception as error:  # noqa: BLE001 - the result waits for the next commit instead
+            log.warning("publishing the background %s failed (the index is unchanged): %s", kind, error)
+
+    def take(self) -> Result | None:
+        """The finished result waiting for publication (the caller publishes it), or None."""
+        with self._guard:
+            result, self._ready = self._ready, None
+        return result
+
+    def done(self, kind: str) -> None:
+        """Record that a job of `kind` was published or dropped."""
+        if self.activity is not None:
+            self.activity.finish_maintenance(kind)
+
+    def wait(self) -> None:
+        """Block until the current job's thread (its run and its publication attempt) has ended."""
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def describe(self) -> dict[str, Any]:
+        """What runs or waits now (for tests and diagnostics)."""
+        with self._guard:
+            return {"running": self._running, "ready": self._ready.kind if self._ready else None}
