@@ -159,10 +159,9 @@ class CodesKeeper:
         self._template: tuple[str, Any] | None = None
         self.force_retrain = False  # set by repair: rewrite every codes file at the next commit
         self.pending_policy = policy  # recorded by the next commit (None: keep the manifest's)
-        # Background maintenance: refresh only notes that a training is due (`training_due`), and
-        # `train` runs it later, off the commit path (see `vela_search.store.background`).
+        # Background maintenance: refresh never trains (`training_wanted` says when it is due, and
+        # `train` runs it later, off the commit path; see `vela_search.store.background`).
         self.defer_training = False
-        self.training_due = False
 
     def template(self, new: dict) -> Any:
         """The trained, empty template named by `new["codes"]` (read once)."""
@@ -220,7 +219,6 @@ class CodesKeeper:
         Returns:
             Checksums of the files written, by path.
         """
-        self.training_due = False
         if self.pending_policy is not None:
             new["policy"], self.pending_policy = self.pending_policy, None
         if not is_auto(new):
@@ -242,7 +240,6 @@ class CodesKeeper:
             choose_index(int(codes["design_size"]), self.dim, budget, self.limits).factory != codes["factory"]
         )
         if (outgrown or changed) and self.defer_training and not self.force_retrain:
-            self.training_due = True
             if codes is None:
                 return {}  # searched exactly until the background training publishes codes
         elif outgrown or changed or self.force_retrain:
@@ -259,6 +256,22 @@ class CodesKeeper:
                 reader.close()
                 entry["codes"], written[name] = name, checksum
         return written
+
+    def training_wanted(self, data: dict, deleted: int) -> bool:
+        """Whether the committed manifest `data` (with `deleted` tombstones) is due a (re-)training:
+        its collection outgrew exact search or its codes' design size, or its budget chooses others."""
+        if not is_auto(data):
+            return False
+        live = sum(int(s["count"]) for s in data["shards"]) - int(deleted)
+        budget = int(data["policy"].get("max_index_memory") or DEFAULT_MAX_INDEX_MEMORY)
+        if choose_index(live, self.dim, budget, self.limits).kind == "exact":
+            return False
+        codes = data.get("codes")
+        if codes is None or live > self.limits.growth_factor * int(codes["design_size"]):
+            return True
+        return (
+            choose_index(int(codes["design_size"]), self.dim, budget, self.limits).factory != codes["factory"]
+        )
 
     def train(self, new: dict, generation: int, deleted: np.ndarray) -> dict[str, str]:
         """Train the codes of `new` now, as `refresh` does when a training is due (for background work).

@@ -665,8 +665,7 @@ class IndexWriter:
                 snap, size = self._snapshot(), self.max_shard_size
                 bg.start(background.MERGE, lambda: background.run_merge(snap, start, size))
                 return
-        if self._codes.training_due:
-            self._codes.training_due = False
+        if self._codes.training_wanted(self._base, int(self._base.get("num_deleted") or 0)):
             snap = self._snapshot()
             bg.start(background.RETRAIN, lambda: background.run_retrain(snap))
 
