@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vela_search.audio import plan_windows
 from vela_search.errors import VelaError
 from vela_search.indexing.report import ProgressCallback
+
+if TYPE_CHECKING:
+    from vela_search.store.index_choice import ChoiceLimits
 
 DEFAULT_WINDOW_S = 10.0
 DEFAULT_HOP_S = 5.0
@@ -78,6 +81,7 @@ class IndexOptions:
         compact: merge small shards at the end when there are many.
         maintenance: "background" (tier merges and codes re-training off the commit path, finished
             before the run ends) or "inline" (inside the commit that makes them due).
+        choice_limits: thresholds of the automatic index choice (benchmarks and tests shrink them).
         progress: called with an :class:`~vela_search.indexing.report.IndexProgress` as the run advances.
     """
 
@@ -91,6 +95,7 @@ class IndexOptions:
     max_index_memory: int | None = None
     compact: bool = True
     maintenance: str = "background"
+    choice_limits: ChoiceLimits | None = None
     progress: ProgressCallback | None = None
 
     def validate(self) -> None:

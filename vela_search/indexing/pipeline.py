@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from vela_search.audio.hf_dataset import DatasetListing
     from vela_search.embedding.embedder import VelaEmbedder
     from vela_search.store import IndexWriter
+    from vela_search.store.index_choice import ChoiceLimits
 
 # Decodes, embeds and lands every job of a run (see :func:`run_index`).
 EmbedStage = Callable[[IndexRun, list[EmbedJob]], None]
@@ -85,6 +86,7 @@ def _open_writer(
     factory: str | None,
     max_index_memory: int | None = None,
     maintenance: str = "background",
+    choice_limits: ChoiceLimits | None = None,
 ) -> IndexWriter:
     from vela_search.embedding.fingerprint import fingerprint_for_index
     from vela_search.store import AudioIndex, IndexWriter, manifest
@@ -108,7 +110,11 @@ def _open_writer(
             if not AudioIndex.exists(index_dir):
                 raise  # not the race with another creator: a real error (e.g. a bad factory string)
         rebuild = False  # nothing to rebuild in a new index
-    memory = {"max_index_memory": max_index_memory, "maintenance": maintenance}
+    memory = {
+        "max_index_memory": max_index_memory,
+        "maintenance": maintenance,
+        "choice_limits": choice_limits,
+    }
     if rebuild:
         return IndexWriter(index_dir, fingerprint=fingerprint, staged=True, factory=factory, **memory)
     return IndexWriter(index_dir, fingerprint=fingerprint, factory=factory, **memory)
@@ -244,7 +250,11 @@ def _open_run_writer(
     """
     from vela_search.store import AudioIndex, IndexWriter
 
-    memory = {"max_index_memory": options.max_index_memory, "maintenance": options.maintenance}
+    memory = {
+        "max_index_memory": options.max_index_memory,
+        "maintenance": options.maintenance,
+        "choice_limits": options.choice_limits,
+    }
     if not _loaded(embedder) and not options.rebuild and AudioIndex.exists(index_dir):
         from vela_search.store import manifest
         from vela_search.store.layout import MANIFEST
