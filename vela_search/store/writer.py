@@ -550,7 +550,6 @@ class IndexWriter:
     def _commit(self) -> int:
         generation = self._next_generation()
         new = copy.deepcopy(self._base)
-        done = self._apply_background(new)  # a finished merge or re-training goes out with this commit
         new.update(copy.deepcopy(self._records))
         self._records = {}
         if self._dropped:
@@ -562,10 +561,15 @@ class IndexWriter:
             self._dropped = set()
         if self._vectors:
             self._land(new, np.concatenate(self._vectors), concat_metadata(self._tables), generation)
-        self._publish(new, generation)
+        # A finished merge or re-training goes out with this commit (after the landing, which can fail
+        # with nothing changed, e.g. a factory short of training vectors).
+        done = self._apply_background(new)
+        try:
+            self._publish(new, generation)
+        finally:
+            if done is not None:
+                self._background.done(done)  # type: ignore[union-attr]
         self._vectors, self._tables, self._schema = [], [], None
-        if done is not None:
-            self._background.done(done)  # type: ignore[union-attr]
         self._schedule_maintenance()
         return generation
 
