@@ -87,7 +87,7 @@ def test_a_commit_does_not_wait_for_a_running_merge(tmp_path: Path, held) -> Non
     AudioIndex.create(root, fingerprint=FP, dim=DIM).close()
     with IndexWriter(root, fingerprint=FP, maintenance="background", merge_policy=EAGER) as w:
         _land(w, 3)
-        assert w.maintenance_running == background.MERGE  # held on its event
+        assert w.maintenance_running == [background.MERGE]  # held on its event
         assert read_activity(root).maintenance == [background.MERGE]
         merged = [e["meta"] for e in w.manifest["shards"]]
         before = w.manifest["num_vectors"]
@@ -116,12 +116,12 @@ def test_a_commit_does_not_wait_for_a_running_retraining(tmp_path: Path, held) -
     with IndexWriter(root, fingerprint=ch.FP, **options) as w:
         w.add(ch.clustered(2_000, 0), ch.rows(0, 2_000, "a"))
         w.commit()  # outgrew exact search: the training is due, and waits on its event
-        assert w.maintenance_running == background.RETRAIN
+        assert w.maintenance_running == [background.RETRAIN]
         assert read_activity(root).maintenance == [background.RETRAIN]
         assert w.manifest["codes"] is None  # searched exactly meanwhile
         w.add(ch.clustered(300, 1), ch.rows(2_000, 300, "b"))
         w.commit()  # completes while the training is held
-        assert w.manifest["num_vectors"] == 2_300 and w.maintenance_running == background.RETRAIN
+        assert w.manifest["num_vectors"] == 2_300 and w.maintenance_running == [background.RETRAIN]
         held[background.RETRAIN].set()
         w.finish_maintenance()
         data = w.manifest
@@ -133,6 +133,39 @@ def test_a_commit_does_not_wait_for_a_running_retraining(tmp_path: Path, held) -
         assert index.index_info()["choice"] == "compressed"
         hits = index.search(ch.clustered(300, 1)[:3], 5)  # rows landed during the training
         assert [h[0].id for h in hits] == [2_000, 2_001, 2_002]
+
+
+def test_merges_go_on_during_a_retraining_and_both_publish_consistently(tmp_path: Path, held) -> None:  # noqa: ANN001
+    results = {}
+    held[background.MERGE].set()  # merges run freely; the re-training waits until the end
+    for mode in ("background", "inline"):
+        root = tmp_path / mode
+        AudioIndex.create(root, fingerprint=ch.FP, dim=ch.DIM).close()
+        options = {"choice_limits": ch.LIMITS, "max_shard_size": 700, "merge_policy": EAGER}
+        with IndexWriter(root, fingerprint=ch.FP, maintenance=mode, **options) as w:
+            w.add(ch.clustered(1_600, 0), ch.rows(0, 1_600, "a"))
+            w.commit()
+            for c in range(8):
+                w.add(ch.clustered(150, c + 1), ch.rows(1_600 + 150 * c, 150, f"b{c}"))
+                w.commit()
+                if mode == "background":
+                    assert background.RETRAIN in w.maintenance_running
+            if mode == "background":
+                deadline = time.monotonic() + 30  # the merges' threads publish (nothing is buffered)
+                while len(w.manifest["shards"]) >= 11 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                assert w.manifest["codes"] is None  # still exact: the training is held...
+                assert len(w.manifest["shards"]) < 11  # ...while merges went on (3 + 8 shards unmerged)
+                held[background.RETRAIN].set()
+            w.finish_maintenance()
+            data = w.manifest
+        assert data["codes"] is not None and check_index(root).ok
+        assert all(s.get("codes") for s in data["shards"] if s["count"] >= ch.LIMITS.min_coded_rows)
+        assert len(data["shards"]) < 9  # merged meanwhile
+        results[mode] = contents(root)
+    (ids_a, vec_a, paths_a, _), (ids_b, vec_b, paths_b, _) = results.values()
+    assert ids_a == ids_b and paths_a == paths_b
+    np.testing.assert_array_equal(vec_a, vec_b)
 
 
 def test_a_result_finished_while_changes_are_buffered_goes_out_with_the_next_commit(

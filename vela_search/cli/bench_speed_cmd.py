@@ -140,6 +140,9 @@ def pipeline(
         help="With --ray: compressed codes above this many vectors (the run crosses re-training "
         "thresholds), and a second Ray run with inline maintenance to compare the workers' idle time.",
     ),
+    commit_every: int | None = typer.Option(
+        None, "--commit-every", min=1, help="With --ray: commit after this many segments (default: 256)."
+    ),
     json_out: str | None = typer.Option(None, "--json", metavar="OUT", help=JSON_HELP),
 ) -> None:
     """How well indexing hides decoding behind embedding: decode-only, embed-only and end-to-end times.
@@ -170,6 +173,7 @@ def pipeline(
             decode_workers=decode_workers,
             threads=threads,
             exact_max_vectors=exact_max_vectors,
+            commit_every=commit_every,
             json_out=json_out,
         )
         return
@@ -212,6 +216,7 @@ def _ray_pipeline(
     decode_workers: int | None,
     threads: int | None,
     exact_max_vectors: int | None,
+    commit_every: int | None,
     json_out: str | None,
 ) -> None:
     from vela_search.indexing.profile import measure_ray_overhead
@@ -227,6 +232,7 @@ def _ray_pipeline(
             decode_workers=decode_workers,
             threads=threads,
             exact_max_vectors=exact_max_vectors,
+            commit_every=commit_every,
         )
     payload = {**result.to_dict(), "model": model, "notice": embedder.notice, "threads": threads}
 

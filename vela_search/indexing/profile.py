@@ -161,6 +161,7 @@ def measure_ray_overhead(
     decode_workers: int | None = None,
     threads: int | None = None,
     exact_max_vectors: int | None = None,
+    commit_every: int | None = None,
 ) -> RayOverhead:
     """Index the same files in one process and on Ray (a local Ray, or the cluster at ``address``).
 
@@ -169,6 +170,7 @@ def measure_ray_overhead(
     ``threads``: torch threads of each CPU actor (set this process's to the same for a fair comparison).
     ``exact_max_vectors``: give the indexes compressed codes above this many vectors, so that a short run
     crosses the re-training thresholds, and index on Ray a second time with inline maintenance.
+    ``commit_every``: commit after this many segments (default: as `index` does).
     """
     from vela_search.embedding.embedder import EmbedItem
     from vela_search.indexing.cluster import ClusterTiming, RaySettings, index_paths_on_ray, ray_session
@@ -180,6 +182,8 @@ def measure_ray_overhead(
     embedder.embed_items([EmbedItem("audio", wave=np.zeros(16_000, np.float32))])
     limits = ChoiceLimits(exact_max_elements=exact_max_vectors * embedder.dim) if exact_max_vectors else None
     common = {"window_s": window_s, "hop_s": hop_s, "compact": False, "choice_limits": limits}
+    if commit_every is not None:
+        common["commit_every"] = commit_every
     inline: tuple[float, ClusterTiming] | None = None
     with tempfile.TemporaryDirectory(prefix="vela-ray-bench-") as tmp:
         started = time.perf_counter()

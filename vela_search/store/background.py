@@ -25,7 +25,6 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -56,6 +55,7 @@ class Snapshot:
         generation: reserved for the names of the files the job writes (no commit uses it).
         reserve_shard: hands out a shard number no other writer path uses.
         limits: the automatic choice's thresholds.
+        current: a copy of the writer's committed manifest now (to catch up before publishing).
     """
 
     root: Path
@@ -63,6 +63,7 @@ class Snapshot:
     generation: int
     reserve_shard: Callable[[], int]
     limits: ChoiceLimits
+    current: Callable[[], dict]
 
     @property
     def dim(self) -> int:
@@ -177,28 +178,56 @@ def run_merge(snap: Snapshot, first: int, size: int) -> MergeResult:
         shard_ids=lambda e: read_ids(snap.root, e["meta"], manifest.checksum(snap.data, e["meta"])),
         write=out.write,
     )
+    template = (snap.data.get("codes") or {}).get("trained")
+    current = snap.current()
+    now = (current.get("codes") or {}).get("trained")
+    if now != template:  # a re-training published meanwhile: the merged shards take its template
+        template = now
+        for entry in merged:
+            entry.pop("codes", None)
+            if now and int(entry["count"]) >= snap.limits.min_coded_rows:
+                reader = ShardReader(snap.root, entry, snap.dim, out.written)
+                try:
+                    out.written.update(out.keeper.encode_shard(current, entry, reader, snap.generation))
+                finally:
+                    reader.close()
     return MergeResult(
         replaced=[e["meta"] for e in entries],
         entries=merged,
         dropped=dropped,
-        template=(snap.data.get("codes") or {}).get("trained"),
+        template=template,
         written=out.written,
     )
 
 
 def run_retrain(snap: Snapshot) -> RetrainResult:
-    """Re-train the snapshot's codes (a uniform sample of all live vectors) and encode every shard."""
+    """Re-train the snapshot's codes (a uniform sample of all live vectors) and encode every shard, then
+    the shards landed since the snapshot, so that publishing costs no encoding."""
     data = copy.deepcopy(snap.data)
-    written = snap.keeper().train(data, snap.generation, snap.deleted())
-    return RetrainResult(
-        codes=data.get("codes") if written else None,
-        by_meta={e["meta"]: e.get("codes") for e in data["shards"]},
-        written=written,
-    )
+    keeper = snap.keeper()
+    written = keeper.train(data, snap.generation, snap.deleted())
+    by_meta = {e["meta"]: e.get("codes") for e in data["shards"]}
+    if written:
+        current = snap.current()
+        for entry in current["shards"]:
+            if entry["meta"] in by_meta or int(entry["count"]) < snap.limits.min_coded_rows:
+                continue
+            entry = dict(entry)
+            reader = ShardReader(snap.root, entry, snap.dim, current.get("checksums"))
+            try:
+                written.update(keeper.encode_shard(data, entry, reader, snap.generation))
+            finally:
+                reader.close()
+            by_meta[entry["meta"]] = entry["codes"]
+    return RetrainResult(codes=data.get("codes") if written else None, by_meta=by_meta, written=written)
 
 
 class BackgroundMaintenance:
-    """Runs a writer's background jobs, one at a time, each on a thread of its own.
+    """Runs a writer's background jobs on threads of their own: at most one merge and one re-training at a
+    time, so that merges keep up while a long re-training runs.
+
+    A kind's *lane* is busy from `start` until its result is taken for publication: a new job of that kind
+    starts only from a generation that includes the previous one's result.
 
     Args:
         publish: called on the job's thread when its result is ready (the writer publishes it now or
@@ -210,30 +239,44 @@ class BackgroundMaintenance:
         self._publish = publish
         self.activity = activity
         self._guard = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._running: str | None = None
-        self._ready: Result | None = None
+        self._threads: dict[str, threading.Thread] = {}
+        self._running: list[str] = []
+        self._ready: list[Result] = []
         self.error: BaseException | None = None
 
     @property
     def busy(self) -> bool:
-        """Whether a job runs or its result waits for publication (its files are not garbage)."""
+        """Whether a job runs or a result waits for publication (their files are not garbage)."""
         with self._guard:
-            return self._running is not None or self._ready is not None
+            return bool(self._running or self._ready)
+
+    def lane_busy(self, kind: str) -> bool:
+        """Whether a job of `kind` runs or its result waits for publication."""
+        with self._guard:
+            return kind in self._running or any(r.kind == kind for r in self._ready)
 
     @property
-    def running(self) -> str | None:
-        """The kind of the job running now, if any."""
-        return self._running
+    def running(self) -> list[str]:
+        """The kinds of the jobs running now."""
+        with self._guard:
+            return list(self._running)
+
+    @property
+    def ready(self) -> bool:
+        """Whether a finished result waits for publication."""
+        with self._guard:
+            return bool(self._ready)
 
     def start(self, kind: str, job: Callable[[], Result]) -> None:
-        """Run `job` (a merge or re-training) on a new thread; the caller checked `busy` is False."""
+        """Run `job` (a merge or re-training) on a new thread; the caller checked `lane_busy(kind)`."""
         with self._guard:
-            self._running = kind
+            self._running.append(kind)
         if self.activity is not None:
             self.activity.add_maintenance(kind)
-        self._thread = threading.Thread(target=self._run, args=(kind, job), name=f"vela-{kind}", daemon=True)
-        self._thread.start()
+        thread = threading.Thread(target=self._run, args=(kind, job), name=f"vela-{kind}", daemon=True)
+        with self._guard:
+            self._threads[kind] = thread
+        thread.start()
 
     def _run(self, kind: str, job: Callable[[], Result]) -> None:
         try:
@@ -241,21 +284,23 @@ class BackgroundMaintenance:
         except Exception as error:  # noqa: BLE001 - kept for finish(): nothing was published
             log.warning("background %s failed (the index is unchanged): %s", kind, error)
             with self._guard:
-                self._running, self.error = None, error
+                self._running.remove(kind)
+                self.error = error
             self.done(kind)
             return
         with self._guard:
-            self._running, self._ready = None, result
+            self._running.remove(kind)
+            self._ready.append(result)
         try:
             self._publish()
         except Exception as error:  # noqa: BLE001 - the result waits for the next commit instead
             log.warning("publishing the background %s failed (the index is unchanged): %s", kind, error)
 
-    def take(self) -> Result | None:
-        """The finished result waiting for publication (the caller publishes it), or None."""
+    def take(self) -> list[Result]:
+        """The finished results waiting for publication (the caller publishes them), oldest first."""
         with self._guard:
-            result, self._ready = self._ready, None
-        return result
+            results, self._ready = self._ready, []
+        return results
 
     def done(self, kind: str) -> None:
         """Record that a job of `kind` was published or dropped."""
@@ -263,12 +308,9 @@ class BackgroundMaintenance:
             self.activity.finish_maintenance(kind)
 
     def wait(self) -> None:
-        """Block until the current job's thread (its run and its publication attempt) has ended."""
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join()
-
-    def describe(self) -> dict[str, Any]:
-        """What runs or waits now (for tests and diagnostics)."""
+        """Block until the current jobs' threads (their runs and publication attempts) have ended."""
         with self._guard:
-            return {"running": self._running, "ready": self._ready.kind if self._ready else None}
+            threads = list(self._threads.values())
+        for thread in threads:
+            if thread is not threading.current_thread():
+                thread.join()

@@ -188,6 +188,18 @@ class CodesKeeper:
             faiss_ops.write(index, f)
         return name, f.checksum, index
 
+    def encode_shard(self, new: dict, entry: dict, reader: ShardReader, generation: int) -> dict[str, str]:
+        """Give a stored shard codes from `new`'s template, reading its vectors in chunks (background work).
+
+        Returns:
+            Checksums of the written file by path.
+        """
+        name, checksum, _ = self._encode(
+            self.template(new), int(entry["number"]), generation, _rows_of(reader), int(entry["count"])
+        )
+        entry["codes"] = name
+        return {name: checksum}
+
     def encode_new_shard(
         self, new: dict, entry: dict, vectors: np.ndarray, ids: np.ndarray, generation: int
     ) -> dict[str, str]:

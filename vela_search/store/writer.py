@@ -567,8 +567,8 @@ class IndexWriter:
         try:
             self._publish(new, generation)
         finally:
-            if done is not None:
-                self._background.done(done)  # type: ignore[union-attr]
+            for kind in done:
+                self._background.done(kind)  # type: ignore[union-attr]
         self._vectors, self._tables, self._schema = [], [], None
         self._schedule_maintenance()
         return generation
@@ -619,21 +619,21 @@ class IndexWriter:
 
     # ----- background maintenance -----
 
-    def _apply_background(self, new: dict) -> str | None:
-        """Put a finished background result into `new` (re-based on it); returns its kind, if any."""
+    def _apply_background(self, new: dict) -> list[str]:
+        """Put the finished background results into `new` (re-based on it); returns their kinds."""
         if self._background is None:
-            return None
-        result = self._background.take()
-        if result is None:
-            return None
-        dropped = result.apply(new)
-        if dropped is None:  # stale: its files are garbage for the next collection
-            self._background.done(result.kind)
-            return None
-        self._deleted.drop(dropped[contains(self._deleted.ids(), dropped)])
-        self._written.update(result.written)
-        self._close_segment_reader()  # shards may have been replaced
-        return result.kind
+            return []
+        kinds = []
+        for result in self._background.take():
+            dropped = result.apply(new)
+            if dropped is None:  # stale: its files are garbage for the next collection
+                self._background.done(result.kind)
+                continue
+            self._deleted.drop(dropped[contains(self._deleted.ids(), dropped)])
+            self._written.update(result.written)
+            self._close_segment_reader()  # shards may have been replaced
+            kinds.append(result.kind)
+        return kinds
 
     def _publish_background(self) -> None:
         """On the job's thread: publish its result as a generation now, unless changes are buffered
@@ -654,29 +654,38 @@ class IndexWriter:
         generation = self._next_generation()
         self._generation_floor = generation  # no commit takes this number: the job's files carry it
         return Snapshot(
-            self.root, copy.deepcopy(self._base), generation, self._reserve_shard, self._codes.limits
+            self.root,
+            copy.deepcopy(self._base),
+            generation,
+            self._reserve_shard,
+            self._codes.limits,
+            self._committed_manifest,
         )
 
+    def _committed_manifest(self) -> dict:
+        with self._mutex:
+            return copy.deepcopy(self._base)
+
     def _schedule_maintenance(self) -> None:
-        """Start the merge (else the re-training) that is due, when no background job is in flight."""
+        """Start the merge and the re-training that are due, each unless one of its kind is in flight."""
         bg = self._background
-        if bg is None or bg.busy or bg.error is not None or self._closing:
+        if bg is None or bg.error is not None or self._closing:
             return
-        if self.merge_policy is not None:
+        if self.merge_policy is not None and not bg.lane_busy(background.MERGE):
             counts = [int(e["count"]) for e in self._base["shards"]]
             start = merge_start(counts, max_size=self.max_shard_size, policy=self.merge_policy)
             if start is not None:
                 snap, size = self._snapshot(), self.max_shard_size
                 bg.start(background.MERGE, lambda: background.run_merge(snap, start, size))
-                return
-        if self._codes.training_wanted(self._base, int(self._base.get("num_deleted") or 0)):
+        deleted = int(self._base.get("num_deleted") or 0)
+        if not bg.lane_busy(background.RETRAIN) and self._codes.training_wanted(self._base, deleted):
             snap = self._snapshot()
             bg.start(background.RETRAIN, lambda: background.run_retrain(snap))
 
     @property
-    def maintenance_running(self) -> str | None:
-        """The background job running now ("merge" or "retrain"), if any."""
-        return None if self._background is None else self._background.running
+    def maintenance_running(self) -> list[str]:
+        """The background jobs running now ("merge", "retrain")."""
+        return [] if self._background is None else self._background.running
 
     def finish_maintenance(self) -> int:
         """Commit buffered changes, then run every merge and re-training that is due, waiting for each.
@@ -696,7 +705,7 @@ class IndexWriter:
                 if bg.error is not None:
                     error, bg.error = bg.error, None
                     raise error
-                if bg.busy and not bg.running:  # a result left for the next commit: publish it now
+                if bg.ready:  # a result left for the next commit: publish it now
                     if self._dirty:
                         self.commit()
                     else:
@@ -711,9 +720,12 @@ class IndexWriter:
             generation = self._next_generation()
             new = copy.deepcopy(self._base)
             done = self._apply_background(new)
-            if done is not None:
-                self._publish(new, generation)
-                self._background.done(done)  # type: ignore[union-attr]
+            if done:
+                try:
+                    self._publish(new, generation)
+                finally:
+                    for kind in done:
+                        self._background.done(kind)  # type: ignore[union-attr]
 
     def compact(self, *, target_shard_size: int = 100_000) -> int:
         """Merge runs of small shards into shards of up to `target_shard_size` live vectors.
