@@ -168,6 +168,26 @@ def test_merges_go_on_during_a_retraining_and_both_publish_consistently(tmp_path
     np.testing.assert_array_equal(vec_a, vec_b)
 
 
+def test_closing_stops_a_running_retraining_and_the_next_writer_redoes_it(tmp_path: Path, held) -> None:  # noqa: ANN001
+    root = tmp_path / "idx"
+    AudioIndex.create(root, fingerprint=ch.FP, dim=ch.DIM).close()
+    options = {"choice_limits": ch.LIMITS, "max_shard_size": 700}
+    w = IndexWriter(root, fingerprint=ch.FP, maintenance="background", **options)
+    w.add(ch.clustered(2_000, 0), ch.rows(0, 2_000, "a"))
+    w.commit()
+    assert w.maintenance_running == [background.RETRAIN]
+    threading.Timer(0.3, held[background.RETRAIN].set).start()  # the job starts once close() cancelled it
+    started = time.monotonic()
+    w.close()
+    assert time.monotonic() - started < 10  # stopped at its first read, not trained to the end
+    assert manifest.read(root / layout.MANIFEST)["codes"] is None and check_index(root).ok
+    assert read_activity(root).maintenance == []
+    with IndexWriter(root, fingerprint=ch.FP, maintenance="background", **options) as w:
+        w.finish_maintenance()  # found due again
+        assert w.manifest["codes"] is not None
+    assert check_index(root).ok
+
+
 def test_a_result_finished_while_changes_are_buffered_goes_out_with_the_next_commit(
     tmp_path: Path,
     held,  # noqa: ANN001

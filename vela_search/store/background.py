@@ -25,6 +25,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -45,6 +46,24 @@ MODES = ("inline", "background")
 log = logging.getLogger(__name__)
 
 
+class MaintenanceCancelled(Exception):
+    """A background job stopped because its writer is closing (nothing of it is published)."""
+
+
+class _CancellableReader(ShardReader):
+    """A shard reader that stops its job when the writer closes: checked at each read of the vectors
+    (per shard in a merge, per chunk of 8,192 rows in a re-training)."""
+
+    def __init__(self, cancel: threading.Event, *args: Any) -> None:
+        super().__init__(*args)
+        self._cancel = cancel
+
+    def index(self, *, verify: bool = False) -> Any:
+        if self._cancel.is_set():
+            raise MaintenanceCancelled("the writer is closing")
+        return super().index(verify=verify)
+
+
 @dataclass
 class Snapshot:
     """What a background job works from: a committed generation, frozen when the job started.
@@ -56,6 +75,7 @@ class Snapshot:
         reserve_shard: hands out a shard number no other writer path uses.
         limits: the automatic choice's thresholds.
         current: a copy of the writer's committed manifest now (to catch up before publishing).
+        cancel: set when the writer closes: the job stops at its next read of vectors.
     """
 
     root: Path
@@ -64,6 +84,7 @@ class Snapshot:
     reserve_shard: Callable[[], int]
     limits: ChoiceLimits
     current: Callable[[], dict]
+    cancel: threading.Event = field(default_factory=threading.Event)
 
     @property
     def dim(self) -> int:
@@ -71,7 +92,11 @@ class Snapshot:
 
     def reader(self, entry: dict) -> ShardReader:
         """Opens a shard of the snapshot, checked against the snapshot's checksums."""
-        return ShardReader(self.root, entry, self.dim, self.data.get("checksums"))
+        return self.open(entry, self.data.get("checksums"))
+
+    def open(self, entry: dict, checksums: dict | None) -> ShardReader:
+        """Opens a shard (of the snapshot or written since) for the job; stops it once cancelled."""
+        return _CancellableReader(self.cancel, self.root, entry, self.dim, checksums)
 
     def deleted(self) -> np.ndarray:
         """The snapshot's sorted tombstoned ids."""
@@ -186,7 +211,7 @@ def run_merge(snap: Snapshot, first: int, size: int) -> MergeResult:
         for entry in merged:
             entry.pop("codes", None)
             if now and int(entry["count"]) >= snap.limits.min_coded_rows:
-                reader = ShardReader(snap.root, entry, snap.dim, out.written)
+                reader = snap.open(entry, out.written)
                 try:
                     out.written.update(out.keeper.encode_shard(current, entry, reader, snap.generation))
                 finally:
@@ -213,7 +238,7 @@ def run_retrain(snap: Snapshot) -> RetrainResult:
             if entry["meta"] in by_meta or int(entry["count"]) < snap.limits.min_coded_rows:
                 continue
             entry = dict(entry)
-            reader = ShardReader(snap.root, entry, snap.dim, current.get("checksums"))
+            reader = snap.open(entry, current.get("checksums"))
             try:
                 written.update(keeper.encode_shard(data, entry, reader, snap.generation))
             finally:
@@ -243,6 +268,7 @@ class BackgroundMaintenance:
         self._running: list[str] = []
         self._ready: list[Result] = []
         self.error: BaseException | None = None
+        self.cancel = threading.Event()  # shared by the jobs' snapshots: set by the closing writer
 
     @property
     def busy(self) -> bool:
@@ -281,6 +307,11 @@ class BackgroundMaintenance:
     def _run(self, kind: str, job: Callable[[], Result]) -> None:
         try:
             result = job()
+        except MaintenanceCancelled:
+            with self._guard:
+                self._running.remove(kind)
+            self.done(kind)
+            return
         except Exception as error:  # noqa: BLE001 - kept for finish(): nothing was published
             log.warning("background %s failed (the index is unchanged): %s", kind, error)
             with self._guard:

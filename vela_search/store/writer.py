@@ -660,6 +660,7 @@ class IndexWriter:
             self._reserve_shard,
             self._codes.limits,
             self._committed_manifest,
+            self._background.cancel,  # type: ignore[union-attr]
         )
 
     def _committed_manifest(self) -> dict:
@@ -818,12 +819,15 @@ class IndexWriter:
     def close(self) -> None:
         """Release the lock, discarding uncommitted changes.
 
-        In background mode the running job is waited for (never abandoned: its thread writes into the
-        index) and its result published; maintenance due but not started is left to the next writer.
+        In background mode a running job is stopped at its next read of vectors and waited for (never
+        abandoned: its thread writes into the index); a finished result is published. What was not
+        finished is left to the next writer, which finds it due again (`finish_maintenance()` first to
+        have it done now).
         """
         bg = self._background
         if bg is not None and self._lock.held:
             self._closing = True
+            bg.cancel.set()
             bg.wait()  # without the mutex: the job takes it to reserve shards and to publish
         with self._mutex:
             self._vectors, self._tables, self._schema = [], [], None
