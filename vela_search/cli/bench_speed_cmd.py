@@ -143,6 +143,13 @@ def pipeline(
     commit_every: int | None = typer.Option(
         None, "--commit-every", min=1, help="With --ray: commit after this many segments (default: 256)."
     ),
+    base_vectors: int = typer.Option(
+        0,
+        "--base-vectors",
+        min=0,
+        help="With --ray: start each run from an index already holding this many random vectors (a "
+        "library the run adds to; with --exact-max-vectors above it, a training over all of them).",
+    ),
     json_out: str | None = typer.Option(None, "--json", metavar="OUT", help=JSON_HELP),
 ) -> None:
     """How well indexing hides decoding behind embedding: decode-only, embed-only and end-to-end times.
@@ -174,6 +181,7 @@ def pipeline(
             threads=threads,
             exact_max_vectors=exact_max_vectors,
             commit_every=commit_every,
+            base_vectors=base_vectors,
             json_out=json_out,
         )
         return
@@ -217,6 +225,7 @@ def _ray_pipeline(
     threads: int | None,
     exact_max_vectors: int | None,
     commit_every: int | None,
+    base_vectors: int,
     json_out: str | None,
 ) -> None:
     from vela_search.indexing.profile import measure_ray_overhead
@@ -233,6 +242,7 @@ def _ray_pipeline(
             threads=threads,
             exact_max_vectors=exact_max_vectors,
             commit_every=commit_every,
+            base_vectors=base_vectors,
         )
     payload = {**result.to_dict(), "model": model, "notice": embedder.notice, "threads": threads}
 

@@ -129,6 +129,7 @@ class RayOverhead:
             inside the commits (as before background maintenance); None otherwise.
         ray_inline_timing: that run's timing (compare ``idle_fraction`` and ``commit_max_s``).
         codes_design_size: vectors the Ray run's last codes training saw (None: it never trained).
+        base_vectors: vectors each index held before the run (``base_vectors`` of the measurement).
     """
 
     files: int
@@ -145,9 +146,28 @@ class RayOverhead:
     ray_inline_s: float | None = None
     ray_inline_timing: dict[str, Any] | None = None
     codes_design_size: int | None = None
+    base_vectors: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def prefill_index(root: Path, embedder: VelaEmbedder, count: int, *, seed: int = 0) -> None:
+    """Create an index for `embedder` holding `count` random unit vectors (rows of no file): the existing
+    library a benchmark run adds to."""
+    from vela_search.embedding.fingerprint import fingerprint_for_index
+    from vela_search.store import AudioIndex, IndexWriter
+
+    fingerprint = fingerprint_for_index(embedder.fingerprint.to_dict(), None)
+    AudioIndex.create(root, fingerprint=fingerprint, dim=embedder.dim).close()
+    rng = np.random.default_rng(seed)
+    with IndexWriter(root, fingerprint=fingerprint) as writer:
+        for start in range(0, count, 50_000):
+            n = min(50_000, count - start)
+            vectors = rng.standard_normal((n, embedder.dim)).astype(np.float32)
+            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+            writer.add(vectors, [{"path": f"/library/base-{start + i}.wav"} for i in range(n)])
+            writer.commit()
 
 
 def measure_ray_overhead(
@@ -162,6 +182,7 @@ def measure_ray_overhead(
     threads: int | None = None,
     exact_max_vectors: int | None = None,
     commit_every: int | None = None,
+    base_vectors: int = 0,
 ) -> RayOverhead:
     """Index the same files in one process and on Ray (a local Ray, or the cluster at ``address``).
 
@@ -171,6 +192,8 @@ def measure_ray_overhead(
     ``exact_max_vectors``: give the indexes compressed codes above this many vectors, so that a short run
     crosses the re-training thresholds, and index on Ray a second time with inline maintenance.
     ``commit_every``: commit after this many segments (default: as `index` does).
+    ``base_vectors``: start every run from an index already holding this many random vectors (a library
+    that the run adds to), so that a training crossed during the run works over a collection of that size.
     """
     from vela_search.embedding.embedder import EmbedItem
     from vela_search.indexing.cluster import ClusterTiming, RaySettings, index_paths_on_ray, ray_session
@@ -186,6 +209,9 @@ def measure_ray_overhead(
         common["commit_every"] = commit_every
     inline: tuple[float, ClusterTiming] | None = None
     with tempfile.TemporaryDirectory(prefix="vela-ray-bench-") as tmp:
+        for name in ("single", "ray", "ray-inline"):
+            if base_vectors:
+                prefill_index(Path(tmp) / name, embedder, base_vectors)
         started = time.perf_counter()
         single = index_paths(
             files, os.path.join(tmp, "single"), embedder, decode_workers=decode_workers, **common
@@ -229,4 +255,5 @@ def measure_ray_overhead(
         ray_inline_s=inline[0] if inline else None,
         ray_inline_timing=inline[1].to_dict() if inline else None,
         codes_design_size=int(codes["design_size"]) if codes else None,
+        base_vectors=base_vectors,
     )
