@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from audio_factory import noise, tone, write_audio
-from .helpers import SR, files_table, generation, small_collection
 
 from vela_search.indexing import index_paths
 from vela_search.indexing.watch import IndexWatcher, WatchEvent, WatchSettings
 from vela_search.store.activity import read_activity
+
+from .helpers import SR, files_table, generation, small_collection
 
 SETTLE_S = 0.5
 # The index follows a settled change within settle + one run; runs of a few files take ~1-3 s here.
