@@ -38,7 +38,15 @@ if TYPE_CHECKING:
     from vela_search.embedding.embedder import VelaEmbedder
     from vela_search.store import IndexWriter
 
-__all__ = ["DEFAULT_MAX_WAIT_S", "DEFAULT_SETTLE_S", "IndexWatcher", "WatchEvent", "WatchSettings"]
+__all__ = [
+    "DEFAULT_MAX_WAIT_S",
+    "DEFAULT_SETTLE_S",
+    "IndexWatcher",
+    "WatchEvent",
+    "WatchSettings",
+    "WatchStopped",
+    "watched_roots",
+]
 
 DEFAULT_SETTLE_S = 2.0
 DEFAULT_MAX_WAIT_S = 30.0
@@ -76,6 +84,10 @@ class WatchSettings:
             raise VelaError(
                 f"--max-wait ({self.max_wait_s:g} s) must be at least --settle ({self.settle_s:g} s)"
             )
+
+
+class WatchStopped(Exception):
+    """Raised inside a run when the watcher is asked to stop (the run commits what landed, then ends)."""
 
 
 WatchKind = Literal["watching", "paused", "resumed", "run", "failed", "stopped"]
@@ -158,18 +170,37 @@ class IndexWatcher:
         self._roots: list[str] = []
         self._beat = 0.0
         self._in_run = 0  # files of the running run not landed yet
+        self._stop = threading.Event()
 
     # ------------------------------------------------------------------------------------ lifetime
-    def run(self, stop: threading.Event | None = None) -> None:
-        """Follow the folders until ``stop`` is set (or Ctrl-C, which propagates as KeyboardInterrupt).
+    def hold(self) -> None:
+        """Take the writer lock now (:meth:`run` does it when not done before).
 
         Raises:
             IndexLockedError: another process writes the index.
             IndexNotFoundError: no index at ``index_dir``.
         """
-        stop = stop or threading.Event()
-        self._writer = self._open_writer()
+        if self._writer is None:
+            self._writer = self._open_writer()
+
+    def release(self) -> None:
+        """Release the writer lock taken by :meth:`hold` (when :meth:`run` is not using it)."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        """Follow the folders until ``stop`` is set (or Ctrl-C, which propagates as KeyboardInterrupt).
+
+        A run under way when ``stop`` is set ends at the next file: the files that landed are committed.
+
+        Raises:
+            IndexLockedError: another process writes the index.
+            IndexNotFoundError: no index at ``index_dir``.
+        """
+        self._stop = stop = stop or threading.Event()
         try:
+            self.hold()
             self._roots = watched_roots(self.index_dir, self._given, self._writer)
             if not self._roots:
                 raise VelaError(
@@ -177,21 +208,24 @@ class IndexWatcher:
                 )
             self._look_at_roots()
             self._on_event(WatchEvent("watching", list(self._roots)))
-            catch_up = set(self._present())  # the first pass: whatever changed while nobody watched
-            while not stop.is_set():
-                present = self._present()
-                if present:
-                    catch_up |= self._follow(present, catch_up, stop)
-                else:
-                    self._record()
-                    stop.wait(_TICK_S)
-                    catch_up |= self._look_at_roots()
+            self._loop(stop)
+        except WatchStopped:
+            pass
         finally:
-            writer, self._writer = self._writer, None
-            if writer is not None:
-                writer.close()
+            self.release()
             self._recorder.update(files_waiting=0)
             self._on_event(WatchEvent("stopped"))
+
+    def _loop(self, stop: threading.Event) -> None:
+        catch_up = set(self._present())  # the first pass: whatever changed while nobody watched
+        while not stop.is_set():
+            present = self._present()
+            if present:
+                catch_up |= self._follow(present, catch_up, stop)
+            else:
+                self._record()
+                stop.wait(_TICK_S)
+                catch_up |= self._look_at_roots()
 
     def _open_writer(self) -> IndexWriter:
         from vela_search.store import IndexWriter, manifest
@@ -325,7 +359,10 @@ class IndexWatcher:
         self._record(force=True, caught_up=not len(self._settling))
 
     def _progress(self, event: IndexProgress) -> None:
-        """Files of the running run not landed yet count as waiting (throttled to one record a second)."""
+        """Files of the running run not landed yet count as waiting (throttled to one record a second);
+        a stop ends the run at the next file."""
+        if self._stop.is_set():
+            raise WatchStopped
         if event.phase in ("embed", "relink") and event.files_total:
             self._in_run = max(0, event.files_total - event.files_done)
             if time.monotonic() - self._beat >= 1.0:
