@@ -359,14 +359,14 @@ class IndexWatcher:
         self._record(force=True, caught_up=not len(self._settling))
 
     def _progress(self, event: IndexProgress) -> None:
-        """Files of the running run not landed yet count as waiting (throttled to one record a second);
-        a stop ends the run at the next file."""
+        """Files of the running run not landed yet count as waiting (recorded at most once a second, and
+        as a heartbeat through long scans); a stop ends the run at the next file."""
         if self._stop.is_set():
             raise WatchStopped
         if event.phase in ("embed", "relink") and event.files_total:
             self._in_run = max(0, event.files_total - event.files_done)
-            if time.monotonic() - self._beat >= 1.0:
-                self._record(force=True)
+        if time.monotonic() - self._beat >= 1.0:
+            self._record()
         if self.options.progress is not None:
             self.options.progress(event)
 
