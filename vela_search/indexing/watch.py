@@ -255,13 +255,13 @@ class IndexWatcher:
             if why and root not in self._paused:
                 self._paused[root] = why
                 self._settling.drop_under(root)
+                self._record()  # before the event: whoever hears it finds the record written
                 self._on_event(WatchEvent("paused", [root], message=why))
-                self._record()
             elif not why and root in self._paused:
                 del self._paused[root]
                 resumed.add(root)
-                self._on_event(WatchEvent("resumed", [root]))
                 self._record()
+                self._on_event(WatchEvent("resumed", [root]))
         return resumed
 
     def _absence(self, root: str) -> str:
