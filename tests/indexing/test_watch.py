@@ -36,17 +36,12 @@ def wait_until(check: Callable[[], object], timeout: float = FOLLOW_S, what: str
 
 
 @contextlib.contextmanager
-def watching(index_dir: Path, emb, **settings) -> Iterator[list[WatchEvent]]:
+def watching(index_dir: Path, emb, settings: WatchSettings | None = None) -> Iterator[list[WatchEvent]]:
     """A watcher thread on ``index_dir`` (its first pass done); yields the events it reports."""
     events: list[WatchEvent] = []
     stop = threading.Event()
-    watch = IndexWatcher(
-        index_dir,
-        emb,
-        settings=WatchSettings(settle_s=settings.pop("settle_s", SETTLE_S), max_wait_s=10.0),
-        on_event=events.append,
-        **settings,
-    )
+    settings = settings or WatchSettings(settle_s=SETTLE_S, max_wait_s=10.0)
+    watch = IndexWatcher(index_dir, emb, settings=settings, on_event=events.append)
     failure: list[BaseException] = []
 
     def run() -> None:
@@ -177,3 +172,11 @@ def test_a_burst_of_2000_files_is_a_few_commits(indexed, emb, distinct: int) -> 
     commits = generation(index_dir) - first
     assert 1 <= commits <= 2000 // 256 + 3, commits
     assert len(runs(events)) <= 3
+
+
+def test_polling_follows_too(indexed, emb) -> None:
+    folder, index_dir = indexed
+    polling = WatchSettings(settle_s=SETTLE_S, max_wait_s=10.0, poll=True, poll_interval_s=0.2)
+    with watching(index_dir, emb, settings=polling):
+        write_audio(folder / "polled.wav", clip(11), SR)
+        wait_until(lambda: str(folder / "polled.wav") in files_table(index_dir), what="a polled change")

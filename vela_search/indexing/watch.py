@@ -20,10 +20,10 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from vela_search.audio.hf_dataset import is_dataset_uri
 from vela_search.errors import VelaError
@@ -171,6 +171,7 @@ class IndexWatcher:
         self._beat = 0.0
         self._in_run = 0  # files of the running run not landed yet
         self._stop = threading.Event()
+        self._polling = self.settings.poll  # also once change notifications fail
 
     # ------------------------------------------------------------------------------------ lifetime
     def hold(self) -> None:
@@ -294,35 +295,52 @@ class IndexWatcher:
 
     # ------------------------------------------------------------------------------------ following
     def _follow(self, present: list[str], catch_up: set[str], stop: threading.Event) -> set[str]:
-        """Watch ``present`` until the roots change (returned: those to catch up) or ``stop`` is set."""
+        """Watch ``present`` until the roots change or ``stop`` is set; returns the roots to catch up."""
+        try:
+            for changes in self._changes(present, stop):
+                # The first yield comes once the folders are watched: a catch-up run now misses nothing.
+                if catch_up:
+                    self._run(sorted(catch_up))
+                    catch_up = set()
+                self._settling.note(path for _change, path in changes)
+                resumed = self._look_at_roots()
+                if resumed or any(root in self._paused for root in present):
+                    return resumed  # watch the new set of roots
+                self._settling.check()
+                if self._settling.due():
+                    self._run_settled()
+                self._record()
+        except OSError as exc:  # from the watcher itself: runs report their own errors
+            resumed = self._look_at_roots()
+            if resumed or any(root in self._paused for root in present):
+                return resumed | catch_up  # a root vanished as the watch started
+            if self._polling:
+                raise
+            # E.g. inotify's limit of watches (fs.inotify.max_user_watches) on a very large library.
+            self._polling = True
+            message = (
+                f"change notifications failed ({exc}); polling every {self.settings.poll_interval_s:g} s"
+            )
+            self._on_event(WatchEvent("failed", present, message=message))
+            return catch_up
+        return set()
+
+    def _changes(self, present: list[str], stop: threading.Event) -> Iterator[set[tuple[Any, str]]]:
+        """The watchfiles generator over ``present``: a (possibly empty) set of changes every tick."""
         import watchfiles
 
         settings = self.settings
-        changes_seen = watchfiles.watch(
+        return watchfiles.watch(
             *present,
             debounce=max(50, int(min(settings.settle_s, 1.0) * 1000)),
             step=50,
             stop_event=stop,
             rust_timeout=int(_TICK_S * 1000),
             yield_on_timeout=True,
-            force_polling=settings.poll,
+            force_polling=self._polling,
             poll_delay_ms=int(settings.poll_interval_s * 1000),
             ignore_permission_denied=True,
         )
-        for changes in changes_seen:
-            # The first yield comes once the folders are watched: a catch-up run now misses nothing.
-            if catch_up:
-                self._run(sorted(catch_up))
-                catch_up = set()
-            self._settling.note(path for _change, path in changes)
-            resumed = self._look_at_roots()
-            if resumed or any(root in self._paused for root in present):
-                return resumed  # watch the new set of roots
-            self._settling.check()
-            if self._settling.due():
-                self._run_settled()
-            self._record()
-        return set()
 
     def _run_settled(self) -> None:
         """Run over the roots of every settled path (the planner holds back files still being written)."""
