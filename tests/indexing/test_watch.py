@@ -16,6 +16,7 @@ import pytest
 from audio_factory import noise, tone, write_audio
 
 from vela_search.indexing import index_paths
+from vela_search.indexing.plan import RootVanishedError
 from vela_search.indexing.watch import IndexWatcher, WatchEvent, WatchSettings
 from vela_search.store.activity import read_activity
 
@@ -156,7 +157,10 @@ def _burst(folder: Path, n: int, distinct: int) -> None:
 
 @pytest.mark.parametrize(
     ("distinct"),
-    [25, pytest.param(2000, marks=pytest.mark.slow)],  # slow: ~160 s of embedding on 2 shared cores
+    [
+        25,
+        pytest.param(2000, marks=pytest.mark.slow),
+    ],  # slow: 2,000 embeddings, 353 s at load 15-20 on 2 cores
 )
 def test_a_burst_of_2000_files_is_a_few_commits(indexed, emb, distinct: int) -> None:
     folder, index_dir = indexed
@@ -180,3 +184,26 @@ def test_polling_follows_too(indexed, emb) -> None:
     with watching(index_dir, emb, settings=polling):
         write_audio(folder / "polled.wav", clip(11), SR)
         wait_until(lambda: str(folder / "polled.wav") in files_table(index_dir), what="a polled change")
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_a_missing_root_is_kept_only_when_asked(indexed, emb, tmp_path: Path, keep: bool) -> None:
+    folder, index_dir = indexed
+    before = files_table(index_dir)
+    folder.rename(tmp_path / "away")  # unmounted before the run
+    index_paths([folder], index_dir, emb, keep_missing_roots=keep)
+    # The watcher's runs keep it; a one-off run prunes a folder that is gone, as documented.
+    assert files_table(index_dir) == (before if keep else {})
+
+
+def test_a_root_vanishing_while_a_run_plans_changes_nothing(indexed, emb, tmp_path: Path) -> None:
+    folder, index_dir = indexed
+    before, first = files_table(index_dir), generation(index_dir)
+
+    def unmount(event) -> None:  # noqa: ANN001
+        if event.phase == "scan" and folder.exists():
+            folder.rename(tmp_path / "away")
+
+    with pytest.raises(RootVanishedError, match="vanished during the run; nothing of it was removed"):
+        index_paths([folder], index_dir, emb, keep_missing_roots=True, progress=unmount)
+    assert files_table(index_dir) == before and generation(index_dir) == first

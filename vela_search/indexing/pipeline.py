@@ -329,6 +329,7 @@ def _start(
         on_progress=scan_progress(options.progress),
         dataset=dataset,
         settle_s=options.settle_s,
+        keep_missing_roots=options.keep_missing_roots,
     )
     _apply_plan(writer, plan, report)
     run = IndexRun(

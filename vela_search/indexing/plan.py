@@ -39,7 +39,7 @@ import soundfile
 from vela_search.audio import discover_audio_files, plan_windows
 from vela_search.audio.hf_dataset import is_dataset_uri
 from vela_search.audio.sources import native_stderr_captured
-from vela_search.errors import AudioDecodeError
+from vela_search.errors import AudioDecodeError, VelaError
 
 if TYPE_CHECKING:
     from vela_search.audio import AudioBytes
@@ -48,6 +48,10 @@ if TYPE_CHECKING:
 
 INDEXED, DUPLICATE, FAILED = "indexed", "duplicate", "failed"
 _HASH_BLOCK = 1 << 20
+
+
+class RootVanishedError(VelaError):
+    """A folder of the run vanished while it was planned (an unmounted drive): the run changed nothing."""
 
 
 @dataclass
@@ -297,6 +301,7 @@ def plan_run(
     on_progress: Callable[[str, int, int, str | None], None] | None = None,
     dataset: DatasetListing | None = None,
     settle_s: float = 0.0,
+    keep_missing_roots: bool = False,
 ) -> RunPlan:
     """Compare the files under ``paths`` with the writer's files table and decide what the run does.
 
@@ -313,6 +318,11 @@ def plan_run(
             that split that the listing lacks are removed (``prune``).
         settle_s: files modified less than this many seconds ago are still being written: the run
             leaves them (and their rows) as they are and lists them in ``RunPlan.held``.
+        keep_missing_roots: a given folder that is missing (an unmounted drive) is left out, so its files
+            are not pruned; one that vanishes while the run plans raises :class:`RootVanishedError`.
+
+    Raises:
+        RootVanishedError: with ``keep_missing_roots``, a folder vanished during planning.
     """
     report = on_progress or (lambda *a: None)
     rows: dict[str, dict[str, Any]] = {r["path"]: r for r in writer.files().to_pylist()}
@@ -322,6 +332,8 @@ def plan_run(
         states = _dataset_states(dataset)
     else:
         roots = [os.path.abspath(os.path.expanduser(p)) for p in paths]
+        if keep_missing_roots:
+            roots = [r for r in roots if os.path.isdir(r)]
         found = discover_audio_files(roots)
         plan = RunPlan(files_seen=len(found.files), problems=[(str(p), r) for p, r in found.problems])
         # 1. stat: unchanged files are settled without reading them; 2. digest the others.
@@ -338,6 +350,11 @@ def plan_run(
     for state in placements:  # the first new path with a content owns it
         decide.place(state)
     decide.copies_outside_the_run(states)
+    if keep_missing_roots and dataset is None:
+        # Its files would all look deleted: decided now, before anything is written.
+        gone = [r for r in roots if not os.path.isdir(r)]
+        if gone:
+            raise RootVanishedError(f"{', '.join(gone)} vanished during the run; nothing of it was removed")
     return decide.finish()
 
 

@@ -157,7 +157,9 @@ class IndexWatcher:
         self.index_dir = Path(index_dir).expanduser()
         self.settings = settings or WatchSettings()
         self.settings.validate()
-        self.options = replace(options or IndexOptions(), settle_s=self.settings.settle_s, rebuild=False)
+        self.options = replace(
+            options or IndexOptions(), settle_s=self.settings.settle_s, keep_missing_roots=True, rebuild=False
+        )
         self._source = embedder
         self._embedder: VelaEmbedder | None = embedder if hasattr(embedder, "embed_items") else None  # type: ignore[assignment]
         self._given = list(paths)
@@ -172,6 +174,7 @@ class IndexWatcher:
         self._in_run = 0  # files of the running run not landed yet
         self._stop = threading.Event()
         self._polling = self.settings.poll  # also once change notifications fail
+        self._holds_files: dict[str, bool] = {}  # root -> the index holds files from it
 
     # ------------------------------------------------------------------------------------ lifetime
     def hold(self) -> None:
@@ -218,11 +221,12 @@ class IndexWatcher:
             self._on_event(WatchEvent("stopped"))
 
     def _loop(self, stop: threading.Event) -> None:
+        """Follow the present roots; while none is present, look for them every tick."""
         catch_up = set(self._present())  # the first pass: whatever changed while nobody watched
         while not stop.is_set():
             present = self._present()
             if present:
-                catch_up |= self._follow(present, catch_up, stop)
+                catch_up = self._follow(present, catch_up, stop)
             else:
                 self._record()
                 stop.wait(_TICK_S)
@@ -279,11 +283,15 @@ class IndexWatcher:
         return ""
 
     def _has_files_under(self, root: str) -> bool:
+        """Whether the index holds files from ``root`` (cached until the next run changes the index)."""
         import pyarrow.compute as pc
 
-        assert self._writer is not None
-        files = self._writer.files()
-        return files.num_rows > 0 and bool(pc.any(pc.equal(files["root"], root)).as_py())
+        if root not in self._holds_files:
+            assert self._writer is not None
+            files = self._writer.files()
+            found = files.num_rows > 0 and bool(pc.any(pc.equal(files["root"], root)).as_py())
+            self._holds_files[root] = found
+        return self._holds_files[root]
 
     def _root_of(self, path: str) -> str | None:
         best = None
@@ -354,6 +362,7 @@ class IndexWatcher:
             return
         self._in_run = taken
         self._record(force=True)
+        self._holds_files.clear()
         options = replace(self.options, progress=self._progress)
         try:
             report = index_paths(
