@@ -83,6 +83,10 @@ class IndexOptions:
             before the run ends) or "inline" (inside the commit that makes them due).
         choice_limits: thresholds of the automatic index choice (benchmarks and tests shrink them).
         progress: called with an :class:`~vela_search.indexing.report.IndexProgress` as the run advances.
+        settle_s: leave files written to less than this many seconds ago for a later run (a file still
+            being copied is not embedded half-written; ``index --watch`` sets it); 0: take every file.
+        keep_missing_roots: a given folder that is missing is left as it is (an unmounted drive whose
+            files must not be pruned; ``index --watch`` sets it) instead of having its files removed.
     """
 
     window_s: float | None = None
@@ -97,6 +101,8 @@ class IndexOptions:
     maintenance: str = "background"
     choice_limits: ChoiceLimits | None = None
     progress: ProgressCallback | None = None
+    settle_s: float = 0.0
+    keep_missing_roots: bool = False
 
     def validate(self) -> None:
         """Check window, hop and commit interval before anything slow happens.
