@@ -221,7 +221,9 @@ def run_index(
                 except Exception:  # noqa: BLE001 - the original error is the one to report
                     pass
             raise
-        _finish(run, options, report)
+        # A run that owns its writer waits for the maintenance due; a watcher's long-lived writer keeps it
+        # running in the background between runs.
+        _finish(run, options, report, wait_maintenance=owned)
     finally:
         if owned:
             writer.close()
@@ -408,7 +410,9 @@ def _roots_to_record(
     return sorted({r for r in [*before, *given] if is_dataset_uri(r) or os.path.lexists(r)})
 
 
-def _finish(run: IndexRun, options: IndexOptions, report: IndexReport) -> None:
+def _finish(
+    run: IndexRun, options: IndexOptions, report: IndexReport, *, wait_maintenance: bool = True
+) -> None:
     """The last commit, the promotion of a rebuild, compaction, and the report's totals."""
     writer = run.writer
     run.commit()
@@ -416,7 +420,8 @@ def _finish(run: IndexRun, options: IndexOptions, report: IndexReport) -> None:
         writer.commit()  # a factory that needs training gets its error here, with the counts
     # Background merges and re-training due by now run to the end here: the run leaves a maintained index
     # (an interrupted run leaves a consistent one, its maintenance redone by the next writer).
-    writer.finish_maintenance()
+    if wait_maintenance:
+        writer.finish_maintenance()
     if writer.staged:
         run.emit("promote")
         writer.promote()

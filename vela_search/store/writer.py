@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from ..errors import IndexNotFoundError, StoreError
 from . import background, cleanup, faiss_ops, fsio, layout, manifest
-from .activity import ActivityRecorder
+from .activity import ActivityRecorder, shared_recorder
 from .background import MODES, BackgroundMaintenance, Snapshot
 from .codes import CodesKeeper, resolve_policy
 from .index_choice import ChoiceLimits
@@ -94,8 +94,8 @@ class IndexWriter:
                 logarithmic (see `vela_search.store.tiers`); None leaves every commit's shards as written.
             maintenance: "inline" merges and re-trains inside the commit that makes them due;
                 "background" does both off the commit path (see class docs).
-            activity: records pending and running background maintenance (default: a recorder of
-                this index, in background mode).
+            activity: records pending and running background maintenance (default: this process's
+                shared recorder of the index, in background mode).
 
         Raises:
             IndexNotFoundError: no index at `root`.
@@ -131,7 +131,7 @@ class IndexWriter:
         self._background: BackgroundMaintenance | None = None
         if maintenance == "background":
             self._codes.defer_training = True
-            recorder = activity if activity is not None else ActivityRecorder(self.root)
+            recorder = activity if activity is not None else shared_recorder(self.root)
             self._background = BackgroundMaintenance(self._publish_background, recorder)
 
     def _load(self, fingerprint: dict, staged: bool, dim: int | None, factory: str | None) -> None:
