@@ -123,6 +123,16 @@ class _Committer:
             self.commits, self.uncommitted = self.commits + 1, 0
             self.seen(self.writer.manifest)
 
+    def latency(self) -> dict[str, Any]:
+        """Commit latency p50, p99 and max (ms), and the codes templates the commits published."""
+        ms = np.asarray(self.latencies or [0.0]) * 1000
+        return {
+            "commit_p50_ms": float(np.percentile(ms, 50)),
+            "commit_p99_ms": float(np.percentile(ms, 99)),
+            "commit_max_ms": float(ms.max()),
+            "trainings": len(self.templates),
+        }
+
     def seen(self, data: dict) -> None:
         """Note what a published generation holds (shards, codes template)."""
         self.peak_shards = max(self.peak_shards, len(data["shards"]))
@@ -189,7 +199,6 @@ def measure_store(
             finish_s = time.perf_counter() - started
             committer.seen(writer.manifest)
         _check_landed(root, files, moves)
-        latencies = np.asarray(committer.latencies) * 1000
         return StoreRun(
             files=files,
             segments_per_file=segments_per_file,
@@ -208,11 +217,8 @@ def measure_store(
             peak_shards=committer.peak_shards,
             max_shard_size=max_shard_size,
             maintenance=maintenance,
-            commit_p50_ms=float(np.percentile(latencies, 50)),
-            commit_p99_ms=float(np.percentile(latencies, 99)),
-            commit_max_ms=float(latencies.max()),
             finish_s=finish_s,
-            trainings=len(committer.templates),
+            **committer.latency(),
         )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -353,26 +353,32 @@ def store(
         )
         if run.ms_per_move is not None:
             target.print(f"then {run.moves:,} moved files: {run.ms_per_move:.3f} ms per move")
-        latency = Table(title=f"commit latency ({run.commits} commits)")
-        for column in ("maintenance", "p50 ms", "p99 ms", "max ms", "total s", "finish s", "trainings"):
-            latency.add_column(column, justify="right")
-        for mode, each in runs.items():
-            latency.add_row(
-                mode,
-                f"{each.commit_p50_ms:.1f}",
-                f"{each.commit_p99_ms:.1f}",
-                f"{each.commit_max_ms:.1f}",
-                f"{each.total_s:.2f}",
-                f"{each.finish_s:.2f}",
-                str(each.trainings),
-            )
-        target.print(latency)
+        _print_commit_latency(runs, target)
 
     # The first run's fields at the top (as before), the inline run beside them when both ran.
     payload = run.to_dict()
     if len(runs) > 1:
         payload["inline"] = runs["inline"].to_dict()
     emit_report(payload, json_out, render)
+
+
+def _print_commit_latency(runs: dict[str, Any], target: Any) -> None:
+    """Commit latency per maintenance mode (`bench store`)."""
+    first = next(iter(runs.values()))
+    latency = Table(title=f"commit latency ({first.commits} commits)")
+    for column in ("maintenance", "p50 ms", "p99 ms", "max ms", "total s", "finish s", "trainings"):
+        latency.add_column(column, justify="right")
+    for mode, each in runs.items():
+        latency.add_row(
+            mode,
+            f"{each.commit_p50_ms:.1f}",
+            f"{each.commit_p99_ms:.1f}",
+            f"{each.commit_max_ms:.1f}",
+            f"{each.total_s:.2f}",
+            f"{each.finish_s:.2f}",
+            str(each.trainings),
+        )
+    target.print(latency)
 
 
 def _fmt(value: float | None, spec: str = ".1f", suffix: str = "") -> str:

@@ -152,6 +152,19 @@ class RayOverhead:
         return asdict(self)
 
 
+def _bench_options(
+    window_s: float, hop_s: float, dim: int, exact_max_vectors: int | None, commit_every: int | None
+) -> dict[str, Any]:
+    """The settings every run of a Ray measurement shares (never compacted: the runs are compared)."""
+    from vela_search.store.index_choice import ChoiceLimits
+
+    limits = ChoiceLimits(exact_max_elements=exact_max_vectors * dim) if exact_max_vectors else None
+    common: dict[str, Any] = {"window_s": window_s, "hop_s": hop_s, "compact": False, "choice_limits": limits}
+    if commit_every is not None:
+        common["commit_every"] = commit_every
+    return common
+
+
 def prefill_index(root: Path, embedder: VelaEmbedder, count: int, *, seed: int = 0) -> None:
     """Create an index for `embedder` holding `count` random unit vectors (rows of no file): the existing
     library a benchmark run adds to."""
@@ -198,15 +211,11 @@ def measure_ray_overhead(
     from vela_search.embedding.embedder import EmbedItem
     from vela_search.indexing.cluster import ClusterTiming, RaySettings, index_paths_on_ray, ray_session
     from vela_search.store import manifest
-    from vela_search.store.index_choice import ChoiceLimits
     from vela_search.store.layout import MANIFEST
 
     files = [str(p) for p in discover_audio_files(paths).files]
     embedder.embed_items([EmbedItem("audio", wave=np.zeros(16_000, np.float32))])
-    limits = ChoiceLimits(exact_max_elements=exact_max_vectors * embedder.dim) if exact_max_vectors else None
-    common = {"window_s": window_s, "hop_s": hop_s, "compact": False, "choice_limits": limits}
-    if commit_every is not None:
-        common["commit_every"] = commit_every
+    common = _bench_options(window_s, hop_s, embedder.dim, exact_max_vectors, commit_every)
     inline: tuple[float, ClusterTiming] | None = None
     with tempfile.TemporaryDirectory(prefix="vela-ray-bench-") as tmp:
         for name in ("single", "ray", "ray-inline"):
