@@ -65,15 +65,27 @@ def _continue(
 
 
 class FilesLookup:
-    """The files table as lookups: path → row, content digest → every path holding it."""
+    """The files table of one snapshot as lookups: path → row, content digest → every path holding it.
+
+    Built once per snapshot from three columns of the in-memory table (no file is read); a row becomes a
+    dict only when a hit asks for it, so building costs ~1 s per million files, answering a hit microseconds.
+    """
 
     def __init__(self, table: Any) -> None:
-        self.rows: dict[str, dict] = {}
+        self._table = table
+        paths = table["path"].to_pylist() if table.num_rows else []
+        self._position = {path: i for i, path in enumerate(paths)}  # the last row of a path wins
         self.by_content: dict[str, list[str]] = {}
-        for row in table.to_pylist():
-            self.rows[row["path"]] = row
-            if row.get("sha256") and row.get("status") != "failed":
-                self.by_content.setdefault(row["sha256"], []).append(row["path"])
+        if paths:
+            digests, statuses = table["sha256"].to_pylist(), table["status"].to_pylist()
+            for path, digest, status in zip(paths, digests, statuses, strict=True):
+                if digest and status != "failed":
+                    self.by_content.setdefault(digest, []).append(path)
+
+    def row(self, path: str) -> dict:
+        """The files-table row of ``path`` ({} when the table has none)."""
+        at = self._position.get(path)
+        return {} if at is None else self._table.slice(at, 1).to_pylist()[0]
 
     def paths(self, path: str, content: str | None) -> list[str]:
         """``path`` first, then every other indexed path with the same content."""
@@ -88,7 +100,7 @@ def make_hit(
     the filter first), and the generation of the snapshot it came from."""
     row = hit.row
     path = str(row.get("path"))
-    file_row = files.rows.get(path, {})
+    file_row = files.row(path)
     content = row.get("content_sha256") or file_row.get("sha256")
     paths = files.paths(path, content)
     for extra in row.get("paths") or []:
@@ -103,7 +115,7 @@ def make_hit(
         if matching and matching[0] != path:
             path = matching[0]
             paths = [path, *(p for p in paths if p != path)]
-            file_row = files.rows.get(path, file_row)
+            file_row = files.row(path) or file_row
     duration = row.get("duration_s")
     if duration is None:
         duration = file_row.get("duration_s")
