@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from vela_search.search.hits import Hit
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from vela_search.store import AudioIndex, SearchHit
 
 
@@ -72,7 +72,9 @@ class FilesLookup:
     """
 
     def __init__(self, table: Any) -> None:
-        self._table = table
+        from vela_search.store.row_columns import RowColumns
+
+        self._rows = RowColumns(table)
         paths = table["path"].to_pylist() if table.num_rows else []
         self._position = {path: i for i, path in enumerate(paths)}  # the last row of a path wins
         self.by_content: dict[str, list[str]] = {}
@@ -85,7 +87,7 @@ class FilesLookup:
     def row(self, path: str) -> dict:
         """The files-table row of ``path`` ({} when the table has none)."""
         at = self._position.get(path)
-        return {} if at is None else self._table.slice(at, 1).to_pylist()[0]
+        return {} if at is None else self._rows.rows(np.array([at]))[0]
 
     def paths(self, path: str, content: str | None) -> list[str]:
         """``path`` first, then every other indexed path with the same content."""

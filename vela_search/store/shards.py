@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 
 from . import faiss_ops, fsio, gpu, layout
 from .integrity import check_relpath, damaged, read_verified, verify_file
+from .row_columns import RowColumns
 from .tables import ID_COLUMN, ROW_GROUP_SIZE, first_line, parse_parquet, read_parquet
 
 # Rows decoded from a shard at a time while encoding its codes in memory (bounds the float32 copy).
@@ -89,6 +90,7 @@ class ShardReader:
         self._lock = threading.RLock()
         self._parquet: pq.ParquetFile | None = None
         self._table: pa.Table | None = None  # the decoded metadata, once `load` has read it
+        self._row_columns: RowColumns | None = None  # the same, as arrays that rows are taken from
         self._schema: pa.Schema | None = None  # the stored schema of `_table` (strings, not dictionaries)
         self._ids: np.ndarray | None = None
         self._index: Any = None
@@ -131,6 +133,7 @@ class ShardReader:
             if self._users > 0:
                 return
             self._index = self._search_index = self._parquet = self._table = self._memory_codes = None
+            self._row_columns = None
             self._paths, self._numbers = None, {}
             self._verified = False
 
@@ -187,7 +190,7 @@ class ShardReader:
                 for i, field in enumerate(table.schema):
                     if pa.types.is_string(field.type) or pa.types.is_large_string(field.type):
                         table = table.set_column(i, field.name, pc.dictionary_encode(table.column(i)))
-                self._table = table
+                self._table, self._row_columns = table, RowColumns(table)
                 self._schema = parquet.schema_arrow
                 self._parquet = None  # the decoded table holds everything: drop the file's bytes
             return self._table
@@ -386,7 +389,7 @@ class ShardReader:
         with self._lock:
             table = self._table
         if table is not None:
-            return table.take(pa.array(positions, type=pa.int64())).to_pylist()
+            return self._row_columns.rows(positions)  # type: ignore[union-attr]
         parquet = self.parquet
         sizes = [parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)]
         ends = np.cumsum(sizes)
