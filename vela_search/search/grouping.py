@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 # Grouped search asks the store for k * this many segments at a time: a file contributes several
 # overlapping windows, and most of them score alike.
 OVERFETCH = 8
+# Files-table rows a lookup keeps made (as dicts) for later hits of the same files.
+_CACHED_FILE_ROWS = 4096
 
 
 def file_key(row: dict) -> str:
@@ -75,6 +77,7 @@ class FilesLookup:
         from vela_search.store.row_columns import RowColumns
 
         self._rows = RowColumns(table)
+        self._cache: dict[str, dict] = {}  # rows made by `prefetch` (a snapshot's rows never change)
         paths = table["path"].to_pylist() if table.num_rows else []
         self._position = {path: i for i, path in enumerate(paths)}  # the last row of a path wins
         self.by_content: dict[str, list[str]] = {}
@@ -84,8 +87,21 @@ class FilesLookup:
                 if digest and status != "failed":
                     self.by_content.setdefault(digest, []).append(path)
 
+    def prefetch(self, paths: list[str]) -> None:
+        """Make the rows of ``paths`` at once (one pass over the columns instead of one per hit)."""
+        wanted = list(dict.fromkeys(p for p in paths if p in self._position and p not in self._cache))
+        if not wanted:
+            return
+        rows = self._rows.rows(np.array([self._position[p] for p in wanted], dtype=np.int64))
+        while len(self._cache) + len(wanted) > _CACHED_FILE_ROWS and self._cache:
+            self._cache.pop(next(iter(self._cache), ""), None)  # the oldest first
+        self._cache.update(zip(wanted, rows, strict=True))
+
     def row(self, path: str) -> dict:
         """The files-table row of ``path`` ({} when the table has none)."""
+        cached = self._cache.get(path)
+        if cached is not None:
+            return cached
         at = self._position.get(path)
         return {} if at is None else self._rows.rows(np.array([at]))[0]
 

@@ -528,6 +528,7 @@ class Searcher:
             chosen.append(hit)
             if len(chosen) == options.k:
                 break
+        files.prefetch([str(h.row.get("path")) for h in chosen])
         return [
             make_hit(h, rank, files, options.path_glob, generation) for rank, h in enumerate(chosen, start=1)
         ]

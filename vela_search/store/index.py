@@ -15,7 +15,7 @@ from ..errors import EmptyIndexError, IndexNotFoundError, StoreError
 from . import codes, faiss_ops, layout, manifest, table_log
 from .integrity import IndexDamagedError, device_errors, read_verified
 from .lock import WriterLock
-from .rerank import CodesSearcher, merge_codes
+from .rerank import CodesSearcher, inner_products, merge_codes
 from .shards import ShardReader, compile_glob
 
 if TYPE_CHECKING:
@@ -658,7 +658,7 @@ class AudioIndex:
         ids = np.flatnonzero(allowed).astype(np.int64)
         if ids.size == 0:
             return np.empty((len(q), 0), np.float32), np.empty((len(q), 0), np.int64)
-        scores = q @ self.vectors(ids).T
+        scores = inner_products(q, self.vectors(ids))
         if ids.size > k:  # the k best of each row first, then ordered (ties by id) among them
             keep = np.argpartition(-scores, k - 1, axis=1)[:, :k]
             return _merge_top_k(np.take_along_axis(scores, keep, axis=1), ids[keep], k)
