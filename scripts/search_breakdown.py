@@ -39,14 +39,14 @@ from typing import Any
 import numpy as np
 
 FINGERPRINT = {"model": "search-breakdown (synthetic clustered vectors)"}
-SEGMENTS_PER_FILE = 20  # a 100 s file cut into 10 s windows with a 5 s hop
+SEGMENTS_PER_FILE = 20  # by default: a 100 s file cut into 10 s windows with a 5 s hop
 
 
-def _rows(start: int, n: int) -> list[dict[str, Any]]:
+def _rows(start: int, n: int, per_file: int) -> list[dict[str, Any]]:
     """Segment rows like indexing writes them (words on each file's first segment only)."""
     out = []
     for i in range(start, start + n):
-        file, segment = divmod(i, SEGMENTS_PER_FILE)
+        file, segment = divmod(i, per_file)
         out.append(
             {
                 "path": f"/library/recordings/session-{file // 100:05d}/take-{file:08d}.flac",
@@ -55,24 +55,24 @@ def _rows(start: int, n: int) -> list[dict[str, Any]]:
                 "segment": segment,
                 "start_s": 5.0 * segment,
                 "end_s": 5.0 * segment + 10.0,
-                "duration_s": 5.0 * SEGMENTS_PER_FILE + 5.0,
+                "duration_s": 5.0 * per_file + 5.0,
                 "words": json.dumps({"name": f"take {file}"}) if segment == 0 else None,
             }
         )
     return out
 
 
-def _files(start: int, stop: int) -> list[dict[str, Any]]:
-    first, last = start // SEGMENTS_PER_FILE, (stop - 1) // SEGMENTS_PER_FILE
+def _files(start: int, stop: int, per_file: int) -> list[dict[str, Any]]:
+    first, last = start // per_file, (stop - 1) // per_file
     return [
         {
             "path": f"/library/recordings/session-{f // 100:05d}/take-{f:08d}.flac",
             "size": 4_000_000,
             "mtime_ns": 1_700_000_000_000_000_000 + f,
             "sha256": f"{f:064x}",
-            "duration_s": 5.0 * SEGMENTS_PER_FILE + 5.0,
+            "duration_s": 5.0 * per_file + 5.0,
             "status": "indexed",
-            "segments": SEGMENTS_PER_FILE,
+            "segments": per_file,
             "root": "/library/recordings",
         }
         for f in range(first, last + 1)
@@ -97,8 +97,8 @@ def build(root: Path, args: argparse.Namespace) -> None:
         for start, stop in zip(bounds, bounds[1:], strict=False):
             if stop <= start:
                 continue
-            writer.add(generator.vectors(start, stop), _rows(start, stop - start))
-            writer.put_files(_files(start, stop))
+            writer.add(generator.vectors(start, stop), _rows(start, stop - start, args.segments_per_file))
+            writer.put_files(_files(start, stop, args.segments_per_file))
             writer.commit()
     np.save(root.parent / "queries.npy", generator.queries(args.queries))
 
@@ -201,6 +201,7 @@ def main() -> None:
     parser.add_argument("-k", "--k", type=int, default=10)
     parser.add_argument("--tail", type=int, default=3_000, help="vectors committed last in small commits")
     parser.add_argument("--tail-commit", type=int, default=500, help="vectors per small commit")
+    parser.add_argument("--segments-per-file", type=int, default=SEGMENTS_PER_FILE)
     parser.add_argument("--max-index-memory", type=int, default=32 << 20, help="bytes (small: compressed)")
     parser.add_argument("--threads", type=int, default=1, help="FAISS threads while searching")
     parser.add_argument("--seed", type=int, default=0)

@@ -38,6 +38,10 @@ def _is_text(kind: pa.DataType) -> bool:
     return pa.types.is_string(kind) or pa.types.is_large_string(kind)
 
 
+def _has_offsets(values: pa.Array) -> bool:
+    return values.buffers()[1] is not None
+
+
 def _strings(name: str, values: pa.Array, indices: np.ndarray | None) -> _Column:
     """A string array's offsets and bytes, read in place (Arrow's per-call cost is tens of microseconds,
     slicing its buffers a microsecond per value). `indices`: a dictionary's row → value (-1: null)."""
@@ -56,10 +60,10 @@ def _column(name: str, column: pa.Array) -> _Column:
             values = column.fill_null(False if pa.types.is_boolean(column.type) else 0)
             return _Column(name, "numpy", values.to_numpy(zero_copy_only=False), valid=valid)
         return _Column(name, "numpy", column.to_numpy(zero_copy_only=False))
-    if _is_text(column.type):
+    if _is_text(column.type) and _has_offsets(column):
         return _strings(name, column, None)
     if pa.types.is_dictionary(column.type) and _is_text(column.type.value_type):
-        if column.dictionary.null_count == 0:
+        if column.dictionary.null_count == 0 and _has_offsets(column.dictionary):
             indices = column.indices
             if indices.null_count:
                 indices = pc.fill_null(indices, -1)
