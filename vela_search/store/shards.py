@@ -178,7 +178,8 @@ class ShardReader:
     def metadata_table(self) -> pa.Table:
         """The whole metadata table decoded in memory, read once per reader (and shared, like the reader,
         by the snapshots that keep the shard): one chunk, string columns dictionary-encoded (a file's
-        path, root and digest repeat on each of its segments), so a hit's row is a `take`, not a file read.
+        path, root and digest repeat on each of its segments); hits' rows are taken from its column arrays
+        (`RowColumns`), not read from the file.
 
         Raises:
             IndexDamagedError: the file is missing, corrupted or unreadable.
