@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from vela_search.audio.hf_dataset import DatasetListing
     from vela_search.embedding.embedder import VelaEmbedder
     from vela_search.store import IndexWriter
+    from vela_search.store.index_choice import ChoiceLimits
 
 # Decodes, embeds and lands every job of a run (see :func:`run_index`).
 EmbedStage = Callable[[IndexRun, list[EmbedJob]], None]
@@ -84,6 +85,8 @@ def _open_writer(
     rebuild: bool,
     factory: str | None,
     max_index_memory: int | None = None,
+    maintenance: str = "background",
+    choice_limits: ChoiceLimits | None = None,
 ) -> IndexWriter:
     from vela_search.embedding.fingerprint import fingerprint_for_index
     from vela_search.store import AudioIndex, IndexWriter, manifest
@@ -107,7 +110,11 @@ def _open_writer(
             if not AudioIndex.exists(index_dir):
                 raise  # not the race with another creator: a real error (e.g. a bad factory string)
         rebuild = False  # nothing to rebuild in a new index
-    memory = {"max_index_memory": max_index_memory}
+    memory = {
+        "max_index_memory": max_index_memory,
+        "maintenance": maintenance,
+        "choice_limits": choice_limits,
+    }
     if rebuild:
         return IndexWriter(index_dir, fingerprint=fingerprint, staged=True, factory=factory, **memory)
     return IndexWriter(index_dir, fingerprint=fingerprint, factory=factory, **memory)
@@ -121,6 +128,7 @@ def index_paths(
     *,
     decode_workers: int | None = None,
     dataset: DatasetListing | None = None,
+    writer: IndexWriter | None = None,
     **settings: Any,
 ) -> IndexReport:
     """Index the audio files under ``paths`` into the index at ``index_dir`` (created if missing).
@@ -149,6 +157,8 @@ def index_paths(
         dataset: index the rows of a dataset split instead of ``paths`` (see
             :func:`vela_search.audio.hf_dataset.list_dataset_audio`); incremental in the same way, with
             rows for files.
+        writer: an open writer of ``index_dir`` to run with, kept open afterwards (a watcher holds the
+            lock between runs); None: the run opens one and closes it at the end.
 
     Returns:
         The :class:`IndexReport`.
@@ -165,7 +175,7 @@ def index_paths(
     def stage(run: IndexRun, jobs: list[EmbedJob]) -> None:
         _embed_jobs(run, jobs, run.segmentation, workers=workers)
 
-    return run_index(paths, index_dir, embedder, stage, options, dataset=dataset)
+    return run_index(paths, index_dir, embedder, stage, options, dataset=dataset, writer=writer)
 
 
 def run_index(
@@ -176,6 +186,7 @@ def run_index(
     options: IndexOptions,
     *,
     dataset: DatasetListing | None = None,
+    writer: IndexWriter | None = None,
 ) -> IndexReport:
     """One run with a given embedding stage: the planning, writing and commit rules of every run.
 
@@ -188,7 +199,11 @@ def run_index(
     index_dir = Path(index_dir).expanduser()
     _check_inputs(paths, index_dir, dataset, options.rebuild)
     report = IndexReport(index_dir=str(index_dir))
-    writer, embedder = _open_run_writer(index_dir, embedder, options)
+    owned = writer is None
+    if writer is None:
+        writer, embedder = _open_run_writer(index_dir, embedder, options)
+    elif options.rebuild:
+        raise VelaError("a rebuild opens its own staged writer: give no writer with rebuild=True")
     try:
         run = _start(writer, embedder, paths, index_dir, options, report, dataset)
         try:
@@ -206,9 +221,12 @@ def run_index(
                 except Exception:  # noqa: BLE001 - the original error is the one to report
                     pass
             raise
-        _finish(run, options, report)
+        # A run that owns its writer waits for the maintenance due; a watcher's long-lived writer keeps it
+        # running in the background between runs.
+        _finish(run, options, report, wait_maintenance=owned)
     finally:
-        writer.close()
+        if owned:
+            writer.close()
     report.seconds = time.monotonic() - started
     return report
 
@@ -243,7 +261,11 @@ def _open_run_writer(
     """
     from vela_search.store import AudioIndex, IndexWriter
 
-    memory = {"max_index_memory": options.max_index_memory}
+    memory = {
+        "max_index_memory": options.max_index_memory,
+        "maintenance": options.maintenance,
+        "choice_limits": options.choice_limits,
+    }
     if not _loaded(embedder) and not options.rebuild and AudioIndex.exists(index_dir):
         from vela_search.store import manifest
         from vela_search.store.layout import MANIFEST
@@ -319,6 +341,8 @@ def _start(
         prune=options.prune,
         on_progress=scan_progress(options.progress),
         dataset=dataset,
+        settle_s=options.settle_s,
+        keep_missing_roots=options.keep_missing_roots,
     )
     _apply_plan(writer, plan, report)
     run = IndexRun(
@@ -386,12 +410,18 @@ def _roots_to_record(
     return sorted({r for r in [*before, *given] if is_dataset_uri(r) or os.path.lexists(r)})
 
 
-def _finish(run: IndexRun, options: IndexOptions, report: IndexReport) -> None:
+def _finish(
+    run: IndexRun, options: IndexOptions, report: IndexReport, *, wait_maintenance: bool = True
+) -> None:
     """The last commit, the promotion of a rebuild, compaction, and the report's totals."""
     writer = run.writer
     run.commit()
     if writer.num_pending:
         writer.commit()  # a factory that needs training gets its error here, with the counts
+    # Background merges and re-training due by now run to the end here: the run leaves a maintained index
+    # (an interrupted run leaves a consistent one, its maintenance redone by the next writer).
+    if wait_maintenance:
+        writer.finish_maintenance()
     if writer.staged:
         run.emit("promote")
         writer.promote()
@@ -426,6 +456,7 @@ def _apply_plan(writer: IndexWriter, plan: RunPlan, report: IndexReport) -> None
     report.files_failed = len(plan.failures)
     report.failures = list(plan.failures)
     report.problems = list(plan.problems)
+    report.held = list(plan.held)
 
 
 def _relink_jobs(run: IndexRun, jobs: list[RelinkJob]) -> list[EmbedJob]:

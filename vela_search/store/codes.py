@@ -151,6 +151,9 @@ class CodesKeeper:
         self._template: tuple[str, Any] | None = None
         self.force_retrain = False  # set by repair: rewrite every codes file at the next commit
         self.pending_policy = policy  # recorded by the next commit (None: keep the manifest's)
+        # Background maintenance: refresh never trains (`training_wanted` says when it is due, and
+        # `train` runs it later, off the commit path; see `vela_search.store.background`).
+        self.defer_training = False
 
     def template(self, new: dict) -> Any:
         """The trained, empty template named by `new["codes"]` (read once)."""
@@ -176,6 +179,18 @@ class CodesKeeper:
         with fsio.atomic_file(self.root / name) as f:
             faiss_ops.write(index, f)
         return name, f.checksum, index
+
+    def encode_shard(self, new: dict, entry: dict, reader: ShardReader, generation: int) -> dict[str, str]:
+        """Give a stored shard codes from `new`'s template, reading its vectors in chunks (background work).
+
+        Returns:
+            Checksums of the written file by path.
+        """
+        name, checksum, _ = self._encode(
+            self.template(new), int(entry["number"]), generation, _rows_of(reader), int(entry["count"])
+        )
+        entry["codes"] = name
+        return {name: checksum}
 
     def encode_new_shard(
         self, new: dict, entry: dict, vectors: np.ndarray, ids: np.ndarray, generation: int
@@ -227,23 +242,18 @@ class CodesKeeper:
             return {}
         if choice.kind == "graph":
             force, self.force_retrain = self.force_retrain, False
-            return graph_build.refresh_graph(
-                self.root,
-                self.dim,
-                self._open,
-                self.limits,
-                new,
-                generation,
-                deleted,
-                choice,
-                force=force,
-            )
+            # Background maintenance builds and folds the graph later; a commit adds shard graphs only.
+            defer = self.defer_training and not force
+            return self._refresh_graph(new, generation, deleted, choice, force=force, defer=defer)
         outgrown = codes is None or live > self.limits.growth_factor * int(codes["design_size"])
         # A new memory budget (or policy) would choose other codes for the same design size.
         changed = codes is not None and (
             choose_index(int(codes["design_size"]), self.dim, budget, self.limits).factory != codes["factory"]
         )
-        if outgrown or changed or self.force_retrain:
+        if (outgrown or changed) and self.defer_training and not self.force_retrain:
+            if codes is None:
+                return {}  # searched exactly until the background training publishes codes
+        elif outgrown or changed or self.force_retrain:
             self.force_retrain = False
             return self._train(new, generation, deleted, choice)
         written = {}
@@ -268,6 +278,73 @@ class CodesKeeper:
         new["codes"].update(self._tune(encoded, readers, masks, generation))
         for reader in readers:
             reader.close()
+
+    def _refresh_graph(
+        self,
+        new: dict,
+        generation: int,
+        deleted: np.ndarray,
+        choice: IndexChoice,
+        *,
+        force: bool,
+        defer: bool,
+    ) -> dict[str, str]:
+        return graph_build.refresh_graph(
+            self.root,
+            self.dim,
+            self._open,
+            self.limits,
+            new,
+            generation,
+            deleted,
+            choice,
+            force=force,
+            defer=defer,
+        )
+
+    def training_wanted(self, data: dict, deleted: int) -> bool:
+        """Whether the committed manifest `data` (with `deleted` tombstones) is due a (re-)training:
+        its collection outgrew exact search or its codes' design size, or its budget chooses others;
+        for a graph, whether it is due a build or a fold (see `graph_build.refresh_graph`)."""
+        if not is_auto(data):
+            return False
+        live = sum(int(s["count"]) for s in data["shards"]) - int(deleted)
+        budget = int(data["policy"].get("max_index_memory") or DEFAULT_MAX_INDEX_MEMORY)
+        kind = choose_index(live, self.dim, budget, self.limits).kind
+        if kind == "exact":
+            return False
+        codes = data.get("codes")
+        if kind == "graph" or graph.is_graph(data):
+            return kind != "graph" or graph_build.graph_due(codes, live)
+        if codes is None or live > self.limits.growth_factor * int(codes["design_size"]):
+            return True
+        return (
+            choose_index(int(codes["design_size"]), self.dim, budget, self.limits).factory != codes["factory"]
+        )
+
+    def train(self, new: dict, generation: int, deleted: np.ndarray) -> dict[str, str]:
+        """Train the codes of `new` now, as `refresh` does when a training is due (for background work).
+
+        Args:
+            new: the manifest to train for (its shards' and its ``codes`` entries are set here).
+            generation: names the files written.
+            deleted: sorted tombstoned ids of `new`.
+
+        Returns:
+            Checksums of the files written, by path (empty when exact search suffices).
+        """
+        live = sum(int(s["count"]) for s in new["shards"]) - int(deleted.size)
+        budget = int((new.get("policy") or {}).get("max_index_memory") or DEFAULT_MAX_INDEX_MEMORY)
+        choice = choose_index(live, self.dim, budget, self.limits)
+        if not is_auto(new) or choice.kind == "exact":
+            return {}
+        if choice.kind == "graph":
+            if not graph.is_graph(new):  # another kind before: nothing of it is kept
+                new["codes"] = None
+                for entry in new["shards"]:
+                    entry.pop("codes", None)
+            return self._refresh_graph(new, generation, deleted, choice, force=False, defer=False)
+        return self._train(new, generation, deleted, choice)
 
     def _train(self, new: dict, generation: int, deleted: np.ndarray, choice: IndexChoice) -> dict[str, str]:
         """Train a template on a uniform sample of all live vectors, rewrite every shard's codes from the

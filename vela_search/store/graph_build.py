@@ -45,21 +45,28 @@ def refresh_graph(
     choice: IndexChoice,
     *,
     force: bool = False,
+    defer: bool = False,
 ) -> dict[str, str]:
-    """Bring `new`'s graph in line with its shards; returns the checksums of the files written."""
+    """Bring `new`'s graph in line with its shards; returns the checksums of the files written.
+
+    With `defer` (background maintenance builds and folds later, see `graph_due`), a due build or fold
+    is left out: the new rows get shard graphs (or, with no graph yet, the index is searched exactly).
+    """
     readers = [open_reader(e) for e in new["shards"]]
     masks = tuning.live_masks(readers, deleted)
     codes = new.get("codes")
     queries = limits.measure_queries
+    if not graph.is_graph(new) and defer:
+        return {}
     if force or not graph.is_graph(new):
         return _build(root, dim, new, generation, readers, masks, queries)
     covers = int(codes["covers_below"])
     pairs = list(zip(readers, masks, strict=True))
     live_covered = sum(int(np.count_nonzero(m & (r.ids < covers))) for r, m in pairs)
     uncovered = [int(np.count_nonzero(m & (r.ids >= covers))) for r, m in pairs]
-    if int(codes["rows"]) - live_covered > graph.DEAD_FRACTION * int(codes["rows"]):
+    if int(codes["rows"]) - live_covered > graph.DEAD_FRACTION * int(codes["rows"]) and not defer:
         return _build(root, dim, new, generation, readers, masks, queries)
-    if sum(uncovered) >= graph.FOLD_FRACTION * max(live_covered, 1):
+    if sum(uncovered) >= graph.FOLD_FRACTION * max(live_covered, 1) and not defer:
         return _fold(root, dim, new, generation, readers, masks, queries)
     written = {}
     for entry, reader, mask, count in zip(new["shards"], readers, masks, uncovered, strict=True):
@@ -73,6 +80,18 @@ def refresh_graph(
     for reader in readers:
         reader.close()
     return written
+
+
+def graph_due(codes: dict | None, live: int) -> bool:
+    """Whether an index with `live` vectors and these ``codes`` is due a graph build or fold (estimated
+    from the counts the manifest records, without reading shards)."""
+    if not codes or codes.get("kind") != graph.KIND:
+        return True
+    grown = live - int(codes.get("measured_size") or codes["rows"])
+    dead = int(codes["rows"]) - min(live, int(codes["rows"]))
+    return grown >= graph.FOLD_FRACTION * int(codes["rows"]) or dead > graph.DEAD_FRACTION * int(
+        codes["rows"]
+    )
 
 
 def _covered_below(readers: list[ShardReader]) -> int:
