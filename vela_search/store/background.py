@@ -243,7 +243,7 @@ def run_retrain(snap: Snapshot) -> RetrainResult:
                 written.update(keeper.encode_shard(data, entry, reader, snap.generation))
             finally:
                 reader.close()
-            by_meta[entry["meta"]] = entry["codes"]
+            by_meta[entry["meta"]] = entry.get("codes")  # none for a graph: see encode_shard
     return RetrainResult(codes=data.get("codes") if written else None, by_meta=by_meta, written=written)
 
 
