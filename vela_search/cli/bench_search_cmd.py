@@ -64,7 +64,7 @@ def search_index(
     budget = parse_memory_option(max_index_memory)
     if data is not None:
         _compare(
-            vectors, dim, data, queries, k, budget, (not no_peers, not no_default), workdir, seed, json_out
+            vectors, dim, data, queries, k, budget, (not no_peers, not no_default, not no_compressed), workdir, seed, json_out
         )
         return
     phases = {"build": ("indexing vectors", vectors), "search": ("searching", 2)}
