@@ -63,9 +63,8 @@ def search_index(
 
     budget = parse_memory_option(max_index_memory)
     if data is not None:
-        _compare(
-            vectors, dim, data, queries, k, budget, (not no_peers, not no_default, not no_compressed), workdir, seed, json_out
-        )
+        sides = (not no_peers, not no_default, not no_compressed)
+        _compare(vectors, dim, data, queries, k, budget, sides, workdir, seed, json_out)
         return
     phases = {"build": ("indexing vectors", vectors), "search": ("searching", 2)}
     with phase_progress(phases) as advance:
