@@ -134,7 +134,9 @@ def _store_memory(root: Path, index: Any) -> int:
     shards = index.manifest["shards"]
     if info.get("choice") == "graph":
         names = {index.manifest["codes"]["trained"], *(s["codes"] for s in shards if s.get("codes"))}
-        exact = sum(int(s["count"]) for s in shards if not s.get("codes")) * index.dim * 2
+        covers = int(index.manifest["codes"]["covers_below"])  # shards below it are in the main graph
+        exact = sum(int(s["count"]) for s in shards if not s.get("codes") and s["max_id"] >= covers)
+        exact *= index.dim * 2
         return sum((root / n).stat().st_size for n in names) + exact
     if info.get("choice") == "compressed":
         names = {s["codes"] for s in shards if s.get("codes")}
