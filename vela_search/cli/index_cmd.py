@@ -597,6 +597,7 @@ def _print_summary(report: IndexReport) -> None:
         ("files found", report.files_seen),
         ("indexed (embedded now)", report.files_indexed),
         ("relinked (moved: vectors reused)", report.files_relinked),
+        ("re-read (tags changed: vectors reused)", report.files_retagged),
         ("skipped (unchanged)", report.files_skipped),
         ("duplicates (same content)", report.files_duplicates),
         ("failed", report.files_failed),

@@ -42,7 +42,8 @@ class IndexPreview:
             none counts as one).
         audio_seconds_to_embed: their audio, from the headers.
         files_without_duration: files to embed whose header gives no duration (not counted in the seconds).
-        files_to_relink: moved or renamed files whose stored vectors would be reused.
+        files_to_relink: moved or renamed files, and files whose tags changed but not their audio, whose
+            stored vectors would be reused.
         files_duplicates: paths recorded as copies of content held under another path.
         files_unchanged: files the run would skip.
         files_to_remove: rows of files gone from disk that the run would remove (moved files' old rows
@@ -150,7 +151,8 @@ def _preview_of(plan: RunPlan, index_dir: Path, exists: bool, roots: list[str]) 
         + sum(len(job.duplicates) for job in plan.jobs)
         + sum(len(job.duplicates) for job in plan.relinks),
         files_unchanged=plan.skipped,
-        files_to_remove=len(plan.remove_paths) + len(plan.relinks),
+        files_to_remove=len(plan.remove_paths)
+        + sum(job.source_path != job.file.path for job in plan.relinks),
         failures=list(plan.failures),
         problems=list(plan.problems),
     )
