@@ -155,6 +155,29 @@ class LexicalIndex:
         hits.sort(key=lambda hit: (-round(hit.score, 6), hit.path))
         return hits
 
+    def count(self, where: list[Condition]) -> int:
+        """How many files meet every condition of ``where`` (no documents read)."""
+        import tantivy
+
+        if not where:
+            return self.num_files
+        must = [(tantivy.Occur.Must, self._condition(c)) for c in where]
+        return int(self._searcher.search(tantivy.Query.boolean_query(must), 1, count=True).count)
+
+    def passing(self, paths: list[str], where: list[Condition]) -> set[str]:
+        """Those of ``paths`` whose files meet every condition of ``where`` (one query)."""
+        import tantivy
+
+        if not paths:
+            return set()
+        schema = self._idx.schema
+        any_path = tantivy.Query.boolean_query(
+            [(tantivy.Occur.Should, tantivy.Query.term_query(schema, "path", p)) for p in set(paths)]
+        )
+        must = [(tantivy.Occur.Must, q) for q in [any_path, *(self._condition(c) for c in where)]]
+        found = self._searcher.search(tantivy.Query.boolean_query(must), len(set(paths)))
+        return {self._searcher.doc(address)["path"][0] for _, address in found.hits}
+
     def fields_of(self, paths: list[str]) -> dict[str, dict[str, str]]:
         """The stored fields of these files (those the index has)."""
         import tantivy
