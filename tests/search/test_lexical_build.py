@@ -11,6 +11,8 @@ import mutagen
 from audio_factory import noise, tone, write_audio
 
 from vela_search.indexing import index_paths
+from vela_search.search import Searcher
+from vela_search.search.hybrid import attach_words
 from vela_search.search.lexical import LEXICAL_DIR, LexicalIndex, snapshot_key
 from vela_search.store import AudioIndex
 
@@ -54,6 +56,10 @@ def test_a_new_generation_is_built_from_the_older_build_and_answers_like_a_fresh
     index_paths([audio], index_dir, tiny_embedder, window_s=1.0, hop_s=1.0)
 
     with old, AudioIndex.open(index_dir) as new:
+        # A vector-mode query of a library too large for a full build still gets words: the delta is cheap.
+        hits = Searcher(new, tiny_embedder).search("a sound", k=4)
+        worded = attach_words(new, hits, build_limit=0)
+        assert {Path(h.path).name: h.words.get("description") for h in worded}["new.flac"] == "frog chorus"
         lex = LexicalIndex.for_index(new)
         built = _built(index_dir, new)
         assert built["mode"] == "delta" and built["base"] == snapshot_key(old)

@@ -285,14 +285,15 @@ def _lexical_hit(path: str, segment_id: int, row: dict, score: float = 0.0) -> H
 def attach_words(index: AudioIndex, hits: list[Hit], *, build_limit: int = BUILD_ON_QUERY_FILES) -> list[Hit]:
     """The hits with their files' words (what ``query`` and the page show under each hit).
 
-    The words come from the generation's lexical index; a vector-mode query builds it only for a library
-    of at most ``build_limit`` files (seconds), so that a first query of a large index is never held up
-    by it: there the hits come back without words until a words or hybrid query has built it.
+    The words come from the generation's lexical index; a vector-mode query builds it from scratch only
+    for a library of at most ``build_limit`` files (seconds), so that a first query of a large index is
+    never held up by it: there the hits come back without words until a words or hybrid query has built
+    it. Bringing an older generation's build up to date (a delta) is always done.
     """
     if not hits or all(h.words for h in hits):
         return hits
     key = (str(index.root), snapshot_key(index))
-    built = key in _cache or LexicalIndex.exists(index)
+    built = key in _cache or LexicalIndex.exists(index) or LexicalIndex.updatable(index)
     if not built and index.files().num_rows > build_limit:
         return hits
     fields = lexical_for(index).fields_of([h.path for h in hits])

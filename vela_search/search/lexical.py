@@ -27,7 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vela_search.search.lexical_build import build_folder, file_words, fill_documents, lexical_schema
+from vela_search.search.lexical_build import (
+    build_folder,
+    file_words,
+    fill_documents,
+    lexical_schema,
+    usable_base,
+)
 
 if TYPE_CHECKING:
     from vela_search.search.where import Condition
@@ -101,6 +107,11 @@ class LexicalIndex:
     def exists(index: AudioIndex) -> bool:
         """Whether the lexical index of ``index``'s generation is built on disk."""
         return (index.root / LEXICAL_DIR / snapshot_key(index) / "done.json").exists()
+
+    @staticmethod
+    def updatable(index: AudioIndex) -> bool:
+        """Whether an older build can be brought to ``index``'s generation by a delta (no full build)."""
+        return usable_base(index.root / LEXICAL_DIR, index, snapshot_key(index)) is not None
 
     @classmethod
     def in_memory(cls, words: dict[str, tuple[dict[str, str], int]]) -> LexicalIndex:

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from vela_search.store import AudioIndex
     from vela_search.store.shards import ShardReader
 
-__all__ = ["build_folder", "file_words", "fill_documents", "lexical_schema"]
+__all__ = ["build_folder", "file_words", "fill_documents", "lexical_schema", "usable_base"]
 
 DOCS_FILE = "docs.parquet"
 DONE_FILE = "done.json"
@@ -145,7 +145,7 @@ def _live_ids(index: AudioIndex) -> np.ndarray:
     return np.sort(ids)
 
 
-def _base(parent: Path, index: AudioIndex, key: str) -> tuple[Path, dict] | None:
+def usable_base(parent: Path, index: AudioIndex, key: str) -> tuple[Path, dict] | None:
     """The newest finished build that can be brought to ``index``'s snapshot by a delta, if any."""
     next_id = int(index.manifest.get("next_id") or 0)
     best: tuple[Path, dict] | None = None
@@ -232,7 +232,7 @@ def build_folder(index: AudioIndex, folder: Path) -> dict[str, Any]:
     tmp = parent / f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        base = _base(parent, index, folder.name)
+        base = usable_base(parent, index, folder.name)
         if base is not None:
             docs, stats = _apply_delta(index, base[0], base[1], tmp)
         else:
