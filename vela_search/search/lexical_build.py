@@ -120,9 +120,14 @@ def _first_segments(index: AudioIndex, readers: list[ShardReader], min_id: int =
     return {path: (stored.get(path) or name_fields(path), seg) for path, (_, seg) in first.items()}
 
 
-def _indexed_paths(index: AudioIndex) -> set[str]:
+def _indexed_paths(index: AudioIndex) -> pa.ChunkedArray:
     files = index.files()
-    return set(files.filter(pc.equal(files["status"], "indexed"))["path"].to_pylist())
+    return files.filter(pc.equal(files["status"], "indexed"))["path"]
+
+
+def _only_indexed(words: FileWords, indexed: pa.ChunkedArray) -> FileWords:
+    keep = pc.is_in(pa.array(list(words), pa.string()), value_set=indexed.combine_chunks()).to_numpy(False)
+    return {path: value for (path, value), ok in zip(words.items(), keep, strict=True) if ok}
 
 
 def file_words(index: AudioIndex) -> FileWords:
@@ -130,9 +135,7 @@ def file_words(index: AudioIndex) -> FileWords:
 
     Files indexed before words were read (rows without a ``words`` value) get their name's words.
     """
-    indexed = _indexed_paths(index)
-    words = _first_segments(index, index.shard_readers())
-    return {path: value for path, value in words.items() if path in indexed}
+    return _only_indexed(_first_segments(index, index.shard_readers()), _indexed_paths(index))
 
 
 def _live_ids(index: AudioIndex) -> np.ndarray:
@@ -185,17 +188,10 @@ def _apply_delta(index: AudioIndex, base: Path, done: dict, tmp: Path) -> tuple[
     _copy_build(base, tmp)
     docs = pq.read_table(base / DOCS_FILE)
     indexed = _indexed_paths(index)
-    live = _live_ids(index)
-    segs = docs["segment_id"].to_numpy()
-    alive = np.isin(segs, live, assume_unique=False)
-    paths = docs["path"].to_pylist()
-    alive &= np.fromiter((p in indexed for p in paths), bool, len(paths))
-    added = {
-        path: value
-        for path, value in _first_segments(index, index.shard_readers(), int(done["next_id"])).items()
-        if path in indexed
-    }
-    dead = [p for p, ok in zip(paths, alive, strict=True) if not ok]
+    alive = np.isin(docs["segment_id"].to_numpy(), _live_ids(index))
+    alive &= pc.is_in(docs["path"], value_set=indexed.combine_chunks()).to_numpy(zero_copy_only=False)
+    added = _only_indexed(_first_segments(index, index.shard_readers(), int(done["next_id"])), indexed)
+    dead = docs["path"].filter(pa.array(~alive)).to_pylist()
     idx = tantivy.Index.open(str(tmp))
     writer = _writer(idx)
     for path in {*dead, *added}:
