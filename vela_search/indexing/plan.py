@@ -26,7 +26,6 @@ writer) are tombstoned too, so the index always equals what an uninterrupted run
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat as stat_mod
 from collections.abc import Callable, Iterable, Sequence
@@ -53,7 +52,6 @@ if TYPE_CHECKING:
 INDEXED, DUPLICATE, FAILED = "indexed", "duplicate", "failed"
 # The segment metadata column holding a file's audio payload digest (on its first segment's row).
 AUDIO_SHA256_COLUMN = "audio_sha256"
-_HASH_BLOCK = 1 << 20
 
 
 @dataclass
@@ -181,15 +179,6 @@ def failure_reason(error: BaseException, path: str) -> str:
     if isinstance(error, AudioDecodeError):
         return text
     return f"{type(error).__name__}: {text}"
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file's bytes (read in 1 MiB blocks)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(_HASH_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _root_of(path: str, roots: Sequence[str]) -> str:
