@@ -100,3 +100,22 @@ def test_a_build_of_a_newer_generation_is_no_base_and_a_half_build_is_ignored(
         assert _built(index_dir, old)["mode"] == "full"  # the newer build is no base for it
         assert [Path(h.path).name for h in lex.search("frog", [], 5)] == []
         assert [Path(h.path).name for h in lex.search("owl", [], 5)] == ["a.flac"]
+
+
+def test_a_damaged_older_build_is_no_base_the_generation_is_built_from_scratch(
+    tmp_path: Path, tiny_embedder
+) -> None:
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    _tagged(audio / "a.flac", tone(1.0), "owl at dusk")
+    index_dir = tmp_path / "idx"
+    index_paths([audio], index_dir, tiny_embedder, window_s=1.0, hop_s=1.0)
+    with AudioIndex.open(index_dir) as old:
+        LexicalIndex.for_index(old)
+        (index_dir / LEXICAL_DIR / snapshot_key(old) / "meta.json").write_text("not json")
+    _tagged(audio / "b.flac", noise(1.0, seed=2), "frog at dawn")
+    index_paths([audio], index_dir, tiny_embedder, window_s=1.0, hop_s=1.0)
+    with AudioIndex.open(index_dir) as new:
+        lex = LexicalIndex.for_index(new)
+        assert _built(index_dir, new)["mode"] == "full"
+        assert [Path(h.path).name for h in lex.search("frog owl", [], 5)] == ["a.flac", "b.flac"]

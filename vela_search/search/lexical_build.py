@@ -17,6 +17,7 @@ older version), is no base: the snapshot is then indexed from scratch.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
     from vela_search.store.shards import ShardReader
 
 __all__ = ["build_folder", "file_words", "fill_documents", "lexical_schema", "usable_base"]
+
+log = logging.getLogger("vela_search.search")
 
 DOCS_FILE = "docs.parquet"
 DONE_FILE = "done.json"
@@ -229,8 +232,16 @@ def build_folder(index: AudioIndex, folder: Path) -> dict[str, Any]:
     tmp.mkdir()
     try:
         base = usable_base(parent, index, folder.name)
+        built = None
         if base is not None:
-            docs, stats = _apply_delta(index, base[0], base[1], tmp)
+            try:
+                built = _apply_delta(index, base[0], base[1], tmp)
+            except (OSError, ValueError, KeyError, pa.ArrowException) as exc:  # a damaged older build
+                log.warning("lexical build %s not usable (%s): building from scratch", base[0].name, exc)
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir()
+        if built is not None:
+            docs, stats = built
         else:
             words = file_words(index)
             fill_documents(tantivy.Index(lexical_schema(), path=str(tmp)), words)
