@@ -42,6 +42,7 @@ __all__ = [
     "attach_words",
     "filtered_by_sound",
     "lexical_for",
+    "prepare_words",
     "scan_files",
     "search_with_words",
 ]
@@ -67,6 +68,22 @@ def lexical_for(index: AudioIndex) -> LexicalIndex:
                 del _cache[old]
             _cache[key] = found
     return found
+
+
+def prepare_words(index: AudioIndex) -> bool:
+    """Make the words index of ``index``'s generation ready where that is cheap: opened when built, or
+    brought up from an older build by a delta (a server's background refresh calls this, so that a words
+    query of a new generation does not wait for it). Never builds one from scratch.
+
+    Returns:
+        Whether the generation's words index is ready in this process.
+    """
+    if (str(index.root), snapshot_key(index)) in _cache:
+        return True
+    if LexicalIndex.exists(index) or LexicalIndex.updatable(index):
+        lexical_for(index)
+        return True
+    return False
 
 
 def _pool(k: int) -> int:
