@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from audio_factory import noise, tone, write_audio
 
-from vela_search.indexing import index_paths
+from vela_search.indexing import index_paths, preview_index
 from vela_search.search.hybrid import lexical_for
 from vela_search.store import AudioIndex
 
@@ -73,6 +73,8 @@ def test_a_tag_edit_rereads_the_words_without_embedding_and_an_audio_edit_embeds
         return real(items)
 
     monkeypatch.setattr(emb, "embed_items", counting)
+    preview = preview_index([audio], tmp_path / "idx", window_s=1.0, hop_s=1.0)
+    assert (preview.files_to_reread, preview.files_to_relink, preview.files_to_embed) == (2, 0, 1)
     report = index_paths([audio], tmp_path / "idx", emb, window_s=1.0, hop_s=1.0)
 
     assert (report.files_retagged, report.files_indexed, report.files_removed) == (2, 1, 0)

@@ -734,6 +734,7 @@ def _dry_run(
         ("  segments to embed", str(preview.segments_to_embed)),
         ("  audio to embed", f"{length}{unknown}"),
         ("to relink (moved: vectors reused)", str(preview.files_to_relink)),
+        ("to re-read (tags changed: vectors reused)", str(preview.files_to_reread)),
         ("unchanged (skipped)", str(preview.files_unchanged)),
         ("duplicates (same content)", str(preview.files_duplicates)),
         ("to remove (gone from disk)", str(preview.files_to_remove)),
