@@ -119,3 +119,18 @@ def test_a_damaged_older_build_is_no_base_the_generation_is_built_from_scratch(
         lex = LexicalIndex.for_index(new)
         assert _built(index_dir, new)["mode"] == "full"
         assert [Path(h.path).name for h in lex.search("frog owl", [], 5)] == ["a.flac", "b.flac"]
+
+
+def test_segments_added_without_path_and_start_are_left_out(tmp_path: Path) -> None:
+    import numpy as np
+
+    from vela_search.search.lexical import file_words
+
+    fingerprint = {"model": "m", "dim": 4}
+    AudioIndex.create(tmp_path / "idx", fingerprint=fingerprint, dim=4).close()
+    with AudioIndex.open(tmp_path / "idx").writer(fingerprint=fingerprint) as writer:
+        writer.add(np.eye(4, dtype=np.float32), [{"path": f"/a/{i}.wav"} for i in range(4)])
+        writer.commit()
+    with AudioIndex.open(tmp_path / "idx") as index:
+        assert file_words(index) == {}
+        assert LexicalIndex.for_index(index).num_files == 0

@@ -110,8 +110,10 @@ def _first_segments(index: AudioIndex, readers: list[ShardReader], min_id: int =
             continue
         wanted = ["id", "path", "start_s"]
         table = reader.columns([*wanted, WORDS_COLUMN]) or reader.columns(wanted)
+        if table is None:  # segments added through the store API without a path and start
+            continue
         keep = _live(index, reader) & (reader.ids >= min_id)
-        table = table.filter(pa.array(keep))  # type: ignore[union-attr]
+        table = table.filter(pa.array(keep))
         words = table[WORDS_COLUMN].to_pylist() if WORDS_COLUMN in table.column_names else None
         starts = table["start_s"].to_numpy(zero_copy_only=False)
         ids = table["id"].to_numpy()
