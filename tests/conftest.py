@@ -4,6 +4,11 @@ The environment is cleaned before anything imports the command line: Rich and Cl
 size and colour settings (``COLUMNS``, ``LINES``, ``NO_COLOR``, ...) once, when their consoles are made, and
 the ``VELA_*`` settings of the user running the suite must not reach the commands under test. Subprocesses
 started by tests inherit this environment.
+
+The suite runs in parallel (``python -m pytest -n 2``, pytest-xdist): each worker process is limited to
+one thread of torch, BLAS and FAISS (two workers on two cores, never four threads fighting over them); the
+workers build the tiny checkpoint once between them, under a file lock; the Ray tests run in one worker,
+on one Ray session (``ray_cluster``); servers started by tests take any free port.
 """
 
 from __future__ import annotations
@@ -33,8 +38,44 @@ _INHERITED = (
 )
 for _name in _INHERITED:
     os.environ.pop(_name, None)
+# A parallel run's workers (and the commands they start) share the machine's cores: one thread each, set
+# before torch or FAISS is imported (both read it once).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_name, "1")
 
 import pytest  # noqa: E402
+
+# The group of the tests that use the Ray session: one worker runs them all (see ``ray_cluster``).
+RAY_GROUP = "ray"
+_SHARED_SCOPES = ("class", "module", "package")
+
+
+def _uses_a_shared_fixture(item: pytest.Item) -> bool:
+    """Whether ``item`` uses a fixture built once per module (or class, or package): an index, a model."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return False
+    for name in info.names_closure:
+        defs = info.name2fixturedefs.get(name)
+        if defs and defs[-1].scope in _SHARED_SCOPES:
+            return True
+    return False
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Groups for a parallel run (``--dist loadgroup``): a group runs in one worker.
+
+    The tests that use the Ray session form one group; the tests of a module that share a module fixture
+    form one group per module (so that fixture is built once, not once per worker); every other test goes
+    to whichever worker is free.
+    """
+    for item in items:
+        if "ray_cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group(RAY_GROUP))
+        elif _uses_a_shared_fixture(item):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
 
 
 @pytest.fixture(scope="session")
@@ -44,11 +85,20 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory):
     ``VELA_CACHE_DIR`` points there for the whole session, so ``--model tiny`` in CLI subprocesses started
     by tests finds the same checkpoint instead of building another.
     """
+    from filelock import FileLock
+
     from vela_search.embedding.tiny import ensure_tiny_checkpoint, tiny_cache_dir
 
-    cache = os.environ.get("VELA_TEST_CACHE_DIR") or str(tmp_path_factory.mktemp("vela-cache"))
+    cache = os.environ.get("VELA_TEST_CACHE_DIR")
+    if not cache:
+        # The workers of a parallel run share their session's temporary root: one cache, built once.
+        shared = os.environ.get("PYTEST_XDIST_WORKER") is not None
+        root = tmp_path_factory.getbasetemp().parent if shared else tmp_path_factory.mktemp("session")
+        cache = str(root / "vela-cache")
     os.environ["VELA_CACHE_DIR"] = cache
-    return ensure_tiny_checkpoint(tiny_cache_dir())
+    os.makedirs(cache, exist_ok=True)
+    with FileLock(os.path.join(cache, ".tiny.lock")):  # the other workers wait, then find it built
+        return ensure_tiny_checkpoint(tiny_cache_dir())
 
 
 @pytest.fixture(scope="session")
@@ -70,3 +120,17 @@ def tiny_embedder_default_demos(tiny_model_dir):
     from vela_search.embedding.embedder import VelaEmbedder
 
     return VelaEmbedder.from_pretrained("tiny", demos="default", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tiny_model_dir):
+    """One local Ray for the session (started after the tiny checkpoint, so its workers find it).
+
+    Starting Ray takes seconds and its processes stay until it is shut down: every Ray test shares this
+    one, and in a parallel run they all run in one worker (the ``ray`` group), so two never compete.
+    """
+    ray = pytest.importorskip("ray")
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield ray
+    ray.shutdown()

@@ -22,7 +22,8 @@ import numpy as np
 
 from vela_search.search.hits import Hit
 from vela_search.search.lexical import LexicalHit, LexicalIndex, snapshot_key
-from vela_search.search.validation import MAX_K
+from vela_search.search.options import SearchOptions
+from vela_search.search.validation import MAX_K, check_not_empty
 
 if TYPE_CHECKING:
     from vela_search.search.searcher import Searcher
@@ -74,6 +75,8 @@ def search_with_words(
 ) -> list[Hit]:
     """A text query in ``words``/``hybrid`` mode, or a vector-mode text query with field filters.
 
+    The query and its options were checked where the request entered (:meth:`QueryRequest.validate`;
+    ``path_glob`` normalised as :class:`SearchOptions` holds it): they are not checked again here.
     ``vector``: the query's embedding when the caller made it already (the service's micro-batches);
     ``nprobe``, ``refine``, ``exact``: the vector search's accuracy knobs, as in :meth:`Searcher.search`.
 
@@ -92,11 +95,16 @@ def search_with_words(
         # The sound ranking's depth: 2 x k (at least 20) for fusion, which keeps hybrid's vector search
         # close to a plain one's cost (docs/benchmarks.md); the full pool when field filters follow.
         depth = pool if where else min(MAX_K, max(2 * k, 20))
-        knobs = {"k": depth, "path_glob": path_glob, "duration": duration, "nprobe": nprobe, "refine": refine}
-        if vector is not None:
-            by_sound = searcher.search_vectors(vector, exact=exact, **knobs)[0]  # type: ignore[arg-type]
-        else:
-            by_sound = searcher.search(text, mode=vmode, exact=exact, **knobs)  # type: ignore[arg-type]
+        # The request was checked where it entered: the Searcher's trusted calls, no second check.
+        options = SearchOptions(
+            k=depth, path_glob=path_glob, duration=duration, nprobe=nprobe, refine=refine, exact=exact
+        )
+        if vector is None:
+            from vela_search.embedding.embedder import EmbedItem
+
+            check_not_empty(index)  # before the model runs
+            vector = searcher.embed([EmbedItem(vmode, text=text)])
+        by_sound = searcher.search_checked(vector, options)[0]
         if where:
             allowed = {h.path for h in lex.search(None, where, _ALLOW_CAP)}
             by_sound = [h for h in by_sound if h.path in allowed]
