@@ -7,8 +7,9 @@ started by tests inherit this environment.
 
 The suite runs in parallel (``python -m pytest -n 2``, pytest-xdist): each worker process is limited to
 one thread of torch, BLAS and FAISS (two workers on two cores, never four threads fighting over them); the
-workers build the tiny checkpoint once between them, under a file lock; the Ray tests run in one worker,
-on one Ray session (``ray_cluster``); servers started by tests take any free port.
+workers build the tiny checkpoint once between them, under a file lock; the tests of one module run in one
+worker (``--dist loadscope``), so a module's fixtures (an index, a trained adapter) are built once and the
+Ray tests share one Ray session (``ray_cluster``); servers started by tests take any free port.
 """
 
 from __future__ import annotations
@@ -45,37 +46,6 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
         os.environ.setdefault(_name, "1")
 
 import pytest  # noqa: E402
-
-# The group of the tests that use the Ray session: one worker runs them all (see ``ray_cluster``).
-RAY_GROUP = "ray"
-_SHARED_SCOPES = ("class", "module", "package")
-
-
-def _uses_a_shared_fixture(item: pytest.Item) -> bool:
-    """Whether ``item`` uses a fixture built once per module (or class, or package): an index, a model."""
-    info = getattr(item, "_fixtureinfo", None)
-    if info is None:
-        return False
-    for name in info.names_closure:
-        defs = info.name2fixturedefs.get(name)
-        if defs and defs[-1].scope in _SHARED_SCOPES:
-            return True
-    return False
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Groups for a parallel run (``--dist loadgroup``): a group runs in one worker.
-
-    The tests that use the Ray session form one group; the tests of a module that share a module fixture
-    form one group per module (so that fixture is built once, not once per worker); every other test goes
-    to whichever worker is free.
-    """
-    for item in items:
-        if "ray_cluster" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group(RAY_GROUP))
-        elif _uses_a_shared_fixture(item):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
 
 
 @pytest.fixture(scope="session")
@@ -127,7 +97,8 @@ def ray_cluster(tiny_model_dir):
     """One local Ray for the session (started after the tiny checkpoint, so its workers find it).
 
     Starting Ray takes seconds and its processes stay until it is shut down: every Ray test shares this
-    one, and in a parallel run they all run in one worker (the ``ray`` group), so two never compete.
+    one. The Ray tests live in one module (tests/indexing/test_cluster.py), which a parallel run gives to
+    one worker: keep them there, so that two Ray sessions never compete for the cores.
     """
     ray = pytest.importorskip("ray")
     if not ray.is_initialized():
