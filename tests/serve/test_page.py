@@ -316,3 +316,22 @@ def test_the_rerank_switch_shows_the_judgement(page):
     search(page, "a low tone")
     scores = page.locator(".hit .score").all_text_contents()
     assert len(scores) == 5 and all("judge" in s for s in scores)  # 5 files, all within the top 20
+
+
+def test_files_being_added_are_shown_while_a_writer_works(page, serve_collection):
+    from vela_search.store.activity import ActivityRecorder
+    from vela_search.store.layout import ACTIVITY_FILE
+
+    index = serve_collection[1]
+    recorder = ActivityRecorder(index)  # this process plays the live writer
+    try:
+        assert page.locator("#activity").is_hidden()
+        recorder.update(files_waiting=3)
+        page.wait_for_function(
+            "document.getElementById('activity').textContent === '3 files being added'", timeout=15_000
+        )
+        assert page.locator("#activity").is_visible()
+        recorder.update(files_waiting=0, caught_up=True)
+        page.wait_for_function("document.getElementById('activity').hidden", timeout=15_000)
+    finally:
+        (index / ACTIVITY_FILE).unlink(missing_ok=True)

@@ -39,3 +39,16 @@ def test_the_last_catch_up_survives_a_new_writer_and_damage_reads_as_empty(tmp_p
     assert ActivityRecorder(tmp_path).update(files_waiting=1).caught_up_at == stamped
     (tmp_path / "activity.json").write_text("{not json")
     assert read_activity(tmp_path).files_waiting == 0 and not read_activity(tmp_path).live
+
+
+def test_one_shared_recorder_per_index_keeps_every_parts_fields(tmp_path):
+    from vela_search.store.activity import shared_recorder
+
+    watcher, maintenance = shared_recorder(tmp_path), shared_recorder(tmp_path / "." / "")
+    assert watcher is maintenance
+    maintenance.add_maintenance("merge")
+    watcher.update(files_waiting=5, paused_roots=["/mnt/away"])  # leaves the merge recorded
+    activity = read_activity(tmp_path)
+    assert activity.maintenance == ["merge"] and activity.files_waiting == 5
+    assert watcher.state.paused_roots == ["/mnt/away"]
+    assert shared_recorder(tmp_path / "other") is not watcher

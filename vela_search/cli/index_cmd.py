@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from vela_search.embedding.embedder import VelaEmbedder
     from vela_search.indexing import IndexOptions, IndexProgress, IndexReport
     from vela_search.indexing.cluster import RaySettings
+    from vela_search.indexing.watch import WatchSettings
 
 INDEX_HELP = "Index name (under $VELA_INDEX_DIR or ./indexes) or directory."
 # Failed files listed in the summary; the rest are counted (all of them are in --json).
@@ -172,6 +173,33 @@ def index_command(
         "--key-column",
         help="A dataset column naming rows across versions (default: audio file names, else row numbers).",
     ),
+    watch: bool = typer.Option(
+        False,
+        "--watch",
+        help="After the first pass, keep following the index's folders: new and changed files are added, "
+        "removed ones leave, moved ones are relinked; a missing folder pauses (nothing removed). "
+        "Ctrl-C stops.",
+    ),
+    settle: float = typer.Option(
+        2.0,
+        "--settle",
+        metavar="SECONDS",
+        help="With --watch: add a file once its size and mtime stayed the same this long (being copied).",
+    ),
+    max_wait: float = typer.Option(
+        30.0,
+        "--max-wait",
+        metavar="SECONDS",
+        help="With --watch: under changes that never pause, run at the latest this long after the first.",
+    ),
+    watch_poll: bool = typer.Option(
+        False,
+        "--watch-poll",
+        help="With --watch: look for changes by polling (network drives, where change notifications miss).",
+    ),
+    poll_interval: float = typer.Option(
+        1.0, "--poll-interval", metavar="SECONDS", help="With --watch-poll: the polling period."
+    ),
 ) -> None:
     """Index audio files: incremental, resumable after a crash, broken files recorded and skipped."""
     from vela_search.indexing import IndexOptions
@@ -193,6 +221,11 @@ def index_command(
     )
     if listing is None and not given and not _exists(root):
         raise VelaError(f"give audio files or folders to index (no index at {root} yet)")
+    if watch:
+        from vela_search.cli.watch_view import check_watch_flags, watch_settings
+
+        check_watch_flags(dry_run=dry_run, ray=ray or ray_address is not None, dataset=listing is not None)
+        following = watch_settings(settle, max_wait, watch_poll, poll_interval)
     if dry_run:
         if rebuild:
             raise VelaError("a rebuild embeds every file again: --dry-run previews incremental runs only")
@@ -202,8 +235,27 @@ def index_command(
     _check_index_state(root, given)
     flags = _ModelFlags(model, adapter, demos, quantize, device, dtype, batch_tokens)
     loader = _loader(root, flags, rebuild=rebuild)  # refuses a mismatching embedder before anything loads
+    if watch and _exists(root) and not rebuild:
+        # The watcher's own first pass: a missing folder is paused there, not pruned as a rescan would.
+        _watch(root, given, loader, options, following, decode_workers)
+        return
     report, loaded = _run(given, root, loader, options, ray_settings, decode_workers, listing)
-    _report(report, loaded, root, given, json_output=json_output, strict=strict)
+    _report(report, loaded, root, given, json_output=json_output, strict=strict and not watch)
+    if watch:
+        _watch(root, given, loaded or loader, replace(options, rebuild=False), following, decode_workers)
+
+
+def _watch(
+    root: Path,
+    given: list[str],
+    embedder: VelaEmbedder | Callable[[], VelaEmbedder],
+    options: IndexOptions,
+    settings: WatchSettings,
+    decode_workers: int | None,
+) -> None:
+    from vela_search.cli.watch_view import watch_folders
+
+    watch_folders(root, given, embedder, options, settings, decode_workers=decode_workers)
 
 
 def _exists(root: Path) -> bool:
@@ -318,8 +370,6 @@ def _run(
     listing: DatasetListing | None,
 ) -> tuple[IndexReport, VelaEmbedder | None]:
     """Run the index with a progress display; returns the report and the embedder if one was loaded."""
-    from dataclasses import replace
-
     from vela_search.indexing import index_paths
 
     loaded: list[VelaEmbedder] = []
@@ -391,18 +441,24 @@ def info_command(
     json_output: bool = typer.Option(False, "--json", help="Print the description as JSON."),
 ) -> None:
     """Describe an index: format, generation, embedder, shards and files by status."""
+    from vela_search.cli.activity_view import activity_lines
     from vela_search.indexing import index_info
     from vela_search.search.lexical import words_summary
     from vela_search.store import AudioIndex
+    from vela_search.store.activity import read_activity
 
     root = resolve_index(index)
     info = index_info(root)
     with AudioIndex.open(root, vectors=False) as snapshot:
         info["words"] = words_summary(snapshot)
+    activity = read_activity(root)
+    info["activity"] = activity.to_json()
     if json_output:
         print_json(info)
         return
     _print_info(info)
+    for what, text in activity_lines(activity):
+        console.print(f"{what}: {escape(text)}", highlight=False)
     fields = ", ".join(f"{name} {count}" for name, count in info["words"].items())
     console.print(f"words (files carrying each field): {escape(fields) or '-'}", highlight=False)
 

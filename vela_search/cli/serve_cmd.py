@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from vela_search.cli.common import DEVICE_HELP, err_console, resolve_index
+
+if TYPE_CHECKING:
+    from vela_search.indexing.watch import WatchEvent
 
 TOKEN_ENV = "VELA_SERVE_TOKEN"  # mirrors vela_search.serve.discovery.TOKEN_ENV (kept lazy for --help)
 
@@ -46,6 +50,27 @@ def serve(
         True, "--access-log/--no-access-log", help="Log one line per request (the access log, on stdout)."
     ),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    watch: bool = typer.Option(
+        False,
+        "--watch",
+        help="Also keep each index following its folders, as `index --watch` does, in this process "
+        "(searches see new files as they are committed).",
+    ),
+    settle: float = typer.Option(
+        2.0, "--settle", metavar="SECONDS", help="With --watch: add a file once unchanged this long."
+    ),
+    max_wait: float = typer.Option(
+        30.0,
+        "--max-wait",
+        metavar="SECONDS",
+        help="With --watch: run at the latest this long after a change.",
+    ),
+    watch_poll: bool = typer.Option(
+        False, "--watch-poll", help="With --watch: poll for changes (network drives)."
+    ),
+    poll_interval: float = typer.Option(
+        1.0, "--poll-interval", metavar="SECONDS", help="With --watch-poll: the polling period."
+    ),
 ) -> None:
     """Serve indexes over HTTP: a JSON API (/docs), a page to search and listen (/), live index updates."""
     from vela_search.errors import VelaError
@@ -61,6 +86,11 @@ def serve(
     if not 0 <= port <= 65535:
         raise VelaError(f"--port must be from 0 to 65535, got {port}")
     check_port(host, port)
+    following = None
+    if watch:
+        from vela_search.cli.watch_view import watch_settings
+
+        following = watch_settings(settle, max_wait, watch_poll, poll_interval)
     roots: list[tuple[str, Path]] = []
     for value in index or ["default"]:
         root = resolve_index(value)
@@ -81,16 +111,31 @@ def serve(
         max_json_bytes=int(max_json_kb * 1024),
         access_log=access_log,
         device=device,
+        watch=following,
     )
 
     def ready(url: str) -> None:
         names = ", ".join(name for name, _ in roots)
         err_console.print(f"serving {names} at [bold]{url}[/] (page: {url}/, API: {url}/docs); Ctrl-C stops")
 
+    from vela_search.cli.watch_view import check_not_locked
     from vela_search.indexing.preload import require_index
 
     for _, root in roots:
         require_index(root)  # a missing index is said before the model loads
+        if watch:
+            check_not_locked(root)  # and one that another process writes
     err_console.print("loading the model …")
-    run_server(roots, settings, on_ready=ready)
+    run_server(roots, settings, on_ready=ready, on_watch_event=_say if watch else None)
     err_console.print("stopped")
+
+
+def _say(name: str, event: WatchEvent) -> None:
+    """One stderr line per thing a watcher does, prefixed with the index's name."""
+    from rich.markup import escape
+
+    from vela_search.cli.watch_view import describe_event
+
+    line = describe_event(event)
+    if line is not None:
+        err_console.print(f"{escape(name)}: {line}", highlight=False)

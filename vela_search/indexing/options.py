@@ -77,6 +77,10 @@ class IndexOptions:
         max_index_memory: memory budget in bytes of an automatic index's search index.
         compact: merge small shards at the end when there are many.
         progress: called with an :class:`~vela_search.indexing.report.IndexProgress` as the run advances.
+        settle_s: leave files written to less than this many seconds ago for a later run (a file still
+            being copied is not embedded half-written; ``index --watch`` sets it); 0: take every file.
+        keep_missing_roots: a given folder that is missing is left as it is (an unmounted drive whose
+            files must not be pruned; ``index --watch`` sets it) instead of having its files removed.
     """
 
     window_s: float | None = None
@@ -89,6 +93,8 @@ class IndexOptions:
     max_index_memory: int | None = None
     compact: bool = True
     progress: ProgressCallback | None = None
+    settle_s: float = 0.0
+    keep_missing_roots: bool = False
 
     def validate(self) -> None:
         """Check window, hop and commit interval before anything slow happens.

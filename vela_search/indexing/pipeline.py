@@ -121,6 +121,7 @@ def index_paths(
     *,
     decode_workers: int | None = None,
     dataset: DatasetListing | None = None,
+    writer: IndexWriter | None = None,
     **settings: Any,
 ) -> IndexReport:
     """Index the audio files under ``paths`` into the index at ``index_dir`` (created if missing).
@@ -149,6 +150,8 @@ def index_paths(
         dataset: index the rows of a dataset split instead of ``paths`` (see
             :func:`vela_search.audio.hf_dataset.list_dataset_audio`); incremental in the same way, with
             rows for files.
+        writer: an open writer of ``index_dir`` to run with, kept open afterwards (a watcher holds the
+            lock between runs); None: the run opens one and closes it at the end.
 
     Returns:
         The :class:`IndexReport`.
@@ -165,7 +168,7 @@ def index_paths(
     def stage(run: IndexRun, jobs: list[EmbedJob]) -> None:
         _embed_jobs(run, jobs, run.segmentation, workers=workers)
 
-    return run_index(paths, index_dir, embedder, stage, options, dataset=dataset)
+    return run_index(paths, index_dir, embedder, stage, options, dataset=dataset, writer=writer)
 
 
 def run_index(
@@ -176,6 +179,7 @@ def run_index(
     options: IndexOptions,
     *,
     dataset: DatasetListing | None = None,
+    writer: IndexWriter | None = None,
 ) -> IndexReport:
     """One run with a given embedding stage: the planning, writing and commit rules of every run.
 
@@ -188,7 +192,11 @@ def run_index(
     index_dir = Path(index_dir).expanduser()
     _check_inputs(paths, index_dir, dataset, options.rebuild)
     report = IndexReport(index_dir=str(index_dir))
-    writer, embedder = _open_run_writer(index_dir, embedder, options)
+    owned = writer is None
+    if writer is None:
+        writer, embedder = _open_run_writer(index_dir, embedder, options)
+    elif options.rebuild:
+        raise VelaError("a rebuild opens its own staged writer: give no writer with rebuild=True")
     try:
         run = _start(writer, embedder, paths, index_dir, options, report, dataset)
         try:
@@ -208,7 +216,8 @@ def run_index(
             raise
         _finish(run, options, report)
     finally:
-        writer.close()
+        if owned:
+            writer.close()
     report.seconds = time.monotonic() - started
     return report
 
@@ -319,6 +328,8 @@ def _start(
         prune=options.prune,
         on_progress=scan_progress(options.progress),
         dataset=dataset,
+        settle_s=options.settle_s,
+        keep_missing_roots=options.keep_missing_roots,
     )
     _apply_plan(writer, plan, report)
     run = IndexRun(
@@ -426,6 +437,7 @@ def _apply_plan(writer: IndexWriter, plan: RunPlan, report: IndexReport) -> None
     report.files_failed = len(plan.failures)
     report.failures = list(plan.failures)
     report.problems = list(plan.problems)
+    report.held = list(plan.held)
 
 
 def _relink_jobs(run: IndexRun, jobs: list[RelinkJob]) -> list[EmbedJob]:

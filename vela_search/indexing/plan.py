@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat as stat_mod
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ import soundfile
 from vela_search.audio import discover_audio_files, plan_windows
 from vela_search.audio.hf_dataset import is_dataset_uri
 from vela_search.audio.sources import native_stderr_captured
-from vela_search.errors import AudioDecodeError
+from vela_search.errors import AudioDecodeError, VelaError
 
 if TYPE_CHECKING:
     from vela_search.audio import AudioBytes
@@ -47,6 +48,10 @@ if TYPE_CHECKING:
 
 INDEXED, DUPLICATE, FAILED = "indexed", "duplicate", "failed"
 _HASH_BLOCK = 1 << 20
+
+
+class RootVanishedError(VelaError):
+    """A folder of the run vanished while it was planned (an unmounted drive): the run changed nothing."""
 
 
 @dataclass
@@ -150,6 +155,8 @@ class RunPlan:
     duplicates: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
     problems: list[tuple[str, str]] = field(default_factory=list)
+    # Files written to less than ``settle_s`` ago (still being copied): left as they are for a later run.
+    held: list[str] = field(default_factory=list)
 
     def unchanged_row(self, row: dict[str, Any]) -> bool:
         """Whether ``row`` equals the files row already stored for its path (no need to write it)."""
@@ -293,6 +300,8 @@ def plan_run(
     hash_workers: int = 4,
     on_progress: Callable[[str, int, int, str | None], None] | None = None,
     dataset: DatasetListing | None = None,
+    settle_s: float = 0.0,
+    keep_missing_roots: bool = False,
 ) -> RunPlan:
     """Compare the files under ``paths`` with the writer's files table and decide what the run does.
 
@@ -307,6 +316,13 @@ def plan_run(
         on_progress: called as ``(phase, done, total, path)`` while scanning and hashing.
         dataset: the rows of a dataset split to index instead of ``paths`` (already digested); rows of
             that split that the listing lacks are removed (``prune``).
+        settle_s: files modified less than this many seconds ago are still being written: the run
+            leaves them (and their rows) as they are and lists them in ``RunPlan.held``.
+        keep_missing_roots: a given folder that is missing (an unmounted drive) is left out, so its files
+            are not pruned; one that vanishes while the run plans raises :class:`RootVanishedError`.
+
+    Raises:
+        RootVanishedError: with ``keep_missing_roots``, a folder vanished during planning.
     """
     report = on_progress or (lambda *a: None)
     rows: dict[str, dict[str, Any]] = {r["path"]: r for r in writer.files().to_pylist()}
@@ -316,10 +332,15 @@ def plan_run(
         states = _dataset_states(dataset)
     else:
         roots = [os.path.abspath(os.path.expanduser(p)) for p in paths]
+        if keep_missing_roots:
+            roots = [r for r in roots if os.path.isdir(r)]
         found = discover_audio_files(roots)
         plan = RunPlan(files_seen=len(found.files), problems=[(str(p), r) for p, r in found.problems])
         # 1. stat: unchanged files are settled without reading them; 2. digest the others.
-        states, candidates = _stat_files([str(p) for p in found.files], roots, rows, report)
+        files = [str(p) for p in found.files]
+        if settle_s > 0:
+            files, plan.held = _hold_unsettled(files, settle_s)
+        states, candidates = _stat_files(files, roots, rows, report)
         _digest(candidates, hash_workers, report)
     # 3. decide.
     decide = _Decisions(plan, rows, segment_groups(writer), window_s=window_s, hop_s=hop_s)
@@ -329,7 +350,26 @@ def plan_run(
     for state in placements:  # the first new path with a content owns it
         decide.place(state)
     decide.copies_outside_the_run(states)
+    if keep_missing_roots and dataset is None:
+        # Its files would all look deleted: decided now, before anything is written.
+        gone = [r for r in roots if not os.path.isdir(r)]
+        if gone:
+            raise RootVanishedError(f"{', '.join(gone)} vanished during the run; nothing of it was removed")
     return decide.finish()
+
+
+def _hold_unsettled(paths: list[str], settle_s: float) -> tuple[list[str], list[str]]:
+    """Split ``paths`` into files last written at least ``settle_s`` ago and files still being written."""
+    cutoff = time.time_ns() - int(settle_s * 1e9)
+    settled: list[str] = []
+    held: list[str] = []
+    for path in paths:
+        try:
+            recent = os.stat(path).st_mtime_ns > cutoff
+        except OSError:
+            recent = False  # gone or unreadable: the stat below records it
+        (held if recent else settled).append(path)
+    return settled, held
 
 
 def _stat_files(

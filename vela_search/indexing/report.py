@@ -76,6 +76,7 @@ class IndexReport:
         workers: per embedding worker of a Ray run (``worker``, ``segments``, ``busy_s``, ``load_s``,
             ``segments_per_s``); empty for a single-process run.
         model_loaded: the run loaded (or was given) the embedder; a rescan with nothing to embed loads none.
+        held: files left for a later run because they were still being written (``settle_s``).
     """
 
     index_dir: str
@@ -100,6 +101,7 @@ class IndexReport:
     fingerprint: dict[str, Any] = field(default_factory=dict)
     workers: list[dict[str, Any]] = field(default_factory=list)
     model_loaded: bool = False
+    held: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

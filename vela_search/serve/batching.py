@@ -107,6 +107,11 @@ class QueryBatcher:
         """Run ``function(*args)`` on the model thread (e.g. warming the prefix up) without blocking."""
         return await asyncio.get_running_loop().run_in_executor(self._model_thread, function, *args)
 
+    def run_blocking(self, function, *args):  # type: ignore[no-untyped-def]
+        """Run ``function(*args)`` on the model thread from any other thread and wait for its result
+        (a folder watcher's embedding chunks: they take turns with the query batches)."""
+        return self._model_thread.submit(function, *args).result()
+
     async def _collect(self) -> None:
         assert self._queue is not None
         loop = asyncio.get_running_loop()

@@ -257,6 +257,20 @@ class SearchResponse(BaseModel):
     took_ms: float
 
 
+class IndexActivity(BaseModel):
+    """A writer's pending work, from the index's activity.json (docs/format.md)."""
+
+    files_waiting: int = Field(description='Files seen and not yet committed ("N files being added").')
+    maintenance: list[str] = Field(description='Background work pending or running, e.g. ["merge"].')
+    paused_roots: list[str] = Field(description="Watched folders that are missing: paused, nothing removed.")
+    caught_up_at: float | None = Field(description="UNIX time the index last matched its folders.")
+    updated_at: float
+    pid: int
+    host: str
+    live: bool = Field(description="Whether the writer is still running (a dead writer's record is stale).")
+    pending: bool = Field(description="A live writer has files waiting or maintenance pending.")
+
+
 class IndexInfo(BaseModel):
     """What one served index holds."""
 
@@ -272,6 +286,9 @@ class IndexInfo(BaseModel):
     notice: str | None
     behind: str | None = Field(
         None, description="Why the served generation is not the index's latest (None: it is the latest)."
+    )
+    activity: IndexActivity | None = Field(
+        None, description="What a running writer (`index`, `index --watch`, `serve --watch`) has pending."
     )
 
 

@@ -9,10 +9,14 @@ import signal
 import socket
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vela_search.errors import VelaError
 from vela_search.serve.discovery import remove_serve_file, write_serve_file
 from vela_search.serve.service import ServeSettings, Service
+
+if TYPE_CHECKING:
+    from vela_search.indexing.watch import WatchEvent
 
 __all__ = ["check_bind", "check_port", "is_loopback", "run_server"]
 
@@ -67,6 +71,7 @@ def run_server(
     settings: ServeSettings,
     *,
     on_ready: Callable[[str], None] | None = None,
+    on_watch_event: Callable[[str, WatchEvent], None] | None = None,
 ) -> None:
     """Load the indexes' models, serve until Ctrl-C or SIGTERM, then stop cleanly.
 
@@ -74,6 +79,7 @@ def run_server(
         roots: ``(name, directory)`` of each index, the default first.
         settings: bind address, token, batching and limits.
         on_ready: called with the server's URL once it accepts connections.
+        on_watch_event: with ``settings.watch``, called with ``(index name, event)`` as the watchers work.
 
     Raises:
         VelaError: a non-loopback bind without a token; errors opening an index or loading a model.
@@ -85,6 +91,11 @@ def run_server(
     check_bind(settings.host, settings.token)
     check_port(settings.host, settings.port)  # before the model loads: a busy port fails at once
     service = Service.open(roots, settings)
+    if settings.watch is not None:
+        from vela_search.serve.folder_watch import FolderWatchers
+
+        service.watchers = FolderWatchers(roots, service.models, settings.watch, on_event=on_watch_event)
+        service.watchers.start()  # stopped by the app's shutdown (Service.close), before the models
     config = uvicorn.Config(
         create_app(service),
         host=settings.host,
@@ -130,6 +141,8 @@ def run_server(
             raise
         raise VelaError(f"could not listen on {settings.host}:{settings.port} (is the port in use?)") from exc
     finally:
+        if service.watchers is not None:
+            service.watchers.stop()  # when the app's shutdown did not run (idempotent otherwise)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         for _name, root in roots:

@@ -28,13 +28,16 @@ from vela_search.serve.batching import DEFAULT_MAX_BATCH, DEFAULT_WINDOW_S, Quer
 from vela_search.serve.limits import DEFAULT_JSON_LIMIT
 from vela_search.serve.models import Models
 from vela_search.store import AudioIndex
+from vela_search.store.activity import read_activity
 from vela_search.store.layout import MANIFEST
 
 if TYPE_CHECKING:
     import numpy as np
 
     from vela_search.embedding.embedder import VelaEmbedder
+    from vela_search.indexing.watch import WatchSettings
     from vela_search.search import Hit
+    from vela_search.serve.folder_watch import FolderWatchers
 
 __all__ = ["Generation", "ServeSettings", "ServedIndex", "ServerBusyError", "Service", "UnknownIndexError"]
 
@@ -68,6 +71,8 @@ class ServeSettings:
     # How often a background thread looks for a new generation and prepares it, so that requests find it
     # ready (None: only requests look, and the one that notices a commit prepares it).
     refresh_interval_s: float | None = 0.5
+    # `serve --watch`: each index follows its folders in this process (None: the indexes are only read).
+    watch: WatchSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -253,6 +258,7 @@ class ServedIndex:
             "embedder": dict(index.fingerprint),
             "notice": generation.searcher.notice,
             "behind": self.note,
+            "activity": read_activity(self.root).to_json(),
         }
 
 
@@ -277,6 +283,8 @@ class Service:
         self.settings = settings
         self.models = models
         self.started = time.time()
+        # The folder watchers of `serve --watch` (see serve/folder_watch.py), stopped before the models.
+        self.watchers: FolderWatchers | None = None
 
     @classmethod
     def open(
@@ -375,7 +383,9 @@ class Service:
             )
 
     async def close(self) -> None:
-        """Stop the batchers and close the index snapshots."""
+        """Stop the folder watchers, the batchers, and close the index snapshots."""
+        if self.watchers is not None:
+            await asyncio.to_thread(self.watchers.stop)
         for batcher in self.models.batchers():
             await batcher.close()
         for served in self.indexes.values():

@@ -109,6 +109,12 @@ class ActivityRecorder:
         previous = read_activity(self._root)
         self._state = Activity(caught_up_at=previous.caught_up_at)
 
+    @property
+    def state(self) -> Activity:
+        """The record as last written by this recorder."""
+        with self._lock:
+            return self._state
+
     def update(
         self,
         *,
@@ -149,3 +155,21 @@ class ActivityRecorder:
         with self._lock:
             tasks = [t for t in self._state.maintenance if t != task]
         self.update(maintenance=tasks)
+
+
+_SHARED: dict[str, ActivityRecorder] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_recorder(index_root: Path) -> ActivityRecorder:
+    """The one `ActivityRecorder` of `index_root` in this process, created on first use.
+
+    Every part of a process that records activity (a folder watcher, a writer's background maintenance)
+    takes this one, so that one part's update never overwrites another's fields with stale values.
+    """
+    key = os.path.realpath(index_root)
+    with _SHARED_LOCK:
+        recorder = _SHARED.get(key)
+        if recorder is None:
+            recorder = _SHARED[key] = ActivityRecorder(Path(index_root))
+        return recorder

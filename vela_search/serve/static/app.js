@@ -57,17 +57,56 @@ async function loadIndexes() {
   }
 }
 
-function showSummary() {
-  const info = state.indexes.find((i) => i.name === session.index);
-  if (!info) return;
+function summaryText(info) {
   const model = String((info.embedder && info.embedder.model) || "unknown model");
   let text = `${info.name}: ${info.files} files, ${info.vectors} segments, generation ${info.generation}, ${model}`;
   if (info.failed_files) text += `, ${info.failed_files} failed`;
   if (info.notice) text += ` (${info.notice})`;
-  $("summary").textContent = text;
+  return text;
+}
+
+function showSummary() {
+  const info = state.indexes.find((i) => i.name === session.index);
+  if (!info) return;
+  $("summary").textContent = summaryText(info);
+  showActivity(info);
   if (info.vectors === 0) {
     setStatus("This index is empty: add audio with `vela-search index PATH`; the server picks up the new generation by itself.", true);
   }
+}
+
+// What a running writer has pending ("12 files being added"), from /api/indexes, looked at again every
+// few seconds while the page is shown: a watched folder's new files appear without a reload.
+const ACTIVITY_POLL_MS = 2000;
+
+export function activityText(activity) {
+  if (!activity || !activity.live) return "";
+  const parts = [];
+  const n = activity.files_waiting;
+  if (n) parts.push(`${n} file${n === 1 ? "" : "s"} being added`);
+  if (activity.maintenance && activity.maintenance.length) parts.push(`maintenance: ${activity.maintenance.join(", ")}`);
+  const paused = activity.paused_roots || [];
+  if (paused.length) parts.push(`${paused.length} folder${paused.length === 1 ? "" : "s"} missing (paused)`);
+  return parts.join(" · ");
+}
+
+function showActivity(info) {
+  const text = activityText(info.activity);
+  $("activity").textContent = text;
+  $("activity").hidden = !text;
+}
+
+async function pollIndexes() {
+  if (document.hidden || !state.indexes.length) return;
+  try {
+    state.indexes = (await api("/api/indexes")).indexes;
+  } catch {
+    return; // the next search says what is wrong
+  }
+  const info = state.indexes.find((i) => i.name === session.index);
+  if (!info) return;
+  $("summary").textContent = summaryText(info);
+  showActivity(info);
 }
 
 // ------------------------------------------------------------------------------------- searching
@@ -674,4 +713,5 @@ function wireExample() {
 }
 
 wire();
+setInterval(pollIndexes, ACTIVITY_POLL_MS);
 loadIndexes().then(() => session.index && readAddress() && run({ remember: false }));
