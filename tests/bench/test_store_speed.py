@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vela_search.bench.store_speed import measure_store
+from vela_search.bench.store_speed import compare_maintenance, measure_store
 from vela_search.errors import VelaError
 
 
@@ -36,13 +36,23 @@ def test_moves_relink_files_under_their_new_path(tmp_path):
 
 
 def test_reports_the_shards_a_run_leaves_uncompacted_and_its_first_and_last_tenth(tmp_path):
-    run = measure_store(240, dim=4, commit_every=4, workdir=tmp_path)
+    run = measure_store(240, dim=4, commit_every=4, workdir=tmp_path, maintenance="inline")
     assert run.commits == 60
-    # One shard per commit without tiered merging; merged as they land, they stay few.
+    # One shard per commit without tiered merging; merged as they land (inline), they stay few.
     assert 1 <= run.shards_at_end <= run.peak_shards <= 12
     assert run.first_tenth_ms == run.curve[0][1] and run.last_tenth_ms == run.curve[-1][1]
     assert run.last_vs_first == pytest.approx(run.last_tenth_ms / run.first_tenth_ms)
     assert run.max_shard_size == 100_000
+
+
+def test_reports_commit_latency_and_trainings_in_both_maintenance_modes(tmp_path):
+    runs = compare_maintenance(600, dim=8, commit_every=40, workdir=tmp_path, exact_max_vectors=100)
+    for mode, run in runs.items():
+        assert run.maintenance == mode and run.commits == 15
+        assert 0 < run.commit_p50_ms <= run.commit_p99_ms <= run.commit_max_ms
+        # Codes past 100 vectors, re-trained past 4x each design size: a few templates either way.
+        assert run.trainings >= 2
+    assert runs["inline"].finish_s < 1.0  # nothing is left after the last commit inline
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,8 @@ def test_a_small_run_measures_every_side(tmp_path) -> None:
     assert by_mode["vector"].mean_hits == 5 and by_mode["hybrid"].mean_hits == 5
     assert 0 < by_mode["words"].mean_hits <= 5
     assert run.lexical_bytes > 0 and run.vector_bytes > 0
+    # The generation after a small commit gets its words index from the previous build and the delta.
+    assert (run.lexical_update_files, run.lexical_update_mode) == (1, "delta")
     assert not list(tmp_path.iterdir())  # the scratch index is removed
 
 

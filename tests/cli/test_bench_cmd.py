@@ -162,6 +162,12 @@ def test_store_benchmark_prints_the_curve_and_writes_json(tmp_path):
     assert "ms per file" in result.stderr and "5 moved files" in result.stderr
     assert report["shards_at_end"] == 1 and report["peak_shards"] == 2 and report["last_vs_first"] > 0
     assert "shards after the landing (not compacted" in " ".join(result.stderr.split())
+    # Both maintenance modes at the same scale: the background run's fields at the top, the inline run beside.
+    assert report["maintenance"] == "background" and report["inline"]["maintenance"] == "inline"
+    assert report["inline"]["commits"] == report["commits"] and report["commit_p99_ms"] > 0
+    assert "commit latency" in result.stderr
+    bad = invoke("store", "--files", "4", "--dim", "4", "--maintenance", "later")
+    assert "--maintenance must be background, inline or both" in str(bad.exception)
 
 
 def test_clotho_with_index_loads_the_index_embedder_without_model(tmp_path, tiny_model_dir, capsys):

@@ -286,3 +286,14 @@ def test_a_window_the_model_cannot_embed_fails_its_own_file_only(tiny_embedder, 
     assert reasons[0] == reasons[2] == "" and "shape mismatch" in reasons[1]
     np.testing.assert_allclose(vectors[2], real([EmbedItem("audio", wave=waves[2])])[0], atol=1e-6)
     assert not vectors[1].any()
+
+
+def test_idle_fraction_is_the_workers_time_not_spent_embedding_once_ready():
+    from vela_search.indexing.cluster import ClusterTiming, WorkerThroughput
+
+    timing = ClusterTiming(workers=2, wall_s=12.0, first_actor_ready_s=2.0, commit_s=1.5, commit_max_s=1.0)
+    timing.per_worker = {"a": WorkerThroughput("a", busy_s=8.0), "b": WorkerThroughput("b", busy_s=6.0)}
+    assert timing.idle_fraction == pytest.approx(1 - 14.0 / 20.0)
+    report = timing.to_dict()
+    assert report["idle_fraction"] == pytest.approx(0.3) and report["commit_max_s"] == 1.0
+    assert ClusterTiming().idle_fraction == 0.0  # nothing measured

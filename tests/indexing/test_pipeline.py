@@ -126,6 +126,9 @@ def test_a_window_that_does_not_fit_the_encoder_is_refused_before_anything_runs(
     with pytest.raises(VelaError, match="--hop"):
         index_paths([tmp_path], tmp_path / "idx", emb, window_s=10.0, hop_s=12.0)
     assert not (tmp_path / "idx").exists()
+    with pytest.raises(VelaError, match="maintenance must be 'inline' or 'background'"):
+        index_paths([tmp_path], tmp_path / "idx", emb, maintenance="later")
+    assert not (tmp_path / "idx").exists()
 
 
 # ----------------------------------------------------------------------------------------- incremental

@@ -21,6 +21,7 @@ def _same_counts(preview, report) -> None:  # noqa: ANN001
     assert preview.files_to_embed == report.files_indexed
     assert preview.segments_to_embed == report.segments_added
     assert preview.files_to_relink == report.files_relinked
+    assert preview.files_to_reread == report.files_retagged
     assert preview.files_unchanged == report.files_skipped
     assert preview.files_duplicates == report.files_duplicates
     assert preview.files_to_remove == report.files_removed

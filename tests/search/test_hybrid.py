@@ -14,6 +14,7 @@ from vela_search.errors import QueryError
 from vela_search.indexing import index_paths
 from vela_search.search import QueryRequest, Searcher, run_query
 from vela_search.search.hybrid import attach_words, lexical_for
+from vela_search.search.where import parse_where
 from vela_search.store import AudioIndex
 
 
@@ -82,6 +83,26 @@ def test_field_filters_combine_with_every_mode(collection: Path, tiny_embedder) 
         assert hit.words["library"] == "Wet Sounds"
         assert attach_words(idx, [dataclasses.replace(hit, words={})])[0].words == hit.words
         assert attach_words(idx, [dataclasses.replace(hit, words={})], build_limit=0)[0].words == hit.words
+
+
+@pytest.mark.parametrize("scan_files", [0, 10_000])
+def test_field_filters_in_the_vector_mode_are_exact(
+    collection: Path, tiny_embedder, monkeypatch: pytest.MonkeyPatch, scan_files: int
+) -> None:
+    from vela_search.search import hybrid
+
+    monkeypatch.setattr(hybrid, "SCAN_FILES", scan_files)  # 0: the deeper sound ranking, else a scan
+    with AudioIndex.open(collection / "idx") as idx:
+        searcher = Searcher(idx, tiny_embedder)
+        everything = _paths(searcher, "a dog far away", k=8)
+        for where in [("name~take",), ("category=AMB",), ("description~zephyrquill",), ("library=none",)]:
+            matching = {
+                Path(h.path).name for h in lexical_for(idx).search(None, list(parse_where(where)), 100)
+            }
+            expected = [name for name in everything if name in matching][:3]
+            assert _paths(searcher, "a dog far away", where=where, k=3) == expected
+            fused = _paths(searcher, "a dog far away", mode="hybrid", where=where, k=3)
+            assert set(fused) <= matching and len(fused) == min(3, len(matching))
 
 
 @pytest.mark.parametrize(

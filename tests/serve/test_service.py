@@ -164,6 +164,24 @@ def test_query_sends_the_search_knobs_only_when_asked():
     assert SearchBody(**tuned).to_request().nprobe == 8  # what the server reads back
 
 
+def test_a_new_generations_words_index_is_prepared_off_the_request_path(serve_collection, tmp_path):
+    from vela_search.search.hybrid import lexical_for
+    from vela_search.search.lexical import LexicalIndex
+
+    index = copy_index(serve_collection[1], tmp_path / "idx")
+    service = Service.open([("idx", index)], ServeSettings(refresh_interval_s=0.05))
+    served = service.get(None)
+    try:
+        before = served.current.number
+        lexical_for(served.current.searcher.index)  # a words query of the served generation built one
+        commit_one_segment(index)
+        until(lambda: served.current.number == before + 1, timeout=20)
+        # No request is made: the background refresh brings the words index up by a delta.
+        until(lambda: LexicalIndex.exists(served.current.searcher.index), timeout=20)
+    finally:
+        asyncio.run(service.close())
+
+
 def test_a_new_generation_is_prepared_off_the_request_path(serve_collection, tmp_path):
     index = copy_index(serve_collection[1], tmp_path / "idx")
     service = Service.open([("idx", index)], ServeSettings(refresh_interval_s=0.05))

@@ -286,7 +286,7 @@ def test_a_new_budget_that_changes_the_codes_retrains_them(tmp_path: Path) -> No
     assert after["memory_bytes"] <= 60_000
 
 
-def test_a_shard_without_codes_is_searched_exactly_then_encoded_at_the_next_commit(tmp_path: Path) -> None:
+def test_a_shard_without_codes_is_encoded_in_memory_then_on_disk_at_the_next_commit(tmp_path: Path) -> None:
     root = tmp_path / "idx"
     build_compressed(root, commits=2)
     data = json.loads((root / layout.MANIFEST).read_text())
@@ -294,7 +294,8 @@ def test_a_shard_without_codes_is_searched_exactly_then_encoded_at_the_next_comm
     (root / layout.MANIFEST).write_text(json.dumps(seal(data)))
     q = clustered(3, seed=4)
     with AudioIndex.open(root) as index:
-        assert index._codes is not None and index._uncoded == [0]
+        assert index._codes is not None and index._uncoded == []  # its codes are made at open
+        assert index._codes.index.ntotal == sum(s["count"] for s in data["shards"])
         exact = index.search(q, 10, exact=True)
         assert _recall(index.search(q, 10), exact) >= 0.9
     with IndexWriter(root, fingerprint=FP, choice_limits=LIMITS) as w:
@@ -307,7 +308,7 @@ def test_a_shard_without_codes_is_searched_exactly_then_encoded_at_the_next_comm
         assert _recall(index.search(q, 10), exact) >= 0.9
 
 
-def test_small_shards_get_no_codes_and_are_searched_exactly_beside_them(tmp_path: Path) -> None:
+def test_small_shards_get_no_codes_file_and_are_searched_through_codes_made_at_open(tmp_path: Path) -> None:
     root = tmp_path / "idx"
     limits = dataclasses.replace(LIMITS, min_coded_rows=500)
     AudioIndex.create(root, fingerprint=FP, dim=DIM).close()

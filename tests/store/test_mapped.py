@@ -66,6 +66,12 @@ warm = faiss.index_factory(query.shape[1], "SQfp16", faiss.METRIC_INNER_PRODUCT)
 warm.add(np.repeat(query, 64, axis=0))
 warm.search(query, 5)
 del warm
+# ... and Arrow's Parquet reader (its allocator keeps a few MB of arenas once it has decoded a table).
+import io, pyarrow as pa, pyarrow.parquet as pq
+buffer = io.BytesIO()
+pq.write_table(pa.table({"path": [f"/w/{i % 7}.wav" for i in range(50_000)]}), buffer, compression="zstd")
+pq.read_table(pa.BufferReader(buffer.getvalue()), use_threads=False)
+del buffer
 before = memory()
 index = AudioIndex.open(sys.argv[1])
 opened = memory()

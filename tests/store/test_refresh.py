@@ -83,9 +83,12 @@ def test_a_compressed_snapshot_keeps_its_codes_across_a_small_commit(
         w.commit()
     reads.clear()
     new = old.refreshed()
-    assert new._codes is old._codes  # the same codes: nothing re-read or re-merged
+    # The old codes, copied, with the new 1-row shard's codes encoded in memory (no codes file for it):
+    # nothing else is re-read but the trained template that encodes it.
+    assert new._codes is not old._codes and new._uncoded == []
+    assert new._codes.index.ntotal == old._codes.index.ntotal + 1
     added = manifest.references(new.manifest) - manifest.references(old.manifest)
-    assert set(reads) <= added
+    assert set(reads) <= added | {new.manifest["codes"]["trained"]}
     q = ch.clustered(3, seed=78)
     with AudioIndex.open(root) as fresh:
         assert [[h.id for h in r] for r in new.search(q, 10)] == [

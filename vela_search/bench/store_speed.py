@@ -6,6 +6,11 @@ calls with random vectors into a fresh index and reports the time per file along
 grows with the collection shows up as a rising curve rather than being lost in an average. It also counts
 the shards as commits land (tiered merging keeps them few) and at the end of the landing loop, which is
 what an interrupted run leaves: the run is never compacted.
+
+It times every commit too, and reports their latency (p50, p99, max) under either maintenance mode of the
+writer: ``background`` (tier merges and codes re-training off the commit path, as `index` runs) or
+``inline`` (inside the commit that makes them due). `compare_maintenance` runs both at the same scale; a
+small ``exact_max_vectors`` makes a short run cross the codes re-training thresholds.
 """
 
 from __future__ import annotations
@@ -22,8 +27,9 @@ import numpy as np
 
 from vela_search.errors import VelaError
 from vela_search.store import AudioIndex
+from vela_search.store.index_choice import ChoiceLimits
 
-__all__ = ["StoreRun", "measure_store"]
+__all__ = ["StoreRun", "compare_maintenance", "measure_store"]
 
 # Marks the benchmark's index so its fingerprint can never be mistaken for a real embedder's.
 _FINGERPRINT_MODEL = "bench-store (random vectors)"
@@ -51,6 +57,13 @@ class StoreRun:
     shards_at_end: int = 0  # after the landing loop, before any compaction (what an interrupted run leaves)
     peak_shards: int = 0  # the most shards any commit left
     max_shard_size: int = 0
+    maintenance: str = "background"
+    # latency of the writer's commits, ms (the landing loop and the moves)
+    commit_p50_ms: float = 0.0
+    commit_p99_ms: float = 0.0
+    commit_max_ms: float = 0.0
+    finish_s: float = 0.0  # waiting, after the last commit, for the maintenance still due (background)
+    trainings: int = 0  # codes templates the run's commits published (first training and re-trainings)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
@@ -94,6 +107,8 @@ class _Committer:
     def __init__(self, writer: Any, every: int) -> None:
         self.writer, self.every = writer, every
         self.commits = self.uncommitted = self.peak_shards = 0
+        self.latencies: list[float] = []
+        self.templates: set[str] = set()
 
     def landed(self, segments: int) -> None:
         self.uncommitted += segments
@@ -102,9 +117,27 @@ class _Committer:
 
     def flush(self) -> None:
         if self.uncommitted:
+            started = time.perf_counter()
             self.writer.commit()
+            self.latencies.append(time.perf_counter() - started)
             self.commits, self.uncommitted = self.commits + 1, 0
-            self.peak_shards = max(self.peak_shards, len(self.writer.manifest["shards"]))
+            self.seen(self.writer.manifest)
+
+    def latency(self) -> dict[str, Any]:
+        """Commit latency p50, p99 and max (ms), and the codes templates the commits published."""
+        ms = np.asarray(self.latencies or [0.0]) * 1000
+        return {
+            "commit_p50_ms": float(np.percentile(ms, 50)),
+            "commit_p99_ms": float(np.percentile(ms, 99)),
+            "commit_max_ms": float(ms.max()),
+            "trainings": len(self.templates),
+        }
+
+    def seen(self, data: dict) -> None:
+        """Note what a published generation holds (shards, codes template)."""
+        self.peak_shards = max(self.peak_shards, len(data["shards"]))
+        if data.get("codes"):
+            self.templates.add(data["codes"]["trained"])
 
 
 def measure_store(
@@ -117,6 +150,8 @@ def measure_store(
     workdir: str | Path | None = None,
     seed: int = 0,
     progress: Callable[[str, int, int], None] | None = None,
+    maintenance: str = "background",
+    exact_max_vectors: int | None = None,
 ) -> StoreRun:
     """Land ``files`` synthetic files into a fresh index the way indexing does, and time it.
 
@@ -131,6 +166,9 @@ def measure_store(
         seed: seed of the random vectors.
         progress: called as ``(phase, done, total)`` with ``land`` after each tenth of the files and ``move``
             after the moves (a few calls, outside the per-file work).
+        maintenance: the writer's maintenance mode, "background" or "inline".
+        exact_max_vectors: collections above this many vectors get compressed codes (default: the
+            automatic choice's limit); a small one crosses the re-training thresholds in a short run.
 
     Raises:
         VelaError: a count below 1, or more moves than files.
@@ -145,7 +183,9 @@ def measure_store(
         vectors = rng.standard_normal((64, segments_per_file, dim)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=-1, keepdims=True)
         ms_per_move = None
-        with index.writer(fingerprint=fingerprint) as writer:
+        limits = ChoiceLimits(exact_max_elements=exact_max_vectors * dim) if exact_max_vectors else None
+        options = {"maintenance": maintenance, "choice_limits": limits}
+        with index.writer(fingerprint=fingerprint, **options) as writer:
             committer = _Committer(writer, commit_every)
             ids, curve, total = _land(writer, committer, vectors, files, segments_per_file, progress)
             shards_at_end = len(writer.manifest["shards"])
@@ -154,6 +194,10 @@ def measure_store(
                 ms_per_move = _move(writer, committer, vectors, ids, moves, segments_per_file)
                 if progress is not None:
                     progress("move", moves, moves)
+            started = time.perf_counter()
+            writer.finish_maintenance()
+            finish_s = time.perf_counter() - started
+            committer.seen(writer.manifest)
         _check_landed(root, files, moves)
         return StoreRun(
             files=files,
@@ -172,9 +216,25 @@ def measure_store(
             shards_at_end=shards_at_end,
             peak_shards=committer.peak_shards,
             max_shard_size=max_shard_size,
+            maintenance=maintenance,
+            finish_s=finish_s,
+            **committer.latency(),
         )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def compare_maintenance(files: int, **options: Any) -> dict[str, StoreRun]:
+    """`measure_store` twice at the same scale: background maintenance, then inline (as before it).
+
+    Args:
+        files: files to land.
+        options: as `measure_store` takes them (except `maintenance`).
+
+    Returns:
+        The runs by mode: ``{"background": ..., "inline": ...}``.
+    """
+    return {mode: measure_store(files, maintenance=mode, **options) for mode in ("background", "inline")}
 
 
 def _check_store_settings(

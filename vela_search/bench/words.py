@@ -6,6 +6,8 @@ files row, landed through the real writer in commits of ``commit_every`` files; 
 (``AMBForst_<two words>_<library>_<take>``) and a 6-14 word description drawn (Zipf-like) from a
 vocabulary of ~2,000 made-up words, stored in the ``words`` column as indexing stores them. The lexical
 index is then built from the snapshot as a first search would build it (its time and size are reported).
+Last, a commit that adds 0.1 % new files and removes as many is measured: the next generation's lexical
+index is made from the previous build plus that delta, as a first search of it would make it.
 Queries are one or two vocabulary words drawn the same way, and a fresh vector from the same mixture; the
 three sides run through the product's search paths (``Searcher.search_vectors`` and
 ``search_with_words``), k files each, grouped per file.
@@ -60,6 +62,9 @@ class WordsRun:
     vector_bytes: int
     lexical_bytes: int
     factory: str
+    lexical_update_files: int = 0
+    lexical_update_s: float = 0.0
+    lexical_update_mode: str = ""
     sides: list[WordsSide] = field(default_factory=list)
     peak_rss_bytes: int = 0
     notes: list[str] = field(default_factory=list)
@@ -101,6 +106,46 @@ class _Words:
         }
 
 
+def _rows(words: _Words, start: int, stop: int) -> tuple[list[dict], list[dict]]:
+    """Segment rows (one per file, with its words) and files rows of files ``start`` to ``stop``."""
+    paths = [f"/library/file-{i:08d}.wav" for i in range(start, stop)]
+    rows = [
+        {"path": p, "segment": 0, "start_s": 0.0, "end_s": 10.0, "duration_s": 10.0,
+         "words": json.dumps(words.fields(i))}
+        for i, p in zip(range(start, stop), paths, strict=True)
+    ]  # fmt: skip
+    files = [
+        {"path": p, "size": 1, "mtime_ns": 0, "sha256": f"{i:064x}", "duration_s": 10.0,
+         "status": "indexed", "segments": 1, "root": "/library"}
+        for i, p in zip(range(start, stop), paths, strict=True)
+    ]  # fmt: skip
+    return rows, files
+
+
+def _update(root: Path, n: int, dim: int, seed: int, generator: ClusteredVectors) -> tuple[int, float, str]:
+    """Commit 0.1 % new files and remove as many old ones; the time the next lexical build takes and how
+    it was made (``delta`` or ``full``)."""
+    from vela_search.search.hybrid import lexical_for
+    from vela_search.search.lexical import LEXICAL_DIR, snapshot_key
+    from vela_search.store import AudioIndex
+
+    count = max(1, n // 1000)
+    rows, files = _rows(_Words(seed + 2), n, n + count)
+    fingerprint = {"model": _FINGERPRINT_MODEL, "dim": dim}
+    with AudioIndex.open(root, shards=False).writer(fingerprint=fingerprint) as writer:
+        writer.add(generator.vectors(0, count), rows)  # any vectors: only the words are measured here
+        writer.put_files(files)
+        writer.delete(np.arange(count, dtype=np.int64))  # files 0..count-1 (one segment each) are gone
+        writer.remove_files([f"/library/file-{i:08d}.wav" for i in range(count)])
+        writer.commit()
+    with AudioIndex.open(root) as index:
+        mark = time.perf_counter()
+        lexical_for(index)
+        took = time.perf_counter() - mark
+        done = json.loads((root / LEXICAL_DIR / snapshot_key(index) / "done.json").read_text())
+    return count, took, str(done.get("built", {}).get("mode"))
+
+
 def _build(
     root: Path, n: int, dim: int, seed: int, every: int, progress: Any
 ) -> tuple[float, ClusteredVectors]:
@@ -115,17 +160,7 @@ def _build(
         for start in range(0, n, every):
             stop = min(n, start + every)
             vectors = generator.vectors(start, stop)
-            paths = [f"/library/file-{i:08d}.wav" for i in range(start, stop)]
-            rows = [
-                {"path": p, "segment": 0, "start_s": 0.0, "end_s": 10.0, "duration_s": 10.0,
-                 "words": json.dumps(words.fields(i))}
-                for i, p in zip(range(start, stop), paths, strict=True)
-            ]  # fmt: skip
-            files = [
-                {"path": p, "size": 1, "mtime_ns": 0, "sha256": f"{i:064x}", "duration_s": 10.0,
-                 "status": "indexed", "segments": 1, "root": "/library"}
-                for i, p in zip(range(start, stop), paths, strict=True)
-            ]  # fmt: skip
+            rows, files = _rows(words, start, stop)
             mark = time.perf_counter()
             writer.add(vectors, rows)
             writer.put_files(files)
@@ -212,6 +247,7 @@ def measure_words(
             )
             lexical_bytes = _folder_bytes(root / "lexical")
             factory = str(index.index_info().get("factory") or index.factory)
+        update_files, update_s, update_mode = _update(root, files, dim, seed, generator)
         notes = [f"index kept at {root}"] if keep else []
         return WordsRun(
             files=files,
@@ -221,6 +257,9 @@ def measure_words(
             lexical_build_s=round(lexical_build_s, 2),
             vector_bytes=vector_bytes,
             lexical_bytes=lexical_bytes,
+            lexical_update_files=update_files,
+            lexical_update_s=round(update_s, 2),
+            lexical_update_mode=update_mode,
             factory=factory,
             sides=sides,
             peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,

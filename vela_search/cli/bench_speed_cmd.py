@@ -24,6 +24,7 @@ from vela_search.cli.common import (
     load_embedder,
     one_of,
 )
+from vela_search.errors import VelaError
 
 if TYPE_CHECKING:
     from vela_search.bench.speed import SpeedReport
@@ -132,6 +133,23 @@ def pipeline(
         None, "--ray-address", metavar="ADDRESS", help="With --ray: a running cluster instead of a local Ray."
     ),
     workers: int | None = typer.Option(None, "--workers", min=1, help="With --ray: embedding actors."),
+    exact_max_vectors: int | None = typer.Option(
+        None,
+        "--exact-max-vectors",
+        min=1,
+        help="With --ray: compressed codes above this many vectors (the run crosses re-training "
+        "thresholds), and a second Ray run with inline maintenance to compare the workers' idle time.",
+    ),
+    commit_every: int | None = typer.Option(
+        None, "--commit-every", min=1, help="With --ray: commit after this many segments (default: 256)."
+    ),
+    base_vectors: int = typer.Option(
+        0,
+        "--base-vectors",
+        min=0,
+        help="With --ray: start each run from an index already holding this many random vectors (a "
+        "library the run adds to; with --exact-max-vectors above it, a training over all of them).",
+    ),
     json_out: str | None = typer.Option(None, "--json", metavar="OUT", help=JSON_HELP),
 ) -> None:
     """How well indexing hides decoding behind embedding: decode-only, embed-only and end-to-end times.
@@ -161,6 +179,9 @@ def pipeline(
             hop=hop,
             decode_workers=decode_workers,
             threads=threads,
+            exact_max_vectors=exact_max_vectors,
+            commit_every=commit_every,
+            base_vectors=base_vectors,
             json_out=json_out,
         )
         return
@@ -202,6 +223,9 @@ def _ray_pipeline(
     hop: float,
     decode_workers: int | None,
     threads: int | None,
+    exact_max_vectors: int | None,
+    commit_every: int | None,
+    base_vectors: int,
     json_out: str | None,
 ) -> None:
     from vela_search.indexing.profile import measure_ray_overhead
@@ -216,6 +240,9 @@ def _ray_pipeline(
             hop_s=hop,
             decode_workers=decode_workers,
             threads=threads,
+            exact_max_vectors=exact_max_vectors,
+            commit_every=commit_every,
+            base_vectors=base_vectors,
         )
     payload = {**result.to_dict(), "model": model, "notice": embedder.notice, "threads": threads}
 
@@ -238,6 +265,19 @@ def _ray_pipeline(
         table.add_row("Ray: decoding (all tasks)", f"{timing['decode_s']:.2f} s")
         table.add_row("Ray: embedding (all actors)", f"{timing['embed_s']:.2f} s")
         table.add_row("Ray: landing and commits (driver)", f"{timing['land_s']:.2f} s")
+        table.add_row(
+            "  of which commits (longest)", f"{timing['commit_s']:.2f} s ({timing['commit_max_s']:.2f} s)"
+        )
+        table.add_row("Ray: workers idle (background maintenance)", f"{timing['idle_fraction']:.1%}")
+        inline = result.ray_inline_timing
+        if inline is not None:
+            table.add_row("Ray, inline maintenance", f"{result.ray_inline_s:.2f} s")
+            table.add_row(
+                "  commits (longest)", f"{inline['commit_s']:.2f} s ({inline['commit_max_s']:.2f} s)"
+            )
+            table.add_row("  workers idle (inline maintenance)", f"{inline['idle_fraction']:.1%}")
+        if result.codes_design_size is not None:
+            table.add_row("codes last trained on", f"{result.codes_design_size} vectors")
         for worker in timing["per_worker"]:
             table.add_row(f"  {worker['worker']}", f"{worker['segments_per_s']:.1f} clips/s")
         target.print(table)
@@ -254,24 +294,45 @@ def store(
         0, "--moves", min=0, help="Then move this many files (relinked, not embedded)."
     ),
     workdir: Path | None = typer.Option(None, "--workdir", help="Where the temporary index goes."),
+    maintenance: str = typer.Option(
+        "both",
+        "--maintenance",
+        help="Tier merges and codes re-training: 'background' (off the commit path, as `index` runs), "
+        "'inline' (inside commits), or 'both' (each at the same scale, to compare commit latency).",
+    ),
+    exact_max_vectors: int | None = typer.Option(
+        None,
+        "--exact-max-vectors",
+        min=1,
+        help="Give the index compressed codes above this many vectors (default: the automatic "
+        "choice's limit), so that a short run crosses the re-training thresholds.",
+    ),
     json_out: str | None = typer.Option(None, "--json", metavar="OUT", help=JSON_HELP),
 ) -> None:
-    """The index writer's time per file at library scale, without a model (random vectors)."""
+    """The index writer's time per file and commit latency at library scale, without a model (random
+    vectors)."""
     from vela_search.bench.store_speed import measure_store
 
-    phases = {"land": ("landing files", files)}
-    if moves:
-        phases["move"] = ("moving files", moves)
-    with phase_progress(phases) as advance:
-        run = measure_store(
-            files,
-            dim=dim,
-            segments_per_file=segments_per_file,
-            commit_every=commit_every,
-            moves=moves,
-            workdir=workdir,
-            progress=advance,
-        )
+    if maintenance not in ("background", "inline", "both"):
+        raise VelaError(f"--maintenance must be background, inline or both, not {maintenance!r}")
+    runs = {}
+    for mode in ("background", "inline") if maintenance == "both" else (maintenance,):
+        phases = {"land": (f"landing files ({mode} maintenance)", files)}
+        if moves:
+            phases["move"] = ("moving files", moves)
+        with phase_progress(phases) as advance:
+            runs[mode] = measure_store(
+                files,
+                dim=dim,
+                segments_per_file=segments_per_file,
+                commit_every=commit_every,
+                moves=moves,
+                workdir=workdir,
+                progress=advance,
+                maintenance=mode,
+                exact_max_vectors=exact_max_vectors,
+            )
+    run = next(iter(runs.values()))
 
     def render(target: Any) -> None:
         table = Table(
@@ -292,8 +353,32 @@ def store(
         )
         if run.ms_per_move is not None:
             target.print(f"then {run.moves:,} moved files: {run.ms_per_move:.3f} ms per move")
+        _print_commit_latency(runs, target)
 
-    emit_report(run.to_dict(), json_out, render)
+    # The first run's fields at the top (as before), the inline run beside them when both ran.
+    payload = run.to_dict()
+    if len(runs) > 1:
+        payload["inline"] = runs["inline"].to_dict()
+    emit_report(payload, json_out, render)
+
+
+def _print_commit_latency(runs: dict[str, Any], target: Any) -> None:
+    """Commit latency per maintenance mode (`bench store`)."""
+    first = next(iter(runs.values()))
+    latency = Table(title=f"commit latency ({first.commits} commits)")
+    for column in ("maintenance", "p50 ms", "p99 ms", "max ms", "total s", "finish s", "trainings"):
+        latency.add_column(column, justify="right")
+    for mode, each in runs.items():
+        latency.add_row(
+            mode,
+            f"{each.commit_p50_ms:.1f}",
+            f"{each.commit_p99_ms:.1f}",
+            f"{each.commit_max_ms:.1f}",
+            f"{each.total_s:.2f}",
+            f"{each.finish_s:.2f}",
+            str(each.trainings),
+        )
+    target.print(latency)
 
 
 def _fmt(value: float | None, spec: str = ".1f", suffix: str = "") -> str:

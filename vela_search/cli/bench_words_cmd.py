@@ -48,7 +48,9 @@ def words(
         target.print(
             f"{run.files:,} files x {run.dim} ({run.factory}): built in {run.build_s:.1f} s; lexical index "
             f"built in {run.lexical_build_s:.1f} s, {run.lexical_bytes / 2**20:.1f} MiB beside "
-            f"{run.vector_bytes / 2**20:.1f} MiB of shards and tables",
+            f"{run.vector_bytes / 2**20:.1f} MiB of shards and tables; after a commit of "
+            f"{run.lexical_update_files:,} new and {run.lexical_update_files:,} removed files, the next "
+            f"generation's lexical index made in {run.lexical_update_s:.1f} s ({run.lexical_update_mode})",
             highlight=False,
         )
         table = Table(title=f"top-{run.k} files, one query at a time")

@@ -293,6 +293,8 @@ class ClusterTiming:
         embed_s: embedding in the actors.
         load_s: actors loading the embedder and computing the prefix.
         land_s: the driver landing files and committing.
+        commit_s: the driver's commits (part of ``land_s``); while one runs, no result is taken in.
+        commit_max_s: the longest commit.
         duplicates_dropped: windows that arrived twice (retried batches) and were kept once.
     """
 
@@ -304,12 +306,24 @@ class ClusterTiming:
     embed_s: float = 0.0
     load_s: float = 0.0
     land_s: float = 0.0
+    commit_s: float = 0.0
+    commit_max_s: float = 0.0
     duplicates_dropped: int = 0
     per_worker: dict[str, WorkerThroughput] = field(default_factory=dict)
+
+    @property
+    def idle_fraction(self) -> float:
+        """Share of the workers' time not spent embedding, from the first actor ready to the last file
+        landed (0 when nothing was measured): what a driver that stops taking results in costs the pool."""
+        ready = self.first_actor_ready_s or self.first_result_s
+        span = (self.wall_s - ready) * max(self.workers, 1)
+        busy = sum(w.busy_s for w in self.per_worker.values())
+        return max(0.0, 1.0 - busy / span) if span > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         data = {k: v for k, v in asdict(self).items() if k != "per_worker"}
         data["per_worker"] = [w.to_dict() for w in self.per_worker.values()]
+        data["idle_fraction"] = self.idle_fraction
         return data
 
 
@@ -604,7 +618,11 @@ def _take(
             file.landed = True
             run.land(file.landing())
             file.windows.clear()
+            started = time.perf_counter()
             run.maybe_commit()
+            took = time.perf_counter() - started
+            timing.commit_s += took
+            timing.commit_max_s = max(timing.commit_max_s, took)
     if embedded:
         run.segments_done += embedded
         run.emit("embed")

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vela_search.audio import plan_windows
 from vela_search.errors import VelaError
 from vela_search.indexing.report import ProgressCallback
+
+if TYPE_CHECKING:
+    from vela_search.store.index_choice import ChoiceLimits
 
 DEFAULT_WINDOW_S = 10.0
 DEFAULT_HOP_S = 5.0
@@ -76,6 +79,9 @@ class IndexOptions:
         factory: "auto" or a FAISS index-factory string, for a new index or a rebuild.
         max_index_memory: memory budget in bytes of an automatic index's search index.
         compact: merge small shards at the end when there are many.
+        maintenance: "background" (tier merges and codes re-training off the commit path, finished
+            before the run ends) or "inline" (inside the commit that makes them due).
+        choice_limits: thresholds of the automatic index choice (benchmarks and tests shrink them).
         progress: called with an :class:`~vela_search.indexing.report.IndexProgress` as the run advances.
         settle_s: leave files written to less than this many seconds ago for a later run (a file still
             being copied is not embedded half-written; ``index --watch`` sets it); 0: take every file.
@@ -92,6 +98,8 @@ class IndexOptions:
     factory: str | None = None
     max_index_memory: int | None = None
     compact: bool = True
+    maintenance: str = "background"
+    choice_limits: ChoiceLimits | None = None
     progress: ProgressCallback | None = None
     settle_s: float = 0.0
     keep_missing_roots: bool = False
@@ -103,6 +111,8 @@ class IndexOptions:
             VelaError: naming the bad option.
         """
         validate_options(self.window_s, self.hop_s, self.commit_every)
+        if self.maintenance not in ("inline", "background"):
+            raise VelaError(f"maintenance must be 'inline' or 'background', not {self.maintenance!r}")
 
     def segmentation(
         self, recorded: Segmentation | None, *, default: Segmentation | None = None, index_dir: str = ""

@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from vela_search.audio.hf_dataset import DatasetListing
     from vela_search.embedding.embedder import VelaEmbedder
     from vela_search.store import IndexWriter
+    from vela_search.store.index_choice import ChoiceLimits
 
 # Decodes, embeds and lands every job of a run (see :func:`run_index`).
 EmbedStage = Callable[[IndexRun, list[EmbedJob]], None]
@@ -84,6 +85,8 @@ def _open_writer(
     rebuild: bool,
     factory: str | None,
     max_index_memory: int | None = None,
+    maintenance: str = "background",
+    choice_limits: ChoiceLimits | None = None,
 ) -> IndexWriter:
     from vela_search.embedding.fingerprint import fingerprint_for_index
     from vela_search.store import AudioIndex, IndexWriter, manifest
@@ -107,7 +110,11 @@ def _open_writer(
             if not AudioIndex.exists(index_dir):
                 raise  # not the race with another creator: a real error (e.g. a bad factory string)
         rebuild = False  # nothing to rebuild in a new index
-    memory = {"max_index_memory": max_index_memory}
+    memory = {
+        "max_index_memory": max_index_memory,
+        "maintenance": maintenance,
+        "choice_limits": choice_limits,
+    }
     if rebuild:
         return IndexWriter(index_dir, fingerprint=fingerprint, staged=True, factory=factory, **memory)
     return IndexWriter(index_dir, fingerprint=fingerprint, factory=factory, **memory)
@@ -214,7 +221,9 @@ def run_index(
                 except Exception:  # noqa: BLE001 - the original error is the one to report
                     pass
             raise
-        _finish(run, options, report)
+        # A run that owns its writer waits for the maintenance due; a watcher's long-lived writer keeps it
+        # running in the background between runs.
+        _finish(run, options, report, wait_maintenance=owned)
     finally:
         if owned:
             writer.close()
@@ -252,7 +261,11 @@ def _open_run_writer(
     """
     from vela_search.store import AudioIndex, IndexWriter
 
-    memory = {"max_index_memory": options.max_index_memory}
+    memory = {
+        "max_index_memory": options.max_index_memory,
+        "maintenance": options.maintenance,
+        "choice_limits": options.choice_limits,
+    }
     if not _loaded(embedder) and not options.rebuild and AudioIndex.exists(index_dir):
         from vela_search.store import manifest
         from vela_search.store.layout import MANIFEST
@@ -397,12 +410,18 @@ def _roots_to_record(
     return sorted({r for r in [*before, *given] if is_dataset_uri(r) or os.path.lexists(r)})
 
 
-def _finish(run: IndexRun, options: IndexOptions, report: IndexReport) -> None:
+def _finish(
+    run: IndexRun, options: IndexOptions, report: IndexReport, *, wait_maintenance: bool = True
+) -> None:
     """The last commit, the promotion of a rebuild, compaction, and the report's totals."""
     writer = run.writer
     run.commit()
     if writer.num_pending:
         writer.commit()  # a factory that needs training gets its error here, with the counts
+    # Background merges and re-training due by now run to the end here: the run leaves a maintained index
+    # (an interrupted run leaves a consistent one, its maintenance redone by the next writer).
+    if wait_maintenance:
+        writer.finish_maintenance()
     if writer.staged:
         run.emit("promote")
         writer.promote()

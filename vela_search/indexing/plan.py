@@ -14,7 +14,11 @@ generation being written and decides, per file:
   path takes over the stored segments (a :class:`RelinkJob`: vectors read back from the store, nothing
   decoded or embedded), and the old row goes when it lands;
 - a file whose old content it owned changes or fails: that content's segments are tombstoned, and a
-  remaining duplicate of it is re-embedded as its new owner.
+  remaining duplicate of it is re-embedded as its new owner;
+- a file whose bytes changed but whose audio payload did not (a tag edit: the payload digest of
+  :mod:`vela_search.audio.payload`, recorded on its first segment, is the same): a :class:`RelinkJob` from
+  its own path, so its stored segments take the new content digest and its words are read again, nothing
+  decoded or embedded.
 
 Segments whose ``(path, content_sha256)`` matches no ``indexed`` row (left by an interrupted or older
 writer) are tombstoned too, so the index always equals what an uninterrupted run would have built.
@@ -22,7 +26,6 @@ writer) are tombstoned too, so the index always equals what an uninterrupted run
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat as stat_mod
 import time
@@ -38,6 +41,7 @@ import soundfile
 
 from vela_search.audio import discover_audio_files, plan_windows
 from vela_search.audio.hf_dataset import is_dataset_uri
+from vela_search.audio.payload import digest_file
 from vela_search.audio.sources import native_stderr_captured
 from vela_search.errors import AudioDecodeError, VelaError
 
@@ -47,7 +51,8 @@ if TYPE_CHECKING:
     from vela_search.store import AudioIndex, IndexWriter
 
 INDEXED, DUPLICATE, FAILED = "indexed", "duplicate", "failed"
-_HASH_BLOCK = 1 << 20
+# The segment metadata column holding a file's audio payload digest (on its first segment's row).
+AUDIO_SHA256_COLUMN = "audio_sha256"
 
 
 class RootVanishedError(VelaError):
@@ -65,6 +70,8 @@ class FileState:
     sha256: str | None = None
     header_duration_s: float | None = None
     error: str | None = None
+    # The digest of the audio payload without tags (None: not digested, or a format without one).
+    audio_sha256: str | None = None
     # A dataset row: reads its audio bytes (the path is then the row's name, not a file).
     audio: Callable[[], AudioBytes] | None = field(default=None, repr=False)
 
@@ -112,7 +119,9 @@ class RelinkJob:
     """Content already embedded under a path that is gone: a moved or renamed file.
 
     Its segments are copied to the new path (vectors read back from the store) instead of being decoded and
-    embedded again, and the originals are tombstoned in the same commit.
+    embedded again, and the originals are tombstoned in the same commit. A file whose tags changed but
+    not its audio is relinked from its own path (``source_path`` is its path: only its content digest and
+    words change).
 
     Attributes:
         file: the file at its new path (it becomes the owner of the content).
@@ -179,15 +188,6 @@ def failure_reason(error: BaseException, path: str) -> str:
     return f"{type(error).__name__}: {text}"
 
 
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file's bytes (read in 1 MiB blocks)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(_HASH_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _root_of(path: str, roots: Sequence[str]) -> str:
     """The most specific given root holding ``path`` (a file given directly: its directory)."""
     best = None
@@ -223,7 +223,7 @@ def _vanished(path: str) -> bool:
 def _probe(state: FileState) -> FileState:
     """Digest the file and read its duration from the header (a failure is recorded, not raised)."""
     try:
-        state.sha256 = sha256_file(state.path)
+        state.sha256, state.audio_sha256 = digest_file(state.path)
     except OSError as exc:
         reason = "permission denied" if isinstance(exc, PermissionError) else (exc.strerror or str(exc))
         state.error = f"cannot read file ({reason})"
@@ -267,6 +267,28 @@ def segment_groups(writer: IndexWriter | AudioIndex) -> dict[tuple[str, str], np
             grouped["id_list"].to_pylist(),
             strict=True,
         )
+    }
+
+
+def same_audio_paths(
+    writer: IndexWriter | AudioIndex, candidates: dict[str, tuple[str, np.ndarray]]
+) -> set[str]:
+    """The candidate paths whose audio payload digest equals the one recorded on their old segments.
+
+    Args:
+        writer: the writer (or snapshot) holding the old segments.
+        candidates: ``{path: (payload digest now, ids of its old segments)}``.
+    """
+    if not candidates:
+        return set()
+    wanted = np.unique(np.concatenate([ids for _, ids in candidates.values()]))
+    recorded: dict[int, str] = {}
+    for table in writer.shard_metadata(["id", AUDIO_SHA256_COLUMN]):
+        table = table.filter(pc.is_valid(table[AUDIO_SHA256_COLUMN]))
+        table = table.filter(pc.is_in(table["id"], pa.array(wanted)))
+        recorded.update(zip(table["id"].to_pylist(), table[AUDIO_SHA256_COLUMN].to_pylist(), strict=True))
+    return {
+        path for path, (digest, ids) in candidates.items() if any(recorded.get(int(i)) == digest for i in ids)
     }
 
 
@@ -346,6 +368,7 @@ def plan_run(
     decide = _Decisions(plan, rows, segment_groups(writer), window_s=window_s, hop_s=hop_s)
     decide.old_rows(states, roots, prune)
     placements = decide.current_files(states)
+    decide.same_audio = same_audio_paths(writer, decide.retag_candidates)
     placements.sort(key=_through_a_link)  # stable: path order otherwise
     for state in placements:  # the first new path with a content owns it
         decide.place(state)
@@ -437,6 +460,9 @@ class _Decisions:
         self.changed_owner: dict[str, np.ndarray] = {}  # path -> ids of the old content it owned
         self.vanished_owner: dict[str, tuple[str, dict[str, Any], np.ndarray]] = {}  # sha -> (path, row, ids)
         self.jobs_by_sha: dict[str, EmbedJob | RelinkJob] = {}
+        # path -> (its new audio payload digest, its old segments): changed files that may be tag edits.
+        self.retag_candidates: dict[str, tuple[str, np.ndarray]] = {}
+        self.same_audio: set[str] = set()  # those whose payload digest is the recorded one
 
     def old_segments(self, path: str) -> np.ndarray:
         row = self.rows.get(path)
@@ -482,7 +508,9 @@ class _Decisions:
                     placements.append(state)  # a duplicate: its owner may be gone
             else:
                 placements.append(state)
-                self.changed_owner[state.path] = self.old_segments(state.path)
+                old = self.changed_owner[state.path] = self.old_segments(state.path)
+                if row is not None and row["status"] == INDEXED and state.audio_sha256 and len(old):
+                    self.retag_candidates[state.path] = (state.audio_sha256, old)
         return placements
 
     def place(self, state: FileState) -> None:
@@ -519,6 +547,17 @@ class _Decisions:
             )
             self.jobs_by_sha[sha] = relink
             self.plan.relinks.append(relink)
+        elif state.path in self.same_audio and len(replaced):
+            # Only the tags changed: the file keeps its segments under its new content digest.
+            retag = RelinkJob(
+                file=state,
+                source_path=state.path,
+                source_ids=np.sort(replaced),
+                duration_s=row["duration_s"],  # type: ignore[index]
+                replaces=replaced,
+            )
+            self.jobs_by_sha[sha] = retag
+            self.plan.relinks.append(retag)
         else:
             duration = state.header_duration_s
             if duration is None and was_duplicate:

@@ -43,6 +43,7 @@ class IndexPreview:
         audio_seconds_to_embed: their audio, from the headers.
         files_without_duration: files to embed whose header gives no duration (not counted in the seconds).
         files_to_relink: moved or renamed files whose stored vectors would be reused.
+        files_to_reread: files whose tags changed but not their audio: words read again, vectors reused.
         files_duplicates: paths recorded as copies of content held under another path.
         files_unchanged: files the run would skip.
         files_to_remove: rows of files gone from disk that the run would remove (moved files' old rows
@@ -63,6 +64,7 @@ class IndexPreview:
     files_duplicates: int
     files_unchanged: int
     files_to_remove: int
+    files_to_reread: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
     problems: list[tuple[str, str]] = field(default_factory=list)
 
@@ -144,13 +146,15 @@ def _preview_of(plan: RunPlan, index_dir: Path, exists: bool, roots: list[str]) 
         segments_to_embed=plan.planned_segments,
         audio_seconds_to_embed=float(sum(d for d in durations if d is not None)),
         files_without_duration=sum(d is None for d in durations),
-        files_to_relink=len(plan.relinks),
+        files_to_relink=sum(job.source_path != job.file.path for job in plan.relinks),
+        files_to_reread=sum(job.source_path == job.file.path for job in plan.relinks),
         # As the run counts them: copies decided now, and those recorded when their content lands.
         files_duplicates=plan.duplicates
         + sum(len(job.duplicates) for job in plan.jobs)
         + sum(len(job.duplicates) for job in plan.relinks),
         files_unchanged=plan.skipped,
-        files_to_remove=len(plan.remove_paths) + len(plan.relinks),
+        files_to_remove=len(plan.remove_paths)
+        + sum(job.source_path != job.file.path for job in plan.relinks),
         failures=list(plan.failures),
         problems=list(plan.problems),
     )

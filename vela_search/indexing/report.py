@@ -61,6 +61,7 @@ class IndexReport:
         files_removed: files that vanished from disk and were removed from the index (``prune``).
         files_relinked: files that took over the stored segments of a vanished file with the same content
             (moved or renamed files, or a copy of a deleted file): nothing decoded or embedded.
+        files_retagged: files whose tags changed but not their audio: words read again, vectors kept.
         segments_added: segments embedded and stored.
         segments_relinked: stored segments copied to a moved file's new path.
         segments_deleted: segments tombstoned (changed, vanished or replaced files).
@@ -87,6 +88,7 @@ class IndexReport:
     files_duplicates: int = 0
     files_removed: int = 0
     files_relinked: int = 0
+    files_retagged: int = 0
     segments_added: int = 0
     segments_relinked: int = 0
     segments_deleted: int = 0

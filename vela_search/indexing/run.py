@@ -19,10 +19,18 @@ import numpy as np
 from vela_search.audio import AudioSegment
 from vela_search.audio.metadata import add_words_column
 from vela_search.indexing.options import Segmentation
-from vela_search.indexing.plan import DUPLICATE, FAILED, INDEXED, EmbedJob, RelinkJob, RunPlan
+from vela_search.indexing.plan import (
+    AUDIO_SHA256_COLUMN,
+    DUPLICATE,
+    FAILED,
+    INDEXED,
+    EmbedJob,
+    RelinkJob,
+    RunPlan,
+)
 from vela_search.indexing.report import IndexProgress, IndexReport, ProgressCallback
 from vela_search.peaks.builder import PeakBuilder
-from vela_search.peaks.indexing import store_peaks
+from vela_search.peaks.indexing import copy_peaks, store_peaks
 
 if TYPE_CHECKING:
     from vela_search.embedding.embedder import VelaEmbedder
@@ -172,6 +180,8 @@ class IndexRun:
                 for i, seg in enumerate(landing.segments)
             ]
             add_words_column(meta, state.path)
+            for i, row in enumerate(meta):  # on the first segment, as the words are
+                row[AUDIO_SHA256_COLUMN] = state.audio_sha256 if i == 0 else None
             writer.add(vectors, meta)
             store_peaks(writer.root, state.sha256, landing.peaks, duration, state.path)
             rows = [state.row(INDEXED, duration_s=duration, segments=len(meta))]
@@ -189,18 +199,27 @@ class IndexRun:
         tombstoned, the old row removed and the new rows written, all in the same commit."""
         writer, state = self.writer, job.file
         meta = [
-            {**{k: v for k, v in row.items() if k != "id"}, "path": state.path, "root": state.root}
+            {
+                **{k: v for k, v in row.items() if k != "id"},
+                "path": state.path,
+                "root": state.root,
+                "content_sha256": state.sha256,  # a tag edit: the file's new digest
+            }
             for row in rows
         ]
-        add_words_column(meta, state.path)  # the new name's words
+        add_words_column(meta, state.path)  # the new name's (and tags') words
         writer.add(vectors, meta)
         writer.delete(job.replaces)
-        writer.remove_files([job.source_path])
+        if job.source_path == state.path:
+            copy_peaks(writer.root, rows[0].get("content_sha256") if rows else None, state.sha256)
+            self.report.files_retagged += 1
+        else:
+            writer.remove_files([job.source_path])
+            self.report.files_removed += 1
+            self.report.files_relinked += 1
         files = [state.row(INDEXED, duration_s=job.duration_s, segments=len(meta))]
         files += [dup.row(DUPLICATE, duration_s=job.duration_s) for dup in job.duplicates]
         writer.put_files(files)
-        self.report.files_removed += 1
-        self.report.files_relinked += 1
         self.report.files_duplicates += len(job.duplicates)
         self.report.segments_relinked += len(meta)
         self.report.segments_deleted += len(job.replaces)

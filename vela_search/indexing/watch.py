@@ -246,6 +246,8 @@ class IndexWatcher:
             fingerprint=stored["fingerprint"],
             factory=self.options.factory,
             max_index_memory=self.options.max_index_memory,
+            maintenance=self.options.maintenance,  # merges and re-training off the watcher's commits
+            choice_limits=self.options.choice_limits,
         )
 
     # -------------------------------------------------------------------------------------- roots

@@ -11,10 +11,10 @@ import os
 from typing import Any
 
 from vela_search.peaks.builder import PeakBuilder
-from vela_search.peaks.files import prune_peaks, write_peaks
+from vela_search.peaks.files import peaks_path, prune_peaks, read_peaks, write_peaks
 from vela_search.peaks.probe import SourceFormat, probe_format
 
-__all__ = ["prune_to_files", "store_peaks"]
+__all__ = ["copy_peaks", "prune_to_files", "store_peaks"]
 
 log = logging.getLogger("vela_search.peaks")
 
@@ -36,6 +36,19 @@ def store_peaks(
         )
     except (OSError, ValueError) as exc:
         log.warning("peaks of %s not stored (computed when asked for): %s", path, exc)
+
+
+def copy_peaks(index_dir: str | os.PathLike[str], from_sha256: str | None, to_sha256: str | None) -> None:
+    """Store the peaks of content ``from_sha256`` for ``to_sha256`` too (the same audio, other tags).
+
+    Missing or unreadable peaks are left to be computed on demand.
+    """
+    if not from_sha256 or not to_sha256 or from_sha256 == to_sha256:
+        return
+    try:
+        write_peaks(index_dir, to_sha256, read_peaks(peaks_path(index_dir, from_sha256)))
+    except (OSError, ValueError):
+        pass
 
 
 def prune_to_files(index_dir: str | os.PathLike[str], files: Any) -> int:

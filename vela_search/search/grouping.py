@@ -5,17 +5,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from vela_search.search.hits import Hit
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from vela_search.store import AudioIndex, SearchHit
 
 
 # Grouped search asks the store for k * this many segments at a time: a file contributes several
 # overlapping windows, and most of them score alike.
 OVERFETCH = 8
+# Files-table rows a lookup keeps made (as dicts) for later hits of the same files.
+_CACHED_FILE_ROWS = 4096
 
 
 def file_key(row: dict) -> str:
@@ -65,15 +67,43 @@ def _continue(
 
 
 class FilesLookup:
-    """The files table as lookups: path → row, content digest → every path holding it."""
+    """The files table of one snapshot as lookups: path → row, content digest → every path holding it.
+
+    Built once per snapshot from three columns of the in-memory table (no file is read); a row becomes a
+    dict only when a hit asks for it, so building costs ~1 s per million files, answering a hit microseconds.
+    """
 
     def __init__(self, table: Any) -> None:
-        self.rows: dict[str, dict] = {}
+        from vela_search.store.row_columns import RowColumns
+
+        self._rows = RowColumns(table)
+        self._cache: dict[str, dict] = {}  # rows made by `prefetch` (a snapshot's rows never change)
+        paths = table["path"].to_pylist() if table.num_rows else []
+        self._position = {path: i for i, path in enumerate(paths)}  # the last row of a path wins
         self.by_content: dict[str, list[str]] = {}
-        for row in table.to_pylist():
-            self.rows[row["path"]] = row
-            if row.get("sha256") and row.get("status") != "failed":
-                self.by_content.setdefault(row["sha256"], []).append(row["path"])
+        if paths:
+            digests, statuses = table["sha256"].to_pylist(), table["status"].to_pylist()
+            for path, digest, status in zip(paths, digests, statuses, strict=True):
+                if digest and status != "failed":
+                    self.by_content.setdefault(digest, []).append(path)
+
+    def prefetch(self, paths: list[str]) -> None:
+        """Make the rows of ``paths`` at once (one pass over the columns instead of one per hit)."""
+        wanted = list(dict.fromkeys(p for p in paths if p in self._position and p not in self._cache))
+        if not wanted:
+            return
+        rows = self._rows.rows(np.array([self._position[p] for p in wanted], dtype=np.int64))
+        while len(self._cache) + len(wanted) > _CACHED_FILE_ROWS and self._cache:
+            self._cache.pop(next(iter(self._cache), ""), None)  # the oldest first
+        self._cache.update(zip(wanted, rows, strict=True))
+
+    def row(self, path: str) -> dict:
+        """The files-table row of ``path`` ({} when the table has none)."""
+        cached = self._cache.get(path)
+        if cached is not None:
+            return cached
+        at = self._position.get(path)
+        return {} if at is None else self._rows.rows(np.array([at]))[0]
 
     def paths(self, path: str, content: str | None) -> list[str]:
         """``path`` first, then every other indexed path with the same content."""
@@ -88,7 +118,7 @@ def make_hit(
     the filter first), and the generation of the snapshot it came from."""
     row = hit.row
     path = str(row.get("path"))
-    file_row = files.rows.get(path, {})
+    file_row = files.row(path)
     content = row.get("content_sha256") or file_row.get("sha256")
     paths = files.paths(path, content)
     for extra in row.get("paths") or []:
@@ -103,7 +133,7 @@ def make_hit(
         if matching and matching[0] != path:
             path = matching[0]
             paths = [path, *(p for p in paths if p != path)]
-            file_row = files.rows.get(path, file_row)
+            file_row = files.row(path) or file_row
     duration = row.get("duration_s")
     if duration is None:
         duration = file_row.get("duration_s")

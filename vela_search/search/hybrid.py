@@ -8,17 +8,22 @@
   The words ranking contributes its top ``pool`` files (10 x k, at least 100, at most 1,000), the sound
   ranking its top 2 x k (at least 20; ``pool`` with field filters). A file found by sound keeps its best
   segment's timestamps; one found only by its words points at its first segment.
-- Field filters (``where``) apply to every mode: the lexical side filters exactly; the vector side keeps
-  the files that pass among its top ``pool`` (the vector modes search ``pool`` files, then filter).
+- Field filters (``where``) apply to every mode, exactly: the lexical side filters in the engine; the
+  vector side scores the matching files' stored vectors directly when they are few (``SCAN_FILES``), and
+  otherwise searches the sound ranking deeper until enough of its files match (see
+  :func:`filtered_by_sound`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from vela_search.search.hits import Hit
 from vela_search.search.lexical import LexicalHit, LexicalIndex, snapshot_key
@@ -30,11 +35,23 @@ if TYPE_CHECKING:
     from vela_search.search.where import Condition
     from vela_search.store import AudioIndex
 
-__all__ = ["BUILD_ON_QUERY_FILES", "RRF_K", "WORD_MODES", "attach_words", "lexical_for", "search_with_words"]
+__all__ = [
+    "BUILD_ON_QUERY_FILES",
+    "RRF_K",
+    "SCAN_FILES",
+    "WORD_MODES",
+    "attach_words",
+    "filtered_by_sound",
+    "lexical_for",
+    "prepare_words",
+    "scan_files",
+    "search_with_words",
+]
 
 WORD_MODES = ("words", "hybrid")
 RRF_K = 60
-_ALLOW_CAP = 1_000_000
+# A field filter matching at most this many files is answered by scoring their stored vectors directly.
+SCAN_FILES = 10_000
 # A vector-mode query builds a missing lexical index (to show the hits' words) up to this many files.
 BUILD_ON_QUERY_FILES = 100_000
 _cache: dict[tuple[str, str], LexicalIndex] = {}
@@ -52,6 +69,22 @@ def lexical_for(index: AudioIndex) -> LexicalIndex:
                 del _cache[old]
             _cache[key] = found
     return found
+
+
+def prepare_words(index: AudioIndex) -> bool:
+    """Make the words index of ``index``'s generation ready where that is cheap: opened when built, or
+    brought up from an older build by a delta (a server's background refresh calls this, so that a words
+    query of a new generation does not wait for it). Never builds one from scratch.
+
+    Returns:
+        Whether the generation's words index is ready in this process.
+    """
+    if (str(index.root), snapshot_key(index)) in _cache:
+        return True
+    if LexicalIndex.exists(index) or LexicalIndex.updatable(index):
+        lexical_for(index)
+        return True
+    return False
 
 
 def _pool(k: int) -> int:
@@ -92,22 +125,34 @@ def search_with_words(
     by_sound: list[Hit] = []
     if mode != "words":
         vmode = "caption" if mode == "hybrid" else mode
-        # The sound ranking's depth: 2 x k (at least 20) for fusion, which keeps hybrid's vector search
-        # close to a plain one's cost (docs/benchmarks.md); the full pool when field filters follow.
-        depth = pool if where else min(MAX_K, max(2 * k, 20))
-        # The request was checked where it entered: the Searcher's trusted calls, no second check.
-        options = SearchOptions(
-            k=depth, path_glob=path_glob, duration=duration, nprobe=nprobe, refine=refine, exact=exact
-        )
-        if vector is None:
-            from vela_search.embedding.embedder import EmbedItem
 
-            check_not_empty(index)  # before the model runs
-            vector = searcher.embed([EmbedItem(vmode, text=text)])
-        by_sound = searcher.search_checked(vector, options)[0]
+        embedded: list[np.ndarray] = []
+
+        # The request was checked where it entered: the Searcher's trusted calls, no second check.
+        def query_vector() -> np.ndarray:
+            if vector is not None:
+                return vector
+            if not embedded:  # once, however many depths the filtered search tries
+                from vela_search.embedding.embedder import EmbedItem
+
+                check_not_empty(index)  # before the model runs
+                embedded.append(searcher.embed([EmbedItem(vmode, text=text)])[0])
+            return embedded[0]
+
+        def sound(depth: int) -> list[Hit]:
+            options = SearchOptions(
+                k=depth, path_glob=path_glob, duration=duration, nprobe=nprobe, refine=refine, exact=exact
+            )
+            return searcher.search_checked(query_vector(), options)[0]
+
+        # The sound ranking's depth: 2 x k (at least 20) for fusion, which keeps hybrid's vector search
+        # close to a plain one's cost (docs/benchmarks.md); k for a vector mode with field filters.
+        want = min(MAX_K, max(2 * k, 20)) if mode == "hybrid" else k
         if where:
-            allowed = {h.path for h in lex.search(None, where, _ALLOW_CAP)}
-            by_sound = [h for h in by_sound if h.path in allowed]
+            scope = _Scope(index, lex, where, path_glob, duration)
+            by_sound = filtered_by_sound(sound, query_vector, scope, want)
+        else:
+            by_sound = sound(want)
     if mode == "words":
         best = lexical[0].score if lexical else 1.0
         ranked = [(h.score / best, h.path) for h in lexical]
@@ -130,6 +175,82 @@ def search_with_words(
         hit = by_path.get(path) or _lexical_hit(path, first_ids[path], rows.get(first_ids[path], {}))
         hits.append(dataclasses.replace(hit, score=score, rank=rank, words=fields.get(path, {})))
     return hits
+
+
+@dataclasses.dataclass
+class _Scope:
+    """The files a field-filtered search may return: those meeting ``where`` (and the glob and length)."""
+
+    index: AudioIndex
+    lex: LexicalIndex
+    where: list[Condition]
+    path_glob: str | None
+    duration: tuple[float | None, float | None] | None
+
+
+def filtered_by_sound(
+    sound: Callable[[int], list[Hit]], query_vector: Callable[[], np.ndarray], scope: _Scope, want: int
+) -> list[Hit]:
+    """The ``want`` best files by sound among those meeting the field filters, exactly.
+
+    Few matching files (at most ``SCAN_FILES``): their stored vectors are scored directly. More: the
+    sound ranking is searched deeper (x4 each round, up to ``MAX_K`` files) until ``want`` of its files
+    meet the filters; were that not enough, the matching files are scored directly after all.
+
+    Args:
+        sound: the sound ranking's top ``n`` files (path glob and length filters applied).
+        query_vector: the query's vector (embedded on first use).
+        scope: the filters.
+        want: how many files.
+    """
+    matching = scope.lex.count(scope.where)
+    if matching == 0:
+        return []
+    if matching > SCAN_FILES:
+        depth = min(MAX_K, max(4 * want, 100))
+        while True:
+            found = sound(depth)
+            passing = scope.lex.passing([p for h in found for p in h.paths], scope.where)
+            kept = [h for h in found if passing.intersection(h.paths)]
+            if len(kept) >= want or len(found) < depth:
+                return kept[:want]
+            if depth >= MAX_K:
+                break
+            depth = min(MAX_K, 4 * depth)
+    allowed = _filtered(
+        scope.index, scope.lex.search(None, scope.where, matching), scope.path_glob, scope.duration
+    )
+    return scan_files(scope.index, query_vector(), allowed, want)
+
+
+def scan_files(index: AudioIndex, query: np.ndarray, files: list[LexicalHit], want: int) -> list[Hit]:
+    """The ``want`` best of ``files`` by their best segment's inner product with ``query``.
+
+    A file's segments are stored together: its ids run from its first segment's id for as many segments
+    as its files row counts.
+    """
+    if not files:
+        return []
+    table = index.files()
+    table = table.filter(pc.is_in(table["path"], pa.array([f.path for f in files], pa.string())))
+    counts = dict(zip(table["path"].to_pylist(), table["segments"].to_pylist(), strict=True))
+    sizes = np.array([max(1, int(counts.get(f.path) or 1)) for f in files])
+    ids = np.concatenate(
+        [np.arange(f.segment_id, f.segment_id + n) for f, n in zip(files, sizes, strict=True)]
+    )
+    live = ~np.isin(ids, index.deleted_ids())
+    scores = np.full(len(ids), -np.inf, dtype=np.float32)
+    if live.any():
+        scores[live] = index.vectors(ids[live]) @ np.asarray(query, np.float32)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    best = np.maximum.reduceat(scores, starts)
+    order = sorted(range(len(files)), key=lambda i: (-best[i], files[i].path))[:want]
+    chosen = [int(starts[i] + np.argmax(scores[starts[i] : starts[i] + sizes[i]])) for i in order]
+    rows = index.segment_rows([int(ids[c]) for c in chosen])
+    return [
+        _lexical_hit(files[i].path, int(ids[c]), row, score=float(best[i]))
+        for i, c, row in zip(order, chosen, rows, strict=True)
+    ]
 
 
 def _fuse(*rankings: list[str]) -> list[tuple[float, str]]:
@@ -169,14 +290,14 @@ def _filtered(
     return out
 
 
-def _lexical_hit(path: str, segment_id: int, row: dict) -> Hit:
-    """A hit for a file found by its words only: its first segment."""
+def _lexical_hit(path: str, segment_id: int, row: dict, score: float = 0.0) -> Hit:
+    """A hit on one segment of a file found without the store's search (its first, for words only)."""
     duration = row.get("duration_s")
     return Hit(
         path=path,
         start_s=float(row.get("start_s") or 0.0),
         end_s=float(row["end_s"]) if row.get("end_s") is not None else float("nan"),
-        score=0.0,
+        score=score,
         duration_s=None if duration is None else float(duration),
         segment_id=segment_id,
         rank=0,
@@ -188,14 +309,15 @@ def _lexical_hit(path: str, segment_id: int, row: dict) -> Hit:
 def attach_words(index: AudioIndex, hits: list[Hit], *, build_limit: int = BUILD_ON_QUERY_FILES) -> list[Hit]:
     """The hits with their files' words (what ``query`` and the page show under each hit).
 
-    The words come from the generation's lexical index; a vector-mode query builds it only for a library
-    of at most ``build_limit`` files (seconds), so that a first query of a large index is never held up
-    by it: there the hits come back without words until a words or hybrid query has built it.
+    The words come from the generation's lexical index; a vector-mode query builds it from scratch only
+    for a library of at most ``build_limit`` files (seconds), so that a first query of a large index is
+    never held up by it: there the hits come back without words until a words or hybrid query has built
+    it. Bringing an older generation's build up to date (a delta) is always done.
     """
     if not hits or all(h.words for h in hits):
         return hits
     key = (str(index.root), snapshot_key(index))
-    built = key in _cache or LexicalIndex.exists(index)
+    built = key in _cache or LexicalIndex.exists(index) or LexicalIndex.updatable(index)
     if not built and index.files().num_rows > build_limit:
         return hits
     fields = lexical_for(index).fields_of([h.path for h in hits])

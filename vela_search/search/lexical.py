@@ -4,9 +4,11 @@ The words live in the index's segment rows (the ``words`` column of each file's 
 :mod:`vela_search.audio.metadata`); this index is derived from them and never the source of truth. It is
 kept in ``<index>/lexical/<key>/``, where the key names one committed generation (its number and a digest
 of the files its manifest names), so a reader of a generation always searches that generation's words.
-A missing or half-built directory is (re)built from the snapshot, written under a temporary name and
-renamed into place: a crash can leave a stray temporary folder, never an index out of step with the
-vectors. The two newest builds are kept (a reader still on an older generation rebuilds its own).
+A missing or half-built directory is (re)built, written under a temporary name and renamed into place: a
+crash can leave a stray temporary folder, never an index out of step with the vectors. A new generation's
+build starts from the newest older build and applies only the files that changed since (see
+:mod:`vela_search.search.lexical_build`); without one it is built from the snapshot's shard rows. The two
+newest builds are kept (a reader still on an older generation builds its own).
 
 Scoring is tantivy's BM25 over ``text`` (every word of the file, English stemming); field filters use
 ``fields.<name>`` (words, lower-cased) for ``~`` and ``exact.<name>`` (the whole value, lower-cased) for
@@ -17,19 +19,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
-import threading
-import uuid
 from dataclasses import dataclass
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from vela_search.audio.metadata import WORDS_COLUMN, words_from_json
-from vela_search.audio.ucs import name_fields
+from vela_search.search.lexical_build import (
+    build_folder,
+    file_words,
+    fill_documents,
+    lexical_schema,
+    usable_base,
+)
 
 if TYPE_CHECKING:
     from vela_search.search.where import Condition
@@ -39,10 +43,9 @@ __all__ = ["LEXICAL_DIR", "LexicalHit", "LexicalIndex", "file_words", "snapshot_
 
 LEXICAL_DIR = "lexical"
 _KEEP_BUILDS = 2
-_HEAP_BYTES = 64_000_000
 _QUERY_WORD = re.compile(r"\w+", re.UNICODE)
 _OPERATORS = {"and", "or", "not", "to", "in"}
-_lock = threading.Lock()
+log = logging.getLogger("vela_search.search")
 
 
 @dataclass(frozen=True)
@@ -70,75 +73,12 @@ def snapshot_key(index: AudioIndex) -> str:
     return f"{index.generation:010d}-{digest}"
 
 
-def file_words(index: AudioIndex) -> dict[str, tuple[dict[str, str], int]]:
-    """``{path: (fields, first segment id)}`` for every indexed file of the snapshot.
-
-    Files indexed before words were read (rows without a ``words`` value) get their name's words.
-    """
-    deleted = index.deleted_ids()
-    first: dict[str, tuple[float, int]] = {}
-    for table in index.shard_metadata(["id", "path", "start_s"]):
-        ids = table["id"].to_numpy()
-        live = ~np.isin(ids, deleted) if len(deleted) else np.ones(len(ids), bool)
-        starts = table["start_s"].to_numpy(zero_copy_only=False)
-        for path, start, seg, ok in zip(table["path"].to_pylist(), starts, ids, live, strict=True):
-            if ok and (path not in first or start < first[path][0]):
-                first[path] = (float(start), int(seg))
-    stored: dict[str, dict[str, str]] = {}
-    for table in index.shard_metadata(["id", "path", WORDS_COLUMN]):
-        ids = table["id"].to_numpy()
-        live = ~np.isin(ids, deleted) if len(deleted) else np.ones(len(ids), bool)
-        for path, words, ok in zip(
-            table["path"].to_pylist(), table[WORDS_COLUMN].to_pylist(), live, strict=True
-        ):
-            if ok and words is not None:
-                stored[path] = words_from_json(words)
-    files = index.files()
-    out: dict[str, tuple[dict[str, str], int]] = {}
-    for path, state in zip(files["path"].to_pylist(), files["status"].to_pylist(), strict=True):
-        if state == "indexed" and path in first:
-            out[path] = (stored.get(path) or name_fields(path), first[path][1])
-    return out
-
-
 def words_summary(index: AudioIndex) -> dict[str, int]:
     """``{field: files carrying it}`` over the snapshot's indexed files, most common first."""
     from collections import Counter
 
     counts = Counter(name for fields, _ in file_words(index).values() for name in fields)
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
-
-
-def _schema() -> Any:
-    import tantivy
-
-    builder = tantivy.SchemaBuilder()
-    builder.add_text_field("path", stored=True, tokenizer_name="raw")
-    builder.add_integer_field("segment_id", stored=True, indexed=False)
-    builder.add_text_field("text", stored=False, tokenizer_name="en_stem")
-    builder.add_json_field("fields", stored=True, tokenizer_name="default")
-    builder.add_json_field("exact", stored=False, tokenizer_name="raw")
-    return builder.build()
-
-
-def _fill(idx: Any, words: dict[str, tuple[dict[str, str], int]]) -> None:
-    import tantivy
-
-    # Two indexing threads at most: a search machine's cores are shared with the embedder.
-    writer = idx.writer(heap_size=_HEAP_BYTES, num_threads=min(2, os.cpu_count() or 1))
-    for path, (fields, segment_id) in words.items():
-        writer.add_document(
-            tantivy.Document(
-                path=path,
-                segment_id=segment_id,
-                # The file's stem too, so that "Take3" finds "..._Take3.wav" as well as "take 3" does.
-                text=" ".join(fields.values()) + " " + PurePath(path.rsplit("/", 1)[-1]).stem,
-                fields=fields,
-                exact={k: v.lower() for k, v in fields.items()},
-            )
-        )
-    writer.commit()
-    writer.wait_merging_threads()
 
 
 class LexicalIndex:
@@ -168,13 +108,18 @@ class LexicalIndex:
         """Whether the lexical index of ``index``'s generation is built on disk."""
         return (index.root / LEXICAL_DIR / snapshot_key(index) / "done.json").exists()
 
+    @staticmethod
+    def updatable(index: AudioIndex) -> bool:
+        """Whether an older build can be brought to ``index``'s generation by a delta (no full build)."""
+        return usable_base(index.root / LEXICAL_DIR, index, snapshot_key(index)) is not None
+
     @classmethod
     def in_memory(cls, words: dict[str, tuple[dict[str, str], int]]) -> LexicalIndex:
         """A lexical index of ``{path: (fields, first segment id)}`` held in memory (benchmarks, tests)."""
         import tantivy
 
-        idx = tantivy.Index(_schema())
-        _fill(idx, words)
+        idx = tantivy.Index(lexical_schema())
+        fill_documents(idx, words)
         idx.reload()
         return cls(idx, "memory")
 
@@ -221,6 +166,29 @@ class LexicalIndex:
         hits.sort(key=lambda hit: (-round(hit.score, 6), hit.path))
         return hits
 
+    def count(self, where: list[Condition]) -> int:
+        """How many files meet every condition of ``where`` (no documents read)."""
+        import tantivy
+
+        if not where:
+            return self.num_files
+        must = [(tantivy.Occur.Must, self._condition(c)) for c in where]
+        return int(self._searcher.search(tantivy.Query.boolean_query(must), 1, count=True).count)
+
+    def passing(self, paths: list[str], where: list[Condition]) -> set[str]:
+        """Those of ``paths`` whose files meet every condition of ``where`` (one query)."""
+        import tantivy
+
+        if not paths:
+            return set()
+        schema = self._idx.schema
+        any_path = tantivy.Query.boolean_query(
+            [(tantivy.Occur.Should, tantivy.Query.term_query(schema, "path", p)) for p in set(paths)]
+        )
+        must = [(tantivy.Occur.Must, q) for q in [any_path, *(self._condition(c) for c in where)]]
+        found = self._searcher.search(tantivy.Query.boolean_query(must), len(set(paths)))
+        return {self._searcher.doc(address)["path"][0] for _, address in found.hits}
+
     def fields_of(self, paths: list[str]) -> dict[str, dict[str, str]]:
         """The stored fields of these files (those the index has)."""
         import tantivy
@@ -243,31 +211,17 @@ class LexicalIndex:
 
 
 def build_lexical(index: AudioIndex, folder: Path) -> Any:
-    """Build ``folder`` from the snapshot (temporary folder, then rename) and drop older builds.
+    """Build ``folder`` for the snapshot (from an older build and the delta where one can be used, see
+    :mod:`vela_search.search.lexical_build`) and drop older builds.
 
     Returns:
         The opened tantivy index.
     """
     import tantivy
 
-    parent = folder.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = parent / f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        idx = tantivy.Index(_schema(), path=str(tmp))
-        words = file_words(index)
-        _fill(idx, words)
-        (tmp / "done.json").write_text(json.dumps({"generation": index.generation, "files": len(words)}))
-        with _lock:
-            try:
-                os.rename(tmp, folder)
-            except OSError:  # another reader built it first: use theirs
-                shutil.rmtree(tmp, ignore_errors=True)
-        _drop_old_builds(parent, keep=folder.name)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    stats = build_folder(index, folder)
+    log.info("lexical index of generation %d built: %s", index.generation, stats)
+    _drop_old_builds(folder.parent, keep=folder.name)
     return tantivy.Index.open(str(folder))
 
 

@@ -52,7 +52,8 @@ class Searcher:
         self.index = index
         self.embedder = embedder
         self._lock = threading.RLock()
-        self._files: FilesLookup | None = None
+        # Built with the snapshot (by whoever opens or refreshes it), so no query pays for it.
+        self._files = FilesLookup(index.files())
 
     @classmethod
     def open(
@@ -134,11 +135,12 @@ class Searcher:
         try:
             if self.embedder is not None:
                 check_compatible(latest, self.embedder)
+            files = FilesLookup(latest.files())
         except BaseException:
             latest.close()
             raise
         with self._lock:
-            old, self.index, self._files = self.index, latest, None
+            old, self.index, self._files = self.index, latest, files
         old.close()
         return True
 
@@ -470,7 +472,7 @@ class Searcher:
                 found = draw_grouped(index, q, options.k, options.min_score, store_options)
             else:
                 found = index.search(q, min(index.num_vectors, options.k), **store_options)
-            files = self._files_lookup()
+            files = self._files
         return [self._hits(hits, options, files, index.generation) for hits in found]
 
     # ------------------------------------------------------------------------------------------ re-ranking
@@ -540,11 +542,6 @@ class Searcher:
                 check_fits(emb, item)
             return emb.embed_items(items)
 
-    def _files_lookup(self) -> FilesLookup:
-        if self._files is None:
-            self._files = FilesLookup(self.index.files())
-        return self._files
-
     def _hits(
         self, found: list[SearchHit], options: SearchOptions, files: FilesLookup, generation: int
     ) -> list[Hit]:
@@ -561,6 +558,7 @@ class Searcher:
             chosen.append(hit)
             if len(chosen) == options.k:
                 break
+        files.prefetch([str(h.row.get("path")) for h in chosen])
         return [
             make_hit(h, rank, files, options.path_glob, generation) for rank, h in enumerate(chosen, start=1)
         ]

@@ -19,6 +19,12 @@ __all__ = ["Condition", "metadata_line", "parse_where", "split_where"]
 
 _FIELD = re.compile(r"^[a-z0-9_]{1,40}$")
 _LOOKS_LIKE_FIELD = re.compile(r"^\s*[A-Za-z0-9_]{1,40}\s*[=~]")
+# A filter with no field name ("=x", "~rain"), but not a home-relative path glob ("~/sounds/*", "~me/x").
+_MISSING_FIELD = re.compile(r"^\s*(=|~(?![^=~]*/))")
+_FORMS = (
+    "write FIELD=VALUE (the whole value) or FIELD~WORDS (words in it), e.g. library=ACME or "
+    "description~rain; a path filter is a glob such as '*/birds/*'"
+)
 # Shown first under a hit, in this order; then the other fields.
 _SHOWN_FIRST = ("description", "category", "subcategory", "library", "title", "comment", "originator")
 _CONDITION = re.compile(r"^\s*([^=~]*?)\s*([=~])\s*(.*?)\s*$", re.S)
@@ -46,12 +52,11 @@ def parse_where(filters: Iterable[str] | None) -> list[Condition]:
     for text in filters or ():
         match = _CONDITION.match(text)
         if match is None:
-            raise QueryError(
-                f"bad filter {text!r}: write FIELD=VALUE (the whole value) or FIELD~WORDS (words in it), "
-                "e.g. library=ACME or description~rain"
-            )
+            raise QueryError(f"bad filter {text!r}: {_FORMS}")
         field, op, value = match.groups()
         field = field.lower()
+        if not field:
+            raise QueryError(f"bad filter {text!r}: no field name before {op!r}; {_FORMS}")
         if not _FIELD.match(field):
             raise QueryError(
                 f"bad filter {text!r}: the field name {field!r} must be 1-40 letters, digits or underscores "
@@ -66,11 +71,18 @@ def parse_where(filters: Iterable[str] | None) -> list[Condition]:
 def split_where(values: Iterable[str] | None) -> tuple[str | None, tuple[str, ...]]:
     """Split ``--where`` values into the path glob (at most one) and field filters (``FIELD=``/``FIELD~``).
 
+    A value starting with ``=`` or ``~`` (not a home-relative path such as ``~/sounds/*``) is a field
+    filter missing its field name: :func:`parse_where` rejects it, naming the accepted forms.
+
     Raises:
         QueryError: more than one path glob.
     """
-    globs = [v for v in values or () if not _LOOKS_LIKE_FIELD.match(v)]
-    fields = tuple(v for v in values or () if _LOOKS_LIKE_FIELD.match(v))
+
+    def is_field(value: str) -> bool:
+        return bool(_LOOKS_LIKE_FIELD.match(value) or _MISSING_FIELD.match(value))
+
+    globs = [v for v in values or () if not is_field(v)]
+    fields = tuple(v for v in values or () if is_field(v))
     if len(globs) > 1:
         raise QueryError(f"give one path glob, not {len(globs)} ({', '.join(map(repr, globs))})")
     return (globs[0] if globs else None), fields

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from vela_search.errors import QueryError, VelaError
 from vela_search.search import CheckedQuery, Searcher, check_not_empty, run_query
+from vela_search.search.hybrid import prepare_words
 from vela_search.serve.batching import DEFAULT_MAX_BATCH, DEFAULT_WINDOW_S, QueryBatcher
 from vela_search.serve.limits import DEFAULT_JSON_LIMIT
 from vela_search.serve.models import Models
@@ -134,6 +135,7 @@ class ServedIndex:
             while not self._stop_watching.wait(interval_s):
                 try:
                     self.refresh()
+                    prepare_words(self.current.searcher.index)  # a delta of the words index, if one was built
                 except Exception:  # a damaged commit: the requests' own refresh reports it
                     continue
 

@@ -159,6 +159,9 @@ class CodesKeeper:
         self._template: tuple[str, Any] | None = None
         self.force_retrain = False  # set by repair: rewrite every codes file at the next commit
         self.pending_policy = policy  # recorded by the next commit (None: keep the manifest's)
+        # Background maintenance: refresh never trains (`training_wanted` says when it is due, and
+        # `train` runs it later, off the commit path; see `vela_search.store.background`).
+        self.defer_training = False
 
     def template(self, new: dict) -> Any:
         """The trained, empty template named by `new["codes"]` (read once)."""
@@ -184,6 +187,18 @@ class CodesKeeper:
         with fsio.atomic_file(self.root / name) as f:
             faiss_ops.write(index, f)
         return name, f.checksum, index
+
+    def encode_shard(self, new: dict, entry: dict, reader: ShardReader, generation: int) -> dict[str, str]:
+        """Give a stored shard codes from `new`'s template, reading its vectors in chunks (background work).
+
+        Returns:
+            Checksums of the written file by path.
+        """
+        name, checksum, _ = self._encode(
+            self.template(new), int(entry["number"]), generation, _rows_of(reader), int(entry["count"])
+        )
+        entry["codes"] = name
+        return {name: checksum}
 
     def encode_new_shard(
         self, new: dict, entry: dict, vectors: np.ndarray, ids: np.ndarray, generation: int
@@ -236,7 +251,10 @@ class CodesKeeper:
         changed = codes is not None and (
             choose_index(int(codes["design_size"]), self.dim, budget, self.limits).factory != codes["factory"]
         )
-        if outgrown or changed or self.force_retrain:
+        if (outgrown or changed) and self.defer_training and not self.force_retrain:
+            if codes is None:
+                return {}  # searched exactly until the background training publishes codes
+        elif outgrown or changed or self.force_retrain:
             self.force_retrain = False
             return self._train(new, generation, deleted, choice)
         written = {}
@@ -250,6 +268,40 @@ class CodesKeeper:
                 reader.close()
                 entry["codes"], written[name] = name, checksum
         return written
+
+    def training_wanted(self, data: dict, deleted: int) -> bool:
+        """Whether the committed manifest `data` (with `deleted` tombstones) is due a (re-)training:
+        its collection outgrew exact search or its codes' design size, or its budget chooses others."""
+        if not is_auto(data):
+            return False
+        live = sum(int(s["count"]) for s in data["shards"]) - int(deleted)
+        budget = int(data["policy"].get("max_index_memory") or DEFAULT_MAX_INDEX_MEMORY)
+        if choose_index(live, self.dim, budget, self.limits).kind == "exact":
+            return False
+        codes = data.get("codes")
+        if codes is None or live > self.limits.growth_factor * int(codes["design_size"]):
+            return True
+        return (
+            choose_index(int(codes["design_size"]), self.dim, budget, self.limits).factory != codes["factory"]
+        )
+
+    def train(self, new: dict, generation: int, deleted: np.ndarray) -> dict[str, str]:
+        """Train the codes of `new` now, as `refresh` does when a training is due (for background work).
+
+        Args:
+            new: the manifest to train for (its shards' and its ``codes`` entries are set here).
+            generation: names the files written.
+            deleted: sorted tombstoned ids of `new`.
+
+        Returns:
+            Checksums of the files written, by path (empty when exact search suffices).
+        """
+        live = sum(int(s["count"]) for s in new["shards"]) - int(deleted.size)
+        budget = int((new.get("policy") or {}).get("max_index_memory") or DEFAULT_MAX_INDEX_MEMORY)
+        choice = choose_index(live, self.dim, budget, self.limits)
+        if not is_auto(new) or choice.kind == "exact":
+            return {}
+        return self._train(new, generation, deleted, choice)
 
     def _train(self, new: dict, generation: int, deleted: np.ndarray, choice: IndexChoice) -> dict[str, str]:
         """Train a template on a uniform sample of all live vectors, rewrite every shard's codes from the

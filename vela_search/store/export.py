@@ -181,7 +181,7 @@ def export_index(
 
 def _export_schema(index: AudioIndex, dtype: str) -> pa.Schema:
     """One schema for every shard (shards written at different times may have other metadata columns)."""
-    shard_schemas = [s.parquet.schema_arrow for s in index.shard_readers()]
+    shard_schemas = [s.schema for s in index.shard_readers()]
     vector_field = pa.field(VECTOR_COLUMN, pa.list_(_ARROW_TYPES[dtype], index.dim), nullable=False)
     if shard_schemas:
         columns = unify_schemas(shard_schemas)

@@ -15,7 +15,7 @@ from ..errors import EmptyIndexError, IndexNotFoundError, StoreError
 from . import codes, faiss_ops, layout, manifest, table_log
 from .integrity import IndexDamagedError, device_errors, read_verified
 from .lock import WriterLock
-from .rerank import CodesSearcher, merge_codes
+from .rerank import CodesSearcher, inner_products, merge_codes
 from .shards import ShardReader, compile_glob
 
 if TYPE_CHECKING:
@@ -96,6 +96,12 @@ def _merge_top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarra
     return np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1)
 
 
+def _codes_name(reader: ShardReader) -> str:
+    """What a shard's codes are called in a merged codes index: its codes file, or (codes encoded in
+    memory at open) its metadata file, which no other shard's ever has."""
+    return str(reader.entry.get("codes") or f"{reader.entry['meta']}#memory")
+
+
 def _reuse_or_read(
     root: Path, previous: AudioIndex | None, data: dict, kind: str, read: table_log.ReadBytes
 ) -> Any:
@@ -151,11 +157,14 @@ class AudioIndex:
             self._deleted_masks: dict[int, np.ndarray | None] = {}
             self._locator: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
             self._live_ids: tuple[np.ndarray | None] | None = None  # cached mask of undeleted coded ids
-            # Shards without codes (small ones) are searched exactly beside the merged codes.
+            # Shards without codes (small ones) are searched exactly beside the merged codes, unless the
+            # codes search them too: then each is encoded in memory with the trained template at open.
             self._uncoded = [i for i, e in enumerate(data["shards"]) if not e.get("codes")]
             self._codes: CodesSearcher | None = None
+            self._template: tuple[str, Any] | None = None  # the trained codes template, read when needed
             if shards and vectors and data.get("codes") and len(self._uncoded) < len(data["shards"]):
                 self._codes = self._open_codes(data, previous)
+                self._uncoded = []
         except BaseException:
             self.close()
             raise
@@ -172,27 +181,47 @@ class AudioIndex:
                 reader.index(verify=True)
 
     def _open_codes(self, data: dict, previous: AudioIndex | None) -> CodesSearcher:
-        """Every shard's codes merged into one candidate index (the previous snapshot's, when it holds
-        the same codes, or a copy of it with only the new shards' codes read and merged in)."""
-        coded = [s for s in self._shards if s.entry.get("codes")]
-        names = [s.entry["codes"] for s in coded]
+        """Every shard's codes merged into one candidate index: the codes files of the shards that have
+        one, and the in-memory codes of those too small for one (see `ShardReader.memory_codes`), so no
+        shard is scanned exactly. Built from the previous snapshot's index when it holds the same
+        training: a copy with the codes of vanished shards removed and only the new shards' added."""
+        parts = {_codes_name(s): s for s in self._shards}
         old = previous._codes if previous is not None else None
-        same_training = previous is not None and previous.manifest.get("codes") == data["codes"]
-        if old is not None and same_training and set(old.names) <= set(names):
-            if old.names == names:
+        if old is not None and previous is not None and previous.manifest.get("codes") == data["codes"]:
+            if old.names == list(parts):
                 return old
+            gone = [previous._shards_by_codes()[name] for name in old.names if name not in parts]
+            kept = [name for name in old.names if name in parts]
             merged = faiss_ops.faiss().clone_index(old.index)
-            fresh = [s.codes_index() for s in coded if s.entry["codes"] not in set(old.names)]
-            index = merge_codes([merged, *fresh])
-            order = old.names + [n for n in names if n not in set(old.names)]
+            if gone:
+                merged.remove_ids(np.concatenate([reader.ids for reader in gone]))
+            fresh = [name for name in parts if name not in set(kept)]
+            index = merge_codes([merged, *(self._shard_codes(parts[name], data, previous) for name in fresh)])
+            order = kept + fresh
         else:
-            index, order = merge_codes([s.codes_index() for s in coded]), names
+            index = merge_codes([self._shard_codes(reader, data, previous) for reader in parts.values()])
+            order = list(parts)
         return CodesSearcher(
             index,
             nprobe=int(data["codes"]["nprobe"]),
             rerank_depth=int(data["codes"]["rerank"]),
             names=order,
         )
+
+    def _shards_by_codes(self) -> dict[str, ShardReader]:
+        return {_codes_name(s): s for s in self._shards}
+
+    def _shard_codes(self, reader: ShardReader, data: dict, previous: AudioIndex | None) -> Any:
+        """A shard's codes, ready to merge: its codes file, or a copy of its in-memory codes."""
+        if reader.entry.get("codes"):
+            return reader.codes_index()
+        trained = str(data["codes"]["trained"])
+        if self._template is None and previous is not None and previous._template is not None:
+            self._template = previous._template if previous._template[0] == trained else None
+        if self._template is None:
+            raw = self._read_table(trained)
+            self._template = (trained, faiss_ops.read_bytes(self.root, trained, raw))
+        return faiss_ops.clone(reader.memory_codes(trained, self._template[1]))
 
     def _readers(self, *, vectors: bool = False) -> list[ShardReader]:
         """The shard readers, refusing what this snapshot did not open."""
@@ -629,7 +658,7 @@ class AudioIndex:
         ids = np.flatnonzero(allowed).astype(np.int64)
         if ids.size == 0:
             return np.empty((len(q), 0), np.float32), np.empty((len(q), 0), np.int64)
-        scores = q @ self.vectors(ids).T
+        scores = inner_products(q, self.vectors(ids))
         if ids.size > k:  # the k best of each row first, then ordered (ties by id) among them
             keep = np.argpartition(-scores, k - 1, axis=1)[:, :k]
             return _merge_top_k(np.take_along_axis(scores, keep, axis=1), ids[keep], k)

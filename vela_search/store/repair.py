@@ -187,7 +187,7 @@ def repair_index(root: str | Path) -> CheckReport:
 def _metadata(root: Path, data: dict, entry: dict, columns: list[str]) -> pa.Table | None:
     reader = ShardReader(root, entry, int(data["dim"]), data.get("checksums"))
     try:
-        wanted = [c for c in columns if c in reader.parquet.schema_arrow.names]
+        wanted = [c for c in columns if c in reader.schema.names]
         return reader.columns(wanted)
     except IndexFormatError:
         return None

@@ -67,6 +67,18 @@ def search_candidates(
     return ids
 
 
+def inner_products(queries: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """``queries @ vectors.T`` (float32), on this thread for a few queries.
+
+    A BLAS matrix-vector product wakes the BLAS library's thread pool: on a busy 2-core machine that cost
+    23.6 ms for 800 x 1,024 candidates, where NumPy's own loop (`einsum`, which calls no BLAS) took
+    0.97 ms (scripts/search_breakdown.py, docs/benchmarks.md). Many queries go through BLAS.
+    """
+    if len(queries) <= _FEW_QUERIES:
+        return np.einsum("qd,nd->qn", queries, vectors)
+    return queries @ vectors.T
+
+
 def rerank(
     queries: np.ndarray, candidates: np.ndarray, vectors_of: VectorsOf, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -93,7 +105,7 @@ def rerank(
         mine = np.unique(candidates[i][candidates[i] >= 0])
         if mine.size == 0:
             continue
-        exact = vectors[np.searchsorted(wanted, mine)] @ queries[i]
+        exact = inner_products(queries[i : i + 1], vectors[np.searchsorted(wanted, mine)])[0]
         order = np.lexsort((mine, -exact))[:k]
         scores[i, : len(order)] = exact[order]
         ids[i, : len(order)] = mine[order]

@@ -15,7 +15,11 @@ import pyarrow.parquet as pq
 
 from . import faiss_ops, fsio, gpu, layout
 from .integrity import check_relpath, damaged, read_verified, verify_file
+from .row_columns import RowColumns
 from .tables import ID_COLUMN, ROW_GROUP_SIZE, first_line, parse_parquet, read_parquet
+
+# Rows decoded from a shard at a time while encoding its codes in memory (bounds the float32 copy).
+_ENCODE_ROWS = 4096
 
 
 def write_shard(root: Path, number: int, index: Any, metadata: pa.Table) -> tuple[dict, dict[str, str]]:
@@ -85,12 +89,16 @@ class ShardReader:
         self._checksums = checksums or {}
         self._lock = threading.RLock()
         self._parquet: pq.ParquetFile | None = None
+        self._table: pa.Table | None = None  # the decoded metadata, once `load` has read it
+        self._row_columns: RowColumns | None = None  # the same, as arrays that rows are taken from
+        self._schema: pa.Schema | None = None  # the stored schema of `_table` (strings, not dictionaries)
         self._ids: np.ndarray | None = None
         self._index: Any = None
         self._verified = False  # the FAISS file's checksum has been checked
         self._search_index: Any = None
         self._paths: tuple[pa.Array | None, pa.ListArray | None] | None = None
         self._numbers: dict[str, np.ndarray | None] = {}
+        self._memory_codes: tuple[str, Any] | None = None  # (trained template's name, codes)
         self._users = 1  # snapshots sharing this reader (see `share`)
 
     @property
@@ -106,12 +114,14 @@ class ShardReader:
         return self
 
     def load(self, *, vectors: bool = True) -> ShardReader:
-        """Read and check the metadata file (and, with `vectors`, open the FAISS file) now.
+        """Read, check and decode the metadata file into memory (and, with `vectors`, open the FAISS file)
+        now: searches then take hits' rows from memory, never from the file (see `metadata_table`).
 
         Raises:
             IndexDamagedError: a file is missing, corrupted or unreadable (the message names it).
         """
-        _ = self.ids  # reads and checks the metadata, and the ids against the manifest's range
+        self.metadata_table()
+        _ = self.ids  # checks the ids against the manifest's range
         if vectors:
             self.index()
         return self
@@ -122,7 +132,9 @@ class ShardReader:
             self._users -= 1
             if self._users > 0:
                 return
-            self._index = self._search_index = self._parquet = None
+            self._index = self._search_index = self._parquet = self._table = self._memory_codes = None
+            self._row_columns = None
+            self._paths, self._numbers = None, {}
             self._verified = False
 
     @property
@@ -155,8 +167,42 @@ class ShardReader:
                 self._parquet = parquet
             return self._parquet
 
-    def _read_columns(self, **kwargs: Any) -> pa.Table:
-        return read_parquet(self._root, self.entry["meta"], self.parquet, **kwargs)
+    @property
+    def schema(self) -> pa.Schema:
+        """The metadata table's schema, as stored."""
+        with self._lock:
+            if self._schema is not None:
+                return self._schema
+            return self.parquet.schema_arrow
+
+    def metadata_table(self) -> pa.Table:
+        """The whole metadata table decoded in memory, read once per reader (and shared, like the reader,
+        by the snapshots that keep the shard): one chunk, string columns dictionary-encoded (a file's
+        path, root and digest repeat on each of its segments); hits' rows are taken from its column arrays
+        (`RowColumns`), not read from the file.
+
+        Raises:
+            IndexDamagedError: the file is missing, corrupted or unreadable.
+        """
+        with self._lock:
+            if self._table is None:
+                parquet = self.parquet
+                table = read_parquet(self._root, self.entry["meta"], parquet).combine_chunks()
+                for i, field in enumerate(table.schema):
+                    if pa.types.is_string(field.type) or pa.types.is_large_string(field.type):
+                        table = table.set_column(i, field.name, pc.dictionary_encode(table.column(i)))
+                self._table, self._row_columns = table, RowColumns(table)
+                self._schema = parquet.schema_arrow
+                self._parquet = None  # the decoded table holds everything: drop the file's bytes
+            return self._table
+
+    def _read_columns(self, columns: list[str] | None = None) -> pa.Table:
+        with self._lock:
+            table = self._table
+        if table is None:  # not loaded (a writer's reader): read only the columns asked for
+            return read_parquet(self._root, self.entry["meta"], self.parquet, columns=columns)
+        schema = self.schema if columns is None else pa.schema([self.schema.field(c) for c in columns])
+        return (table if columns is None else table.select(columns)).cast(schema)
 
     @property
     def ids(self) -> np.ndarray:
@@ -236,6 +282,24 @@ class ShardReader:
             )
         return index
 
+    def memory_codes(self, trained: str, template: Any) -> Any:
+        """The shard's vectors encoded in memory with the trained, empty codes `template` (file `trained`),
+        for a shard too small to have a codes file: a snapshot then searches it through the codes like
+        the others instead of scanning it exactly. Encoded once per reader and template (the snapshots
+        sharing the reader share it); a caller that merges it into another index merges a clone.
+
+        Raises:
+            IndexDamagedError: the shard's FAISS file is missing or damaged.
+        """
+        with self._lock:
+            if self._memory_codes is None or self._memory_codes[0] != trained:
+                index, ids = faiss_ops.clone(template), self.ids
+                for start in range(0, self.count, _ENCODE_ROWS):
+                    rows = np.arange(start, min(start + _ENCODE_ROWS, self.count))
+                    index.add_with_ids(faiss_ops.reconstruct_rows(self.index(), rows), ids[rows])
+                self._memory_codes = (trained, index)
+            return self._memory_codes[1]
+
     def search_index(self) -> Any:
         """The index searches use: a GPU copy, made once, where FAISS has GPUs, else the CPU index."""
         with self._lock:
@@ -265,7 +329,7 @@ class ShardReader:
 
     def columns(self, names: list[str]) -> pa.Table | None:
         """The given metadata columns, or None when the shard lacks one of them."""
-        if not set(names) <= set(self.parquet.schema_arrow.names):
+        if not set(names) <= set(self.schema.names):
             return None
         return self._read_columns(columns=names)
 
@@ -273,7 +337,7 @@ class ShardReader:
         """Rows whose `path` (or any entry of a `paths` list) matches `pattern`."""
         with self._lock:
             if self._paths is None:
-                names = set(self.parquet.schema_arrow.names)
+                names = set(self.schema.names)
                 wanted = [c for c in ("path", "paths") if c in names]
                 table = self._read_columns(columns=wanted) if wanted else None
                 path = table["path"].combine_chunks() if "path" in wanted else None
@@ -305,7 +369,7 @@ class ShardReader:
         with self._lock:
             if column not in self._numbers:
                 values = None
-                if column in self.parquet.schema_arrow.names:
+                if column in self.schema.names:
                     read = self._read_columns(columns=[column])[column]
                     if pa.types.is_integer(read.type) or pa.types.is_floating(read.type):
                         values = read.to_numpy(zero_copy_only=False).astype(np.float64)  # nulls become NaN
@@ -321,7 +385,12 @@ class ShardReader:
         return mask
 
     def rows(self, positions: np.ndarray) -> list[dict]:
-        """Metadata rows at sorted, unique `positions`, reading only the row groups that hold them."""
+        """Metadata rows at sorted, unique `positions`: from the decoded table once `load` has read it,
+        else reading only the Parquet row groups that hold them."""
+        with self._lock:
+            table = self._table
+        if table is not None:
+            return self._row_columns.rows(positions)  # type: ignore[union-attr]
         parquet = self.parquet
         sizes = [parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)]
         ends = np.cumsum(sizes)

@@ -4,26 +4,44 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import os
-from collections.abc import Iterable, Iterator, Mapping
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
 
 from ..errors import IndexNotFoundError, StoreError
-from . import cleanup, faiss_ops, fsio, layout, manifest
+from . import background, cleanup, faiss_ops, fsio, layout, manifest
+from .activity import ActivityRecorder, shared_recorder
+from .background import MODES, BackgroundMaintenance, Snapshot
 from .codes import CodesKeeper, resolve_policy
 from .index_choice import ChoiceLimits
 from .integrity import device_errors, read_verified
 from .lock import WriterLock
+from .merging import merge_shards
 from .shards import ShardReader, write_shard
 from .table_log import DeletedLog, FilesLog, contains
 from .tables import concat_metadata, metadata_table, read_ids, to_files_table, unify_schemas
 from .tiers import TierPolicy, merge_start
 
 DEFAULT_MAX_SHARD_SIZE = 100_000
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _locked(method: _F) -> _F:
+    """Run a writer method under the writer's mutex (its background maintenance publishes under it too)."""
+
+    @functools.wraps(method)
+    def run(self: IndexWriter, *args: Any, **kwargs: Any) -> Any:
+        with self._mutex:
+            return method(self, *args, **kwargs)
+
+    return run  # type: ignore[return-value]
 
 
 class IndexWriter:
@@ -36,6 +54,11 @@ class IndexWriter:
     re-embedding a collection with a new embedder: readers keep using the current generation until
     `promote()`. Reopening a staged writer with the same fingerprint resumes the staged generation;
     with another fingerprint it starts a fresh one.
+
+    With ``maintenance="background"`` a commit only lands its data: tier merges and codes re-training
+    run on a thread of the writer and publish generations of their own (see
+    `vela_search.store.background`); `finish_maintenance()` waits for them, `close()` waits for the one
+    running. All methods may be called from one thread at a time besides that background thread.
     """
 
     def __init__(
@@ -50,6 +73,8 @@ class IndexWriter:
         max_index_memory: int | None = None,
         choice_limits: ChoiceLimits | None = None,
         merge_policy: TierPolicy | None = TierPolicy(),
+        maintenance: str = "inline",
+        activity: ActivityRecorder | None = None,
     ) -> None:
         """Open the writer of the index at `root`.
 
@@ -67,6 +92,10 @@ class IndexWriter:
             choice_limits: thresholds of the automatic choice (tests shrink them).
             merge_policy: how commits merge the newest shards by size tiers so that their number stays
                 logarithmic (see `vela_search.store.tiers`); None leaves every commit's shards as written.
+            maintenance: "inline" merges and re-trains inside the commit that makes them due;
+                "background" does both off the commit path (see class docs).
+            activity: records pending and running background maintenance (default: this process's
+                shared recorder of the index, in background mode).
 
         Raises:
             IndexNotFoundError: no index at `root`.
@@ -74,6 +103,8 @@ class IndexWriter:
             FingerprintMismatchError: a non-staged writer with another embedder's fingerprint.
         """
         self.root = Path(root)
+        if maintenance not in MODES:
+            raise ValueError(f"maintenance must be one of {', '.join(MODES)}, not {maintenance!r}")
         if max_shard_size < 1:
             raise ValueError(f"max_shard_size must be at least 1, not {max_shard_size}")
         self.max_shard_size = int(max_shard_size)
@@ -93,6 +124,15 @@ class IndexWriter:
         except BaseException:
             self._lock.release()
             raise
+        self.maintenance = maintenance
+        self._mutex = threading.RLock()
+        self._generation_floor = 0  # generation numbers reserved by background jobs for their files
+        self._closing = False
+        self._background: BackgroundMaintenance | None = None
+        if maintenance == "background":
+            self._codes.defer_training = True
+            recorder = activity if activity is not None else shared_recorder(self.root)
+            self._background = BackgroundMaintenance(self._publish_background, recorder)
 
     def _load(self, fingerprint: dict, staged: bool, dim: int | None, factory: str | None) -> None:
         main = manifest.read(self.root / layout.MANIFEST)
@@ -198,10 +238,12 @@ class IndexWriter:
         if not self._lock.held:
             raise StoreError(f"the writer of index {self.root} is closed")
 
+    @_locked
     def files(self) -> pa.Table:
         """The files table including uncommitted changes."""
         return self._files.table()
 
+    @_locked
     def deleted_ids(self) -> np.ndarray:
         """Sorted tombstoned ids including uncommitted deletions."""
         return self._deleted.ids()
@@ -214,6 +256,7 @@ class IndexWriter:
             self._ids_cache[entry["meta"]] = ids
         return ids
 
+    @_locked
     def read_segments(self, ids: np.ndarray) -> tuple[np.ndarray, list[dict[str, Any]]]:
         """Decoded vectors and metadata rows of committed segments, in the order of ``ids``.
 
@@ -275,6 +318,7 @@ class IndexWriter:
 
     # ----- changes -----
 
+    @_locked
     def add(self, vectors: np.ndarray, rows: list[Mapping[str, Any]]) -> np.ndarray:
         """Buffer vectors with one metadata row each and assign their global ids.
 
@@ -310,6 +354,7 @@ class IndexWriter:
         self._dirty = True
         return ids.copy()
 
+    @_locked
     def delete(self, ids: Iterable[int]) -> None:
         """Tombstone segments by id; searches skip them. Unknown or already deleted ids are ignored."""
         self._check_open()
@@ -327,6 +372,7 @@ class IndexWriter:
             self._deleted.add(ids[known])
             self._dirty = True
 
+    @_locked
     def put_files(self, table_or_rows: pa.Table | Iterable[Mapping[str, Any]]) -> None:
         """Insert or replace files rows (FILES_SCHEMA columns; missing optional ones are null) by path."""
         self._check_open()
@@ -335,12 +381,14 @@ class IndexWriter:
             self._files.put(new)
             self._dirty = True
 
+    @_locked
     def remove_files(self, paths: Iterable[str]) -> None:
         """Remove files rows by path (their segments are deleted separately, with `delete`)."""
         self._check_open()
         if self._files.remove(map(str, paths)):
             self._dirty = True
 
+    @_locked
     def drop_shards(self, numbers: Iterable[int]) -> None:
         """Remove whole shards from the generation at the next commit (for repairing damage).
 
@@ -353,11 +401,13 @@ class IndexWriter:
             self._dropped |= numbers
             self._dirty = True
 
+    @_locked
     def rebuild_codes(self) -> None:
         """Re-train and rewrite the compressed codes from the exact vectors at the next commit (repair)."""
         self._check_open()
         self._codes.force_retrain = self._dirty = True
 
+    @_locked
     def record(self, **entries: Any) -> None:
         """Set index-level entries of the manifest (JSON values) at the next commit; later commits keep them.
 
@@ -370,6 +420,7 @@ class IndexWriter:
             self._records.update(changed)
             self._dirty = True
 
+    @_locked
     def reset_tables(self, *, files: bool = False, deleted: bool = False) -> None:
         """Start the files and/or deleted table afresh (empty) at the next commit, unread (for repair)."""
         self._check_open()
@@ -383,7 +434,7 @@ class IndexWriter:
     # ----- commits -----
 
     def _next_generation(self) -> int:
-        gens = [self.generation]
+        gens = [self.generation, self._generation_floor]
         for name in (layout.MANIFEST, layout.STAGING_MANIFEST):
             m = manifest.read(self.root / name)
             if m is not None:
@@ -471,9 +522,11 @@ class IndexWriter:
         self._deleted.committed(new)
         self._pending_start = self._next_id
         self._dirty = False
-        cleanup.collect(self.root)
+        if self._background is None or not self._background.busy:
+            cleanup.collect(self.root)  # not while a background job's files wait unnamed by any manifest
         return generation
 
+    @_locked
     def commit(self) -> int:
         """Make all buffered changes visible as a new generation (a no-op when nothing changed).
 
@@ -508,8 +561,16 @@ class IndexWriter:
             self._dropped = set()
         if self._vectors:
             self._land(new, np.concatenate(self._vectors), concat_metadata(self._tables), generation)
-        self._publish(new, generation)
+        # A finished merge or re-training goes out with this commit (after the landing, which can fail
+        # with nothing changed, e.g. a factory short of training vectors).
+        done = self._apply_background(new)
+        try:
+            self._publish(new, generation)
+        finally:
+            for kind in done:
+                self._background.done(kind)  # type: ignore[union-attr]
         self._vectors, self._tables, self._schema = [], [], None
+        self._schedule_maintenance()
         return generation
 
     def _land(self, new: dict, vectors: np.ndarray, metadata: pa.Table, generation: int) -> None:
@@ -517,7 +578,7 @@ class IndexWriter:
         shards, size = new["shards"], self.max_shard_size
         pieces = [min(size, len(vectors) - at) for at in range(0, len(vectors), size)]
         start = None
-        if self.merge_policy is not None:
+        if self.merge_policy is not None and self._background is None:  # else merged in the background
             counts = [int(e["count"]) for e in shards] + pieces
             start = merge_start(counts, max_size=size, policy=self.merge_policy)
         if start is None:
@@ -543,51 +604,129 @@ class IndexWriter:
 
         Their deleted rows are left out, and those rows' tombstones dropped.
         """
-        deleted = self.deleted_ids()
-        # Rows are decoded a piece at a time into one buffer, and a shard is written each time it fills:
-        # a merge holds one output shard and one input, however long the merged tail.
-        total = sum(int(e["count"]) for e in entries) + (len(extra[0]) if extra else 0)
-        buffer = np.empty((min(size, total), self.dim), dtype=np.float32)
-        tables: list[pa.Table] = []
-        out: list[dict] = []
-        at = 0
-
-        def append(vectors: Any, table: pa.Table, gone: np.ndarray | None) -> None:
-            nonlocal at
-            pos = 0
-            while pos < table.num_rows:
-                take = min(size - at, table.num_rows - pos)
-                piece = buffer[at : at + take]
-                if isinstance(vectors, np.ndarray):
-                    piece[:] = vectors[pos : pos + take]
-                else:
-                    faiss_ops.reconstruct_all(vectors, out=piece, start=pos)
-                rows = table.slice(pos, take)
-                keep = None if gone is None else ~gone[pos : pos + take]
-                if keep is not None and not keep.all():  # squeeze out the deleted rows
-                    buffer[at : at + int(keep.sum())] = piece[keep]
-                    rows = rows.filter(pa.array(keep))
-                tables.append(rows)
-                at, pos = at + rows.num_rows, pos + take
-                if at == size:
-                    out.extend(self._write_shards(new, buffer, concat_metadata(tables), generation, size))
-                    tables.clear()
-                    at = 0
-
-        for entry in entries:
-            reader = self._reader(entry)
-            try:
-                gone = contains(deleted, self._shard_ids(entry))
-                # Checked before copying: a merge would otherwise give damaged vectors a new checksum.
-                append(reader.index(verify=True), reader.metadata(), gone)
-            finally:
-                reader.close()
-            self._deleted.drop(self._shard_ids(entry)[gone])
-        if extra is not None:
-            append(extra[0], extra[1], None)
-        if at:
-            out.extend(self._write_shards(new, buffer[:at], concat_metadata(tables), generation, size))
+        out, dropped = merge_shards(
+            entries,
+            dim=self.dim,
+            size=size,
+            deleted=self.deleted_ids(),
+            open_reader=self._reader,
+            shard_ids=self._shard_ids,
+            write=lambda vectors, table: self._write_shards(new, vectors, table, generation, size),
+            extra=extra,
+        )
+        self._deleted.drop(dropped)
         return out
+
+    # ----- background maintenance -----
+
+    def _apply_background(self, new: dict) -> list[str]:
+        """Put the finished background results into `new` (re-based on it); returns their kinds."""
+        if self._background is None:
+            return []
+        kinds = []
+        for result in self._background.take():
+            dropped = result.apply(new)
+            if dropped is None:  # stale: its files are garbage for the next collection
+                self._background.done(result.kind)
+                continue
+            self._deleted.drop(dropped[contains(self._deleted.ids(), dropped)])
+            self._written.update(result.written)
+            self._close_segment_reader()  # shards may have been replaced
+            kinds.append(result.kind)
+        return kinds
+
+    def _publish_background(self) -> None:
+        """On the job's thread: publish its result as a generation now, unless changes are buffered
+        (then the next commit carries it), and start what is due next."""
+        with self._mutex:
+            if self._dirty or not self._lock.held:
+                return
+            self._publish_background_now()
+            self._schedule_maintenance()
+
+    def _reserve_shard(self) -> int:
+        with self._mutex:
+            number = self._next_shard
+            self._next_shard += 1
+            return number
+
+    def _snapshot(self) -> Snapshot:
+        generation = self._next_generation()
+        self._generation_floor = generation  # no commit takes this number: the job's files carry it
+        return Snapshot(
+            self.root,
+            copy.deepcopy(self._base),
+            generation,
+            self._reserve_shard,
+            self._codes.limits,
+            self._committed_manifest,
+            self._background.cancel,  # type: ignore[union-attr]
+        )
+
+    def _committed_manifest(self) -> dict:
+        with self._mutex:
+            return copy.deepcopy(self._base)
+
+    def _schedule_maintenance(self) -> None:
+        """Start the merge and the re-training that are due, each unless one of its kind is in flight."""
+        bg = self._background
+        if bg is None or bg.error is not None or self._closing:
+            return
+        if self.merge_policy is not None and not bg.lane_busy(background.MERGE):
+            counts = [int(e["count"]) for e in self._base["shards"]]
+            start = merge_start(counts, max_size=self.max_shard_size, policy=self.merge_policy)
+            if start is not None:
+                snap, size = self._snapshot(), self.max_shard_size
+                bg.start(background.MERGE, lambda: background.run_merge(snap, start, size))
+        deleted = int(self._base.get("num_deleted") or 0)
+        if not bg.lane_busy(background.RETRAIN) and self._codes.training_wanted(self._base, deleted):
+            snap = self._snapshot()
+            bg.start(background.RETRAIN, lambda: background.run_retrain(snap))
+
+    @property
+    def maintenance_running(self) -> list[str]:
+        """The background jobs running now ("merge", "retrain")."""
+        return [] if self._background is None else self._background.running
+
+    def finish_maintenance(self) -> int:
+        """Commit buffered changes, then run every merge and re-training that is due, waiting for each.
+
+        In inline mode there is nothing left to do. A background job that failed is raised here (its
+        result was never published: the index is as its last commit left it).
+
+        Returns:
+            The generation now current for this writer.
+        """
+        self._check_open()
+        self.commit()
+        bg = self._background
+        while bg is not None:
+            bg.wait()
+            with self._mutex:
+                if bg.error is not None:
+                    error, bg.error = bg.error, None
+                    raise error
+                if bg.ready:  # a result left for the next commit: publish it now
+                    if self._dirty:
+                        self.commit()
+                    else:
+                        self._publish_background_now()
+                self._schedule_maintenance()
+                if not bg.busy:
+                    break
+        return self.generation
+
+    def _publish_background_now(self) -> None:
+        with self._device_errors("publishing background maintenance"):
+            generation = self._next_generation()
+            new = copy.deepcopy(self._base)
+            done = self._apply_background(new)
+            if done:
+                try:
+                    self._publish(new, generation)
+                finally:
+                    for kind in done:
+                        self._background.done(kind)  # type: ignore[union-attr]
 
     def compact(self, *, target_shard_size: int = 100_000) -> int:
         """Merge runs of small shards into shards of up to `target_shard_size` live vectors.
@@ -601,10 +740,11 @@ class IndexWriter:
         self._check_open()
         if target_shard_size < 1:
             raise ValueError(f"target_shard_size must be at least 1, not {target_shard_size}")
-        self._close_segment_reader()  # compaction replaces shards
-        self.commit()
-        with self._device_errors("compacting"):
-            return self._compact(target_shard_size)
+        self.finish_maintenance()  # commits, and no background job replaces shards meanwhile
+        with self._mutex:
+            self._close_segment_reader()  # compaction replaces shards
+            with self._device_errors("compacting"):
+                return self._compact(target_shard_size)
 
     def _compact(self, target_shard_size: int) -> int:
         deleted = self.deleted_ids()
@@ -646,8 +786,8 @@ class IndexWriter:
         self._check_open()
         if not self.staged:
             raise StoreError("promote() applies only to a staged writer (writer(..., staged=True))")
-        self.commit()
-        with self._device_errors("promoting the rebuilt generation"):
+        self.finish_maintenance()  # commits; the promoted generation is a maintained one
+        with self._mutex, self._device_errors("promoting the rebuilt generation"):
             return self._promote()
 
     def _promote(self) -> int:
@@ -677,10 +817,34 @@ class IndexWriter:
     # ----- lifetime -----
 
     def close(self) -> None:
-        """Release the lock, discarding uncommitted changes."""
-        self._vectors, self._tables = [], []
-        self._close_segment_reader()
-        self._lock.release()
+        """Release the lock, discarding uncommitted changes.
+
+        In background mode a running job is stopped at its next read of vectors and waited for (never
+        abandoned: its thread writes into the index); a finished result is published. What was not
+        finished is left to the next writer, which finds it due again (`finish_maintenance()` first to
+        have it done now).
+        """
+        bg = self._background
+        if bg is not None and self._lock.held:
+            self._closing = True
+            bg.cancel.set()
+            bg.wait()  # without the mutex: the job takes it to reserve shards and to publish
+        with self._mutex:
+            self._vectors, self._tables, self._schema = [], [], None
+            if bg is not None and bg.busy and self._lock.held:
+                self._discard_buffers()
+                with contextlib.suppress(Exception):  # a failure leaves the last commit: nothing is lost
+                    self._publish_background_now()
+            self._close_segment_reader()
+            self._lock.release()
+
+    def _discard_buffers(self) -> None:
+        """Forget every uncommitted change (so that a publication carries none of them)."""
+        self._files = FilesLog(self.root, self._base)
+        self._deleted = DeletedLog(self.root, self._base)
+        self._records, self._dropped = {}, set()
+        self._next_id = self._pending_start
+        self._dirty = False
 
     def __enter__(self) -> IndexWriter:
         return self
