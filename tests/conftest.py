@@ -4,6 +4,12 @@ The environment is cleaned before anything imports the command line: Rich and Cl
 size and colour settings (``COLUMNS``, ``LINES``, ``NO_COLOR``, ...) once, when their consoles are made, and
 the ``VELA_*`` settings of the user running the suite must not reach the commands under test. Subprocesses
 started by tests inherit this environment.
+
+The suite runs in parallel (``python -m pytest -n 2``, pytest-xdist): each worker process is limited to
+one thread of torch, BLAS and FAISS (two workers on two cores, never four threads fighting over them); the
+workers build the tiny checkpoint once between them, under a file lock; the tests of one module run in one
+worker (``--dist loadscope``), so a module's fixtures (an index, a trained adapter) are built once and the
+Ray tests share one Ray session (``ray_cluster``); servers started by tests take any free port.
 """
 
 from __future__ import annotations
@@ -33,6 +39,11 @@ _INHERITED = (
 )
 for _name in _INHERITED:
     os.environ.pop(_name, None)
+# A parallel run's workers (and the commands they start) share the machine's cores: one thread each, set
+# before torch or FAISS is imported (both read it once).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_name, "1")
 
 import pytest  # noqa: E402
 
@@ -44,11 +55,20 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory):
     ``VELA_CACHE_DIR`` points there for the whole session, so ``--model tiny`` in CLI subprocesses started
     by tests finds the same checkpoint instead of building another.
     """
+    from filelock import FileLock
+
     from vela_search.embedding.tiny import ensure_tiny_checkpoint, tiny_cache_dir
 
-    cache = os.environ.get("VELA_TEST_CACHE_DIR") or str(tmp_path_factory.mktemp("vela-cache"))
+    cache = os.environ.get("VELA_TEST_CACHE_DIR")
+    if not cache:
+        # The workers of a parallel run share their session's temporary root: one cache, built once.
+        shared = os.environ.get("PYTEST_XDIST_WORKER") is not None
+        root = tmp_path_factory.getbasetemp().parent if shared else tmp_path_factory.mktemp("session")
+        cache = str(root / "vela-cache")
     os.environ["VELA_CACHE_DIR"] = cache
-    return ensure_tiny_checkpoint(tiny_cache_dir())
+    os.makedirs(cache, exist_ok=True)
+    with FileLock(os.path.join(cache, ".tiny.lock")):  # the other workers wait, then find it built
+        return ensure_tiny_checkpoint(tiny_cache_dir())
 
 
 @pytest.fixture(scope="session")
@@ -70,3 +90,18 @@ def tiny_embedder_default_demos(tiny_model_dir):
     from vela_search.embedding.embedder import VelaEmbedder
 
     return VelaEmbedder.from_pretrained("tiny", demos="default", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tiny_model_dir):
+    """One local Ray for the session (started after the tiny checkpoint, so its workers find it).
+
+    Starting Ray takes seconds and its processes stay until it is shut down: every Ray test shares this
+    one. The Ray tests live in one module (tests/indexing/test_cluster.py), which a parallel run gives to
+    one worker: keep them there, so that two Ray sessions never compete for the cores.
+    """
+    ray = pytest.importorskip("ray")
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield ray
+    ray.shutdown()

@@ -88,6 +88,4 @@ def test_hit_records_round_trip():
 def test_accuracy_knobs_are_bounded(field, value, needle):
     with pytest.raises(QueryError, match=needle):
         QueryRequest(text="x", **{field: value}).validate()
-    assert (
-        QueryRequest(text="x", nprobe=8, refine=200, exact=True).validate().search_options()["refine"] == 200
-    )
+    assert QueryRequest(text="x", nprobe=8, refine=200, exact=True).validate().options.search.refine == 200

@@ -64,6 +64,14 @@ def run(
     return proc
 
 
+def in_process(*args: str | Path) -> subprocess.CompletedProcess:
+    """The console script's entry point in this process (tests/cli_in_process.py), held to the same rule:
+    no traceback in any output."""
+    proc = vela(*args)
+    assert "Traceback" not in proc.stdout + proc.stderr, f"{args}:\n{proc.stderr}"
+    return proc
+
+
 # --------------------------------------------------------------------------------- usage errors: exit 2
 USAGE_ERRORS = [
     [],  # no command: the help, as a usage error
@@ -130,24 +138,33 @@ def test_user_errors_are_one_line_and_exit_1(script, tmp_path, no_torch_env):
         (["check", "--index", tmp_path / "none"], "no index at"),
         (["query", "dog", "--index", tmp_path / "none"], "no index at"),
         (["index", empty, "--index", tmp_path / "new"], "no audio files found in"),
-        (["index", tmp_path / "typo", "--index", tmp_path / "new"], "does not exist"),
+        (["index", tmp_path / "typo", "--index", tmp_path / "new2"], "does not exist"),
         (["bench", "clotho", "--data-dir", empty], "captions not found"),
         (["bench", "audiocaps", "--data-dir", empty], "AudioCaps"),
     ]
-    for args, message in cases:
-        proc = run(*args, env=no_torch_env, timeout=60)
+    with ThreadPoolExecutor(4) as pool:
+        procs = list(pool.map(lambda case: run(*case[0], env=no_torch_env, timeout=60), cases))
+    for (args, message), proc in zip(cases, procs, strict=True):
         assert proc.returncode == 1, (args, proc.stderr)
         assert proc.stdout == "" and proc.stderr.startswith("error: ") and message in proc.stderr, (
             args,
             proc,
         )
         assert len(proc.stderr.strip().splitlines()) == 1, (args, proc.stderr)
-    assert not (tmp_path / "new").exists()  # nothing found: no empty index left behind
+    # Nothing found: no empty index left behind.
+    assert not (tmp_path / "new").exists() and not (tmp_path / "new2").exists()
+
+
+def test_user_errors_after_the_model_imports(tmp_path):
+    """Errors found once torch is loaded: the same entry point, in process (the exit status and the one
+    line are what is checked; the console script's own imports are checked above)."""
     # A Hub model that is neither cached nor reachable: the error names it, not the default model.
-    other = run("bench", "pipeline", empty, "--model", "someone/other", "--device", "cpu")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    other = in_process("bench", "pipeline", empty, "--model", "someone/other", "--device", "cpu")
     assert other.returncode == 1 and "hf download someone/other" in other.stderr, other.stderr
     assert "Qwen2-Audio" not in other.stderr
-    train = run("train", "--data", tmp_path / "none.csv", "-o", tmp_path / "out", "--device", "cpu")
+    train = in_process("train", "--data", tmp_path / "none.csv", "-o", tmp_path / "out", "--device", "cpu")
     assert train.returncode == 1 and train.stdout == "" and "none.csv" in train.stderr, train
 
 
@@ -205,17 +222,19 @@ def test_index_ctrl_c_exits_130_then_resumes_and_strict_exits_1(script, tiny_mod
     reason = next(f["reason"] for f in report["failures"] if f["path"].endswith("notes.mp3"))
     assert "contains text" in reason and "Illegal Audio-MPEG-Header" in reason
 
-    info = run("info", "--index", idx, "--json")
+    # What the resumed index answers: the same entry point in process (what is printed and the exit
+    # status; the process boundary was the point above).
+    info = in_process("info", "--index", idx, "--json")
     assert info.returncode == 0 and json.loads(info.stdout)["vectors"] == clips
-    check = run("check", "--index", idx, "--json")
+    check = in_process("check", "--index", idx, "--json")
     assert check.returncode == 0 and isinstance(json.loads(check.stdout), dict), check.stderr
-    compact = run("compact", "--index", idx, "--json")
+    compact = in_process("compact", "--index", idx, "--json")
     assert compact.returncode == 0 and "generation" in json.loads(compact.stdout)
 
     # --queries: every line answered on stdout as JSON; a failing line makes the exit status 1.
     queries = tmp_path / "queries.txt"
     queries.write_text("a low hum\n# skipped\n" + "hum " * 20_000 + "\nbirds\n")
-    answered = run("query", "--queries", queries, "--index", idx, "--device", "cpu", "--json")
+    answered = in_process("query", "--queries", queries, "--index", idx, "--device", "cpu", "--json")
     assert answered.returncode == 1, answered.stderr
     lines = [json.loads(line) for line in answered.stdout.splitlines()]
     assert [("error" in line) for line in lines] == [False, True, False]

@@ -1,6 +1,6 @@
 """`index --ray`: the same index as the single-process path, built by decode tasks and embedding actors on a
-real local Ray (one `ray.init(num_cpus=2)` for the module), through faults: broken files, the driver killed
-with SIGKILL, an embedding actor killed mid-run, a second writer."""
+real local Ray (the session's `ray_cluster`, tests/conftest.py), through faults: broken files, the driver
+killed with SIGKILL, an embedding actor killed mid-run, a second writer."""
 
 from __future__ import annotations
 
@@ -36,16 +36,6 @@ _RUN_FIELDS = {"index_dir", "seconds", "workers"}
 
 
 @pytest.fixture(scope="module")
-def ray_cluster(tiny_model_dir):
-    """A local Ray for the module (started after the tiny checkpoint, so its workers find it)."""
-    ray = pytest.importorskip("ray")
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
-    yield ray
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def exact_emb(tiny_model_dir):
     """The tiny model embedding one window per forward: its vectors do not depend on what shares a batch,
     so two runs that batch windows differently must still agree bit for bit."""
@@ -67,8 +57,29 @@ def _summary(report) -> dict:  # noqa: ANN001
     return {k: v for k, v in data.items() if k not in _RUN_FIELDS}
 
 
+def _parent(pid: int) -> int:
+    """The parent process of ``pid`` (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read().decode(errors="replace")
+    except OSError:
+        return 0
+    return int(stat.rsplit(")", 1)[1].split()[1])  # the field after the (command), which may hold spaces
+
+
+def _ours(pid: int) -> bool:
+    """Whether ``pid`` descends from this test process (the Ray it started): another test run on the same
+    machine has embedding actors of its own."""
+    me = os.getpid()
+    while pid > 1:
+        pid = _parent(pid)
+        if pid == me:
+            return True
+    return False
+
+
 def _actor_pids() -> list[int]:
-    """Processes of the embedding actors (Ray titles them after the Dataset stage)."""
+    """Processes of this session's embedding actors (Ray titles them after the Dataset stage)."""
     pids = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -77,7 +88,7 @@ def _actor_pids() -> list[int]:
                     title = fh.read().decode(errors="replace")
             except OSError:
                 continue
-            if title.startswith("ray::") and "WindowEmbedder" in title:
+            if title.startswith("ray::") and "WindowEmbedder" in title and _ours(int(entry)):
                 pids.append(int(entry))
     return pids
 

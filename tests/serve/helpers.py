@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -27,35 +27,37 @@ def copy_index(index: Path, dest: Path) -> Path:
     return dest
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def start_server(index: Path, *args: str, port: int | None = None) -> tuple[subprocess.Popen, str]:
-    """`vela-search serve --index INDEX --port N` in a subprocess; returns it and its URL once it answers."""
+    """`vela-search serve --index INDEX` in a subprocess; returns it and its URL once it answers.
+
+    Without ``port`` the server takes any free port (``--port 0``) and its URL is read from the
+    ``serve.json`` it writes beside the index once it listens, recorded with its process id: a port picked
+    here beforehand could be taken meanwhile by another process on this machine (a parallel test run),
+    whose server would then answer in its place.
+    """
     import urllib.request
 
-    port = port or free_port()
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     proc = subprocess.Popen(
-        index_command("serve", "--index", str(index), "--port", str(port), *args),
+        index_command("serve", "--index", str(index), "--port", str(port or 0), *args),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=env,
     )
-    url = f"http://127.0.0.1:{port}"
+    record = Path(index) / "serve.json"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"server exited early: {proc.stderr.read()}")
         try:
-            with urllib.request.urlopen(url + "/healthz", timeout=2):
-                return proc, url
-        except OSError:
-            time.sleep(0.2)
+            served = json.loads(record.read_text())
+            if served.get("pid") == proc.pid:
+                with urllib.request.urlopen(served["url"] + "/healthz", timeout=2):
+                    return proc, served["url"]
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.2)
     proc.kill()
     raise AssertionError("server did not answer within 120 s")
 

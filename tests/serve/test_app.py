@@ -10,10 +10,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 from audio_factory import tone, write_audio
+from cli_in_process import vela
 from fastapi.testclient import TestClient
 
+import vela_search.search.request as request_module
+import vela_search.search.searcher as searcher_module
 from vela_search.audio import decode_audio
 from vela_search.search import QueryRequest, Searcher, hit_record, load_index_embedder, run_query
+from vela_search.search.options import SearchOptions
 from vela_search.serve.app import STATIC_DIR, create_app
 from vela_search.serve.service import ServeSettings, Service
 from vela_search.store import AudioIndex
@@ -422,3 +426,53 @@ def test_an_empty_index_is_served_and_says_so(tmp_path, serve_collection):
         assert info["vectors"] == 0 and info["files"] == 0
         assert_error(test_client.post("/api/search", json={"query": "dog"}), 409, "holds no vectors")
         assert_error(test_client.post("/api/search/like", json={"segment_id": 0}), 409, "holds no vectors")
+
+
+# ------------------------------------------------------------------------------------- checked once
+def test_a_request_is_checked_once_where_it_enters(client, local_searcher, serve_collection, monkeypatch):
+    """Python's run_query, the HTTP API and the command line each check a request once: the layers
+    under the entry (run_query given a CheckedQuery, the service, the Searcher) take it as it is."""
+    checks: list[str] = []
+    real_options, real_text = SearchOptions.checked.__func__, request_module.check_text_query
+
+    def options(cls, **given):  # noqa: ANN001, ANN003
+        checks.append("options")
+        return real_options(cls, **given)
+
+    def text(*args, **kwargs):  # noqa: ANN002, ANN003
+        checks.append("text")
+        return real_text(*args, **kwargs)
+
+    monkeypatch.setattr(SearchOptions, "checked", classmethod(options))
+    monkeypatch.setattr(request_module, "check_text_query", text)
+    monkeypatch.setattr(searcher_module, "check_text_query", text)
+    audio, index = serve_collection
+    like = str(audio / "long.wav")
+    for request, expected in [
+        (QueryRequest(text="a low hum", k=3), ["text", "options"]),
+        (QueryRequest(text="a low hum", mode="hybrid", k=3), ["text", "options"]),
+        (QueryRequest(text="a low hum", k=3, rerank=2), ["text", "options"]),
+        (QueryRequest(like=like, k=3), ["options"]),
+    ]:
+        checks.clear()
+        assert run_query(local_searcher, request)
+        assert checks == expected, request
+        checked = request.validate()
+        checks.clear()
+        assert run_query(local_searcher, checked) and checks == [], request
+    # The Searcher's own methods are an entry too (Python callers): they check their keywords once.
+    checks.clear()
+    local_searcher.search("a low hum", k=3)
+    assert checks == ["options", "text"]
+
+    checks.clear()
+    status, answer = post(client, "/api/search", {"query": "a low hum", "k": 3})
+    assert status == 200 and answer["hits"] and checks == ["text", "options"], answer
+    checks.clear()
+    status, answer = post(client, "/api/search/like", {"path": like, "k": 3})
+    assert status == 200 and answer["hits"] and checks == ["options"], answer
+
+    checks.clear()
+    done = vela("query", "a low hum", "--index", index, "-k", "3", "--json")
+    assert done.returncode == 0 and json.loads(done.stdout), done.stderr
+    assert checks == ["text", "options"]

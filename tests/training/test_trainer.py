@@ -159,37 +159,45 @@ def test_checkpoints_hold_the_full_state(trained):
 
 
 # -------------------------------------------------------------------------------- resume / interrupts
-def test_interrupt_then_resume_equals_one_uninterrupted_run(trained, tmp_path):
+def test_interrupt_then_resume_equals_one_uninterrupted_run(tiny_model_dir, tmp_path):
+    # A short run of the acceptance settings (what is compared does not need the long one's learning):
+    # checkpoints and an evaluation at the half, where Ctrl-C comes.
+    steps, half = 8, 4
+
+    def short(out: Path, **overrides) -> TrainConfig:
+        return config(out, max_steps=steps, eval_every=half, save_every=half, eval_fraction=0.05, **overrides)
+
+    whole = train(short(tmp_path / "whole"))
     out = tmp_path / "run"
 
     def ctrl_c_at_half(event):
-        if event.kind == "step" and event.step == HALF:
+        if event.kind == "step" and event.step == half:
             # As a user's Ctrl-C: the step finishes, then it stops. raise_signal delivers it to this thread
             # before it returns; a signal sent to the process (os.kill) may be taken by any thread, torch's
             # workers included, which would leave its arrival relative to the next step to chance.
             signal.raise_signal(signal.SIGINT)
 
-    first = train(config(out), progress=ctrl_c_at_half)
-    assert first.interrupted and first.steps == HALF and first.embedder is None
-    assert first.checkpoint == out / "checkpoints" / f"step-{HALF}"
+    first = train(short(out), progress=ctrl_c_at_half)
+    assert first.interrupted and first.steps == half and first.embedder is None
+    assert first.checkpoint == out / "checkpoints" / f"step-{half}"
     assert not (out / "adapter_config.json").exists()
     # Same seed, same data order: the same curve. Compared to a tight tolerance rather than bit for bit:
     # two runs in one process may place tensors at different alignments, and CPU BLAS kernels chosen by
     # alignment round differently in the last bits.
-    assert first.loss_curve == pytest.approx(trained.loss_curve[:HALF], rel=1e-6, abs=1e-7)
+    assert first.loss_curve == pytest.approx(whole.loss_curve[:half], rel=1e-6, abs=1e-7)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
     events = []
-    second = train(config(out, resume=True), progress=events.append)
+    second = train(short(out, resume=True), progress=events.append)
     assert second.resumed_from == first.checkpoint
-    assert second.steps == STEPS and not second.interrupted
-    assert [e.step for e in events if e.kind == "step"] == list(range(HALF + 1, STEPS + 1))
-    assert second.loss_curve[:HALF] == first.loss_curve
-    assert second.loss_curve == pytest.approx(trained.loss_curve, rel=1e-5, abs=1e-6)
-    assert second.eval_before == pytest.approx(trained.eval_before, rel=1e-6, abs=1e-7)
-    assert second.eval_after["triplet_accuracy"] == pytest.approx(trained.eval_after["triplet_accuracy"])
+    assert second.steps == steps and not second.interrupted
+    assert [e.step for e in events if e.kind == "step"] == list(range(half + 1, steps + 1))
+    assert second.loss_curve[:half] == first.loss_curve
+    assert second.loss_curve == pytest.approx(whole.loss_curve, rel=1e-5, abs=1e-6)
+    assert second.eval_before == pytest.approx(whole.eval_before, rel=1e-6, abs=1e-7)
+    assert second.eval_after["triplet_accuracy"] == pytest.approx(whole.eval_after["triplet_accuracy"])
     ours = load_file(out / "adapter_model.safetensors")
-    theirs = load_file(trained.output / "adapter_model.safetensors")
+    theirs = load_file(whole.output / "adapter_model.safetensors")
     assert ours.keys() == theirs.keys()
     for key in ours:
         torch.testing.assert_close(ours[key], theirs[key], atol=1e-5, rtol=1e-4)

@@ -26,7 +26,7 @@ from vela_search.cli.common import (
 )
 
 if TYPE_CHECKING:
-    from vela_search.search import Hit, QueryRequest, Searcher
+    from vela_search.search import CheckedOptions, CheckedQuery, Hit, QueryRequest, Searcher
     from vela_search.store import AudioIndex
 
 DEFAULT_K = 10  # mirrors vela_search.search.DEFAULT_K (imported lazily to keep --help instant)
@@ -236,21 +236,18 @@ def _run_command(request: QueryRequest, run: QueryRun) -> None:
     """Check the request where it enters, then answer it from a running server or here, and print it."""
     # Everything that can be checked without the model is checked first: loading a 7B model takes a while.
     _check_flags(request, run)
-    lines = None
     if run.queries is not None:
         lines = _query_source(run.queries)  # opened now: a wrong path fails before the model loads
-        request.validate_options()  # each line's text is checked as it is read
-    else:
-        request.validate()
+        options = request.validate_options()  # once; each line's query is checked as it is read
+        if _answer_lines_here(resolve_index(run.index), request, options, lines, run):
+            raise typer.Exit(1)
+        return
+    checked = request.validate()
     root = resolve_index(run.index)
     # A running `vela-search serve` for this index answers at once, with the model it keeps loaded.
     if _server_can_answer(request, run) and _answer_from_server(root, request, run):
         return
-    if lines is not None:
-        if _answer_lines_here(root, request, lines, run):
-            raise typer.Exit(1)
-        return
-    hits, notice = _answer_here(root, request, run)
+    hits, notice = _answer_here(root, checked, run)
     _print_hits(hits, notice, request, run)
 
 
@@ -283,28 +280,32 @@ def _answer_from_server(root: Path, request: QueryRequest, run: QueryRun) -> boo
     return True
 
 
-def _answer_here(root: Path, request: QueryRequest, run: QueryRun) -> tuple[list[Hit], str | None]:
-    """The hits of one query, searched in this process, and the notice that applies to them."""
+def _answer_here(root: Path, checked: CheckedQuery, run: QueryRun) -> tuple[list[Hit], str | None]:
+    """The hits of one checked query, searched in this process, and the notice that applies to them."""
     from vela_search.search import run_query
 
     with _open_index(root) as idx:
-        request = _with_clip(request)
-        searcher = _searcher(idx, request, run)
-        hits = run_query(searcher, request)
+        checked = _with_clip(checked)
+        searcher = _searcher(idx, checked.request, run)
+        hits = run_query(searcher, checked)
         if searcher.embedder is None:
             _print_notice(searcher.notice)  # no model load announced it
     return hits, searcher.notice
 
 
-def _answer_lines_here(root: Path, template: QueryRequest, lines: Iterator[str], run: QueryRun) -> int:
+def _answer_lines_here(
+    root: Path, template: QueryRequest, options: CheckedOptions, lines: Iterator[str], run: QueryRun
+) -> int:
     """Answer every text query of ``lines`` with one model load, as ``template`` asks for each.
+
+    ``options`` are the template's options, checked once for every line.
 
     Returns:
         How many queries failed.
     """
     with _open_index(root) as idx:
         searcher = _searcher(idx, template, run)
-        return _answer_lines(searcher, template, lines, run)
+        return _answer_lines(searcher, template, options, lines, run)
 
 
 @contextmanager
@@ -321,14 +322,14 @@ def _open_index(root: Path) -> Iterator[AudioIndex]:
         idx.close()
 
 
-def _with_clip(request: QueryRequest) -> QueryRequest:
-    """An audio request with its clip decoded: before the model loads, so a bad file or span fails fast."""
+def _with_clip(checked: CheckedQuery) -> CheckedQuery:
+    """An audio query with its clip decoded: before the model loads, so a bad file or span fails fast."""
     from vela_search.search import load_query_clip
 
+    request = checked.request
     if request.kind != "audio":
-        return request
-    clip = load_query_clip(request.audio, request.start_s, request.end_s)  # type: ignore[arg-type]
-    return replace(request, audio=clip, start_s=None, end_s=None)
+        return checked
+    return checked.with_clip(load_query_clip(request.audio, request.start_s, request.end_s))  # type: ignore[arg-type]
 
 
 def _searcher(idx: AudioIndex, request: QueryRequest, run: QueryRun) -> Searcher:
@@ -519,10 +520,13 @@ def _stdin_lines() -> Iterator[str]:
         yield line
 
 
-def _answer_lines(searcher: Searcher, template: QueryRequest, lines: Iterator[str], run: QueryRun) -> int:
+def _answer_lines(
+    searcher: Searcher, template: QueryRequest, options: CheckedOptions, lines: Iterator[str], run: QueryRun
+) -> int:
     """Answer every query of ``lines`` with one searcher; a bad query is reported and skipped.
 
-    Each line is a text query with the options of ``template``, checked where it is read.
+    Each line is a text query with the options of ``template`` (``options``, checked already), checked
+    where it is read.
 
     Returns:
         How many queries failed.
@@ -536,7 +540,7 @@ def _answer_lines(searcher: Searcher, template: QueryRequest, lines: Iterator[st
         if not text or text.startswith("#"):
             continue
         try:
-            hits = run_query(searcher, replace(template, text=text).validate())
+            hits = run_query(searcher, replace(template, text=text).validate(options))
         except VelaError as exc:
             failed += 1
             _print_line_error(text, exc, run)

@@ -10,7 +10,8 @@ Modules:
 - ``searcher``: the :class:`Searcher` (text, audio and vector queries, over-fetch for grouping).
 - ``hits``: the :class:`Hit` result and its display helpers.
 - ``grouping``: turning the store's segment hits into per-file hits with duplicate paths.
-- ``request``: a :class:`QueryRequest` and :func:`run_query`, shared by the CLI and the HTTP service.
+- ``request``: a :class:`QueryRequest`, checked once where it enters (:class:`CheckedQuery`), and
+  :func:`run_query`, shared by the CLI and the HTTP service.
 - ``validation``: checks that need no model (k, mode, text, path filter, an empty index).
 - ``rerank``: the audio LLM judges the top N hits against the query; the order combines both scores.
 - ``clips``: the audio clip a query by example is embedded from.
@@ -22,7 +23,13 @@ from __future__ import annotations
 from vela_search.search.clips import AUDIO_QUERY_WINDOW_S, MAX_AUDIO_QUERY_S, load_query_clip
 from vela_search.search.hits import Hit, HitRecord, format_timestamp, hit_record, relative_to_root
 from vela_search.search.index_embedder import check_compatible, embedder_spec, load_index_embedder
-from vela_search.search.request import QueryRequest, hits_from_records, run_query
+from vela_search.search.request import (
+    CheckedOptions,
+    CheckedQuery,
+    QueryRequest,
+    hits_from_records,
+    run_query,
+)
 from vela_search.search.rerank import DEFAULT_RERANK, MAX_RERANK, check_rerank, rerank_hits
 from vela_search.search.searcher import Searcher
 from vela_search.search.validation import (
@@ -47,6 +54,8 @@ __all__ = [
     "MAX_K",
     "MAX_RERANK",
     "TEXT_MODES",
+    "CheckedOptions",
+    "CheckedQuery",
     "Hit",
     "HitRecord",
     "QueryRequest",

@@ -27,7 +27,8 @@ import pyarrow.compute as pc
 
 from vela_search.search.hits import Hit
 from vela_search.search.lexical import LexicalHit, LexicalIndex, snapshot_key
-from vela_search.search.validation import MAX_K
+from vela_search.search.options import SearchOptions
+from vela_search.search.validation import MAX_K, check_not_empty
 
 if TYPE_CHECKING:
     from vela_search.search.searcher import Searcher
@@ -107,6 +108,8 @@ def search_with_words(
 ) -> list[Hit]:
     """A text query in ``words``/``hybrid`` mode, or a vector-mode text query with field filters.
 
+    The query and its options were checked where the request entered (:meth:`QueryRequest.validate`;
+    ``path_glob`` normalised as :class:`SearchOptions` holds it): they are not checked again here.
     ``vector``: the query's embedding when the caller made it already (the service's micro-batches);
     ``nprobe``, ``refine``, ``exact``: the vector search's accuracy knobs, as in :meth:`Searcher.search`.
 
@@ -123,20 +126,24 @@ def search_with_words(
     if mode != "words":
         vmode = "caption" if mode == "hybrid" else mode
 
-        def sound(depth: int) -> list[Hit]:
-            knobs = {
-                "k": depth,
-                "path_glob": path_glob,
-                "duration": duration,
-                "nprobe": nprobe,
-                "refine": refine,
-            }
-            if vector is not None:
-                return searcher.search_vectors(vector, exact=exact, **knobs)[0]  # type: ignore[arg-type]
-            return searcher.search(text, mode=vmode, exact=exact, **knobs)  # type: ignore[arg-type]
+        embedded: list[np.ndarray] = []
 
+        # The request was checked where it entered: the Searcher's trusted calls, no second check.
         def query_vector() -> np.ndarray:
-            return vector if vector is not None else searcher.embed_query(text, mode=vmode)
+            if vector is not None:
+                return vector
+            if not embedded:  # once, however many depths the filtered search tries
+                from vela_search.embedding.embedder import EmbedItem
+
+                check_not_empty(index)  # before the model runs
+                embedded.append(searcher.embed([EmbedItem(vmode, text=text)])[0])
+            return embedded[0]
+
+        def sound(depth: int) -> list[Hit]:
+            options = SearchOptions(
+                k=depth, path_glob=path_glob, duration=duration, nprobe=nprobe, refine=refine, exact=exact
+            )
+            return searcher.search_checked(query_vector(), options)[0]
 
         # The sound ranking's depth: 2 x k (at least 20) for fusion, which keeps hybrid's vector search
         # close to a plain one's cost (docs/benchmarks.md); k for a vector mode with field filters.

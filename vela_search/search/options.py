@@ -1,4 +1,9 @@
-"""The options every search takes (k, filters, grouping, accuracy knobs), checked once where they enter."""
+"""The options every search takes (k, filters, grouping, accuracy knobs), checked once where they enter.
+
+:meth:`SearchOptions.checked` is the one check; what it returns is taken as it is by everything under it
+(`Searcher.search_checked`, the words and hybrid search). Code that derives options from checked ones
+(a deeper candidate pool, the re-ranked top N) builds them with the constructor or ``dataclasses.replace``.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ __all__ = ["SearchOptions"]
 
 @dataclass(frozen=True)
 class SearchOptions:
-    """Checked options of one search; build it with :meth:`checked`.
+    """Checked options of one search; build it from a caller's values with :meth:`checked`.
 
     Attributes:
         k: hits, 1..MAX_K (files when grouped, segments otherwise).

@@ -2,13 +2,16 @@
 
 The command line (``vela-search query``) and the HTTP service (``vela-search serve``) both describe a
 search as a :class:`QueryRequest` and answer it with :func:`run_query`, so a query means the same thing,
-is refused with the same message and returns the same hits (:func:`hit_record`) on either path.
+is refused with the same message and returns the same hits (:func:`hit_record`) on either path. A request
+is checked once, where it enters: :meth:`QueryRequest.validate` turns it into a :class:`CheckedQuery`,
+which :func:`run_query` and the `Searcher` methods under it take as it is (a plain request given to
+:func:`run_query`, as Python callers give one, is validated there).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +22,7 @@ from vela_search.search.hits import Hit, HitRecord, hit_record
 from vela_search.search.hybrid import WORD_MODES, attach_words, search_with_words
 from vela_search.search.options import SearchOptions
 from vela_search.search.rerank import check_rerank
-from vela_search.search.validation import DEFAULT_K, check_text_query
+from vela_search.search.validation import DEFAULT_K, check_not_empty, check_text_query
 from vela_search.search.where import parse_where
 
 if TYPE_CHECKING:
@@ -27,8 +30,17 @@ if TYPE_CHECKING:
     from vela_search.embedding.judge import JudgeReference
     from vela_search.embedding.judge_prompt import JudgePrompt
     from vela_search.search.searcher import Searcher
+    from vela_search.search.where import Condition
 
-__all__ = ["HitRecord", "QueryRequest", "hit_record", "hits_from_records", "run_query"]
+__all__ = [
+    "CheckedOptions",
+    "CheckedQuery",
+    "HitRecord",
+    "QueryRequest",
+    "hit_record",
+    "hits_from_records",
+    "run_query",
+]
 
 
 @dataclass(frozen=True)
@@ -107,11 +119,15 @@ class QueryRequest:
         """Whether a filter may have removed hits (for the "no hits" hint)."""
         return self.path_glob is not None or self.min_score is not None or self.duration is not None
 
-    def validate(self) -> QueryRequest:
+    def validate(self, options: CheckedOptions | None = None) -> CheckedQuery:
         """Every check that needs no model and no index, so that a bad query fails before any slow work.
 
+        Args:
+            options: this request's options when they were checked already (:meth:`validate_options`:
+                ``query --queries`` checks them once, then each line's query as it is read).
+
         Returns:
-            The request itself.
+            The request, checked: what :func:`run_query` takes without checking it again.
 
         Raises:
             QueryError: no query or more than one, an empty text, an unknown mode, an instruction outside
@@ -140,19 +156,22 @@ class QueryRequest:
             raise QueryError("an instruction applies to a text query in instruction mode only")
         if self.kind != "text" and (self.where or self.mode in WORD_MODES):
             raise QueryError("words mode, hybrid mode and --where filters apply to text queries")
-        return self.validate_options()
+        return CheckedQuery(self, options if options is not None else self.validate_options())
 
-    def validate_options(self) -> QueryRequest:
-        """The checks of the options alone (k, filters, accuracy knobs), for any query.
+    def validate_options(self) -> CheckedOptions:
+        """The checks of the options alone (k, filters, accuracy knobs, re-ranking), for any query.
+
+        Returns:
+            The options in the form the search takes them.
 
         Raises:
-            QueryError: k, nprobe or refine out of bounds, a bad score or duration filter, an empty path
-                filter, a non-boolean exact.
+            QueryError: k, nprobe, refine or rerank out of bounds, a bad score, duration or field filter,
+                an empty path filter, a non-boolean exact.
         """
-        SearchOptions.checked(**self.search_options())
-        parse_where(self.where)
+        search = SearchOptions.checked(**self.search_options())
+        where = tuple(parse_where(self.where))
         check_rerank(self.rerank)
-        return self
+        return CheckedOptions(search=search, where=where)
 
     def embed_item(self, clip: np.ndarray | None = None) -> EmbedItem:
         """What the model embeds for a text or audio query (``clip``: the decoded audio, for audio queries).
@@ -220,19 +239,53 @@ class QueryRequest:
         }
 
 
+@dataclass(frozen=True)
+class CheckedOptions:
+    """A request's options as :meth:`QueryRequest.validate_options` checked them.
+
+    Attributes:
+        search: the vector search's options (k, filters, grouping, accuracy knobs).
+        where: the field filters, parsed.
+    """
+
+    search: SearchOptions
+    where: tuple[Condition, ...] = ()
+
+
+@dataclass(frozen=True)
+class CheckedQuery:
+    """A request that passed :meth:`QueryRequest.validate`, with its options in the form the search takes.
+
+    Made where a request enters (the command line, the HTTP routes, :func:`run_query` for Python callers);
+    :func:`run_query` and the `Searcher` methods it calls take it as it is, without checking it again.
+
+    Attributes:
+        request: the request as given.
+        options: its options, checked.
+    """
+
+    request: QueryRequest
+    options: CheckedOptions
+
+    def with_clip(self, clip: np.ndarray) -> CheckedQuery:
+        """This audio query with its clip decoded already (the span is cut: nothing left to check)."""
+        return replace(self, request=replace(self.request, audio=clip, start_s=None, end_s=None))
+
+
 def run_query(
     searcher: Searcher,
-    request: QueryRequest,
+    query: QueryRequest | CheckedQuery,
     *,
     vector: np.ndarray | None = None,
     clip: np.ndarray | None = None,
     on_model_thread: Callable[[Callable[[], np.ndarray]], np.ndarray] | None = None,
 ) -> list[Hit]:
-    """Answer ``request`` with ``searcher``.
+    """Answer ``query`` with ``searcher``.
 
     Args:
         searcher: the index and (for text and audio queries) its embedder.
-        request: the query, validated here again.
+        query: the query: checked where it entered (a :class:`CheckedQuery`, taken as it is), or a
+            :class:`QueryRequest`, validated here.
         vector: the query's unit vector when the caller embedded it already (e.g. in a batch with other
             queries); otherwise text and audio queries are embedded by the searcher's embedder.
         clip: the decoded clip of an audio query, when the caller decoded it already (re-ranking judges
@@ -242,26 +295,28 @@ def run_query(
     Raises:
         QueryError, EmptyIndexError, AudioDecodeError: as the Searcher's methods.
     """
-    request.validate()
+    checked = query if isinstance(query, CheckedQuery) else query.validate()
+    request, options = checked.request, checked.options
     if request.kind == "text" and (request.where or request.mode in WORD_MODES):
+        search = options.search
         return search_with_words(
             searcher,
             request.text,  # type: ignore[arg-type]
             mode=request.mode,
-            where=parse_where(request.where),
-            k=request.k,
-            path_glob=request.path_glob,
-            duration=request.duration,
-            min_score=request.min_score,
+            where=list(options.where),
+            k=search.k,
+            path_glob=search.path_glob,
+            duration=search.duration,
+            min_score=search.min_score,
             vector=vector,
-            nprobe=request.nprobe,
-            refine=request.refine,
-            exact=request.exact,
+            nprobe=search.nprobe,
+            refine=search.refine,
+            exact=search.exact,
         )
-    options = request.search_options()
+    search = options.search
     if request.rerank:
-        options["k"] = max(request.k, request.rerank)  # judge the top N even when fewer are shown
-    hits = _vector_hits(searcher, request, options, vector, clip)
+        search = replace(search, k=max(search.k, request.rerank))  # judge the top N even when fewer show
+    hits = _vector_hits(searcher, request, search, vector, clip)
     if not request.rerank:
         return hits
     reference = request.judge_reference(searcher, clip)
@@ -274,23 +329,23 @@ def run_query(
 def _vector_hits(
     searcher: Searcher,
     request: QueryRequest,
-    options: dict[str, Any],
+    options: SearchOptions,
     vector: np.ndarray | None,
     clip: np.ndarray | None,
 ) -> list[Hit]:
-    if vector is not None:
-        return attach_words(searcher.index, searcher.search_vectors(vector, **options)[0])
-    kind = request.kind
-    if kind == "like":
-        return searcher.search_like(request.like, request.start_s, request.end_s, **options)  # type: ignore[arg-type]
-    if kind == "like_segment":
-        return searcher.search_like_segment(request.like_segment, **options)  # type: ignore[arg-type]
-    if kind == "audio":
-        if clip is not None:
-            return searcher.search_audio(clip, **options)
-        return searcher.search_audio(request.audio, request.start_s, request.end_s, **options)  # type: ignore[arg-type]
-    hits = searcher.search(request.text, mode=request.mode, instruction=request.instruction, **options)  # type: ignore[arg-type]
-    return attach_words(searcher.index, hits)
+    """The hits of a checked request by its vector: given, stored in the index, or embedded now."""
+    kind, embedded_by_caller = request.kind, vector is not None
+    if vector is None:
+        check_not_empty(searcher.index)  # before any model work or lookup, as the Searcher's methods do
+        if kind == "like":
+            vector = searcher.file_vector(request.like, request.start_s, request.end_s)  # type: ignore[arg-type]
+        elif kind == "like_segment":
+            vector = searcher.segment_vector(request.like_segment)  # type: ignore[arg-type]
+        else:
+            vector = searcher.embed([request.embed_item(clip)])
+    hits = searcher.search_checked(vector, options)[0]
+    # Words beside the hits of a text query, and of what a server embedded (text or audio) in its batches.
+    return attach_words(searcher.index, hits) if kind == "text" or embedded_by_caller else hits
 
 
 def hits_from_records(records: list[HitRecord]) -> list[Hit]:

@@ -153,10 +153,10 @@ def rerank_hits(
         hits: vector-search hits, best first.
         reference: the query as the judge reads it (a text as written, or the example clip).
         judge: scores clips against the reference (``AudioJudge.judge``, possibly on a model thread).
-        n: how many of the top hits to judge (1..MAX_RERANK; fewer hits: all of them).
+        n: how many of the top hits to judge (1..MAX_RERANK, checked by the caller: `check_rerank`;
+            fewer hits: all of them).
         vector_weight: weight of the cosine score beside the judge's probability.
     """
-    n = check_rerank(n)  # type: ignore[assignment]
     candidates = decode_candidates(hits, n)
     clips = [candidates.clips[i] for i in candidates.judged]
     log_odds = judge(reference, clips) if clips else np.zeros(0)  # type: ignore[arg-type]

@@ -244,8 +244,8 @@ class Searcher:
         from vela_search.embedding.embedder import EmbedItem
 
         items = [EmbedItem(mode, text=q, instruction=instruction) for q in queries]
-        vectors = self._embed(items)
-        return self._search_checked(vectors, options)
+        vectors = self.embed(items)
+        return self.search_checked(vectors, options)
 
     # ------------------------------------------------------------------------------------ audio queries
     def search_audio(
@@ -293,8 +293,8 @@ class Searcher:
         from vela_search.embedding.embedder import EmbedItem
 
         wave = load_query_clip(source, start_s, end_s)
-        vectors = self._embed([EmbedItem("audio", wave=wave)])
-        return self._search_checked(vectors, options)[0]
+        vectors = self.embed([EmbedItem("audio", wave=wave)])
+        return self.search_checked(vectors, options)[0]
 
     def search_like(
         self,
@@ -336,9 +336,7 @@ class Searcher:
             refine=refine,
             exact=exact,
         )
-        with self._lock:
-            vector = stored_file_vector(self.index, path, start_s=start_s, end_s=end_s)
-        return self._search_checked(vector, options)[0]
+        return self.search_checked(self.file_vector(path, start_s, end_s), options)[0]
 
     def search_like_segment(
         self,
@@ -369,9 +367,27 @@ class Searcher:
             refine=refine,
             exact=exact,
         )
+        return self.search_checked(self.segment_vector(segment_id), options)[0]
+
+    def file_vector(
+        self, path: str | Path, start_s: float | None = None, end_s: float | None = None
+    ) -> np.ndarray:
+        """The vector :meth:`search_like` searches with for an indexed file (or the span of it).
+
+        Raises:
+            QueryError: the file is not in the index, or no window overlaps the span.
+        """
         with self._lock:
-            vector = stored_segment_vector(self.index, segment_id)
-        return self._search_checked(vector, options)[0]
+            return stored_file_vector(self.index, path, start_s=start_s, end_s=end_s)
+
+    def segment_vector(self, segment_id: int) -> np.ndarray:
+        """The stored vector of a live segment of the current snapshot.
+
+        Raises:
+            QueryError: no live segment has this id.
+        """
+        with self._lock:
+            return stored_segment_vector(self.index, segment_id)
 
     def segment(self, segment_id: int) -> dict:
         """The metadata row of a live segment of the current snapshot (path, start_s, end_s, ...).
@@ -410,7 +426,7 @@ class Searcher:
         Returns:
             One list of hits per query.
         """
-        return self._search_checked(
+        return self.search_checked(
             vectors,
             self._checked(
                 k=k,
@@ -435,7 +451,16 @@ class Searcher:
         check_not_empty(self.index)
         return checked
 
-    def _search_checked(self, vectors: np.ndarray, options: SearchOptions) -> list[list[Hit]]:
+    def search_checked(self, vectors: np.ndarray, options: SearchOptions) -> list[list[Hit]]:
+        """Search with query vectors and options checked where the request entered (not again here).
+
+        ``options`` come from :meth:`SearchOptions.checked` (e.g. a
+        :class:`~vela_search.search.request.CheckedQuery`'s); the ``search_*`` methods above check their
+        keywords into one first.
+
+        Raises:
+            EmptyIndexError: the snapshot holds no vectors.
+        """
         q = np.asarray(vectors, dtype=np.float32)
         if q.ndim == 1:
             q = q[None, :]
@@ -498,9 +523,14 @@ class Searcher:
         check_text_query(query, mode, instruction)
         from vela_search.embedding.embedder import EmbedItem
 
-        return self._embed([EmbedItem(mode, text=query, instruction=instruction)])[0]
+        return self.embed([EmbedItem(mode, text=query, instruction=instruction)])[0]
 
-    def _embed(self, items: list[EmbedItem]) -> np.ndarray:
+    def embed(self, items: list[EmbedItem]) -> np.ndarray:
+        """The unit vectors of ``items`` (texts checked already), shape (n, dim).
+
+        Raises:
+            QueryError: no model, or a text that does not fit behind the prefix (only the model can tell).
+        """
         emb = self.embedder
         if emb is None:
             raise QueryError(

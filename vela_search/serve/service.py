@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vela_search.errors import QueryError, VelaError
-from vela_search.search import QueryRequest, Searcher, check_not_empty, run_query
+from vela_search.search import CheckedQuery, Searcher, check_not_empty, run_query
 from vela_search.search.hybrid import prepare_words
 from vela_search.serve.batching import DEFAULT_MAX_BATCH, DEFAULT_WINDOW_S, QueryBatcher
 from vela_search.serve.limits import DEFAULT_JSON_LIMIT
@@ -222,25 +222,25 @@ class ServedIndex:
     def search(
         self,
         generation: Generation,
-        request: QueryRequest,
+        query: CheckedQuery,
         vector: np.ndarray | None = None,
         clip: np.ndarray | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> list[Hit]:
-        """Run a request on ``generation`` (blocking: call it from a worker thread).
+        """Run a query checked where it entered on ``generation`` (blocking: call it from a worker thread).
 
         A re-ranking request's judge forwards run on the batcher's model thread (``loop`` is the event
         loop it belongs to), between embedding batches, never beside them.
         """
         on_model_thread = None
         batcher = generation.batcher
-        if request.rerank and batcher is not None and loop is not None:
+        if query.request.rerank and batcher is not None and loop is not None:
 
             def on_model_thread(work):  # type: ignore[no-untyped-def]
                 return asyncio.run_coroutine_threadsafe(batcher.run_on_model_thread(work), loop).result()
 
         searcher = generation.searcher
-        return run_query(searcher, request, vector=vector, clip=clip, on_model_thread=on_model_thread)
+        return run_query(searcher, query, vector=vector, clip=clip, on_model_thread=on_model_thread)
 
     def info(self) -> dict[str, Any]:
         """Counts, embedder and generation (for /api/indexes and the page's summary)."""
@@ -337,9 +337,10 @@ class Service:
             raise UnknownIndexError(f"unknown index {name!r}; this server serves: {served}") from None
 
     async def search(
-        self, served: ServedIndex, request: QueryRequest, clip: np.ndarray | None = None
+        self, served: ServedIndex, query: CheckedQuery, clip: np.ndarray | None = None
     ) -> tuple[Generation, list[Hit]]:
-        """Answer ``request`` within the server's time limit: the generation answering and its hits.
+        """Answer ``query`` (checked by the route it came in by) within the server's time limit: the
+        generation answering and its hits.
 
         Raises:
             ServerBusyError: the index has ``max_queue`` requests waiting already.
@@ -352,15 +353,15 @@ class Service:
         served.waiting += 1
         try:
             deadline = asyncio.get_running_loop().time() + self.settings.request_timeout_s
-            return await self._search(served, request, clip, deadline)
+            return await self._search(served, query, clip, deadline)
         finally:
             served.waiting -= 1
 
     async def _search(
-        self, served: ServedIndex, request: QueryRequest, clip: np.ndarray | None, deadline: float
+        self, served: ServedIndex, query: CheckedQuery, clip: np.ndarray | None, deadline: float
     ) -> tuple[Generation, list[Hit]]:
         loop = asyncio.get_running_loop()
-        request.validate()
+        request = query.request
         generation = await asyncio.to_thread(served.refresh)
         vector = None
         if request.needs_model:
@@ -373,7 +374,7 @@ class Service:
                 raise QueryError(f"index {served.name}: {served.note or 'no model is loaded for it'}")
             item = request.embed_item(clip)
             vector = await generation.batcher.embed(item, timeout_s=max(0.0, deadline - loop.time()))
-        hits = await asyncio.to_thread(served.search, generation, request, vector, clip, loop)
+        hits = await asyncio.to_thread(served.search, generation, query, vector, clip, loop)
         return generation, hits
 
     async def warm_up(self) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import Request
 from starlette.exceptions import HTTPException
 
-from vela_search.search import QueryRequest, hit_record
+from vela_search.search import CheckedQuery, hit_record
 from vela_search.serve.service import ServedIndex, Service
 
 __all__ = ["answer", "check_token", "service_of"]
@@ -45,18 +45,19 @@ def check_token(request: Request) -> None:
 async def answer(
     service: Service,
     served: ServedIndex,
-    request: QueryRequest,
+    query: CheckedQuery,
     clip: Any = None,
     http: Request | None = None,
 ) -> dict[str, Any]:
-    """Run ``request`` on ``served`` within the server's time limit; the response body of a search.
+    """Run ``query`` (checked where it came in) on ``served`` within the server's time limit; the
+    response body of a search.
 
     When the client of ``http`` goes away first, the search is cancelled: work not started yet (its
     embedding, waiting for a batch) never runs.
     """
     started = time.perf_counter()
     timeout = service.settings.request_timeout_s
-    search = asyncio.ensure_future(asyncio.wait_for(service.search(served, request, clip), timeout))
+    search = asyncio.ensure_future(asyncio.wait_for(service.search(served, query, clip), timeout))
     gone = asyncio.ensure_future(_disconnected(http)) if http is not None else None
     try:
         await asyncio.wait([search] + ([gone] if gone else []), return_when=asyncio.FIRST_COMPLETED)

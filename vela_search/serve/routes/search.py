@@ -1,6 +1,7 @@
 """``POST /api/search``, ``/api/search/like`` and ``/api/search/audio``: the three kinds of query.
 
-Each turns its body into a :class:`~vela_search.search.QueryRequest` and answers with
+Each turns its body into a :class:`~vela_search.search.QueryRequest`, checks it there (the request's one
+check, ``validate``, beside the body's schema) and answers with
 :func:`~vela_search.serve.routes.common.answer`.
 """
 
@@ -34,7 +35,7 @@ router = APIRouter()
     responses=error_responses(400, 401, 404, 409, 413, 422, 503, 504),
 )
 async def search(body: SearchBody, http: Request, service: Service = Depends(service_of)) -> dict[str, Any]:
-    return await answer(service, service.get(body.index), body.to_request(), http=http)
+    return await answer(service, service.get(body.index), body.to_request().validate(), http=http)
 
 
 @router.post(
@@ -46,7 +47,7 @@ async def search(body: SearchBody, http: Request, service: Service = Depends(ser
 async def search_like(
     body: LikeBody, http: Request, service: Service = Depends(service_of)
 ) -> dict[str, Any]:
-    return await answer(service, service.get(body.index), body.to_request(), http=http)
+    return await answer(service, service.get(body.index), body.to_request().validate(), http=http)
 
 
 @router.post(
