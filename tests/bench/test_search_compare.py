@@ -32,7 +32,6 @@ def test_the_hard_set_spreads_its_variance_over_every_dimension() -> None:
         vectors_for("easy", dim, 10)
 
 
-@pytest.mark.slow  # builds two stores and three peers, and times ~40 settings (~10 s idle, more loaded)
 def test_every_kind_and_the_peers_are_measured_on_the_same_vectors(tmp_path) -> None:  # noqa: ANN001
     limits = ChoiceLimits(exact_max_elements=1_000 * 32, min_coded_rows=100, measure_queries=50)
     seen = []
