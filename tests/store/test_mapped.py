@@ -88,7 +88,8 @@ def big_index(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("mapped") / "idx"
     vectors = np.random.default_rng(0).standard_normal((_BIG_ROWS, _BIG_DIM)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    AudioIndex.create(root, fingerprint=_BIG_FP, dim=_BIG_DIM).close()
+    # Forced fp16 shards: the automatic policy would hold this size as a graph, in memory by design.
+    AudioIndex.create(root, fingerprint=_BIG_FP, dim=_BIG_DIM, factory="SQfp16").close()
     with IndexWriter(root, fingerprint=_BIG_FP) as w:
         w.add(vectors, [{"path": f"/a/{i % 50}.wav"} for i in range(_BIG_ROWS)])
         w.commit()
