@@ -54,9 +54,10 @@ def test_data_compares_the_kinds_and_logs_each_row(tmp_path, monkeypatch):
     result = vela(
         "bench", "search", "--data", "hard",
         "--vectors", "1500", "--dim", "16", "--queries", "5", "--no-peers",
-        "--max-index-memory", "20K", "--workdir", str(tmp_path), "--json", str(out),
+        "--max-index-memory", "20K", "--workdir", str(tmp_path / "made" / "here"), "--json", str(out),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
+    assert list((tmp_path / "made" / "here").iterdir()) == []  # made when missing, left empty
     report = json.loads(out.read_text())
     assert report["data"] == "hard" and report["small_memory"] == 20 << 10
     assert report["choices"]["default"]["choice"] == "exact"  # 24,000 numbers: exact
@@ -69,3 +70,5 @@ def test_data_compares_the_kinds_and_logs_each_row(tmp_path, monkeypatch):
     assert "compressed forced by a budget of 20 KiB" in flat and "at recall >= 0.95: vela exact" in flat
     bad = vela("bench", "search", "--data", "easy")
     assert bad.returncode == 2 and "'easy' is not one of hard, clustered" in bad.stderr
+    not_a_folder = vela("bench", "search", "--data", "hard", "--workdir", str(out))
+    assert not_a_folder.returncode == 2 and f"cannot use {out} as a work folder" in not_a_folder.stderr

@@ -18,6 +18,17 @@ _TARGET_P50_MS = 50.0
 _TARGET_MEMORY_FRACTION = 1 / 8
 
 
+def _made_folder(value: Path | None) -> Path | None:
+    """The --workdir folder, made if missing (the documented commands name one that may not exist yet)."""
+    if value is None:
+        return None
+    try:
+        value.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise typer.BadParameter(f"cannot use {value} as a work folder: {e.strerror or e}") from None
+    return value
+
+
 def search_index(
     vectors: int = typer.Option(200_000, "--vectors", min=1, help="Synthetic vectors to index."),
     dim: int = typer.Option(4096, "--dim", min=2, help="Vector dimension (4096 for Qwen2-Audio-7B)."),
@@ -35,7 +46,12 @@ def search_index(
     factory: str = typer.Option(
         "auto", "--factory", help="'auto' (the store's automatic choice) or a FAISS factory to force."
     ),
-    workdir: Path | None = typer.Option(None, "--workdir", help="Where the index is built (removed after)."),
+    workdir: Path | None = typer.Option(
+        None,
+        "--workdir",
+        callback=_made_folder,
+        help="Where the index is built (made if missing; the index is removed after).",
+    ),
     keep: bool = typer.Option(False, "--keep", help="Keep the built index in --workdir."),
     seed: int = typer.Option(0, "--seed", help="Seed of the vectors and queries."),
     data: str | None = typer.Option(
