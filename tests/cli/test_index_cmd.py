@@ -461,6 +461,7 @@ def test_index_prints_plain_progress_lines_without_a_terminal(
     assert [line for line in err.splitlines() if " elapsed" in line], err
     assert "\r" not in err and "\x1b[" not in err  # no bar redraws in a log
     # Which stages a 2-file run prints depends on timing; that each one reaches the log does not.
-    embedding = [state for state in plain_progress_states if state.startswith("embedding: ")]
-    assert any(state.startswith("loading the model: ") for state in plain_progress_states), plain_progress_states
+    states = plain_progress_states
+    embedding = [state for state in states if state.startswith("embedding: ")]
+    assert any(state.startswith("loading the model: ") for state in states), states
     assert embedding and embedding[-1].startswith("embedding: 2/2 segments (100%)"), embedding
