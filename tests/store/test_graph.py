@@ -59,6 +59,29 @@ def test_new_rows_get_a_graph_of_their_own_then_fold_into_the_main_graph(tmp_pat
         assert _recall(index.search(q, 10), index.search(q, 10, exact=True)) >= 0.9
 
 
+@pytest.mark.parametrize("maintenance", ["inline", "background"])
+def test_the_end_of_a_run_folds_new_rows_past_a_hundredth(tmp_path: Path, maintenance: str) -> None:
+    root = tmp_path / "idx"
+    build_compressed(root, commits=2, limits=GRAPH_LIMITS)
+    main = _manifest(root)["codes"]["trained"]
+    late = clustered(150, seed=41)
+    options = {"maintenance": maintenance}
+    late_ids = add_commit(root, late, "late", GRAPH_LIMITS, **options)  # 7.5%: a graph of their own
+    assert _manifest(root)["codes"]["trained"] == main
+    assert any(s.get("codes") for s in _manifest(root)["shards"])
+    with IndexWriter(root, fingerprint=FP, choice_limits=GRAPH_LIMITS, **options) as writer:
+        writer.finish_maintenance()  # what an index run does last
+    data = _manifest(root)
+    assert data["codes"]["trained"] != main and data["codes"]["covers_below"] == 2_150
+    assert not any(s.get("codes") for s in data["shards"])  # no small graph left beside the main one
+    generation = data["generation"]
+    with IndexWriter(root, fingerprint=FP, choice_limits=GRAPH_LIMITS, **options) as writer:
+        writer.finish_maintenance()  # nothing new since: no fold, no generation
+    assert _manifest(root)["generation"] == generation
+    with AudioIndex.open(root) as index:
+        assert [row[0].id for row in index.search(late[:5], 1)] == late_ids[:5].tolist()
+
+
 def test_a_graph_with_half_its_rows_dead_is_rebuilt(tmp_path: Path) -> None:
     root = tmp_path / "idx"
     build_compressed(root, commits=4, limits=GRAPH_LIMITS)

@@ -111,7 +111,8 @@ def _build_store(
     progress: Callable[[str, int, int], None] | None,
     limits: Any = None,
 ) -> float:
-    """An automatic index of the held vectors, committed as indexing would; returns the writer's time."""
+    """An automatic index of the held vectors, committed and finished as an index run would; returns the
+    writer's time."""
     from vela_search.store import AudioIndex
 
     fingerprint = {"model": _FINGERPRINT_MODEL, "dim": held.shape[1]}
@@ -125,6 +126,7 @@ def _build_store(
             writer.commit()
             if progress is not None:
                 progress("build", stop, len(held))
+        writer.finish_maintenance()  # what an index run does last (a graph folds its newest rows)
     return time.perf_counter() - start
 
 

@@ -154,6 +154,9 @@ class CodesKeeper:
         # Background maintenance: refresh never trains (`training_wanted` says when it is due, and
         # `train` runs it later, off the commit path; see `vela_search.store.background`).
         self.defer_training = False
+        # Set at the end of a run (`IndexWriter.finish_maintenance`): the next commit folds a graph's new
+        # rows into the main graph at the lower `graph.SETTLE_FRACTION` (see `settle_due`).
+        self.settle_graph = False
 
     def template(self, new: dict) -> Any:
         """The trained, empty template named by `new["codes"]` (read once)."""
@@ -245,9 +248,13 @@ class CodesKeeper:
             return {}
         if choice.kind == "graph":
             force, self.force_retrain = self.force_retrain, False
-            # Background maintenance builds and folds the graph later; a commit adds shard graphs only.
-            defer = self.defer_training and not force
-            return self._refresh_graph(new, generation, deleted, choice, force=force, defer=defer)
+            settle, self.settle_graph = self.settle_graph, False
+            # Background maintenance builds and folds the graph later; a commit adds shard graphs only
+            # (the end of a run, which waits for its maintenance anyway, folds now).
+            defer = self.defer_training and not force and not settle
+            return self._refresh_graph(
+                new, generation, deleted, choice, force=force, defer=defer, settle=settle
+            )
         outgrown = codes is None or live > self.limits.growth_factor * int(codes["design_size"])
         # A new memory budget (or policy) would choose other codes for the same design size.
         changed = codes is not None and (
@@ -291,6 +298,7 @@ class CodesKeeper:
         *,
         force: bool,
         defer: bool,
+        settle: bool = False,
     ) -> dict[str, str]:
         return graph_build.refresh_graph(
             self.root,
@@ -303,7 +311,19 @@ class CodesKeeper:
             choice,
             force=force,
             defer=defer,
+            settle=settle,
         )
+
+    def settle_due(self, data: dict) -> bool:
+        """Whether the committed manifest `data` is a graph whose rows committed since its main graph are
+        worth folding at the end of a run (see `graph_build.graph_due` with ``settle``)."""
+        if not is_auto(data) or not graph.is_graph(data):
+            return False
+        live = sum(int(s["count"]) for s in data["shards"]) - int(data.get("num_deleted") or 0)
+        return graph_build.graph_due(data["codes"], live, settle_rows=self._min_graph_rows())
+
+    def _min_graph_rows(self) -> int:
+        return min(self.limits.min_coded_rows, graph.MIN_GRAPH_ROWS)
 
     def training_wanted(self, data: dict, deleted: int) -> bool:
         """Whether the committed manifest `data` (with `deleted` tombstones) is due a (re-)training:

@@ -9,7 +9,8 @@ left (deleted, compacted away) are masked out at search time. Rows at or past ``
 committed since) are searched through a small graph per shard (``shards/<n>.codes-<gen>.faiss``, the
 shard's ``codes`` entry, holding only its uncovered rows) or, below `min_coded_rows`, exactly. Once the
 uncovered rows reach `FOLD_FRACTION` of the covered ones, a commit folds them into a new main graph
-(the old graph read, the new rows added, written aside under the new generation); once half the main
+(the old graph read, the new rows added, written aside under the new generation), and the end of a run
+(`IndexWriter.finish_maintenance`) once they reach `SETTLE_FRACTION`; once half the main
 graph's rows are dead, the graph is rebuilt from the live exact vectors.
 
 Scores come from the fp16 vectors inside the graph: the same inner products an exact scan gives.
@@ -33,6 +34,8 @@ EF_CONSTRUCTION = 80
 FACTORY = GRAPH_FACTORY
 # Uncovered rows (committed since the main graph) folded into it once they reach this share of it.
 FOLD_FRACTION = 0.1
+# ... and at the end of a run (`graph_build.fold_threshold`), once they reach this share.
+SETTLE_FRACTION = 0.01
 # Shards with fewer uncovered rows than this are searched exactly instead of through a graph of their
 # own (a graph of a few hundred rows costs ~0.1 ms a query; scanning 4,096 x 4,096 fp16 ~3 ms).
 MIN_GRAPH_ROWS = 256

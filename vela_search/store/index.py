@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import threading
 from dataclasses import dataclass
@@ -562,13 +563,24 @@ class AudioIndex:
         if ids.size == 0:
             return []
         shard_of, row_of = self._locate(ids)
+        # One sort groups the ids by shard, rows ascending within each (what `ShardReader.rows` takes):
+        # a query's hits span a few shards, and per-shard NumPy calls were most of a hit's cost.
+        order = np.lexsort((row_of, shard_of))
+        shards, rows_sorted = shard_of[order], row_of[order]
+        bounds = [0, *(np.flatnonzero(shards[1:] != shards[:-1]) + 1).tolist(), len(ids)]
+        readers, slots = self._readers(), order.tolist()
         out: list[dict | None] = [None] * len(ids)
-        for s in np.unique(shard_of).tolist():
-            which = np.flatnonzero(shard_of == s)
-            positions, inverse = np.unique(row_of[which], return_inverse=True)
-            rows = self._readers()[s].rows(positions)
-            for w, r in zip(which.tolist(), inverse.tolist(), strict=True):
-                out[w] = dict(rows[r])
+        for start, stop in itertools.pairwise(bounds):
+            positions = rows_sorted[start:stop]
+            if positions.size > 1 and bool((positions[1:] == positions[:-1]).any()):  # repeated ids
+                positions, inverse = np.unique(positions, return_inverse=True)
+                rows = readers[int(shards[start])].rows(positions)
+                for slot, r in zip(slots[start:stop], inverse.tolist(), strict=True):
+                    out[slot] = dict(rows[r])
+            else:
+                rows = readers[int(shards[start])].rows(positions)
+                for slot, row in zip(slots[start:stop], rows, strict=True):
+                    out[slot] = row
         return out  # type: ignore[return-value]
 
     def ids_with_path(self, path: str) -> np.ndarray:

@@ -689,10 +689,13 @@ class IndexWriter:
         return [] if self._background is None else self._background.running
 
     def finish_maintenance(self) -> int:
-        """Commit buffered changes, then run every merge and re-training that is due, waiting for each.
+        """Commit buffered changes, then run every merge and re-training that is due, waiting for each;
+        the end of a run (indexing calls it last).
 
-        In inline mode there is nothing left to do. A background job that failed is raised here (its
-        result was never published: the index is as its last commit left it).
+        A graph index then also folds the rows committed since its main graph once they are past
+        `graph.SETTLE_FRACTION` of it (commits wait for `graph.FOLD_FRACTION`), so that a finished run
+        leaves no small graph that every query walks besides the main one. A background job that failed
+        is raised here (its result was never published: the index is as its last commit left it).
 
         Returns:
             The generation now current for this writer.
@@ -714,6 +717,10 @@ class IndexWriter:
                 self._schedule_maintenance()
                 if not bg.busy:
                     break
+        if self._codes.settle_due(self._base):
+            with self._mutex:
+                self._codes.settle_graph = self._dirty = True
+                self.commit()
         return self.generation
 
     def _publish_background_now(self) -> None:
