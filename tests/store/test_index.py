@@ -258,3 +258,15 @@ def test_open_retries_when_a_commit_collects_the_files_it_just_read_about(index,
     (root / AudioIndex.open(root).manifest["files"]).unlink()
     with pytest.raises(IndexFormatError, match="files-3.parquet is damaged: it is missing"):
         AudioIndex.open(root)
+
+
+def test_segment_rows_across_shards_in_any_order_with_repeats(index: AudioIndex):
+    ids, _, rows = _build(index)
+    opened = AudioIndex.open(index.root)
+    assert opened.num_shards == 4
+    wanted = [int(ids[190]), int(ids[5]), int(ids[130]), int(ids[5]), int(ids[61]), int(ids[190])]
+    got = opened.segment_rows(wanted)
+    assert all(same_row(row, rows[i], i) for row, i in zip(got, wanted, strict=True))
+    got[1]["path"] = "changed"  # each row is a dict of its own, repeats included
+    assert got[3]["path"] == rows[5]["path"]
+    opened.close()
