@@ -82,3 +82,22 @@ def test_each_event_is_one_readable_line() -> None:
     paused = describe_event(WatchEvent("paused", ["/mnt/[nas]"], message="missing"))
     assert paused is not None and "/mnt/\\[nas]" in paused  # markup in a path is shown as text
     assert describe_event(WatchEvent("stopped")) is None
+
+
+def test_watching_a_path_that_never_existed_is_refused_and_a_recorded_missing_one_is_not(
+    tmp_path: Path,
+) -> None:
+    from vela_search.cli.index_cmd import _check_watch_paths
+    from vela_search.store import AudioIndex
+
+    root, drive = tmp_path / "idx", str(tmp_path / "unmounted")
+    AudioIndex.create(root, fingerprint={"model": "m"}, dim=4).close()
+    row = {"path": f"{drive}/a.wav", "size": 1, "mtime_ns": 1, "sha256": "ab", "duration_s": 1.0}
+    with AudioIndex.open(root, shards=False).writer(fingerprint={"model": "m"}) as writer:
+        writer.put_files([dict(row, status="indexed", segments=1, root=drive)])
+        writer.commit()
+    typo = str(tmp_path / "sounds-typo")
+    result = vela("index", typo, "--index", str(root), "--watch")
+    assert result.returncode == 1, result.stderr
+    assert f"{typo} does not exist, and the index holds no files from it" in result.stderr
+    _check_watch_paths(root, [drive, f"{drive}/sub"])  # an unmounted drive the index knows: paused later

@@ -233,6 +233,8 @@ def index_command(
         return
     ray_settings = _ray_settings(ray, ray_address, workers, dtype)
     _check_index_state(root, given)
+    if watch and given:
+        _check_watch_paths(root, given)
     flags = _ModelFlags(model, adapter, demos, quantize, device, dtype, batch_tokens)
     loader = _loader(root, flags, rebuild=rebuild)  # refuses a mismatching embedder before anything loads
     if watch and _exists(root) and not rebuild:
@@ -490,6 +492,28 @@ def compact_command(
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+def _check_watch_paths(root: Path, paths: list[str]) -> None:
+    """Refuse to watch a path that does not exist unless the index holds files from it: a recorded
+    folder that is missing is an unmounted drive (the watcher pauses it), a never-seen one is a typo."""
+    import os
+
+    from vela_search.errors import VelaError
+    from vela_search.indexing.plan import recorded_roots
+    from vela_search.store import AudioIndex
+
+    missing = [p for p in paths if not os.path.exists(os.path.expanduser(p))]
+    if not missing:
+        return
+    known: list[str] = []
+    if AudioIndex.exists(root):
+        with AudioIndex.open(root, shards=False) as index:
+            known = recorded_roots(index.files(), folders_only=True)
+    for path in missing:
+        full = os.path.abspath(os.path.expanduser(path))
+        if not any(full == r or full.startswith(r.rstrip(os.sep) + os.sep) for r in known):
+            raise VelaError(f"{path} does not exist, and the index holds no files from it: nothing to watch")
+
+
 def _require_audio(paths: list[str]) -> None:
     """Refuse a new index when ``paths`` hold no audio file (names only: nothing is read or hashed)."""
     from vela_search.audio.discovery import discover_audio_files
