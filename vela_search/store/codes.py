@@ -92,29 +92,14 @@ def describe(data: dict) -> dict[str, Any]:
         "mode": policy.get("mode", "fixed"),
         "max_index_memory": policy.get("max_index_memory"),
     }
-    if codes and codes.get("kind") == graph.KIND:
+    if codes:
+        is_graph = codes.get("kind") == graph.KIND
+        # The settings each kind tunes, then what both record of their measured recall.
+        tuned = ("ef_search",) if is_graph else ("trained_on", "nprobe", "rerank")
+        shared = ("memory_bytes", "design_size", *tuned, "recall_at_10", "recall_queries")
+        out.update(choice="graph" if is_graph else "compressed", factory=codes["factory"])
+        out.update({key: codes.get(key) for key in shared})
         out.update(
-            choice="graph",
-            factory=codes["factory"],
-            memory_bytes=codes.get("memory_bytes"),
-            design_size=codes.get("design_size"),
-            ef_search=codes.get("ef_search"),
-            recall_at_10=codes.get("recall_at_10"),
-            recall_queries=codes.get("recall_queries"),
-            measured_size=codes.get("measured_size"),
-            measured_at=codes.get("measured_at"),
-        )
-    elif codes:
-        out.update(
-            choice="compressed",
-            factory=codes["factory"],
-            memory_bytes=codes.get("memory_bytes"),
-            design_size=codes.get("design_size"),
-            trained_on=codes.get("trained_on"),
-            nprobe=codes.get("nprobe"),
-            rerank=codes.get("rerank"),
-            recall_at_10=codes.get("recall_at_10"),
-            recall_queries=codes.get("recall_queries"),
             measured_size=codes.get("measured_size", codes.get("design_size")),
             measured_at=codes.get("measured_at"),
         )
