@@ -15,7 +15,7 @@ from vela_search.store import codes as codes_module
 from vela_search.store.integrity import IndexDamagedError
 from vela_search.store.manifest import seal
 from vela_search.store.repair import check_index, repair_index
-from vela_search.store.rerank import rerank, search_candidates
+from vela_search.store.rerank import merge_top_k, rerank, search_candidates, shard_scorer
 from vela_search.store.writer import IndexWriter
 
 from .compressed_helpers import DIM, FP, KIND_LIMITS, LIMITS, add_commit, build_compressed, clustered
@@ -89,14 +89,33 @@ def test_reranked_scores_are_exact_and_the_top_k_of_the_candidates(compressed) -
 def test_rerank_orders_by_exact_score_and_pads() -> None:
     vectors = {1: [1.0, 0.0], 2: [0.0, 1.0], 3: [0.6, 0.8]}
     table = np.array([vectors[i] for i in sorted(vectors)], dtype=np.float32)
-    scores, ids = rerank(
-        np.array([[1.0, 0.0]], np.float32),
-        np.array([[2, 3, 1, -1]]),
-        lambda wanted: table[np.searchsorted(sorted(vectors), wanted)],
-        5,
-    )
+
+    def score_among(queries: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        scores = queries @ table[np.searchsorted(sorted(vectors), ids)].T
+        return merge_top_k(scores, np.broadcast_to(ids, scores.shape).copy(), k)
+
+    scores, ids = rerank(np.array([[1.0, 0.0]], np.float32), np.array([[2, 3, 1, -1]]), score_among, 5)
     assert ids.tolist() == [[1, 3, 2, -1, -1]]
     np.testing.assert_allclose(scores[0, :3], [1.0, 0.6, 0.0])
+
+
+def test_shard_scores_are_an_exact_scan_of_the_rows_asked_for(tmp_path: Path) -> None:
+    root = tmp_path / "idx"
+    AudioIndex.create(root, fingerprint=FP, dim=DIM).close()
+    for c in range(3):
+        add_commit(root, clustered(300, seed=c), folder=f"f{c}")
+    q = clustered(4, seed=9)
+    with AudioIndex.open(root) as index:
+        readers = index.shard_readers()
+        assert len(readers) >= 3
+        asked = np.sort(np.random.default_rng(0).choice(index.num_vectors, 40, replace=False))
+        scores, ids = shard_scorer(readers)(q, np.append(asked, 10_000), 7)  # an unknown id is left out
+        stored = index.vectors(asked)
+        for i in range(len(q)):
+            exact = stored @ q[i]
+            order = np.lexsort((asked, -exact))[:7]
+            assert ids[i].tolist() == asked[order].tolist()
+            np.testing.assert_allclose(scores[i], exact[order], rtol=1e-5, atol=1e-5)
 
 
 def test_training_sample_is_drawn_from_every_shard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -21,7 +21,7 @@ import numpy as np
 from . import faiss_ops, fsio, graph, graph_build, layout, manifest, tuning
 from .index_choice import DEFAULT_MAX_INDEX_MEMORY, ChoiceLimits, IndexChoice, choose_index
 from .integrity import read_verified
-from .rerank import merge_codes, rerank, search_candidates
+from .rerank import merge_codes, rerank, search_candidates, shard_scorer
 from .shards import ShardReader
 
 AUTO = "auto"
@@ -425,6 +425,7 @@ class CodesKeeper:
         allowed[live_ids] = True
         deepest = max(r for _, r in tuning.CODES_LADDER)
         candidates: dict[int, np.ndarray] = {}
+        score_among = shard_scorer(readers)
 
         def measure(setting: tuple[int, int]) -> float:
             nprobe, depth = setting
@@ -437,7 +438,7 @@ class CodesKeeper:
             found = []
             for start in range(0, len(queries), 16):  # bounds the re-ranked vectors held at once
                 part = slice(start, start + 16)
-                scores, ids = rerank(queries[part], cands[part], self._vectors_of(readers), _RECALL_K + 1)
+                scores, ids = rerank(queries[part], cands[part], score_among, _RECALL_K + 1)
                 both = tuning.RunningTopK(queries[part], _RECALL_K + 1)
                 both.add_results(exact_scores[part], exact_ids[part])
                 both.add_results(scores, ids)
@@ -447,21 +448,6 @@ class CodesKeeper:
         (nprobe, depth), recall = tuning.pick_setting(tuning.CODES_LADDER, measure)
         tuned = {"nprobe": nprobe, "rerank": depth, "recall_at_10": recall, "recall_queries": len(queries)}
         return {**tuned, **done}
-
-    def _vectors_of(self, readers: list[ShardReader]) -> Callable[[np.ndarray], np.ndarray]:
-        """Exact vectors of sorted global ids, read from the shards that hold them."""
-
-        def vectors_of(ids: np.ndarray) -> np.ndarray:
-            out = np.empty((len(ids), self.dim), np.float32)
-            for reader in readers:
-                inside = np.isin(ids, reader.ids)
-                if inside.any():
-                    out[inside] = faiss_ops.reconstruct_rows(
-                        reader.index(), np.searchsorted(reader.ids, ids[inside])
-                    )
-            return out
-
-        return vectors_of
 
 
 def _rows_of(reader: ShardReader) -> Callable[[int, int], tuple[np.ndarray, np.ndarray]]:

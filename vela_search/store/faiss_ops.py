@@ -323,6 +323,27 @@ def search(
     return keep_allowed(scores, positions, allowed, k)
 
 
+def search_rows(index: Any, queries: np.ndarray, k: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k of `queries` among the row positions `rows` of a flat CPU index (exact vectors or SQ
+    codes, see `is_flat`): `search` without its handling of index types that probe or walk a graph,
+    which a re-rank pays once per shard per query.
+
+    Returns:
+        (scores, positions), each (q, min(k, len(rows))).
+    """
+    f = faiss()
+    mask = np.zeros(int(index.ntotal), dtype=bool)
+    mask[rows] = True
+    bitmap = np.packbits(mask, bitorder="little")
+    params = f.SearchParameters(sel=f.IDSelectorBitmap(len(bitmap), f.swig_ptr(bitmap)))
+    return index.search(queries, min(int(k), len(rows)), params=params)
+
+
+def is_flat(index: Any) -> bool:
+    """Whether `index` scans every row it holds (a flat index of vectors or of scalar-quantized codes)."""
+    return isinstance(faiss().downcast_index(index), faiss().IndexFlatCodes)
+
+
 def _widen_probes(
     index: Any, queries: np.ndarray, k: int, selector: Any, allowed: np.ndarray, scores: Any, positions: Any
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -348,7 +369,7 @@ def bitmap_selector(allowed: np.ndarray) -> Any:
     """A FAISS selector of the rows where `allowed` is True (keeps its bitmap alive with it)."""
     f = faiss()
     bitmap = np.packbits(allowed, bitorder="little")
-    selector = f.IDSelectorBitmap(len(allowed), f.swig_ptr(bitmap))
+    selector = f.IDSelectorBitmap(len(bitmap), f.swig_ptr(bitmap))  # its size in bytes
     selector.bitmap_owner = bitmap  # FAISS holds a raw pointer: the array must live as long as it
     return selector
 

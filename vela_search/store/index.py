@@ -16,7 +16,7 @@ from ..errors import EmptyIndexError, IndexNotFoundError, StoreError
 from . import codes, faiss_ops, graph, layout, manifest, table_log
 from .integrity import IndexDamagedError, device_errors, read_verified
 from .lock import WriterLock
-from .rerank import CodesSearcher, inner_products, merge_codes
+from .rerank import CodesSearcher, RowLocator, exact_top_k, merge_codes, merge_top_k
 from .shards import ShardReader, compile_glob
 
 if TYPE_CHECKING:
@@ -86,15 +86,6 @@ def _refuse_orphaned_data(root: Path) -> None:
             f"which would delete them. Restore {layout.MANIFEST} (e.g. from a backup), or move the folder "
             "away (or choose another --index) to start afresh"
         )
-
-
-def _merge_top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The best k of per-query lists (-1 ids last): best score first, equal scores by ascending id, so
-    results do not depend on shard layout."""
-    scores = scores.astype(np.float32)
-    scores[ids < 0] = -np.inf
-    order = np.lexsort((ids, -scores), axis=-1)[:, :k]
-    return np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1)
 
 
 def _pad(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -167,7 +158,7 @@ class AudioIndex:
             self._files = _reuse_or_read(self.root, previous, data, "files", self._read_table)
             self._deleted = _reuse_or_read(self.root, previous, data, "deleted", self._read_table)
             self._deleted_masks: dict[int, np.ndarray | None] = {}
-            self._locator: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+            self._locator: RowLocator | None = None
             self._live_ids: tuple[np.ndarray | None] | None = None  # cached mask of undeleted coded ids
             # Shards without codes (small ones) are searched exactly beside the merged codes, unless the
             # codes search them too: then each is encoded in memory with the trained template at open.
@@ -532,23 +523,18 @@ class AudioIndex:
     def _locate(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with self._lock:
             if self._locator is None:
-                all_ids = np.concatenate([s.ids for s in self._readers()] or [np.empty(0, np.int64)])
-                shard_of = np.repeat(np.arange(len(self._shards)), [s.count for s in self._shards])
-                row_of = np.concatenate([np.arange(s.count) for s in self._shards] or [np.empty(0, np.int64)])
-                order = np.argsort(all_ids, kind="stable")
-                self._locator = (all_ids[order], shard_of[order], row_of[order])
-            sorted_ids, shard_of, row_of = self._locator
-        at = np.searchsorted(sorted_ids, ids)
-        at_c = np.minimum(at, max(len(sorted_ids) - 1, 0))
-        found = (
-            (at < len(sorted_ids)) & (sorted_ids[at_c] == ids)
-            if len(sorted_ids)
-            else np.zeros(len(ids), bool)
-        )
+                self._locator = RowLocator(self._readers())
+            locator = self._locator
+        shard_of, row_of, found = locator.locate(ids)
         if not found.all():
             missing = ids[~found][:10].tolist()
             raise KeyError(f"no segments with ids {missing} in generation {self.generation}")
-        return shard_of[at_c], row_of[at_c]
+        return shard_of, row_of
+
+    def _exact_among(self, q: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The exact top-k of the queries among the stored rows of `ids` (sorted, unique): the
+        compressed search's re-rank (`rerank.ScoreAmong`)."""
+        return exact_top_k(self._readers(vectors=True), *self._locate(ids), q, k)
 
     def segment_rows(self, ids: Iterable[int]) -> list[dict]:
         """Metadata rows of the given global segment ids, in the same order.
@@ -729,7 +715,7 @@ class AudioIndex:
             top_scores, top_ids = self._graph_search(q, k, where, refine)
             if self._uncoded:  # exact scores on both sides: one merged top-k
                 more_scores, more_ids = self._exact_search(q, k, where, self._uncoded)
-                top_scores, top_ids = _merge_top_k(
+                top_scores, top_ids = merge_top_k(
                     np.hstack([top_scores, more_scores]), np.hstack([top_ids, more_ids]), k
                 )
             return top_scores, top_ids
@@ -739,11 +725,11 @@ class AudioIndex:
                 top_scores, top_ids = self._scan_matching(q, k, allowed)  # type: ignore[arg-type]
             else:
                 top_scores, top_ids = self._codes.search(
-                    q, k, allowed, self.vectors, nprobe=nprobe, refine=refine
+                    q, k, allowed, self._exact_among, nprobe=nprobe, refine=refine
                 )
             if self._uncoded:  # exact scores on both sides: one merged top-k
                 more_scores, more_ids = self._exact_search(q, k, where, self._uncoded)
-                top_scores, top_ids = _merge_top_k(
+                top_scores, top_ids = merge_top_k(
                     np.hstack([top_scores, more_scores]), np.hstack([top_ids, more_ids]), k
                 )
             return top_scores, top_ids
@@ -764,7 +750,7 @@ class AudioIndex:
             coded = sum(s.count for i, s in enumerate(self._shards) if i not in self._uncoded)
             share = max(int(np.count_nonzero(allowed)), 1) / max(coded, 1)
             ef = int(self._graph.ef_search * min(8.0, max(1.0, 1.0 / share)))
-        scores, ids = _merge_top_k(*self._graph.search(q, k, allowed, ef=ef), k)
+        scores, ids = merge_top_k(*self._graph.search(q, k, allowed, ef=ef), k)
         if allowed is not None:
             want = min(k, int(np.count_nonzero(allowed)))
             short = np.flatnonzero((ids >= 0).sum(axis=1) < want)
@@ -775,16 +761,9 @@ class AudioIndex:
         return scores, ids
 
     def _scan_matching(self, q: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, ids) of the exact top-k among the coded rows `allowed` names, from their stored
-        vectors alone (a FAISS scan with a selector would still visit every row)."""
-        ids = np.flatnonzero(allowed).astype(np.int64)
-        if ids.size == 0:
-            return np.empty((len(q), 0), np.float32), np.empty((len(q), 0), np.int64)
-        scores = inner_products(q, self.vectors(ids))
-        if ids.size > k:  # the k best of each row first, then ordered (ties by id) among them
-            keep = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-            return _merge_top_k(np.take_along_axis(scores, keep, axis=1), ids[keep], k)
-        return _merge_top_k(scores, np.broadcast_to(ids, scores.shape).copy(), k)
+        """(scores, ids) of the exact top-k among the coded rows `allowed` names: only the shards holding
+        them are searched, each under a selector of those rows."""
+        return self._exact_among(q, np.flatnonzero(allowed).astype(np.int64), k)
 
     def _check_queries(self, queries: np.ndarray, k: int) -> np.ndarray:
         q = np.asarray(queries, dtype=np.float32)
@@ -857,7 +836,7 @@ class AudioIndex:
             ids.append(d)
         if not scores:
             return np.empty((len(q), 0), np.float32), np.empty((len(q), 0), np.int64)
-        return _merge_top_k(np.hstack(scores), np.hstack(ids), k)
+        return merge_top_k(np.hstack(scores), np.hstack(ids), k)
 
     def _allowed_ids(self, where: RowFilter) -> np.ndarray | None:
         """Searchable ids of the coded shards as a mask indexed by id (None: every coded id)."""

@@ -7,14 +7,18 @@ exact search would give it, and the top-k is the exact top-k of the candidate se
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import faiss_ops
 
-VectorsOf = Callable[[np.ndarray], np.ndarray]
+if TYPE_CHECKING:
+    from .shards import ShardReader
+
+# (queries (n, d), sorted unique global ids, k) -> the exact (scores, ids) (n, <= k) among those ids.
+ScoreAmong = Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 # Up to this many queries search on one thread: 2.2 ms instead of 10.8 ms per query over 200k x 4096
 # codes on a loaded 2-core machine (thread barriers cost more than the work).
 _FEW_QUERIES = 4
@@ -67,27 +71,66 @@ def search_candidates(
     return ids
 
 
-def inner_products(queries: np.ndarray, vectors: np.ndarray) -> np.ndarray:
-    """``queries @ vectors.T`` (float32), on this thread for a few queries.
+def merge_top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The best k of per-query lists (-1 ids last): best score first, equal scores by ascending id, so
+    results do not depend on shard layout."""
+    scores = scores.astype(np.float32)
+    scores[ids < 0] = -np.inf
+    order = np.lexsort((ids, -scores), axis=-1)[:, :k]
+    return np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1)
 
-    A BLAS matrix-vector product wakes the BLAS library's thread pool: on a busy 2-core machine that cost
-    23.6 ms for 800 x 1,024 candidates, where NumPy's own loop (`einsum`, which calls no BLAS) took
-    0.97 ms (scripts/search_breakdown.py, docs/benchmarks.md). Many queries go through BLAS.
+
+class RowLocator:
+    """Where each global id of a snapshot lives: the position of its shard in `readers`, and its row."""
+
+    def __init__(self, readers: Sequence[ShardReader]) -> None:
+        empty = np.empty(0, np.int64)
+        all_ids = np.concatenate([r.ids for r in readers] or [empty])
+        shard_of = np.repeat(np.arange(len(readers)), [r.count for r in readers])
+        row_of = np.concatenate([np.arange(r.count) for r in readers] or [empty])
+        order = np.argsort(all_ids, kind="stable")
+        self._ids, self._shard_of, self._row_of = all_ids[order], shard_of[order], row_of[order]
+
+    def locate(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(shard positions, rows, found) of `ids`; shard and row mean nothing where `found` is False."""
+        if not len(self._ids):
+            zeros = np.zeros(len(ids), np.int64)
+            return zeros, zeros, np.zeros(len(ids), bool)
+        at = np.minimum(np.searchsorted(self._ids, ids), len(self._ids) - 1)
+        return self._shard_of[at], self._row_of[at], self._ids[at] == ids
+
+
+def exact_top_k(
+    readers: Sequence[ShardReader], shard_of: np.ndarray, row_of: np.ndarray, queries: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The exact top-k of every query among the same stored rows (``row_of[i]`` of
+    ``readers[shard_of[i]]``), as (scores, global ids), best first, equal scores by ascending id.
+
+    Each shard scores its rows with its own index under a row selector: FAISS's SIMD fp16 kernels, the
+    scores an exact scan gives, without decoding the vectors (decoding 500 rows of 4,096 fp16 and a
+    NumPy product took 5.9 ms; see docs/benchmarks.md).
     """
-    if len(queries) <= _FEW_QUERIES:
-        return np.einsum("qd,nd->qn", queries, vectors)
-    return queries @ vectors.T
+    scores, ids = [], []
+    with faiss_ops.single_thread(len(queries) <= _FEW_QUERIES):
+        for s in np.unique(shard_of).tolist():
+            found_scores, found_ids = readers[s].search_rows(queries, k, row_of[shard_of == s])
+            scores.append(found_scores)
+            ids.append(found_ids)
+    if not scores:
+        return np.empty((len(queries), 0), np.float32), np.empty((len(queries), 0), np.int64)
+    return merge_top_k(np.hstack(scores), np.hstack(ids), k)
 
 
 def rerank(
-    queries: np.ndarray, candidates: np.ndarray, vectors_of: VectorsOf, k: int
+    queries: np.ndarray, candidates: np.ndarray, score_among: ScoreAmong, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """The exact top-k of each query's candidates.
 
     Args:
         queries: (q, d) float32.
         candidates: (q, c) global ids, -1 for none.
-        vectors_of: returns the stored (exact fp16) vectors of sorted unique ids, float32.
+        score_among: the exact top-k of queries (n, d) among the same sorted unique global ids, as
+            (scores, ids) best first, e.g. `shard_scorer`.
         k: results per query.
 
     Returns:
@@ -97,19 +140,26 @@ def rerank(
     q = len(queries)
     scores = np.full((q, k), -np.inf, dtype=np.float32)
     ids = np.full((q, k), -1, dtype=np.int64)
-    wanted = np.unique(candidates[candidates >= 0])
-    if wanted.size == 0:
-        return scores, ids
-    vectors = vectors_of(wanted)
     for i in range(q):
         mine = np.unique(candidates[i][candidates[i] >= 0])
         if mine.size == 0:
             continue
-        exact = inner_products(queries[i : i + 1], vectors[np.searchsorted(wanted, mine)])[0]
-        order = np.lexsort((mine, -exact))[:k]
-        scores[i, : len(order)] = exact[order]
-        ids[i, : len(order)] = mine[order]
+        found_scores, found_ids = score_among(queries[i : i + 1], mine, k)
+        keep = found_ids[0] >= 0
+        n = int(keep.sum())
+        scores[i, :n], ids[i, :n] = found_scores[0][keep], found_ids[0][keep]
     return scores, ids
+
+
+def shard_scorer(readers: Sequence[ShardReader]) -> ScoreAmong:
+    """`rerank`'s scorer over these shards, by `exact_top_k` (ids outside them are left out)."""
+    locator = RowLocator(readers)
+
+    def score_among(queries: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        shard_of, row_of, found = locator.locate(ids)
+        return exact_top_k(readers, shard_of[found], row_of[found], queries, k)
+
+    return score_among
 
 
 def list_count(index: Any) -> int:
@@ -138,7 +188,7 @@ class CodesSearcher:
         queries: np.ndarray,
         k: int,
         allowed: np.ndarray | None,
-        vectors_of: VectorsOf,
+        score_among: ScoreAmong,
         *,
         nprobe: int | None = None,
         refine: int | None = None,
@@ -157,4 +207,4 @@ class CodesSearcher:
             again = search_candidates(self.index, queries[short], depth, nprobe=probes, allowed=allowed)
             candidates[short] = again
             short = short[(again >= 0).sum(axis=1) < want]
-        return rerank(queries, candidates, vectors_of, k)
+        return rerank(queries, candidates, score_among, k)

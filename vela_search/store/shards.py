@@ -320,6 +320,17 @@ class ShardReader:
         ids = np.where(positions >= 0, self.ids[np.maximum(positions, 0)], -1)
         return scores, ids
 
+    def search_rows(self, queries: np.ndarray, k: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k among the rows at positions `rows` (unique): (scores, global ids), as `search` with
+        those rows allowed, on the short path of a flat CPU index (a re-rank's per-shard step)."""
+        index, cpu = self.search_index(), self.index()
+        if index is not cpu or not faiss_ops.is_flat(cpu):
+            allowed = np.zeros(self.count, dtype=bool)
+            allowed[rows] = True
+            return self.search(queries, k, allowed)
+        scores, positions = faiss_ops.search_rows(cpu, queries, k, rows)
+        return scores, np.where(positions >= 0, self.ids[np.maximum(positions, 0)], -1)
+
     def vectors(self) -> np.ndarray:
         """All stored vectors, decoded, in row order (the file's checksum is checked first)."""
         return faiss_ops.reconstruct_all(self.index(verify=True))
