@@ -46,3 +46,12 @@ def test_a_sliced_chunked_table_is_read_at_its_own_offsets() -> None:
     chunked = pa.concat_tables([table.slice(10, 20), table.slice(0, 10)])
     positions = np.array([0, 19, 20, 29])
     assert RowColumns(chunked).rows(positions) == chunked.take(pa.array(positions)).to_pylist()
+
+
+def test_one_row_at_a_time_equals_arrow_at_every_position() -> None:
+    table = _table()
+    columns = RowColumns(table)
+    for at, want in enumerate(table.to_pylist()):  # nulls of every kind sit at different positions
+        got = columns.rows(np.array([at]))
+        assert got == [want]
+        assert [type(v) for v in got[0].values()] == [type(v) for v in want.values()]

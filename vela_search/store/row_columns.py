@@ -88,6 +88,9 @@ class RowColumns:
     def rows(self, positions: np.ndarray) -> list[dict[str, Any]]:
         """The rows at `positions` (any order, repeats allowed), as dicts of Python values."""
         positions = np.asarray(positions, dtype=np.int64)
+        if len(positions) == 1:  # most shards hold one of a query's hits: no arrays to build
+            at = int(positions[0])
+            return [{column.name: _value(column, at) for column in self._columns}]
         names, columns = [], []
         for column in self._columns:
             names.append(column.name)
@@ -105,6 +108,19 @@ def _values(column: _Column, positions: np.ndarray) -> list[Any]:
     if column.kind == "strings":
         return _texts(column, positions)
     return column.values.take(pa.array(positions, type=pa.int64())).to_pylist()
+
+
+def _value(column: _Column, at: int) -> Any:
+    """One row's value of a column (as `_values` gives it)."""
+    if column.kind == "numpy":
+        return None if column.valid is not None and not column.valid[at] else column.values[at].item()
+    if column.kind == "strings":
+        assert column.data is not None
+        where = at if column.indices is None else int(column.indices[at])
+        if where < 0 or len(column.values) < 2 or (column.valid is not None and not column.valid[where]):
+            return None
+        return str(column.data[int(column.values[where]) : int(column.values[where + 1])], "utf-8")
+    return column.values[at].as_py()
 
 
 def _texts(column: _Column, positions: np.ndarray) -> list[str | None]:
