@@ -305,10 +305,7 @@ class CodesKeeper:
         if not is_auto(data) or not graph.is_graph(data):
             return False
         live = sum(int(s["count"]) for s in data["shards"]) - int(data.get("num_deleted") or 0)
-        return graph_build.graph_due(data["codes"], live, settle_rows=self._min_graph_rows())
-
-    def _min_graph_rows(self) -> int:
-        return min(self.limits.min_coded_rows, graph.MIN_GRAPH_ROWS)
+        return graph_build.graph_due(data["codes"], live, settle_rows=graph_build.min_graph_rows(self.limits))
 
     def training_wanted(self, data: dict, deleted: int) -> bool:
         """Whether the committed manifest `data` (with `deleted` tombstones) is due a (re-)training:

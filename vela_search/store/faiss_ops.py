@@ -331,11 +331,9 @@ def search_rows(index: Any, queries: np.ndarray, k: int, rows: np.ndarray) -> tu
     Returns:
         (scores, positions), each (q, min(k, len(rows))).
     """
-    f = faiss()
     mask = np.zeros(int(index.ntotal), dtype=bool)
     mask[rows] = True
-    bitmap = np.packbits(mask, bitorder="little")
-    params = f.SearchParameters(sel=f.IDSelectorBitmap(len(bitmap), f.swig_ptr(bitmap)))
+    params = faiss().SearchParameters(sel=bitmap_selector(mask))
     return index.search(queries, min(int(k), len(rows)), params=params)
 
 

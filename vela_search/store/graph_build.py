@@ -70,7 +70,7 @@ def refresh_graph(
     uncovered = [int(np.count_nonzero(m & (r.ids >= covers))) for r, m in pairs]
     if int(codes["rows"]) - live_covered > graph.DEAD_FRACTION * int(codes["rows"]) and not defer:
         return _build(root, dim, new, generation, readers, masks, queries)
-    min_rows = min(limits.min_coded_rows, graph.MIN_GRAPH_ROWS)
+    min_rows = min_graph_rows(limits)
     if sum(uncovered) >= fold_threshold(live_covered, min_rows if settle else None) and not defer:
         return _fold(root, dim, new, generation, readers, masks, queries)
     written = {}
@@ -85,6 +85,11 @@ def refresh_graph(
     for reader in readers:
         reader.close()
     return written
+
+
+def min_graph_rows(limits: ChoiceLimits) -> int:
+    """Uncovered rows a shard needs for a graph of its own (fewer are scanned exactly)."""
+    return min(limits.min_coded_rows, graph.MIN_GRAPH_ROWS)
 
 
 def fold_threshold(covered: int, settle_rows: int | None = None) -> float:

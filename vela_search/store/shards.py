@@ -96,6 +96,7 @@ class ShardReader:
         self._index: Any = None
         self._verified = False  # the FAISS file's checksum has been checked
         self._search_index: Any = None
+        self._rows_searchable = False  # the search index is the CPU one and flat: see `search_rows`
         self._paths: tuple[pa.Array | None, pa.ListArray | None] | None = None
         self._numbers: dict[str, np.ndarray | None] = {}
         self._memory_codes: tuple[str, Any] | None = None  # (trained template's name, codes)
@@ -305,7 +306,9 @@ class ShardReader:
         """The index searches use: a GPU copy, made once, where FAISS has GPUs, else the CPU index."""
         with self._lock:
             if self._search_index is None:
-                self._search_index = gpu.to_gpu(self.index())
+                cpu = self.index()
+                self._search_index = gpu.to_gpu(cpu)
+                self._rows_searchable = self._search_index is cpu and faiss_ops.is_flat(cpu)
             return self._search_index
 
     def search(
@@ -317,19 +320,22 @@ class ShardReader:
             scores, positions = faiss_ops.search(cpu, queries, k, allowed)
         else:  # a GPU copy, which may ignore selectors: see `gpu.search`
             scores, positions = gpu.search(index, cpu, queries, k, allowed)
-        ids = np.where(positions >= 0, self.ids[np.maximum(positions, 0)], -1)
-        return scores, ids
+        return scores, self._global_ids(positions)
 
     def search_rows(self, queries: np.ndarray, k: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Top-k among the rows at positions `rows` (unique): (scores, global ids), as `search` with
         those rows allowed, on the short path of a flat CPU index (a re-rank's per-shard step)."""
-        index, cpu = self.search_index(), self.index()
-        if index is not cpu or not faiss_ops.is_flat(cpu):
+        index = self.search_index()
+        if not self._rows_searchable:
             allowed = np.zeros(self.count, dtype=bool)
             allowed[rows] = True
             return self.search(queries, k, allowed)
-        scores, positions = faiss_ops.search_rows(cpu, queries, k, rows)
-        return scores, np.where(positions >= 0, self.ids[np.maximum(positions, 0)], -1)
+        scores, positions = faiss_ops.search_rows(index, queries, k, rows)
+        return scores, self._global_ids(positions)
+
+    def _global_ids(self, positions: np.ndarray) -> np.ndarray:
+        """The global ids of row positions (-1 stays -1: no result)."""
+        return np.where(positions >= 0, self.ids[np.maximum(positions, 0)], -1)
 
     def vectors(self) -> np.ndarray:
         """All stored vectors, decoded, in row order (the file's checksum is checked first)."""
