@@ -35,3 +35,14 @@ def test_interval_setting_and_terminal_detection(monkeypatch):
     monkeypatch.setenv("VELA_PROGRESS_INTERVAL", "soon")
     assert progress_interval() == 30.0
     assert use_plain_progress(io.StringIO())
+
+
+def test_benchmark_phases_print_plain_lines_in_a_log(monkeypatch, capsys):
+    from vela_search.cli.bench_common import phase_progress
+
+    monkeypatch.setenv("VELA_PROGRESS_INTERVAL", "0.1")  # stderr under capsys is not a terminal
+    with phase_progress({"build": ("indexing vectors", 100)}) as advance:
+        advance("build", 40, 100)
+        time.sleep(0.5)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line]
+    assert lines and all(line.startswith("indexing vectors: 40/100 items (40%)") for line in lines), lines

@@ -31,13 +31,21 @@ DtypeOpt = Annotated[str, typer.Option("--dtype", callback=one_of(*DTYPE_CHOICES
 
 @contextlib.contextmanager
 def phase_progress(phases: dict[str, tuple[str, int]]) -> Iterator[Callable[[str, int, int], None]]:
-    """A transient progress bar per phase on stderr; yields the ``(phase, done, total)`` callback that
-    the benchmark functions take as ``progress``.
+    """A transient progress bar per phase on stderr, or plain lines at a steady interval when stderr is
+    not a terminal (a benchmark run under ``> log 2>&1`` can take most of an hour); yields the
+    ``(phase, done, total)`` callback that the benchmark functions take as ``progress``.
 
     Args:
         phases: ``{phase: (description, total)}``, in display order.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from vela_search.cli.plain_progress import PlainProgress, use_plain_progress
+
+    if use_plain_progress():
+        with PlainProgress() as lines:
+            yield lambda phase, done, total: lines.update(phases[phase][0], done, total, "items")
+        return
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err_console, transient=True) as bar:
