@@ -142,15 +142,40 @@ def test_tuned_settings_meet_the_recall_they_claim_on_other_held_out_queries(
     ids, vectors = build_compressed(root, commits=3, limits=KIND_LIMITS[kind])
     claimed = _manifest(root)["codes"]["recall_at_10"]
     assert claimed >= tuning.TARGET_RECALL
-    # Other sources and other noise than the tuning used: perturbed vectors, each source left out.
-    rng = np.random.default_rng(2024)
-    sources = rng.choice(len(ids), size=200, replace=False)
-    queries = tuning.perturb(vectors[sources], rng)
+    # Queries the tuning never saw: fresh draws from the collection's mixture, as users' queries are.
+    queries = clustered(200, seed=2024)
     with AudioIndex.open(root) as index:
-        found = np.array([[h.id for h in row] + [-1] * (11 - len(row)) for row in index.search(queries, 11)])
-        truth = np.array([[h.id for h in row] for row in index.search(queries, 11, exact=True)])
-    measured = tuning.recall_at_k(found, truth, ids[sources])
+        found = np.array([[h.id for h in row] + [-1] * (10 - len(row)) for row in index.search(queries, 10)])
+        truth = np.array([[h.id for h in row] for row in index.search(queries, 10, exact=True)])
+    measured = tuning.recall_at_k(found, truth, np.full(len(queries), -1))
     assert measured >= claimed - 0.03 and measured >= 0.93  # within the estimate's sampling error
+
+
+def test_a_graph_holds_out_real_rows_while_it_is_measured_then_takes_them_in(tmp_path: Path) -> None:
+    root = tmp_path / "idx"
+    ids, _ = build_compressed(root, commits=2, limits=GRAPH_LIMITS)
+    codes = _manifest(root)["codes"]
+    # The limits' 50 measuring queries are rows held out of the graph, then inserted: it holds every row.
+    assert codes["recall_queries"] == GRAPH_LIMITS.measure_queries == 50 and codes["rows"] == len(ids)
+    with AudioIndex.open(root) as index:
+        held = np.sort(graph.graph_ids(index._graph.graphs[0]))
+    assert np.array_equal(held, np.sort(ids))
+
+
+def test_held_out_rows_are_a_uniform_sample_of_the_eligible_live_rows() -> None:
+    class Rows:
+        def __init__(self, ids: np.ndarray) -> None:
+            self.ids, self.count = ids, len(ids)
+
+    readers = [Rows(np.arange(0, 600)), Rows(np.arange(600, 1_000))]
+    masks = [np.arange(600) % 3 != 0, np.ones(400, bool)]  # a third of the first shard is deleted
+    held = tuning.held_out_rows(readers, masks, seed=1, count=50, since=300)  # type: ignore[arg-type]
+    picked = np.concatenate([r.ids[h] for r, h in zip(readers, held)])
+    assert len(picked) == 50 and len(set(picked.tolist())) == 50
+    assert (picked >= 300).all() and not any(p < 600 and p % 3 == 0 for p in picked.tolist())
+    # Never more than a tenth of the eligible rows.
+    few = tuning.held_out_rows(readers, masks, seed=1, count=500, since=900)  # type: ignore[arg-type]
+    assert sum(int(h.sum()) for h in few) == 10
 
 
 def test_graph_memory_estimate_matches_the_file() -> None:

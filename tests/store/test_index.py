@@ -219,6 +219,27 @@ def test_segment_rows_unknown_id(index, root):
         AudioIndex.open(root).segment_rows([0, 77])
 
 
+@pytest.mark.parametrize("repeat", [1, 30])  # 4 ids, then 120: each row by itself, then grouped by shard
+def test_segment_rows_over_shards_give_each_id_a_row_of_its_own(index, root, repeat):
+    for start in (0, 3, 6):  # three shards
+        with index.writer(fingerprint=FP) as w:
+            w.add(unit(3, seed=start), rows_for(start, 3))
+            w.commit()
+    with AudioIndex.open(root) as opened:
+        assert all(r.loaded_rows is not None for r in opened.shard_readers())  # rows from memory
+        ids = [7, 1, 7, 4] * repeat
+        got = opened.segment_rows(ids)
+        assert [r["id"] for r in got] == ids
+        assert got[0] == got[2] and got[0] is not got[2]
+        got[0]["path"] = "changed"
+        assert got[2]["path"] == rows_for(6, 3)[1]["path"]
+        # A search of several queries: hits that share an id do not share a row.
+        v = unit(9, seed=3)
+        hits = opened.search(np.vstack([v[0], v[0]]), 2)
+        assert [h.id for h in hits[0]] == [h.id for h in hits[1]]
+        assert hits[0][0].row == hits[1][0].row and hits[0][0].row is not hits[1][0].row
+
+
 def test_segment_rows_reads_across_row_groups(index, root, monkeypatch):
     from vela_search.store import shards, tables
 

@@ -53,5 +53,5 @@ def test_one_row_at_a_time_equals_arrow_at_every_position() -> None:
     columns = RowColumns(table)
     for at, want in enumerate(table.to_pylist()):  # nulls of every kind sit at different positions
         got = columns.rows(np.array([at]))
-        assert got == [want]
+        assert got == [want] and columns.row(at) == want
         assert [type(v) for v in got[0].values()] == [type(v) for v in want.values()]

@@ -41,7 +41,9 @@ PEERS = {"hnswlib": "hnswlib", "usearch": "usearch"}  # peer name -> module to i
 PEER_EF = (16, 24, 32, 48, 64, 96, 128, 192)
 STORE_EF = (16, 24, 32, 48, 64, 96, 128)
 _FINGERPRINT_MODEL = "bench-search (synthetic vectors)"
-_WARMUP = 3
+# Queries run untimed before each row (every system alike): the first few of a row otherwise pay for
+# caches the previous row left cold (the first row measured read 5-15% slower with 3).
+_WARMUP = 20
 # The peers' insertion candidate lists (hnswlib's ef_construction, usearch's expansion_add; usearch's
 # default), with 16 links per node (hnswlib's M, usearch's connectivity).
 _EF_CONSTRUCTION = 128

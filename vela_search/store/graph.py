@@ -112,6 +112,7 @@ class GraphSearcher:
         self.ef_search = int(ef_search)
         self.base_mask = base_mask
         self.names = names
+        self._params: dict[int, Any] = {}
 
     @property
     def rerank_depth(self) -> int:
@@ -126,21 +127,32 @@ class GraphSearcher:
         FAISS; a query may come back with fewer than k when a filter hides most of its neighbourhood."""
         f = faiss_ops.faiss()
         mask = allowed if allowed is not None else self.base_mask
+        ef = max(int(ef or self.ef_search), int(k))
         keep: list[Any] = []
-        selector = None
-        if mask is not None:
+        if mask is None:
+            params = self._unfiltered_params(ef)
+        else:
             bitmap = np.packbits(mask, bitorder="little")
             keep.append(bitmap)  # FAISS holds a raw pointer into it
             selector = f.IDSelectorBitmap(len(bitmap), f.swig_ptr(bitmap))
-        params = f.SearchParametersHNSW(efSearch=max(int(ef or self.ef_search), int(k)), sel=selector)
+            params = f.SearchParametersHNSW(efSearch=ef, sel=selector)
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
         scores, ids = [], []
         with faiss_ops.single_thread(len(queries) <= 4):
             for graph in self.graphs:
-                s, i = graph.search(np.ascontiguousarray(queries, dtype=np.float32), int(k), params=params)
+                s, i = graph.search(queries, int(k), params=params)
                 scores.append(s)
                 ids.append(i)
         if not scores:
             return np.empty((len(queries), 0), np.float32), np.empty((len(queries), 0), np.int64)
-        out_scores, out_ids = np.hstack(scores), np.hstack(ids)
+        out_scores, out_ids = (scores[0], ids[0]) if len(scores) == 1 else (np.hstack(scores), np.hstack(ids))
         out_scores[out_ids < 0] = -np.inf
         return out_scores, out_ids
+
+    def _unfiltered_params(self, ef: int) -> Any:
+        """Search parameters of efSearch `ef` without a selector, made once per value (a SWIG object
+        costs ~10 us to make, a twentieth of a small graph's search)."""
+        params = self._params.get(ef)
+        if params is None:
+            params = self._params[ef] = faiss_ops.faiss().SearchParametersHNSW(efSearch=ef)
+        return params

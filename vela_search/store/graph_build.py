@@ -5,9 +5,10 @@ whether the main graph is built from scratch (first time, repair, too many dead 
 committed since are folded into it (they reached `graph.FOLD_FRACTION` of it), or whether only the new large
 shards get small graphs of their own. At the end of a run (``settle``) the new rows are folded sooner, once
 they reach `graph.SETTLE_FRACTION` of the main graph: a small graph of its own costs a query nearly as
-much as the main graph (see `fold_threshold`). Every build and fold re-tunes efSearch on held-out queries
-(`tuning`), so the recorded recall is re-measured each time the collection grew by a tenth. All files
-are written aside under the new generation and named by the manifest only when it is published.
+much as the main graph (see `fold_threshold`). Every build and fold re-tunes efSearch with rows held out
+of the graph until it is measured (`tuning`), so the recorded recall is re-measured each time the
+collection grew by a tenth. All files are written aside under the new generation and named by the
+manifest only when it is published.
 """
 
 from __future__ import annotations
@@ -134,10 +135,11 @@ def _build(
     queries: int,
 ) -> dict[str, str]:
     """A main graph over every live row, from the exact vectors."""
+    held = tuning.held_out_rows(readers, masks, seed=generation, count=queries)
     index = graph.new_graph(dim)
-    for reader, mask in zip(readers, masks, strict=True):
-        graph.add_rows(index, live_rows(reader, mask))
-    return _publish_main(root, new, generation, readers, masks, index, queries, built=generation)
+    for reader, mask, out in zip(readers, masks, held, strict=True):
+        graph.add_rows(index, live_rows(reader, mask & ~out))
+    return _publish_main(root, new, generation, readers, masks, held, index, built=generation)
 
 
 def _fold(
@@ -151,12 +153,13 @@ def _fold(
 ) -> dict[str, str]:
     """The main graph with the live rows committed since it was written added (a new file)."""
     covers = int(new["codes"]["covers_below"])
+    held = tuning.held_out_rows(readers, masks, seed=generation, count=queries, since=covers)
     index = graph.read_graph(root, new)
     graph.hnsw_of(index).hnsw.efConstruction = graph.EF_CONSTRUCTION
-    for reader, mask in zip(readers, masks, strict=True):
-        graph.add_rows(index, live_rows(reader, mask, covers))
+    for reader, mask, out in zip(readers, masks, held, strict=True):
+        graph.add_rows(index, live_rows(reader, mask & ~out, covers))
     built = int(new["codes"].get("built", generation))
-    return _publish_main(root, new, generation, readers, masks, index, queries, built=built)
+    return _publish_main(root, new, generation, readers, masks, held, index, built=built)
 
 
 def _publish_main(
@@ -165,16 +168,19 @@ def _publish_main(
     generation: int,
     readers: list[ShardReader],
     masks: list[np.ndarray],
+    held: list[np.ndarray],
     index: Any,
-    queries: int,
     *,
     built: int,
 ) -> dict[str, str]:
-    """Write the main graph, tune its efSearch, and record it (every row is in it: no shard graphs)."""
+    """Tune the main graph's efSearch on the rows `held` out of it, take them in, write the graph and
+    record it (every row is in it: no shard graphs)."""
+    ef, recall, measured = tune_graph(index, readers, masks, held)
+    for reader, out in zip(readers, held, strict=True):
+        graph.add_rows(index, live_rows(reader, out))
     name = layout.graph_file(generation)
     written = {name: graph.write_graph(root, name, index)}
     live = int(sum(int(m.sum()) for m in masks))
-    ef, recall, measured = tune_graph(index, readers, masks, seed=generation, queries=queries)
     for entry in new["shards"]:
         entry.pop("codes", None)
         entry.pop("codes_rows", None)
@@ -202,28 +208,25 @@ def _publish_main(
 
 
 def tune_graph(
-    index: Any,
-    readers: list[ShardReader],
-    masks: list[np.ndarray],
-    *,
-    seed: int,
-    queries: int = tuning.HELD_OUT,
+    index: Any, readers: list[ShardReader], masks: list[np.ndarray], held: list[np.ndarray]
 ) -> tuple[int, float, int]:
     """(efSearch, its recall@10, queries used): the smallest efSearch of `tuning.EF_LADDER` whose recall
-    on held-out perturbed queries reaches `tuning.TARGET_RECALL`, searching `index` (holding every live
-    row) the way queries do."""
-    own, probes = tuning.held_out_queries(readers, masks, seed, queries)
-    if len(probes) == 0:
+    reaches `tuning.TARGET_RECALL` with the live rows `held` out of `index` as queries, against exact
+    search of the other live rows, searching `index` (holding those) the way queries do."""
+    n_held = int(sum(int(h.sum()) for h in held))
+    if n_held == 0:
         return tuning.EF_LADDER[0], 1.0, 0
-    truth = tuning.exact_truth(readers, masks, probes)
-    live = np.concatenate([r.ids[m] for r, m in zip(readers, masks, strict=True)])
+    own, probes = tuning.gather(readers, held, np.arange(n_held))
+    indexed = [m & ~h for m, h in zip(masks, held, strict=True)]
+    truth = tuning.exact_truth(readers, indexed, probes)
+    live = np.concatenate([r.ids[m] for r, m in zip(readers, indexed, strict=True)])
     mask = np.zeros(int(live.max()) + 1, dtype=bool)
     mask[live] = True
     searcher = graph.GraphSearcher([index], ef_search=tuning.EF_LADDER[0], base_mask=mask, names=[])
 
     def measure(ef: int) -> float:
-        _, found = searcher.search(probes, tuning.RECALL_K + 1, None, ef=ef)
+        _, found = searcher.search(probes, tuning.RECALL_K, None, ef=ef)
         return tuning.recall_at_k(found, truth, own)
 
     ef, recall = tuning.pick_setting(tuning.EF_LADDER, measure)
-    return int(ef), float(recall), len(probes)
+    return int(ef), float(recall), n_held

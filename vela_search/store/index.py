@@ -35,6 +35,10 @@ VERIFY_AT_OPEN_BYTES = 256 << 20
 # "Filtered search", for the measured cross-over.
 FILTER_SCAN_FRACTION = 0.005
 
+# Up to this many ids, `segment_rows` takes each row by itself from the decoded tables (a query's hits
+# lie in different shards; grouping them by shard cost more NumPy calls than the rows themselves).
+_FEW_ROWS = 64
+
 # How many times open() re-reads the manifest when a commit removes files between reading it and
 # opening the files it names.
 _OPEN_ATTEMPTS = 50
@@ -549,12 +553,17 @@ class AudioIndex:
         if ids.size == 0:
             return []
         shard_of, row_of = self._locate(ids)
+        readers = self._readers()
+        if len(ids) <= _FEW_ROWS:  # a query's hits: one row each from the decoded tables, no grouping
+            loaded = [readers[s].loaded_rows for s in shard_of.tolist()]
+            if all(columns is not None for columns in loaded):
+                return [columns.row(r) for columns, r in zip(loaded, row_of.tolist(), strict=True)]  # type: ignore[union-attr]
         # One sort groups the ids by shard, rows ascending within each (what `ShardReader.rows` takes):
         # a query's hits span a few shards, and per-shard NumPy calls were most of a hit's cost.
         order = np.lexsort((row_of, shard_of))
         shards, rows_sorted = shard_of[order], row_of[order]
         bounds = [0, *(np.flatnonzero(shards[1:] != shards[:-1]) + 1).tolist(), len(ids)]
-        readers, slots = self._readers(), order.tolist()
+        slots = order.tolist()
         out: list[dict | None] = [None] * len(ids)
         for start, stop in itertools.pairwise(bounds):
             positions = rows_sorted[start:stop]
@@ -793,11 +802,11 @@ class AudioIndex:
     def _search_hits(self, top_scores: np.ndarray, top_ids: np.ndarray) -> list[list[SearchHit]]:
         if top_ids.size == 0:
             return [[] for _ in range(len(top_ids))]
-        wanted = np.unique(top_ids[top_ids >= 0])
-        rows = dict(zip(wanted.tolist(), self.segment_rows(wanted), strict=True))
+        # Each hit gets a row of its own (a dict per hit, also where queries share an id), in hit order.
+        rows = iter(self.segment_rows(top_ids[top_ids >= 0]))
         return [
             [
-                SearchHit(id=int(i), score=float(s), row=dict(rows[int(i)]))
+                SearchHit(id=i, score=s, row=next(rows))
                 for i, s in zip(row_ids, row_scores, strict=True)
                 if i >= 0
             ]

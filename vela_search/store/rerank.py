@@ -74,10 +74,10 @@ def search_candidates(
 def merge_top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The best k of per-query lists (-1 ids last): best score first, equal scores by ascending id, so
     results do not depend on shard layout."""
-    scores = scores.astype(np.float32)
-    scores[ids < 0] = -np.inf
+    scores = np.where(ids < 0, np.float32(-np.inf), scores).astype(np.float32, copy=False)
     order = np.lexsort((ids, -scores), axis=-1)[:, :k]
-    return np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1)
+    rows = np.arange(len(ids))[:, None]  # (plain indexing: take_along_axis costs ~10 us a call in Python)
+    return scores[rows, order], ids[rows, order]
 
 
 class RowLocator:

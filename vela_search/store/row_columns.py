@@ -5,11 +5,13 @@ milliseconds (a row group is decompressed and decoded for each), and even a `tak
 costs tens of microseconds per column in dispatch. Here the decoded table's columns are kept as NumPy
 views (numbers and booleans: zero-copy where there are no nulls) and dictionary indices into each string
 column's distinct values (a file's path, root and digest repeat on each of its segments), so fetching
-rows is NumPy indexing plus one small `take` per string column.
+rows is NumPy indexing plus one small `take` per string column. A single row (a query's hits are a few
+rows of shards of up to millions) is read through one getter per column, chosen once per table.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,13 +86,17 @@ class RowColumns:
             _column(name, column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column)
             for name, column in zip(table.column_names, table.columns, strict=True)
         ]
+        self._getters = [(column.name, _getter(column)) for column in self._columns]
+
+    def row(self, at: int) -> dict[str, Any]:
+        """The row at position `at`, as a dict of Python values (what `rows` gives for one)."""
+        return {name: get(at) for name, get in self._getters}
 
     def rows(self, positions: np.ndarray) -> list[dict[str, Any]]:
         """The rows at `positions` (any order, repeats allowed), as dicts of Python values."""
         positions = np.asarray(positions, dtype=np.int64)
         if len(positions) == 1:  # most shards hold one of a query's hits: no arrays to build
-            at = int(positions[0])
-            return [{column.name: _value(column, at) for column in self._columns}]
+            return [self.row(int(positions[0]))]
         names, columns = [], []
         for column in self._columns:
             names.append(column.name)
@@ -110,17 +116,28 @@ def _values(column: _Column, positions: np.ndarray) -> list[Any]:
     return column.values.take(pa.array(positions, type=pa.int64())).to_pylist()
 
 
-def _value(column: _Column, at: int) -> Any:
-    """One row's value of a column (as `_values` gives it)."""
+def _getter(column: _Column) -> Callable[[int], Any]:
+    """A function of a row position giving that row's value of `column` (as `_values` gives it)."""
     if column.kind == "numpy":
-        return None if column.valid is not None and not column.valid[at] else column.values[at].item()
+        values, valid = column.values, column.valid
+        if valid is None:
+            return values.item  # type: ignore[no-any-return]  # a Python scalar, no NumPy scalar between
+        return lambda at: values.item(at) if valid[at] else None
     if column.kind == "strings":
-        assert column.data is not None
-        where = at if column.indices is None else int(column.indices[at])
-        if where < 0 or len(column.values) < 2 or (column.valid is not None and not column.valid[where]):
-            return None
-        return str(column.data[int(column.values[where]) : int(column.values[where + 1])], "utf-8")
-    return column.values[at].as_py()
+        offsets, indices, valid, data = column.values, column.indices, column.valid, column.data
+        assert data is not None
+        if len(offsets) < 2:  # no values at all (a dictionary of a column that is all null)
+            return lambda at: None
+
+        def text(at: int) -> str | None:
+            where = at if indices is None else int(indices[at])
+            if where < 0 or (valid is not None and not valid[where]):
+                return None
+            return str(data[int(offsets[where]) : int(offsets[where + 1])], "utf-8")
+
+        return text
+    arrow = column.values
+    return lambda at: arrow[at].as_py()
 
 
 def _texts(column: _Column, positions: np.ndarray) -> list[str | None]:

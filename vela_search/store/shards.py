@@ -402,6 +402,12 @@ class ShardReader:
             mask &= values <= high
         return mask
 
+    @property
+    def loaded_rows(self) -> RowColumns | None:
+        """The decoded table's rows once `metadata_table` has read it (None before: `rows` reads the
+        file's row groups)."""
+        return self._row_columns
+
     def rows(self, positions: np.ndarray) -> list[dict]:
         """Metadata rows at sorted, unique `positions`: from the decoded table once `load` has read it,
         else reading only the Parquet row groups that hold them."""

@@ -1,9 +1,13 @@
 """Self-tuned accuracy: search settings chosen from recall measured on held-out queries.
 
 When an automatic index builds (or folds, or re-trains) its graph or codes, it measures recall@10 of
-its own search against exact search, on queries that are not stored vectors: live vectors sampled
-uniformly, perturbed with isotropic noise (`PERTURBATION` of their norm) and re-normalised, with the
-source vector left out of both answers (a query never finds itself). It then walks a ladder of settings
+its own search against exact search, on queries that the searched index does not hold. A graph holds out
+real rows: a uniform sample of the live rows it takes in (`held_out_rows`) is inserted only after the
+measurement, so each query is a draw from the collection's own distribution that the graph has never
+seen (truth and search both leave the held-out rows out). Compressed codes are trained on a sample and
+then hold every row, so their queries are live vectors drawn apart from the training sample, perturbed
+with isotropic noise (`PERTURBATION` of their norm) and re-normalised, with the source vector left out of
+both answers (a query never finds itself). It then walks a ladder of settings
 from cheap to expensive (efSearch for a graph; lists probed and re-rank depth for codes) and keeps the
 first that reaches `TARGET_RECALL`, or the most accurate one when none does, recording the recall it
 measured. The functions here are plain (vectors in, settings out) so that they can run wherever the
@@ -29,6 +33,8 @@ TARGET_RECALL = 0.96
 # overstated recall by up to 0.05 (0.930/0.957/0.970), 1.0 understated it.
 PERTURBATION = 0.75
 HELD_OUT = 200
+# A graph holds out at most this share of the rows it takes in (small graphs: fewer queries).
+HELD_OUT_SHARE = 0.1
 RECALL_K = 10
 # efSearch values tried, cheapest first.
 EF_LADDER = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
@@ -99,6 +105,28 @@ def held_out_queries(
         picks = rng.choice(live, size=min(live, count), replace=False)
     ids, vectors = gather(readers, masks, np.sort(picks))
     return ids, perturb(vectors, rng)
+
+
+def held_out_rows(
+    readers: list[ShardReader], masks: list[np.ndarray], seed: int, count: int = HELD_OUT, since: int = 0
+) -> list[np.ndarray]:
+    """Per shard, a mask of the rows held out of a graph while it is measured: `count` (at most
+    `HELD_OUT_SHARE` of them, at least one where there are ten) live rows with ids at or past `since`,
+    sampled uniformly."""
+    eligible = [m & (r.ids >= since) for r, m in zip(readers, masks, strict=True)]
+    total = int(sum(int(e.sum()) for e in eligible))
+    take = min(count, int(HELD_OUT_SHARE * total))
+    held = [np.zeros(r.count, dtype=bool) for r in readers]
+    if take == 0:
+        return held
+    picks = np.sort(np.random.default_rng(seed).choice(total, size=take, replace=False))
+    start = 0
+    for e, h in zip(eligible, held, strict=True):
+        rows = np.flatnonzero(e)
+        inside = picks[(picks >= start) & (picks < start + len(rows))] - start
+        h[rows[inside]] = True
+        start += len(rows)
+    return held
 
 
 class RunningTopK:
