@@ -72,3 +72,17 @@ def test_data_compares_the_kinds_and_logs_each_row(tmp_path, monkeypatch):
     assert bad.returncode == 2 and "'easy' is not one of hard, clustered" in bad.stderr
     not_a_folder = vela("bench", "search", "--data", "hard", "--workdir", str(out))
     assert not_a_folder.returncode == 2 and f"cannot use {out} as a work folder" in not_a_folder.stderr
+
+
+def test_data_with_keep_leaves_the_stores_it_built(tmp_path):
+    from vela_search.store import AudioIndex
+
+    result = vela(
+        "bench", "search", "--data", "hard", "--vectors", "300", "--dim", "8", "--queries", "3",
+        "--no-peers", "--no-compressed", "--keep", "--workdir", str(tmp_path),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (kept,) = tmp_path.iterdir()
+    assert f"storeskeptin{kept}" in "".join(result.stdout.split())  # (the table may wrap the path)
+    with AudioIndex.open(kept / "default") as index:
+        assert index.num_vectors == 300

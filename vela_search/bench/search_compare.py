@@ -289,11 +289,13 @@ def _measure_store(
     progress: Callable[[str, int, int], None] | None,
     report: Callable[[CompareRow], None] | None,
     limits: Any,
+    keep: bool,
 ) -> list[CompareRow]:
     root = scratch / label.replace(" ", "-")
     build_s = _build_store(root, held, budget, progress, limits)
     rows, choices[label] = _store_rows(root, probes, reference, k, build_s)
-    shutil.rmtree(root, ignore_errors=True)
+    if not keep:
+        shutil.rmtree(root, ignore_errors=True)
     for row in rows if report is not None else ():
         report(row)
     return rows
@@ -339,6 +341,7 @@ def compare_search(
     choice_limits: Any = None,
     default: bool = True,
     compressed: bool = True,
+    keep: bool = False,
 ) -> CompareRun:
     """Measure every kind of the policy and the peers on the same vectors (see the module docstring).
 
@@ -350,6 +353,8 @@ def compare_search(
         default: also build and measure the store under the default budget (False: only the forced
             compressed kind, e.g. in a second process beside a run that measures the rest).
         compressed: also build and measure the store forced to compressed codes by `small_memory`.
+        keep: leave the stores built in a ``vela-bench-compare-*`` folder of `workdir` (noted in the
+            report), e.g. to profile them afterwards.
     """
     generator = vectors_for(data, dim, n_vectors, seed)
     probes = generator.queries(queries)
@@ -367,7 +372,7 @@ def compare_search(
     scratch = Path(tempfile.mkdtemp(prefix="vela-bench-compare-", dir=workdir))
     try:
         # The default policy, then the peers, then the forced compressed kind (slowest to build).
-        sides = (held, probes, reference, k, choices, progress, report, choice_limits)
+        sides = (held, probes, reference, k, choices, progress, report, choice_limits, keep)
         if default:
             rows += _measure_store(scratch, "default", None, *sides)
         if peers:
@@ -375,7 +380,10 @@ def compare_search(
         if compressed:
             rows += _measure_store(scratch, "small budget", small, *sides)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        if keep:
+            notes.append(f"stores kept in {scratch}")
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
     return CompareRun(
         data=data,
         vectors=n_vectors,

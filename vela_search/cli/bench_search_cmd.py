@@ -52,7 +52,9 @@ def search_index(
         callback=_made_folder,
         help="Where the index is built (made if missing; the index is removed after).",
     ),
-    keep: bool = typer.Option(False, "--keep", help="Keep the built index in --workdir."),
+    keep: bool = typer.Option(
+        False, "--keep", help="Keep the built index (with --data: every store built) in --workdir."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of the vectors and queries."),
     data: str | None = typer.Option(
         None,
@@ -80,7 +82,7 @@ def search_index(
     budget = parse_memory_option(max_index_memory)
     if data is not None:
         sides = (not no_peers, not no_default, not no_compressed)
-        _compare(vectors, dim, data, queries, k, budget, sides, workdir, seed, json_out)
+        _compare(vectors, dim, data, queries, k, budget, sides, workdir, seed, json_out, keep)
         return
     phases = {"build": ("indexing vectors", vectors), "search": ("searching", 2)}
     with phase_progress(phases) as advance:
@@ -112,6 +114,7 @@ def _compare(
     workdir: Path | None,
     seed: int,
     json_out: str | None,
+    keep: bool,
 ) -> None:
     """``--data``: every kind of the policy and the peers (``--max-index-memory`` is the small budget
     that forces the compressed kind)."""
@@ -141,6 +144,7 @@ def _compare(
             report=_row_log(json_out),
             default=default,
             compressed=compressed,
+            keep=keep,
         )
     emit_report(run.to_dict(), json_out, lambda target: _render_compare(run, target))
 
