@@ -555,9 +555,10 @@ class AudioIndex:
         shard_of, row_of = self._locate(ids)
         readers = self._readers()
         if len(ids) <= _FEW_ROWS:  # a query's hits: one row each from the decoded tables, no grouping
-            loaded = [readers[s].loaded_rows for s in shard_of.tolist()]
-            if all(columns is not None for columns in loaded):
-                return [columns.row(r) for columns, r in zip(loaded, row_of.tolist(), strict=True)]  # type: ignore[union-attr]
+            tables = [readers[s].loaded_rows for s in shard_of.tolist()]
+            if all(t is not None for t in tables):
+                rows = zip(tables, row_of.tolist(), strict=True)
+                return [t.row(r) for t, r in rows]  # type: ignore[union-attr]
         # One sort groups the ids by shard, rows ascending within each (what `ShardReader.rows` takes):
         # a query's hits span a few shards, and per-shard NumPy calls were most of a hit's cost.
         order = np.lexsort((row_of, shard_of))
