@@ -52,7 +52,7 @@ class ChoiceLimits:
             or more at small dimensions, up to `train_max_bytes` of float32. The list count is bounded
             so that this sample still gives every centroid `points_per_centroid` points.
         measure_base: vectors of the collection searched when recall@10 is measured at training time.
-        measure_queries: held-out stored vectors used as queries for that measurement.
+        measure_queries: held-out queries of that measurement (and of a graph's: rows held out of it).
     """
 
     exact_max_elements: int = 4_194_304

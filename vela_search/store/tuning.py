@@ -27,10 +27,12 @@ from .shards import ShardReader
 # The recall@10 a tuned setting must reach on the held-out queries: 0.95 plus one standard error of a
 # 200-query estimate (~0.01), so that fresh queries still see 0.95.
 TARGET_RECALL = 0.96
-# Noise added to a held-out vector, relative to its norm (the query is then ~0.8 cosine from its source).
-# Calibrated on the hard set (variance ~ i^-0.5 over 1,024 dims, 20k vectors, HNSW32): at efSearch 16/24/32
-# these queries gave recall@10 0.881/0.936/0.959 where fresh queries gave 0.881/0.926/0.962; noise of 0.5
-# overstated recall by up to 0.05 (0.930/0.957/0.970), 1.0 understated it.
+# Noise added to a codes query's source vector, relative to its norm (the query is then ~0.8 cosine from
+# its source). Calibrated on the hard set (variance ~ i^-0.5 over 1,024 dims, 20k vectors, HNSW32): at
+# efSearch 16/24/32 these queries gave recall@10 0.881/0.936/0.959 where fresh queries gave
+# 0.881/0.926/0.962; noise of 0.5 overstated recall by up to 0.05 (0.930/0.957/0.970), 1.0 understated
+# it. At 1M vectors 0.75 understated a graph's recall by 0.03-0.06 and 0.5 matched: no noise fits every
+# size, which is why graphs hold out real rows instead (docs/benchmarks.md).
 PERTURBATION = 0.75
 HELD_OUT = 200
 # A graph holds out at most this share of the rows it takes in (small graphs: fewer queries).
