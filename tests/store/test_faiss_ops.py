@@ -17,17 +17,17 @@ def _flat(n: int, dim: int = 32) -> tuple[object, np.ndarray]:
 
 
 @pytest.mark.parametrize("queries", [1, 4, 9])  # up to 4 queries scored one by one when rows are few
-@pytest.mark.parametrize("wanted", [8, 600])  # 8 rows of 3,000 are few; 600 are scanned
+@pytest.mark.parametrize("wanted", [8, 600])  # 8 rows of 20,000 are few; 600 are scanned
 def test_search_rows_is_the_exact_top_k_among_the_rows(monkeypatch, queries: int, wanted: int) -> None:
-    index, stored = _flat(3_000)
+    index, stored = _flat(20_000)
     rng = np.random.default_rng(1)
-    rows = np.unique(np.concatenate([[3, 7], rng.choice(3_000, wanted, replace=False)]))
+    rows = np.unique(np.concatenate([[3, 7], rng.choice(20_000, wanted, replace=False)]))
     q = stored[[3, 11, 12, 13, 14, 15, 16, 17, 18][:queries]].copy()
     scored = []
     real = faiss_ops._score_rows
     monkeypatch.setattr(faiss_ops, "_score_rows", lambda *a: scored.append(1) or real(*a))
     scores, positions = faiss_ops.search_rows(index, q, 5, rows)
-    assert bool(scored) == (queries <= 4 and len(rows) * faiss_ops._ROWS_PER_ROW_SCORED <= 3_000)
+    assert bool(scored) == (queries <= 4 and wanted == 8)
     exact = q @ stored[rows].T
     for i in range(queries):
         order = np.lexsort((rows, -exact[i]))[:5]

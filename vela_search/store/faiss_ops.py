@@ -27,8 +27,9 @@ _SMALL_TRAINING_FLOATS = 1 << 24
 # `search_rows` scores rows one by one (FAISS's distance computer, SIMD over each row's codes) where the
 # index holds at least this many rows per row asked for, for up to `_FEW_QUERIES_SCORED` queries, rather
 # than scanning it under a selector: the scan tests every row of the index (1M x 1,024 fp16 in shards of
-# 100,000: 300 candidates cost ~3 ms by scan, ~0.6 ms one by one; about even at 16,384-row shards).
-_ROWS_PER_ROW_SCORED = 256
+# 100,000, ~27 candidates a shard: 300 cost ~3 ms by scan, ~0.6 ms one by one), but computes its
+# distances in batches (100k x 4,096 in shards of 16,384, ~43 a shard: the scan was as fast or faster).
+_ROWS_PER_ROW_SCORED = 1024
 _FEW_QUERIES_SCORED = 4
 
 # FAISS maps files only on Linux (faiss/impl/mapped_io.cpp); elsewhere every index file is read whole.
