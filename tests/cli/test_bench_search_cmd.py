@@ -86,3 +86,20 @@ def test_data_with_keep_leaves_the_stores_it_built(tmp_path):
     assert f"storeskeptin{kept}" in "".join(result.stdout.split())  # (the table may wrap the path)
     with AudioIndex.open(kept / "default") as index:
         assert index.num_vectors == 300
+
+
+def test_data_with_peers_measures_only_those(tmp_path):
+    from vela_search.bench.search_compare import ALL_PEERS
+    from vela_search.cli import bench_search_cmd
+
+    assert bench_search_cmd._PEER_NAMES == ALL_PEERS
+    out = tmp_path / "report.json"
+    result = vela(
+        "bench", "search", "--data", "hard", "--vectors", "300", "--dim", "8", "--queries", "3",
+        "--peers", "faiss", "--no-compressed", "--workdir", str(tmp_path), "--json", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    systems = {row["system"] for row in json.loads(out.read_text())["rows"]}
+    assert systems == {"vela exact", "vela exact ids", "faiss"}
+    bad = vela("bench", "search", "--data", "hard", "--peers", "faiss,annoy")
+    assert bad.returncode == 2 and "give one or more of faiss, hnswlib, usearch" in bad.stderr

@@ -44,7 +44,7 @@ def test_switches_to_compressed_codes_past_the_threshold(tmp_path: Path) -> None
     add_commit(root, clustered(1_000, 1), "b")
     data = json.loads((root / layout.MANIFEST).read_text())
     codes = data["codes"]
-    assert codes["factory"].startswith("PCAR64,IVF") and "_HNSW32,PQ16" in codes["factory"]
+    assert codes["factory"].startswith("PCAR64,IVF") and codes["factory"].endswith("_HNSW32,PQ32x4fs")
     assert codes["design_size"] == 2_000
     assert codes["recall_at_10"] >= 0.9
     assert all(s["codes"] and (root / s["codes"]).is_file() for s in data["shards"])

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from vela_search.store import faiss_ops
@@ -53,10 +51,11 @@ def test_a_graph_is_chosen_while_vectors_and_graph_fit_the_budget(
 def test_past_the_exact_threshold_a_compressed_index_is_chosen() -> None:
     choice = choose_index(1_000_000, 4096)
     assert choice.kind == "compressed"
-    assert re.fullmatch(r"PCAR\d+,IVF\d+_HNSW32,PQ\d+", choice.factory), choice.factory
+    # 4-bit fast-scan codes, two sub-quantizers per byte: 64 bytes a vector.
+    assert choice.factory == "PCAR256,IVF1024_HNSW32,PQ128x4fs" and choice.code_bytes == 64
     # Enough training points per centroid, for the lists and for the PQ codebooks.
     assert choice.nlist * 39 <= choice.train_size
-    assert 256 * 39 <= choice.train_size
+    assert 16 * 39 <= choice.train_size
     # Within the budget and at most 1/8 of the fp16 vectors.
     assert choice.memory_bytes <= DEFAULT_MAX_INDEX_MEMORY
     assert choice.memory_bytes <= exact_memory(1_000_000, 4096) / 8
@@ -81,8 +80,7 @@ def test_tiny_thresholds_make_a_few_thousand_vectors_large() -> None:
     choice = choose_index(3_000, 64, limits=limits)
     assert choice.kind == "compressed"
     assert choice.nlist * 39 <= 3_000
-    nbits = int(choice.factory.rsplit("x", 1)[1]) if "x" in choice.factory else 8
-    assert (1 << nbits) * 39 <= 3_000  # PQ centroids get enough points too
+    assert choice.factory.endswith("x4fs") and 16 * 39 <= choice.train_size  # PQ centroids: enough points
     faiss_ops.build(choice.factory, 64)  # a factory FAISS accepts
 
 

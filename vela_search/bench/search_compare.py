@@ -24,7 +24,7 @@ import resource
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,9 +35,10 @@ from vela_search.bench.search_index import ReferenceTopK, commit_every_for, segm
 from vela_search.bench.synthetic_vectors import vectors_for
 from vela_search.bench.timing import percentile
 
-__all__ = ["PEERS", "CompareRow", "CompareRun", "compare_search", "missing_peers"]
+__all__ = ["ALL_PEERS", "PEERS", "CompareRow", "CompareRun", "compare_search", "missing_peers"]
 
 PEERS = {"hnswlib": "hnswlib", "usearch": "usearch"}  # peer name -> module to import
+ALL_PEERS = ("faiss", *PEERS)  # FAISS alone comes with the package
 PEER_EF = (16, 24, 32, 48, 64, 96, 128, 192)
 STORE_EF = (16, 24, 32, 48, 64, 96, 128)
 _FINGERPRINT_MODEL = "bench-search (synthetic vectors)"
@@ -309,12 +310,13 @@ def _measure_peers(
     notes: list[str],
     progress: Callable[[str, int, int], None] | None,
     report: Callable[[CompareRow], None] | None,
+    names: Sequence[str],
 ) -> list[CompareRow]:
-    missing = set(missing_peers())
+    missing = set(missing_peers()) & set(names)
     if missing:
         notes.append(f"peers not installed: {', '.join(sorted(missing))} (pip install 'vela-search[bench]')")
     rows: list[CompareRow] = []
-    for name in ("faiss", *PEERS):
+    for name in names:
         if name not in missing:
             got = _peer_rows(name, held, probes, reference, k)
             rows += got
@@ -334,6 +336,7 @@ def compare_search(
     k: int = 10,
     small_memory: int | None = None,
     peers: bool = True,
+    peer_names: Sequence[str] = ALL_PEERS,
     workdir: str | Path | None = None,
     seed: int = 0,
     progress: Callable[[str, int, int], None] | None = None,
@@ -348,6 +351,7 @@ def compare_search(
     Args:
         small_memory: the budget that forces the compressed kind (default: 1/16 of the fp16 vectors).
         peers: also measure hnswlib, usearch and FAISS alone (missing packages are noted and skipped).
+        peer_names: which of `ALL_PEERS` (e.g. only the best one in a long run).
         report: called with each row as soon as it is measured (a long run shows its results as it goes).
         choice_limits: thresholds of the policy (`store.index_choice.ChoiceLimits`; tests shrink them).
         default: also build and measure the store under the default budget (False: only the forced
@@ -376,7 +380,7 @@ def compare_search(
         if default:
             rows += _measure_store(scratch, "default", None, *sides)
         if peers:
-            rows += _measure_peers(held, probes, reference, k, notes, progress, report)
+            rows += _measure_peers(held, probes, reference, k, notes, progress, report, peer_names)
         if compressed:
             rows += _measure_store(scratch, "small budget", small, *sides)
     finally:

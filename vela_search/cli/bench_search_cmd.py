@@ -29,6 +29,19 @@ def _made_folder(value: Path | None) -> Path | None:
     return value
 
 
+# The peers `--data` can measure (bench.search_compare.ALL_PEERS, not imported here: it imports NumPy).
+_PEER_NAMES = ("faiss", "hnswlib", "usearch")
+
+
+def _peer_list(value: str) -> tuple[str, ...]:
+    """The --peers names, each one of `_PEER_NAMES`, in the order given."""
+    names = tuple(dict.fromkeys(n.strip() for n in value.split(",") if n.strip()))
+    unknown = [n for n in names if n not in _PEER_NAMES]
+    if unknown or not names:
+        raise typer.BadParameter(f"{value!r}: give one or more of {', '.join(_PEER_NAMES)}, comma-separated")
+    return names
+
+
 def search_index(
     vectors: int = typer.Option(200_000, "--vectors", min=1, help="Synthetic vectors to index."),
     dim: int = typer.Option(4096, "--dim", min=2, help="Vector dimension (4096 for Qwen2-Audio-7B)."),
@@ -64,6 +77,9 @@ def search_index(
         "(variance ~ i^-0.5 over all dims, rotated, clustered) or 'clustered' (today's set). With --json "
         "OUT, each row is also appended to OUT.rows.jsonl as soon as it is measured.",
     ),
+    peers: str = typer.Option(
+        ",".join(_PEER_NAMES), "--peers", help="With --data: the peers to measure, comma-separated."
+    ),
     no_peers: bool = typer.Option(False, "--no-peers", help="With --data: skip hnswlib, usearch and FAISS."),
     no_default: bool = typer.Option(
         False, "--no-default", help="With --data: skip the store under the default budget (measure the rest)."
@@ -81,7 +97,7 @@ def search_index(
 
     budget = parse_memory_option(max_index_memory)
     if data is not None:
-        sides = (not no_peers, not no_default, not no_compressed)
+        sides = (() if no_peers else _peer_list(peers), not no_default, not no_compressed)
         _compare(vectors, dim, data, queries, k, budget, sides, workdir, seed, json_out, keep)
         return
     phases = {"build": ("indexing vectors", vectors), "search": ("searching", 2)}
@@ -110,7 +126,7 @@ def _compare(
     queries: int,
     k: int,
     small: int | None,
-    sides: tuple[bool, bool, bool],
+    sides: tuple[tuple[str, ...], bool, bool],
     workdir: Path | None,
     seed: int,
     json_out: str | None,
@@ -121,9 +137,10 @@ def _compare(
     from vela_search.bench.search_compare import compare_search, missing_peers
 
     peers, default, compressed = sides
-    if peers and missing_peers():
+    missing = [name for name in missing_peers() if name in peers]
+    if missing:
         typer.echo(
-            f"note: {', '.join(missing_peers())} not installed: measured without them; "
+            f"note: {', '.join(missing)} not installed: measured without them; "
             "`pip install 'vela-search[bench]'` adds the peers",
             err=True,
         )
@@ -137,7 +154,8 @@ def _compare(
             queries=queries,
             k=k,
             small_memory=small,
-            peers=peers,
+            peers=bool(peers),
+            peer_names=peers,
             workdir=workdir,
             seed=seed,
             progress=advance,
