@@ -336,7 +336,7 @@ def compare_search(
     k: int = 10,
     small_memory: int | None = None,
     peers: bool = True,
-    peer_names: Sequence[str] = ALL_PEERS,
+    peer_names: Sequence[str] | None = None,
     workdir: str | Path | None = None,
     seed: int = 0,
     progress: Callable[[str, int, int], None] | None = None,
@@ -351,7 +351,7 @@ def compare_search(
     Args:
         small_memory: the budget that forces the compressed kind (default: 1/16 of the fp16 vectors).
         peers: also measure hnswlib, usearch and FAISS alone (missing packages are noted and skipped).
-        peer_names: which of `ALL_PEERS` (e.g. only the best one in a long run).
+        peer_names: which of `ALL_PEERS` (default: all; e.g. only the best one in a long run).
         report: called with each row as soon as it is measured (a long run shows its results as it goes).
         choice_limits: thresholds of the policy (`store.index_choice.ChoiceLimits`; tests shrink them).
         default: also build and measure the store under the default budget (False: only the forced
@@ -380,7 +380,8 @@ def compare_search(
         if default:
             rows += _measure_store(scratch, "default", None, *sides)
         if peers:
-            rows += _measure_peers(held, probes, reference, k, notes, progress, report, peer_names)
+            names = ("faiss", *PEERS) if peer_names is None else tuple(peer_names)
+            rows += _measure_peers(held, probes, reference, k, notes, progress, report, names)
         if compressed:
             rows += _measure_store(scratch, "small budget", small, *sides)
     finally:
