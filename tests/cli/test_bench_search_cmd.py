@@ -89,10 +89,10 @@ def test_data_with_keep_leaves_the_stores_it_built(tmp_path):
 
 
 def test_data_with_peers_measures_only_those(tmp_path):
-    from vela_search.bench.search_compare import ALL_PEERS
+    from vela_search.bench.search_compare import all_peers
     from vela_search.cli import bench_search_cmd
 
-    assert bench_search_cmd._PEER_NAMES == ALL_PEERS
+    assert bench_search_cmd._PEER_NAMES == all_peers()
     out = tmp_path / "report.json"
     result = vela(
         "bench", "search", "--data", "hard", "--vectors", "300", "--dim", "8", "--queries", "3",

@@ -35,10 +35,9 @@ from vela_search.bench.search_index import ReferenceTopK, commit_every_for, segm
 from vela_search.bench.synthetic_vectors import vectors_for
 from vela_search.bench.timing import percentile
 
-__all__ = ["ALL_PEERS", "PEERS", "CompareRow", "CompareRun", "compare_search", "missing_peers"]
+__all__ = ["PEERS", "all_peers", "CompareRow", "CompareRun", "compare_search", "missing_peers"]
 
 PEERS = {"hnswlib": "hnswlib", "usearch": "usearch"}  # peer name -> module to import
-ALL_PEERS = ("faiss", *PEERS)  # FAISS alone comes with the package
 PEER_EF = (16, 24, 32, 48, 64, 96, 128, 192)
 STORE_EF = (16, 24, 32, 48, 64, 96, 128)
 _FINGERPRINT_MODEL = "bench-search (synthetic vectors)"
@@ -83,6 +82,11 @@ class CompareRun:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
         return asdict(self)
+
+
+def all_peers() -> tuple[str, ...]:
+    """Every peer a comparison can measure: FAISS alone (it comes with the package), then `PEERS`."""
+    return ("faiss", *PEERS)
 
 
 def missing_peers() -> list[str]:
@@ -351,7 +355,7 @@ def compare_search(
     Args:
         small_memory: the budget that forces the compressed kind (default: 1/16 of the fp16 vectors).
         peers: also measure hnswlib, usearch and FAISS alone (missing packages are noted and skipped).
-        peer_names: which of `ALL_PEERS` (default: all; e.g. only the best one in a long run).
+        peer_names: which of `all_peers()` (default: all; e.g. only the best one in a long run).
         report: called with each row as soon as it is measured (a long run shows its results as it goes).
         choice_limits: thresholds of the policy (`store.index_choice.ChoiceLimits`; tests shrink them).
         default: also build and measure the store under the default budget (False: only the forced
@@ -380,7 +384,7 @@ def compare_search(
         if default:
             rows += _measure_store(scratch, "default", None, *sides)
         if peers:
-            names = ("faiss", *PEERS) if peer_names is None else tuple(peer_names)
+            names = all_peers() if peer_names is None else tuple(peer_names)
             rows += _measure_peers(held, probes, reference, k, notes, progress, report, names)
         if compressed:
             rows += _measure_store(scratch, "small budget", small, *sides)

@@ -29,7 +29,7 @@ def _made_folder(value: Path | None) -> Path | None:
     return value
 
 
-# The peers `--data` can measure (bench.search_compare.ALL_PEERS, not imported here: it imports NumPy).
+# The peers `--data` can measure (bench.search_compare.all_peers(), not imported here: it imports NumPy).
 _PEER_NAMES = ("faiss", "hnswlib", "usearch")
 
 
