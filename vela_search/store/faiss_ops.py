@@ -8,7 +8,7 @@ import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 import numpy as np
 
@@ -23,14 +23,6 @@ MIN_POINTS_PER_CENTROID = 39
 _TRAIN_POINTS_PER_CENTROID = 256
 # Trainings on fewer floats than this run on one thread (see single_thread).
 _SMALL_TRAINING_FLOATS = 1 << 24
-
-# `search_rows` scores rows one by one (FAISS's distance computer, SIMD over each row's codes) where the
-# index holds at least this many rows per row asked for, for up to `_FEW_QUERIES_SCORED` queries, rather
-# than scanning it under a selector: the scan tests every row of the index (1M x 1,024 fp16 in shards of
-# 100,000, ~27 candidates a shard: 300 cost ~3 ms by scan, ~0.6 ms one by one), but computes its
-# distances in batches (100k x 4,096 in shards of 16,384, ~43 a shard: the scan was as fast or faster).
-_ROWS_PER_ROW_SCORED = 1024
-_FEW_QUERIES_SCORED = 4
 
 # FAISS maps files only on Linux (faiss/impl/mapped_io.cpp); elsewhere every index file is read whole.
 MAPPING_SUPPORTED = sys.platform.startswith("linux")
@@ -333,42 +325,62 @@ def search(
 
 def search_rows(index: Any, queries: np.ndarray, k: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Top-k of `queries` among the row positions `rows` of a flat CPU index (exact vectors or SQ
-    codes, see `is_flat`): `search` without its handling of index types that probe or walk a graph,
-    which a re-rank pays once per shard per query. A few rows of a large index are scored one by one,
-    others by a scan under a selector of them (see `_ROWS_PER_ROW_SCORED`).
+    codes, see `is_flat`), by a scan under a selector of them: `search` without its handling of index
+    types that probe or walk a graph, which a re-rank pays once per shard per query.
 
     Returns:
         (scores, positions), each (q, min(k, len(rows))).
     """
     k = min(int(k), len(rows))
     f = faiss()
-    if (
-        len(rows) * _ROWS_PER_ROW_SCORED <= int(index.ntotal)
-        and len(queries) <= _FEW_QUERIES_SCORED
-        and index.metric_type == f.METRIC_INNER_PRODUCT
-    ):
-        return _score_rows(index, queries, k, rows)
     mask = np.zeros(int(index.ntotal), dtype=bool)
     mask[rows] = True
     params = f.SearchParameters(sel=bitmap_selector(mask))
     return index.search(queries, k, params=params)
 
 
-def _score_rows(index: Any, queries: np.ndarray, k: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """`search_rows` by scoring each row (inner products, as the index's own search gives them); equal
-    scores by ascending position."""
+class FlatRows(NamedTuple):
+    """A flat CPU index's stored rows, which `score_codes` can score apart from the index."""
+
+    kind: tuple  # (index type, scalar-quantizer type or -1, dim, metric): rows of one kind score alike
+    codes: np.ndarray  # (rows, code bytes) uint8: a view of FAISS's own buffer, valid while the index lives
+
+
+def flat_rows(index: Any) -> FlatRows | None:
+    """The stored rows of `index` without a copy, or None where they cannot be scored apart from it:
+    flat float vectors and scalar-quantizer codes that decode without trained ranges (fp16, bf16) can,
+    under inner products (the store's metric: higher scores first).
+    """
     f = faiss()
-    flat = f.downcast_index(index)
-    positions = np.asarray(rows, dtype=np.int64)
-    listed = positions.tolist()
-    queries = np.ascontiguousarray(queries, dtype=np.float32)
-    scores = np.empty((len(queries), len(listed)), np.float32)
-    for i, query in enumerate(queries):
-        computer = flat.get_FlatCodesDistanceComputer()
-        computer.set_query(f.swig_ptr(query))
-        scores[i] = [computer(p) for p in listed]
-    order = np.lexsort((np.broadcast_to(positions, scores.shape), -scores), axis=-1)[:, :k]
-    return scores[np.arange(len(queries))[:, None], order], positions[order]
+    concrete = f.downcast_index(index)
+    if concrete.metric_type != f.METRIC_INNER_PRODUCT:
+        return None
+    untrained = {getattr(f.ScalarQuantizer, name, None) for name in ("QT_fp16", "QT_bf16")} - {None}
+    if isinstance(concrete, f.IndexFlat):
+        kind: tuple = ("flat", -1, int(concrete.d), int(concrete.metric_type))
+    elif type(concrete) is f.IndexScalarQuantizer and concrete.sq.qtype in untrained:
+        kind = ("sq", int(concrete.sq.qtype), int(concrete.d), int(concrete.metric_type))
+    else:
+        return None
+    n, size = int(concrete.ntotal), int(concrete.code_size)
+    if n == 0:
+        return FlatRows(kind, np.empty((0, size), np.uint8))
+    return FlatRows(kind, f.rev_swig_ptr(concrete.codes.data(), n * size).reshape(n, size))
+
+
+def score_codes(kind: tuple, codes: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Score every query against every row of `codes`, rows of flat indexes of one `kind` (see
+    `flat_rows`), in one FAISS call with its own SIMD kernels: the scores the indexes' own searches
+    give, for rows gathered from many of them (a re-rank's few hundred rows of many shards).
+
+    Returns:
+        (scores, positions), each (q, len(codes)): every row, best first (positions into `codes`).
+    """
+    f = faiss()
+    family, qtype, dim, metric = kind
+    scratch = f.IndexFlat(dim, metric) if family == "flat" else f.IndexScalarQuantizer(dim, qtype, metric)
+    scratch.add_sa_codes(np.ascontiguousarray(codes, dtype=np.uint8))
+    return scratch.search(np.ascontiguousarray(queries, dtype=np.float32), len(codes))
 
 
 def is_flat(index: Any) -> bool:

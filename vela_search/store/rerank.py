@@ -22,6 +22,10 @@ ScoreAmong = Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarra
 # Up to this many queries search on one thread: 2.2 ms instead of 10.8 ms per query over 200k x 4096
 # codes on a loaded 2-core machine (thread barriers cost more than the work).
 _FEW_QUERIES = 4
+# A locator indexes a table by id while the largest id is below this many times the row count.
+_DENSE_SPAN = 3
+# A re-rank gathers its rows into one array up to this size (larger sets are scanned shard by shard).
+_GATHER_MAX_BYTES = 32 << 20
 
 
 def merge_codes(indexes: list[Any]) -> Any:
@@ -35,7 +39,10 @@ def merge_codes(indexes: list[Any]) -> Any:
     return merged
 
 
-def _params(index: Any, nprobe: int, allowed: np.ndarray | None, keep: list[Any]) -> Any:
+def search_params(index: Any, nprobe: int, allowed: np.ndarray | None, keep: list[Any]) -> Any:
+    """FAISS search parameters of the codes index `index`: `nprobe` lists, an HNSW quantizer walk wide
+    enough for them, and a selector of `allowed` ids. `keep` receives the objects that must outlive
+    the search (FAISS holds raw pointers to them)."""
     f = faiss_ops.faiss()
     selector = None
     if allowed is not None:
@@ -52,7 +59,13 @@ def _params(index: Any, nprobe: int, allowed: np.ndarray | None, keep: list[Any]
 
 
 def search_candidates(
-    index: Any, queries: np.ndarray, depth: int, *, nprobe: int, allowed: np.ndarray | None
+    index: Any,
+    queries: np.ndarray,
+    depth: int,
+    *,
+    nprobe: int,
+    allowed: np.ndarray | None,
+    params: Any = None,
 ) -> np.ndarray:
     """Global ids of the `depth` best candidates per query by code distance (-1 pads).
 
@@ -63,9 +76,12 @@ def search_candidates(
         nprobe: IVF lists probed.
         allowed: boolean mask over global ids (index = id), or None for all; excluded ids are removed
             before the top-`depth`, inside FAISS.
+        params: `search_params(index, nprobe, None)` made earlier, for a search without `allowed`
+            (making them costs ~50 us a query).
     """
     keep: list[Any] = []
-    params = _params(index, nprobe, allowed, keep)
+    if params is None or allowed is not None:
+        params = search_params(index, nprobe, allowed, keep)
     with faiss_ops.single_thread(len(queries) <= _FEW_QUERIES):
         _, ids = index.search(np.ascontiguousarray(queries, dtype=np.float32), int(depth), params=params)
     return ids
@@ -81,18 +97,36 @@ def merge_top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray
 
 
 class RowLocator:
-    """Where each global id of a snapshot lives: the position of its shard in `readers`, and its row."""
+    """Where each global id of a snapshot lives: the position of its shard in `readers`, and its row.
+
+    Ids are allocated in order and mostly live, so where the largest id is below `_DENSE_SPAN` x the
+    row count they index a table directly (8 bytes per id up to the largest: 300 lookups at 1M rows
+    in ~10 us, where a binary search over the sorted ids took ~120 us); otherwise the sorted ids are
+    searched.
+    """
 
     def __init__(self, readers: Sequence[ShardReader]) -> None:
         empty = np.empty(0, np.int64)
         all_ids = np.concatenate([r.ids for r in readers] or [empty])
-        shard_of = np.repeat(np.arange(len(readers)), [r.count for r in readers])
-        row_of = np.concatenate([np.arange(r.count) for r in readers] or [empty])
+        shard_of = np.repeat(np.arange(len(readers), dtype=np.int64), [r.count for r in readers])
+        row_of = np.concatenate([np.arange(r.count, dtype=np.int64) for r in readers] or [empty])
+        span = int(all_ids.max()) + 1 if len(all_ids) else 0
+        self._table: np.ndarray | None = None
+        if len(all_ids) and span <= _DENSE_SPAN * len(all_ids):
+            self._table = np.full(span, -1, np.int64)  # shard << 32 | row, -1 where no row
+            self._table[all_ids] = (shard_of << 32) | row_of
+            return
         order = np.argsort(all_ids, kind="stable")
         self._ids, self._shard_of, self._row_of = all_ids[order], shard_of[order], row_of[order]
 
     def locate(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(shard positions, rows, found) of `ids`; shard and row mean nothing where `found` is False."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if self._table is not None:
+            inside = (ids >= 0) & (ids < len(self._table))
+            packed = self._table[np.where(inside, ids, 0)]
+            found = inside & (packed >= 0)
+            return packed >> 32, packed & 0xFFFFFFFF, found
         if not len(self._ids):
             zeros = np.zeros(len(ids), np.int64)
             return zeros, zeros, np.zeros(len(ids), bool)
@@ -106,12 +140,20 @@ def exact_top_k(
     """The exact top-k of every query among the same stored rows (``row_of[i]`` of
     ``readers[shard_of[i]]``), as (scores, global ids), best first, equal scores by ascending id.
 
-    Each shard scores its rows with its own index under a row selector: FAISS's SIMD fp16 kernels, the
-    scores an exact scan gives, without decoding the vectors (decoding 500 rows of 4,096 fp16 and a
-    NumPy product took 5.9 ms; see docs/benchmarks.md).
+    A few rows (a re-rank's) are copied out of the shards' mapped files and scored in one FAISS call
+    for every query (`faiss_ops.score_codes`), not one Python call per row per query: at 1M x 1,024
+    over 11 shards, 300 rows took 0.70 ms against 0.72 ms one by one. Reading the rows is the cost
+    either way. Many rows (a filter's scan), or shards whose rows cannot be scored apart, are scored
+    by each shard's own index under a row selector. Both use FAISS's SIMD fp16 kernels and give the
+    scores an exact scan gives.
     """
-    scores, ids = [], []
     with faiss_ops.single_thread(len(queries) <= _FEW_QUERIES):
+        gathered = _gather_rows(readers, shard_of, row_of)
+        if gathered is not None:
+            kind, codes, ids = gathered
+            scores, positions = faiss_ops.score_codes(kind, codes, queries)
+            return _best_first_top_k(scores, ids[positions], k)
+        scores, ids = [], []
         for s in np.unique(shard_of).tolist():
             found_scores, found_ids = readers[s].search_rows(queries, k, row_of[shard_of == s])
             scores.append(found_scores)
@@ -119,6 +161,49 @@ def exact_top_k(
     if not scores:
         return np.empty((len(queries), 0), np.float32), np.empty((len(queries), 0), np.int64)
     return merge_top_k(np.hstack(scores), np.hstack(ids), k)
+
+
+def _best_first_top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """`merge_top_k` of lists already sorted best first: only the columns down to each query's k-th
+    score (and its ties) can be in the top-k, so only they are ordered by (score, id)."""
+    if scores.shape[1] <= k:
+        return merge_top_k(scores, ids, k)
+    reach = int((scores >= scores[:, k - 1 : k]).sum(axis=1).max())
+    return merge_top_k(scores[:, :reach], ids[:, :reach], k)
+
+
+def _gather_rows(
+    readers: Sequence[ShardReader], shard_of: np.ndarray, row_of: np.ndarray
+) -> tuple[tuple, np.ndarray, np.ndarray] | None:
+    """(kind, codes, global ids) of the rows, copied out of their shards into one array, or None when
+    there are none, they are too many to copy (`_GATHER_MAX_BYTES`) or a shard's rows cannot be scored
+    apart from it (see `ShardReader.flat_rows`)."""
+    if not len(shard_of):
+        return None
+    order = np.argsort(shard_of, kind="stable")
+    shards, starts = np.unique(shard_of[order], return_index=True)
+    views = [readers[s].flat_rows() for s in shards.tolist()]
+    if any(v is None for v in views) or len({v.kind for v in views}) != 1:  # type: ignore[union-attr]
+        return None
+    width = views[0].codes.shape[1]  # type: ignore[union-attr]
+    if len(order) * width > _GATHER_MAX_BYTES:
+        return None
+    codes = np.empty((len(order), width), np.uint8)
+    ids = np.empty(len(order), np.int64)
+    ends = [*starts[1:].tolist(), len(order)]
+    for s, view, start, end in zip(shards.tolist(), views, starts.tolist(), ends):
+        rows = row_of[order[start:end]]
+        np.take(view.codes, rows, axis=0, out=codes[start:end])  # type: ignore[union-attr]
+        ids[start:end] = readers[s].ids[rows]
+    return views[0].kind, codes, ids  # type: ignore[union-attr]
+
+
+def sorted_unique(values: np.ndarray) -> np.ndarray:
+    """`np.unique` of a short 1-d array, by a sort (NumPy's hash-based unique costs ~70 us for 300 ids)."""
+    ordered = np.sort(values)
+    if len(ordered) < 2:
+        return ordered
+    return ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))]
 
 
 def rerank(
@@ -141,7 +226,7 @@ def rerank(
     scores = np.full((q, k), -np.inf, dtype=np.float32)
     ids = np.full((q, k), -1, dtype=np.int64)
     for i in range(q):
-        mine = np.unique(candidates[i][candidates[i] >= 0])
+        mine = sorted_unique(candidates[i][candidates[i] >= 0])
         if mine.size == 0:
             continue
         found_scores, found_ids = score_among(queries[i : i + 1], mine, k)
@@ -182,6 +267,7 @@ class CodesSearcher:
         self.nprobe = int(nprobe)
         self.rerank_depth = int(rerank_depth)
         self.nlist = list_count(index)
+        self._unfiltered: dict[int, tuple[Any, list[Any]]] = {}  # nprobe -> (params, what they point to)
 
     def search(
         self,
@@ -200,7 +286,9 @@ class CodesSearcher:
         probes = min(self.nlist, int(nprobe) if nprobe is not None else self.nprobe)
         available = int(np.count_nonzero(allowed)) if allowed is not None else int(self.index.ntotal)
         want = min(depth, available)
-        candidates = search_candidates(self.index, queries, depth, nprobe=probes, allowed=allowed)
+        candidates = search_candidates(
+            self.index, queries, depth, nprobe=probes, allowed=allowed, params=self._params(probes)
+        )
         short = np.flatnonzero((candidates >= 0).sum(axis=1) < want)
         while short.size and probes < self.nlist:
             probes = min(self.nlist, probes * 4)
@@ -208,3 +296,10 @@ class CodesSearcher:
             candidates[short] = again
             short = short[(again >= 0).sum(axis=1) < want]
         return rerank(queries, candidates, score_among, k)
+
+    def _params(self, nprobe: int) -> Any:
+        """The search parameters for `nprobe` probes without a filter, made once (FAISS only reads them)."""
+        if nprobe not in self._unfiltered:
+            keep: list[Any] = []
+            self._unfiltered[nprobe] = (search_params(self.index, nprobe, None, keep), keep)
+        return self._unfiltered[nprobe][0]

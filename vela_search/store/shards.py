@@ -97,6 +97,7 @@ class ShardReader:
         self._verified = False  # the FAISS file's checksum has been checked
         self._search_index: Any = None
         self._rows_searchable = False  # the search index is the CPU one and flat: see `search_rows`
+        self._flat_rows: faiss_ops.FlatRows | None = None  # see `flat_rows`
         self._paths: tuple[pa.Array | None, pa.ListArray | None] | None = None
         self._numbers: dict[str, np.ndarray | None] = {}
         self._memory_codes: tuple[str, Any] | None = None  # (trained template's name, codes)
@@ -134,6 +135,7 @@ class ShardReader:
             if self._users > 0:
                 return
             self._index = self._search_index = self._parquet = self._table = self._memory_codes = None
+            self._flat_rows = None
             self._row_columns = None
             self._paths, self._numbers = None, {}
             self._verified = False
@@ -332,6 +334,16 @@ class ShardReader:
             return self.search(queries, k, allowed)
         scores, positions = faiss_ops.search_rows(index, queries, k, rows)
         return scores, self._global_ids(positions)
+
+    def flat_rows(self) -> faiss_ops.FlatRows | None:
+        """The stored rows as a view that a re-rank gathers from and scores in one FAISS call with other
+        shards' rows (`faiss_ops.flat_rows`), where searches run on the CPU index and its kind allows;
+        else None. The view lives as long as the reader stays open."""
+        with self._lock:
+            index = self.search_index()
+            if self._flat_rows is None and self._rows_searchable:
+                self._flat_rows = faiss_ops.flat_rows(index)
+            return self._flat_rows
 
     def _global_ids(self, positions: np.ndarray) -> np.ndarray:
         """The global ids of row positions (-1 stays -1: no result)."""
