@@ -7,6 +7,7 @@ import pytest
 
 from vela_search.bench import search_compare
 from vela_search.bench.search_compare import best_at, compare_search
+from vela_search.bench.search_index import ReferenceTopK
 from vela_search.bench.synthetic_vectors import ClusteredVectors, hard_vectors, vectors_for
 from vela_search.store.index_choice import ChoiceLimits
 
@@ -78,3 +79,27 @@ def test_a_missing_peer_is_noted_not_fatal(tmp_path, monkeypatch) -> None:  # no
     run = compare_search(500, dim=16, data="clustered", queries=5, workdir=tmp_path)
     assert any("hnswlib" in note and "[bench]" in note for note in run.notes)
     assert {row.system for row in run.rows} >= {"vela exact", "faiss"}
+
+
+def test_pages_read_back_from_disk_are_counted_per_query(tmp_path) -> None:  # noqa: ANN001
+    import mmap
+    import os
+
+    path = tmp_path / "mapped.bin"
+    path.write_bytes(os.urandom(64 * 4096))
+    with path.open("rb") as f:
+        os.fsync(f.fileno())
+        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)  # out of the page cache
+        pages = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    pages.madvise(mmap.MADV_RANDOM)  # one page per fault, no read-ahead
+    queries = np.zeros((40, 4), np.float32)
+    reference = ReferenceTopK(queries, 1)
+    reference.add(np.ones((1, 4), np.float32), np.arange(1))
+    touched = iter(range(64))
+
+    def search(q: np.ndarray) -> list[int]:
+        _ = pages[next(touched) * 4096]  # a page not read before: from the disk
+        return [0]
+
+    recall, cpu, wall, faults = search_compare._time_queries(search, queries, reference)
+    assert recall == 1.0 and faults >= 0.5  # the 20 warm-up queries are not counted

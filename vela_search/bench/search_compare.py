@@ -3,7 +3,9 @@
 One run generates ``n`` vectors (``--data hard``: a slowly decaying spectrum over all dimensions, see
 `synthetic_vectors.hard_vectors`; or today's clustered set) and fresh queries, and measures, one query at
 a time on one thread, recall@k against exact fp16 ground truth, CPU time per query (process CPU time,
-so any thread a library starts is counted), wall-clock p50 and memory, for:
+so any thread a library starts is counted), wall-clock p50, memory and the pages each query had to read
+back from disk (major page faults: the store's mapped vectors are read from the page cache, which the
+host may have reclaimed; CPU time counts only part of such a read), for:
 
 * the store with the default policy (a graph while vectors and graph fit the budget), at its tuned
   setting and along a ladder of efSearch values (``refine``), plus its exact scan;
@@ -61,6 +63,7 @@ class CompareRow:
     wall_ms_p50: float
     memory_bytes: int
     build_s: float
+    major_faults_per_query: float = 0.0  # pages read back from disk per query (see the module docstring)
 
 
 @dataclass
@@ -96,11 +99,13 @@ def missing_peers() -> list[str]:
 
 def _time_queries(
     search: Callable[[np.ndarray], list[int]], queries: np.ndarray, reference: ReferenceTopK
-) -> tuple[float, float, float]:
-    """(recall, CPU ms per query, wall p50 ms) of `search` over the queries, one at a time."""
+) -> tuple[float, float, float, float]:
+    """(recall, CPU ms per query, wall p50 ms, major page faults per query) of `search` over the
+    queries, one at a time."""
     for q in queries[:_WARMUP]:
         search(q)
     walls, recalls = [], []
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_majflt
     cpu = time.process_time()
     for i, q in enumerate(queries):
         start = time.perf_counter()
@@ -108,7 +113,9 @@ def _time_queries(
         walls.append(1000 * (time.perf_counter() - start))
         recalls.append(reference.recall(i, found))
     cpu_ms = 1000 * (time.process_time() - cpu) / max(len(queries), 1)
-    return round(float(np.mean(recalls)), 4), round(cpu_ms, 3), round(percentile(walls, 50), 3)
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_majflt - faults) / max(len(queries), 1)
+    recall = round(float(np.mean(recalls)), 4)
+    return recall, round(cpu_ms, 3), round(percentile(walls, 50), 3), round(faults, 2)
 
 
 def _build_store(
@@ -177,27 +184,28 @@ def _store_rows(
             def search(q: np.ndarray, knobs: dict[str, Any] = knobs) -> list[int]:
                 return [hit.id for hit in index.search(q[None], k, **knobs)[0]]
 
-            recall, cpu, wall = _time_queries(search, queries, reference)
+            recall, cpu, wall, faults = _time_queries(search, queries, reference)
             build = round(build_s, 1)
-            rows.append(CompareRow(f"vela {kind}", label, tuned, recall, cpu, wall, memory, build))
+            rows.append(CompareRow(f"vela {kind}", label, tuned, recall, cpu, wall, memory, build, faults))
             if tuned:  # the same search without the hits' metadata rows: the vector search alone
 
                 def ids_only(q: np.ndarray) -> list[int]:
                     return [i for i in index.search_ids(q[None], k)[1][0].tolist() if i >= 0]
 
-                recall, cpu, wall = _time_queries(ids_only, queries, reference)
+                recall, cpu, wall, faults = _time_queries(ids_only, queries, reference)
                 label = f"{label}, ids only"
-                rows.append(CompareRow(f"vela {kind} ids", label, tuned, recall, cpu, wall, memory, build))
+                system = f"vela {kind} ids"
+                rows.append(CompareRow(system, label, tuned, recall, cpu, wall, memory, build, faults))
         if kind == "graph":  # the exact scan of the same store, on a few queries (it reads every vector)
             few = queries[: min(30, len(queries))]
 
             def exact(q: np.ndarray) -> list[int]:
                 return [hit.id for hit in index.search(q[None], k, exact=True)[0]]
 
-            recall, cpu, wall = _time_queries(exact, few, reference)
+            recall, cpu, wall, faults = _time_queries(exact, few, reference)
             fp16 = int(index.num_vectors) * index.dim * 2
             label = f"scan ({len(few)} queries)"
-            rows.append(CompareRow("vela exact", label, False, recall, cpu, wall, fp16, 0.0))
+            rows.append(CompareRow("vela exact", label, False, recall, cpu, wall, fp16, 0.0, faults))
     return rows, info
 
 
@@ -277,8 +285,8 @@ def _peer_rows(
     build_s = round(time.perf_counter() - start, 1)
     rows = []
     for ef in PEER_EF:
-        recall, cpu, wall = _time_queries(lambda q, ef=ef: search(q, k, ef), queries, reference)
-        rows.append(CompareRow(name, f"ef {ef}", False, recall, cpu, wall, memory, build_s))
+        recall, cpu, wall, faults = _time_queries(lambda q, ef=ef: search(q, k, ef), queries, reference)
+        rows.append(CompareRow(name, f"ef {ef}", False, recall, cpu, wall, memory, build_s, faults))
     return rows
 
 

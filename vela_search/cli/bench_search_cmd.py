@@ -203,7 +203,8 @@ def _render_compare(run: Any, target: Any) -> None:
         highlight=False,
     )
     table = Table(title="recall / CPU time per query / memory")
-    for column in ("system", "setting", f"recall@{run.k}", "CPU ms/query", "p50 ms", "memory MiB", "build s"):
+    columns = ("system", "setting", f"recall@{run.k}", "CPU ms/query", "p50 ms", "disk reads/query")
+    for column in (*columns, "memory MiB", "build s"):
         table.add_column(column, justify="left" if column in ("system", "setting") else "right")
     for row in run.rows:
         table.add_row(
@@ -212,6 +213,7 @@ def _render_compare(run: Any, target: Any) -> None:
             f"{row.recall_at_k:.4f}",
             f"{row.cpu_ms_per_query:.3f}",
             f"{row.wall_ms_p50:.3f}",
+            f"{row.major_faults_per_query:.2f}",
             f"{row.memory_bytes / 2**20:,.1f}",
             f"{row.build_s:.1f}",
         )
