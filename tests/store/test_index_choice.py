@@ -52,7 +52,7 @@ def test_past_the_exact_threshold_a_compressed_index_is_chosen() -> None:
     choice = choose_index(1_000_000, 4096)
     assert choice.kind == "compressed"
     # 4-bit fast-scan codes, two sub-quantizers per byte: 64 bytes a vector.
-    assert choice.factory == "PCAR256,IVF1024_HNSW32,PQ128x4fs" and choice.code_bytes == 64
+    assert choice.factory == "PCAR256,IVF2048_HNSW32,PQ128x4fs" and choice.code_bytes == 64
     # Enough training points per centroid, for the lists and for the PQ codebooks.
     assert choice.nlist * 39 <= choice.train_size
     assert 16 * 39 <= choice.train_size

@@ -156,7 +156,7 @@ def choose_index(
 
     Exact while the fp16 vectors fit the budget and n x dim is at most `limits.exact_max_elements`.
     Then a graph (HNSW over the fp16 vectors) while `graph_memory` fits the budget.
-    Otherwise an IVF index with about 2 sqrt(n) lists (at most n / points_per_centroid, so each centroid
+    Otherwise an IVF index with about 4 sqrt(n) lists (at most n / points_per_centroid, so each centroid
     trains on enough points), an HNSW coarse quantizer, and PQ codes as large as the budget and
     1/8 of the fp16 vectors allow (at most `max_code_bytes`; 4-bit fast-scan codes, two sub-quantizers
     per byte), behind a PCA rotation to code_bytes x dims_per_subquantizer dimensions when that is
@@ -173,7 +173,10 @@ def choose_index(
     train_max = max(limits.train_max, limits.train_max_bytes // (4 * dim))
     # Every list needs `ppc` training points from a sample of at most `train_max`: FAISS warns (once per
     # training, on the terminal) and clusters worse below that.
-    nlist = _power_of_two_at_most(min(2 * math.sqrt(n), n / ppc, train_max / ppc, limits.max_nlist))
+    # 4 sqrt(n), the low end of FAISS's guideline: more, smaller lists make the PQ residuals smaller. At
+    # 1M x 1,024 on the hard set, 2,048 lists reached recall 0.962 with 32 probes and 200 candidates where
+    # 1,024 lists needed 64 probes and 300 candidates for 0.973 (docs/benchmarks.md, "IVF lists").
+    nlist = _power_of_two_at_most(min(4 * math.sqrt(n), n / ppc, train_max / ppc, limits.max_nlist))
     nlist = max(nlist, min(limits.min_nlist, _power_of_two_at_most(n / ppc)))
     ceiling = min(limits.max_code_bytes, dim * 2 // 8 - _ID_BYTES, dim)  # codes + ids <= 1/8 of fp16
     per_vector = max_index_memory / n - _ID_BYTES
