@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from vela_search.store import AudioIndex
+from vela_search.store import AudioIndex, faiss_ops
 from vela_search.store import rerank as rerank_module
 from vela_search.store.rerank import RowLocator, shard_scorer, sorted_unique
 
@@ -38,8 +38,11 @@ def test_sorted_unique_is_numpys_unique() -> None:
 def test_a_few_rows_of_many_shards_score_exactly_either_way(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gathered: bool
 ) -> None:
-    if not gathered:
-        monkeypatch.setattr(rerank_module, "_GATHER_MAX_BYTES", 0)
+    # The test's shards are small: gathering is allowed for any share of their rows, or for none.
+    monkeypatch.setattr(rerank_module, "_SPARSE_ROWS", 1 if gathered else 1024)
+    scored: list[int] = []
+    real = faiss_ops.score_codes
+    monkeypatch.setattr(faiss_ops, "score_codes", lambda *a: scored.append(1) or real(*a))
     root = tmp_path / "idx"
     AudioIndex.create(root, fingerprint=FP, dim=DIM).close()
     for c in range(3):
@@ -60,3 +63,4 @@ def test_a_few_rows_of_many_shards_score_exactly_either_way(
         order = np.lexsort((asked, -exact))[:5]
         assert ids[0].tolist() == asked[order].tolist() and ids[0][:2].tolist() == sorted([first, twin])
         np.testing.assert_allclose(scores[0], exact[order], rtol=1e-5, atol=1e-5)
+    assert bool(scored) == gathered

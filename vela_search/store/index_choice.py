@@ -175,7 +175,8 @@ def choose_index(
     # training, on the terminal) and clusters worse below that.
     # 4 sqrt(n), the low end of FAISS's guideline: more, smaller lists make the PQ residuals smaller. At
     # 1M x 1,024 on the hard set, 2,048 lists reached recall 0.962 with 32 probes and 200 candidates where
-    # 1,024 lists needed 64 probes and 300 candidates for 0.973 (docs/benchmarks.md, "IVF lists").
+    # 1,024 lists needed 64 probes and 300 candidates for 0.973 (docs/benchmarks.md, "The compressed
+    # kind: a cheaper re-rank, a finer IVF").
     nlist = _power_of_two_at_most(min(4 * math.sqrt(n), n / ppc, train_max / ppc, limits.max_nlist))
     nlist = max(nlist, min(limits.min_nlist, _power_of_two_at_most(n / ppc)))
     ceiling = min(limits.max_code_bytes, dim * 2 // 8 - _ID_BYTES, dim)  # codes + ids <= 1/8 of fp16
