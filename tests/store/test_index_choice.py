@@ -51,8 +51,8 @@ def test_a_graph_is_chosen_while_vectors_and_graph_fit_the_budget(
 def test_past_the_exact_threshold_a_compressed_index_is_chosen() -> None:
     choice = choose_index(1_000_000, 4096)
     assert choice.kind == "compressed"
-    # 4-bit fast-scan codes, two sub-quantizers per byte, keeping an eighth of the dimensions: 128 bytes.
-    assert choice.factory == "PCAR512,IVF2048_HNSW32,PQ256x4fs" and choice.code_bytes == 128
+    # 4-bit fast-scan codes, two sub-quantizers per byte: 64 bytes a vector.
+    assert choice.factory == "PCAR256,IVF2048_HNSW32,PQ128x4fs" and choice.code_bytes == 64
     # Enough training points per centroid, for the lists and for the PQ codebooks.
     assert choice.nlist * 39 <= choice.train_size
     assert 16 * 39 <= choice.train_size
@@ -106,13 +106,3 @@ def test_the_training_sample_gives_every_list_enough_points(n: int, dim: int) ->
     assert choice.kind == "compressed"
     assert choice.nlist * 39 <= choice.train_size <= n
     assert choice.train_size * dim * 4 <= max(ChoiceLimits().train_max_bytes, 65_536 * dim * 4)
-
-
-def test_codes_grow_to_keep_an_eighth_of_the_dimensions() -> None:
-    # 1,024 dims: 64-byte codes behind a 256-d rotation (the cap); 4,096 dims: 128 bytes behind 512.
-    assert choose_index(1_000_000, 1024, 128_000_000).factory == "PCAR256,IVF2048_HNSW32,PQ128x4fs"
-    wide = choose_index(100_000, 4096, 51_200_000)
-    assert wide.factory == "PCAR512,IVF1024_HNSW32,PQ256x4fs" and wide.code_bytes == 128
-    assert wide.memory_bytes <= 51_200_000
-    # The budget still comes first.
-    assert choose_index(1_000_000, 4096, 40 << 20).code_bytes < 128

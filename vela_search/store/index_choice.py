@@ -42,8 +42,7 @@ class ChoiceLimits:
         points_per_centroid: training vectors per k-means centroid (FAISS warns below 39).
         max_nlist: most IVF lists.
         min_nlist: fewest IVF lists.
-        max_code_bytes: most PQ bytes per vector (query cost grows with it), unless more are needed for
-            the rotation to keep an eighth of the dimensions (128 at 4,096).
+        max_code_bytes: most PQ bytes per vector (query cost grows with it).
         dims_per_subquantizer: dimensions per code byte after the rotation (two 4-bit sub-quantizers
             of half as many each); the rotation keeps code_bytes x this many dimensions (PCA with a
             random rotation, cheap to train at 4,096).
@@ -159,9 +158,9 @@ def choose_index(
     Then a graph (HNSW over the fp16 vectors) while `graph_memory` fits the budget.
     Otherwise an IVF index with about 4 sqrt(n) lists (at most n / points_per_centroid, so each centroid
     trains on enough points), an HNSW coarse quantizer, and PQ codes as large as the budget and
-    1/8 of the fp16 vectors allow (at most `max_code_bytes`, or enough to keep dim / 8 dimensions;
-    4-bit fast-scan codes, two sub-quantizers per byte), behind a PCA rotation to code_bytes x
-    dims_per_subquantizer dimensions when that is below `dim`.
+    1/8 of the fp16 vectors allow (at most `max_code_bytes`; 4-bit fast-scan codes, two sub-quantizers
+    per byte), behind a PCA rotation to code_bytes x dims_per_subquantizer dimensions when that is
+    below `dim`.
     """
     limits = limits or ChoiceLimits()
     n, dim = int(n), int(dim)
@@ -180,11 +179,7 @@ def choose_index(
     # kind: a cheaper re-rank, a finer IVF").
     nlist = _power_of_two_at_most(min(4 * math.sqrt(n), n / ppc, train_max / ppc, limits.max_nlist))
     nlist = max(nlist, min(limits.min_nlist, _power_of_two_at_most(n / ppc)))
-    # Codes may grow past `max_code_bytes` to keep an eighth of the dimensions: on the hard set at 100k x
-    # 4,096, 64-byte codes behind a 256-d rotation needed 500 candidates for recall 0.98, 128-byte codes
-    # behind a 512-d one reached 0.976 with 300 (docs/benchmarks.md, "Codes at 4,096 dimensions").
-    most = max(limits.max_code_bytes, dim // (8 * limits.dims_per_subquantizer))
-    ceiling = min(most, dim * 2 // 8 - _ID_BYTES, dim)  # codes + ids <= 1/8 of fp16
+    ceiling = min(limits.max_code_bytes, dim * 2 // 8 - _ID_BYTES, dim)  # codes + ids <= 1/8 of fp16
     per_vector = max_index_memory / n - _ID_BYTES
     code_bytes = _power_of_two_at_most(min(ceiling, max(per_vector, 1)))
     while True:
