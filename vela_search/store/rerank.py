@@ -106,8 +106,8 @@ class RowLocator:
 
     Ids are allocated in order and mostly live, so where the largest id is below `_DENSE_SPAN` x the
     row count they index a table directly (8 bytes per id up to the largest: 300 lookups at 1M rows
-    in ~10 us, where a binary search over the sorted ids took ~120 us); otherwise the sorted ids are
-    searched.
+    took 0.04 ms right after a candidate search, a binary search over the sorted ids 0.20-0.26 ms);
+    otherwise the sorted ids are searched.
     """
 
     def __init__(self, readers: Sequence[ShardReader]) -> None:
