@@ -189,17 +189,19 @@ def _gather_rows(
         return None
     order = np.argsort(shard_of, kind="stable")
     shards, starts = np.unique(shard_of[order], return_index=True)
-    views = [readers[s].flat_rows() for s in shards.tolist()]
+    involved = shards.tolist()
+    if len(order) * _SPARSE_ROWS > sum(readers[s].count for s in involved):
+        return None
+    views = [readers[s].flat_rows() for s in involved]
     if any(v is None for v in views) or len({v.kind for v in views}) != 1:  # type: ignore[union-attr]
         return None
     width = views[0].codes.shape[1]  # type: ignore[union-attr]
-    held = sum(readers[s].count for s in shards.tolist())
-    if len(order) * width > _GATHER_MAX_BYTES or len(order) * _SPARSE_ROWS > held:
+    if len(order) * width > _GATHER_MAX_BYTES:
         return None
     codes = np.empty((len(order), width), np.uint8)
     ids = np.empty(len(order), np.int64)
     ends = [*starts[1:].tolist(), len(order)]
-    for s, view, start, end in zip(shards.tolist(), views, starts.tolist(), ends):
+    for s, view, start, end in zip(involved, views, starts.tolist(), ends):
         rows = row_of[order[start:end]]
         np.take(view.codes, rows, axis=0, out=codes[start:end])  # type: ignore[union-attr]
         ids[start:end] = readers[s].ids[rows]
