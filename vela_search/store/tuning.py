@@ -42,16 +42,13 @@ RECALL_K = 10
 EF_LADDER = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 # (lists probed, candidates re-ranked) tried for compressed codes, cheapest first. On the hard set at
 # 100k x 4,096 (docs/benchmarks.md) doubling the probes from 32 costs more than re-ranking 100 more:
-# (32, 300) reached 0.966 at 2.7 ms where (64, 200) reached 0.925 at 3.3 ms, hence no (64, 200). And
-# (32, 500) comes before (64, 500): there, with 1,024 lists, recall hardly moved past 32 probes (0.9165 at
-# both 32 and 64 with 300 candidates, 0.982 at 64 and 128 with 500) while 64 probes cost ~0.3 ms more.
+# (32, 300) reached 0.966 at 2.7 ms where (64, 200) reached 0.925 at 3.3 ms, hence no (64, 200).
 CODES_LADDER = (
     (16, 100),
     (32, 100),
     (32, 200),
     (32, 300),
     (64, 300),
-    (32, 500),
     (64, 500),
     (128, 500),
     (128, 1000),
