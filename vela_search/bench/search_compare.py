@@ -347,7 +347,6 @@ def compare_search(
     queries: int = 200,
     k: int = 10,
     small_memory: int | None = None,
-    peers: bool = True,
     peer_names: Sequence[str] | None = None,
     workdir: str | Path | None = None,
     seed: int = 0,
@@ -362,8 +361,8 @@ def compare_search(
 
     Args:
         small_memory: the budget that forces the compressed kind (default: 1/16 of the fp16 vectors).
-        peers: also measure hnswlib, usearch and FAISS alone (missing packages are noted and skipped).
-        peer_names: which of `all_peers()` (default: all; e.g. only the best one in a long run).
+        peer_names: which of `all_peers()` to measure beside the store (default: all; e.g. only the
+            best one in a long run; empty: none). Missing packages are noted and skipped.
         report: called with each row as soon as it is measured (a long run shows its results as it goes).
         choice_limits: thresholds of the policy (`store.index_choice.ChoiceLimits`; tests shrink them).
         default: also build and measure the store under the default budget (False: only the forced
@@ -391,8 +390,8 @@ def compare_search(
         sides = (held, probes, reference, k, choices, progress, report, choice_limits, keep)
         if default:
             rows += _measure_store(scratch, "default", None, *sides)
-        if peers:
-            names = all_peers() if peer_names is None else tuple(peer_names)
+        names = all_peers() if peer_names is None else tuple(peer_names)
+        if names:
             rows += _measure_peers(held, probes, reference, k, notes, progress, report, names)
         if compressed:
             rows += _measure_store(scratch, "small budget", small, *sides)

@@ -154,7 +154,6 @@ def _compare(
             queries=queries,
             k=k,
             small_memory=small,
-            peers=bool(peers),
             peer_names=peers,
             workdir=workdir,
             seed=seed,
