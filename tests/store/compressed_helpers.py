@@ -1,5 +1,5 @@
 """Helpers of the compressed- and graph-search tests: clustered vectors and a small automatic index that
-is "large" (compressed codes with `LIMITS`, an HNSW graph with `GRAPH_LIMITS`)."""
+is "large" (compressed codes with `LIMITS` or `RABITQ_LIMITS`, an HNSW graph with `GRAPH_LIMITS`)."""
 
 from __future__ import annotations
 
@@ -18,9 +18,14 @@ FP = {"model": "tiny", "revision": "r1", "prompt_version": "1", "dim": DIM}
 LIMITS = ChoiceLimits(
     exact_max_elements=1_500 * DIM, max_code_bytes=16, measure_queries=50, min_coded_rows=100, graph=False
 )
+# The same sizes with RaBitQ codes (one bit per dimension) instead of PCA and PQ.
+RABITQ_LIMITS = dataclasses.replace(LIMITS, rabitq_min_dim=DIM)
 # The same sizes with the graph kind allowed: past 1,500 vectors the default budget holds a graph.
 GRAPH_LIMITS = dataclasses.replace(LIMITS, graph=True)
-KIND_LIMITS = {"compressed": LIMITS, "graph": GRAPH_LIMITS}
+# The store tests of the kinds past exact search run for each (see the `kind` fixture); CHOICE is what
+# `index_info()["choice"]` says of each.
+KIND_LIMITS = {"compressed": LIMITS, "rabitq": RABITQ_LIMITS, "graph": GRAPH_LIMITS}
+CHOICE = {"compressed": "compressed", "rabitq": "compressed", "graph": "graph"}
 _CENTRES = np.random.default_rng(1234).standard_normal((120, DIM)).astype(np.float32)
 
 

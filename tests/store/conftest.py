@@ -23,7 +23,8 @@ def index(root: Path) -> AudioIndex:
     return AudioIndex.create(root, fingerprint=FP, dim=DIM)
 
 
-@pytest.fixture(params=["compressed", "graph"])
+@pytest.fixture(params=["compressed", "rabitq", "graph"])
 def kind(request: pytest.FixtureRequest) -> str:
-    """The automatic index kinds past exact search: the store tests of those kinds run for each."""
+    """The automatic index kinds past exact search (compressed with PQ or RaBitQ codes, graph): the store
+    tests of those kinds run for each (limits in `compressed_helpers.KIND_LIMITS`)."""
     return request.param

@@ -18,7 +18,7 @@ from vela_search.store.repair import check_index, repair_index
 from vela_search.store.rerank import merge_top_k, rerank, search_candidates, shard_scorer
 from vela_search.store.writer import IndexWriter
 
-from .compressed_helpers import DIM, FP, KIND_LIMITS, LIMITS, add_commit, build_compressed, clustered
+from .compressed_helpers import CHOICE, DIM, FP, KIND_LIMITS, LIMITS, add_commit, build_compressed, clustered
 
 
 def _recall(found: list, truth: list) -> float:
@@ -205,7 +205,7 @@ def test_deletions_and_filters_hold_in_the_compressed_path(tmp_path: Path, kind:
         w.delete(top)
         w.commit()
     with AudioIndex.open(root) as index:
-        assert index.index_info()["choice"] == kind
+        assert index.index_info()["choice"] == CHOICE[kind]
         for row in index.search(queries, 10):
             assert len(row) == 10 and not {h.id for h in row} & set(top)
         glob = index.search(queries, 10, path_glob="/audio/f1/*")
@@ -230,7 +230,7 @@ def test_damaged_codes_are_found_and_rebuilt_from_the_exact_vectors(
     build_compressed(root, commits=2, limits=limits)
     data = json.loads((root / layout.MANIFEST).read_text())
     # A shard's codes, or the graph (one file over every shard).
-    name = data["shards"][1]["codes"] if kind == "compressed" else data["codes"]["trained"]
+    name = data["shards"][1]["codes"] if CHOICE[kind] == "compressed" else data["codes"]["trained"]
     (root / name).write_bytes(b"not a faiss index")
     with pytest.raises(IndexDamagedError, match=name):
         AudioIndex.open(root)
@@ -240,7 +240,7 @@ def test_damaged_codes_are_found_and_rebuilt_from_the_exact_vectors(
     assert repaired.repaired and not repaired.dropped_shards and not repaired.files_to_reembed
     assert check_index(root).ok
     with AudioIndex.open(root) as index:
-        assert index.num_vectors == 2_000 and index.index_info()["choice"] == kind
+        assert index.num_vectors == 2_000 and index.index_info()["choice"] == CHOICE[kind]
         q = clustered(20, seed=8)
         assert _recall(index.search(q, 10), index.search(q, 10, exact=True)) >= 0.9
 
@@ -293,7 +293,7 @@ def test_compaction_gives_merged_shards_codes_from_the_template(tmp_path: Path, 
     assert len(data["shards"]) == 1 < len(before["shards"])
     # Not re-trained: codes encoded from the template, or the graph kept (its ids did not change).
     assert data["codes"]["trained"] == before["codes"]["trained"]
-    if kind == "compressed":
+    if CHOICE[kind] == "compressed":
         assert data["shards"][0]["codes"] and data["shards"][0]["codes"] in data["checksums"]
     q = clustered(20, seed=11)
     with AudioIndex.open(root) as index:

@@ -21,8 +21,9 @@ SHARES = {"0.1%": 1, "1%": 10, "10%": 100, "100%": 1000}
 
 def _build(root: Path, factory: str) -> np.ndarray:
     """The index of N vectors (ids 0..N-1, `sel` = id % 1000); returns the vectors as stored (fp16).
-    Factory "auto" is the compressed kind, "auto graph" the graph kind."""
-    limits = KIND_LIMITS["graph"] if factory == "auto graph" else LIMITS
+    Factory "auto" is the compressed kind (PQ codes), "auto rabitq" with RaBitQ codes, "auto graph" the
+    graph kind."""
+    limits = KIND_LIMITS[factory.split()[1]] if " " in factory else LIMITS
     AudioIndex.create(root, fingerprint=FP, dim=DIM, factory=factory.split()[0]).close()
     for c in range(3):
         with IndexWriter(root, fingerprint=FP, choice_limits=limits, max_shard_size=700) as w:
@@ -41,7 +42,7 @@ def _exact(vectors: np.ndarray, queries: np.ndarray, k: int, below: int) -> list
     return [ids[np.lexsort((ids, -row))[:k]].tolist() for row in scores]
 
 
-@pytest.fixture(scope="module", params=["auto", "auto graph", "IVF32,SQfp16"])
+@pytest.fixture(scope="module", params=["auto", "auto rabitq", "auto graph", "IVF32,SQfp16"])
 def filtered_index(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[AudioIndex, np.ndarray]:

@@ -12,6 +12,7 @@ from vela_search.store.index_choice import (
     exact_memory,
     graph_memory,
     parse_size,
+    rabitq_memory,
 )
 
 
@@ -51,16 +52,43 @@ def test_a_graph_is_chosen_while_vectors_and_graph_fit_the_budget(
 def test_past_the_exact_threshold_a_compressed_index_is_chosen() -> None:
     choice = choose_index(1_000_000, 4096)
     assert choice.kind == "compressed"
-    # 4-bit fast-scan codes, two sub-quantizers per byte: 64 bytes a vector.
-    assert choice.factory == "PCAR256,IVF2048_HNSW32,PQ128x4fs" and choice.code_bytes == 64
-    # Enough training points per centroid, for the lists and for the PQ codebooks.
-    assert choice.nlist * 39 <= choice.train_size
-    assert 16 * 39 <= choice.train_size
+    # RaBitQ at 4,096 dims while it fits: one bit per dimension and 8 bytes of factors a vector.
+    assert choice.factory == "IVF2048_HNSW32,RaBitQ" and choice.code_bytes == 4096 // 8 + 8
+    assert choice.memory_bytes == rabitq_memory(1_000_000, 4096, nlist=2048)
+    assert choice.nlist * 39 <= choice.train_size  # enough training points per centroid
     # Within the budget and at most 1/8 of the fp16 vectors.
     assert choice.memory_bytes <= DEFAULT_MAX_INDEX_MEMORY
     assert choice.memory_bytes <= exact_memory(1_000_000, 4096) / 8
     assert choice.nprobe <= choice.nlist and choice.rerank >= 100
     assert choice.design_size == 1_000_000
+
+
+@pytest.mark.parametrize(
+    ("n", "dim", "budget", "limits"),
+    [
+        (3_000_000, 1024, DEFAULT_MAX_INDEX_MEMORY, ChoiceLimits()),  # below rabitq_min_dim
+        (100_000, 4096, 100_000 * 4096 * 2 // 16, ChoiceLimits()),  # RaBitQ codes do not fit 1/16
+        (3_000, 64, DEFAULT_MAX_INDEX_MEMORY, ChoiceLimits(exact_max_elements=1_000 * 64, graph=False)),
+    ],
+)
+def test_pq_codes_behind_a_pca_where_rabitq_does_not_fit_or_the_dimension_is_low(
+    n: int, dim: int, budget: int, limits: ChoiceLimits
+) -> None:
+    choice = choose_index(n, dim, budget, limits)
+    assert choice.kind == "compressed" and choice.factory.endswith("x4fs")
+    assert 16 * 39 <= choice.train_size  # the 4-bit codebooks' centroids get enough points too
+    assert choice.memory_bytes <= budget
+    faiss_ops.build(choice.factory, dim)  # a factory FAISS accepts
+    if dim >= ChoiceLimits().rabitq_min_dim:
+        assert rabitq_memory(n, dim, nlist=choice.nlist) > budget
+
+
+def test_rabitq_codes_from_the_configured_dimension() -> None:
+    limits = ChoiceLimits(exact_max_elements=1_000 * 64, graph=False, rabitq_min_dim=64)
+    choice = choose_index(3_000, 64, limits=limits)
+    assert choice.factory == f"IVF{choice.nlist}_HNSW32,RaBitQ" and choice.code_bytes == 64 // 8 + 8
+    index = faiss_ops.build(choice.factory, 64)
+    assert index.code_size == choice.code_bytes  # the estimate's code size is FAISS's
 
 
 def test_a_small_budget_shrinks_the_codes() -> None:

@@ -78,13 +78,13 @@ def test_a_compressed_snapshot_keeps_its_codes_across_a_small_commit(
     limits = ch.KIND_LIMITS[kind]
     ch.build_compressed(root, limits=limits)
     old = AudioIndex.open(root)
-    assert old.index_info()["choice"] == kind
+    assert old.index_info()["choice"] == ch.CHOICE[kind]
     with IndexWriter(root, fingerprint=ch.FP, choice_limits=limits, max_shard_size=700) as w:
         w.add(ch.clustered(1, seed=77), ch.rows(w.manifest["next_id"], 1, "late"))
         w.commit()
     reads.clear()
     new = old.refreshed()
-    if kind == "compressed":
+    if ch.CHOICE[kind] == "compressed":
         # The old codes, copied, with the new 1-row shard's codes encoded in memory (no codes file for
         # it): nothing else is re-read but the trained template that encodes it.
         assert new._codes is not old._codes and new._uncoded == []

@@ -64,3 +64,57 @@ def test_a_few_rows_of_many_shards_score_exactly_either_way(
         assert ids[0].tolist() == asked[order].tolist() and ids[0][:2].tolist() == sorted([first, twin])
         np.testing.assert_allclose(scores[0], exact[order], rtol=1e-5, atol=1e-5)
     assert bool(scored) == gathered
+
+
+def _codes_searcher(factory: str, n: int = 2_000) -> rerank_module.CodesSearcher:
+    vectors = clustered(n, seed=5)
+    index = faiss_ops.build(factory, DIM)
+    index.train(vectors)
+    index.add_with_ids(vectors, np.arange(n, dtype=np.int64))
+    return rerank_module.CodesSearcher(index, nprobe=4, rerank_depth=100)
+
+
+@pytest.mark.parametrize(("share", "depth"), [(1.0, 100), (0.5, 200), (0.2, 400), (0.01, 400)])
+def test_a_filter_grows_the_default_rerank_depth_up_to_four_times(
+    monkeypatch: pytest.MonkeyPatch, share: float, depth: int
+) -> None:
+    searcher = _codes_searcher("IVF16_HNSW32,RaBitQ")
+    asked: list[int] = []
+    original = rerank_module.search_candidates
+
+    def spy(index, queries, d, **options):  # noqa: ANN001, ANN003, ANN202
+        asked.append(d)
+        return original(index, queries, d, **options)
+
+    monkeypatch.setattr(rerank_module, "search_candidates", spy)
+    allowed = np.arange(2_000) < int(2_000 * share)
+    vectors = clustered(2_000, seed=5)
+
+    def score_among(queries: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        scores = queries @ vectors[ids].T
+        order = np.argsort(-scores, axis=1)[:, :k]
+        return np.take_along_axis(scores, order, axis=1), ids[order]
+
+    found = searcher.search(clustered(1, seed=6), 10, allowed, score_among)[1]
+    assert allowed[found[0]].all() and len(found[0]) == 10
+    assert asked[0] == depth
+    asked.clear()
+    searcher.search(clustered(1, seed=6), 10, allowed, score_among, refine=150)
+    assert asked[0] == 150  # an explicit depth is kept
+
+
+def test_rabitq_codes_are_searched_with_8_bit_queries_and_a_narrow_coarse_walk() -> None:
+    f = faiss_ops.faiss()
+
+    def made(searcher: rerank_module.CodesSearcher, nprobe: int) -> tuple[object, object, int]:
+        keep: list[object] = []  # what the parameters point to, as the searcher keeps it
+        params = rerank_module.search_params(searcher.index, nprobe, None, keep)
+        (walk,) = [o for o in keep if isinstance(o, f.SearchParametersHNSW)]
+        (ivf,) = [o for o in keep if isinstance(o, f.SearchParametersIVF)]
+        return params, ivf, walk.efSearch
+
+    params, ivf, ef = made(_codes_searcher("IVF16_HNSW32,RaBitQ"), 4)
+    assert params is ivf and isinstance(ivf, f.IVFRaBitQSearchParameters) and ivf.qb == 8 and ef == 16
+    params, ivf, ef = made(_codes_searcher("PCAR64,IVF16_HNSW32,PQ32x4fs"), 32)
+    assert isinstance(params, f.SearchParametersPreTransform) and type(ivf) is f.SearchParametersIVF
+    assert ivf.nprobe == 32 and ef == 64

@@ -49,6 +49,9 @@ _WARMUP = 20
 # The peers' insertion candidate lists (hnswlib's ef_construction, usearch's expansion_add; usearch's
 # default), with 16 links per node (hnswlib's M, usearch's connectivity).
 _EF_CONSTRUCTION = 128
+# The default small budget is this share of the fp16 vectors: the compressed kind must stay within 1/8 of
+# the best peer's memory, and every peer holds at least the vectors.
+_SMALL_SHARE = 10
 
 
 @dataclass
@@ -145,7 +148,7 @@ def _build_store(
 
 
 def _store_memory(root: Path, index: Any) -> int:
-    """Bytes the store's default search holds: graph files, merged codes or the fp16 vectors."""
+    """Bytes the store's search holds: graph files, the merged codes index or the fp16 vectors."""
     info = index.index_info()
     shards = index.manifest["shards"]
     if info.get("choice") == "graph":
@@ -154,10 +157,9 @@ def _store_memory(root: Path, index: Any) -> int:
         exact = sum(int(s["count"]) for s in shards if not s.get("codes") and s["max_id"] >= covers)
         exact *= index.dim * 2
         return sum((root / n).stat().st_size for n in names) + exact
-    if info.get("choice") == "compressed":
-        names = {s["codes"] for s in shards if s.get("codes")}
-        exact = sum(int(s["count"]) for s in shards if not s.get("codes")) * index.dim * 2
-        return sum((root / n).stat().st_size for n in names) + exact
+    merged = index.codes_memory_bytes()
+    if info.get("choice") == "compressed" and merged is not None:
+        return merged  # every shard's codes, merged (the files repeat the template's fixed parts)
     return int(index.num_vectors) * index.dim * 2
 
 
@@ -360,7 +362,8 @@ def compare_search(
     """Measure every kind of the policy and the peers on the same vectors (see the module docstring).
 
     Args:
-        small_memory: the budget that forces the compressed kind (default: 1/16 of the fp16 vectors).
+        small_memory: the budget that forces the compressed kind (default: 1/10 of the fp16 vectors,
+            below 1/8 of what any peer holds, since each holds at least the vectors).
         peer_names: which of `all_peers()` to measure beside the store (default: all; e.g. only the
             best one in a long run; empty: none). Missing packages are noted and skipped.
         report: called with each row as soon as it is measured (a long run shows its results as it goes).
@@ -380,7 +383,7 @@ def compare_search(
         reference.add(chunk, np.arange(start, start + len(chunk)))
         if progress is not None:
             progress("generate", start + len(chunk), n_vectors)
-    small = int(small_memory or max(1 << 20, n_vectors * dim * 2 // 16))
+    small = int(small_memory or max(1 << 20, n_vectors * dim * 2 // _SMALL_SHARE))
     notes: list[str] = []
     rows: list[CompareRow] = []
     choices: dict[str, Any] = {}

@@ -106,7 +106,7 @@ def to_gpu(index: Any) -> Any:
       cloner, with fp16 lookup tables and, where the coarse quantizer cannot move (HNSW), that
       quantizer left on the CPU; cuVS implementations where the build has them, else the classic ones.
     - Anything FAISS cannot move, or a copy that fails (e.g. GPU memory), stays on the CPU: so do the
-      4-bit fast-scan codes the automatic policy trains (FAISS has no GPU fast-scan index).
+      4-bit fast-scan and RaBitQ codes the automatic policy trains (FAISS has no GPU index of either).
     """
     if gpu_count() == 0:
         return index

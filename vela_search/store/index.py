@@ -864,6 +864,11 @@ class AudioIndex:
             self._live_ids = (allowed,)
         return allowed
 
+    def codes_memory_bytes(self) -> int | None:
+        """Bytes of the merged codes index this snapshot searches (None when it searches none). Each
+        codes file also carries the trained template's fixed parts; in memory they are held once."""
+        return None if self._codes is None else self._codes.memory_bytes()
+
     def index_info(self) -> dict[str, Any]:
         """How this snapshot is searched: the choice (exact, compressed with its factory, or a fixed
         factory), its memory, design size, and the recall@10 measured when the codes were trained."""

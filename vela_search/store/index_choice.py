@@ -3,10 +3,10 @@ while vectors and graph fit the memory budget, else compressed codes with exact 
 
 A pure policy (no I/O, no FAISS): given the live vector count, the dimension and a memory budget, it
 says whether exact `SQfp16` search is enough, whether a graph fits, or which compressed candidate index
-to train (an IVF index with an HNSW coarse quantizer and PQ codes, behind a PCA rotation at large
-dimensions). How many lists a query probes, how many candidates are re-ranked and the graph's efSearch
-are then tuned from measured recall (see `tuning`). The thresholds are fields of `ChoiceLimits`, so
-tests can make a few thousand vectors "large".
+to train (an IVF index with an HNSW coarse quantizer and either 1-bit RaBitQ codes of every dimension
+or 4-bit PQ codes behind a PCA rotation). How many lists a query probes, how many candidates are
+re-ranked and the graph's efSearch are then tuned from measured recall (see `tuning`). The thresholds
+are fields of `ChoiceLimits`, so tests can make a few thousand vectors "large".
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ DEFAULT_MAX_INDEX_MEMORY = 4 << 30
 
 _ID_BYTES = 8  # an IVF list stores one int64 id per vector beside its code
 _FAST_SCAN_CENTROIDS = 16  # a 4-bit sub-quantizer's centroids, each trained on `points_per_centroid` points
+_RABITQ_FACTORS = 8  # bytes a RaBitQ code carries beside its bits (FAISS's per-vector scale factors)
 # Links per graph node (2 x this on the bottom level); see `graph`.
 GRAPH_M = 32
 GRAPH_FACTORY = f"IDMap,HNSW{GRAPH_M}_SQfp16"
@@ -47,6 +48,10 @@ class ChoiceLimits:
             of half as many each); the rotation keeps code_bytes x this many dimensions (PCA with a
             random rotation, cheap to train at 4,096).
         min_rerank: fewest candidates re-ranked with exact inner products per query.
+        rabitq_min_dim: from this many dimensions on, the codes are RaBitQ (one bit per dimension, no
+            rotation) wherever they fit the budget, PQ behind a PCA otherwise. A PCA to 256 dimensions
+            keeps ~1/4 of the variance of a slowly decaying 4,096-d spectrum, so its candidates need a
+            deep re-rank; RaBitQ's estimate sees every dimension (docs/benchmarks.md, "RaBitQ codes").
         min_coded_rows: shards with fewer rows get no codes file and are searched exactly (each codes
             file carries the template's fixed parts, ~5 MB at 4,096 dims; scanning 4,096 rows takes ~3 ms).
         growth_factor: re-train the codes once the live count exceeds the design size by this factor.
@@ -64,6 +69,7 @@ class ChoiceLimits:
     max_code_bytes: int = 64
     dims_per_subquantizer: int = 4
     min_rerank: int = 100
+    rabitq_min_dim: int = 2048
     min_coded_rows: int = 4_096
     growth_factor: float = 4.0
     train_max: int = 65_536
@@ -82,7 +88,7 @@ class IndexChoice:
             candidates, exact re-rank).
         factory: the FAISS factory of the graph or compressed candidate index ("" for exact).
         nlist: IVF lists (0 for exact).
-        code_bytes: PQ bytes per vector (0 for exact).
+        code_bytes: code bytes per vector (0 for exact).
         nprobe: lists probed per query (0 for exact).
         rerank: candidates re-ranked per query (0 for exact).
         train_size: vectors sampled to train it (0 for exact).
@@ -149,6 +155,18 @@ def compressed_memory(n: int, dim: int, *, nlist: int, code_bytes: int, rotated_
     return codes + quantizer + codebooks + rotation
 
 
+def rabitq_memory(n: int, dim: int, *, nlist: int) -> int:
+    """Estimated bytes of a RaBitQ candidate index: one bit per dimension and the scale factors a vector,
+    its id, and the coarse quantizer (full-dimension centroids and HNSW links)."""
+    codes = int(n) * (rabitq_code_bytes(dim) + _ID_BYTES)
+    return codes + nlist * int(dim) * 4 + nlist * 32 * 2 * 4
+
+
+def rabitq_code_bytes(dim: int) -> int:
+    """Bytes of one RaBitQ code of `dim` dimensions (FAISS's 1-bit layout)."""
+    return (int(dim) + 7) // 8 + _RABITQ_FACTORS
+
+
 def choose_index(
     n: int, dim: int, max_index_memory: int = DEFAULT_MAX_INDEX_MEMORY, limits: ChoiceLimits | None = None
 ) -> IndexChoice:
@@ -157,10 +175,11 @@ def choose_index(
     Exact while the fp16 vectors fit the budget and n x dim is at most `limits.exact_max_elements`.
     Then a graph (HNSW over the fp16 vectors) while `graph_memory` fits the budget.
     Otherwise an IVF index with about 4 sqrt(n) lists (at most n / points_per_centroid, so each centroid
-    trains on enough points), an HNSW coarse quantizer, and PQ codes as large as the budget and
-    1/8 of the fp16 vectors allow (at most `max_code_bytes`; 4-bit fast-scan codes, two sub-quantizers
-    per byte), behind a PCA rotation to code_bytes x dims_per_subquantizer dimensions when that is
-    below `dim`.
+    trains on enough points) and an HNSW coarse quantizer, holding RaBitQ codes (one bit per dimension)
+    from `limits.rabitq_min_dim` dimensions on while they fit the budget, else PQ codes as large as the
+    budget and 1/8 of the fp16 vectors allow (at most `max_code_bytes`; 4-bit fast-scan codes, two
+    sub-quantizers per byte), behind a PCA rotation to code_bytes x dims_per_subquantizer dimensions when
+    that is below `dim`.
     """
     limits = limits or ChoiceLimits()
     n, dim = int(n), int(dim)
@@ -179,6 +198,16 @@ def choose_index(
     # kind: a cheaper re-rank, a finer IVF").
     nlist = _power_of_two_at_most(min(4 * math.sqrt(n), n / ppc, train_max / ppc, limits.max_nlist))
     nlist = max(nlist, min(limits.min_nlist, _power_of_two_at_most(n / ppc)))
+    nprobe = min(nlist, max(16, nlist // 32))
+    if dim >= limits.rabitq_min_dim and rabitq_memory(n, dim, nlist=nlist) <= max_index_memory:
+        # k-means alone to train (RaBitQ has no codebooks): points_per_centroid for each list.
+        train_size = min(n, train_max, nlist * ppc)
+        memory = rabitq_memory(n, dim, nlist=nlist)
+        factory = f"IVF{nlist}_HNSW32,RaBitQ"
+        code_bytes = rabitq_code_bytes(dim)
+        return IndexChoice(
+            "compressed", factory, nlist, code_bytes, nprobe, limits.min_rerank, train_size, memory, n
+        )
     ceiling = min(limits.max_code_bytes, dim * 2 // 8 - _ID_BYTES, dim)  # codes + ids <= 1/8 of fp16
     per_vector = max_index_memory / n - _ID_BYTES
     code_bytes = _power_of_two_at_most(min(ceiling, max(per_vector, 1)))
@@ -195,7 +224,6 @@ def choose_index(
     # 1,024 on the hard set, PQ128x4fs found the candidates of recall 0.96 ~5x faster than 8-bit PQ64 in
     # the same 64 bytes a vector (docs/benchmarks.md, "The compressed kind's codes").
     factory = f"{rotation}IVF{nlist}_HNSW32,PQ{2 * code_bytes}x4fs"
-    nprobe = min(nlist, max(16, nlist // 32))
     train_size = min(n, train_max, max(nlist, _FAST_SCAN_CENTROIDS) * ppc * 2)
     return IndexChoice(
         "compressed", factory, nlist, code_bytes, nprobe, limits.min_rerank, train_size, memory, n
