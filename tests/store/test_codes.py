@@ -335,9 +335,12 @@ def test_a_shard_without_codes_is_encoded_in_memory_then_on_disk_at_the_next_com
         assert _recall(index.search(q, 10), exact) >= 0.9
 
 
-def test_small_shards_get_no_codes_file_and_are_searched_through_codes_made_at_open(tmp_path: Path) -> None:
+@pytest.mark.parametrize("codes", ["compressed", "rabitq"])
+def test_small_shards_get_no_codes_file_and_are_searched_through_codes_made_at_open(
+    tmp_path: Path, codes: str
+) -> None:
     root = tmp_path / "idx"
-    limits = dataclasses.replace(LIMITS, min_coded_rows=500)
+    limits = dataclasses.replace(KIND_LIMITS[codes], min_coded_rows=500)
     AudioIndex.create(root, fingerprint=FP, dim=DIM).close()
     vectors = [clustered(1_000, seed=c) for c in range(3)]
     for c, v in enumerate(vectors):
@@ -356,3 +359,5 @@ def test_small_shards_get_no_codes_file_and_are_searched_through_codes_made_at_o
         for row in found:
             scores = [h.score for h in row]
             assert scores == sorted(scores, reverse=True) and len({h.id for h in row}) == 10
+        # Held once, in the merged codes (a copy per shard would also copy the coarse quantizer).
+        assert index._codes.index.ntotal == 3_000

@@ -260,7 +260,7 @@ class AudioIndex:
         return {_codes_name(s): s for s in self._shards}
 
     def _shard_codes(self, reader: ShardReader, data: dict, previous: AudioIndex | None) -> Any:
-        """A shard's codes, ready to merge: its codes file, or a copy of its in-memory codes."""
+        """A shard's codes, ready to merge: its codes file, or its vectors encoded in memory now."""
         if reader.entry.get("codes"):
             return reader.codes_index()
         trained = str(data["codes"]["trained"])
@@ -269,7 +269,7 @@ class AudioIndex:
         if self._template is None:
             raw = self._read_table(trained)
             self._template = (trained, faiss_ops.read_bytes(self.root, trained, raw))
-        return faiss_ops.clone(reader.memory_codes(trained, self._template[1]))
+        return reader.memory_codes(self._template[1])
 
     def _readers(self, *, vectors: bool = False) -> list[ShardReader]:
         """The shard readers, refusing what this snapshot did not open."""

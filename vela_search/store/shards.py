@@ -100,7 +100,6 @@ class ShardReader:
         self._flat_rows: faiss_ops.FlatRows | None = None  # see `flat_rows`
         self._paths: tuple[pa.Array | None, pa.ListArray | None] | None = None
         self._numbers: dict[str, np.ndarray | None] = {}
-        self._memory_codes: tuple[str, Any] | None = None  # (trained template's name, codes)
         self._users = 1  # snapshots sharing this reader (see `share`)
 
     @property
@@ -134,7 +133,7 @@ class ShardReader:
             self._users -= 1
             if self._users > 0:
                 return
-            self._index = self._search_index = self._parquet = self._table = self._memory_codes = None
+            self._index = self._search_index = self._parquet = self._table = None
             self._flat_rows = None
             self._row_columns = None
             self._paths, self._numbers = None, {}
@@ -286,23 +285,21 @@ class ShardReader:
             )
         return index
 
-    def memory_codes(self, trained: str, template: Any) -> Any:
-        """The shard's vectors encoded in memory with the trained, empty codes `template` (file `trained`),
-        for a shard too small to have a codes file: a snapshot then searches it through the codes like
-        the others instead of scanning it exactly. Encoded once per reader and template (the snapshots
-        sharing the reader share it); a caller that merges it into another index merges a clone.
+    def memory_codes(self, template: Any) -> Any:
+        """The shard's vectors encoded in memory into a clone of the trained, empty codes `template`, for
+        a shard too small to have a codes file: a snapshot then searches it through the codes like the
+        others instead of scanning it exactly. Not kept: the snapshot merges it into its codes index,
+        which a refreshed snapshot copies (each clone would also hold a copy of the template's coarse
+        quantizer, 16 MB for 1,024 lists of 4,096 dims behind RaBitQ codes).
 
         Raises:
             IndexDamagedError: the shard's FAISS file is missing or damaged.
         """
-        with self._lock:
-            if self._memory_codes is None or self._memory_codes[0] != trained:
-                index, ids = faiss_ops.clone(template), self.ids
-                for start in range(0, self.count, _ENCODE_ROWS):
-                    rows = np.arange(start, min(start + _ENCODE_ROWS, self.count))
-                    index.add_with_ids(faiss_ops.reconstruct_rows(self.index(), rows), ids[rows])
-                self._memory_codes = (trained, index)
-            return self._memory_codes[1]
+        index, ids = faiss_ops.clone(template), self.ids
+        for start in range(0, self.count, _ENCODE_ROWS):
+            rows = np.arange(start, min(start + _ENCODE_ROWS, self.count))
+            index.add_with_ids(faiss_ops.reconstruct_rows(self.index(), rows), ids[rows])
+        return index
 
     def search_index(self) -> Any:
         """The index searches use: a GPU copy, made once, where FAISS has GPUs, else the CPU index."""
