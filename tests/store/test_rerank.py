@@ -34,12 +34,16 @@ def test_sorted_unique_is_numpys_unique() -> None:
     assert sorted_unique(np.array([4])).tolist() == [4] and sorted_unique(np.array([], np.int64)).size == 0
 
 
-@pytest.mark.parametrize("gathered", [True, False])  # rows copied out and scored at once, or shard by shard
+# Rows copied out and scored at once (because sparse in their shards, or few bytes), or shard by shard.
+@pytest.mark.parametrize("way", ["sparse", "few bytes", "by shard"])
 def test_a_few_rows_of_many_shards_score_exactly_either_way(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gathered: bool
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, way: str
 ) -> None:
-    # The test's shards are small: gathering is allowed for any share of their rows, or for none.
-    monkeypatch.setattr(rerank_module, "_SPARSE_ROWS", 1 if gathered else 1024)
+    # The test's shards are small, so their rows are dense: gathering is allowed for any share of their
+    # rows, or by the rows' bytes (62 rows x 128 x 2 bytes), or not at all.
+    gathered = way != "by shard"
+    monkeypatch.setattr(rerank_module, "_SPARSE_ROWS", 1 if way == "sparse" else 1024)
+    monkeypatch.setattr(rerank_module, "_GATHER_ALWAYS_BYTES", 62 * DIM * 2 if way == "few bytes" else 0)
     scored: list[int] = []
     real = faiss_ops.score_codes
     monkeypatch.setattr(faiss_ops, "score_codes", lambda *a: scored.append(1) or real(*a))

@@ -26,11 +26,17 @@ _FEW_QUERIES = 4
 # A locator indexes a table by id while the largest id is below this many times the row count.
 _DENSE_SPAN = 3
 # A re-rank gathers its rows into one array up to this size, and only while its shards hold at least
-# `_SPARSE_ROWS` rows per row asked for; otherwise each shard scans its rows under a selector, which
-# tests every row of the shard but copies none. 300 rows of 1M x 1,024 in 11 shards: 0.70 ms gathered,
-# ~3 ms by the shards' scans; 500 rows of 100k x 4,096 (8 KB each) in 7 shards: 3.6-4.2 ms gathered,
-# 1.5-2.2 ms by the scans.
+# `_SPARSE_ROWS` rows per row asked for (or the rows take at most `_GATHER_ALWAYS_BYTES`); otherwise each
+# shard scans its rows under a selector, which tests every row of the shard but copies none. 300 rows of
+# 1M x 1,024 in 11 shards: 0.70 ms gathered, ~3 ms by the shards' scans; 500 rows of 100k x 4,096 (8 KB
+# each) in 7 shards: 3.6-4.2 ms gathered, 1.5-2.2 ms by the scans.
 _GATHER_MAX_BYTES = 32 << 20
+_SPARSE_ROWS = 1024
+# 100 rows of 100k x 4,096 (800 KB in 6-7 shards of 16,384) took 1.36-2.45 ms a query gathered against
+# 1.47-3.19 ms by the shards' scans, in 3 passes alternating on one store (docs/benchmarks.md, "RaBitQ
+# codes").
+_GATHER_ALWAYS_BYTES = 1 << 20
+# The HNSW coarse quantizer's narrowest walk (efSearch is at least twice the lists probed).
 _MIN_QUANTIZER_EF = 16
 # A filter that keeps a share s of the rows leaves its best rows further from the query, among more rows
 # of near-equal scores, where the codes' estimates rank less well: the default re-rank depth grows by
@@ -39,7 +45,6 @@ _MIN_QUANTIZER_EF = 16
 _FILTER_DEPTH_GROWTH = 4.0
 # Bits of the query's scalar quantization in RaBitQ distance estimates.
 _RABITQ_QUERY_BITS = 8
-_SPARSE_ROWS = 1024
 
 
 def merge_codes(indexes: list[Any]) -> Any:
@@ -200,21 +205,20 @@ def _gather_rows(
     readers: Sequence[ShardReader], shard_of: np.ndarray, row_of: np.ndarray
 ) -> tuple[tuple, np.ndarray, np.ndarray] | None:
     """(kind, codes, global ids) of the rows, copied out of their shards into one array, or None when
-    there are none, they are too many to copy (`_GATHER_MAX_BYTES`) or too dense in their shards for a
-    copy to pay (`_SPARSE_ROWS`), or a shard's rows cannot be scored apart from it (see
-    `ShardReader.flat_rows`)."""
+    there are none, they are too many to copy (`_GATHER_MAX_BYTES`) or, past `_GATHER_ALWAYS_BYTES`, too
+    dense in their shards for a copy to pay (`_SPARSE_ROWS`), or a shard's rows cannot be scored apart
+    from it (see `ShardReader.flat_rows`)."""
     if not len(shard_of):
         return None
     order = np.argsort(shard_of, kind="stable")
     shards, starts = np.unique(shard_of[order], return_index=True)
     involved = shards.tolist()
-    if len(order) * _SPARSE_ROWS > sum(readers[s].count for s in involved):
-        return None
     views = [readers[s].flat_rows() for s in involved]
     if any(v is None for v in views) or len({v.kind for v in views}) != 1:  # type: ignore[union-attr]
         return None
     width = views[0].codes.shape[1]  # type: ignore[union-attr]
-    if len(order) * width > _GATHER_MAX_BYTES:
+    dense = len(order) * _SPARSE_ROWS > sum(readers[s].count for s in involved)
+    if len(order) * width > (_GATHER_ALWAYS_BYTES if dense else _GATHER_MAX_BYTES):
         return None
     codes = np.empty((len(order), width), np.uint8)
     ids = np.empty(len(order), np.int64)
