@@ -52,8 +52,9 @@ class ChoiceLimits:
             rotation) wherever they fit the budget, PQ behind a PCA otherwise. A PCA to 256 dimensions
             keeps ~1/4 of the variance of a slowly decaying 4,096-d spectrum, so its candidates need a
             deep re-rank; RaBitQ's estimate sees every dimension (docs/benchmarks.md, "RaBitQ codes").
-        min_coded_rows: shards with fewer rows get no codes file and are searched exactly (each codes
-            file carries the template's fixed parts, ~5 MB at 4,096 dims; scanning 4,096 rows takes ~3 ms).
+        min_coded_rows: shards with fewer rows get no codes file, but codes made in memory at open (each codes
+            file carries the template's fixed parts, ~5 MB at 4,096 dims behind a PCA, 16 MB of RaBitQ's
+            1,024 full-dimension centroids; scanning 4,096 rows takes ~3 ms).
         growth_factor: re-train the codes once the live count exceeds the design size by this factor.
         train_max: at most this many vectors are sampled for training (bounds its time and memory),
             or more at small dimensions, up to `train_max_bytes` of float32. The list count is bounded

@@ -320,7 +320,7 @@ class CodesSearcher:
             depth = max(int(refine), k)
         else:
             share = available / max(int(self.index.ntotal), 1)
-            growth = min(_FILTER_DEPTH_GROWTH, 1.0 / max(share, 1e-9))
+            growth = min(_FILTER_DEPTH_GROWTH, max(1.0, 1.0 / max(share, 1e-9)))
             depth = int(math.ceil(max(self.rerank_depth, 10 * k) * growth))
         probes = min(self.nlist, int(nprobe) if nprobe is not None else self.nprobe)
         want = min(depth, available)
