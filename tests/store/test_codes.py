@@ -51,6 +51,9 @@ def test_switches_to_compressed_codes_past_the_threshold(tmp_path: Path) -> None
     assert {codes["trained"], *(s["codes"] for s in data["shards"])} <= set(data["checksums"])
     with AudioIndex.open(root) as index:
         assert index.index_info()["choice"] == "compressed"
+        # Merged, the template's fixed parts (quantizer, rotation) are held once, not once per codes file.
+        files = sum((root / s["codes"]).stat().st_size for s in data["shards"])
+        assert len(data["shards"]) > 1 and 0 < index.codes_memory_bytes() < files
     # The PCA's training-only eigenvectors (dim x dim) are not copied into the template and codes files.
     template = faiss_ops.read_bytes(root, codes["trained"], (root / codes["trained"]).read_bytes())
     pca = faiss_ops.faiss().downcast_VectorTransform(faiss_ops.faiss().downcast_index(template).chain.at(0))
@@ -359,5 +362,5 @@ def test_small_shards_get_no_codes_file_and_are_searched_through_codes_made_at_o
         for row in found:
             scores = [h.score for h in row]
             assert scores == sorted(scores, reverse=True) and len({h.id for h in row}) == 10
-        # Held once, in the merged codes (a copy per shard would also copy the coarse quantizer).
+        # Every shard's codes, the small one's included, are in the one merged index.
         assert index._codes.index.ntotal == 3_000
