@@ -54,7 +54,8 @@ def search_index(
         None,
         "--max-index-memory",
         metavar="SIZE",
-        help="Memory budget of the automatic choice, e.g. 512M or 1G (default: the store's, 4G).",
+        help="Memory budget of the automatic choice, e.g. 512M or 1G (default: the store's, 4G; with "
+        "--data, the small budget that forces the compressed kind, default 1/10 of the fp16 vectors).",
     ),
     factory: str = typer.Option(
         "auto", "--factory", help="'auto' (the store's automatic choice) or a FAISS factory to force."
