@@ -200,14 +200,13 @@ def choose_index(
     nlist = _power_of_two_at_most(min(4 * math.sqrt(n), n / ppc, train_max / ppc, limits.max_nlist))
     nlist = max(nlist, min(limits.min_nlist, _power_of_two_at_most(n / ppc)))
     nprobe = min(nlist, max(16, nlist // 32))
-    if dim >= limits.rabitq_min_dim and rabitq_memory(n, dim, nlist=nlist) <= max_index_memory:
+    rabitq = rabitq_memory(n, dim, nlist=nlist)
+    if dim >= limits.rabitq_min_dim and rabitq <= max_index_memory:
         # k-means alone to train (RaBitQ has no codebooks): points_per_centroid for each list.
         train_size = min(n, train_max, nlist * ppc)
-        memory = rabitq_memory(n, dim, nlist=nlist)
-        factory = f"IVF{nlist}_HNSW32,RaBitQ"
-        code_bytes = rabitq_code_bytes(dim)
+        factory, code_bytes = f"IVF{nlist}_HNSW32,RaBitQ", rabitq_code_bytes(dim)
         return IndexChoice(
-            "compressed", factory, nlist, code_bytes, nprobe, limits.min_rerank, train_size, memory, n
+            "compressed", factory, nlist, code_bytes, nprobe, limits.min_rerank, train_size, rabitq, n
         )
     ceiling = min(limits.max_code_bytes, dim * 2 // 8 - _ID_BYTES, dim)  # codes + ids <= 1/8 of fp16
     per_vector = max_index_memory / n - _ID_BYTES
